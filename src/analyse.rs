@@ -1,0 +1,1 @@
+//! Roles, jobs and findings over a `Snapshot` (being written).

@@ -1,0 +1,59 @@
+//! `doctor`: finds who holds the PyTorch rendezvous port, why, and how to fix it.
+
+mod analyse;
+mod observe;
+mod output;
+mod ports;
+mod snapshot;
+
+use clap::{Parser, Subcommand};
+
+use output::UserError;
+
+#[derive(Parser)]
+#[command(
+    name = "doctor",
+    version,
+    about = "Diagnoses EADDRINUSE and rendezvous hangs in PyTorch / Lightning distributed training",
+    after_help = "Exit codes: 0 nothing found, 1 found something at warning level or worse, 2 usage or internal error."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Who holds the rendezvous ports, and what they are to the training job
+    Ports(ports::PortsArgs),
+    /// The process trees of training jobs, with roles, ranks and rendezvous sockets
+    Tree(ports::TreeArgs),
+    /// Write a snapshot of processes, sockets and host facts for later analysis
+    Snapshot(ports::SnapshotArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Ports(args) => ports::ports(args),
+        Command::Tree(args) => ports::tree(args),
+        Command::Snapshot(args) => ports::snapshot(args),
+    };
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(err) => {
+            report_error(&err);
+            std::process::exit(2);
+        }
+    }
+}
+
+fn report_error(err: &anyhow::Error) {
+    let color = output::stderr_color();
+    let label = output::paint("error:", output::Paint::Red, color);
+    eprintln!("{label} {err:#}");
+    if let Some(hint) = err.downcast_ref::<UserError>().and_then(|u| u.hint.as_deref()) {
+        let label = output::paint("hint:", output::Paint::Blue, color);
+        eprintln!("{label} {hint}");
+    }
+}

@@ -1,0 +1,1 @@
+//! Reading the live machine into a `Snapshot` (being written).

@@ -1,0 +1,143 @@
+//! Rendering helpers shared by every subcommand: formats, errors with hints, colour, stdout.
+
+use std::fmt;
+use std::io::{IsTerminal, Write};
+
+use serde::Serialize;
+
+/// `--format` for the commands whose documents are tables, JSON or YAML.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+    Yaml,
+}
+
+/// An error a person caused (bad argument, bad file): printed as `error:` plus an optional `hint:`,
+/// exit code 2. Any other error reaching `main` is printed the same way.
+#[derive(Debug)]
+pub struct UserError {
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl fmt::Display for UserError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for UserError {}
+
+/// Build an `anyhow::Error` carrying a hint line.
+pub fn user_error(message: impl Into<String>, hint: impl Into<String>) -> anyhow::Error {
+    let hint = hint.into();
+    anyhow::Error::new(UserError {
+        message: message.into(),
+        hint: (!hint.is_empty()).then_some(hint),
+    })
+}
+
+/// Serialise a document as JSON or YAML (table rendering is each command's own).
+pub fn document<T: Serialize>(doc: &T, format: Format) -> anyhow::Result<String> {
+    Ok(match format {
+        Format::Json => {
+            let mut s = serde_json::to_string_pretty(doc)?;
+            s.push('\n');
+            s
+        }
+        Format::Yaml => serde_yaml::to_string(doc)?,
+        Format::Table => unreachable!("tables are rendered by the command"),
+    })
+}
+
+/// Write to stdout; a closed pipe (`doctor ports | head -1`) ends the program quietly with 0.
+pub fn print(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let res = out.write_all(text.as_bytes()).and_then(|_| out.flush());
+    if let Err(e) = res {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: cannot write to stdout: {e}");
+        std::process::exit(2);
+    }
+}
+
+/// Colours are used only on a terminal and never when `NO_COLOR` is set.
+pub fn color_enabled(stream_is_tty: bool) -> bool {
+    stream_is_tty && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+pub fn stdout_color() -> bool {
+    color_enabled(std::io::stdout().is_terminal())
+}
+
+pub fn stderr_color() -> bool {
+    color_enabled(std::io::stderr().is_terminal())
+}
+
+#[derive(Clone, Copy)]
+pub enum Paint {
+    Red,
+    Yellow,
+    Blue,
+    Green,
+    Bold,
+    Dim,
+}
+
+pub fn paint(text: &str, style: Paint, enabled: bool) -> String {
+    if !enabled {
+        return text.to_string();
+    }
+    let code = match style {
+        Paint::Red => "1;31",
+        Paint::Yellow => "1;33",
+        Paint::Blue => "1;34",
+        Paint::Green => "1;32",
+        Paint::Bold => "1",
+        Paint::Dim => "2",
+    };
+    format!("\x1b[{code}m{text}\x1b[0m")
+}
+
+/// Shorten `text` to at most `max` characters, ending with `…` when cut.
+pub fn shorten(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_string();
+    }
+    let mut s: String = text.chars().take(max.saturating_sub(1)).collect();
+    s.push('…');
+    s
+}
+
+/// A human age: `45s`, `12m`, `3h05m`, `2d04h`.
+pub fn age(seconds: f64) -> String {
+    let s = seconds.max(0.0) as u64;
+    match s {
+        0..=119 => format!("{s}s"),
+        120..=3599 => format!("{}m", s / 60),
+        3600..=86_399 => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+        _ => format!("{}d{:02}h", s / 86_400, (s % 86_400) / 3600),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shorten_cuts_with_ellipsis() {
+        assert_eq!(shorten("python train.py", 8), "python …");
+        assert_eq!(shorten("short", 8), "short");
+    }
+
+    #[test]
+    fn ages_read_well() {
+        assert_eq!(age(5.0), "5s");
+        assert_eq!(age(600.0), "10m");
+        assert_eq!(age(3600.0 * 3.0 + 300.0), "3h05m");
+        assert_eq!(age(86_400.0 * 2.0 + 3600.0 * 4.0), "2d04h");
+    }
+}
