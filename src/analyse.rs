@@ -1,1 +1,540 @@
-//! Roles, jobs and findings over a `Snapshot` (being written).
+//! Roles, rendezvous identities and jobs over a `Snapshot`: pure functions, no operating system.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde::Serialize;
+
+use crate::rules::{self, Finding};
+use crate::snapshot::{Process, Snapshot, Socket};
+
+/// The default rendezvous ports: torchrun/accelerate/DeepSpeed static rendezvous, and the old
+/// `torchrun --standalone` c10d port.
+pub const DEFAULT_PORTS: [u16; 2] = [29500, 29400];
+
+/// Process names that adopt orphans: a rank whose parent is one of these lost its launcher.
+const SUBREAPERS: &[&str] = &["systemd", "init", "tini", "dumb-init", "docker-init", "catatonit", "s6-svscan", "runit"];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    Launcher,
+    Rank,
+    SpawnChild,
+    Forkserver,
+    ForkserverChild,
+    ForkChild,
+    ResourceTracker,
+    DataloaderWorker,
+    Python,
+    Other,
+}
+
+impl Role {
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Launcher => "launcher",
+            Role::Rank => "rank",
+            Role::SpawnChild => "spawn-child",
+            Role::Forkserver => "forkserver",
+            Role::ForkserverChild => "forkserver-child",
+            Role::ForkChild => "fork-child",
+            Role::ResourceTracker => "resource-tracker",
+            Role::DataloaderWorker => "dataloader-worker",
+            Role::Python => "python",
+            Role::Other => "other",
+        }
+    }
+
+    /// Children a rank makes that re-run or share the training program (never ranks themselves).
+    pub fn is_rank_descendant_kind(self) -> bool {
+        matches!(
+            self,
+            Role::SpawnChild | Role::Forkserver | Role::ForkserverChild | Role::ForkChild | Role::DataloaderWorker
+        )
+    }
+}
+
+/// Who a process believes it is in the rendezvous.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Identity {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub master_addr: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub master_port: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rank: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub local_rank: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_rank: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub world_size: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slurm_job_id: Option<String>,
+    /// Not read from the process's own environment but deduced (Lightning's rank 0 sets its
+    /// identity in `os.environ` after exec; its children show it).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub inferred: bool,
+}
+
+impl Identity {
+    fn from_env(p: &Process) -> Option<Identity> {
+        let id = Identity {
+            master_addr: p.env("MASTER_ADDR").map(str::to_string),
+            master_port: p.master_port(),
+            rank: p.env_int("RANK"),
+            local_rank: p.env_int("LOCAL_RANK"),
+            node_rank: p.env_int("NODE_RANK").or_else(|| p.env_int("GROUP_RANK")),
+            world_size: p.env_int("WORLD_SIZE"),
+            run_id: p.env("TORCHELASTIC_RUN_ID").map(str::to_string),
+            slurm_job_id: p.env("SLURM_JOB_ID").map(str::to_string),
+            inferred: false,
+        };
+        (id.master_port.is_some() || id.has_rank()).then_some(id)
+    }
+
+    pub fn has_rank(&self) -> bool {
+        self.rank.is_some() || self.local_rank.is_some()
+    }
+
+    /// The key two ranks of one job must not share.
+    pub fn rank_key(&self) -> Option<(i64, i64)> {
+        match (self.rank, self.local_rank) {
+            (Some(r), _) => Some((-1, r)),
+            (None, Some(l)) => Some((self.node_rank.unwrap_or(0), l)),
+            _ => None,
+        }
+    }
+
+    /// `rank 1/2 local 1`, `local 0 node 1`, ...; `*` marks an inferred identity.
+    pub fn label(&self) -> String {
+        let mut parts = Vec::new();
+        match (self.rank, self.world_size) {
+            (Some(r), Some(w)) => parts.push(format!("rank {r}/{w}")),
+            (Some(r), None) => parts.push(format!("rank {r}")),
+            _ => {}
+        }
+        if let Some(l) = self.local_rank {
+            if self.rank != Some(l) || self.rank.is_none() {
+                parts.push(format!("local {l}"));
+            }
+        }
+        if self.rank.is_none() {
+            if let Some(w) = self.world_size {
+                parts.push(format!("of {w}"));
+            }
+        }
+        if let Some(n) = self.node_rank.filter(|n| *n != 0) {
+            parts.push(format!("node {n}"));
+        }
+        let mut s = parts.join(" ");
+        if self.inferred && !s.is_empty() {
+            s.push('*');
+        }
+        s
+    }
+
+    fn same_rendezvous(&self, other: &Identity) -> bool {
+        self.master_port == other.master_port && self.rank_key() == other.rank_key()
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Job {
+    /// `job-<root pid>`.
+    pub id: String,
+    pub root: i32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub master_addr: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub master_port: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slurm_job_id: Option<String>,
+    pub pids: Vec<i32>,
+    /// The process that started the ranks is gone: the job is a leftover.
+    pub launcher_gone: bool,
+}
+
+/// Everything the renderers and rules need, derived once from a snapshot.
+pub struct Analysis<'a> {
+    pub snap: &'a Snapshot,
+    pub roles: HashMap<i32, Role>,
+    pub identity: HashMap<i32, Identity>,
+    pub children: HashMap<i32, Vec<i32>>,
+    pub jobs: Vec<Job>,
+    pub job_of: HashMap<i32, usize>,
+    /// socket inode -> pids holding it.
+    pub holders: HashMap<u64, Vec<i32>>,
+    /// Ports treated as rendezvous ports: every MASTER_PORT seen, launcher flags, the defaults,
+    /// and the ones asked for.
+    pub rendezvous_ports: BTreeSet<u16>,
+    /// Ports some live process names as its MASTER_PORT (or a launcher flag), or asked for.
+    pub used_ports: BTreeSet<u16>,
+    pub findings: Vec<Finding>,
+}
+
+impl<'a> Analysis<'a> {
+    pub fn new(snap: &'a Snapshot, extra_ports: &[u16]) -> Analysis<'a> {
+        let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
+        for p in &snap.processes {
+            if p.pid != p.ppid {
+                children.entry(p.ppid).or_default().push(p.pid);
+            }
+        }
+        let mut holders: HashMap<u64, Vec<i32>> = HashMap::new();
+        for p in &snap.processes {
+            for &inode in &p.socket_inodes {
+                holders.entry(inode).or_default().push(p.pid);
+            }
+        }
+        let mut a = Analysis {
+            snap,
+            roles: HashMap::new(),
+            identity: HashMap::new(),
+            children,
+            jobs: Vec::new(),
+            job_of: HashMap::new(),
+            holders,
+            rendezvous_ports: BTreeSet::new(),
+            used_ports: BTreeSet::new(),
+            findings: Vec::new(),
+        };
+        a.classify();
+        a.find_jobs();
+        a.collect_ports(extra_ports);
+        a.findings = rules::evaluate(&a);
+        a
+    }
+
+    pub fn process(&self, pid: i32) -> Option<&'a Process> {
+        self.snap.process(pid)
+    }
+
+    pub fn parent(&self, p: &Process) -> Option<&'a Process> {
+        (p.ppid != p.pid).then(|| self.process(p.ppid)).flatten()
+    }
+
+    pub fn role(&self, pid: i32) -> Role {
+        self.roles.get(&pid).copied().unwrap_or(Role::Other)
+    }
+
+    pub fn identity(&self, pid: i32) -> Option<&Identity> {
+        self.identity.get(&pid)
+    }
+
+    pub fn job(&self, pid: i32) -> Option<&Job> {
+        self.job_of.get(&pid).map(|&i| &self.jobs[i])
+    }
+
+    pub fn children(&self, pid: i32) -> &[i32] {
+        self.children.get(&pid).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// Ancestors of `pid`, nearest first (not including `pid`).
+    pub fn ancestors(&self, pid: i32) -> Vec<i32> {
+        let mut out = Vec::new();
+        let mut cur = self.process(pid);
+        while let Some(p) = cur.and_then(|p| self.parent(p)) {
+            if out.contains(&p.pid) || p.pid == pid {
+                break;
+            }
+            out.push(p.pid);
+            cur = Some(p);
+        }
+        out
+    }
+
+    /// The sockets a process holds.
+    pub fn sockets_of(&self, pid: i32) -> Vec<&'a Socket> {
+        let Some(p) = self.process(pid) else { return Vec::new() };
+        self.snap.sockets.iter().filter(|s| s.inode != 0 && p.socket_inodes.binary_search(&s.inode).is_ok()).collect()
+    }
+
+    /// Whether the process lost the one that started it (re-parented to init or a subreaper).
+    pub fn orphaned(&self, p: &Process) -> bool {
+        if p.ppid <= 1 || p.ppid == self.snap.host.observer_pid {
+            return true;
+        }
+        match self.parent(p) {
+            None => true,
+            Some(parent) => SUBREAPERS.contains(&parent.comm.as_str()) || parent.comm.starts_with("containerd-shim"),
+        }
+    }
+
+    fn classify(&mut self) {
+        // Parents before children, so a fork child can take its parent's identity.
+        let order = self.topological_order();
+        for &pid in &order {
+            let p = self.process(pid).expect("pid from snapshot");
+            let parent = self.parent(p);
+            let role = classify(p, parent, parent.and_then(|q| self.roles.get(&q.pid).copied()));
+            self.roles.insert(pid, role);
+            let inherited = parent.filter(|_| role == Role::ForkChild).and_then(|q| self.identity.get(&q.pid).cloned());
+            if let Some(id) = Identity::from_env(p).or(inherited) {
+                self.identity.insert(pid, id);
+            }
+        }
+        // Lightning's rank 0 (and any process that sets its identity in os.environ): no rank in
+        // its own environ, but the children it exec'd after that carry it.
+        for &pid in &order {
+            if self.identity.get(&pid).is_some_and(Identity::has_rank) {
+                continue;
+            }
+            let p = self.process(pid).expect("pid from snapshot");
+            if !is_python(p) || self.roles[&pid] != Role::Python && self.roles[&pid] != Role::Other {
+                continue;
+            }
+            let inferred = self.children(pid).iter().find_map(|&c| {
+                let child = self.process(c)?;
+                let id = self.identity.get(&c)?;
+                if !id.has_rank() || id.inferred {
+                    return None;
+                }
+                match self.roles[&c] {
+                    Role::SpawnChild | Role::Forkserver | Role::ResourceTracker | Role::DataloaderWorker => {
+                        Some(Identity { inferred: true, ..id.clone() })
+                    }
+                    Role::Rank if child.argv.get(1..) == p.argv.get(1..) && id.rank.is_none() => Some(Identity {
+                        local_rank: Some(0),
+                        inferred: true,
+                        ..id.clone()
+                    }),
+                    _ => None,
+                }
+            });
+            if let Some(id) = inferred {
+                self.identity.insert(pid, id);
+                self.roles.insert(pid, Role::Rank);
+            }
+        }
+    }
+
+    fn topological_order(&self) -> Vec<i32> {
+        let mut order = Vec::with_capacity(self.snap.processes.len());
+        let mut stack: Vec<i32> = self
+            .snap
+            .processes
+            .iter()
+            .filter(|p| self.parent(p).is_none())
+            .map(|p| p.pid)
+            .collect();
+        stack.sort_unstable_by(|a, b| b.cmp(a));
+        let mut seen = BTreeSet::new();
+        while let Some(pid) = stack.pop() {
+            if !seen.insert(pid) {
+                continue;
+            }
+            order.push(pid);
+            stack.extend(self.children(pid).iter().rev());
+        }
+        // Cycles (impossible on a live system, possible in a hand-edited snapshot).
+        for p in &self.snap.processes {
+            if seen.insert(p.pid) {
+                order.push(p.pid);
+            }
+        }
+        order
+    }
+
+    fn is_job_root(&self, p: &Process) -> bool {
+        let role = self.role(p.pid);
+        let in_training = role == Role::Launcher
+            || role == Role::Rank
+            || (role.is_rank_descendant_kind() && self.identity.contains_key(&p.pid));
+        if !in_training {
+            return false;
+        }
+        // Top-most: no ancestor is a launcher or a rank.
+        !self.ancestors(p.pid).iter().any(|&a| matches!(self.role(a), Role::Launcher | Role::Rank))
+    }
+
+    fn find_jobs(&mut self) {
+        let roots: Vec<i32> = self.snap.processes.iter().filter(|p| self.is_job_root(p)).map(|p| p.pid).collect();
+        // Trees that share one torchrun run id and store are one job (several agents on one host).
+        let mut by_run: BTreeMap<(Option<u16>, String), usize> = BTreeMap::new();
+        for root in roots {
+            let pids = self.subtree(root);
+            let id = pids.iter().find_map(|p| self.identity.get(p).filter(|i| i.master_port.is_some())).cloned();
+            let run_key = id
+                .as_ref()
+                .and_then(|i| i.run_id.clone().filter(|r| !r.is_empty() && r != "none").map(|r| (i.master_port, r)));
+            let root_p = self.process(root).expect("root from snapshot");
+            let launcher_gone = self.role(root) != Role::Launcher
+                && Identity::from_env(root_p).is_some_and(|i| i.has_rank())
+                && self.orphaned(root_p);
+            if let Some(&j) = run_key.as_ref().and_then(|k| by_run.get(k)) {
+                for &p in &pids {
+                    self.job_of.insert(p, j);
+                }
+                self.jobs[j].pids.extend(pids);
+                self.jobs[j].pids.sort_unstable();
+                continue;
+            }
+            let j = self.jobs.len();
+            for &p in &pids {
+                self.job_of.insert(p, j);
+            }
+            if let Some(k) = run_key {
+                by_run.insert(k, j);
+            }
+            let id = id.unwrap_or_default();
+            self.jobs.push(Job {
+                id: format!("job-{root}"),
+                root,
+                master_addr: id.master_addr,
+                master_port: id.master_port,
+                run_id: id.run_id,
+                slurm_job_id: id.slurm_job_id,
+                pids,
+                launcher_gone,
+            });
+        }
+    }
+
+    /// `root` and all its descendants, sorted.
+    pub fn subtree(&self, root: i32) -> Vec<i32> {
+        let mut out = Vec::new();
+        let mut stack = vec![root];
+        let mut seen = BTreeSet::new();
+        while let Some(pid) = stack.pop() {
+            if seen.insert(pid) {
+                out.push(pid);
+                stack.extend(self.children(pid));
+            }
+        }
+        out.sort_unstable();
+        out
+    }
+
+    fn collect_ports(&mut self, extra: &[u16]) {
+        for id in self.identity.values() {
+            self.used_ports.extend(id.master_port);
+        }
+        for p in &self.snap.processes {
+            if self.role(p.pid) == Role::Launcher {
+                self.used_ports.extend(launcher_port(&p.argv));
+            }
+        }
+        self.used_ports.extend(extra.iter().copied());
+        self.rendezvous_ports = self.used_ports.clone();
+        self.rendezvous_ports.extend(DEFAULT_PORTS);
+    }
+
+    /// Whether `pid` carries the rendezvous identity of rank `rank`.
+    pub fn carries_identity_of(&self, pid: i32, rank: i32) -> bool {
+        match (self.identity(pid), self.identity(rank)) {
+            (Some(a), Some(b)) => a.same_rendezvous(b),
+            _ => false,
+        }
+    }
+
+    /// The script (or `-m module`) a process runs, for fix texts.
+    pub fn script_of(&self, pid: i32) -> Option<String> {
+        script_of(&self.process(pid)?.argv)
+    }
+}
+
+pub fn is_python(p: &Process) -> bool {
+    let base = |s: &str| s.rsplit('/').next().unwrap_or(s).to_string();
+    p.comm.starts_with("python")
+        || p.argv.first().is_some_and(|a| base(a).starts_with("python"))
+        || p.exe.as_deref().is_some_and(|e| base(e).starts_with("python"))
+}
+
+fn contains(argv: &[String], needle: &str) -> bool {
+    argv.iter().any(|a| a.contains(needle))
+}
+
+fn is_launcher(p: &Process) -> bool {
+    if p.comm == "pt_elastic" {
+        return true;
+    }
+    let a = &p.argv;
+    let base = |s: &String| s.rsplit('/').next().unwrap_or(s).to_string();
+    let first_two: Vec<String> = a.iter().take(2).map(base).collect();
+    first_two.iter().any(|b| b == "torchrun" || b == "deepspeed")
+        || (first_two.iter().any(|b| b == "accelerate" || b == "accelerate-launch") && a.iter().any(|x| x == "launch"))
+        || a.windows(2).any(|w| {
+            w[0] == "-m"
+                && matches!(
+                    w[1].as_str(),
+                    "torch.distributed.run"
+                        | "torch.distributed.launch"
+                        | "deepspeed.launcher.launch"
+                        | "deepspeed.launcher.runner"
+                        | "accelerate.commands.launch"
+                )
+        })
+}
+
+/// Role from the signatures in the field notes; `parent_role` is already classified.
+pub fn classify(p: &Process, parent: Option<&Process>, parent_role: Option<Role>) -> Role {
+    let argv = &p.argv;
+    if is_launcher(p) {
+        return Role::Launcher;
+    }
+    if contains(argv, "multiprocessing.resource_tracker import main") {
+        return Role::ResourceTracker;
+    }
+    if p.comm == "pt_data_worker" {
+        return Role::DataloaderWorker;
+    }
+    if contains(argv, "multiprocessing.forkserver import main") {
+        let from_server = parent.is_some_and(|q| q.argv == p.argv) && parent_role == Some(Role::Forkserver);
+        return if from_server { Role::ForkserverChild } else { Role::Forkserver };
+    }
+    if argv.iter().any(|a| a == "--multiprocessing-fork") || contains(argv, "multiprocessing.spawn import spawn_main") {
+        return Role::SpawnChild;
+    }
+    if let Some(q) = parent {
+        if !argv.is_empty() && q.argv == p.argv && q.env == p.env && q.exe == p.exe && is_python(p) {
+            return Role::ForkChild;
+        }
+    }
+    if Identity::from_env(p).is_some_and(|i| i.has_rank()) {
+        return Role::Rank;
+    }
+    if is_python(p) { Role::Python } else { Role::Other }
+}
+
+/// The rendezvous port named on a launcher's command line.
+pub fn launcher_port(argv: &[String]) -> Option<u16> {
+    const FLAGS: &[&str] =
+        &["--master-port", "--master_port", "--main_process_port", "--main-process-port", "--rdzv-endpoint", "--rdzv_endpoint"];
+    for (i, a) in argv.iter().enumerate() {
+        let (flag, inline) = match a.split_once('=') {
+            Some((f, v)) => (f, Some(v.to_string())),
+            None => (a.as_str(), None),
+        };
+        if !FLAGS.contains(&flag) {
+            continue;
+        }
+        let value = inline.or_else(|| argv.get(i + 1).cloned())?;
+        let port = value.rsplit(':').next()?.parse::<u16>().ok().filter(|p| *p != 0);
+        if port.is_some() {
+            return port;
+        }
+    }
+    None
+}
+
+/// `train.py` or `-m pkg.train` from a Python argv.
+pub fn script_of(argv: &[String]) -> Option<String> {
+    let mut it = argv.iter().skip(1);
+    while let Some(a) = it.next() {
+        if a == "-m" {
+            return it.next().map(|m| format!("-m {m}"));
+        }
+        if a == "-c" {
+            return None;
+        }
+        if !a.starts_with('-') {
+            return Some(a.clone());
+        }
+    }
+    None
+}

@@ -1,6 +1,7 @@
 //! `doctor`: finds who holds the PyTorch rendezvous port, why, and how to fix it.
 
 mod analyse;
+mod rules;
 mod observe;
 mod output;
 mod ports;
