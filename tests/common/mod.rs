@@ -1,0 +1,118 @@
+//! Shared by the integration tests: run `doctor`, start helper processes in their own process
+//! group and kill that group when the test ends, pass or fail.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn doctor() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_doctor"));
+    c.env("NO_COLOR", "1").env_remove("COLUMNS");
+    c
+}
+
+pub fn run(args: &[&str]) -> Output {
+    doctor().args(args).output().expect("doctor runs")
+}
+
+pub fn json(args: &[&str]) -> (serde_json::Value, i32) {
+    let out = run(args);
+    let code = out.status.code().unwrap_or(-1);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("doctor {args:?} gave no JSON ({e}); stdout: {text}\nstderr: {}", String::from_utf8_lossy(&out.stderr)));
+    (value, code)
+}
+
+pub fn helper(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/helpers").join(name)
+}
+
+pub fn python() -> String {
+    std::env::var("DOCTOR_TEST_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+/// A helper process tree in its own process group, killed (whole group) on drop.
+pub struct Situation {
+    pub child: Child,
+    pub pids: HashMap<String, i32>,
+}
+
+impl Situation {
+    /// Start `situations.py NAME PORT` and wait for READY.
+    pub fn start(name: &str, port: u16) -> Situation {
+        Self::start_cmd(Command::new(python()).arg(helper("situations.py")).arg(name).arg(port.to_string()))
+    }
+
+    pub fn start_cmd(cmd: &mut Command) -> Situation {
+        use std::os::unix::process::CommandExt;
+        for k in ["MASTER_PORT", "MASTER_ADDR", "LOCAL_RANK", "RANK", "WORLD_SIZE", "NODE_RANK"] {
+            cmd.env_remove(k);
+        }
+        let mut child = cmd.process_group(0).stdout(Stdio::piped()).spawn().expect("helper starts");
+        let stdout = child.stdout.take().expect("piped");
+        let mut sit = Situation { child, pids: HashMap::new() };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut lines = BufReader::new(stdout).lines();
+        loop {
+            assert!(Instant::now() < deadline, "helper did not become ready");
+            let Some(Ok(line)) = lines.next() else { panic!("helper exited before READY") };
+            if let Some(rest) = line.strip_prefix("PIDS ") {
+                for kv in rest.split_whitespace() {
+                    let (k, v) = kv.split_once('=').expect("k=v");
+                    sit.pids.insert(k.to_string(), v.parse().expect("pid"));
+                }
+            }
+            if line == "READY" {
+                break;
+            }
+        }
+        // Keep draining stdout so the helper never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        sit
+    }
+
+    pub fn pid(&self, k: &str) -> i32 {
+        self.pids[k]
+    }
+}
+
+impl Drop for Situation {
+    fn drop(&mut self) {
+        let pgid = self.child.id() as i32;
+        // SAFETY: kill(2) with a negative pid signals the helper's own process group only.
+        unsafe { libc::kill(-pgid, libc::SIGKILL) };
+        let _ = self.child.wait();
+    }
+}
+
+/// A port below the ephemeral range that nothing holds right now.
+pub fn free_low_port() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = 20000 + (std::process::id() % 4000) as u16 * 2;
+    loop {
+        let port = base + NEXT.fetch_add(7, Ordering::SeqCst);
+        if std::net::TcpListener::bind(("0.0.0.0", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// Findings with `code` that cite `port` (tests run in parallel, each on its own port).
+pub fn findings<'a>(doc: &'a serde_json::Value, code: &str, port: u16) -> Vec<&'a serde_json::Value> {
+    doc["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .filter(|f| f["code"] == code && f["ports"].as_array().is_some_and(|p| p.iter().any(|x| x == port)))
+        .collect()
+}
+
+pub fn pids_of(f: &serde_json::Value) -> Vec<i64> {
+    f["pids"].as_array().expect("pids").iter().filter_map(|p| p.as_i64()).collect()
+}

@@ -1,0 +1,200 @@
+//! `doctor ports` / `doctor tree` against real processes and real sockets built by
+//! tests/helpers/situations.py. Every helper is killed (by process group) when its test ends.
+
+mod common;
+
+use common::*;
+
+fn holder_rows(doc: &serde_json::Value, port: u16) -> Vec<&serde_json::Value> {
+    doc["holders"].as_array().expect("holders").iter().filter(|h| h["port"] == port).collect()
+}
+
+#[test]
+fn d001_spawn_child_reconnects_as_rank_zero() {
+    let port = free_low_port();
+    let s = Situation::start("d001", port);
+    let (rank, child) = (s.pid("rank"), s.pid("child"));
+    let (doc, code) = json(&["ports", "--format", "json"]);
+    assert_eq!(code, 1, "an error-level finding exits 1");
+    let listen = holder_rows(&doc, port).into_iter().find(|h| h["state"] == "LISTEN").expect("listener row");
+    assert_eq!(listen["pid"], rank);
+    assert_eq!(listen["role"], "rank", "rank 0 is inferred from its spawn child's environment");
+    assert_eq!(listen["local_rank"], 0);
+    let d001 = findings(&doc, "D001", port);
+    assert_eq!(d001.len(), 1, "{doc:#}");
+    assert_eq!(pids_of(d001[0]), vec![rank as i64, child as i64]);
+    assert_eq!(d001[0]["ports"][0], port);
+    assert_eq!(d001[0]["severity"], "error");
+    assert!(d001[0]["fix"].as_str().unwrap().contains("__main__"));
+    let child_row = holder_rows(&doc, port).into_iter().find(|h| h["pid"] == child).expect("child row");
+    assert_eq!(child_row["role"], "spawn-child");
+
+    // The tree draws the path from the rank to the duplicate initialiser.
+    let out = run(&["tree", "--pid", &child.to_string()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&format!("D001 path: {rank} rank -> {child} spawn-child")), "{text}");
+    assert!(text.contains(&format!("LISTEN :{port}")), "{text}");
+}
+
+#[test]
+fn d002_port_held_by_another_job() {
+    let port = free_low_port();
+    let s = Situation::start("d002", port);
+    let (doc, code) = json(&["ports", "--format", "json"]);
+    assert_eq!(code, 1);
+    let d002 = findings(&doc, "D002", port);
+    assert_eq!(d002.len(), 1, "{doc:#}");
+    assert_eq!(pids_of(d002[0])[0], s.pid("holder") as i64);
+    assert!(pids_of(d002[0]).contains(&(s.pid("other") as i64)));
+    let jobs: Vec<_> = doc["jobs"].as_array().unwrap().iter().filter(|j| j["master_port"] == port).collect();
+    assert_eq!(jobs.len(), 2, "two jobs on one port");
+}
+
+#[test]
+fn d003_orphaned_rank_holds_the_port() {
+    let port = free_low_port();
+    let s = Situation::start("d003", port);
+    let orphan = s.pid("orphan");
+    let (doc, code) = json(&["ports", "--format", "json"]);
+    assert_eq!(code, 1);
+    let d003 = findings(&doc, "D003", port);
+    assert_eq!(d003.len(), 1, "{doc:#}");
+    assert_eq!(pids_of(d003[0]), vec![orphan as i64]);
+    assert!(d003[0]["fix"].as_str().unwrap().contains("kill -TERM --"), "{}", d003[0]["fix"]);
+}
+
+#[test]
+fn d004_port_inside_the_ephemeral_range() {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap();
+    let lo: u16 = range.split_whitespace().next().unwrap().parse().unwrap();
+    let reserved = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_reserved_ports").unwrap_or_default();
+    let port = (lo + 1000..lo + 2000)
+        .find(|p| !reserved.contains(&p.to_string()) && std::net::TcpListener::bind(("0.0.0.0", *p)).is_ok())
+        .expect("a free port in the range");
+    let _s = Situation::start("d001", port);
+    let (doc, code) = json(&["ports", "--format", "json"]);
+    assert_eq!(code, 1);
+    let d004 = findings(&doc, "D004", port);
+    assert_eq!(d004.len(), 1, "{doc:#}");
+    assert_eq!(d004[0]["severity"], "warning");
+    assert_eq!(d004[0]["ports"][0], port);
+}
+
+#[test]
+fn d005_outgoing_connection_took_the_port() {
+    let port = free_low_port();
+    let s = Situation::start("d005", port);
+    let (doc, code) = json(&["ports", "--port", &port.to_string(), "--format", "json"]);
+    assert_eq!(code, 1);
+    let d005 = findings(&doc, "D005", port);
+    assert_eq!(d005.len(), 1, "{doc:#}");
+    assert_eq!(pids_of(d005[0]), vec![s.pid("client") as i64]);
+    // Without --port the port is not a rendezvous port, and nothing is said about it.
+    let (doc, _) = json(&["ports", "--format", "json"]);
+    assert!(findings(&doc, "D005", port).is_empty());
+}
+
+#[test]
+fn d006_two_processes_claim_one_rank() {
+    let port = free_low_port();
+    let s = Situation::start("d006", port);
+    let (doc, code) = json(&["ports", "--format", "json"]);
+    assert_eq!(code, 1);
+    let d006 = findings(&doc, "D006", port);
+    assert_eq!(d006.len(), 1, "{doc:#}");
+    let mut pids = pids_of(d006[0]);
+    pids.sort();
+    let mut want = vec![s.pid("a") as i64, s.pid("b") as i64];
+    want.sort();
+    assert_eq!(pids, want);
+}
+
+#[test]
+fn fork_child_sharing_the_listener_gives_two_rows() {
+    let port = free_low_port();
+    let s = Situation::start("fork-share", port);
+    let (doc, _) = json(&["ports", "--port", &port.to_string(), "--format", "json"]);
+    let rows: Vec<_> = holder_rows(&doc, port).into_iter().filter(|h| h["state"] == "LISTEN").collect();
+    let mut pids: Vec<i64> = rows.iter().map(|h| h["pid"].as_i64().unwrap()).collect();
+    pids.sort();
+    assert_eq!(pids, vec![s.pid("parent") as i64, s.pid("child") as i64]);
+    assert_eq!(rows[0]["inode"], rows[1]["inode"], "one socket, two holders");
+    let child_row = rows.iter().find(|h| h["pid"] == s.pid("child")).unwrap();
+    assert_eq!(child_row["role"], "fork-child");
+    assert!(findings(&doc, "D001", port).is_empty(), "an inherited socket is not a second init");
+}
+
+#[test]
+fn d007_time_wait_only_is_information() {
+    let port = free_low_port();
+    let _s = Situation::start("time-wait", port);
+    let (doc, code) = json(&["ports", "--port", &port.to_string(), "--format", "json"]);
+    let d007 = findings(&doc, "D007", port);
+    assert_eq!(d007.len(), 1, "{doc:#}");
+    assert_eq!(d007[0]["severity"], "info");
+    let others: Vec<_> =
+        doc["findings"].as_array().unwrap().iter().filter(|f| f["ports"][0] == port && f["code"] != "D007").collect();
+    assert!(others.is_empty(), "{others:?}");
+    let rows = holder_rows(&doc, port);
+    assert!(!rows.is_empty() && rows.iter().all(|h| h["state"] == "TIME_WAIT" && h["pid"].is_null()));
+    let _ = code;
+}
+
+#[test]
+fn check_says_free_or_taken() {
+    let port = free_low_port();
+    let out = run(&["ports", "--check", &port.to_string()]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(out.stdout.is_empty());
+    let s = Situation::start("d001", port);
+    let out = run(&["ports", "--check", &port.to_string()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("pid {}", s.pid("rank"))), "{err}");
+}
+
+#[test]
+fn snapshot_round_trip_gives_the_same_findings() {
+    let port = free_low_port();
+    let _s = Situation::start("d001", port);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("snap.yaml");
+    let out = run(&["snapshot", "-o", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    drop(_s);
+    let (doc, code) = json(&["ports", "--from", file.to_str().unwrap(), "--format", "json"]);
+    assert_eq!(code, 1);
+    assert_eq!(findings(&doc, "D001", port).len(), 1, "the saved snapshot still shows the duplicate init");
+}
+
+#[test]
+fn table_output_has_the_columns_and_fix() {
+    let port = free_low_port();
+    let s = Situation::start("d001", port);
+    let out = run(&["ports"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let header = text.lines().next().unwrap();
+    for col in ["PORT", "STATE", "PID", "ROLE", "RANK", "JOB", "AGE", "COMMAND"] {
+        assert!(header.contains(col), "{header}");
+    }
+    assert!(text.contains(&s.pid("rank").to_string()));
+    assert!(text.contains("error[D001] duplicate-init"), "{text}");
+    assert!(text.contains("fix: move the distributed launch"), "{text}");
+}
+
+#[test]
+fn non_utf8_argv_does_not_fail_the_scan() {
+    use std::os::unix::ffi::OsStrExt;
+    let port = free_low_port();
+    let arg = std::ffi::OsStr::from_bytes(b"tr\xffain");
+    let code = format!(
+        "import socket,time,sys; s=socket.socket(); s.bind(('127.0.0.1',{port})); s.listen(); print('READY',flush=True); time.sleep(3600)"
+    );
+    let mut cmd = std::process::Command::new(python());
+    cmd.args(["-c", &code]).arg(arg);
+    let s = Situation::start_cmd(&mut cmd);
+    let (doc, _) = json(&["ports", "--port", &port.to_string(), "--format", "json"]);
+    let row = holder_rows(&doc, port).into_iter().find(|h| h["pid"] == s.child.id()).expect("row");
+    assert!(row["command"].as_str().unwrap().contains("tr\u{fffd}ain"));
+}
