@@ -12,7 +12,16 @@ use crate::snapshot::{Process, Snapshot, Socket};
 pub const DEFAULT_PORTS: [u16; 2] = [29500, 29400];
 
 /// Process names that adopt orphans: a rank whose parent is one of these lost its launcher.
-const SUBREAPERS: &[&str] = &["systemd", "init", "tini", "dumb-init", "docker-init", "catatonit", "s6-svscan", "runit"];
+const SUBREAPERS: &[&str] = &[
+    "systemd",
+    "init",
+    "tini",
+    "dumb-init",
+    "docker-init",
+    "catatonit",
+    "s6-svscan",
+    "runit",
+];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]
 #[serde(rename_all = "kebab-case")]
@@ -49,7 +58,11 @@ impl Role {
     pub fn is_rank_descendant_kind(self) -> bool {
         matches!(
             self,
-            Role::SpawnChild | Role::Forkserver | Role::ForkserverChild | Role::ForkChild | Role::DataloaderWorker
+            Role::SpawnChild
+                | Role::Forkserver
+                | Role::ForkserverChild
+                | Role::ForkChild
+                | Role::DataloaderWorker
         )
     }
 }
@@ -116,15 +129,11 @@ impl Identity {
             (Some(r), None) => parts.push(format!("rank {r}")),
             _ => {}
         }
-        if let Some(l) = self.local_rank {
-            if self.rank != Some(l) || self.rank.is_none() {
-                parts.push(format!("local {l}"));
-            }
+        if let Some(l) = self.local_rank.filter(|l| self.rank != Some(*l)) {
+            parts.push(format!("local {l}"));
         }
-        if self.rank.is_none() {
-            if let Some(w) = self.world_size {
-                parts.push(format!("of {w}"));
-            }
+        if let (None, Some(w)) = (self.rank, self.world_size) {
+            parts.push(format!("of {w}"));
         }
         if let Some(n) = self.node_rank.filter(|n| *n != 0) {
             parts.push(format!("node {n}"));
@@ -250,8 +259,14 @@ impl<'a> Analysis<'a> {
 
     /// The sockets a process holds.
     pub fn sockets_of(&self, pid: i32) -> Vec<&'a Socket> {
-        let Some(p) = self.process(pid) else { return Vec::new() };
-        self.snap.sockets.iter().filter(|s| s.inode != 0 && p.socket_inodes.binary_search(&s.inode).is_ok()).collect()
+        let Some(p) = self.process(pid) else {
+            return Vec::new();
+        };
+        self.snap
+            .sockets
+            .iter()
+            .filter(|s| s.inode != 0 && p.socket_inodes.binary_search(&s.inode).is_ok())
+            .collect()
     }
 
     /// Whether the process lost the one that started it (re-parented to init or a subreaper).
@@ -261,7 +276,10 @@ impl<'a> Analysis<'a> {
         }
         match self.parent(p) {
             None => true,
-            Some(parent) => SUBREAPERS.contains(&parent.comm.as_str()) || parent.comm.starts_with("containerd-shim"),
+            Some(parent) => {
+                SUBREAPERS.contains(&parent.comm.as_str())
+                    || parent.comm.starts_with("containerd-shim")
+            }
         }
     }
 
@@ -271,9 +289,15 @@ impl<'a> Analysis<'a> {
         for &pid in &order {
             let p = self.process(pid).expect("pid from snapshot");
             let parent = self.parent(p);
-            let role = classify(p, parent, parent.and_then(|q| self.roles.get(&q.pid).copied()));
+            let role = classify(
+                p,
+                parent,
+                parent.and_then(|q| self.roles.get(&q.pid).copied()),
+            );
             self.roles.insert(pid, role);
-            let inherited = parent.filter(|_| role == Role::ForkChild).and_then(|q| self.identity.get(&q.pid).cloned());
+            let inherited = parent
+                .filter(|_| role == Role::ForkChild)
+                .and_then(|q| self.identity.get(&q.pid).cloned());
             if let Some(id) = Identity::from_env(p).or(inherited) {
                 self.identity.insert(pid, id);
             }
@@ -285,7 +309,8 @@ impl<'a> Analysis<'a> {
                 continue;
             }
             let p = self.process(pid).expect("pid from snapshot");
-            if !is_python(p) || self.roles[&pid] != Role::Python && self.roles[&pid] != Role::Other {
+            if !is_python(p) || self.roles[&pid] != Role::Python && self.roles[&pid] != Role::Other
+            {
                 continue;
             }
             let inferred = self.children(pid).iter().find_map(|&c| {
@@ -295,14 +320,20 @@ impl<'a> Analysis<'a> {
                     return None;
                 }
                 match self.roles[&c] {
-                    Role::SpawnChild | Role::Forkserver | Role::ResourceTracker | Role::DataloaderWorker => {
-                        Some(Identity { inferred: true, ..id.clone() })
-                    }
-                    Role::Rank if child.argv.get(1..) == p.argv.get(1..) && id.rank.is_none() => Some(Identity {
-                        local_rank: Some(0),
+                    Role::SpawnChild
+                    | Role::Forkserver
+                    | Role::ResourceTracker
+                    | Role::DataloaderWorker => Some(Identity {
                         inferred: true,
                         ..id.clone()
                     }),
+                    Role::Rank if child.argv.get(1..) == p.argv.get(1..) && id.rank.is_none() => {
+                        Some(Identity {
+                            local_rank: Some(0),
+                            inferred: true,
+                            ..id.clone()
+                        })
+                    }
                     _ => None,
                 }
             });
@@ -349,19 +380,34 @@ impl<'a> Analysis<'a> {
             return false;
         }
         // Top-most: no ancestor is a launcher or a rank.
-        !self.ancestors(p.pid).iter().any(|&a| matches!(self.role(a), Role::Launcher | Role::Rank))
+        !self
+            .ancestors(p.pid)
+            .iter()
+            .any(|&a| matches!(self.role(a), Role::Launcher | Role::Rank))
     }
 
     fn find_jobs(&mut self) {
-        let roots: Vec<i32> = self.snap.processes.iter().filter(|p| self.is_job_root(p)).map(|p| p.pid).collect();
+        let roots: Vec<i32> = self
+            .snap
+            .processes
+            .iter()
+            .filter(|p| self.is_job_root(p))
+            .map(|p| p.pid)
+            .collect();
         // Trees that share one torchrun run id and store are one job (several agents on one host).
         let mut by_run: BTreeMap<(Option<u16>, String), usize> = BTreeMap::new();
         for root in roots {
             let pids = self.subtree(root);
-            let id = pids.iter().find_map(|p| self.identity.get(p).filter(|i| i.master_port.is_some())).cloned();
-            let run_key = id
-                .as_ref()
-                .and_then(|i| i.run_id.clone().filter(|r| !r.is_empty() && r != "none").map(|r| (i.master_port, r)));
+            let id = pids
+                .iter()
+                .find_map(|p| self.identity.get(p).filter(|i| i.master_port.is_some()))
+                .cloned();
+            let run_key = id.as_ref().and_then(|i| {
+                i.run_id
+                    .clone()
+                    .filter(|r| !r.is_empty() && r != "none")
+                    .map(|r| (i.master_port, r))
+            });
             let root_p = self.process(root).expect("root from snapshot");
             let launcher_gone = self.role(root) != Role::Launcher
                 && Identity::from_env(root_p).is_some_and(|i| i.has_rank())
@@ -441,8 +487,12 @@ impl<'a> Analysis<'a> {
 pub fn is_python(p: &Process) -> bool {
     let base = |s: &str| s.rsplit('/').next().unwrap_or(s).to_string();
     p.comm.starts_with("python")
-        || p.argv.first().is_some_and(|a| base(a).starts_with("python"))
-        || p.exe.as_deref().is_some_and(|e| base(e).starts_with("python"))
+        || p.argv
+            .first()
+            .is_some_and(|a| base(a).starts_with("python"))
+        || p.exe
+            .as_deref()
+            .is_some_and(|e| base(e).starts_with("python"))
 }
 
 fn contains(argv: &[String], needle: &str) -> bool {
@@ -456,8 +506,13 @@ fn is_launcher(p: &Process) -> bool {
     let a = &p.argv;
     let base = |s: &String| s.rsplit('/').next().unwrap_or(s).to_string();
     let first_two: Vec<String> = a.iter().take(2).map(base).collect();
-    first_two.iter().any(|b| b == "torchrun" || b == "deepspeed")
-        || (first_two.iter().any(|b| b == "accelerate" || b == "accelerate-launch") && a.iter().any(|x| x == "launch"))
+    first_two
+        .iter()
+        .any(|b| b == "torchrun" || b == "deepspeed")
+        || (first_two
+            .iter()
+            .any(|b| b == "accelerate" || b == "accelerate-launch")
+            && a.iter().any(|x| x == "launch"))
         || a.windows(2).any(|w| {
             w[0] == "-m"
                 && matches!(
@@ -484,27 +539,48 @@ pub fn classify(p: &Process, parent: Option<&Process>, parent_role: Option<Role>
         return Role::DataloaderWorker;
     }
     if contains(argv, "multiprocessing.forkserver import main") {
-        let from_server = parent.is_some_and(|q| q.argv == p.argv) && parent_role == Some(Role::Forkserver);
-        return if from_server { Role::ForkserverChild } else { Role::Forkserver };
+        let from_server =
+            parent.is_some_and(|q| q.argv == p.argv) && parent_role == Some(Role::Forkserver);
+        return if from_server {
+            Role::ForkserverChild
+        } else {
+            Role::Forkserver
+        };
     }
-    if argv.iter().any(|a| a == "--multiprocessing-fork") || contains(argv, "multiprocessing.spawn import spawn_main") {
+    if argv.iter().any(|a| a == "--multiprocessing-fork")
+        || contains(argv, "multiprocessing.spawn import spawn_main")
+    {
         return Role::SpawnChild;
     }
-    if let Some(q) = parent {
-        if !argv.is_empty() && q.argv == p.argv && q.env == p.env && q.exe == p.exe && is_python(p) {
-            return Role::ForkChild;
-        }
+    if let Some(q) = parent
+        && !argv.is_empty()
+        && q.argv == p.argv
+        && q.env == p.env
+        && q.exe == p.exe
+        && is_python(p)
+    {
+        return Role::ForkChild;
     }
     if Identity::from_env(p).is_some_and(|i| i.has_rank()) {
         return Role::Rank;
     }
-    if is_python(p) { Role::Python } else { Role::Other }
+    if is_python(p) {
+        Role::Python
+    } else {
+        Role::Other
+    }
 }
 
 /// The rendezvous port named on a launcher's command line.
 pub fn launcher_port(argv: &[String]) -> Option<u16> {
-    const FLAGS: &[&str] =
-        &["--master-port", "--master_port", "--main_process_port", "--main-process-port", "--rdzv-endpoint", "--rdzv_endpoint"];
+    const FLAGS: &[&str] = &[
+        "--master-port",
+        "--master_port",
+        "--main_process_port",
+        "--main-process-port",
+        "--rdzv-endpoint",
+        "--rdzv_endpoint",
+    ];
     for (i, a) in argv.iter().enumerate() {
         let (flag, inline) = match a.split_once('=') {
             Some((f, v)) => (f, Some(v.to_string())),
@@ -514,7 +590,12 @@ pub fn launcher_port(argv: &[String]) -> Option<u16> {
             continue;
         }
         let value = inline.or_else(|| argv.get(i + 1).cloned())?;
-        let port = value.rsplit(':').next()?.parse::<u16>().ok().filter(|p| *p != 0);
+        let port = value
+            .rsplit(':')
+            .next()?
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p != 0);
         if port.is_some() {
             return port;
         }

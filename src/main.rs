@@ -1,10 +1,10 @@
 //! `doctor`: finds who holds the PyTorch rendezvous port, why, and how to fix it.
 
 mod analyse;
-mod rules;
 mod observe;
 mod output;
 mod ports;
+mod rules;
 mod snapshot;
 
 use clap::{Parser, Subcommand};
@@ -53,7 +53,10 @@ fn report_error(err: &anyhow::Error) {
     let color = output::stderr_color();
     let label = output::paint("error:", output::Paint::Red, color);
     eprintln!("{label} {err:#}");
-    if let Some(hint) = err.downcast_ref::<UserError>().and_then(|u| u.hint.as_deref()) {
+    if let Some(hint) = err
+        .downcast_ref::<UserError>()
+        .and_then(|u| u.hint.as_deref())
+    {
         let label = output::paint("hint:", output::Paint::Blue, color);
         eprintln!("{label} {hint}");
     }

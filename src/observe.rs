@@ -8,12 +8,13 @@ use std::fs;
 use std::io::{self, ErrorKind};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rayon::prelude::*;
 
-use crate::snapshot::{Host, Process, Proto, SCHEMA_VERSION, Snapshot, Socket, Unreadable, is_rendezvous_env};
+use crate::snapshot::{
+    Host, Process, Proto, SCHEMA_VERSION, Snapshot, Socket, Unreadable, is_rendezvous_env,
+};
 
 /// Take a snapshot of this machine: every process, every TCP/UDP socket, the host facts.
 pub fn snapshot() -> Snapshot {
@@ -21,8 +22,10 @@ pub fn snapshot() -> Snapshot {
     let host = host_facts();
     let clock = Clock::read();
     let pids = list_pids();
-    let results: Vec<(Option<Process>, Vec<Unreadable>)> =
-        pids.par_iter().map(|&pid| read_process(pid, &clock)).collect();
+    let results: Vec<(Option<Process>, Vec<Unreadable>)> = pids
+        .par_iter()
+        .map(|&pid| read_process(pid, &clock))
+        .collect();
     let mut processes = Vec::with_capacity(results.len());
     let mut unreadable = Vec::new();
     for (p, u) in results {
@@ -31,11 +34,21 @@ pub fn snapshot() -> Snapshot {
     }
     processes.sort_by_key(|p| p.pid);
     let sockets = read_sockets();
-    Snapshot { schema_version: SCHEMA_VERSION, taken_at, host, processes, sockets, unreadable }
+    Snapshot {
+        schema_version: SCHEMA_VERSION,
+        taken_at,
+        host,
+        processes,
+        sockets,
+        unreadable,
+    }
 }
 
 pub fn now() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }
 
 fn read_trimmed(path: &str) -> Option<String> {
@@ -95,13 +108,19 @@ impl Clock {
             .unwrap_or(0.0);
         // SAFETY: sysconf has no preconditions.
         let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-        Clock { boot_time, ticks: if ticks > 0 { ticks as f64 } else { 100.0 } }
+        Clock {
+            boot_time,
+            ticks: if ticks > 0 { ticks as f64 } else { 100.0 },
+        }
     }
 }
 
 fn list_pids() -> Vec<i32> {
-    let Ok(dir) = fs::read_dir("/proc") else { return Vec::new() };
-    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok()).collect()
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .collect()
 }
 
 fn reason(err: &io::Error) -> String {
@@ -151,15 +170,24 @@ pub fn parse_stat(text: &[u8]) -> Option<Stat> {
 fn read_process(pid: i32, clock: &Clock) -> (Option<Process>, Vec<Unreadable>) {
     let dir = format!("/proc/{pid}");
     let mut unreadable = Vec::new();
-    let Some(stat) = fs::read(format!("{dir}/stat")).ok().and_then(|b| parse_stat(&b)) else {
+    let Some(stat) = fs::read(format!("{dir}/stat"))
+        .ok()
+        .and_then(|b| parse_stat(&b))
+    else {
         return (None, unreadable);
     };
     if stat.ppid == 2 || pid == 2 {
         return (None, unreadable); // kernel thread
     }
-    let uid = fs::metadata(&dir).map(|m| std::os::unix::fs::MetadataExt::uid(&m)).unwrap_or(u32::MAX);
+    let uid = fs::metadata(&dir)
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m))
+        .unwrap_or(u32::MAX);
     let mut note = |what: &str, err: &io::Error| {
-        unreadable.push(Unreadable { pid, what: what.into(), reason: reason(err) });
+        unreadable.push(Unreadable {
+            pid,
+            what: what.into(),
+            reason: reason(err),
+        });
     };
     let (argv, argv_lossy) = match fs::read(format!("{dir}/cmdline")) {
         Ok(raw) => split_nul(&raw),
@@ -233,8 +261,12 @@ pub fn rendezvous_env(raw: &[u8]) -> BTreeMap<String, String> {
         .filter_map(|kv| {
             let eq = kv.iter().position(|&b| b == b'=')?;
             let key = std::str::from_utf8(&kv[..eq]).ok()?;
-            is_rendezvous_env(key)
-                .then(|| (key.to_string(), String::from_utf8_lossy(&kv[eq + 1..]).into_owned()))
+            is_rendezvous_env(key).then(|| {
+                (
+                    key.to_string(),
+                    String::from_utf8_lossy(&kv[eq + 1..]).into_owned(),
+                )
+            })
         })
         .collect()
 }
@@ -246,14 +278,15 @@ fn read_fds(dir: &str) -> io::Result<(Vec<u64>, bool)> {
     let fd_dir = format!("{dir}/fd");
     for entry in fs::read_dir(&fd_dir)? {
         let Ok(entry) = entry else { continue };
-        let Ok(target) = fs::read_link(entry.path()) else { continue };
+        let Ok(target) = fs::read_link(entry.path()) else {
+            continue;
+        };
         let t = target.as_os_str().as_bytes();
         if let Some(rest) = t.strip_prefix(b"socket:[") {
-            if let Some(n) = rest.strip_suffix(b"]").and_then(|d| std::str::from_utf8(d).ok()) {
-                if let Ok(inode) = n.parse() {
-                    inodes.push(inode);
-                }
-            }
+            let inode = rest
+                .strip_suffix(b"]")
+                .and_then(|d| std::str::from_utf8(d).ok()?.parse::<u64>().ok());
+            inodes.extend(inode);
         } else if t.starts_with(b"/dev/nvidia") {
             gpu = true;
         }
@@ -277,7 +310,7 @@ fn read_sockets() -> Vec<Socket> {
             parse_net_table(&text, *proto)
         })
         .collect();
-    sockets.sort_by(|a, b| (a.local_port, a.inode).cmp(&(b.local_port, b.inode)));
+    sockets.sort_by_key(|s| (s.local_port, s.inode));
     sockets
 }
 
@@ -309,7 +342,9 @@ fn parse_endpoint(s: &str) -> Option<(IpAddr, u16)> {
     let (addr, port) = s.split_once(':')?;
     let port = u16::from_str_radix(port, 16).ok()?;
     let addr = match addr.len() {
-        8 => IpAddr::V4(Ipv4Addr::from(u32::from_str_radix(addr, 16).ok()?.to_le_bytes())),
+        8 => IpAddr::V4(Ipv4Addr::from(
+            u32::from_str_radix(addr, 16).ok()?.to_le_bytes(),
+        )),
         32 => {
             let mut bytes = [0u8; 16];
             for i in 0..4 {
@@ -317,7 +352,9 @@ fn parse_endpoint(s: &str) -> Option<(IpAddr, u16)> {
                 bytes[i * 4..i * 4 + 4].copy_from_slice(&word.to_le_bytes());
             }
             let v6 = Ipv6Addr::from(bytes);
-            v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6))
+            v6.to_ipv4_mapped()
+                .map(IpAddr::V4)
+                .unwrap_or(IpAddr::V6(v6))
         }
         _ => return None,
     };
@@ -343,11 +380,6 @@ fn state_name(proto: Proto, st: u8) -> &'static str {
     }
 }
 
-/// Whether `pid` names a live process right now (zombies count as present).
-pub fn pid_exists(pid: i32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
-}
-
 /// True when `port` can be bound on all addresses right now, the way TCPStore binds it
 /// (SO_REUSEADDR set, so TIME_WAIT does not count as taken).
 pub fn port_is_free(port: u16) -> bool {
@@ -360,7 +392,10 @@ pub fn port_is_free(port: u16) -> bool {
     let v6_ok = match &v6 {
         Ok(_) => true,
         // No IPv6 on this host: nothing can hold the port there.
-        Err(e) => e.raw_os_error() == Some(libc::EAFNOSUPPORT) || e.raw_os_error() == Some(libc::EADDRNOTAVAIL),
+        Err(e) => {
+            e.raw_os_error() == Some(libc::EAFNOSUPPORT)
+                || e.raw_os_error() == Some(libc::EADDRNOTAVAIL)
+        }
     };
     v4_ok && v6_ok
 }
@@ -374,7 +409,10 @@ mod tests {
         let raw = b"4242 (py (worker) 1) S 4200 4200 4100 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 123456 0 0";
         let s = parse_stat(raw).unwrap();
         assert_eq!(s.comm, "py (worker) 1");
-        assert_eq!((s.state.as_str(), s.ppid, s.pgid, s.sid, s.start_ticks), ("S", 4200, 4200, 4100, 123456));
+        assert_eq!(
+            (s.state.as_str(), s.ppid, s.pgid, s.sid, s.start_ticks),
+            ("S", 4200, 4200, 4100, 123456)
+        );
     }
 
     #[test]
@@ -383,7 +421,10 @@ mod tests {
         let s = parse_net_table(v4, Proto::Tcp);
         assert_eq!(s.len(), 1);
         assert_eq!(s[0].local_addr.to_string(), "127.0.0.1");
-        assert_eq!((s[0].local_port, s[0].state.as_str(), s[0].inode, s[0].uid), (29492, "LISTEN", 55123, 1000));
+        assert_eq!(
+            (s[0].local_port, s[0].state.as_str(), s[0].inode, s[0].uid),
+            (29492, "LISTEN", 55123, 1000)
+        );
         let v6 = b"header\n   0: 00000000000000000000000001000000:7334 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 777 1\n";
         let s = parse_net_table(v6, Proto::Tcp);
         assert_eq!(s[0].local_addr.to_string(), "::1");
@@ -393,7 +434,10 @@ mod tests {
     #[test]
     fn argv_with_invalid_utf8_is_kept() {
         let (argv, lossy) = split_nul(b"python\0tr\xffain.py\0");
-        assert_eq!(argv, vec!["python".to_string(), "tr\u{fffd}ain.py".to_string()]);
+        assert_eq!(
+            argv,
+            vec!["python".to_string(), "tr\u{fffd}ain.py".to_string()]
+        );
         assert!(lossy);
     }
 
@@ -407,7 +451,10 @@ mod tests {
 
     #[test]
     fn reserved_port_list() {
-        assert_eq!(parse_port_list("29500,30000-30010"), vec![[29500, 29500], [30000, 30010]]);
+        assert_eq!(
+            parse_port_list("29500,30000-30010"),
+            vec![[29500, 29500], [30000, 30010]]
+        );
         assert!(parse_port_list("").is_empty());
     }
 }

@@ -84,7 +84,6 @@ pub enum Paint {
     Blue,
     Green,
     Bold,
-    Dim,
 }
 
 pub fn paint(text: &str, style: Paint, enabled: bool) -> String {
@@ -97,7 +96,6 @@ pub fn paint(text: &str, style: Paint, enabled: bool) -> String {
         Paint::Blue => "1;34",
         Paint::Green => "1;32",
         Paint::Bold => "1",
-        Paint::Dim => "2",
     };
     format!("\x1b[{code}m{text}\x1b[0m")
 }

@@ -117,12 +117,19 @@ pub fn holders(a: &Analysis, all: bool) -> Vec<Holder> {
     let mut rows = Vec::new();
     for s in &snap.sockets {
         let local_in = a.rendezvous_ports.contains(&s.local_port);
-        let remote_in = a.rendezvous_ports.contains(&s.remote_port) && s.state != "LISTEN" && s.remote_port != 0;
-        let listening = s.state == "LISTEN" || (s.proto == crate::snapshot::Proto::Udp && s.state == "UNCONN");
+        let remote_in = a.rendezvous_ports.contains(&s.remote_port)
+            && s.state != "LISTEN"
+            && s.remote_port != 0;
+        let listening =
+            s.state == "LISTEN" || (s.proto == crate::snapshot::Proto::Udp && s.state == "UNCONN");
         if !(local_in || remote_in || (all && listening)) {
             continue;
         }
-        let port = if local_in || !remote_in { s.local_port } else { s.remote_port };
+        let port = if local_in || !remote_in {
+            s.local_port
+        } else {
+            s.remote_port
+        };
         let pids = a.holders.get(&s.inode).cloned().unwrap_or_default();
         let base = |pid: Option<i32>| {
             let p = pid.and_then(|pid| a.process(pid));
@@ -132,7 +139,8 @@ pub fn holders(a: &Analysis, all: bool) -> Vec<Holder> {
                 proto: format!("{:?}", s.proto).to_lowercase(),
                 state: s.state.clone(),
                 local: format!("{}:{}", bracket(&s.local_addr), s.local_port),
-                remote: (s.remote_port != 0).then(|| format!("{}:{}", bracket(&s.remote_addr), s.remote_port)),
+                remote: (s.remote_port != 0)
+                    .then(|| format!("{}:{}", bracket(&s.remote_addr), s.remote_port)),
                 inode: s.inode,
                 pid,
                 ppid: p.map(|p| p.ppid),
@@ -155,7 +163,13 @@ pub fn holders(a: &Analysis, all: bool) -> Vec<Holder> {
     }
     let state_order = |s: &str| if s == "LISTEN" { 0 } else { 1 };
     rows.sort_by(|x, y| {
-        (x.port, state_order(&x.state), &x.state, x.pid, x.inode).cmp(&(y.port, state_order(&y.state), &y.state, y.pid, y.inode))
+        (x.port, state_order(&x.state), &x.state, x.pid, x.inode).cmp(&(
+            y.port,
+            state_order(&y.state),
+            &y.state,
+            y.pid,
+            y.inode,
+        ))
     });
     rows
 }
@@ -210,14 +224,24 @@ fn check(port: u16) -> i32 {
     }
     let snap = observe::snapshot();
     let a = Analysis::new(&snap, &[port]);
-    let rows: Vec<Holder> =
-        holders(&a, false).into_iter().filter(|h| h.port == port && h.state != "TIME_WAIT" && h.local.ends_with(&format!(":{port}"))).collect();
+    let rows: Vec<Holder> = holders(&a, false)
+        .into_iter()
+        .filter(|h| {
+            h.port == port && h.state != "TIME_WAIT" && h.local.ends_with(&format!(":{port}"))
+        })
+        .collect();
     if rows.is_empty() {
-        eprintln!("port {port} is taken (no holder visible; run as root to see other users' processes)");
+        eprintln!(
+            "port {port} is taken (no holder visible; run as root to see other users' processes)"
+        );
     }
     for h in rows {
         let who = match h.pid {
-            Some(pid) => format!("pid {pid} ({}) {}", h.role.unwrap_or("?"), h.command.as_deref().unwrap_or("")),
+            Some(pid) => format!(
+                "pid {pid} ({}) {}",
+                h.role.unwrap_or("?"),
+                h.command.as_deref().unwrap_or("")
+            ),
             None => "a process doctor cannot see".into(),
         };
         eprintln!("port {port} is taken: {} {} by {who}", h.proto, h.state);
@@ -241,7 +265,11 @@ fn terminal_width() -> Option<usize> {
 
 fn ports_table(rows: &[Holder], scope: &[u16]) -> String {
     if rows.is_empty() {
-        let list = scope.iter().map(u16::to_string).collect::<Vec<_>>().join(", ");
+        let list = scope
+            .iter()
+            .map(u16::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
         return if scope.is_empty() {
             "no listening sockets\n".into()
         } else {
@@ -250,27 +278,49 @@ fn ports_table(rows: &[Holder], scope: &[u16]) -> String {
     }
     let mut table = Table::new();
     table.load_style(comfy_table::presets::NOTHING);
-    table.set_header(["PORT", "STATE", "PID", "ROLE", "RANK", "JOB", "AGE", "COMMAND"]);
+    table.set_header([
+        "PORT", "STATE", "PID", "ROLE", "RANK", "JOB", "AGE", "COMMAND",
+    ]);
     let cells: Vec<[String; 8]> = rows
         .iter()
         .map(|h| {
             let state = match (&h.remote, h.state.as_str()) {
-                (Some(r), s) if s != "LISTEN" && !h.local.ends_with(&format!(":{}", h.port)) => format!("{s} ->{}", r.rsplit(':').next().unwrap_or("")),
+                (Some(r), s) if s != "LISTEN" && !h.local.ends_with(&format!(":{}", h.port)) => {
+                    format!("{s} ->{}", r.rsplit(':').next().unwrap_or(""))
+                }
                 (_, s) => s.to_string(),
             };
             [
                 h.port.to_string(),
-                if h.proto == "udp" { format!("udp {state}") } else { state },
+                if h.proto == "udp" {
+                    format!("udp {state}")
+                } else {
+                    state
+                },
                 h.pid.map_or("-".into(), |p| p.to_string()),
                 h.role.unwrap_or("-").to_string(),
-                h.identity.as_ref().map(|i| i.label()).filter(|l| !l.is_empty()).unwrap_or("-".into()),
+                h.identity
+                    .as_ref()
+                    .map(|i| i.label())
+                    .filter(|l| !l.is_empty())
+                    .unwrap_or("-".into()),
                 h.job.clone().unwrap_or("-".into()),
                 h.age_seconds.map_or("-".into(), output::age),
                 h.command.clone().unwrap_or("-".into()),
             ]
         })
         .collect();
-    let fixed: usize = (0..7).map(|c| cells.iter().map(|r| r[c].chars().count()).max().unwrap_or(0).max(5) + 2).sum();
+    let fixed: usize = (0..7)
+        .map(|c| {
+            cells
+                .iter()
+                .map(|r| r[c].chars().count())
+                .max()
+                .unwrap_or(0)
+                .max(5)
+                + 2
+        })
+        .sum();
     let width = terminal_width();
     for mut r in cells {
         if let Some(w) = width {
@@ -298,15 +348,33 @@ pub fn render_findings(findings: &[Finding], color: bool) -> String {
             Severity::Info => paint("info", Paint::Blue, color),
         };
         s.push_str(&format!("{sev}[{}] {}: {}\n", f.code, f.name, f.message));
-        s.push_str(&format!("  {} {}\n", paint("fix:", Paint::Green, color), f.fix));
+        s.push_str(&format!(
+            "  {} {}\n",
+            paint("fix:", Paint::Green, color),
+            f.fix
+        ));
     }
     s
 }
 
 fn permission_note(snap: &Snapshot) {
-    let denied: BTreeSet<i32> =
-        snap.unreadable.iter().filter(|u| u.reason == "permission denied").map(|u| u.pid).collect();
-    if !denied.is_empty() {
+    let denied: BTreeSet<i32> = snap
+        .unreadable
+        .iter()
+        .filter(|u| u.reason == "permission denied")
+        .map(|u| u.pid)
+        .collect();
+    if denied.is_empty() {
+        return;
+    }
+    if snap.host.observer_uid == 0 {
+        let list: Vec<String> = denied.iter().take(8).map(i32::to_string).collect();
+        eprintln!(
+            "note: {} processes refused parts of /proc even to root (pid {}); their sockets or environment may be missing",
+            denied.len(),
+            list.join(", ")
+        );
+    } else {
         eprintln!(
             "note: {} processes could not be fully read (their sockets or environment are hidden); run as root, \
              or with CAP_SYS_PTRACE in a container, to see them",
@@ -344,7 +412,10 @@ struct TreeDoc<'a> {
 fn rendezvous_sockets(a: &Analysis, pid: i32) -> Vec<String> {
     a.sockets_of(pid)
         .into_iter()
-        .filter(|s| a.rendezvous_ports.contains(&s.local_port) || a.rendezvous_ports.contains(&s.remote_port))
+        .filter(|s| {
+            a.rendezvous_ports.contains(&s.local_port)
+                || a.rendezvous_ports.contains(&s.remote_port)
+        })
         .map(|s| {
             if s.state == "LISTEN" {
                 format!("LISTEN :{}", s.local_port)
@@ -359,7 +430,12 @@ fn rendezvous_sockets(a: &Analysis, pid: i32) -> Vec<String> {
 
 fn build_node(a: &Analysis, pid: i32, keep: &dyn Fn(i32) -> bool, depth: usize) -> TreeNode {
     let p = a.process(pid);
-    let mut children: Vec<i32> = a.children(pid).iter().copied().filter(|&c| keep(c)).collect();
+    let mut children: Vec<i32> = a
+        .children(pid)
+        .iter()
+        .copied()
+        .filter(|&c| keep(c))
+        .collect();
     children.sort_unstable();
     TreeNode {
         pid,
@@ -368,8 +444,20 @@ fn build_node(a: &Analysis, pid: i32, keep: &dyn Fn(i32) -> bool, depth: usize) 
         identity: a.identity(pid).cloned(),
         command: p.map(|p| p.command()).unwrap_or_default(),
         sockets: rendezvous_sockets(a, pid),
-        findings: a.findings.iter().filter(|f| f.pids.contains(&pid)).map(|f| f.code).collect(),
-        children: if depth > 64 { Vec::new() } else { children.into_iter().map(|c| build_node(a, c, keep, depth + 1)).collect() },
+        findings: a
+            .findings
+            .iter()
+            .filter(|f| f.pids.contains(&pid))
+            .map(|f| f.code)
+            .collect(),
+        children: if depth > 64 {
+            Vec::new()
+        } else {
+            children
+                .into_iter()
+                .map(|c| build_node(a, c, keep, depth + 1))
+                .collect()
+        },
     }
 }
 
@@ -381,7 +469,11 @@ pub fn tree(args: TreeArgs) -> anyhow::Result<i32> {
         if a.process(pid).is_none() {
             return Err(user_error(
                 format!("no process with pid {pid}"),
-                if args.from.is_some() { "the snapshot has no such pid" } else { "it may have exited; `doctor tree` shows the training jobs" },
+                if args.from.is_some() {
+                    "the snapshot has no such pid"
+                } else {
+                    "it may have exited; `doctor tree` shows the training jobs"
+                },
             ));
         }
         let root = tree_root(&a, pid);
@@ -406,9 +498,12 @@ pub fn tree(args: TreeArgs) -> anyhow::Result<i32> {
     } else {
         (a.jobs.iter().map(|j| j.root).collect(), None)
     };
-    let keep = |pid: i32| focus.as_ref().is_none_or(|f| f.contains(&pid)) || focus.as_ref().is_some_and(|_| {
-        args.pid.is_some_and(|p| a.ancestors(pid).contains(&p))
-    });
+    let keep = |pid: i32| {
+        focus.as_ref().is_none_or(|f| f.contains(&pid))
+            || focus
+                .as_ref()
+                .is_some_and(|_| args.pid.is_some_and(|p| a.ancestors(pid).contains(&p)))
+    };
     let trees: Vec<TreeNode> = roots.iter().map(|&r| build_node(&a, r, &keep, 0)).collect();
     let text = match args.format {
         Format::Table => {
@@ -419,15 +514,29 @@ pub fn tree(args: TreeArgs) -> anyhow::Result<i32> {
             }
             for (t, root) in trees.iter().zip(&roots) {
                 if let Some(job) = a.job(*root) {
-                    let port = job.master_port.map(|p| format!(" on port {p}")).unwrap_or_default();
-                    let gone = if job.launcher_gone { " (launcher gone)" } else { "" };
-                    s.push_str(&format!("{}{port}{gone}\n", paint(&job.id, Paint::Bold, color)));
+                    let port = job
+                        .master_port
+                        .map(|p| format!(" on port {p}"))
+                        .unwrap_or_default();
+                    let gone = if job.launcher_gone {
+                        " (launcher gone)"
+                    } else {
+                        ""
+                    };
+                    s.push_str(&format!(
+                        "{}{port}{gone}\n",
+                        paint(&job.id, Paint::Bold, color)
+                    ));
                 }
                 draw(t, "", true, true, &mut s, color);
                 s.push('\n');
             }
             for f in a.findings.iter().filter(|f| !f.path.is_empty()) {
-                let chain: Vec<String> = f.path.iter().map(|&p| format!("{p} {}", a.role(p).name())).collect();
+                let chain: Vec<String> = f
+                    .path
+                    .iter()
+                    .map(|&p| format!("{p} {}", a.role(p).name()))
+                    .collect();
                 s.push_str(&format!("{} path: {}\n", f.code, chain.join(" -> ")));
             }
             s.push_str(&render_findings(&a.findings, color));
@@ -455,22 +564,45 @@ fn tree_root(a: &Analysis, pid: i32) -> i32 {
     if let Some(job) = a.job(pid) {
         return job.root;
     }
-    a.ancestors(pid).into_iter().rfind(|&p| p > 1 && a.process(p).is_some_and(|q| q.ppid > 1)).unwrap_or(pid)
+    a.ancestors(pid)
+        .into_iter()
+        .rfind(|&p| p > 1 && a.process(p).is_some_and(|q| q.ppid > 1))
+        .unwrap_or(pid)
 }
 
 fn draw(node: &TreeNode, prefix: &str, last: bool, top: bool, out: &mut String, color: bool) {
-    let branch = if top { "" } else if last { "└─ " } else { "├─ " };
-    let id = node.identity.as_ref().map(|i| i.label()).filter(|l| !l.is_empty()).map(|l| format!(" [{l}]")).unwrap_or_default();
+    let branch = if top {
+        ""
+    } else if last {
+        "└─ "
+    } else {
+        "├─ "
+    };
+    let id = node
+        .identity
+        .as_ref()
+        .map(|i| i.label())
+        .filter(|l| !l.is_empty())
+        .map(|l| format!(" [{l}]"))
+        .unwrap_or_default();
     let state = match node.state.as_str() {
         "Z" => " <zombie>",
         "D" => " <D: uninterruptible>",
         _ => "",
     };
-    let socks = if node.sockets.is_empty() { String::new() } else { format!("  {{{}}}", node.sockets.join(", ")) };
+    let socks = if node.sockets.is_empty() {
+        String::new()
+    } else {
+        format!("  {{{}}}", node.sockets.join(", "))
+    };
     let marks = if node.findings.is_empty() {
         String::new()
     } else {
-        paint(&format!("  <- {}", node.findings.join(" ")), Paint::Red, color)
+        paint(
+            &format!("  <- {}", node.findings.join(" ")),
+            Paint::Red,
+            color,
+        )
     };
     out.push_str(&format!(
         "{prefix}{branch}{} {}{id}{state} {}{socks}{marks}\n",
@@ -478,9 +610,20 @@ fn draw(node: &TreeNode, prefix: &str, last: bool, top: bool, out: &mut String, 
         paint(node.role, Paint::Bold, color),
         output::shorten(&node.command, 80)
     ));
-    let child_prefix = if top { prefix.to_string() } else { format!("{prefix}{}", if last { "   " } else { "│  " }) };
+    let child_prefix = if top {
+        prefix.to_string()
+    } else {
+        format!("{prefix}{}", if last { "   " } else { "│  " })
+    };
     for (i, c) in node.children.iter().enumerate() {
-        draw(c, &child_prefix, i + 1 == node.children.len(), false, out, color);
+        draw(
+            c,
+            &child_prefix,
+            i + 1 == node.children.len(),
+            false,
+            out,
+            color,
+        );
     }
 }
 
@@ -489,7 +632,10 @@ fn draw(node: &TreeNode, prefix: &str, last: bool, top: bool, out: &mut String, 
 pub fn snapshot(args: SnapshotArgs) -> anyhow::Result<i32> {
     let format = match (args.format, &args.output) {
         (Some(Format::Table), _) => {
-            return Err(user_error("a snapshot is written as yaml or json", "use --format yaml or --format json"));
+            return Err(user_error(
+                "a snapshot is written as yaml or json",
+                "use --format yaml or --format json",
+            ));
         }
         (Some(f), _) => f,
         (None, Some(p)) if p.extension().is_some_and(|e| e == "json") => Format::Json,
@@ -499,7 +645,8 @@ pub fn snapshot(args: SnapshotArgs) -> anyhow::Result<i32> {
     let text = output::document(&snap, format)?;
     match args.output {
         Some(path) => {
-            std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+            std::fs::write(&path, text)
+                .with_context(|| format!("cannot write {}", path.display()))?;
             eprintln!(
                 "wrote {} ({} processes, {} sockets); analyse it with `doctor ports --from {}`",
                 path.display(),

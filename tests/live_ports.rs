@@ -6,7 +6,12 @@ mod common;
 use common::*;
 
 fn holder_rows(doc: &serde_json::Value, port: u16) -> Vec<&serde_json::Value> {
-    doc["holders"].as_array().expect("holders").iter().filter(|h| h["port"] == port).collect()
+    doc["holders"]
+        .as_array()
+        .expect("holders")
+        .iter()
+        .filter(|h| h["port"] == port)
+        .collect()
 }
 
 #[test]
@@ -16,9 +21,15 @@ fn d001_spawn_child_reconnects_as_rank_zero() {
     let (rank, child) = (s.pid("rank"), s.pid("child"));
     let (doc, code) = json(&["ports", "--format", "json"]);
     assert_eq!(code, 1, "an error-level finding exits 1");
-    let listen = holder_rows(&doc, port).into_iter().find(|h| h["state"] == "LISTEN").expect("listener row");
+    let listen = holder_rows(&doc, port)
+        .into_iter()
+        .find(|h| h["state"] == "LISTEN")
+        .expect("listener row");
     assert_eq!(listen["pid"], rank);
-    assert_eq!(listen["role"], "rank", "rank 0 is inferred from its spawn child's environment");
+    assert_eq!(
+        listen["role"], "rank",
+        "rank 0 is inferred from its spawn child's environment"
+    );
     assert_eq!(listen["local_rank"], 0);
     let d001 = findings(&doc, "D001", port);
     assert_eq!(d001.len(), 1, "{doc:#}");
@@ -26,13 +37,19 @@ fn d001_spawn_child_reconnects_as_rank_zero() {
     assert_eq!(d001[0]["ports"][0], port);
     assert_eq!(d001[0]["severity"], "error");
     assert!(d001[0]["fix"].as_str().unwrap().contains("__main__"));
-    let child_row = holder_rows(&doc, port).into_iter().find(|h| h["pid"] == child).expect("child row");
+    let child_row = holder_rows(&doc, port)
+        .into_iter()
+        .find(|h| h["pid"] == child)
+        .expect("child row");
     assert_eq!(child_row["role"], "spawn-child");
 
     // The tree draws the path from the rank to the duplicate initialiser.
     let out = run(&["tree", "--pid", &child.to_string()]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains(&format!("D001 path: {rank} rank -> {child} spawn-child")), "{text}");
+    assert!(
+        text.contains(&format!("D001 path: {rank} rank -> {child} spawn-child")),
+        "{text}"
+    );
     assert!(text.contains(&format!("LISTEN :{port}")), "{text}");
 }
 
@@ -46,7 +63,12 @@ fn d002_port_held_by_another_job() {
     assert_eq!(d002.len(), 1, "{doc:#}");
     assert_eq!(pids_of(d002[0])[0], s.pid("holder") as i64);
     assert!(pids_of(d002[0]).contains(&(s.pid("other") as i64)));
-    let jobs: Vec<_> = doc["jobs"].as_array().unwrap().iter().filter(|j| j["master_port"] == port).collect();
+    let jobs: Vec<_> = doc["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|j| j["master_port"] == port)
+        .collect();
     assert_eq!(jobs.len(), 2, "two jobs on one port");
 }
 
@@ -60,16 +82,24 @@ fn d003_orphaned_rank_holds_the_port() {
     let d003 = findings(&doc, "D003", port);
     assert_eq!(d003.len(), 1, "{doc:#}");
     assert_eq!(pids_of(d003[0]), vec![orphan as i64]);
-    assert!(d003[0]["fix"].as_str().unwrap().contains("kill -TERM --"), "{}", d003[0]["fix"]);
+    assert!(
+        d003[0]["fix"].as_str().unwrap().contains("kill -TERM --"),
+        "{}",
+        d003[0]["fix"]
+    );
 }
 
 #[test]
 fn d004_port_inside_the_ephemeral_range() {
     let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap();
     let lo: u16 = range.split_whitespace().next().unwrap().parse().unwrap();
-    let reserved = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_reserved_ports").unwrap_or_default();
+    let reserved =
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_reserved_ports").unwrap_or_default();
     let port = (lo + 1000..lo + 2000)
-        .find(|p| !reserved.contains(&p.to_string()) && std::net::TcpListener::bind(("0.0.0.0", *p)).is_ok())
+        .find(|p| {
+            !reserved.contains(&p.to_string())
+                && std::net::TcpListener::bind(("0.0.0.0", *p)).is_ok()
+        })
         .expect("a free port in the range");
     let _s = Situation::start("d001", port);
     let (doc, code) = json(&["ports", "--format", "json"]);
@@ -114,14 +144,23 @@ fn fork_child_sharing_the_listener_gives_two_rows() {
     let port = free_low_port();
     let s = Situation::start("fork-share", port);
     let (doc, _) = json(&["ports", "--port", &port.to_string(), "--format", "json"]);
-    let rows: Vec<_> = holder_rows(&doc, port).into_iter().filter(|h| h["state"] == "LISTEN").collect();
+    let rows: Vec<_> = holder_rows(&doc, port)
+        .into_iter()
+        .filter(|h| h["state"] == "LISTEN")
+        .collect();
     let mut pids: Vec<i64> = rows.iter().map(|h| h["pid"].as_i64().unwrap()).collect();
     pids.sort();
     assert_eq!(pids, vec![s.pid("parent") as i64, s.pid("child") as i64]);
-    assert_eq!(rows[0]["inode"], rows[1]["inode"], "one socket, two holders");
+    assert_eq!(
+        rows[0]["inode"], rows[1]["inode"],
+        "one socket, two holders"
+    );
     let child_row = rows.iter().find(|h| h["pid"] == s.pid("child")).unwrap();
     assert_eq!(child_row["role"], "fork-child");
-    assert!(findings(&doc, "D001", port).is_empty(), "an inherited socket is not a second init");
+    assert!(
+        findings(&doc, "D001", port).is_empty(),
+        "an inherited socket is not a second init"
+    );
 }
 
 #[test]
@@ -132,11 +171,20 @@ fn d007_time_wait_only_is_information() {
     let d007 = findings(&doc, "D007", port);
     assert_eq!(d007.len(), 1, "{doc:#}");
     assert_eq!(d007[0]["severity"], "info");
-    let others: Vec<_> =
-        doc["findings"].as_array().unwrap().iter().filter(|f| f["ports"][0] == port && f["code"] != "D007").collect();
+    let others: Vec<_> = doc["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["ports"][0] == port && f["code"] != "D007")
+        .collect();
     assert!(others.is_empty(), "{others:?}");
     let rows = holder_rows(&doc, port);
-    assert!(!rows.is_empty() && rows.iter().all(|h| h["state"] == "TIME_WAIT" && h["pid"].is_null()));
+    assert!(
+        !rows.is_empty()
+            && rows
+                .iter()
+                .all(|h| h["state"] == "TIME_WAIT" && h["pid"].is_null())
+    );
     let _ = code;
 }
 
@@ -161,11 +209,26 @@ fn snapshot_round_trip_gives_the_same_findings() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("snap.yaml");
     let out = run(&["snapshot", "-o", file.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     drop(_s);
-    let (doc, code) = json(&["ports", "--from", file.to_str().unwrap(), "--format", "json"]);
+    let (doc, code) = json(&[
+        "ports",
+        "--from",
+        file.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
     assert_eq!(code, 1);
-    assert_eq!(findings(&doc, "D001", port).len(), 1, "the saved snapshot still shows the duplicate init");
+    assert_eq!(
+        findings(&doc, "D001", port).len(),
+        1,
+        "the saved snapshot still shows the duplicate init"
+    );
 }
 
 #[test]
@@ -175,7 +238,9 @@ fn table_output_has_the_columns_and_fix() {
     let out = run(&["ports"]);
     let text = String::from_utf8_lossy(&out.stdout);
     let header = text.lines().next().unwrap();
-    for col in ["PORT", "STATE", "PID", "ROLE", "RANK", "JOB", "AGE", "COMMAND"] {
+    for col in [
+        "PORT", "STATE", "PID", "ROLE", "RANK", "JOB", "AGE", "COMMAND",
+    ] {
         assert!(header.contains(col), "{header}");
     }
     assert!(text.contains(&s.pid("rank").to_string()));
@@ -195,6 +260,9 @@ fn non_utf8_argv_does_not_fail_the_scan() {
     cmd.args(["-c", &code]).arg(arg);
     let s = Situation::start_cmd(&mut cmd);
     let (doc, _) = json(&["ports", "--port", &port.to_string(), "--format", "json"]);
-    let row = holder_rows(&doc, port).into_iter().find(|h| h["pid"] == s.child.id()).expect("row");
+    let row = holder_rows(&doc, port)
+        .into_iter()
+        .find(|h| h["pid"] == s.child.id())
+        .expect("row");
     assert!(row["command"].as_str().unwrap().contains("tr\u{fffd}ain"));
 }

@@ -23,13 +23,19 @@ pub fn json(args: &[&str]) -> (serde_json::Value, i32) {
     let out = run(args);
     let code = out.status.code().unwrap_or(-1);
     let text = String::from_utf8_lossy(&out.stdout);
-    let value = serde_json::from_str(&text)
-        .unwrap_or_else(|e| panic!("doctor {args:?} gave no JSON ({e}); stdout: {text}\nstderr: {}", String::from_utf8_lossy(&out.stderr)));
+    let value = serde_json::from_str(&text).unwrap_or_else(|e| {
+        panic!(
+            "doctor {args:?} gave no JSON ({e}); stdout: {text}\nstderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
     (value, code)
 }
 
 pub fn helper(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/helpers").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/helpers")
+        .join(name)
 }
 
 pub fn python() -> String {
@@ -45,22 +51,43 @@ pub struct Situation {
 impl Situation {
     /// Start `situations.py NAME PORT` and wait for READY.
     pub fn start(name: &str, port: u16) -> Situation {
-        Self::start_cmd(Command::new(python()).arg(helper("situations.py")).arg(name).arg(port.to_string()))
+        Self::start_cmd(
+            Command::new(python())
+                .arg(helper("situations.py"))
+                .arg(name)
+                .arg(port.to_string()),
+        )
     }
 
     pub fn start_cmd(cmd: &mut Command) -> Situation {
         use std::os::unix::process::CommandExt;
-        for k in ["MASTER_PORT", "MASTER_ADDR", "LOCAL_RANK", "RANK", "WORLD_SIZE", "NODE_RANK"] {
+        for k in [
+            "MASTER_PORT",
+            "MASTER_ADDR",
+            "LOCAL_RANK",
+            "RANK",
+            "WORLD_SIZE",
+            "NODE_RANK",
+        ] {
             cmd.env_remove(k);
         }
-        let mut child = cmd.process_group(0).stdout(Stdio::piped()).spawn().expect("helper starts");
+        let mut child = cmd
+            .process_group(0)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("helper starts");
         let stdout = child.stdout.take().expect("piped");
-        let mut sit = Situation { child, pids: HashMap::new() };
+        let mut sit = Situation {
+            child,
+            pids: HashMap::new(),
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
         let mut lines = BufReader::new(stdout).lines();
         loop {
             assert!(Instant::now() < deadline, "helper did not become ready");
-            let Some(Ok(line)) = lines.next() else { panic!("helper exited before READY") };
+            let Some(Ok(line)) = lines.next() else {
+                panic!("helper exited before READY")
+            };
             if let Some(rest) = line.strip_prefix("PIDS ") {
                 for kv in rest.split_whitespace() {
                     let (k, v) = kv.split_once('=').expect("k=v");
@@ -104,15 +131,29 @@ pub fn free_low_port() -> u16 {
 }
 
 /// Findings with `code` that cite `port` (tests run in parallel, each on its own port).
-pub fn findings<'a>(doc: &'a serde_json::Value, code: &str, port: u16) -> Vec<&'a serde_json::Value> {
+pub fn findings<'a>(
+    doc: &'a serde_json::Value,
+    code: &str,
+    port: u16,
+) -> Vec<&'a serde_json::Value> {
     doc["findings"]
         .as_array()
         .expect("findings")
         .iter()
-        .filter(|f| f["code"] == code && f["ports"].as_array().is_some_and(|p| p.iter().any(|x| x == port)))
+        .filter(|f| {
+            f["code"] == code
+                && f["ports"]
+                    .as_array()
+                    .is_some_and(|p| p.iter().any(|x| x == port))
+        })
         .collect()
 }
 
 pub fn pids_of(f: &serde_json::Value) -> Vec<i64> {
-    f["pids"].as_array().expect("pids").iter().filter_map(|p| p.as_i64()).collect()
+    f["pids"]
+        .as_array()
+        .expect("pids")
+        .iter()
+        .filter_map(|p| p.as_i64())
+        .collect()
 }
