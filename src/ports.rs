@@ -505,6 +505,18 @@ pub fn tree(args: TreeArgs) -> anyhow::Result<i32> {
                 .is_some_and(|_| args.pid.is_some_and(|p| a.ancestors(pid).contains(&p)))
     };
     let trees: Vec<TreeNode> = roots.iter().map(|&r| build_node(&a, r, &keep, 0)).collect();
+    // Around a pid or a port, only the findings about what is drawn.
+    let mut shown = BTreeSet::new();
+    trees.iter().for_each(|t| t.collect_pids(&mut shown));
+    let findings: Vec<Finding> = if args.pid.is_some() || args.port.is_some() {
+        a.findings
+            .iter()
+            .filter(|f| f.pids.iter().any(|p| shown.contains(p)))
+            .cloned()
+            .collect()
+    } else {
+        a.findings.clone()
+    };
     let text = match args.format {
         Format::Table => {
             let color = output::stdout_color();
@@ -531,7 +543,7 @@ pub fn tree(args: TreeArgs) -> anyhow::Result<i32> {
                 draw(t, "", true, true, &mut s, color);
                 s.push('\n');
             }
-            for f in a.findings.iter().filter(|f| !f.path.is_empty()) {
+            for f in findings.iter().filter(|f| !f.path.is_empty()) {
                 let chain: Vec<String> = f
                     .path
                     .iter()
@@ -539,7 +551,7 @@ pub fn tree(args: TreeArgs) -> anyhow::Result<i32> {
                     .collect();
                 s.push_str(&format!("{} path: {}\n", f.code, chain.join(" -> ")));
             }
-            s.push_str(&render_findings(&a.findings, color));
+            s.push_str(&render_findings(&findings, color));
             s
         }
         f => output::document(
@@ -548,7 +560,7 @@ pub fn tree(args: TreeArgs) -> anyhow::Result<i32> {
                 hostname: &snap.host.hostname,
                 jobs: &a.jobs,
                 trees,
-                findings: &a.findings,
+                findings: &findings,
                 unreadable: &snap.unreadable,
             },
             f,
@@ -556,7 +568,14 @@ pub fn tree(args: TreeArgs) -> anyhow::Result<i32> {
     };
     output::print(&text);
     permission_note(&snap);
-    Ok(if worth_exit_1(&a.findings) { 1 } else { 0 })
+    Ok(if worth_exit_1(&findings) { 1 } else { 0 })
+}
+
+impl TreeNode {
+    fn collect_pids(&self, out: &mut BTreeSet<i32>) {
+        out.insert(self.pid);
+        self.children.iter().for_each(|c| c.collect_pids(out));
+    }
 }
 
 /// The top of the job a process belongs to, or its top-most ancestor below init.
@@ -604,12 +623,19 @@ fn draw(node: &TreeNode, prefix: &str, last: bool, top: bool, out: &mut String, 
             color,
         )
     };
-    out.push_str(&format!(
-        "{prefix}{branch}{} {}{id}{state} {}{socks}{marks}\n",
+    let head = format!(
+        "{prefix}{branch}{} {}{id}{state} ",
         node.pid,
-        paint(node.role, Paint::Bold, color),
-        output::shorten(&node.command, 80)
-    ));
+        paint(node.role, Paint::Bold, color)
+    );
+    let command = match terminal_width() {
+        Some(w) => output::shorten(
+            &node.command,
+            w.saturating_sub(head.chars().count() + 2).max(24),
+        ),
+        None => node.command.clone(),
+    };
+    out.push_str(&format!("{head}{command}{socks}{marks}\n"));
     let child_prefix = if top {
         prefix.to_string()
     } else {

@@ -1,0 +1,99 @@
+//! Bad input gets an `error:` line, a `hint:` where one helps, exit code 2, and no panic.
+
+mod common;
+
+use common::*;
+
+fn fails_with(args: &[&str], needle: &str) -> String {
+    let out = run(args);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(2), "doctor {args:?}: {err}");
+    assert!(err.contains("error:"), "{err}");
+    assert!(err.contains(needle), "doctor {args:?}: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    err
+}
+
+#[test]
+fn bad_ports() {
+    fails_with(&["ports", "--port", "0"], "0 is not a usable port");
+    fails_with(&["ports", "--port", "65536"], "65536 is not a usable port");
+    fails_with(&["ports", "--port", "abc"], "'abc' is not a port number");
+    fails_with(&["ports", "--check", "-1"], "error");
+    fails_with(&["tree", "--port", "70000"], "not a usable port");
+}
+
+#[test]
+fn unknown_pid() {
+    let err = fails_with(
+        &["tree", "--pid", "2147483647"],
+        "no process with pid 2147483647",
+    );
+    assert!(err.contains("hint:"), "{err}");
+    fails_with(&["tree", "--pid", "abc"], "invalid value");
+}
+
+#[test]
+fn bad_snapshot_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.yaml");
+    fails_with(
+        &["ports", "--from", missing.to_str().unwrap()],
+        "cannot read snapshot",
+    );
+    let junk = dir.path().join("junk.yaml");
+    std::fs::write(&junk, "just: [a, list\n").unwrap();
+    let err = fails_with(
+        &["ports", "--from", junk.to_str().unwrap()],
+        "is not a doctor snapshot",
+    );
+    assert!(
+        err.contains("hint: write one with `doctor snapshot"),
+        "{err}"
+    );
+    let other = dir.path().join("other.json");
+    std::fs::write(&other, r#"{"schema_version": 99, "processes": []}"#).unwrap();
+    fails_with(
+        &["tree", "--from", other.to_str().unwrap()],
+        "schema_version 99 is not supported",
+    );
+    let binary = dir.path().join("bin.yaml");
+    std::fs::write(&binary, [0xff, 0xfe, 0x00, 0x01]).unwrap();
+    fails_with(&["ports", "--from", binary.to_str().unwrap()], "error");
+    fails_with(&["snapshot", "--format", "table"], "yaml or json");
+}
+
+#[test]
+fn closed_stdout_ends_quietly() {
+    use std::process::Stdio;
+    let mut child = doctor()
+        .args(["ports", "--all", "--format", "yaml"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // the reader goes away at once, like `| head -0`
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !err.contains("panicked") && !err.contains("Broken pipe"),
+        "{err}"
+    );
+    assert!(
+        matches!(out.status.code(), Some(0) | Some(1)),
+        "{:?}",
+        out.status
+    );
+}
+
+#[test]
+fn help_and_version() {
+    let out = run(&["--help"]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    for cmd in ["ports", "tree", "snapshot"] {
+        assert!(text.contains(cmd), "{text}");
+    }
+    assert_eq!(run(&["--version"]).status.code(), Some(0));
+    assert_eq!(run(&["no-such-command"]).status.code(), Some(2));
+}
