@@ -14,7 +14,7 @@ fn redact(text: &str, port: u16, pids: &[(i32, &str)]) -> String {
     let re = regex::Regex::new(r"\b\d+(s|m)\b").unwrap();
     s = re.replace_all(&s, "[AGE]").to_string();
     let re = regex::Regex::new(r"(tracker_fd=|pipe_handle=|main\()\d+").unwrap();
-    s = re.replace_all(&s, "$1=N").to_string();
+    s = re.replace_all(&s, "${1}N").to_string();
     let re = regex::Regex::new(r"/\S*/python3(\.\d+)?").unwrap();
     s = re.replace_all(&s, "[PYTHON]").to_string();
     let re = regex::Regex::new(r"\[PYTHON\]\s+").unwrap();
