@@ -327,7 +327,7 @@ impl<'a> Analysis<'a> {
                         inferred: true,
                         ..id.clone()
                     }),
-                    Role::Rank if child.argv.get(1..) == p.argv.get(1..) && id.rank.is_none() => {
+                    Role::Rank if same_program(&child.argv, &p.argv) && id.rank.is_none() => {
                         Some(Identity {
                             local_rank: Some(0),
                             inferred: true,
@@ -603,6 +603,19 @@ pub fn launcher_port(argv: &[String]) -> Option<u16> {
     None
 }
 
+/// Whether two Python argvs run the same program with the same arguments (the interpreter path
+/// and the script's directory may differ: `train.py` vs `/abs/train.py`).
+pub fn same_program(a: &[String], b: &[String]) -> bool {
+    let norm = |s: &String| {
+        if s.ends_with(".py") {
+            s.rsplit('/').next().unwrap_or(s).to_string()
+        } else {
+            s.clone()
+        }
+    };
+    a.len() == b.len() && a.len() > 1 && a[1..].iter().map(norm).eq(b[1..].iter().map(norm))
+}
+
 /// `train.py` or `-m pkg.train` from a Python argv.
 pub fn script_of(argv: &[String]) -> Option<String> {
     let mut it = argv.iter().skip(1);
@@ -618,4 +631,39 @@ pub fn script_of(argv: &[String]) -> Option<String> {
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(s: &str) -> Vec<String> {
+        s.split(' ').map(str::to_string).collect()
+    }
+
+    #[test]
+    fn same_program_ignores_interpreter_and_script_dir() {
+        assert!(same_program(
+            &v("python train.py --lr 1"),
+            &v("/usr/bin/python3 /home/u/train.py --lr 1")
+        ));
+        assert!(!same_program(
+            &v("python train.py --lr 1"),
+            &v("python train.py --lr 2")
+        ));
+        assert!(!same_program(&v("python"), &v("python")));
+    }
+
+    #[test]
+    fn script_of_reads_python_argv() {
+        assert_eq!(
+            script_of(&v("python -u train.py --x")),
+            Some("train.py".into())
+        );
+        assert_eq!(
+            script_of(&v("python -m pkg.train")),
+            Some("-m pkg.train".into())
+        );
+        assert_eq!(script_of(&v("python -c pass")), None);
+    }
 }

@@ -133,7 +133,7 @@ def main():
         os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2")
         store = listen(port)
         # Same argv as the parent, as Lightning starts its ranks; the child knows itself by LOCAL_RANK.
-        kids = [subprocess.Popen(me + ["d006", str(port)], env=rank_env(port, 1), stdout=subprocess.PIPE, text=True)
+        kids = [subprocess.Popen([sys.executable] + sys.argv, env=rank_env(port, 1), stdout=subprocess.PIPE, text=True)
                 for _ in range(2)]
         for k in kids:
             wait_ready(k)
