@@ -1,6 +1,8 @@
 //! `doctor`: finds who holds the PyTorch rendezvous port, why, and how to fix it.
 
 mod analyse;
+mod diagnose;
+mod trace;
 mod observe;
 mod output;
 mod ports;
