@@ -7,6 +7,7 @@ mod observe;
 mod output;
 mod ports;
 mod rules;
+mod run;
 mod snapshot;
 
 use clap::{Parser, Subcommand};
@@ -33,6 +34,8 @@ enum Command {
     Tree(ports::TreeArgs),
     /// Write a snapshot of processes, sockets and host facts for later analysis
     Snapshot(ports::SnapshotArgs),
+    /// Run a training command, watch every bind, explain a rendezvous failure, leave nothing behind
+    Run(run::RunArgs),
 }
 
 fn main() {
@@ -41,6 +44,7 @@ fn main() {
         Command::Ports(args) => ports::ports(args),
         Command::Tree(args) => ports::tree(args),
         Command::Snapshot(args) => ports::snapshot(args),
+        Command::Run(args) => run::main(args),
     };
     match result {
         Ok(code) => std::process::exit(code),

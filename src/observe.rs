@@ -20,11 +20,11 @@ use crate::snapshot::{
 pub fn snapshot() -> Snapshot {
     let taken_at = now();
     let host = host_facts();
-    let clock = Clock::read();
+    let clock = clock();
     let pids = list_pids();
     let results: Vec<(Option<Process>, Vec<Unreadable>)> = pids
         .par_iter()
-        .map(|&pid| read_process(pid, &clock))
+        .map(|&pid| read_process(pid, clock))
         .collect();
     let mut processes = Vec::with_capacity(results.len());
     let mut unreadable = Vec::new();
@@ -91,6 +91,16 @@ pub fn parse_port_list(text: &str) -> Vec<[u16; 2]> {
         .collect()
 }
 
+/// One process, read now; `None` when it is gone or a kernel thread.
+pub fn process(pid: i32) -> Option<Process> {
+    read_process(pid, clock()).0
+}
+
+fn clock() -> &'static Clock {
+    static CLOCK: std::sync::OnceLock<Clock> = std::sync::OnceLock::new();
+    CLOCK.get_or_init(Clock::read)
+}
+
 struct Clock {
     boot_time: f64,
     ticks: f64,
@@ -115,7 +125,7 @@ impl Clock {
     }
 }
 
-fn list_pids() -> Vec<i32> {
+pub fn list_pids() -> Vec<i32> {
     let Ok(dir) = fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -296,7 +306,7 @@ fn read_fds(dir: &str) -> io::Result<(Vec<u64>, bool)> {
     Ok((inodes, gpu))
 }
 
-fn read_sockets() -> Vec<Socket> {
+pub fn read_sockets() -> Vec<Socket> {
     let tables = [
         ("/proc/net/tcp", Proto::Tcp),
         ("/proc/net/tcp6", Proto::Tcp),

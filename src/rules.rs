@@ -61,6 +61,11 @@ impl Finding {
     }
 }
 
+/// D001 as `doctor run` sees it: from a traced bind that failed (the transient form).
+pub fn duplicate_init_finding(message: String, pids: Vec<i32>, ports: Vec<u16>, fix: String) -> Finding {
+    Finding::new("D001", message, pids, ports, fix)
+}
+
 /// Whether any finding is at warning level or worse (exit code 1).
 pub fn worth_exit_1(findings: &[Finding]) -> bool {
     findings.iter().any(|f| f.severity <= Severity::Warning)

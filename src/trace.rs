@@ -107,11 +107,14 @@ pub struct Tracer {
     /// (pid, fd) -> address bound, to name the port of a later `listen`.
     bound: HashMap<(i32, i32), (IpAddr, u16)>,
     pub events: Vec<SyscallEvent>,
+    /// Each traced process as read at its first traced call, while it was stopped: short-lived
+    /// processes that polling never sees are known this way.
+    pub processes: HashMap<i32, crate::snapshot::Process>,
 }
 
 impl Tracer {
     pub fn new(start: Instant, root: i32) -> Tracer {
-        Tracer { start, started: HashSet::from([root]), pending: HashMap::new(), bound: HashMap::new(), events: Vec::new() }
+        Tracer { start, started: HashSet::from([root]), pending: HashMap::new(), bound: HashMap::new(), events: Vec::new(), processes: HashMap::new() }
     }
 
     /// The first stop of the command (SIGTRAP after exec): set the options that follow the tree.
@@ -188,6 +191,12 @@ impl Tracer {
             return;
         }
         let t = self.now();
+        let pid = tgid(tid).unwrap_or(tid);
+        if !self.processes.contains_key(&pid)
+            && let Some(p) = crate::observe::process(pid)
+        {
+            self.processes.insert(pid, p);
+        }
         self.pending.insert(tid, Pending { tid, syscall, fd, addr, t });
     }
 
