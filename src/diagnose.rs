@@ -56,10 +56,12 @@ static OLD_FORM: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"RuntimeError: Address already in use").expect("regex"));
 static FRAME: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r#"^\s*File "([^"]+)", line (\d+), in (.+)$"#).expect("regex"));
-static WORKER: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"DataLoader worker \(pid\(?s?\)? ?(\d+)\)? exited unexpectedly").expect("regex"));
-static WORKER_PIDS: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"DataLoader worker \(pid\(s\) ([\d, ]+)\) exited unexpectedly").expect("regex"));
+static WORKER: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"DataLoader worker \(pid\(?s?\)? ?(\d+)\)? exited unexpectedly").expect("regex")
+});
+static WORKER_PIDS: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"DataLoader worker \(pid\(s\) ([\d, ]+)\) exited unexpectedly").expect("regex")
+});
 
 /// Frames of the multiprocessing machinery and of installed libraries are not the user's.
 fn is_library(file: &str) -> bool {
@@ -88,14 +90,23 @@ pub fn read_output(text: &str) -> OutputFacts {
                 form: "torch 1.11-2.3",
             });
         } else if OLD_FORM.is_match(line) {
-            facts.bind_errors.push(BindError { line: line.trim().to_string(), port: None, form: "torch<1.11" });
+            facts.bind_errors.push(BindError {
+                line: line.trim().to_string(),
+                port: None,
+                form: "torch<1.11",
+            });
         }
         if let Some(c) = WORKER_PIDS.captures(line) {
-            facts.dead_workers.extend(c[1].split(',').filter_map(|p| p.trim().parse::<i32>().ok()));
+            facts
+                .dead_workers
+                .extend(c[1].split(',').filter_map(|p| p.trim().parse::<i32>().ok()));
         } else if let Some(c) = WORKER.captures(line) {
             facts.dead_workers.extend(c[1].parse::<i32>().ok());
         }
-        if line.trim_start().starts_with("Traceback (most recent call last):") {
+        if line
+            .trim_start()
+            .starts_with("Traceback (most recent call last):")
+        {
             let (tb, next) = read_traceback(&lines, i + 1);
             facts.tracebacks.push(tb);
             i = next;
@@ -133,16 +144,37 @@ fn read_traceback(lines: &[&str], mut i: usize) -> (Traceback, usize) {
         }
         break;
     }
-    let error = lines.get(i).map(|l| l.trim().to_string()).unwrap_or_default();
+    let error = lines
+        .get(i)
+        .map(|l| l.trim().to_string())
+        .unwrap_or_default();
     let via_spawn = frames.iter().any(|f| {
-        (f.file.ends_with("multiprocessing/spawn.py") || f.file.ends_with("multiprocessing/forkserver.py"))
-            && matches!(f.function.as_str(), "spawn_main" | "_main" | "prepare" | "_fixup_main_from_path" | "main")
+        (f.file.ends_with("multiprocessing/spawn.py")
+            || f.file.ends_with("multiprocessing/forkserver.py"))
+            && matches!(
+                f.function.as_str(),
+                "spawn_main" | "_main" | "prepare" | "_fixup_main_from_path" | "main"
+            )
     });
     // Below runpy (the re-run of the main module), the first frame of user code.
-    let after_runpy = frames.iter().rposition(|f| f.file.ends_with("runpy.py")).map_or(0, |p| p + 1);
-    let user_frame = frames[after_runpy..].iter().find(|f| !is_library(&f.file)).cloned();
+    let after_runpy = frames
+        .iter()
+        .rposition(|f| f.file.ends_with("runpy.py"))
+        .map_or(0, |p| p + 1);
+    let user_frame = frames[after_runpy..]
+        .iter()
+        .find(|f| !is_library(&f.file))
+        .cloned();
     // The error line is read again by the caller: it may be a bind error.
-    (Traceback { frames, error, via_spawn, user_frame }, i)
+    (
+        Traceback {
+            frames,
+            error,
+            via_spawn,
+            user_frame,
+        },
+        i,
+    )
 }
 
 #[cfg(test)]
@@ -184,7 +216,10 @@ RuntimeError: DataLoader worker (pid(s) 4242) exited unexpectedly
         let tb = &f.tracebacks[0];
         assert!(tb.via_spawn);
         let uf = tb.user_frame.as_ref().unwrap();
-        assert_eq!((uf.file.as_str(), uf.line, uf.code.as_deref()), ("/home/u/train.py", 6, Some("fabric.launch()")));
+        assert_eq!(
+            (uf.file.as_str(), uf.line, uf.code.as_deref()),
+            ("/home/u/train.py", 6, Some("fabric.launch()"))
+        );
         assert!(tb.error.contains("EADDRINUSE"));
         assert!(!f.tracebacks[1].via_spawn);
         assert_eq!(f.dead_workers, vec![4242]);

@@ -2,13 +2,13 @@
 
 mod analyse;
 mod diagnose;
-mod trace;
 mod observe;
 mod output;
 mod ports;
 mod rules;
 mod run;
 mod snapshot;
+mod trace;
 
 use clap::{Parser, Subcommand};
 

@@ -62,7 +62,12 @@ impl Finding {
 }
 
 /// D001 as `doctor run` sees it: from a traced bind that failed (the transient form).
-pub fn duplicate_init_finding(message: String, pids: Vec<i32>, ports: Vec<u16>, fix: String) -> Finding {
+pub fn duplicate_init_finding(
+    message: String,
+    pids: Vec<i32>,
+    ports: Vec<u16>,
+    fix: String,
+) -> Finding {
     Finding::new("D001", message, pids, ports, fix)
 }
 

@@ -47,7 +47,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "SECONDS", default_value = "3", value_parser = parse_seconds)]
     grace: f64,
     /// The command to run
-    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "CMD")]
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "CMD"
+    )]
     command: Vec<OsString>,
 }
 
@@ -310,18 +315,43 @@ pub fn main(args: RunArgs) -> anyhow::Result<i32> {
     let leftovers = leftovers(&shared, &timeline);
     let mut timeline = timeline;
     for (pid, p) in std::mem::take(&mut tracer.processes) {
-        timeline.processes.entry(pid).or_insert(Seen { first_seen: 0.0, last_seen: 0.0, gone_at: None, process: p });
+        timeline.processes.entry(pid).or_insert(Seen {
+            first_seen: 0.0,
+            last_seen: 0.0,
+            gone_at: None,
+            process: p,
+        });
     }
     let diagnosis = diagnose(&timeline, &tracer.events, &facts, &args.command);
     let failed = exit_status != 0;
     let color = output::stderr_color();
-    if failed || args.explain || !diagnosis.findings.is_empty() {
-        eprint!("{}", render(&diagnosis, exit_status, seconds, &killed, &leftovers, tracing, color));
+    if failed
+        || args.explain
+        || !diagnosis.findings.is_empty()
+        || !killed.is_empty()
+        || !leftovers.is_empty()
+    {
+        eprint!(
+            "{}",
+            render(
+                &diagnosis,
+                exit_status,
+                seconds,
+                &killed,
+                &leftovers,
+                tracing,
+                color
+            )
+        );
     }
     if let Some(path) = &args.record {
         let doc = RunDoc {
             schema_version: SCHEMA_VERSION,
-            command: args.command.iter().map(|a| a.to_string_lossy().into_owned()).collect(),
+            command: args
+                .command
+                .iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect(),
             exit_status,
             signal,
             seconds,
@@ -341,16 +371,27 @@ pub fn main(args: RunArgs) -> anyhow::Result<i32> {
             leftovers: &leftovers,
             output_bytes_dropped: shared.output.lock().expect("output lock").1,
         };
-        let format = if path.extension().is_some_and(|e| e == "json") { Format::Json } else { Format::Yaml };
+        let format = if path.extension().is_some_and(|e| e == "json") {
+            Format::Json
+        } else {
+            Format::Yaml
+        };
         std::fs::write(path, output::document(&doc, format)?)
             .with_context(|| format!("cannot write {}", path.display()))?;
-        eprintln!("doctor: wrote the timeline and diagnosis to {}", path.display());
+        eprintln!(
+            "doctor: wrote the timeline and diagnosis to {}",
+            path.display()
+        );
     }
     Ok(exit_status)
 }
 
 /// Copy one output stream through, live, and keep its newest bytes for analysis.
-fn pump(mut from: impl Read + Send + 'static, stderr: bool, s: Arc<Shared>) -> std::thread::JoinHandle<()> {
+fn pump(
+    mut from: impl Read + Send + 'static,
+    stderr: bool,
+    s: Arc<Shared>,
+) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let mut buf = vec![0u8; 64 * 1024];
         loop {
@@ -363,7 +404,9 @@ fn pump(mut from: impl Read + Send + 'static, stderr: bool, s: Arc<Shared>) -> s
             let _ = if stderr {
                 std::io::stderr().write_all(chunk)
             } else {
-                std::io::stdout().write_all(chunk).and_then(|_| std::io::stdout().flush())
+                std::io::stdout()
+                    .write_all(chunk)
+                    .and_then(|_| std::io::stdout().flush())
             };
             let mut out = s.output.lock().expect("output lock");
             out.0.extend_from_slice(chunk);
@@ -383,7 +426,10 @@ fn tree_pids(s: &Shared, with_tag: bool) -> Vec<i32> {
     let me = std::process::id() as i32;
     let mut parent: BTreeMap<i32, i32> = BTreeMap::new();
     for pid in observe::list_pids() {
-        if let Some(st) = std::fs::read(format!("/proc/{pid}/stat")).ok().and_then(|b| observe::parse_stat(&b)) {
+        if let Some(st) = std::fs::read(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|b| observe::parse_stat(&b))
+        {
             parent.insert(pid, st.ppid);
         }
     }
@@ -405,12 +451,12 @@ fn tree_pids(s: &Shared, with_tag: bool) -> Vec<i32> {
     if with_tag {
         let needle = format!("DOCTOR_RUN_TAG={}", s.tag);
         for &pid in parent.keys() {
-            if pid != me && !out.contains(&pid) {
-                if let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) {
-                    if env.split(|&b| b == 0).any(|kv| kv == needle.as_bytes()) {
-                        out.push(pid);
-                    }
-                }
+            if pid != me
+                && !out.contains(&pid)
+                && let Ok(env) = std::fs::read(format!("/proc/{pid}/environ"))
+                && env.split(|&b| b == 0).any(|kv| kv == needle.as_bytes())
+            {
+                out.push(pid);
             }
         }
     }
@@ -426,11 +472,17 @@ fn poll_once(s: &Shared) {
             fresh.push(p);
         }
     }
-    let inodes: BTreeSet<u64> = fresh.iter().flat_map(|p| p.socket_inodes.iter().copied()).collect();
+    let inodes: BTreeSet<u64> = fresh
+        .iter()
+        .flat_map(|p| p.socket_inodes.iter().copied())
+        .collect();
     let sockets: Vec<Socket> = if inodes.is_empty() {
         Vec::new()
     } else {
-        observe::read_sockets().into_iter().filter(|so| inodes.contains(&so.inode)).collect()
+        observe::read_sockets()
+            .into_iter()
+            .filter(|so| inodes.contains(&so.inode))
+            .collect()
     };
     let mut tl = s.timeline.lock().expect("timeline lock");
     for p in fresh {
@@ -453,18 +505,34 @@ fn poll_once(s: &Shared) {
                 seen.process.socket_inodes = all;
             }
             _ => {
-                tl.processes.insert(p.pid, Seen { first_seen: t, last_seen: t, gone_at: None, process: p });
+                tl.processes.insert(
+                    p.pid,
+                    Seen {
+                        first_seen: t,
+                        last_seen: t,
+                        gone_at: None,
+                        process: p,
+                    },
+                );
             }
         }
     }
     for so in sockets {
-        tl.sockets.entry((so.inode, so.state.clone())).or_insert((t, so));
+        tl.sockets
+            .entry((so.inode, so.state.clone()))
+            .or_insert((t, so));
     }
 }
 
 fn note_gone(s: &Shared, pid: i32) {
     let t = s.start.elapsed().as_secs_f64();
-    if let Some(seen) = s.timeline.lock().expect("timeline lock").processes.get_mut(&pid) {
+    if let Some(seen) = s
+        .timeline
+        .lock()
+        .expect("timeline lock")
+        .processes
+        .get_mut(&pid)
+    {
         seen.gone_at.get_or_insert(t);
     }
 }
@@ -542,13 +610,22 @@ fn cleanup(s: &Shared, tracer: &mut Tracer, traced: bool, grace: f64) -> Vec<Kil
         let kill_now = Instant::now() > term_deadline;
         for pid in alive {
             if !signalled.contains(&pid) {
-                let command = observe::process(pid).map(|p| p.command()).unwrap_or_default();
+                let command = observe::process(pid)
+                    .map(|p| p.command())
+                    .unwrap_or_default();
                 let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
                 signalled.insert(pid);
-                killed.push(Killed { pid, signal: "SIGTERM", command });
+                killed.push(Killed {
+                    pid,
+                    signal: "SIGTERM",
+                    command,
+                });
             } else if kill_now {
                 let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-                killed.iter_mut().filter(|k| k.pid == pid).for_each(|k| k.signal = "SIGKILL");
+                killed
+                    .iter_mut()
+                    .filter(|k| k.pid == pid)
+                    .for_each(|k| k.signal = "SIGKILL");
             }
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -564,8 +641,12 @@ fn leftovers(s: &Shared, tl: &Timeline) -> Vec<String> {
         .filter(|p| !p.is_zombie())
         .map(|p| format!("pid {} still alive: {}", p.pid, p.command()))
         .collect();
-    let ports: BTreeSet<u16> =
-        tl.sockets.values().filter(|(_, so)| so.state == "LISTEN").map(|(_, so)| so.local_port).collect();
+    let ports: BTreeSet<u16> = tl
+        .sockets
+        .values()
+        .filter(|(_, so)| so.state == "LISTEN")
+        .map(|(_, so)| so.local_port)
+        .collect();
     for port in ports {
         if !observe::port_is_free(port) {
             out.push(format!("port {port} is still taken"));
@@ -575,7 +656,12 @@ fn leftovers(s: &Shared, tl: &Timeline) -> Vec<String> {
 }
 
 /// Join the output, the traced calls and the observed tree into an explanation.
-fn diagnose(tl: &Timeline, events: &[SyscallEvent], facts: &OutputFacts, command: &[OsString]) -> Diagnosis {
+fn diagnose(
+    tl: &Timeline,
+    events: &[SyscallEvent],
+    facts: &OutputFacts,
+    command: &[OsString],
+) -> Diagnosis {
     let mut snap = Snapshot {
         schema_version: SCHEMA_VERSION,
         taken_at: observe::now(),
@@ -585,17 +671,33 @@ fn diagnose(tl: &Timeline, events: &[SyscallEvent], facts: &OutputFacts, command
         unreadable: Vec::new(),
     };
     snap.processes.sort_by_key(|p| p.pid);
-    let failed_bind = events.iter().find(|e| e.syscall == "bind" && e.errno == Some(libc::EADDRINUSE));
-    let port = failed_bind.and_then(|e| e.port).or_else(|| facts.bind_errors.iter().find_map(|b| b.port));
+    let failed_bind = events
+        .iter()
+        .find(|e| e.syscall == "bind" && e.errno == Some(libc::EADDRINUSE));
+    let port = failed_bind
+        .and_then(|e| e.port)
+        .or_else(|| facts.bind_errors.iter().find_map(|b| b.port));
     let a = Analysis::new(&snap, &port.into_iter().collect::<Vec<_>>());
-    let mut d = Diagnosis { port, ..Diagnosis::default() };
+    let mut d = Diagnosis {
+        port,
+        ..Diagnosis::default()
+    };
     let describe = |pid: i32| -> String {
-        let id = a.identity(pid).map(|i| i.label()).filter(|l| !l.is_empty()).map(|l| format!(", {l}")).unwrap_or_default();
+        let id = a
+            .identity(pid)
+            .map(|i| i.label())
+            .filter(|l| !l.is_empty())
+            .map(|l| format!(", {l}"))
+            .unwrap_or_default();
         format!("pid {pid} ({}{id})", a.role(pid).name())
     };
     if let Some(e) = failed_bind {
         d.failing_pid = Some(e.pid);
-        d.errno = Some(format!("errno {} {}", libc::EADDRINUSE, e.errno_name.clone().unwrap_or_default()));
+        d.errno = Some(format!(
+            "errno {} {}",
+            libc::EADDRINUSE,
+            e.errno_name.clone().unwrap_or_default()
+        ));
         let addr = e.addr.map(|x| x.to_string()).unwrap_or_default();
         d.summary.push(format!(
             "{} failed bind({addr}:{}) with errno 98 EADDRINUSE at {:.2}s",
@@ -604,24 +706,38 @@ fn diagnose(tl: &Timeline, events: &[SyscallEvent], facts: &OutputFacts, command
             e.t
         ));
     } else if let Some(b) = facts.bind_errors.first() {
-        d.summary.push(format!("the output reports a bind failure: {}", b.line));
+        d.summary
+            .push(format!("the output reports a bind failure: {}", b.line));
     }
     // Who held the port: an earlier successful bind in the tree, or a listener seen by polling.
     if let Some(port) = port {
         let holder = events
             .iter()
-            .find(|e| e.syscall == "bind" && e.result == 0 && e.port == Some(port) && Some(e.pid) != d.failing_pid)
+            .find(|e| {
+                e.syscall == "bind"
+                    && e.result == 0
+                    && e.port == Some(port)
+                    && Some(e.pid) != d.failing_pid
+            })
             .map(|e| (e.pid, e.t))
             .or_else(|| {
                 tl.sockets
                     .values()
                     .filter(|(_, so)| so.state == "LISTEN" && so.local_port == port)
-                    .find_map(|(t, so)| tl.holders.iter().find(|(_, i)| *i == so.inode).map(|(pid, _)| (*pid, *t)))
+                    .find_map(|(t, so)| {
+                        tl.holders
+                            .iter()
+                            .find(|(_, i)| *i == so.inode)
+                            .map(|(pid, _)| (*pid, *t))
+                    })
             });
         if let Some((h, t)) = holder {
             d.holder_pid = Some(h);
             d.holder_role = Some(a.role(h).name().to_string());
-            d.summary.push(format!("port {port} was held by {}, which bound it at {t:.2}s", describe(h)));
+            d.summary.push(format!(
+                "port {port} was held by {}, which bound it at {t:.2}s",
+                describe(h)
+            ));
         } else if d.failing_pid.is_some() || !facts.bind_errors.is_empty() {
             // Held by something outside the run: look at the machine now.
             let live = observe::snapshot();
@@ -634,9 +750,13 @@ fn diagnose(tl: &Timeline, events: &[SyscallEvent], facts: &OutputFacts, command
             if let Some(&h) = holders.first() {
                 d.holder_pid = Some(h);
                 d.holder_role = Some(la.role(h).name().to_string());
-                d.summary.push(format!("port {port} is held by pid {h} ({}) outside this run", la.role(h).name()));
+                d.summary.push(format!(
+                    "port {port} is held by pid {h} ({}) outside this run",
+                    la.role(h).name()
+                ));
             }
-            d.findings.extend(la.findings.into_iter().filter(|f| f.ports.contains(&port)));
+            d.findings
+                .extend(la.findings.into_iter().filter(|f| f.ports.contains(&port)));
         }
     }
     // The path between the holder and the failing process.
@@ -646,7 +766,10 @@ fn diagnose(tl: &Timeline, events: &[SyscallEvent], facts: &OutputFacts, command
             let mut path: Vec<i32> = up[..pos].iter().rev().copied().collect();
             path.insert(0, h);
             path.push(w);
-            d.path = path.iter().map(|&p| format!("{p} {}", a.role(p).name())).collect();
+            d.path = path
+                .iter()
+                .map(|&p| format!("{p} {}", a.role(p).name()))
+                .collect();
         }
     }
     // The line of the user's script that ran again, from the traceback.
@@ -654,7 +777,12 @@ fn diagnose(tl: &Timeline, events: &[SyscallEvent], facts: &OutputFacts, command
         .tracebacks
         .iter()
         .find(|t| t.via_spawn && t.user_frame.is_some())
-        .or_else(|| facts.tracebacks.iter().find(|t| t.user_frame.is_some() && t.error.contains("EADDRINUSE")));
+        .or_else(|| {
+            facts
+                .tracebacks
+                .iter()
+                .find(|t| t.user_frame.is_some() && t.error.contains("EADDRINUSE"))
+        });
     if let Some(f) = tb.and_then(|t| t.user_frame.as_ref()) {
         d.script_line = Some(format!("{}:{}", f.file, f.line));
         d.code = f.code.as_deref().map(strip_comment);
@@ -664,10 +792,20 @@ fn diagnose(tl: &Timeline, events: &[SyscallEvent], facts: &OutputFacts, command
         let ancestors = a.ancestors(w);
         let rank = ancestors.iter().copied().find(|&q| a.role(q) == Role::Rank);
         let kind = a.role(w);
-        let is_child_kind = kind.is_rank_descendant_kind() || kind == Role::Python || kind == Role::Rank;
-        if let Some(r) = rank.filter(|_| is_child_kind && a.carries_identity_of(w, rank.unwrap_or(0))) {
-            let line = d.script_line.clone().map(|l| format!(" at {l}")).unwrap_or_default();
-            let launch = d.code.clone().unwrap_or_else(|| "the distributed launch".into());
+        let is_child_kind =
+            kind.is_rank_descendant_kind() || kind == Role::Python || kind == Role::Rank;
+        if let Some(r) =
+            rank.filter(|_| is_child_kind && a.carries_identity_of(w, rank.unwrap_or(0)))
+        {
+            let line = d
+                .script_line
+                .clone()
+                .map(|l| format!(" at {l}"))
+                .unwrap_or_default();
+            let launch = d
+                .code
+                .clone()
+                .unwrap_or_else(|| "the distributed launch".into());
             let mut f = crate::rules::duplicate_init_finding(
                 format!(
                     "{} re-ran `{launch}`{line} and tried to bind the rendezvous port {} of rank {}; it failed with \
@@ -693,7 +831,13 @@ fn diagnose(tl: &Timeline, events: &[SyscallEvent], facts: &OutputFacts, command
     }
     // Findings the observed tree shows by itself (connecting duplicates, duplicate ranks).
     for f in a.findings {
-        if !d.findings.iter().any(|g| g.code == f.code && g.pids == f.pids) && f.code != "D003" && f.code != "D007" {
+        if !d
+            .findings
+            .iter()
+            .any(|g| g.code == f.code && g.pids == f.pids)
+            && f.code != "D003"
+            && f.code != "D007"
+        {
             d.findings.push(f);
         }
     }
@@ -734,21 +878,38 @@ fn render(
         s.push_str(&format!("{label} path: {}\n", d.path.join(" -> ")));
     }
     if let Some(l) = &d.script_line {
-        let code = d.code.as_deref().map(|c| format!("    {c}")).unwrap_or_default();
+        let code = d
+            .code
+            .as_deref()
+            .map(|c| format!("    {c}"))
+            .unwrap_or_default();
         s.push_str(&format!("{label} the line that ran again: {l}{code}\n"));
     }
     s.push_str(&crate::ports::render_findings(&d.findings, color));
     if !killed.is_empty() {
-        s.push_str(&format!("{label} cleaned up {} leftover processes:\n", killed.len()));
+        s.push_str(&format!(
+            "{label} cleaned up {} leftover processes:\n",
+            killed.len()
+        ));
         for k in killed {
-            s.push_str(&format!("  {} {} {}\n", k.pid, k.signal, output::shorten(&k.command, 100)));
+            s.push_str(&format!(
+                "  {} {} {}\n",
+                k.pid,
+                k.signal,
+                output::shorten(&k.command, 100)
+            ));
         }
     }
     if leftovers.is_empty() {
-        s.push_str(&format!("{label} nothing of the run is left; its ports are free\n"));
+        s.push_str(&format!(
+            "{label} nothing of the run is left; its ports are free\n"
+        ));
     } else {
         for l in leftovers {
-            s.push_str(&format!("{label} {} {l}\n", paint("left behind:", Paint::Red, color)));
+            s.push_str(&format!(
+                "{label} {} {l}\n",
+                paint("left behind:", Paint::Red, color)
+            ));
         }
     }
     s

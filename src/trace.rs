@@ -58,7 +58,10 @@ mod arch {
 /// Only async-signal-safe calls. On failure the child runs untraced (the parent learns it from
 /// the returned error through its status pipe).
 pub fn install_in_child() -> io::Result<()> {
-    use libc::{BPF_ABS, BPF_JEQ, BPF_JMP, BPF_K, BPF_LD, BPF_RET, BPF_W, SECCOMP_RET_ALLOW, SECCOMP_RET_TRACE};
+    use libc::{
+        BPF_ABS, BPF_JEQ, BPF_JMP, BPF_K, BPF_LD, BPF_RET, BPF_W, SECCOMP_RET_ALLOW,
+        SECCOMP_RET_TRACE,
+    };
     if !supported() {
         return Err(io::Error::from_raw_os_error(libc::ENOSYS));
     }
@@ -81,8 +84,17 @@ pub fn install_in_child() -> io::Result<()> {
             libc::BPF_STMT((BPF_RET | BPF_K) as u16, SECCOMP_RET_ALLOW),
             libc::BPF_STMT((BPF_RET | BPF_K) as u16, SECCOMP_RET_TRACE),
         ];
-        let prog = libc::sock_fprog { len: filter.len() as u16, filter: filter.as_ptr() as *mut _ };
-        if libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &prog as *const _ as libc::c_ulong, 0, 0) == -1
+        let prog = libc::sock_fprog {
+            len: filter.len() as u16,
+            filter: filter.as_ptr() as *mut _,
+        };
+        if libc::prctl(
+            libc::PR_SET_SECCOMP,
+            libc::SECCOMP_MODE_FILTER,
+            &prog as *const _ as libc::c_ulong,
+            0,
+            0,
+        ) == -1
         {
             return Err(io::Error::last_os_error());
         }
@@ -114,7 +126,14 @@ pub struct Tracer {
 
 impl Tracer {
     pub fn new(start: Instant, root: i32) -> Tracer {
-        Tracer { start, started: HashSet::from([root]), pending: HashMap::new(), bound: HashMap::new(), events: Vec::new(), processes: HashMap::new() }
+        Tracer {
+            start,
+            started: HashSet::from([root]),
+            pending: HashMap::new(),
+            bound: HashMap::new(),
+            events: Vec::new(),
+            processes: HashMap::new(),
+        }
     }
 
     /// The first stop of the command (SIGTRAP after exec): set the options that follow the tree.
@@ -153,7 +172,11 @@ impl Tracer {
                 // A new task's first stop is the SIGSTOP ptrace sends when it attaches: swallow it.
                 // Any other signal is delivered as it would be without us.
                 let first = self.started.insert(pid.as_raw());
-                let inject = if first && sig == Signal::SIGSTOP { None } else { Some(sig) };
+                let inject = if first && sig == Signal::SIGSTOP {
+                    None
+                } else {
+                    Some(sig)
+                };
                 let _ = ptrace::cont(pid, inject);
                 true
             }
@@ -172,7 +195,9 @@ impl Tracer {
 
     #[cfg(target_arch = "x86_64")]
     fn syscall_entry(&mut self, tid: i32) {
-        let Ok(regs) = ptrace::getregs(Pid::from_raw(tid)) else { return };
+        let Ok(regs) = ptrace::getregs(Pid::from_raw(tid)) else {
+            return;
+        };
         let nr = regs.orig_rax as u32;
         let syscall = match nr {
             arch::NR_BIND => "bind",
@@ -197,7 +222,16 @@ impl Tracer {
         {
             self.processes.insert(pid, p);
         }
-        self.pending.insert(tid, Pending { tid, syscall, fd, addr, t });
+        self.pending.insert(
+            tid,
+            Pending {
+                tid,
+                syscall,
+                fd,
+                addr,
+                t,
+            },
+        );
     }
 
     #[cfg(not(target_arch = "x86_64"))]
@@ -205,8 +239,12 @@ impl Tracer {
 
     #[cfg(target_arch = "x86_64")]
     fn syscall_exit(&mut self, tid: i32) {
-        let Some(p) = self.pending.remove(&tid) else { return };
-        let Ok(regs) = ptrace::getregs(Pid::from_raw(tid)) else { return };
+        let Some(p) = self.pending.remove(&tid) else {
+            return;
+        };
+        let Ok(regs) = ptrace::getregs(Pid::from_raw(tid)) else {
+            return;
+        };
         let ret = regs.rax as i64;
         let pid = tgid(tid).unwrap_or(tid);
         let addr = match p.syscall {
@@ -218,7 +256,11 @@ impl Tracer {
                 }
                 p.addr
             }
-            "listen" => self.bound.get(&(pid, p.fd)).copied().or_else(|| local_addr_of(pid, p.fd)),
+            "listen" => self
+                .bound
+                .get(&(pid, p.fd))
+                .copied()
+                .or_else(|| local_addr_of(pid, p.fd)),
             _ => p.addr,
         };
         if p.syscall == "listen" && addr.is_none() {
@@ -245,17 +287,31 @@ impl Tracer {
 
 fn tgid(tid: i32) -> Option<i32> {
     let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
-    status.lines().find_map(|l| l.strip_prefix("Tgid:")).and_then(|v| v.trim().parse().ok())
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// The local address of a socket fd, from its inode in /proc/net (for `listen` after an
 /// untraced bind, e.g. one inherited from a parent).
 fn local_addr_of(pid: i32, fd: i32) -> Option<(IpAddr, u16)> {
     let link = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok()?;
-    let inode: u64 = link.to_str()?.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()?;
-    for (path, proto) in [("/proc/net/tcp", crate::snapshot::Proto::Tcp), ("/proc/net/tcp6", crate::snapshot::Proto::Tcp)] {
+    let inode: u64 = link
+        .to_str()?
+        .strip_prefix("socket:[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()?;
+    for (path, proto) in [
+        ("/proc/net/tcp", crate::snapshot::Proto::Tcp),
+        ("/proc/net/tcp6", crate::snapshot::Proto::Tcp),
+    ] {
         let text = std::fs::read(path).ok()?;
-        if let Some(s) = crate::observe::parse_net_table(&text, proto).into_iter().find(|s| s.inode == inode) {
+        if let Some(s) = crate::observe::parse_net_table(&text, proto)
+            .into_iter()
+            .find(|s| s.inode == inode)
+        {
             return Some((s.local_addr, s.local_port));
         }
     }
@@ -269,8 +325,14 @@ fn read_sockaddr(pid: i32, ptr: usize, len: usize) -> Option<(IpAddr, u16)> {
     }
     let mut buf = [0u8; 28];
     let n = len.min(buf.len());
-    let local = [libc::iovec { iov_base: buf.as_mut_ptr() as *mut _, iov_len: n }];
-    let remote = [libc::iovec { iov_base: ptr as *mut _, iov_len: n }];
+    let local = [libc::iovec {
+        iov_base: buf.as_mut_ptr() as *mut _,
+        iov_len: n,
+    }];
+    let remote = [libc::iovec {
+        iov_base: ptr as *mut _,
+        iov_len: n,
+    }];
     // SAFETY: reads from another process into our own buffer of at least `n` bytes.
     let got = unsafe { libc::process_vm_readv(pid, local.as_ptr(), 1, remote.as_ptr(), 1, 0) };
     if got < 8 {
@@ -290,7 +352,12 @@ pub fn parse_sockaddr(b: &[u8]) -> Option<(IpAddr, u16)> {
         libc::AF_INET6 => {
             let a: [u8; 16] = b.get(8..24)?.try_into().ok()?;
             let v6 = Ipv6Addr::from(a);
-            Some((v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)), port))
+            Some((
+                v6.to_ipv4_mapped()
+                    .map(IpAddr::V4)
+                    .unwrap_or(IpAddr::V6(v6)),
+                port,
+            ))
         }
         _ => None,
     }
@@ -326,7 +393,10 @@ mod tests {
         v4[..2].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
         v4[2..4].copy_from_slice(&29500u16.to_be_bytes());
         v4[4..8].copy_from_slice(&[127, 0, 0, 1]);
-        assert_eq!(parse_sockaddr(&v4), Some(("127.0.0.1".parse().unwrap(), 29500)));
+        assert_eq!(
+            parse_sockaddr(&v4),
+            Some(("127.0.0.1".parse().unwrap(), 29500))
+        );
         let mut v6 = vec![0u8; 28];
         v6[..2].copy_from_slice(&(libc::AF_INET6 as u16).to_ne_bytes());
         v6[2..4].copy_from_slice(&29400u16.to_be_bytes());
