@@ -1,0 +1,1 @@
+//! Fuzzing: no input, however broken, makes the scanner panic.
