@@ -123,16 +123,7 @@ struct Exec<'r, 's, 'a> {
 
 impl<'a> Exec<'_, '_, 'a> {
     fn on_call(&mut self, call: &'a ast::ExprCall) {
-        let sym = self.reach.sym;
-        if let Some(label) = sym.launch_label(call) {
-            self.events.push(Event {
-                kind: Kind::Launch,
-                site: call.range(),
-                label,
-                origin: None,
-            });
-        }
-        if let Some(label) = sym.cuda_label(call) {
+        if let Some(label) = self.reach.sym.cuda_label(call) {
             self.events.push(Event {
                 kind: Kind::Cuda,
                 site: call.range(),
@@ -140,7 +131,21 @@ impl<'a> Exec<'_, '_, 'a> {
                 origin: None,
             });
         }
-        let Expr::Name(n) = &*call.func else { return };
+        self.on_callee(&call.func, call.range());
+    }
+
+    /// `func` is called at `site`: a launch, or a same-file function or class that launches.
+    fn on_callee(&mut self, func: &'a Expr, site: TextRange) {
+        let sym = self.reach.sym;
+        if let Some(label) = sym.launch_label(func) {
+            self.events.push(Event {
+                kind: Kind::Launch,
+                site,
+                label,
+                origin: None,
+            });
+        }
+        let Expr::Name(n) = func else { return };
         let name = n.id.as_str();
         // A name bound by an import is not the same-file function of that name.
         if sym.aliases.contains_key(name) {
@@ -162,7 +167,7 @@ impl<'a> Exec<'_, '_, 'a> {
         if let Some(o) = summaries.iter().find_map(|s| s.launch.clone()) {
             self.events.push(Event {
                 kind: Kind::Launch,
-                site: call.range(),
+                site,
                 label: label.clone(),
                 origin: Some(o),
             });
@@ -170,11 +175,19 @@ impl<'a> Exec<'_, '_, 'a> {
         if let Some(o) = summaries.iter().find_map(|s| s.cuda.clone()) {
             self.events.push(Event {
                 kind: Kind::Cuda,
-                site: call.range(),
+                site,
                 label,
                 origin: Some(o),
             });
         }
+    }
+
+    /// A decorator is called with the function it decorates, then its own expression is evaluated.
+    fn on_decorator(&mut self, d: &'a ast::Decorator) {
+        if !matches!(d.expression, Expr::Call(_)) {
+            self.on_callee(&d.expression, d.expression.range());
+        }
+        self.visit_expr(&d.expression);
     }
 }
 
@@ -188,7 +201,7 @@ impl<'a> Visitor<'a> for Exec<'_, '_, 'a> {
             // A def runs its decorators and default arguments, not its body.
             Stmt::FunctionDef(f) => {
                 for d in &f.decorator_list {
-                    self.visit_expr(&d.expression);
+                    self.on_decorator(d);
                 }
                 for p in f.parameters.iter_non_variadic_params() {
                     if let Some(d) = &p.default {
@@ -199,7 +212,7 @@ impl<'a> Visitor<'a> for Exec<'_, '_, 'a> {
             // A class body runs at definition time.
             Stmt::ClassDef(c) => {
                 for d in &c.decorator_list {
-                    self.visit_expr(&d.expression);
+                    self.on_decorator(d);
                 }
                 if let Some(args) = &c.arguments {
                     self.visit_arguments(args);

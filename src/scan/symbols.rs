@@ -79,8 +79,8 @@ impl<'a> Symbols<'a> {
     }
 
     /// Classify a call as a distributed launch or init; the label names it for people.
-    pub fn launch_label(&self, call: &ast::ExprCall) -> Option<String> {
-        let func = &*call.func;
+    /// `func` is the callee: `call.func`, or a decorator (applying it calls it).
+    pub fn launch_label(&self, func: &Expr) -> Option<String> {
         if let Some(q) = self.qualname(func) {
             let (root, last) = root_last(&q);
             let hit = match (root, last) {
@@ -172,15 +172,20 @@ impl<'a> Symbols<'a> {
         let q = self.qualname(func);
         if let Some(q) = &q {
             if let Some(rest) = q.strip_prefix("torch.cuda.") {
-                let benign = rest.starts_with("amp.")
-                    || rest.starts_with("nvtx.")
+                // Queries that create no CUDA context, and private helpers (except the init).
+                let private = ["amp.", "nvtx.", "jiterator.", "_"]
+                    .iter()
+                    .any(|p| rest.starts_with(p));
+                let benign = (private && rest != "_lazy_init")
                     || matches!(
                         rest,
                         "is_available"
                             | "is_initialized"
                             | "device_count"
                             | "get_arch_list"
+                            | "get_gencode_flags"
                             | "is_bf16_supported"
+                            | "is_current_stream_capturing"
                     );
                 return (!benign).then(|| format!("{}()", text(func)));
             }
