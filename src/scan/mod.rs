@@ -77,8 +77,40 @@ impl ScanOptions {
     }
 }
 
-/// Diagnostics for one source text (`path` is only used in the diagnostics). Never panics.
+/// Stack for parsing and walking: deeply nested source (`((((...` 100k deep) needs more than the
+/// 2 MiB a thread gets by default. Only reserved address space; pages are touched as used.
+const BIG_STACK: usize = 256 << 20;
+
+thread_local! {
+    /// Whether this thread was started with [`BIG_STACK`].
+    static ON_BIG_STACK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Source this short cannot nest deep enough to exhaust a default stack.
+const SMALL_SOURCE: usize = 2048;
+
+/// Diagnostics for one source text (`path` is only used in the diagnostics). Never panics, and
+/// never overflows the stack: long sources are analysed on a thread with a big stack.
 pub fn scan_source(path: &str, source: &str, opts: &ScanOptions) -> Vec<Diagnostic> {
+    if source.len() <= SMALL_SOURCE || ON_BIG_STACK.with(|b| b.get()) {
+        return scan_source_here(path, source, opts);
+    }
+    let spawned = std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .stack_size(BIG_STACK)
+            .spawn_scoped(scope, || scan_source_here(path, source, opts))
+            .ok()
+            .map(|h| h.join())
+    });
+    match spawned {
+        Some(Ok(diags)) => diags,
+        Some(Err(panic)) => std::panic::resume_unwind(panic),
+        // No thread could be started: try on this one.
+        None => scan_source_here(path, source, opts),
+    }
+}
+
+fn scan_source_here(path: &str, source: &str, opts: &ScanOptions) -> Vec<Diagnostic> {
     let mut diags = match ruff_python_parser::parse_module(source) {
         Ok(parsed) => rules::check(parsed.syntax(), source, path, opts),
         Err(error) => vec![rules::parse_error(path, source, &error)],
@@ -288,7 +320,8 @@ pub fn main(args: ScanArgs) -> anyhow::Result<i32> {
     let (inputs, mut walk_skips) = collect_inputs(&args.paths)?;
 
     let pool = rayon::ThreadPoolBuilder::new()
-        .stack_size(256 << 20)
+        .stack_size(BIG_STACK)
+        .start_handler(|_| ON_BIG_STACK.with(|b| b.set(true)))
         .build()
         .context("cannot start the scanning threads")?;
     let stdin_bytes = if inputs.iter().any(|i| matches!(i, Input::Stdin)) {
@@ -427,4 +460,77 @@ fn collect_inputs(paths: &[String]) -> anyhow::Result<(Vec<Input>, Vec<FileRepor
         }
     }
     Ok((inputs, skips))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEED: &str = include_str!("../../tests/fixtures/scan/seed.py");
+
+    #[test]
+    fn library_api_reports_the_seed() {
+        let diags = scan_source("train.py", SEED, &ScanOptions::default());
+        let got: Vec<(&str, usize, Severity)> =
+            diags.iter().map(|d| (d.code, d.line, d.severity)).collect();
+        assert_eq!(
+            got,
+            [("S001", 6, Severity::Error), ("S002", 6, Severity::Error)]
+        );
+        let s002 = &diags[1];
+        assert_eq!((s002.column, s002.end_line, s002.end_column), (1, 6, 16));
+        assert_eq!(s002.related[0].line, 10);
+        assert!(s002.fix.contains("if __name__ == \"__main__\":"));
+        assert_eq!(diags[0].path, "train.py");
+    }
+
+    #[test]
+    fn without_spawn_evidence_s001_is_a_warning() {
+        let src = SEED.replace(
+            "multiprocessing_context=\"spawn\"",
+            "multiprocessing_context=\"fork\"",
+        );
+        let diags = scan_source("train.py", &src, &ScanOptions::default());
+        assert_eq!(diags.len(), 1);
+        assert_eq!(
+            (diags[0].code, diags[0].severity),
+            ("S001", Severity::Warning)
+        );
+        // On macOS the default start method is spawn, but this program chose fork explicitly.
+        let mac = ScanOptions {
+            platform: Platform::Macos,
+            ..ScanOptions::default()
+        };
+        assert_eq!(scan_source("train.py", &src, &mac).len(), 1);
+    }
+
+    #[test]
+    fn scan_file_reads_and_decodes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("t.py");
+        std::fs::write(
+            &path,
+            b"# coding: latin-1\nimport torch\n# caf\xe9\ntorch.cuda.set_device(0)\n",
+        )
+        .expect("write");
+        let diags = scan_file(&path, &ScanOptions::default());
+        assert_eq!(
+            diags.iter().map(|d| (d.code, d.line)).collect::<Vec<_>>(),
+            [("S003", 4)]
+        );
+        std::fs::write(&path, b"x = '\xe9'\n").expect("write");
+        let report = scan_path(&path, &ScanOptions::default());
+        assert!(
+            report
+                .skipped
+                .is_some_and(|r| r.contains("not valid UTF-8"))
+        );
+    }
+
+    #[test]
+    fn versions_parse() {
+        assert_eq!(parse_version("3.14"), Ok((3, 14)));
+        assert_eq!(parse_version("3.11.7"), Ok((3, 11)));
+        assert!(parse_version("three").is_err());
+    }
 }
