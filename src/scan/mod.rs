@@ -459,6 +459,12 @@ fn collect_inputs(paths: &[String]) -> anyhow::Result<(Vec<Input>, Vec<FileRepor
             }
         }
     }
+    // Overlapping arguments (`src src/a.py`) scan a file once.
+    let mut seen = std::collections::HashSet::new();
+    inputs.retain(|i| match i {
+        Input::Stdin => true,
+        Input::File(p) => seen.insert(p.clone()),
+    });
     Ok((inputs, skips))
 }
 

@@ -9,7 +9,7 @@ use ruff_python_ast::visitor::{self, Visitor};
 use ruff_python_ast::{self as ast, Expr, Stmt};
 use ruff_text_size::{Ranged, TextRange, TextSize};
 
-use super::symbols::{Guard, MAX_DEPTH, Symbols, main_guard};
+use super::symbols::{Guard, MAX_DEPTH, Symbols, dotted, main_guard, text};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kind {
@@ -145,25 +145,40 @@ impl<'a> Exec<'_, '_, 'a> {
                 origin: None,
             });
         }
-        let Expr::Name(n) = func else { return };
-        let name = n.id.as_str();
-        // A name bound by an import is not the same-file function of that name.
-        if sym.aliases.contains_key(name) {
-            return;
-        }
         let mut summaries: Vec<Summary> = Vec::new();
-        if let Some(defs) = sym.functions.get(name) {
-            summaries.extend(defs.iter().map(|f| self.reach.summarise(f)));
-        } else if let Some(class) = sym.classes.get(name) {
-            for stmt in &class.body {
-                if let Stmt::FunctionDef(f) = stmt {
-                    if f.name.as_str() == "__init__" {
-                        summaries.push(self.reach.summarise(f));
-                    }
+        let label = match func {
+            Expr::Name(n) => {
+                let name = n.id.as_str();
+                // A name bound by an import is not the same-file function of that name.
+                if sym.aliases.contains_key(name) {
+                    return;
                 }
+                if let Some(defs) = sym.functions.get(name) {
+                    summaries.extend(defs.iter().map(|f| self.reach.summarise(f)));
+                } else if let Some(class) = sym.classes.get(name) {
+                    summaries.extend(self.method(class, "__init__"));
+                }
+                format!("{name}()")
             }
-        }
-        let label = format!("{name}()");
+            // `runner.start()` / `Runner().start()` on a same-file class.
+            Expr::Attribute(a) => {
+                let class = match &*a.value {
+                    Expr::Call(c) => match &*c.func {
+                        Expr::Name(n) if !sym.aliases.contains_key(n.id.as_str()) => {
+                            sym.classes.get(n.id.as_str())
+                        }
+                        _ => None,
+                    },
+                    other => dotted(other)
+                        .and_then(|d| sym.instances.get(&d))
+                        .and_then(|c| sym.classes.get(c)),
+                };
+                let Some(class) = class else { return };
+                summaries.extend(self.method(class, a.attr.as_str()));
+                format!("{}()", text(func))
+            }
+            _ => return,
+        };
         if let Some(o) = summaries.iter().find_map(|s| s.launch.clone()) {
             self.events.push(Event {
                 kind: Kind::Launch,
@@ -180,6 +195,13 @@ impl<'a> Exec<'_, '_, 'a> {
                 origin: Some(o),
             });
         }
+    }
+
+    fn method(&self, class: &'a ast::StmtClassDef, name: &str) -> Option<Summary> {
+        class.body.iter().find_map(|stmt| match stmt {
+            Stmt::FunctionDef(f) if f.name.as_str() == name => Some(self.reach.summarise(f)),
+            _ => None,
+        })
     }
 
     /// A decorator is called with the function it decorates, then its own expression is evaluated.

@@ -36,6 +36,8 @@ pub struct Symbols<'a> {
     pub functions: HashMap<&'a str, Vec<&'a ast::StmtFunctionDef>>,
     /// Classes defined at module level.
     pub classes: HashMap<&'a str, &'a ast::StmtClassDef>,
+    /// Dotted targets assigned an instance of a module-level class (`runner = Runner()`).
+    pub instances: HashMap<String, &'a str>,
 }
 
 impl<'a> Symbols<'a> {
@@ -46,12 +48,12 @@ impl<'a> Symbols<'a> {
             depth: 0,
         };
         imports.visit_body(body);
+        collect_defs(body, &mut sym.functions, &mut sym.classes, 0);
         let mut assigns = AssignCollector {
             sym: &mut sym,
             depth: 0,
         };
         assigns.visit_body(body);
-        collect_defs(body, &mut sym.functions, &mut sym.classes, 0);
         sym
     }
 
@@ -154,14 +156,14 @@ impl<'a> Symbols<'a> {
             let s = s.to_ascii_lowercase();
             return s.starts_with("ddp") || s.starts_with("fsdp") || s.starts_with("deepspeed");
         }
-        if let Expr::Call(c) = expr {
-            if let Some(q) = self.qualname(&c.func) {
-                let (_, last) = root_last(&q);
-                return matches!(
-                    last,
-                    "DDPStrategy" | "DDPSpawnStrategy" | "FSDPStrategy" | "DeepSpeedStrategy"
-                );
-            }
+        if let Expr::Call(c) = expr
+            && let Some(q) = self.qualname(&c.func)
+        {
+            let (_, last) = root_last(&q);
+            return matches!(
+                last,
+                "DDPStrategy" | "DDPSpawnStrategy" | "FSDPStrategy" | "DeepSpeedStrategy"
+            );
         }
         false
     }
@@ -535,6 +537,13 @@ impl AssignCollector<'_, '_> {
         let (Expr::Call(call), Some(name)) = (value, dotted(target)) else {
             return;
         };
+        if let Expr::Name(n) = &*call.func
+            && !self.sym.aliases.contains_key(n.id.as_str())
+            && let Some((class, _)) = self.sym.classes.get_key_value(n.id.as_str())
+        {
+            self.sym.instances.insert(name, class);
+            return;
+        }
         let Some(q) = self.sym.qualname(&call.func) else {
             return;
         };
@@ -649,6 +658,16 @@ pub enum Guard {
 
 /// Recognise the main guard in both orders (`__name__ == "__main__"`, `"__main__" == __name__`).
 pub fn main_guard(test: &Expr) -> Option<Guard> {
+    // `if __name__ == "__main__" and ...:` runs its body only as a script too.
+    if let Expr::BoolOp(b) = test
+        && b.op == ast::BoolOp::And
+    {
+        return b
+            .values
+            .iter()
+            .any(|v| main_guard(v) == Some(Guard::IsMain))
+            .then_some(Guard::IsMain);
+    }
     let Expr::Compare(c) = test else { return None };
     if c.ops.len() != 1 || c.comparators.len() != 1 {
         return None;
