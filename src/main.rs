@@ -7,6 +7,7 @@ mod output;
 mod ports;
 mod rules;
 mod run;
+mod scan;
 mod snapshot;
 mod trace;
 
@@ -36,6 +37,8 @@ enum Command {
     Snapshot(ports::SnapshotArgs),
     /// Run a training command, watch every bind, explain a rendezvous failure, leave nothing behind
     Run(run::RunArgs),
+    /// Find, in Python source, a distributed launch that spawn/forkserver children re-run on import
+    Scan(scan::ScanArgs),
 }
 
 fn main() {
@@ -45,6 +48,7 @@ fn main() {
         Command::Tree(args) => ports::tree(args),
         Command::Snapshot(args) => ports::snapshot(args),
         Command::Run(args) => run::main(args),
+        Command::Scan(args) => scan::main(args),
     };
     match result {
         Ok(code) => std::process::exit(code),

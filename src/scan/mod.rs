@@ -1,0 +1,542 @@
+//! `doctor scan`: finds, in Python source, the distributed launch that spawn/forkserver children
+//! re-run on import (S001-S003), without running anything.
+//!
+//! Library entry points for other commands: [`scan_source`], [`scan_file`], [`scan_path`].
+
+pub mod diagnostic;
+
+mod decode;
+mod reach;
+mod render;
+mod rules;
+mod symbols;
+
+#[cfg(test)]
+mod fuzz;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use rayon::prelude::*;
+use serde::Serialize;
+
+#[allow(unused_imports)] // part of the library surface `doctor run` will use
+pub use diagnostic::{Diagnostic, Related, Severity};
+
+use crate::output;
+
+/// The operating system whose default multiprocessing start method is assumed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Platform {
+    Linux,
+    Macos,
+    Windows,
+}
+
+impl Platform {
+    pub fn current() -> Self {
+        if cfg!(target_os = "macos") {
+            Platform::Macos
+        } else if cfg!(windows) {
+            Platform::Windows
+        } else {
+            Platform::Linux
+        }
+    }
+}
+
+/// What the analysis assumes and which rules it reports.
+#[derive(Clone, Debug)]
+pub struct ScanOptions {
+    /// Python (major, minor): 3.14+ on Linux makes forkserver the default start method.
+    pub python_version: (u32, u32),
+    pub platform: Platform,
+    /// Codes or code prefixes to report (empty: all).
+    pub select: Vec<String>,
+    /// Codes or code prefixes not to report.
+    pub ignore: Vec<String>,
+}
+
+impl Default for ScanOptions {
+    fn default() -> Self {
+        ScanOptions {
+            python_version: (3, 11),
+            platform: Platform::Linux,
+            select: Vec::new(),
+            ignore: Vec::new(),
+        }
+    }
+}
+
+impl ScanOptions {
+    fn wants(&self, code: &str) -> bool {
+        (self.select.is_empty() || self.select.iter().any(|s| code.starts_with(s.as_str())))
+            && !self.ignore.iter().any(|s| code.starts_with(s.as_str()))
+    }
+}
+
+/// Stack for parsing and walking: deeply nested source (`((((...` 100k deep) needs more than the
+/// 2 MiB a thread gets by default. Only reserved address space; pages are touched as used.
+const BIG_STACK: usize = 256 << 20;
+
+thread_local! {
+    /// Whether this thread was started with [`BIG_STACK`].
+    static ON_BIG_STACK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Source this short cannot nest deep enough to exhaust a default stack.
+const SMALL_SOURCE: usize = 2048;
+
+/// Diagnostics for one source text (`path` is only used in the diagnostics). Never panics, and
+/// never overflows the stack: long sources are analysed on a thread with a big stack.
+pub fn scan_source(path: &str, source: &str, opts: &ScanOptions) -> Vec<Diagnostic> {
+    if source.len() <= SMALL_SOURCE || ON_BIG_STACK.with(|b| b.get()) {
+        return scan_source_here(path, source, opts);
+    }
+    let spawned = std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .stack_size(BIG_STACK)
+            .spawn_scoped(scope, || scan_source_here(path, source, opts))
+            .ok()
+            .map(|h| h.join())
+    });
+    match spawned {
+        Some(Ok(diags)) => diags,
+        Some(Err(panic)) => std::panic::resume_unwind(panic),
+        // No thread could be started: try on this one.
+        None => scan_source_here(path, source, opts),
+    }
+}
+
+fn scan_source_here(path: &str, source: &str, opts: &ScanOptions) -> Vec<Diagnostic> {
+    let mut diags = match ruff_python_parser::parse_module(source) {
+        Ok(parsed) => rules::check(parsed.syntax(), source, path, opts),
+        Err(error) => vec![rules::parse_error(path, source, &error)],
+    };
+    diags.retain(|d| opts.wants(d.code));
+    diags.sort_by(|a, b| (a.line, a.column, a.code).cmp(&(b.line, b.column, b.code)));
+    diags
+}
+
+#[allow(dead_code)] // library entry point for `doctor run`
+/// Diagnostics for one file; a file that cannot be read or decoded yields none (see [`scan_path`]).
+pub fn scan_file(path: &Path, opts: &ScanOptions) -> Vec<Diagnostic> {
+    scan_path(path, opts).diagnostics
+}
+
+/// The outcome for one input: diagnostics, or the reason it was skipped.
+#[derive(Debug, Default)]
+pub struct FileReport {
+    pub path: String,
+    pub diagnostics: Vec<Diagnostic>,
+    /// Why the file was not scanned (unreadable, binary, undecodable, too large).
+    pub skipped: Option<String>,
+    /// The decoded text, for snippets.
+    pub source: Option<String>,
+}
+
+/// Read, decode (PEP 263) and scan one file.
+pub fn scan_path(path: &Path, opts: &ScanOptions) -> FileReport {
+    let shown = path.display().to_string();
+    let bytes = match std::fs::metadata(path) {
+        Ok(m) if m.len() > decode::MAX_FILE_BYTES => {
+            return skipped(
+                shown,
+                format!(
+                    "larger than {} MiB ({} bytes)",
+                    decode::MAX_FILE_BYTES >> 20,
+                    m.len()
+                ),
+            );
+        }
+        Ok(_) => match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) => return skipped(shown, format!("cannot read: {e}")),
+        },
+        Err(e) => return skipped(shown, format!("cannot read: {e}")),
+    };
+    scan_bytes(shown, &bytes, opts)
+}
+
+fn scan_bytes(path: String, bytes: &[u8], opts: &ScanOptions) -> FileReport {
+    if bytes.len() as u64 > decode::MAX_FILE_BYTES {
+        return skipped(
+            path,
+            format!(
+                "larger than {} MiB ({} bytes)",
+                decode::MAX_FILE_BYTES >> 20,
+                bytes.len()
+            ),
+        );
+    }
+    match decode::decode(bytes) {
+        Ok(source) => {
+            let diagnostics = scan_source(&path, &source, opts);
+            FileReport {
+                path,
+                diagnostics,
+                skipped: None,
+                source: Some(source),
+            }
+        }
+        Err(reason) => skipped(path, reason),
+    }
+}
+
+fn skipped(path: String, reason: String) -> FileReport {
+    FileReport {
+        path,
+        skipped: Some(reason),
+        ..FileReport::default()
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ScanFormat {
+    /// path:line:col: CODE message, with the source line and a help: line
+    Text,
+    /// one JSON document (schema_version 1)
+    Json,
+    /// SARIF 2.1.0, for code-scanning dashboards
+    Sarif,
+    /// GitHub Actions workflow annotations
+    Github,
+}
+
+#[derive(clap::Args, Debug)]
+#[command(
+    after_help = "Rules: S001 module-level-launch, S002 spawn-reimports-main, S003 module-level-cuda, \
+S900 parse-error. Exit codes: 0 nothing at warning level or worse, 1 found something, 2 usage error."
+)]
+pub struct ScanArgs {
+    /// Python files or directories (searched for *.py, honouring .gitignore); `-` reads stdin
+    #[arg(default_value = ".")]
+    pub paths: Vec<String>,
+
+    /// Output format
+    #[arg(long, value_enum, default_value_t = ScanFormat::Text)]
+    pub format: ScanFormat,
+
+    /// Python version to assume for the default start method (3.14+ on Linux: forkserver)
+    /// [default: the version of `python3` on PATH, else 3.11]
+    #[arg(long, value_name = "X.Y", value_parser = parse_version)]
+    pub python_version: Option<(u32, u32)>,
+
+    /// Platform to assume for the default start method (macos, windows: spawn) [default: this one]
+    #[arg(long, value_enum)]
+    pub platform: Option<Platform>,
+
+    /// Report only these codes or code prefixes (comma-separated, e.g. S001,S002)
+    #[arg(long, value_delimiter = ',', value_name = "CODES")]
+    pub select: Vec<String>,
+
+    /// Do not report these codes or code prefixes (comma-separated)
+    #[arg(long, value_delimiter = ',', value_name = "CODES")]
+    pub ignore: Vec<String>,
+
+    /// Exit 0 even when problems are found
+    #[arg(long)]
+    pub exit_zero: bool,
+}
+
+fn parse_version(s: &str) -> Result<(u32, u32), String> {
+    let mut it = s.trim().split('.');
+    let major = it.next().and_then(|m| m.parse().ok());
+    let minor = it.next().and_then(|m| m.parse().ok());
+    match (major, minor) {
+        (Some(ma), Some(mi)) => Ok((ma, mi)),
+        _ => Err(format!("expected X.Y (like 3.11), got '{s}'")),
+    }
+}
+
+/// `python3 --version` of this machine, or 3.11 when there is none.
+fn local_python_version() -> (u32, u32) {
+    std::process::Command::new("python3")
+        .arg("--version")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .ok()
+        .and_then(|o| {
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            );
+            parse_version(text.trim().strip_prefix("Python ")?).ok()
+        })
+        .unwrap_or((3, 11))
+}
+
+enum Input {
+    Stdin,
+    File(PathBuf),
+}
+
+/// The scan's result, as the JSON document has it.
+#[derive(Serialize)]
+pub struct ScanDocument<'r> {
+    pub schema_version: u32,
+    pub diagnostics: Vec<&'r Diagnostic>,
+    pub files_scanned: usize,
+    pub files_skipped: Vec<Skipped<'r>>,
+    pub assumed: Assumed,
+}
+
+#[derive(Serialize)]
+pub struct Skipped<'r> {
+    pub path: &'r str,
+    pub reason: &'r str,
+}
+
+#[derive(Serialize)]
+pub struct Assumed {
+    pub python_version: String,
+    pub platform: Platform,
+    /// The start method used when a program chooses none.
+    pub default_start_method: &'static str,
+}
+
+pub fn main(args: ScanArgs) -> anyhow::Result<i32> {
+    for code in args.select.iter().chain(&args.ignore) {
+        if !diagnostic::RULES
+            .iter()
+            .any(|r| r.code.starts_with(code.as_str()))
+            || code.is_empty()
+        {
+            return Err(output::user_error(
+                format!("unknown rule code '{code}'"),
+                "codes are S001, S002, S003 and S900 (a prefix like S00 selects several)",
+            ));
+        }
+    }
+    let opts = ScanOptions {
+        python_version: args.python_version.unwrap_or_else(local_python_version),
+        platform: args.platform.unwrap_or_else(Platform::current),
+        select: args.select.clone(),
+        ignore: args.ignore.clone(),
+    };
+    let (inputs, mut walk_skips) = collect_inputs(&args.paths)?;
+
+    let pool = rayon::ThreadPoolBuilder::new()
+        .stack_size(BIG_STACK)
+        .start_handler(|_| ON_BIG_STACK.with(|b| b.set(true)))
+        .build()
+        .context("cannot start the scanning threads")?;
+    let stdin_bytes = if inputs.iter().any(|i| matches!(i, Input::Stdin)) {
+        let mut buf = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut buf)
+            .context("cannot read stdin")?;
+        Some(buf)
+    } else {
+        None
+    };
+    let mut reports: Vec<FileReport> = pool.install(|| {
+        inputs
+            .par_iter()
+            .map(|input| match input {
+                Input::Stdin => scan_bytes(
+                    "<stdin>".to_string(),
+                    stdin_bytes.as_deref().unwrap_or_default(),
+                    &opts,
+                ),
+                Input::File(p) => scan_path(p, &opts),
+            })
+            .collect()
+    });
+    reports.append(&mut walk_skips);
+    reports.sort_by(|a, b| a.path.cmp(&b.path));
+
+    let diags: Vec<&Diagnostic> = reports.iter().flat_map(|r| r.diagnostics.iter()).collect();
+    let color = output::stdout_color();
+    let default_start_method =
+        symbols::spawnlike_default(opts.platform, opts.python_version).unwrap_or("fork");
+    match args.format {
+        ScanFormat::Text => {
+            let text = render::text(&reports, color);
+            if !text.is_empty() {
+                output::print(&text);
+            }
+        }
+        ScanFormat::Json => {
+            let doc = ScanDocument {
+                schema_version: 1,
+                diagnostics: diags.clone(),
+                files_scanned: reports.iter().filter(|r| r.skipped.is_none()).count(),
+                files_skipped: reports
+                    .iter()
+                    .filter_map(|r| {
+                        r.skipped.as_deref().map(|reason| Skipped {
+                            path: &r.path,
+                            reason,
+                        })
+                    })
+                    .collect(),
+                assumed: Assumed {
+                    python_version: format!("{}.{}", opts.python_version.0, opts.python_version.1),
+                    platform: opts.platform,
+                    default_start_method,
+                },
+            };
+            let mut s = serde_json::to_string_pretty(&doc)?;
+            s.push('\n');
+            output::print(&s);
+        }
+        ScanFormat::Sarif => output::print(&render::sarif(&diags)?),
+        ScanFormat::Github => output::print(&render::github(&diags)),
+    }
+    let ecolor = output::stderr_color();
+    for r in &reports {
+        if let Some(reason) = &r.skipped {
+            eprintln!(
+                "{} skipped {}: {reason}",
+                output::paint("warning:", output::Paint::Yellow, ecolor),
+                r.path
+            );
+        }
+    }
+    if args.format == ScanFormat::Text {
+        eprintln!("{}", render::summary(&reports));
+    }
+    let found = diags.iter().any(|d| d.severity >= Severity::Warning);
+    Ok(if found && !args.exit_zero { 1 } else { 0 })
+}
+
+/// Expand the arguments into files; directories are walked (gitignore, hidden and venv dirs skipped).
+fn collect_inputs(paths: &[String]) -> anyhow::Result<(Vec<Input>, Vec<FileReport>)> {
+    let mut inputs = Vec::new();
+    let mut skips = Vec::new();
+    let mut stdin_seen = false;
+    for arg in paths {
+        if arg == "-" {
+            if !stdin_seen {
+                inputs.push(Input::Stdin);
+                stdin_seen = true;
+            }
+            continue;
+        }
+        let path = Path::new(arg);
+        let meta = std::fs::metadata(path).map_err(|e| {
+            output::user_error(
+                format!("cannot scan '{arg}': {e}"),
+                "give Python files, directories, or `-` to read the source from stdin",
+            )
+        })?;
+        if !meta.is_dir() {
+            inputs.push(Input::File(path.to_path_buf()));
+            continue;
+        }
+        let mut walk = ignore::WalkBuilder::new(path);
+        walk.hidden(true).follow_links(false).git_global(false);
+        walk.filter_entry(|entry| {
+            if entry.depth() == 0 || !entry.file_type().is_some_and(|t| t.is_dir()) {
+                return true;
+            }
+            let name = entry.file_name();
+            if name == "__pycache__" || name == "node_modules" || name == ".git" {
+                return false;
+            }
+            // A virtual environment found below the given directory is someone else's code.
+            !entry.path().join("pyvenv.cfg").exists()
+        });
+        for entry in walk.build() {
+            match entry {
+                Ok(e) => {
+                    let is_file = e.file_type().is_some_and(|t| t.is_file());
+                    if is_file && e.path().extension().is_some_and(|x| x == "py") {
+                        inputs.push(Input::File(e.into_path()));
+                    }
+                }
+                Err(err) => {
+                    let p = match &err {
+                        ignore::Error::WithPath { path, .. } => path.display().to_string(),
+                        _ => arg.clone(),
+                    };
+                    skips.push(skipped(p, format!("cannot read: {err}")));
+                }
+            }
+        }
+    }
+    // Overlapping arguments (`src src/a.py`) scan a file once.
+    let mut seen = std::collections::HashSet::new();
+    inputs.retain(|i| match i {
+        Input::Stdin => true,
+        Input::File(p) => seen.insert(p.clone()),
+    });
+    Ok((inputs, skips))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEED: &str = include_str!("../../tests/fixtures/scan/seed.py");
+
+    #[test]
+    fn library_api_reports_the_seed() {
+        let diags = scan_source("train.py", SEED, &ScanOptions::default());
+        let got: Vec<(&str, usize, Severity)> =
+            diags.iter().map(|d| (d.code, d.line, d.severity)).collect();
+        assert_eq!(
+            got,
+            [("S001", 6, Severity::Error), ("S002", 6, Severity::Error)]
+        );
+        let s002 = &diags[1];
+        assert_eq!((s002.column, s002.end_line, s002.end_column), (1, 6, 16));
+        assert_eq!(s002.related[0].line, 10);
+        assert!(s002.fix.contains("if __name__ == \"__main__\":"));
+        assert_eq!(diags[0].path, "train.py");
+    }
+
+    #[test]
+    fn without_spawn_evidence_s001_is_a_warning() {
+        let src = SEED.replace(
+            "multiprocessing_context=\"spawn\"",
+            "multiprocessing_context=\"fork\"",
+        );
+        let diags = scan_source("train.py", &src, &ScanOptions::default());
+        assert_eq!(diags.len(), 1);
+        assert_eq!(
+            (diags[0].code, diags[0].severity),
+            ("S001", Severity::Warning)
+        );
+        // On macOS the default start method is spawn, but this program chose fork explicitly.
+        let mac = ScanOptions {
+            platform: Platform::Macos,
+            ..ScanOptions::default()
+        };
+        assert_eq!(scan_source("train.py", &src, &mac).len(), 1);
+    }
+
+    #[test]
+    fn scan_file_reads_and_decodes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("t.py");
+        std::fs::write(
+            &path,
+            b"# coding: latin-1\nimport torch\n# caf\xe9\ntorch.cuda.set_device(0)\n",
+        )
+        .expect("write");
+        let diags = scan_file(&path, &ScanOptions::default());
+        assert_eq!(
+            diags.iter().map(|d| (d.code, d.line)).collect::<Vec<_>>(),
+            [("S003", 4)]
+        );
+        std::fs::write(&path, b"x = '\xe9'\n").expect("write");
+        let report = scan_path(&path, &ScanOptions::default());
+        assert!(
+            report
+                .skipped
+                .is_some_and(|r| r.contains("not valid UTF-8"))
+        );
+    }
+
+    #[test]
+    fn versions_parse() {
+        assert_eq!(parse_version("3.14"), Ok((3, 14)));
+        assert_eq!(parse_version("3.11.7"), Ok((3, 11)));
+        assert!(parse_version("three").is_err());
+    }
+}

@@ -1,0 +1,686 @@
+//! What names mean in one file: imports and their aliases, variables holding a `Fabric` or a
+//! multi-process `Trainer`, and the functions and classes defined at module level. Plus the
+//! classification of a call: does it launch distributed work, touch CUDA, or choose spawn children.
+
+use std::collections::{HashMap, HashSet};
+
+use ruff_python_ast::visitor::{self, Visitor};
+use ruff_python_ast::{self as ast, Expr, Number, Stmt, UnaryOp};
+use ruff_text_size::{Ranged, TextRange};
+
+/// Where a program chooses spawn or forkserver children, and how.
+#[derive(Clone, Debug)]
+pub struct Evidence {
+    pub range: TextRange,
+    pub what: String,
+}
+
+/// The start method a platform uses when none is chosen, when it re-imports the main module.
+pub fn spawnlike_default(platform: super::Platform, version: (u32, u32)) -> Option<&'static str> {
+    match platform {
+        super::Platform::Macos | super::Platform::Windows => Some("spawn"),
+        super::Platform::Linux if version >= (3, 14) => Some("forkserver"),
+        super::Platform::Linux => None,
+    }
+}
+
+#[derive(Default)]
+pub struct Symbols<'a> {
+    /// Local name -> fully qualified name (`L` -> `lightning`, `dist` -> `torch.distributed`).
+    pub aliases: HashMap<String, String>,
+    /// Dotted targets assigned a `Fabric(...)` (`fabric`, `self.fabric`).
+    pub fabric_vars: HashSet<String>,
+    /// Dotted targets assigned a `Trainer(...)`, with whether it runs several processes.
+    pub trainer_vars: HashMap<String, bool>,
+    /// Functions defined at module level (also inside module-level if/try/with blocks).
+    pub functions: HashMap<&'a str, Vec<&'a ast::StmtFunctionDef>>,
+    /// Classes defined at module level.
+    pub classes: HashMap<&'a str, &'a ast::StmtClassDef>,
+    /// Dotted targets assigned an instance of a module-level class (`runner = Runner()`).
+    pub instances: HashMap<String, &'a str>,
+}
+
+impl<'a> Symbols<'a> {
+    pub fn collect(body: &'a [Stmt]) -> Self {
+        let mut sym = Symbols::default();
+        let mut imports = ImportCollector {
+            aliases: &mut sym.aliases,
+            depth: 0,
+        };
+        imports.visit_body(body);
+        collect_defs(body, &mut sym.functions, &mut sym.classes, 0);
+        let mut assigns = AssignCollector {
+            sym: &mut sym,
+            depth: 0,
+        };
+        assigns.visit_body(body);
+        sym
+    }
+
+    /// The fully qualified name of `torch.distributed.init_process_group`-like expressions.
+    pub fn qualname(&self, expr: &Expr) -> Option<String> {
+        let mut parts: Vec<&str> = Vec::new();
+        let mut cur = expr;
+        loop {
+            match cur {
+                Expr::Attribute(a) => {
+                    parts.push(a.attr.as_str());
+                    cur = &a.value;
+                }
+                Expr::Name(n) => {
+                    let mut s = self.aliases.get(n.id.as_str())?.clone();
+                    for p in parts.iter().rev() {
+                        s.push('.');
+                        s.push_str(p);
+                    }
+                    return Some(s);
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// Classify a call as a distributed launch or init; the label names it for people.
+    /// `func` is the callee: `call.func`, or a decorator (applying it calls it).
+    pub fn launch_label(&self, func: &Expr) -> Option<String> {
+        if let Some(q) = self.qualname(func) {
+            let (root, last) = root_last(&q);
+            let hit = match (root, last) {
+                ("torch", "init_process_group") => q.starts_with("torch.distributed."),
+                ("torch", "TCPStore") => true,
+                ("torch", "spawn" | "start_processes") => q.starts_with("torch.multiprocessing."),
+                ("accelerate", "Accelerator") => true,
+                ("deepspeed", "initialize" | "init_distributed") => true,
+                _ => false,
+            };
+            if hit {
+                return Some(format!("{}()", text(func)));
+            }
+        }
+        if let Expr::Attribute(a) = func {
+            let method = a.attr.as_str();
+            let receiver = &*a.value;
+            if method == "launch" && self.is_fabric_object(receiver) {
+                return Some(format!("{}()", text(func)));
+            }
+            if matches!(method, "fit" | "validate" | "test" | "predict")
+                && self.is_multiprocess_trainer(receiver)
+            {
+                return Some(format!("{}()", text(func)));
+            }
+        }
+        None
+    }
+
+    fn is_fabric_object(&self, expr: &Expr) -> bool {
+        match expr {
+            Expr::Call(c) => self.qualname(&c.func).is_some_and(|q| is_fabric_class(&q)),
+            _ => dotted(expr).is_some_and(|d| self.fabric_vars.contains(&d)),
+        }
+    }
+
+    fn is_multiprocess_trainer(&self, expr: &Expr) -> bool {
+        match expr {
+            Expr::Call(c) => {
+                self.qualname(&c.func).is_some_and(|q| is_trainer_class(&q))
+                    && self.trainer_multi(c)
+            }
+            _ => dotted(expr).is_some_and(|d| self.trainer_vars.get(&d).copied().unwrap_or(false)),
+        }
+    }
+
+    /// Does a `Trainer(...)` call ask for several processes (DDP-like strategy, devices > 1, nodes > 1)?
+    fn trainer_multi(&self, call: &ast::ExprCall) -> bool {
+        let args = &call.arguments;
+        if args
+            .find_keyword("strategy")
+            .is_some_and(|k| self.strategy_multi(&k.value))
+        {
+            return true;
+        }
+        for key in ["devices", "gpus"] {
+            if args
+                .find_keyword(key)
+                .is_some_and(|k| devices_multi(&k.value))
+            {
+                return true;
+            }
+        }
+        args.find_keyword("num_nodes")
+            .and_then(|k| int_value(&k.value))
+            .is_some_and(|n| n > 1)
+    }
+
+    fn strategy_multi(&self, expr: &Expr) -> bool {
+        if let Some(s) = str_value(expr) {
+            let s = s.to_ascii_lowercase();
+            return s.starts_with("ddp") || s.starts_with("fsdp") || s.starts_with("deepspeed");
+        }
+        if let Expr::Call(c) = expr
+            && let Some(q) = self.qualname(&c.func)
+        {
+            let (_, last) = root_last(&q);
+            return matches!(
+                last,
+                "DDPStrategy" | "DDPSpawnStrategy" | "FSDPStrategy" | "DeepSpeedStrategy"
+            );
+        }
+        false
+    }
+
+    /// Classify a call as CUDA work (S003).
+    pub fn cuda_label(&self, call: &ast::ExprCall) -> Option<String> {
+        let func = &*call.func;
+        let q = self.qualname(func);
+        if let Some(q) = &q {
+            if let Some(rest) = q.strip_prefix("torch.cuda.") {
+                // Queries that create no CUDA context, and private helpers (except the init).
+                let private = ["amp.", "nvtx.", "jiterator.", "_"]
+                    .iter()
+                    .any(|p| rest.starts_with(p));
+                let benign = (private && rest != "_lazy_init")
+                    || matches!(
+                        rest,
+                        "is_available"
+                            | "is_initialized"
+                            | "device_count"
+                            | "get_arch_list"
+                            | "get_gencode_flags"
+                            | "is_bf16_supported"
+                            | "is_current_stream_capturing"
+                    );
+                return (!benign).then(|| format!("{}()", text(func)));
+            }
+            if q.starts_with("torch.")
+                && q != "torch.device"
+                && call
+                    .arguments
+                    .find_keyword("device")
+                    .is_some_and(|k| self.is_cuda_device(&k.value))
+            {
+                return Some(format!("{}(device=\"cuda\")", text(func)));
+            }
+        }
+        if let Expr::Attribute(a) = func {
+            match a.attr.as_str() {
+                "cuda" if q.as_deref() != Some("torch.cuda") => {
+                    return Some(format!("{}()", text(func)));
+                }
+                "to" => {
+                    let args = &call.arguments;
+                    let target = args.find_argument_value("device", 0);
+                    if target.is_some_and(|t| self.is_cuda_device(t)) {
+                        return Some(format!("{}(\"cuda\")", text(func)));
+                    }
+                }
+                _ => {}
+            }
+        }
+        None
+    }
+
+    fn is_cuda_device(&self, expr: &Expr) -> bool {
+        if let Some(s) = str_value(expr) {
+            return s.starts_with("cuda");
+        }
+        if let Expr::Call(c) = expr {
+            return self.qualname(&c.func).as_deref() == Some("torch.device")
+                && c.arguments
+                    .find_positional(0)
+                    .and_then(str_value)
+                    .is_some_and(|s| s.starts_with("cuda"));
+        }
+        false
+    }
+
+    /// Does this call start (or choose) spawn/forkserver children? `default` is the platform's
+    /// start method when it re-imports the main module (None: fork).
+    pub fn spawn_evidence(
+        &self,
+        call: &ast::ExprCall,
+        default: Option<&str>,
+        out: &mut Vec<Evidence>,
+    ) {
+        let args = &call.arguments;
+        let spawnlike = |s: &str| matches!(s, "spawn" | "forkserver");
+        for kw in args.keywords.iter() {
+            let Some(arg) = kw.arg.as_ref().map(|a| a.as_str()) else {
+                continue;
+            };
+            if !matches!(
+                arg,
+                "multiprocessing_context" | "mp_context" | "start_method" | "strategy"
+            ) {
+                continue;
+            }
+            if let Some(v) = str_value(&kw.value) {
+                let hit = if arg == "strategy" {
+                    v.contains("spawn")
+                } else {
+                    spawnlike(v)
+                };
+                if hit {
+                    out.push(Evidence {
+                        range: kw.range(),
+                        what: format!("{arg}=\"{v}\""),
+                    });
+                }
+            }
+        }
+        let func = &*call.func;
+        let last = match func {
+            Expr::Attribute(a) => a.attr.as_str(),
+            Expr::Name(n) => n.id.as_str(),
+            _ => return,
+        };
+        let q = self.qualname(func).unwrap_or_default();
+        match last {
+            "set_start_method" | "get_context" => match args.find_argument_value("method", 0) {
+                Some(v) => {
+                    if let Some(s) = str_value(v).filter(|s| spawnlike(s)) {
+                        out.push(Evidence {
+                            range: call.range(),
+                            what: format!("{}(\"{s}\")", text(func)),
+                        });
+                    }
+                }
+                None if last == "get_context" => {
+                    if let Some(d) = default {
+                        out.push(Evidence {
+                            range: call.range(),
+                            what: format!(
+                                "{}() with the platform default start method \"{d}\"",
+                                text(func)
+                            ),
+                        });
+                    }
+                }
+                None => {}
+            },
+            "spawn" if q.starts_with("torch.multiprocessing.") => {
+                out.push(Evidence {
+                    range: call.range(),
+                    what: format!("{}() starts spawn children", text(func)),
+                });
+            }
+            "start_processes"
+                if q.starts_with("torch.multiprocessing.")
+                    && args.find_keyword("start_method").is_none() =>
+            {
+                out.push(Evidence {
+                    range: call.range(),
+                    what: format!(
+                        "{}() starts spawn children (its default start method)",
+                        text(func)
+                    ),
+                });
+            }
+            "DataLoader" => {
+                let Some(d) = default else { return };
+                if args.find_keyword("multiprocessing_context").is_some() {
+                    return;
+                }
+                let Some(workers) = args.find_argument_value("num_workers", 5) else {
+                    return;
+                };
+                let n = int_value(workers);
+                if n.is_none_or(|n| n > 0) {
+                    let shown = n.map_or_else(
+                        || "num_workers=<not a literal>".to_string(),
+                        |n| format!("num_workers={n}"),
+                    );
+                    out.push(Evidence {
+                        range: call.range(),
+                        what: format!(
+                            "{}({shown}) with the platform default start method \"{d}\"",
+                            text(func)
+                        ),
+                    });
+                }
+            }
+            "Process" | "Pool" | "ProcessPoolExecutor"
+                if matches!(
+                    q.as_str(),
+                    "multiprocessing.Process"
+                        | "multiprocessing.Pool"
+                        | "torch.multiprocessing.Process"
+                        | "torch.multiprocessing.Pool"
+                        | "concurrent.futures.ProcessPoolExecutor"
+                        | "concurrent.futures.process.ProcessPoolExecutor"
+                ) && args.find_keyword("mp_context").is_none() =>
+            {
+                if let Some(d) = default {
+                    out.push(Evidence {
+                        range: call.range(),
+                        what: format!(
+                            "{}() with the platform default start method \"{d}\"",
+                            text(func)
+                        ),
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn root_last(q: &str) -> (&str, &str) {
+    (
+        q.split('.').next().unwrap_or(""),
+        q.rsplit('.').next().unwrap_or(""),
+    )
+}
+
+fn is_fabric_class(q: &str) -> bool {
+    let (root, last) = root_last(q);
+    matches!(root, "lightning" | "lightning_fabric" | "pytorch_lightning") && last == "Fabric"
+}
+
+fn is_trainer_class(q: &str) -> bool {
+    let (root, last) = root_last(q);
+    matches!(root, "lightning" | "pytorch_lightning") && last == "Trainer"
+}
+
+fn devices_multi(expr: &Expr) -> bool {
+    if let Some(n) = int_value(expr) {
+        return n > 1 || n == -1;
+    }
+    if let Some(s) = str_value(expr) {
+        let s = s.trim();
+        if s == "-1" {
+            return true;
+        }
+        if let Ok(n) = s.parse::<i64>() {
+            return n > 1;
+        }
+        return s.split(',').filter(|p| !p.trim().is_empty()).count() > 1;
+    }
+    match expr {
+        Expr::List(l) => l.elts.len() > 1,
+        Expr::Tuple(t) => t.elts.len() > 1,
+        _ => false,
+    }
+}
+
+/// A literal integer, negative ones included.
+pub fn int_value(expr: &Expr) -> Option<i64> {
+    match expr {
+        Expr::NumberLiteral(n) => match &n.value {
+            Number::Int(i) => i.as_i64(),
+            _ => None,
+        },
+        Expr::UnaryOp(u) if u.op == UnaryOp::USub => int_value(&u.operand).map(|n| -n),
+        _ => None,
+    }
+}
+
+pub fn str_value(expr: &Expr) -> Option<&str> {
+    match expr {
+        Expr::StringLiteral(s) => Some(s.value.to_str()),
+        _ => None,
+    }
+}
+
+/// `a.b.c` for names and attribute chains, without resolving imports.
+pub fn dotted(expr: &Expr) -> Option<String> {
+    let mut parts: Vec<&str> = Vec::new();
+    let mut cur = expr;
+    loop {
+        match cur {
+            Expr::Attribute(a) => {
+                parts.push(a.attr.as_str());
+                cur = &a.value;
+            }
+            Expr::Name(n) => {
+                parts.push(n.id.as_str());
+                parts.reverse();
+                return Some(parts.join("."));
+            }
+            _ => return None,
+        }
+    }
+}
+
+/// A short, readable rendering of a callee: `fabric.launch`, `L.Fabric(...).launch`.
+pub fn text(expr: &Expr) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut cur = expr;
+    for _ in 0..16 {
+        match cur {
+            Expr::Attribute(a) => {
+                parts.push(a.attr.as_str().to_string());
+                cur = &a.value;
+            }
+            Expr::Call(c) => {
+                parts.push("(...)".to_string());
+                cur = &c.func;
+            }
+            Expr::Name(n) => {
+                parts.push(n.id.as_str().to_string());
+                break;
+            }
+            _ => {
+                parts.push("…".to_string());
+                break;
+            }
+        }
+    }
+    parts.reverse();
+    let mut s = String::new();
+    for p in parts {
+        if !s.is_empty() && p != "(...)" {
+            s.push('.');
+        }
+        s.push_str(&p);
+    }
+    s
+}
+
+/// Deep enough for any real program; deeper trees are not descended (no stack overflow).
+pub const MAX_DEPTH: usize = 400;
+
+struct ImportCollector<'m> {
+    aliases: &'m mut HashMap<String, String>,
+    depth: usize,
+}
+
+impl<'a> Visitor<'a> for ImportCollector<'_> {
+    fn visit_stmt(&mut self, stmt: &'a Stmt) {
+        if self.depth > MAX_DEPTH {
+            return;
+        }
+        match stmt {
+            Stmt::Import(i) => {
+                for alias in &i.names {
+                    let name = alias.name.as_str();
+                    match &alias.asname {
+                        Some(local) => self
+                            .aliases
+                            .insert(local.as_str().to_string(), name.to_string()),
+                        None => {
+                            let first = name.split('.').next().unwrap_or(name);
+                            self.aliases.insert(first.to_string(), first.to_string())
+                        }
+                    };
+                }
+            }
+            Stmt::ImportFrom(f) if f.level == 0 => {
+                let Some(module) = &f.module else { return };
+                for alias in &f.names {
+                    let name = alias.name.as_str();
+                    if name == "*" {
+                        continue;
+                    }
+                    let local = alias.asname.as_ref().map_or(name, |a| a.as_str());
+                    self.aliases
+                        .insert(local.to_string(), format!("{}.{name}", module.as_str()));
+                }
+            }
+            _ => {
+                self.depth += 1;
+                visitor::walk_stmt(self, stmt);
+                self.depth -= 1;
+            }
+        }
+    }
+
+    fn visit_expr(&mut self, _expr: &'a Expr) {}
+}
+
+struct AssignCollector<'m, 'a> {
+    sym: &'m mut Symbols<'a>,
+    depth: usize,
+}
+
+impl AssignCollector<'_, '_> {
+    fn record(&mut self, target: &Expr, value: &Expr) {
+        let (Expr::Call(call), Some(name)) = (value, dotted(target)) else {
+            return;
+        };
+        if let Expr::Name(n) = &*call.func
+            && !self.sym.aliases.contains_key(n.id.as_str())
+            && let Some((class, _)) = self.sym.classes.get_key_value(n.id.as_str())
+        {
+            self.sym.instances.insert(name, class);
+            return;
+        }
+        let Some(q) = self.sym.qualname(&call.func) else {
+            return;
+        };
+        if is_fabric_class(&q) {
+            self.sym.fabric_vars.insert(name);
+        } else if is_trainer_class(&q) {
+            let multi = self.sym.trainer_multi(call);
+            let entry = self.sym.trainer_vars.entry(name).or_insert(false);
+            *entry |= multi;
+        }
+    }
+}
+
+impl<'a> Visitor<'a> for AssignCollector<'_, 'a> {
+    fn visit_stmt(&mut self, stmt: &'a Stmt) {
+        if self.depth > MAX_DEPTH {
+            return;
+        }
+        match stmt {
+            Stmt::Assign(a) => {
+                for t in &a.targets {
+                    self.record(t, &a.value);
+                }
+            }
+            Stmt::AnnAssign(a) => {
+                if let Some(v) = &a.value {
+                    self.record(&a.target, v);
+                }
+            }
+            _ => {}
+        }
+        self.depth += 1;
+        visitor::walk_stmt(self, stmt);
+        self.depth -= 1;
+    }
+
+    fn visit_expr(&mut self, expr: &'a Expr) {
+        if self.depth > MAX_DEPTH {
+            return;
+        }
+        if let Expr::Named(n) = expr {
+            self.record(&n.target, &n.value);
+        }
+        self.depth += 1;
+        visitor::walk_expr(self, expr);
+        self.depth -= 1;
+    }
+}
+
+/// Functions and classes a module defines when it is imported (not those under the main guard).
+fn collect_defs<'a>(
+    body: &'a [Stmt],
+    functions: &mut HashMap<&'a str, Vec<&'a ast::StmtFunctionDef>>,
+    classes: &mut HashMap<&'a str, &'a ast::StmtClassDef>,
+    depth: usize,
+) {
+    if depth > MAX_DEPTH {
+        return;
+    }
+    for stmt in body {
+        match stmt {
+            Stmt::FunctionDef(f) => functions.entry(f.name.as_str()).or_default().push(f),
+            Stmt::ClassDef(c) => {
+                classes.insert(c.name.as_str(), c);
+            }
+            Stmt::If(i) => {
+                let guard = main_guard(&i.test);
+                if guard != Some(Guard::IsMain) {
+                    collect_defs(&i.body, functions, classes, depth + 1);
+                }
+                if guard != Some(Guard::NotMain) {
+                    for clause in &i.elif_else_clauses {
+                        collect_defs(&clause.body, functions, classes, depth + 1);
+                    }
+                }
+            }
+            Stmt::Try(t) => {
+                collect_defs(&t.body, functions, classes, depth + 1);
+                for h in &t.handlers {
+                    let ast::ExceptHandler::ExceptHandler(h) = h;
+                    collect_defs(&h.body, functions, classes, depth + 1);
+                }
+                collect_defs(&t.orelse, functions, classes, depth + 1);
+                collect_defs(&t.finalbody, functions, classes, depth + 1);
+            }
+            Stmt::With(w) => collect_defs(&w.body, functions, classes, depth + 1),
+            Stmt::For(f) => {
+                collect_defs(&f.body, functions, classes, depth + 1);
+                collect_defs(&f.orelse, functions, classes, depth + 1);
+            }
+            Stmt::While(w) => {
+                collect_defs(&w.body, functions, classes, depth + 1);
+                collect_defs(&w.orelse, functions, classes, depth + 1);
+            }
+            Stmt::Match(m) => {
+                for case in &m.cases {
+                    collect_defs(&case.body, functions, classes, depth + 1);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Guard {
+    /// `if __name__ == "__main__":` — the body runs only as a script.
+    IsMain,
+    /// `if __name__ != "__main__":` — the body runs on import.
+    NotMain,
+}
+
+/// Recognise the main guard in both orders (`__name__ == "__main__"`, `"__main__" == __name__`).
+pub fn main_guard(test: &Expr) -> Option<Guard> {
+    // `if __name__ == "__main__" and ...:` runs its body only as a script too.
+    if let Expr::BoolOp(b) = test
+        && b.op == ast::BoolOp::And
+    {
+        return b
+            .values
+            .iter()
+            .any(|v| main_guard(v) == Some(Guard::IsMain))
+            .then_some(Guard::IsMain);
+    }
+    let Expr::Compare(c) = test else { return None };
+    if c.ops.len() != 1 || c.comparators.len() != 1 {
+        return None;
+    }
+    let (l, r) = (&*c.left, &c.comparators[0]);
+    let is_name = |e: &Expr| matches!(e, Expr::Name(n) if n.id.as_str() == "__name__");
+    let is_main = |e: &Expr| str_value(e) == Some("__main__");
+    if !((is_name(l) && is_main(r)) || (is_main(l) && is_name(r))) {
+        return None;
+    }
+    match c.ops[0] {
+        ast::CmpOp::Eq => Some(Guard::IsMain),
+        ast::CmpOp::NotEq => Some(Guard::NotMain),
+        _ => None,
+    }
+}
