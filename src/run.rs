@@ -132,6 +132,9 @@ pub struct Diagnosis {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub code: Option<String>,
     pub findings: Vec<Finding>,
+    /// `doctor scan` on the script that was run.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub static_findings: Vec<crate::scan::Diagnostic>,
 }
 
 struct Shared {
@@ -841,7 +844,20 @@ fn diagnose(
             d.findings.push(f);
         }
     }
-    let _ = command;
+    // The static view of the same program: `doctor scan` on the script that was run.
+    let argv: Vec<String> = command
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    if let Some(script) = crate::analyse::script_of(&argv).filter(|s| s.ends_with(".py")) {
+        let path = std::path::Path::new(&script);
+        if path.is_file() {
+            d.static_findings = crate::scan::scan_file(path, &crate::scan::ScanOptions::default())
+                .into_iter()
+                .filter(|f| f.code != "S900")
+                .collect();
+        }
+    }
     d
 }
 
@@ -884,6 +900,17 @@ fn render(
             .map(|c| format!("    {c}"))
             .unwrap_or_default();
         s.push_str(&format!("{label} the line that ran again: {l}{code}\n"));
+    }
+    for f in &d.static_findings {
+        let same = d
+            .script_line
+            .as_deref()
+            .is_some_and(|l| l.ends_with(&format!(":{}", f.line)));
+        let note = if same { " (the same line)" } else { "" };
+        s.push_str(&format!(
+            "{label} doctor scan: {}:{}:{}: {} {}{note}\n",
+            f.path, f.line, f.column, f.code, f.message
+        ));
     }
     s.push_str(&crate::ports::render_findings(&d.findings, color));
     if !killed.is_empty() {

@@ -120,7 +120,6 @@ fn scan_source_here(path: &str, source: &str, opts: &ScanOptions) -> Vec<Diagnos
     diags
 }
 
-#[allow(dead_code)] // library entry point for `doctor run`
 /// Diagnostics for one file; a file that cannot be read or decoded yields none (see [`scan_path`]).
 pub fn scan_file(path: &Path, opts: &ScanOptions) -> Vec<Diagnostic> {
     scan_path(path, opts).diagnostics
