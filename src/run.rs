@@ -852,7 +852,12 @@ fn diagnose(
     if let Some(script) = crate::analyse::script_of(&argv).filter(|s| s.ends_with(".py")) {
         let path = std::path::Path::new(&script);
         if path.is_file() {
-            d.static_findings = crate::scan::scan_file(path, &crate::scan::ScanOptions::default())
+            // Assume what the interpreter that ran it does about the default start method.
+            let opts = crate::scan::ScanOptions {
+                python_version: crate::scan::python_version_of(&argv[0]),
+                ..crate::scan::ScanOptions::default()
+            };
+            d.static_findings = crate::scan::scan_file(path, &opts)
                 .into_iter()
                 .filter(|f| f.code != "S900")
                 .collect();

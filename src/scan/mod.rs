@@ -252,7 +252,12 @@ fn parse_version(s: &str) -> Result<(u32, u32), String> {
 
 /// `python3 --version` of this machine, or 3.11 when there is none.
 fn local_python_version() -> (u32, u32) {
-    std::process::Command::new("python3")
+    python_version_of("python3")
+}
+
+/// `PYTHON --version`, or 3.11 when it cannot be run.
+pub fn python_version_of(python: &str) -> (u32, u32) {
+    std::process::Command::new(python)
         .arg("--version")
         .stdin(std::process::Stdio::null())
         .output()
