@@ -212,13 +212,14 @@ fn read_process(pid: i32, clock: &Clock) -> (Option<Process>, Vec<Unreadable>) {
         // Zombies and kernel threads have no exe; permission errors are common and harmless here.
         Err(_) => None,
     };
+    let zombie = stat.state == "Z";
     let env = match fs::read(format!("{dir}/environ")) {
         Ok(raw) => rendezvous_env(&raw),
+        // A zombie has no memory left to read its environment from (ESRCH): it is still there.
+        Err(_) if zombie => BTreeMap::new(),
         Err(e) if vanished(&e) => return (None, Vec::new()),
         Err(e) => {
-            if stat.state != "Z" {
-                note("environ", &e);
-            }
+            note("environ", &e);
             BTreeMap::new()
         }
     };

@@ -266,3 +266,88 @@ fn non_utf8_argv_does_not_fail_the_scan() {
         .expect("row");
     assert!(row["command"].as_str().unwrap().contains("tr\u{fffd}ain"));
 }
+
+#[test]
+fn zombies_are_shown_not_fatal() {
+    let port = free_low_port();
+    let s = Situation::start("zombie", port);
+    let out = run(&["tree", "--pid", &s.pid("rank").to_string()]);
+    assert_ne!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("{} ", s.pid("zombie"))) && text.contains("<zombie>"),
+        "{text}"
+    );
+    let (doc, _) = json(&["ports", "--port", &port.to_string(), "--format", "json"]);
+    assert!(
+        holder_rows(&doc, port)
+            .iter()
+            .any(|h| h["pid"] == s.pid("rank"))
+    );
+}
+
+#[test]
+fn processes_exiting_mid_read_never_fail_the_scan() {
+    let _s = Situation::start("churn", 1);
+    for _ in 0..15 {
+        let out = run(&["ports", "--all", "--format", "json"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(matches!(out.status.code(), Some(0) | Some(1)), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("valid JSON");
+        // A vanished process is dropped, not reported as unreadable.
+        assert!(
+            doc["unreadable"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|u| u["reason"] != "process exited during the scan")
+        );
+    }
+}
+
+#[test]
+fn without_root_it_says_what_it_could_not_read() {
+    if unsafe { libc::geteuid() } != 0
+        || std::process::Command::new("setpriv")
+            .arg("--version")
+            .output()
+            .is_err()
+    {
+        eprintln!("skipped: needs root and setpriv to drop privileges");
+        return;
+    }
+    let port = free_low_port();
+    let s = Situation::start("d001", port);
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(env!("CARGO_BIN_EXE_doctor"))
+        .args(["ports", "--format", "json"])
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(matches!(out.status.code(), Some(0) | Some(1)), "{err}");
+    assert!(
+        err.contains("could not be fully read") && err.contains("CAP_SYS_PTRACE"),
+        "{err}"
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let unreadable = doc["unreadable"].as_array().unwrap();
+    assert!(
+        unreadable
+            .iter()
+            .any(|u| u["pid"] == s.pid("rank") && u["reason"] == "permission denied"),
+        "{doc:#}"
+    );
+    // The socket is still listed, without a holder doctor may not see.
+    assert!(
+        holder_rows(&doc, port).is_empty()
+            || holder_rows(&doc, port).iter().all(|h| h["pid"].is_null())
+    );
+}

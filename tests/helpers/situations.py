@@ -150,6 +150,25 @@ def main():
         ready(parent=os.getpid(), child=pid)
         forever()
 
+    if situation == "zombie":
+        # A rank whose finished child was never reaped.
+        os.environ.update(MASTER_PORT=str(port))
+        store = listen(port)
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        time.sleep(0.3)
+        ready(rank=os.getpid(), zombie=pid)
+        forever()
+
+    if situation == "churn":
+        # Processes that start and exit all the time, so doctor meets some mid-read.
+        ready(parent=os.getpid())
+        while True:
+            kids = [subprocess.Popen(["sleep", "0.01"]) for _ in range(20)]
+            for k in kids:
+                k.wait()
+
     if situation == "time-wait":
         # The server side closes first, so TIME_WAIT lands on the rendezvous port; then nothing holds it.
         store = listen(port)
