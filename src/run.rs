@@ -833,14 +833,11 @@ fn diagnose(
         }
     }
     // Findings the observed tree shows by itself (connecting duplicates, duplicate ranks).
+    // D003/D007 describe leftovers and TIME_WAIT after the fact, D004 a risk of the port choice
+    // rather than what happened: they are not part of explaining this run.
     for f in a.findings {
-        if !d
-            .findings
-            .iter()
-            .any(|g| g.code == f.code && g.pids == f.pids)
-            && f.code != "D003"
-            && f.code != "D007"
-        {
+        let about_the_run = !matches!(f.code, "D003" | "D004" | "D007");
+        if about_the_run && !d.findings.iter().any(|g| g.code == f.code && g.pids == f.pids) {
             d.findings.push(f);
         }
     }
