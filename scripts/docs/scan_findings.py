@@ -31,7 +31,9 @@ A distributed launch or process-group init is reachable at import time, outside
   several, `num_nodes` > 1. `devices="auto"` and non-literal values are not counted (a plain
   `Trainer()` would otherwise always be flagged);
 - `torch.distributed.init_process_group`, `TCPStore(...)`, `torch.multiprocessing.spawn` /
-  `start_processes`, `accelerate.Accelerator()`, `deepspeed.initialize` / `init_distributed`;
+  `start_processes`, `torch.distributed.launcher.api.elastic_launch`, `accelerate.Accelerator()`
+  and `notebook_launcher`, `deepspeed.initialize` / `init_distributed`, and `LightningCLI(...)`
+  (which fits on construction) unless it is given `run=False`;
 
 through every import form: `import lightning as L`, `from lightning.fabric import Fabric as F`,
 `from torch import distributed as dist`, `import torch.distributed as dist`,

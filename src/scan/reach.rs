@@ -131,13 +131,13 @@ impl<'a> Exec<'_, '_, 'a> {
                 origin: None,
             });
         }
-        self.on_callee(&call.func, call.range());
+        self.on_callee(&call.func, Some(&call.arguments), call.range());
     }
 
     /// `func` is called at `site`: a launch, or a same-file function or class that launches.
-    fn on_callee(&mut self, func: &'a Expr, site: TextRange) {
+    fn on_callee(&mut self, func: &'a Expr, args: Option<&ast::Arguments>, site: TextRange) {
         let sym = self.reach.sym;
-        if let Some(label) = sym.launch_label(func) {
+        if let Some(label) = sym.launch_label(func, args) {
             self.events.push(Event {
                 kind: Kind::Launch,
                 site,
@@ -207,7 +207,7 @@ impl<'a> Exec<'_, '_, 'a> {
     /// A decorator is called with the function it decorates, then its own expression is evaluated.
     fn on_decorator(&mut self, d: &'a ast::Decorator) {
         if !matches!(d.expression, Expr::Call(_)) {
-            self.on_callee(&d.expression, d.expression.range());
+            self.on_callee(&d.expression, None, d.expression.range());
         }
         self.visit_expr(&d.expression);
     }
