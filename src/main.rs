@@ -31,7 +31,7 @@ enum Command {
     Tree(ports::TreeArgs),
     /// Write a snapshot of processes, sockets and host facts for later analysis
     Snapshot(ports::SnapshotArgs),
-    /// Find, in Python source, a distributed launch that spawn/forkserver children re-run on import
+    /// Static check of Python code: distributed launches that run at import time (S001-S003)
     Scan(scan::ScanArgs),
 }
 
