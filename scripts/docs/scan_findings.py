@@ -90,6 +90,23 @@ Through same-file calls (`tests/fixtures/scan/transitive_calls.py`, which also h
 
 ```text
 {run(["tests/fixtures/scan/transitive_calls.py"])}```
+
+## Limits
+
+- One file at a time: a launch inside another module of the project is reported in that module's
+  own scan, and spawn evidence in one file is not linked to a launch in another (S002).
+- Names resolve through `import`/`from ... import` (any alias, any scope); `from x import *`,
+  `getattr` and re-exports through the project's own modules are not followed.
+- Variables holding a `Fabric`/`Trainer`/class instance are tracked by name across the file,
+  without flow analysis.
+- A `Trainer` whose `devices`/`strategy` are not literals (`devices=args.gpus`) or are `"auto"`
+  is not counted as multi-process; `Fabric(...).launch()` is always counted.
+- Calls through `self.` inside methods, and functions defined inside other functions, are not
+  followed.
+
+Measured on real library code (the test `no_false_positives_on_torch_and_lightning`): 0 S001
+and 0 S002 in the 3009 files of torch 2.15, lightning, lightning_fabric and pytorch_lightning
+2.6.6 (and 0 in all 7400 files of the managed venv's site-packages).
 """
 
 docs["S002"] = f"""# S002 spawn-reimports-main
