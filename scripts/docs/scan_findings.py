@@ -46,8 +46,8 @@ orders, `__name__ == "__main__"` and `"__main__" == __name__`; its `else` branch
 time, and so is the body of `if __name__ != "__main__":`); class bodies; decorators (a decorator
 is called when the function is defined); default arguments; comprehensions. Lambda and function
 bodies are not, unless a same-file function is called from import-time code (also a same-file
-class, which runs its `__init__`, and a method called on an instance of one: `runner = Runner()`
-then `runner.start()`, or `Runner().start()`): such calls are followed transitively, with
+class, which runs its `__init__`, a method called on an instance of one: `runner = Runner()`
+then `runner.start()`, or `Runner().start()`, and `self.method()` inside its methods): such calls are followed transitively, with
 recursion cycles cut, and the finding is reported at the import-time call with the launch itself
 as a note. `if __name__ == "__main__" and ...:` counts as a main guard too.
 
@@ -101,8 +101,8 @@ Through same-file calls (`tests/fixtures/scan/transitive_calls.py`, which also h
   without flow analysis.
 - A `Trainer` whose `devices`/`strategy` are not literals (`devices=args.gpus`) or are `"auto"`
   is not counted as multi-process; `Fabric(...).launch()` is always counted.
-- Calls through `self.` inside methods, and functions defined inside other functions, are not
-  followed.
+- Functions defined inside other functions, and methods inherited from a base class, are not
+  followed (`self.method()` within a same-file class is).
 
 Measured on real library code (the test `no_false_positives_on_torch_and_lightning`): 0 S001
 and 0 S002 in the 3009 files of torch 2.15, lightning, lightning_fabric and pytorch_lightning

@@ -62,6 +62,7 @@ impl<'s, 'a> Reach<'s, 'a> {
     /// Everything in `body` that runs at import time.
     pub fn module_events(&self, body: &'a [Stmt]) -> Vec<Event> {
         let mut exec = Exec {
+            class: None,
             reach: self,
             events: Vec::new(),
             depth: 0,
@@ -70,7 +71,11 @@ impl<'s, 'a> Reach<'s, 'a> {
         exec.events
     }
 
-    fn summarise(&self, f: &'a ast::StmtFunctionDef) -> Summary {
+    fn summarise(
+        &self,
+        f: &'a ast::StmtFunctionDef,
+        class: Option<&'a ast::StmtClassDef>,
+    ) -> Summary {
         let key = f.range.start();
         if let Some(s) = self.memo.borrow().get(&key) {
             return s.clone();
@@ -84,6 +89,7 @@ impl<'s, 'a> Reach<'s, 'a> {
         self.active.borrow_mut().push(key);
         let events = {
             let mut exec = Exec {
+                class,
                 reach: self,
                 events: Vec::new(),
                 depth: 0,
@@ -116,6 +122,8 @@ impl<'s, 'a> Reach<'s, 'a> {
 }
 
 struct Exec<'r, 's, 'a> {
+    /// The class whose method is being summarised (`self.x()` resolves to its methods).
+    class: Option<&'a ast::StmtClassDef>,
     reach: &'r Reach<'s, 'a>,
     events: Vec<Event>,
     depth: usize,
@@ -154,7 +162,7 @@ impl<'a> Exec<'_, '_, 'a> {
                     return;
                 }
                 if let Some(defs) = sym.functions.get(name) {
-                    summaries.extend(defs.iter().map(|f| self.reach.summarise(f)));
+                    summaries.extend(defs.iter().map(|f| self.reach.summarise(f, None)));
                 } else if let Some(class) = sym.classes.get(name) {
                     summaries.extend(self.method(class, "__init__"));
                 }
@@ -165,13 +173,16 @@ impl<'a> Exec<'_, '_, 'a> {
                 let class = match &*a.value {
                     Expr::Call(c) => match &*c.func {
                         Expr::Name(n) if !sym.aliases.contains_key(n.id.as_str()) => {
-                            sym.classes.get(n.id.as_str())
+                            sym.classes.get(n.id.as_str()).copied()
                         }
                         _ => None,
                     },
+                    // `self.setup()` inside a method of a same-file class.
+                    Expr::Name(n) if n.id.as_str() == "self" && self.class.is_some() => self.class,
                     other => dotted(other)
                         .and_then(|d| sym.instances.get(&d))
-                        .and_then(|c| sym.classes.get(c)),
+                        .and_then(|c| sym.classes.get(c))
+                        .copied(),
                 };
                 let Some(class) = class else { return };
                 summaries.extend(self.method(class, a.attr.as_str()));
@@ -199,7 +210,9 @@ impl<'a> Exec<'_, '_, 'a> {
 
     fn method(&self, class: &'a ast::StmtClassDef, name: &str) -> Option<Summary> {
         class.body.iter().find_map(|stmt| match stmt {
-            Stmt::FunctionDef(f) if f.name.as_str() == name => Some(self.reach.summarise(f)),
+            Stmt::FunctionDef(f) if f.name.as_str() == name => {
+                Some(self.reach.summarise(f, Some(class)))
+            }
             _ => None,
         })
     }
