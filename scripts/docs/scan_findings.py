@@ -47,8 +47,8 @@ time, and so is the body of `if __name__ != "__main__":`); class bodies; decorat
 is called when the function is defined); default arguments; comprehensions. Lambda and function
 bodies are not, unless a same-file function is called from import-time code (also a same-file
 class, which runs its `__init__`, a method called on an instance of one: `runner = Runner()`
-then `runner.start()`, or `Runner().start()`, and `self.method()` inside its methods): such calls are followed transitively, with
-recursion cycles cut, and the finding is reported at the import-time call with the launch itself
+then `runner.start()`, or `Runner().start()`, and `self.method()` inside its methods): such
+calls are followed transitively, with recursion cycles cut, and the finding is reported at the import-time call with the launch itself
 as a note. `if __name__ == "__main__" and ...:` counts as a main guard too.
 
 ## Why
