@@ -37,7 +37,7 @@ enum Command {
     Snapshot(ports::SnapshotArgs),
     /// Run a training command, watch every bind, explain a rendezvous failure, leave nothing behind
     Run(run::RunArgs),
-    /// Find, in Python source, a distributed launch that spawn/forkserver children re-run on import
+    /// Static check of Python code: distributed launches that run at import time (S001-S003)
     Scan(scan::ScanArgs),
 }
 

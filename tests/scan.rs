@@ -543,3 +543,20 @@ fn no_false_positives_on_torch_and_lightning() {
     );
     assert_eq!(s900, 0, "the parser rejects valid library code");
 }
+
+#[test]
+fn huge_files_are_skipped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut big = b"import torch.distributed as dist\ndist.init_process_group('gloo')\n".to_vec();
+    big.resize(11 * 1024 * 1024, b'\n');
+    write(dir.path(), "huge.py", &big);
+    let (doc, out) = scan_json(&[dir.path().to_str().expect("utf-8")]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "a skipped file is not a finding"
+    );
+    assert_eq!(doc["files_scanned"], 0);
+    let reason = doc["files_skipped"][0]["reason"].as_str().unwrap_or("");
+    assert!(reason.contains("larger than 10 MiB"), "{reason}");
+}

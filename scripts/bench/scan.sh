@@ -29,7 +29,7 @@ echo "corpus: ${DIRS[*]}"
 echo "corpus: $FILES files, $LINES lines, $BYTES bytes of *.py"
 
 # doctor, release build.
-(cd "$ROOT" && cargo build --release --quiet)
+(cd "$ROOT" && cargo build --release --quiet 2>/dev/null) || { echo "error: cargo build --release failed" >&2; exit 2; }
 DOCTOR="${CARGO_TARGET_DIR:-$ROOT/target}/release/doctor"
 [[ "$DOCTOR" = /* ]] || DOCTOR="$ROOT/$DOCTOR"
 
@@ -40,7 +40,7 @@ if [[ -z "$RUFF" ]]; then
     "$TMP/ruff-venv/bin/pip" install --quiet ruff
     RUFF="$TMP/ruff-venv/bin/ruff"
 fi
-echo "ruff: $("$RUFF" --version)    doctor: $("$DOCTOR" --version)    cores: $(nproc)"
+echo "ruff: $("$RUFF" --version)    doctor: $("$DOCTOR" --version)    cores: $(nproc)    load: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 DOCTOR_CMD="$DOCTOR scan --exit-zero --format json --python-version 3.11 --platform linux ${DIRS[*]}"
 RUFF_CMD="$RUFF check --isolated --no-cache --select E9 --exit-zero --extend-exclude '*.pyi' --extend-exclude '*.ipynb' --output-format concise ${DIRS[*]}"

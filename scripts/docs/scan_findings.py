@@ -31,7 +31,9 @@ A distributed launch or process-group init is reachable at import time, outside
   several, `num_nodes` > 1. `devices="auto"` and non-literal values are not counted (a plain
   `Trainer()` would otherwise always be flagged);
 - `torch.distributed.init_process_group`, `TCPStore(...)`, `torch.multiprocessing.spawn` /
-  `start_processes`, `accelerate.Accelerator()`, `deepspeed.initialize` / `init_distributed`;
+  `start_processes`, `torch.distributed.launcher.api.elastic_launch`, `accelerate.Accelerator()`
+  and `notebook_launcher`, `deepspeed.initialize` / `init_distributed`, and `LightningCLI(...)`
+  (which fits on construction) unless it is given `run=False`;
 
 through every import form: `import lightning as L`, `from lightning.fabric import Fabric as F`,
 `from torch import distributed as dist`, `import torch.distributed as dist`,
@@ -44,9 +46,9 @@ orders, `__name__ == "__main__"` and `"__main__" == __name__`; its `else` branch
 time, and so is the body of `if __name__ != "__main__":`); class bodies; decorators (a decorator
 is called when the function is defined); default arguments; comprehensions. Lambda and function
 bodies are not, unless a same-file function is called from import-time code (also a same-file
-class, which runs its `__init__`, and a method called on an instance of one: `runner = Runner()`
-then `runner.start()`, or `Runner().start()`): such calls are followed transitively, with
-recursion cycles cut, and the finding is reported at the import-time call with the launch itself
+class, which runs its `__init__`, a method called on an instance of one: `runner = Runner()`
+then `runner.start()`, or `Runner().start()`, and `self.method()` inside its methods): such
+calls are followed transitively, with recursion cycles cut, and the finding is reported at the import-time call with the launch itself
 as a note. `if __name__ == "__main__" and ...:` counts as a main guard too.
 
 ## Why
@@ -88,6 +90,23 @@ Through same-file calls (`tests/fixtures/scan/transitive_calls.py`, which also h
 
 ```text
 {run(["tests/fixtures/scan/transitive_calls.py"])}```
+
+## Limits
+
+- One file at a time: a launch inside another module of the project is reported in that module's
+  own scan, and spawn evidence in one file is not linked to a launch in another (S002).
+- Names resolve through `import`/`from ... import` (any alias, any scope); `from x import *`,
+  `getattr` and re-exports through the project's own modules are not followed.
+- Variables holding a `Fabric`/`Trainer`/class instance are tracked by name across the file,
+  without flow analysis.
+- A `Trainer` whose `devices`/`strategy` are not literals (`devices=args.gpus`) or are `"auto"`
+  is not counted as multi-process; `Fabric(...).launch()` is always counted.
+- Functions defined inside other functions, and methods inherited from a base class, are not
+  followed (`self.method()` within a same-file class is).
+
+Measured on real library code (the test `no_false_positives_on_torch_and_lightning`): 0 S001
+and 0 S002 in the 3009 files of torch 2.15, lightning, lightning_fabric and pytorch_lightning
+2.6.6 (and 0 in all 7400 files of the managed venv's site-packages).
 """
 
 docs["S002"] = f"""# S002 spawn-reimports-main

@@ -150,10 +150,16 @@ pub fn scan_path(path: &Path, opts: &ScanOptions) -> FileReport {
                 ),
             );
         }
-        Ok(_) => match std::fs::read(path) {
-            Ok(b) => b,
-            Err(e) => return skipped(shown, format!("cannot read: {e}")),
-        },
+        // Read at most one byte past the limit: a device or a growing file cannot make us hang.
+        Ok(_) => {
+            let mut buf = Vec::new();
+            let read = std::fs::File::open(path)
+                .and_then(|f| f.take(decode::MAX_FILE_BYTES + 1).read_to_end(&mut buf));
+            match read {
+                Ok(_) => buf,
+                Err(e) => return skipped(shown, format!("cannot read: {e}")),
+            }
+        }
         Err(e) => return skipped(shown, format!("cannot read: {e}")),
     };
     scan_bytes(shown, &bytes, opts)
@@ -163,11 +169,7 @@ fn scan_bytes(path: String, bytes: &[u8], opts: &ScanOptions) -> FileReport {
     if bytes.len() as u64 > decode::MAX_FILE_BYTES {
         return skipped(
             path,
-            format!(
-                "larger than {} MiB ({} bytes)",
-                decode::MAX_FILE_BYTES >> 20,
-                bytes.len()
-            ),
+            format!("larger than {} MiB", decode::MAX_FILE_BYTES >> 20),
         );
     }
     match decode::decode(bytes) {

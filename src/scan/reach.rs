@@ -62,6 +62,7 @@ impl<'s, 'a> Reach<'s, 'a> {
     /// Everything in `body` that runs at import time.
     pub fn module_events(&self, body: &'a [Stmt]) -> Vec<Event> {
         let mut exec = Exec {
+            class: None,
             reach: self,
             events: Vec::new(),
             depth: 0,
@@ -70,7 +71,11 @@ impl<'s, 'a> Reach<'s, 'a> {
         exec.events
     }
 
-    fn summarise(&self, f: &'a ast::StmtFunctionDef) -> Summary {
+    fn summarise(
+        &self,
+        f: &'a ast::StmtFunctionDef,
+        class: Option<&'a ast::StmtClassDef>,
+    ) -> Summary {
         let key = f.range.start();
         if let Some(s) = self.memo.borrow().get(&key) {
             return s.clone();
@@ -84,6 +89,7 @@ impl<'s, 'a> Reach<'s, 'a> {
         self.active.borrow_mut().push(key);
         let events = {
             let mut exec = Exec {
+                class,
                 reach: self,
                 events: Vec::new(),
                 depth: 0,
@@ -116,6 +122,8 @@ impl<'s, 'a> Reach<'s, 'a> {
 }
 
 struct Exec<'r, 's, 'a> {
+    /// The class whose method is being summarised (`self.x()` resolves to its methods).
+    class: Option<&'a ast::StmtClassDef>,
     reach: &'r Reach<'s, 'a>,
     events: Vec<Event>,
     depth: usize,
@@ -131,13 +139,13 @@ impl<'a> Exec<'_, '_, 'a> {
                 origin: None,
             });
         }
-        self.on_callee(&call.func, call.range());
+        self.on_callee(&call.func, Some(&call.arguments), call.range());
     }
 
     /// `func` is called at `site`: a launch, or a same-file function or class that launches.
-    fn on_callee(&mut self, func: &'a Expr, site: TextRange) {
+    fn on_callee(&mut self, func: &'a Expr, args: Option<&ast::Arguments>, site: TextRange) {
         let sym = self.reach.sym;
-        if let Some(label) = sym.launch_label(func) {
+        if let Some(label) = sym.launch_label(func, args) {
             self.events.push(Event {
                 kind: Kind::Launch,
                 site,
@@ -154,7 +162,7 @@ impl<'a> Exec<'_, '_, 'a> {
                     return;
                 }
                 if let Some(defs) = sym.functions.get(name) {
-                    summaries.extend(defs.iter().map(|f| self.reach.summarise(f)));
+                    summaries.extend(defs.iter().map(|f| self.reach.summarise(f, None)));
                 } else if let Some(class) = sym.classes.get(name) {
                     summaries.extend(self.method(class, "__init__"));
                 }
@@ -165,13 +173,16 @@ impl<'a> Exec<'_, '_, 'a> {
                 let class = match &*a.value {
                     Expr::Call(c) => match &*c.func {
                         Expr::Name(n) if !sym.aliases.contains_key(n.id.as_str()) => {
-                            sym.classes.get(n.id.as_str())
+                            sym.classes.get(n.id.as_str()).copied()
                         }
                         _ => None,
                     },
+                    // `self.setup()` inside a method of a same-file class.
+                    Expr::Name(n) if n.id.as_str() == "self" && self.class.is_some() => self.class,
                     other => dotted(other)
                         .and_then(|d| sym.instances.get(&d))
-                        .and_then(|c| sym.classes.get(c)),
+                        .and_then(|c| sym.classes.get(c))
+                        .copied(),
                 };
                 let Some(class) = class else { return };
                 summaries.extend(self.method(class, a.attr.as_str()));
@@ -199,7 +210,9 @@ impl<'a> Exec<'_, '_, 'a> {
 
     fn method(&self, class: &'a ast::StmtClassDef, name: &str) -> Option<Summary> {
         class.body.iter().find_map(|stmt| match stmt {
-            Stmt::FunctionDef(f) if f.name.as_str() == name => Some(self.reach.summarise(f)),
+            Stmt::FunctionDef(f) if f.name.as_str() == name => {
+                Some(self.reach.summarise(f, Some(class)))
+            }
             _ => None,
         })
     }
@@ -207,7 +220,7 @@ impl<'a> Exec<'_, '_, 'a> {
     /// A decorator is called with the function it decorates, then its own expression is evaluated.
     fn on_decorator(&mut self, d: &'a ast::Decorator) {
         if !matches!(d.expression, Expr::Call(_)) {
-            self.on_callee(&d.expression, d.expression.range());
+            self.on_callee(&d.expression, None, d.expression.range());
         }
         self.visit_expr(&d.expression);
     }

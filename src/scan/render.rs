@@ -63,12 +63,8 @@ fn render_one(out: &mut String, d: &Diagnostic, lines: &[&str], color: bool) {
         color,
     );
     for r in &d.related {
-        let _ = writeln!(
-            out,
-            "{pad} {} {}",
-            paint("=", Paint::Blue, color),
-            paint(&format!("note: {}", r.message), Paint::Bold, color)
-        );
+        let _ = writeln!(out, "{pad} {bar}");
+        let _ = writeln!(out, "{} {}", paint("note:", Paint::Blue, color), r.message);
         let _ = writeln!(
             out,
             "{pad}{} {}:{}:{}",

@@ -89,13 +89,13 @@ pub fn parse_error(path: &str, source: &str, error: &ruff_python_parser::ParseEr
 
 /// S001-S003 for a parsed module.
 pub fn check(module: &ModModule, source: &str, path: &str, opts: &ScanOptions) -> Vec<Diagnostic> {
-    let loc = Locator::new(source);
     let sym = Symbols::collect(&module.body);
     let reach = Reach::new(&sym);
     let events = reach.module_events(&module.body);
     if events.is_empty() {
         return Vec::new();
     }
+    let loc = Locator::new(source);
     let default = spawnlike_default(opts.platform, opts.python_version);
     let mut spawn = SpawnCollector {
         sym: &sym,

@@ -82,15 +82,22 @@ impl<'a> Symbols<'a> {
 
     /// Classify a call as a distributed launch or init; the label names it for people.
     /// `func` is the callee: `call.func`, or a decorator (applying it calls it).
-    pub fn launch_label(&self, func: &Expr) -> Option<String> {
+    /// `args` are the call's arguments (None for a decorator).
+    pub fn launch_label(&self, func: &Expr, args: Option<&ast::Arguments>) -> Option<String> {
         if let Some(q) = self.qualname(func) {
             let (root, last) = root_last(&q);
             let hit = match (root, last) {
                 ("torch", "init_process_group") => q.starts_with("torch.distributed."),
                 ("torch", "TCPStore") => true,
                 ("torch", "spawn" | "start_processes") => q.starts_with("torch.multiprocessing."),
-                ("accelerate", "Accelerator") => true,
+                ("torch", "elastic_launch") => q.starts_with("torch.distributed."),
+                ("accelerate", "Accelerator" | "notebook_launcher") => true,
                 ("deepspeed", "initialize" | "init_distributed") => true,
+                // LightningCLI fits on construction unless `run=False`.
+                ("lightning" | "pytorch_lightning", "LightningCLI") => {
+                    let run = args.and_then(|a| a.find_keyword("run")).map(|k| &k.value);
+                    !matches!(run, Some(Expr::BooleanLiteral(b)) if !b.value)
+                }
                 _ => false,
             };
             if hit {
