@@ -1,9 +1,12 @@
 //! `doctor`: finds who holds the PyTorch rendezvous port, why, and how to fix it.
 
 mod analyse;
+mod merge;
 mod observe;
 mod output;
 mod ports;
+mod redact;
+mod report;
 mod rules;
 mod snapshot;
 
@@ -31,6 +34,12 @@ enum Command {
     Tree(ports::TreeArgs),
     /// Write a snapshot of processes, sockets and host facts for later analysis
     Snapshot(ports::SnapshotArgs),
+    /// One document for a support ticket: host, GPUs, Python packages, rendezvous environment,
+    /// port holders, jobs and findings, with secrets redacted
+    Report(report::ReportArgs),
+    /// Merge the reports of several nodes into one cluster view: master node, ranks per node,
+    /// duplicate ranks, ports held by other jobs, version mismatches
+    Merge(merge::MergeArgs),
 }
 
 fn main() {
@@ -39,6 +48,8 @@ fn main() {
         Command::Ports(args) => ports::ports(args),
         Command::Tree(args) => ports::tree(args),
         Command::Snapshot(args) => ports::snapshot(args),
+        Command::Report(args) => report::report(args),
+        Command::Merge(args) => merge::merge(args),
     };
     match result {
         Ok(code) => std::process::exit(code),
