@@ -35,7 +35,6 @@ const SECRET_WORDS: &[&str] = &[
     "PASSWD",
     "PASS",
     "PASSPHRASE",
-    "PWD_HASH",
     "KEY",
     "KEYS",
     "APIKEY",
@@ -108,7 +107,9 @@ pub fn is_secret_name(name: &str) -> bool {
     let w = words(name);
     // `XDG_SESSION_TYPE=tty` and friends are the desktop's, not a secret, but SESSION is in the
     // list on purpose: better an over-redacted harmless value than a leaked session cookie.
+    // `PWD` alone is the working directory; as part of a name (`MYSQL_PWD`) it is a password.
     w.iter().any(|x| SECRET_WORDS.contains(&x.as_str()))
+        || (w.len() > 1 && w.iter().any(|x| x == "PWD"))
         || w.windows(2).any(|p| {
             matches!(
                 (p[0].as_str(), p[1].as_str()),
@@ -242,9 +243,17 @@ fn walk(value: &mut Value, secret: bool) {
             }
         }
         Value::Object(map) => {
+            // Kubernetes-style `{name: DB_PASSWORD, value: ...}` pairs: the name says the value is secret.
+            let named_secret = ["name", "key", "Name", "Key"].iter().any(|k| {
+                map.get(*k)
+                    .and_then(Value::as_str)
+                    .is_some_and(is_secret_name)
+            });
             let entries = std::mem::take(map);
             for (k, mut v) in entries {
-                let key_secret = secret || is_secret_name(&k);
+                let key_secret = secret
+                    || is_secret_name(&k)
+                    || (named_secret && matches!(k.as_str(), "value" | "Value" | "val"));
                 walk(&mut v, key_secret);
                 let mut key = scrub_text(&k);
                 while map.contains_key(&key) {
@@ -376,7 +385,7 @@ mod tests {
             "WANDB_API_KEY",
             "apiKey",
             "DB_PASSWORD",
-            "MYSQL_PWD_HASH",
+            "MYSQL_PWD",
             "PGPASSWORD",
             "SMTP_PASSWD",
             "GOOGLE_APPLICATION_CREDENTIALS",
@@ -402,6 +411,7 @@ mod tests {
             "HOCKEY",
             "PATH",
             "PWD",
+            "OLDPWD",
             "torch",
             "master_port",
             "reserved_ports",
@@ -505,6 +515,13 @@ mod tests {
         assert_eq!(v["nested"]["credentials"]["user"], REDACTED);
         assert_eq!(v["nested"]["credentials"]["pin"], REDACTED);
         assert_eq!(v["nested"]["port"], 29500);
+        let mut k8s =
+            json!([{"name": "DB_PASSWORD", "value": "plain"}, {"name": "RANK", "value": "3"}]);
+        redact(&mut k8s);
+        assert_eq!(
+            k8s,
+            json!([{"name": "DB_PASSWORD", "value": REDACTED}, {"name": "RANK", "value": "3"}])
+        );
         assert_eq!(v["schema_version"], 1);
     }
 

@@ -102,6 +102,7 @@ const SHELL_ENV_NAMES: &[&str] = &[
     "all_proxy",
     "no_proxy",
     "DOCTOR_PYTHON",
+    "TOKENIZERS_PARALLELISM",
 ];
 
 pub fn shell_env() -> BTreeMap<String, String> {
