@@ -663,27 +663,44 @@ pub fn analyse(nodes: &mut [Node], max_spread_minutes: f64) -> Merged {
         ));
     }
 
-    // M005: versions that must match across nodes.
-    let checks: [(&str, fn(&Versions) -> &Option<String>, Severity); 5] = [
-        ("torch", |v| &v.torch, Severity::Error),
-        ("torch CUDA build", |v| &v.torch_cuda, Severity::Error),
-        ("NCCL", |v| &v.nccl, Severity::Error),
-        ("lightning", |v| &v.lightning, Severity::Warning),
+    // M005: versions that must match across nodes. The CUDA and NCCL builds are compared among
+    // the nodes that have torch; pytorch_lightning only when lightning agrees.
+    let has_torch = |n: &Node| n.versions.torch.is_some();
+    type Get = fn(&Versions) -> Option<String>;
+    let checks: [(&str, Get, Severity, bool); 5] = [
+        ("torch", |v| v.torch.clone(), Severity::Error, false),
+        (
+            "torch CUDA build",
+            |v| Some(v.torch_cuda.clone().unwrap_or_else(|| "cpu".into())),
+            Severity::Error,
+            true,
+        ),
+        ("NCCL", |v| v.nccl.clone(), Severity::Error, true),
+        (
+            "lightning",
+            |v| v.lightning.clone(),
+            Severity::Warning,
+            false,
+        ),
         (
             "pytorch_lightning",
-            |v| &v.pytorch_lightning,
+            |v| v.pytorch_lightning.clone(),
             Severity::Warning,
+            false,
         ),
     ];
-    for (what, get, sev) in checks {
+    let mut lightning_differs = false;
+    for (what, get, sev, torch_nodes_only) in checks {
+        if what == "pytorch_lightning" && lightning_differs {
+            continue;
+        }
         let mut values: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for n in nodes.iter() {
-            let v = get(&n.versions)
-                .clone()
-                .unwrap_or_else(|| "not installed".into());
+        for n in nodes.iter().filter(|n| !torch_nodes_only || has_torch(n)) {
+            let v = get(&n.versions).unwrap_or_else(|| "not installed".into());
             values.entry(v).or_default().push(n.name.clone());
         }
         if values.len() > 1 && values.keys().any(|k| k != "not installed") {
+            lightning_differs |= what == "lightning";
             let detail: Vec<String> = values
                 .iter()
                 .map(|(v, names)| format!("{v} on {}", names.join(", ")))
@@ -695,8 +712,8 @@ pub fn analyse(nodes: &mut [Node], max_spread_minutes: f64) -> Merged {
                 values.values().flatten().cloned().collect(),
                 vec![],
                 format!(
-                    "install the same {what} on every node (one image or one lock file for the job; `pip install \
-                     torch==X` from the same index); mixed versions hang or fail in the first collective"
+                    "install the same {what} on every node (one container image or one lock file for the job, \
+                     packages from the same index); mixed versions hang or fail in the first collective"
                 ),
             ));
         }

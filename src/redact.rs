@@ -349,11 +349,7 @@ fn anon_text(s: &str, re: &Regex, names: &BTreeMap<String, String>) -> String {
 
 fn anon_walk(value: &mut Value, re: &Regex, names: &BTreeMap<String, String>) {
     match value {
-        Value::String(s) => {
-            if re.is_match(s) {
-                *s = anon_text(s, re, names);
-            }
-        }
+        Value::String(s) if re.is_match(s) => *s = anon_text(s, re, names),
         Value::Array(items) => items.iter_mut().for_each(|v| anon_walk(v, re, names)),
         Value::Object(map) => {
             let entries = std::mem::take(map);

@@ -119,15 +119,46 @@ pub fn shell_env() -> BTreeMap<String, String> {
 
 /// Keep only the processes of this network namespace: sockets are per namespace, so a process
 /// of another namespace (another container, another simulated node) cannot hold or collide with
-/// a port seen here. Processes whose namespace cannot be read are kept.
+/// a port seen here. Their ancestors stay, stripped of environment and sockets, so the process
+/// tree (and whether a launcher is gone) reads the same. Processes whose namespace cannot be read
+/// are kept. Returns how many processes were left out.
 fn same_netns_only(snap: &mut Snapshot) -> usize {
+    use std::collections::{BTreeSet, HashMap};
     let Ok(mine) = std::fs::read_link("/proc/self/ns/net") else {
         return 0;
     };
+    let other: BTreeSet<i32> = snap
+        .processes
+        .iter()
+        .filter(|p| {
+            std::fs::read_link(format!("/proc/{}/ns/net", p.pid)).is_ok_and(|ns| ns != mine)
+        })
+        .map(|p| p.pid)
+        .collect();
+    if other.is_empty() {
+        return 0;
+    }
+    let parent: HashMap<i32, i32> = snap.processes.iter().map(|p| (p.pid, p.ppid)).collect();
+    let mut ancestors: BTreeSet<i32> = BTreeSet::new();
+    for p in snap.processes.iter().filter(|p| !other.contains(&p.pid)) {
+        let mut cur = p.ppid;
+        let mut hops = 0;
+        while cur > 0 && hops < 256 && other.contains(&cur) && ancestors.insert(cur) {
+            cur = parent.get(&cur).copied().unwrap_or(0);
+            hops += 1;
+        }
+    }
     let before = snap.processes.len();
-    snap.processes.retain(|p| {
-        std::fs::read_link(format!("/proc/{}/ns/net", p.pid)).map_or(true, |ns| ns == mine)
-    });
+    snap.processes
+        .retain(|p| !other.contains(&p.pid) || ancestors.contains(&p.pid));
+    for p in snap
+        .processes
+        .iter_mut()
+        .filter(|p| ancestors.contains(&p.pid))
+    {
+        p.env.clear();
+        p.socket_inodes.clear();
+    }
     before - snap.processes.len()
 }
 

@@ -111,10 +111,10 @@ pub fn parse_fib_trie(text: &str) -> Vec<IpAddr> {
         let t = line.trim();
         if let Some(addr) = t.strip_prefix("|-- ") {
             last = addr.trim().parse().ok();
-        } else if t.starts_with("/32 host LOCAL") {
-            if let Some(a) = last {
-                out.push(a);
-            }
+        } else if t.starts_with("/32 host LOCAL")
+            && let Some(a) = last
+        {
+            out.push(a);
         }
     }
     out.sort();

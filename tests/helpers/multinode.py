@@ -3,6 +3,7 @@
 usage: multinode.py rank PORT     a rank: RANK=0 listens on 0.0.0.0:PORT (the store), any other
                                   rank connects to MASTER_ADDR:PORT
        multinode.py listen PORT   a process of some other program that holds PORT
+       multinode.py idle PORT     a rank that holds no socket yet (waiting, misconfigured)
 
 Prints READY once its socket stands, then sleeps until killed (the test kills its process group).
 Extra arguments are ignored (the tests put secrets there).
@@ -17,7 +18,9 @@ import time
 def main():
     what, port = sys.argv[1], int(sys.argv[2])
     keep = []
-    if what == "listen" or (what == "rank" and os.environ.get("RANK") == "0"):
+    if what == "idle":
+        pass
+    elif what == "listen" or (what == "rank" and os.environ.get("RANK") == "0"):
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind(("0.0.0.0", port))
