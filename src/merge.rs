@@ -749,9 +749,13 @@ pub fn analyse(nodes: &mut [Node], max_spread_minutes: f64) -> Merged {
             .filter_map(|r| r.run_id.clone())
             .collect()
     });
-    for (what, ids) in [
-        ("SLURM job ids", &slurm),
-        ("run ids (TORCHELASTIC_RUN_ID)", &runs),
+    let slurm_fix = "merge the reports of one job only: take them inside the job's allocation \
+                     (`srun --jobid=$SLURM_JOB_ID --ntasks-per-node=1 doctor report -o report-%N.yaml`)";
+    let run_fix = "if these nodes are one job, start torchrun with the same --rdzv-id on every node (it becomes \
+                   TORCHELASTIC_RUN_ID); otherwise merge the reports of one job only";
+    for (what, ids, fix) in [
+        ("SLURM job ids", &slurm, slurm_fix),
+        ("run ids (TORCHELASTIC_RUN_ID)", &runs, run_fix),
     ] {
         if ids.len() > 1 {
             let detail: Vec<String> = ids
@@ -761,13 +765,18 @@ pub fn analyse(nodes: &mut [Node], max_spread_minutes: f64) -> Merged {
             out.push(finding(
                 "M006",
                 Severity::Warning,
-                format!("the reports come from different jobs: {what} {}", detail.join("; ")),
-                ids.values().flatten().cloned().collect::<BTreeSet<_>>().into_iter().collect(),
+                format!(
+                    "the reports come from different jobs: {what} {}",
+                    detail.join("; ")
+                ),
+                ids.values()
+                    .flatten()
+                    .cloned()
+                    .collect::<BTreeSet<_>>()
+                    .into_iter()
+                    .collect(),
                 vec![],
-                "merge the reports of one job only (take them inside the same allocation: \
-                 `srun --jobid=$SLURM_JOB_ID --ntasks-per-node=1 doctor report -o report-%N.yaml`); if they are one job, \
-                 its nodes were started with different run ids: pass the same --rdzv-id to torchrun on every node"
-                    .into(),
+                fix.into(),
             ));
         }
     }

@@ -120,19 +120,25 @@ pub fn shell_env() -> BTreeMap<String, String> {
 /// Keep only the processes of this network namespace: sockets are per namespace, so a process
 /// of another namespace (another container, another simulated node) cannot hold or collide with
 /// a port seen here. Their ancestors stay, stripped of environment and sockets, so the process
-/// tree (and whether a launcher is gone) reads the same. Processes whose namespace cannot be read
-/// are kept. Returns how many processes were left out.
+/// tree (and whether a launcher is gone) reads the same. Processes whose namespace may not be
+/// read are kept; processes gone since the snapshot are left out. Returns how many were left out.
 fn same_netns_only(snap: &mut Snapshot) -> usize {
     use std::collections::{BTreeSet, HashMap};
     let Ok(mine) = std::fs::read_link("/proc/self/ns/net") else {
         return 0;
     };
+    use rayon::prelude::*;
     let other: BTreeSet<i32> = snap
         .processes
-        .iter()
-        .filter(|p| {
-            std::fs::read_link(format!("/proc/{}/ns/net", p.pid)).is_ok_and(|ns| ns != mine)
-        })
+        .par_iter()
+        .filter(
+            |p| match std::fs::read_link(format!("/proc/{}/ns/net", p.pid)) {
+                Ok(ns) => ns != mine,
+                // Gone since the snapshot: its namespace is unknown; short-lived processes of other
+                // namespaces must not leak in, and a gone process holds nothing now.
+                Err(e) => e.kind() != std::io::ErrorKind::PermissionDenied,
+            },
+        )
         .map(|p| p.pid)
         .collect();
     if other.is_empty() {
@@ -234,11 +240,15 @@ fn read_included(path: &Path) -> anyhow::Result<Value> {
 /// Build the whole report, unredacted. Returns the document and the exit-1 verdict.
 fn build(args: &ReportArgs, included: Option<Value>) -> anyhow::Result<(Value, bool)> {
     // The Python probes take the longest; run them while /proc is read.
-    let (python, (mut snap, gpus)) = rayon::join(
-        || python::versions(&python::interpreters()),
-        || rayon::join(observe::snapshot, host::gpus),
+    // The namespace check follows the snapshot at once, before short-lived processes exit.
+    let ((python, gpus), (snap, other_netns)) = rayon::join(
+        || rayon::join(|| python::versions(&python::interpreters()), host::gpus),
+        || {
+            let mut snap = observe::snapshot();
+            let other = same_netns_only(&mut snap);
+            (snap, other)
+        },
     );
-    let other_netns = same_netns_only(&mut snap);
     let a = Analysis::new(&snap, &args.port);
     let rows = holders(&a, false);
     let host = host::host_facts(&snap.host);

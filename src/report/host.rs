@@ -266,6 +266,34 @@ pub struct GpuProcess {
     pub used_memory: String,
 }
 
+/// `nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader` lines.
+pub fn parse_gpu_csv(text: &str) -> Vec<Gpu> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').map(str::trim).collect();
+            Gpu {
+                name: f.first().copied().unwrap_or("").to_string(),
+                driver: f.get(1).map(|s| s.to_string()),
+                memory: f.get(2).map(|s| s.to_string()),
+            }
+        })
+        .collect()
+}
+
+/// `nvidia-smi --query-compute-apps=pid,used_memory --format=csv,noheader` lines.
+pub fn parse_apps_csv(text: &str) -> Vec<GpuProcess> {
+    text.lines()
+        .filter_map(|l| {
+            let (pid, mem) = l.split_once(',')?;
+            Some(GpuProcess {
+                pid: pid.trim().parse().ok()?,
+                used_memory: mem.trim().to_string(),
+            })
+        })
+        .collect()
+}
+
 pub fn gpus() -> Gpus {
     let smi = run_with_timeout(
         Command::new("nvidia-smi").args([
@@ -276,18 +304,7 @@ pub fn gpus() -> Gpus {
     );
     let smi_note = match smi {
         Ok(text) => {
-            let devices: Vec<Gpu> = text
-                .lines()
-                .filter(|l| !l.trim().is_empty())
-                .map(|l| {
-                    let f: Vec<&str> = l.split(',').map(str::trim).collect();
-                    Gpu {
-                        name: f.first().copied().unwrap_or("").to_string(),
-                        driver: f.get(1).map(|s| s.to_string()),
-                        memory: f.get(2).map(|s| s.to_string()),
-                    }
-                })
-                .collect();
+            let devices = parse_gpu_csv(&text);
             let processes = run_with_timeout(
                 Command::new("nvidia-smi").args([
                     "--query-compute-apps=pid,used_memory",
@@ -295,17 +312,7 @@ pub fn gpus() -> Gpus {
                 ]),
                 Duration::from_secs(15),
             )
-            .map(|t| {
-                t.lines()
-                    .filter_map(|l| {
-                        let (pid, mem) = l.split_once(',')?;
-                        Some(GpuProcess {
-                            pid: pid.trim().parse().ok()?,
-                            used_memory: mem.trim().to_string(),
-                        })
-                    })
-                    .collect()
-            })
+            .map(|t| parse_apps_csv(&t))
             .unwrap_or_default();
             return Gpus {
                 source: "nvidia-smi".into(),
@@ -371,6 +378,22 @@ pub fn gpus() -> Gpus {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nvidia_smi_csv() {
+        // The format nvidia-smi prints for these queries (driver 550+).
+        let g = parse_gpu_csv(
+            "NVIDIA H200, 570.124.06, 143771 MiB\nNVIDIA H200, 570.124.06, 143771 MiB\n",
+        );
+        assert_eq!(g.len(), 2);
+        assert_eq!(g[0].name, "NVIDIA H200");
+        assert_eq!(g[0].driver.as_deref(), Some("570.124.06"));
+        assert_eq!(g[0].memory.as_deref(), Some("143771 MiB"));
+        let p = parse_apps_csv("12345, 1024 MiB\nnot a pid, 3 MiB\n");
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].pid, 12345);
+        assert_eq!(p[0].used_memory, "1024 MiB");
+    }
 
     #[test]
     fn fib_trie_local_addresses() {
