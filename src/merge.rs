@@ -807,7 +807,11 @@ pub fn analyse(nodes: &mut [Node], max_spread_minutes: f64) -> Merged {
                 format!(
                     "the reports were taken {} apart ({oldest} at {}, {newest} at {}), more than {max_spread_minutes} minutes: \
                      they may describe different moments of the job",
-                    output::age(hi - lo),
+                    if hi - lo < 60.0 {
+                        format!("{:.1}s", hi - lo)
+                    } else {
+                        output::age(hi - lo)
+                    },
                     utc(lo),
                     utc(hi)
                 ),
