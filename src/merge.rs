@@ -1099,6 +1099,26 @@ mod tests {
     }
 
     #[test]
+    fn odd_values_never_panic() {
+        let odd = json!({
+            "schema_version": 1, "kind": "doctor-report", "taken_at": -5, "complete": true,
+            "summary": {}, "host": {"hostname": 5, "addresses": "10.0.0.1"},
+            "python": {"interpreters": [1, {"packages": []}, {"packages": {"torch": 2}}]},
+            "environment": {"shell": {"MASTER_ADDR": "", "MASTER_PORT": "99999"},
+                            "training_processes": [1, "x", {"role": "rank", "identity": {"master_port": 99999999, "rank": "a"}},
+                                                   {"role": "rank", "identity": []}]},
+            "ports": {"holders": [{"port": "x", "state": 1}, 3], "jobs": {}, "findings": [null]},
+        });
+        assert!(parse(&serde_json::to_string(&odd).unwrap()).is_ok());
+        let mut nodes = vec![node("odd.yaml", &odd), node("odd2.yaml", &odd)];
+        let m = analyse(&mut nodes, f64::MAX);
+        assert!(m.findings.iter().any(|f| f.code == "M009"));
+        let mut none: Vec<Node> = Vec::new();
+        let m = analyse(&mut none, 0.0);
+        assert!(m.findings.is_empty());
+    }
+
+    #[test]
     fn bad_documents() {
         assert!(parse("").is_err());
         assert!(parse("a: [1, 2").is_err());

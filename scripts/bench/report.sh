@@ -48,11 +48,11 @@ for i in $(seq 1 "$RUNS"); do
     echo "$i    $d    $c" >&2
 done
 
-procs=$(ls -d /proc/[0-9]* | wc -l)
+procs=$(ls /proc | grep -c "^[0-9]")
 dt=$(cut -d' ' -f1 "$tmp/doctor" | median); dm=$(cut -d' ' -f2 "$tmp/doctor" | median)
 ct=$(cut -d' ' -f1 "$tmp/collect" | median); cm=$(cut -d' ' -f2 "$tmp/collect" | median)
 echo
-echo "$(nproc) CPUs, ~${procs} processes, ${RUNS} runs each, medians (peak RSS: the largest process of the tree, from /usr/bin/time -v):"
+echo "$(nproc) CPUs, load average $(cut -d" " -f1-3 /proc/loadavg), ~${procs} processes, ${RUNS} runs each, medians (peak RSS: the largest process of the tree, from /usr/bin/time -v):"
 echo
 echo "| command | wall time (s) | peak RSS (MiB) |"
 echo "|---|---|---|"
