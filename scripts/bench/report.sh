@@ -2,13 +2,15 @@
 # Time and peak memory of `doctor report` against `python -m torch.utils.collect_env`, run side by
 # side (alternating) on this machine; prints per-run figures and the medians as a Markdown table.
 #
-# usage: scripts/bench/report.sh [RUNS]        (default 7)
+# usage: scripts/bench/report.sh [RUNS] [EXTRA_PROCS]   (default 7 runs, 0 extra processes)
+#        EXTRA_PROCS > 0 starts that many idle `sleep` processes first (a busy host), killed at exit
 # env:   DOCTOR  the doctor binary   (default: $CARGO_TARGET_DIR or target, /release/doctor)
 #        PY      the Python with torch (default: ~/.cache/ddp-doctor/venv/bin/python)
 # needs: /usr/bin/time (Debian package `time`)
 set -euo pipefail
 
 RUNS=${1:-7}
+EXTRA=${2:-0}
 DOCTOR=${DOCTOR:-${CARGO_TARGET_DIR:-target}/release/doctor}
 PY=${PY:-$HOME/.cache/ddp-doctor/venv/bin/python}
 TIME=/usr/bin/time
@@ -18,7 +20,16 @@ TIME=/usr/bin/time
 [ -x "$PY" ] || { echo "error: no python at $PY" >&2; echo "hint: PY=/path/to/python-with-torch" >&2; exit 2; }
 
 tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+sleepers=()
+cleanup() {
+    for p in "${sleepers[@]}"; do kill "$p" 2>/dev/null || true; done
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+for _ in $(seq 1 "$EXTRA"); do
+    sleep 3600 &
+    sleepers+=("$!")
+done
 
 # One measured run: prints "seconds max_rss_kib".
 measure() {

@@ -105,14 +105,13 @@ if md is not None:
         if m: out["torch_git"] = m.group(1)
     except Exception:
         pass
-    try:
-        for d in md.distributions():
-            name = (d.metadata["Name"] or "").lower()
-            if name.startswith("nvidia-nccl"):
-                out["nccl"] = d.version
-                break
-    except Exception:
-        pass
+    # The NCCL wheels torch depends on, by name (scanning every distribution is slower).
+    for n in ["nvidia-nccl-cu13", "nvidia-nccl-cu12", "nvidia-nccl-cu11", "nvidia-nccl"]:
+        try:
+            out["nccl"] = md.version(n)
+            break
+        except Exception:
+            pass
 print(json.dumps(out))
 "#;
 
