@@ -27,7 +27,6 @@ pub const WHAT_REDACTION_COVERS: &str = "values of variables and keys named like
 /// stay readable.
 const SECRET_WORDS: &[&str] = &[
     "TOKEN",
-    "TOKENS",
     "SECRET",
     "SECRETS",
     "PASSWORD",
@@ -168,11 +167,6 @@ static PATTERNS: LazyLock<Vec<Pattern>> = LazyLock::new(|| {
             r"(?i)\b(bearer|basic|token)(\s+)[A-Za-z0-9._~+/\-]{16,}=*",
             "${1}${2}[redacted]",
         ),
-        // --password X, --token=X, -p? no: only flags whose name says secret.
-        p(
-            r"(?i)(--?[a-z0-9_\-]*(?:password|passwd|passphrase|token|secret|api[_\-]?key|access[_\-]?key|private[_\-]?key|credentials?|auth|cookie)[a-z0-9_\-]*)(=|\s+)([^\s'\x22]+)",
-            "${1}${2}[redacted]",
-        ),
     ]
 });
 
@@ -181,11 +175,46 @@ static ASSIGNMENT: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"\b([A-Za-z_][A-Za-z0-9_.\-]*)=([^\s'\x22]+)").expect("valid regex")
 });
 
-/// Whether an argv element is a flag whose next element is a secret (`--password`, `--hf-token`).
-static SECRET_FLAG: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)^--?[a-z0-9_\-]*(?:password|passwd|passphrase|token|secret|api[_\-]?key|access[_\-]?key|private[_\-]?key|credentials?|auth|cookie)[a-z0-9_\-]*$")
-        .expect("valid regex")
+/// `--flag=value` or `--flag value` inside a string.
+static FLAG_PAIR: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(^|\s)(--?)([A-Za-z][A-Za-z0-9_.\-]*)(=|\s+)([^\s'\x22]+)").expect("valid regex")
 });
+
+/// A flag whose *next* argument is a secret (`--password X`, `--hf-token X`, `--wandb-key X`).
+/// Stricter than `is_secret_name`, since a boolean flag (`--private`) may be followed by an
+/// ordinary positional argument; `--max-tokens 512` and `--tokenizer gpt2` are not secrets.
+pub fn is_secret_flag(flag: &str) -> bool {
+    let name = flag.trim_start_matches('-');
+    if name.is_empty() || name.contains('=') {
+        return false;
+    }
+    let upper = name.to_ascii_uppercase();
+    [
+        "PASSWORD",
+        "PASSWD",
+        "PASSPHRASE",
+        "SECRET",
+        "APIKEY",
+        "AUTHTOKEN",
+        "ACCESSTOKEN",
+    ]
+    .iter()
+    .any(|s| upper.contains(s))
+        || words(name).iter().any(|w| {
+            matches!(
+                w.as_str(),
+                "TOKEN"
+                    | "KEY"
+                    | "CREDENTIAL"
+                    | "CREDENTIALS"
+                    | "CREDS"
+                    | "AUTH"
+                    | "COOKIE"
+                    | "BEARER"
+                    | "PASS"
+            )
+        })
+}
 
 /// Remove secrets from free text (a command line, a URL, a value of any key).
 pub fn scrub_text(text: &str) -> String {
@@ -194,6 +223,23 @@ pub fn scrub_text(text: &str) -> String {
         if pat.re.is_match(&s) {
             s = pat.re.replace_all(&s, pat.with).into_owned();
         }
+    }
+    if FLAG_PAIR.is_match(&s) {
+        s = FLAG_PAIR
+            .replace_all(&s, |c: &regex::Captures| {
+                let (name, sep, value) = (&c[3], &c[4], &c[5]);
+                let secret = if sep == "=" {
+                    is_secret_name(name) || is_secret_flag(name)
+                } else {
+                    is_secret_flag(name) && !value.starts_with('-')
+                };
+                if secret && value != REDACTED {
+                    format!("{}{}{name}{sep}{REDACTED}", &c[1], &c[2])
+                } else {
+                    c[0].to_string()
+                }
+            })
+            .into_owned();
     }
     if ASSIGNMENT.is_match(&s) {
         s = ASSIGNMENT
@@ -237,7 +283,9 @@ fn walk(value: &mut Value, secret: bool) {
         Value::Array(items) => {
             let mut next_secret = false;
             for item in items.iter_mut() {
-                let flag = item.as_str().is_some_and(|s| SECRET_FLAG.is_match(s));
+                let flag = item
+                    .as_str()
+                    .is_some_and(|s| s.starts_with('-') && is_secret_flag(s));
                 walk(item, secret || next_secret);
                 next_secret = flag;
             }
@@ -468,6 +516,48 @@ mod tests {
         assert_eq!(
             scrub_text("-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXk"),
             "[redacted]"
+        );
+    }
+
+    #[test]
+    fn flags_that_only_look_secret() {
+        for s in [
+            "python gen.py --max-tokens 512 --tokenizer gpt2 --max_new_tokens 64",
+            "train.py --private --epochs 3",
+            "train.py --keyboard us --monkey 1",
+            "MAX_TOKENS=512 python t.py",
+        ] {
+            assert_eq!(scrub_text(s), s);
+        }
+        assert_eq!(
+            scrub_text("t.py --wandb-key abcdef123 --hf_token=xyz --auth-token q1 --lr 0.1"),
+            "t.py --wandb-key [redacted] --hf_token=[redacted] --auth-token [redacted] --lr 0.1"
+        );
+        assert_eq!(
+            scrub_text("t.py --token --verbose"),
+            "t.py --token --verbose"
+        );
+        let mut v = json!([
+            "t.py",
+            "--max-tokens",
+            "512",
+            "--wandb-key",
+            "abc",
+            "--private",
+            "x.py"
+        ]);
+        redact(&mut v);
+        assert_eq!(
+            v,
+            json!([
+                "t.py",
+                "--max-tokens",
+                "512",
+                "--wandb-key",
+                REDACTED,
+                "--private",
+                "x.py"
+            ])
         );
     }
 
