@@ -227,7 +227,24 @@ fn read_included(path: &Path) -> anyhow::Result<Value> {
     let parsed: Result<Value, String> = if text.trim_start().starts_with(['{', '[']) {
         serde_json::from_str(&text).map_err(|e| e.to_string())
     } else {
-        serde_yaml::from_str(&text).map_err(|e| e.to_string())
+        // A multi-document YAML stream becomes a list of its documents.
+        use serde::Deserialize;
+        let mut docs = Vec::new();
+        let mut err = None;
+        for d in serde_yaml::Deserializer::from_str(&text) {
+            match Value::deserialize(d) {
+                Ok(v) => docs.push(v),
+                Err(e) => {
+                    err = Some(e.to_string());
+                    break;
+                }
+            }
+        }
+        match (err, docs.len()) {
+            (Some(e), _) => Err(e),
+            (None, 1) => Ok(docs.pop().unwrap_or(Value::Null)),
+            (None, _) => Ok(Value::Array(docs)),
+        }
     };
     parsed.map_err(|e| {
         user_error(
