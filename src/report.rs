@@ -39,7 +39,8 @@ pub struct ReportArgs {
     /// table (the summary, one screen), yaml (the attachment) or json
     #[arg(long, value_enum)]
     format: Option<Format>,
-    /// Static findings for this Python file or directory (repeatable)
+    /// Static findings for this Python file or directory (repeatable; not available in this
+    /// build yet: the paths are recorded)
     #[arg(long, value_name = "PATH")]
     scan: Vec<PathBuf>,
     /// Embed this YAML or JSON file (e.g. from `doctor run --record`) in the report
@@ -665,7 +666,7 @@ pub fn render_table(doc: &Value, color: bool) -> String {
         })
         .unwrap_or_default();
     o.push_str(&format!(
-        "training   {procs} processes with rendezvous identity; jobs: {}\n",
+        "training   {procs} processes in training jobs or with rendezvous variables; jobs: {}\n",
         if jobs.is_empty() {
             "none".into()
         } else {
