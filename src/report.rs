@@ -389,8 +389,24 @@ fn anonymizer(doc: &Value) -> redact::Anonymizer {
     if let Ok(u) = std::env::var("USER") {
         an.user(&u);
     }
-    if let Some(h) = doc["environment"]["shell"]["HOSTNAME"].as_str() {
-        an.host(h);
+    // Host names the rendezvous names (MASTER_ADDR of this shell and of the training processes):
+    // other nodes' names, given the same pseudonyms their own reports give them.
+    let shell = &doc["environment"]["shell"];
+    let mut names: Vec<&str> = ["HOSTNAME", "SLURMD_NODENAME", "MASTER_ADDR"]
+        .iter()
+        .filter_map(|k| shell[*k].as_str())
+        .collect();
+    for p in doc["environment"]["training_processes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        names.extend(p["identity"]["master_addr"].as_str());
+    }
+    for h in names {
+        if h.parse::<std::net::IpAddr>().is_err() && !h.is_empty() {
+            an.host(h);
+        }
     }
     an
 }

@@ -36,12 +36,13 @@ struct Nodes {
 }
 
 impl Nodes {
-    fn create() -> Result<Nodes, String> {
+    /// `which` tells apart the namespaces of tests running at once (one letter).
+    fn create(which: char) -> Result<Nodes, String> {
         let tag = std::process::id();
         let nodes = Nodes {
-            ns: [format!("ddm{tag}a"), format!("ddm{tag}b")],
+            ns: [format!("ddm{tag}{which}a"), format!("ddm{tag}{which}b")],
         };
-        let (va, vb) = (format!("ddv{tag}a"), format!("ddv{tag}b"));
+        let (va, vb) = (format!("ddv{tag}{which}a"), format!("ddv{tag}{which}b"));
         let [a, b] = &nodes.ns;
         ip(&["netns", "add", a])?;
         ip(&["netns", "add", b])?;
@@ -82,13 +83,18 @@ fn start_in(ns: &str, env: &[(&str, String)], what: &str, port: u16) -> Situatio
 
 /// `doctor report -o FILE` inside namespace `ns`, with its own UTS namespace and host name.
 fn report_in(ns: &str, hostname: &str, file: &Path, env: &[(&str, String)]) {
+    report_in_with(ns, hostname, file, env, "")
+}
+
+fn report_in_with(ns: &str, hostname: &str, file: &Path, env: &[(&str, String)], flag: &str) {
     let mut cmd = Command::new("ip");
     cmd.args(["netns", "exec", ns, "unshare", "--uts", "sh", "-c"])
-        .arg("hostname \"$1\" && exec \"$2\" report -o \"$3\"")
+        .arg("hostname \"$1\" && exec \"$2\" report -o \"$3\" $4")
         .arg("sh")
         .arg(hostname)
         .arg(env!("CARGO_BIN_EXE_doctor"))
         .arg(file)
+        .arg(flag)
         .env("NO_COLOR", "1");
     for (k, v) in env {
         cmd.env(k, v);
@@ -226,7 +232,7 @@ fn two_nodes_in_network_namespaces() {
     let nodes = if !have_ip || !have_unshare {
         Err("`ip` (iproute2) or `unshare` (util-linux) is not installed".to_string())
     } else {
-        Nodes::create()
+        Nodes::create('x')
     };
     let nodes = match nodes {
         Ok(n) => n,
@@ -342,6 +348,69 @@ fn two_nodes_in_network_namespaces() {
         eprintln!("recorded fixtures in {}", fixtures().display());
     }
     drop((rank0, rank1, dup0, other));
+}
+
+/// A healthy job: rank 0 on node-a (MASTER_ADDR given as its host name), rank 1 on node-b; the
+/// reports are anonymised, and the merge still finds the master by the host name's pseudonym.
+#[test]
+fn two_nodes_healthy_job_anonymized() {
+    let nodes = match Nodes::create('y') {
+        Ok(n) => n,
+        Err(why) => {
+            eprintln!(
+                "SKIP: cannot create network namespaces ({why}); nothing recorded for this case"
+            );
+            return;
+        }
+    };
+    let [a, b] = nodes.ns.clone();
+    let port = free_low_port();
+    let job = |rank: u32| -> Vec<(&str, String)> {
+        vec![
+            ("MASTER_ADDR", "node-a".into()),
+            ("MASTER_PORT", port.to_string()),
+            ("RANK", rank.to_string()),
+            ("LOCAL_RANK", "0".into()),
+            ("NODE_RANK", rank.to_string()),
+            ("WORLD_SIZE", "2".into()),
+            ("TORCHELASTIC_RUN_ID", "job-88".into()),
+        ]
+    };
+    let rank0 = start_in(&a, &job(0), "rank", port);
+    // No name service in the namespaces: rank 1 waits instead of connecting to "node-a".
+    let rank1 = start_in(&b, &job(1), "idle", port);
+    let dir = tempfile::tempdir().unwrap();
+    let (fa, fb) = (dir.path().join("a.yaml"), dir.path().join("b.yaml"));
+    let shell = vec![
+        ("MASTER_ADDR", "node-a".to_string()),
+        ("MASTER_PORT", port.to_string()),
+    ];
+    report_in_with(&a, "node-a", &fa, &shell, "--anonymize");
+    report_in_with(&b, "node-b", &fb, &shell, "--anonymize");
+    let text = std::fs::read_to_string(&fa).unwrap() + &std::fs::read_to_string(&fb).unwrap();
+    assert!(
+        !text.contains("node-a") && !text.contains("node-b"),
+        "host names stay hidden"
+    );
+
+    let (doc, code) = merge_json(&[&fa, &fb], &[]);
+    assert_eq!(code, 0, "a healthy job has no findings: {doc:#}");
+    assert!(doc["findings"].as_array().unwrap().is_empty(), "{doc:#}");
+    let master = doc["rendezvous"]["master_node"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(master.starts_with("host-"), "{doc:#}");
+    assert_eq!(
+        doc["rendezvous"]["master_addr"], master,
+        "MASTER_ADDR got the same pseudonym"
+    );
+    assert_eq!(
+        doc["rendezvous"]["master_port_holders"][0]["pid"],
+        rank0.pid("me")
+    );
+    assert_eq!(doc["rendezvous"]["ranks_visible"], 2);
+    drop((rank0, rank1));
 }
 
 #[test]
