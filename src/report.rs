@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use crate::analyse::{Analysis, Identity};
 use crate::observe;
 use crate::output::{self, Format, Paint, paint, user_error};
-use crate::ports::{holders, parse_port};
+use crate::ports::{build_node, holders, parse_port};
 use crate::redact;
 use crate::rules::{Finding, worth_exit_1};
 use crate::snapshot::{SCHEMA_VERSION, Snapshot, is_rendezvous_env};
@@ -364,6 +364,8 @@ fn build(args: &ReportArgs, included: Option<Value>) -> anyhow::Result<(Value, b
             "jobs": a.jobs,
             "findings": findings,
         },
+        // The process tree of each job, as `doctor tree --format json` draws it.
+        "trees": a.jobs.iter().map(|j| build_node(&a, j.root, &|_| true, 0)).collect::<Vec<_>>(),
         "unreadable": {
             "count": snap.unreadable.len(),
             "permission_denied": denied,

@@ -384,6 +384,27 @@ fn report_contains_live_holder_and_finding() {
             .any(|f| f["code"] == "D001" && f["fix"].as_str().unwrap().contains("__main__"))
     );
     assert!(doc["summary"]["errors"].as_u64().unwrap() >= 1);
+    // The job's tree: the rank with its spawn child under it, marked with D001.
+    let tree = doc["trees"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["pid"] == rank)
+        .expect("the rank's tree");
+    let kid = tree["children"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["pid"] == child)
+        .expect("the spawn child under the rank");
+    assert_eq!(kid["role"], "spawn-child");
+    assert!(
+        kid["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f == "D001")
+    );
     // Host facts are there.
     assert!(doc["host"]["cpu_count"].as_u64().unwrap() >= 1);
     assert!(doc["host"]["memory_total_bytes"].as_u64().unwrap() > 0);
