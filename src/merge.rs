@@ -596,7 +596,12 @@ pub fn analyse(nodes: &mut [Node], max_spread_minutes: f64) -> Merged {
         for r in n.ranks.iter().filter(|r| in_job(r)) {
             if let Some(g) = r.rank {
                 by_rank.entry(g).or_default().insert(n.name.clone());
-            } else if let Some(l) = r.local_rank {
+            }
+            // NODE_RANK + LOCAL_RANK: always for ranks without RANK (Lightning), and for the
+            // others when they state their node rank.
+            if let Some(l) = r.local_rank
+                && (r.rank.is_none() || r.node_rank.is_some())
+            {
                 by_local
                     .entry((r.node_rank.unwrap_or(0), l))
                     .or_default()
@@ -1075,6 +1080,21 @@ mod tests {
         assert!(c.contains(&"M005"), "{c:?}");
         assert!(c.contains(&"M002"), "{c:?}");
         assert!(!c.contains(&"M007"), "{c:?}");
+    }
+
+    #[test]
+    fn same_node_and_local_rank_on_two_nodes() {
+        let r = |pid: i64, rank: i64| {
+            json!({"pid": pid, "role": "rank", "identity": {"master_addr": "10.0.0.1", "master_port": 29500,
+                   "rank": rank, "local_rank": 0, "node_rank": 0, "world_size": 2}, "command": "t.py"})
+        };
+        let a = report("a", "10.0.0.1", json!([r(10, 0)]), "2.15.0", 100.0);
+        let b = report("b", "10.0.0.2", json!([r(20, 1)]), "2.15.0", 100.0);
+        let mut nodes = vec![node("a.yaml", &a), node("b.yaml", &b)];
+        let m = analyse(&mut nodes, 10.0);
+        let m004: Vec<_> = m.findings.iter().filter(|f| f.code == "M004").collect();
+        assert_eq!(m004.len(), 1, "{:?}", m.findings);
+        assert!(m004[0].message.contains("NODE_RANK 0 LOCAL_RANK 0"));
     }
 
     #[test]
