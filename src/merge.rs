@@ -382,47 +382,84 @@ pub fn analyse(nodes: &mut [Node], max_spread_minutes: f64) -> Merged {
         }
     }
 
-    // The rendezvous of the job: the (MASTER_ADDR, MASTER_PORT) most ranks use.
-    let mut pairs: BTreeMap<(String, u16), Vec<String>> = BTreeMap::new();
+    // The rendezvous of the job: the (MASTER_ADDR, MASTER_PORT) found on the most nodes (ranks'
+    // identities and the shell's variables), then the one the shells name (a report taken inside
+    // the job's allocation carries the job's variables), then the smallest.
+    let mut pairs: BTreeMap<(String, u16), (BTreeSet<String>, usize)> = BTreeMap::new();
+    let mut node_pairs: Vec<BTreeSet<(String, u16)>> = Vec::new();
     for n in nodes.iter() {
-        let mut mine: BTreeSet<(String, u16)> = n
+        let mine: BTreeSet<(String, u16)> = n
             .ranks
             .iter()
             .filter_map(|r| Some((r.master_addr.clone()?, r.master_port?)))
             .collect();
-        if mine.is_empty()
-            && let (Some(a), Some(p)) = (
-                n.shell.get("MASTER_ADDR"),
-                n.shell
-                    .get("MASTER_PORT")
-                    .and_then(|p| p.parse::<u16>().ok()),
-            )
-        {
-            mine.insert((a.clone(), p));
+        let shell = match (
+            n.shell.get("MASTER_ADDR"),
+            n.shell
+                .get("MASTER_PORT")
+                .and_then(|p| p.trim().parse::<u16>().ok()),
+        ) {
+            (Some(a), Some(p)) if !a.is_empty() => Some((a.clone(), p)),
+            _ => None,
+        };
+        for pair in mine.iter().chain(shell.iter()) {
+            pairs
+                .entry(pair.clone())
+                .or_default()
+                .0
+                .insert(n.name.clone());
         }
-        for pair in mine {
-            pairs.entry(pair).or_default().push(n.name.clone());
+        if let Some(pair) = shell {
+            pairs.entry(pair).or_default().1 += 1;
         }
+        node_pairs.push(mine);
     }
     let master = pairs
         .iter()
-        .max_by_key(|(pair, names)| (names.len(), std::cmp::Reverse((*pair).clone())))
+        .max_by_key(|(pair, (names, votes))| {
+            (names.len(), *votes, std::cmp::Reverse((*pair).clone()))
+        })
         .map(|(pair, _)| pair.clone());
-    if pairs.len() > 1 {
-        let detail: Vec<String> = pairs
+    // M008: nodes whose ranks all use another rendezvous than the job's. Several jobs on one
+    // node are that node's business (D002), not a disagreement between nodes.
+    if let Some((ma, mp)) = &master {
+        let disagree: Vec<(String, String)> = nodes
             .iter()
-            .map(|((a, p), names)| format!("{a}:{p} on {}", names.join(", ")))
+            .zip(&node_pairs)
+            .filter(|(_, ps)| !ps.is_empty() && !ps.contains(&(ma.clone(), *mp)))
+            .map(|(n, ps)| {
+                let list: Vec<String> = ps.iter().map(|(a, p)| format!("{a}:{p}")).collect();
+                (n.name.clone(), list.join(", "))
+            })
             .collect();
-        out.push(finding(
-            "M008",
-            Severity::Error,
-            format!("the nodes do not agree on the rendezvous: {}", detail.join("; ")),
-            pairs.values().flatten().cloned().collect::<BTreeSet<_>>().into_iter().collect(),
-            pairs.keys().map(|(_, p)| *p).collect::<BTreeSet<_>>().into_iter().collect(),
-            "give every node the same MASTER_ADDR and MASTER_PORT (torchrun: the same --rdzv-endpoint / \
-             --master-addr --master-port; SLURM: derive them once from the first host of $SLURM_JOB_NODELIST)"
-                .into(),
-        ));
+        if !disagree.is_empty() {
+            let agree: Vec<String> = pairs
+                .get(&(ma.clone(), *mp))
+                .map(|(names, _)| names.iter().cloned().collect())
+                .unwrap_or_default();
+            let detail: Vec<String> = disagree
+                .iter()
+                .map(|(n, list)| format!("{n} uses {list}"))
+                .collect();
+            let mut names: Vec<String> = agree.clone();
+            names.extend(disagree.iter().map(|(n, _)| n.clone()));
+            names.sort();
+            names.dedup();
+            out.push(finding(
+                "M008",
+                Severity::Error,
+                format!(
+                    "the nodes do not agree on the rendezvous: the job's is {ma}:{mp} (on {}), but {}",
+                    agree.join(", "),
+                    detail.join("; ")
+                ),
+                names,
+                vec![*mp],
+                "give every node the same MASTER_ADDR and MASTER_PORT (torchrun: the same --rdzv-endpoint / \
+                 --master-addr --master-port; SLURM: derive them once from the first host of $SLURM_JOB_NODELIST)"
+                    .into(),
+            ));
+        }
     }
     let (master_addr, master_port) = match &master {
         Some((a, p)) => (Some(a.clone()), Some(*p)),
