@@ -2,9 +2,12 @@
 
 mod analyse;
 mod diagnose;
+mod merge;
 mod observe;
 mod output;
 mod ports;
+mod redact;
+mod report;
 mod rules;
 mod run;
 mod scan;
@@ -39,6 +42,12 @@ enum Command {
     Run(run::RunArgs),
     /// Static check of Python code: distributed launches that run at import time (S001-S003)
     Scan(scan::ScanArgs),
+    /// One document for a support ticket: host, GPUs, Python packages, rendezvous environment,
+    /// port holders, jobs and findings, with secrets redacted
+    Report(report::ReportArgs),
+    /// Merge the reports of several nodes into one cluster view: master node, ranks per node,
+    /// duplicate ranks, ports held by other jobs, version mismatches
+    Merge(merge::MergeArgs),
 }
 
 fn main() {
@@ -49,6 +58,8 @@ fn main() {
         Command::Snapshot(args) => ports::snapshot(args),
         Command::Run(args) => run::main(args),
         Command::Scan(args) => scan::main(args),
+        Command::Report(args) => report::report(args),
+        Command::Merge(args) => merge::merge(args),
     };
     match result {
         Ok(code) => std::process::exit(code),

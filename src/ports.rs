@@ -386,7 +386,7 @@ fn permission_note(snap: &Snapshot) {
 // ----- tree -----
 
 #[derive(Serialize)]
-struct TreeNode {
+pub(crate) struct TreeNode {
     pid: i32,
     role: &'static str,
     state: String,
@@ -428,7 +428,12 @@ fn rendezvous_sockets(a: &Analysis, pid: i32) -> Vec<String> {
         .collect()
 }
 
-fn build_node(a: &Analysis, pid: i32, keep: &dyn Fn(i32) -> bool, depth: usize) -> TreeNode {
+pub(crate) fn build_node(
+    a: &Analysis,
+    pid: i32,
+    keep: &dyn Fn(i32) -> bool,
+    depth: usize,
+) -> TreeNode {
     let p = a.process(pid);
     let mut children: Vec<i32> = a
         .children(pid)

@@ -837,7 +837,12 @@ fn diagnose(
     // rather than what happened: they are not part of explaining this run.
     for f in a.findings {
         let about_the_run = !matches!(f.code, "D003" | "D004" | "D007");
-        if about_the_run && !d.findings.iter().any(|g| g.code == f.code && g.pids == f.pids) {
+        if about_the_run
+            && !d
+                .findings
+                .iter()
+                .any(|g| g.code == f.code && g.pids == f.pids)
+        {
             d.findings.push(f);
         }
     }

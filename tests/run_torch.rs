@@ -13,9 +13,17 @@ fn torch_python() -> Option<PathBuf> {
         eprintln!("skipped: DOCTOR_SKIP_TORCH is set");
         return None;
     }
-    let out = doctor().args(["repro", "--setup", "--no-setup"]).output().expect("doctor runs");
-    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "no Python with torch and lightning; run scripts/test.sh first:\n{text}");
+    let out = doctor()
+        .args(["repro", "--setup", "--no-setup"])
+        .output()
+        .expect("doctor runs");
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "no Python with torch and lightning; run scripts/test.sh first:\n{text}"
+    );
     let python = text
         .lines()
         .find_map(|l| l.trim().strip_prefix("python: "))
@@ -25,11 +33,18 @@ fn torch_python() -> Option<PathBuf> {
 }
 
 fn repro(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("repro").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("repro")
+        .join(name)
 }
 
 fn line_of(path: &PathBuf, needle: &str) -> usize {
-    std::fs::read_to_string(path).unwrap().lines().position(|l| l.starts_with(needle)).expect("line") + 1
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .position(|l| l.starts_with(needle))
+        .expect("line")
+        + 1
 }
 
 fn run_fabric(python: &PathBuf, script: &str, ctx: &str) -> (i32, serde_json::Value, String) {
@@ -37,22 +52,38 @@ fn run_fabric(python: &PathBuf, script: &str, ctx: &str) -> (i32, serde_json::Va
     let record = dir.path().join("run.json");
     let port = free_low_port();
     let out = doctor()
-        .args(["run", "--timeout", "240", "--record", record.to_str().unwrap(), "--"])
+        .args([
+            "run",
+            "--timeout",
+            "240",
+            "--record",
+            record.to_str().unwrap(),
+            "--",
+        ])
         .arg(python)
         .arg(repro(script))
         .args(["--ctx", ctx])
         .env("MASTER_PORT", port.to_string())
         .output()
         .unwrap();
-    let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&record).unwrap()).unwrap();
-    (out.status.code().unwrap_or(-1), doc, String::from_utf8_lossy(&out.stderr).into_owned())
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&record).unwrap()).unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        doc,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
 fn module_level_launch_under_spawn_is_explained() {
     let Some(python) = torch_python() else { return };
     let (code, doc, err) = run_fabric(&python, "fabric_buggy.py", "spawn");
-    assert_eq!(code, doc["exit_status"].as_i64().unwrap() as i32, "doctor exits with the command's status");
+    assert_eq!(
+        code,
+        doc["exit_status"].as_i64().unwrap() as i32,
+        "doctor exits with the command's status"
+    );
     assert_ne!(code, 0, "{err}");
     let d = &doc["diagnosis"];
     let port = d["port"].as_u64().expect("the port is named") as u16;
@@ -69,14 +100,41 @@ fn module_level_launch_under_spawn_is_explained() {
     assert_eq!(failed_bind["port"], port);
     let script = repro("fabric_buggy.py");
     let line = line_of(&script, "fabric.launch()");
-    assert_eq!(d["script_line"], format!("{}:{line}", script.display()), "{d:#}");
-    let d001 = d["findings"].as_array().unwrap().iter().find(|f| f["code"] == "D001").expect("D001");
+    assert_eq!(
+        d["script_line"],
+        format!("{}:{line}", script.display()),
+        "{d:#}"
+    );
+    let d001 = d["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["code"] == "D001")
+        .expect("D001");
     assert_eq!(d001["pids"][0], holder);
     assert_eq!(d001["pids"][1], failing);
-    assert!(d001["fix"].as_str().unwrap().contains("if __name__ == \"__main__\":"));
-    assert!(d["static_findings"].as_array().unwrap().iter().any(|f| f["code"] == "S001" && f["line"] == line));
-    assert!(doc["leftovers"].as_array().unwrap().is_empty(), "{:#}", doc["leftovers"]);
-    assert!(err.contains("errno 98 EADDRINUSE") && err.contains("error[D001]"), "{err}");
+    assert!(
+        d001["fix"]
+            .as_str()
+            .unwrap()
+            .contains("if __name__ == \"__main__\":")
+    );
+    assert!(
+        d["static_findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["code"] == "S001" && f["line"] == line)
+    );
+    assert!(
+        doc["leftovers"].as_array().unwrap().is_empty(),
+        "{:#}",
+        doc["leftovers"]
+    );
+    assert!(
+        err.contains("errno 98 EADDRINUSE") && err.contains("error[D001]"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -85,7 +143,17 @@ fn guarded_launch_under_spawn_is_a_clean_run() {
     let (code, doc, err) = run_fabric(&python, "fabric_fixed.py", "spawn");
     assert_eq!(code, 0, "{err}");
     assert_eq!(doc["exit_status"], 0);
-    assert!(doc["diagnosis"]["findings"].as_array().unwrap().is_empty(), "{:#}", doc["diagnosis"]);
-    assert!(doc["syscalls"].as_array().unwrap().iter().all(|e| e["errno"] != 98));
+    assert!(
+        doc["diagnosis"]["findings"].as_array().unwrap().is_empty(),
+        "{:#}",
+        doc["diagnosis"]
+    );
+    assert!(
+        doc["syscalls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["errno"] != 98)
+    );
     assert!(doc["leftovers"].as_array().unwrap().is_empty());
 }

@@ -323,37 +323,7 @@ pub fn main(args: ScanArgs) -> anyhow::Result<i32> {
         select: args.select.clone(),
         ignore: args.ignore.clone(),
     };
-    let (inputs, mut walk_skips) = collect_inputs(&args.paths)?;
-
-    let pool = rayon::ThreadPoolBuilder::new()
-        .stack_size(BIG_STACK)
-        .start_handler(|_| ON_BIG_STACK.with(|b| b.set(true)))
-        .build()
-        .context("cannot start the scanning threads")?;
-    let stdin_bytes = if inputs.iter().any(|i| matches!(i, Input::Stdin)) {
-        let mut buf = Vec::new();
-        std::io::stdin()
-            .read_to_end(&mut buf)
-            .context("cannot read stdin")?;
-        Some(buf)
-    } else {
-        None
-    };
-    let mut reports: Vec<FileReport> = pool.install(|| {
-        inputs
-            .par_iter()
-            .map(|input| match input {
-                Input::Stdin => scan_bytes(
-                    "<stdin>".to_string(),
-                    stdin_bytes.as_deref().unwrap_or_default(),
-                    &opts,
-                ),
-                Input::File(p) => scan_path(p, &opts),
-            })
-            .collect()
-    });
-    reports.append(&mut walk_skips);
-    reports.sort_by(|a, b| a.path.cmp(&b.path));
+    let reports = scan_paths(&args.paths, &opts)?;
 
     let diags: Vec<&Diagnostic> = reports.iter().flat_map(|r| r.diagnostics.iter()).collect();
     let color = output::stdout_color();
@@ -408,6 +378,52 @@ pub fn main(args: ScanArgs) -> anyhow::Result<i32> {
     }
     let found = diags.iter().any(|d| d.severity >= Severity::Warning);
     Ok(if found && !args.exit_zero { 1 } else { 0 })
+}
+
+/// Scan files, directories (walked) and `-` (stdin) in parallel; reports sorted by path.
+pub fn scan_paths(paths: &[String], opts: &ScanOptions) -> anyhow::Result<Vec<FileReport>> {
+    let (inputs, mut walk_skips) = collect_inputs(paths)?;
+
+    let pool = rayon::ThreadPoolBuilder::new()
+        .stack_size(BIG_STACK)
+        .start_handler(|_| ON_BIG_STACK.with(|b| b.set(true)))
+        .build()
+        .context("cannot start the scanning threads")?;
+    let stdin_bytes = if inputs.iter().any(|i| matches!(i, Input::Stdin)) {
+        let mut buf = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut buf)
+            .context("cannot read stdin")?;
+        Some(buf)
+    } else {
+        None
+    };
+    let mut reports: Vec<FileReport> = pool.install(|| {
+        inputs
+            .par_iter()
+            .map(|input| match input {
+                Input::Stdin => scan_bytes(
+                    "<stdin>".to_string(),
+                    stdin_bytes.as_deref().unwrap_or_default(),
+                    opts,
+                ),
+                Input::File(p) => scan_path(p, opts),
+            })
+            .collect()
+    });
+    reports.append(&mut walk_skips);
+    reports.sort_by(|a, b| a.path.cmp(&b.path));
+
+    Ok(reports)
+}
+
+/// The options `doctor scan` uses without flags: this machine's python3 and platform.
+pub fn default_options() -> ScanOptions {
+    ScanOptions {
+        python_version: local_python_version(),
+        platform: Platform::current(),
+        ..ScanOptions::default()
+    }
 }
 
 /// Expand the arguments into files; directories are walked (gitignore, hidden and venv dirs skipped).

@@ -1,0 +1,630 @@
+//! Redaction and anonymisation of a whole document (a `serde_json::Value`), so that every output
+//! format is rendered from the same cleaned value.
+//!
+//! Three kinds of secret are removed, each replaced by `[redacted]`:
+//! - values under keys (environment variable names, YAML/JSON keys) whose name suggests a secret:
+//!   TOKEN, SECRET, PASSWORD, PASSWD, KEY, CREDENTIAL, AUTH, COOKIE, PRIVATE, SESSION, ...;
+//! - credentials inside URLs: `scheme://user:pass@host` becomes `scheme://[redacted]@host`;
+//! - well-known token shapes anywhere, command lines included (`hf_`, `ghp_`, `github_pat_`,
+//!   `AKIA`, `sk-`, `xoxb-`, JWTs, PEM private keys, ...), `--password X` / `--token=X` argument
+//!   pairs and `NAME=value` assignments whose NAME suggests a secret.
+
+use std::collections::BTreeMap;
+use std::sync::LazyLock;
+
+use regex::Regex;
+use serde_json::Value;
+
+pub const REDACTED: &str = "[redacted]";
+
+/// What `--no-redact` turns off, for its warning.
+pub const WHAT_REDACTION_COVERS: &str = "values of variables and keys named like secrets (TOKEN, SECRET, PASSWORD, KEY, \
+     CREDENTIAL, AUTH, COOKIE, PRIVATE, SESSION), credentials in URLs, and token shapes (hf_, ghp_, github_pat_, AKIA, sk-, \
+     xox?-, JWT, PEM private keys, --password/--token arguments) in command lines, environment and the included run file";
+
+/// Words that make a variable or key name secret when they are a whole part of the name
+/// (`HF_TOKEN`, `aws_secret_access_key`, `apiKey`), so `MONKEY_PATCH` or `TOKENIZERS_PARALLELISM`
+/// stay readable.
+const SECRET_WORDS: &[&str] = &[
+    "TOKEN",
+    "SECRET",
+    "SECRETS",
+    "PASSWORD",
+    "PASSWORDS",
+    "PASSWD",
+    "PASS",
+    "PASSPHRASE",
+    "KEY",
+    "KEYS",
+    "APIKEY",
+    "ACCESSKEY",
+    "SECRETKEY",
+    "PRIVATEKEY",
+    "CREDENTIAL",
+    "CREDENTIALS",
+    "CREDS",
+    "AUTH",
+    "OAUTH",
+    "AUTHTOKEN",
+    "AUTHORIZATION",
+    "COOKIE",
+    "COOKIES",
+    "PRIVATE",
+    "SESSION",
+    "SESSIONID",
+    "SIGNATURE",
+    "BEARER",
+];
+
+/// Substrings that make a name secret wherever they appear (`HFTOKEN`, `DBPASSWORD`).
+const SECRET_SUBSTRINGS: &[&str] = &[
+    "PASSWORD",
+    "PASSWD",
+    "SECRET",
+    "CREDENTIAL",
+    "APIKEY",
+    "API_KEY",
+    "ACCESSTOKEN",
+    "AUTHTOKEN",
+    "PRIVATEKEY",
+];
+
+/// Split a name into upper-case words at `_`, `-`, `.`, spaces and camelCase boundaries.
+fn words(name: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut prev_lower = false;
+    for c in name.chars() {
+        if !c.is_ascii_alphanumeric() {
+            if !cur.is_empty() {
+                out.push(std::mem::take(&mut cur));
+            }
+            prev_lower = false;
+            continue;
+        }
+        if c.is_ascii_uppercase() && prev_lower && !cur.is_empty() {
+            out.push(std::mem::take(&mut cur));
+        }
+        prev_lower = c.is_ascii_lowercase() || c.is_ascii_digit();
+        cur.push(c.to_ascii_uppercase());
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+/// Whether a variable or key name suggests its value is a secret.
+pub fn is_secret_name(name: &str) -> bool {
+    if name.is_empty() || name.len() > 128 {
+        return false;
+    }
+    let upper = name.to_ascii_uppercase();
+    if SECRET_SUBSTRINGS.iter().any(|s| upper.contains(s)) {
+        return true;
+    }
+    let w = words(name);
+    // `XDG_SESSION_TYPE=tty` and friends are the desktop's, not a secret, but SESSION is in the
+    // list on purpose: better an over-redacted harmless value than a leaked session cookie.
+    // `PWD` alone is the working directory; as part of a name (`MYSQL_PWD`) it is a password.
+    w.iter().any(|x| SECRET_WORDS.contains(&x.as_str()))
+        || (w.len() > 1 && w.iter().any(|x| x == "PWD"))
+        || w.windows(2).any(|p| {
+            matches!(
+                (p[0].as_str(), p[1].as_str()),
+                ("API", "KEY") | ("ACCESS", "KEY") | ("PRIVATE", "KEY")
+            )
+        })
+}
+
+struct Pattern {
+    re: Regex,
+    /// Replacement text; `$1` etc. keep the parts around the secret.
+    with: &'static str,
+}
+
+fn p(re: &str, with: &'static str) -> Pattern {
+    Pattern {
+        re: Regex::new(re).expect("valid redaction regex"),
+        with,
+    }
+}
+
+static PATTERNS: LazyLock<Vec<Pattern>> = LazyLock::new(|| {
+    vec![
+        // PEM private keys, whole block (or to the end when the block is cut).
+        p(
+            r"(?s)-----BEGIN[A-Z0-9 ]*PRIVATE KEY( BLOCK)?-----.*?(?:-----END[A-Z0-9 ]*PRIVATE KEY( BLOCK)?-----|\z)",
+            REDACTED,
+        ),
+        // Credentials in URLs: scheme://user:pass@host -> scheme://[redacted]@host.
+        p(
+            r"(?i)\b([a-z][a-z0-9+.\-]*://)[^/\s:@'\x22]+:[^/\s@'\x22]*@",
+            "${1}[redacted]@",
+        ),
+        // JWTs (header.payload.signature, both first parts base64url JSON).
+        p(
+            r"\beyJ[A-Za-z0-9_\-]{4,}\.eyJ[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]*",
+            REDACTED,
+        ),
+        // Hugging Face, GitHub, GitLab, npm, PyPI, Slack, OpenAI/Anthropic, Stripe, AWS, Google.
+        p(r"\bhf_[A-Za-z0-9]{20,}", REDACTED),
+        p(r"\bgh[pousr]_[A-Za-z0-9]{30,}", REDACTED),
+        p(r"\bgithub_pat_[A-Za-z0-9_]{30,}", REDACTED),
+        p(r"\bglpat-[A-Za-z0-9_\-]{20,}", REDACTED),
+        p(r"\bnpm_[A-Za-z0-9]{30,}", REDACTED),
+        p(r"\bpypi-[A-Za-z0-9_\-]{40,}", REDACTED),
+        p(r"\bxox[abposr]-[A-Za-z0-9\-]{10,}", REDACTED),
+        p(
+            r"\bsk-(?:proj-|ant-|svcacct-|admin-)?[A-Za-z0-9_\-]{20,}",
+            REDACTED,
+        ),
+        p(r"\b[sr]k_(?:live|test)_[A-Za-z0-9]{16,}", REDACTED),
+        p(r"\b(?:AKIA|ASIA|AGPA|AIDA|AROA)[0-9A-Z]{16}\b", REDACTED),
+        p(r"\bAIza[0-9A-Za-z_\-]{35}", REDACTED),
+        // Authorization headers.
+        p(
+            r"(?i)\b(bearer|basic|token)(\s+)[A-Za-z0-9._~+/\-]{16,}=*",
+            "${1}${2}[redacted]",
+        ),
+    ]
+});
+
+/// `NAME=value` inside a string (e.g. `env HF_TOKEN=... python train.py`).
+static ASSIGNMENT: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"\b([A-Za-z_][A-Za-z0-9_.\-]*)=([^\s'\x22]+)").expect("valid regex")
+});
+
+/// `--flag=value` or `--flag value` inside a string.
+static FLAG_PAIR: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(^|\s)(--?)([A-Za-z][A-Za-z0-9_.\-]*)(=|\s+)([^\s'\x22]+)").expect("valid regex")
+});
+
+/// A flag whose *next* argument is a secret (`--password X`, `--hf-token X`, `--wandb-key X`).
+/// Stricter than `is_secret_name`, since a boolean flag (`--private`) may be followed by an
+/// ordinary positional argument; `--max-tokens 512` and `--tokenizer gpt2` are not secrets.
+pub fn is_secret_flag(flag: &str) -> bool {
+    let name = flag.trim_start_matches('-');
+    if name.is_empty() || name.contains('=') {
+        return false;
+    }
+    let upper = name.to_ascii_uppercase();
+    [
+        "PASSWORD",
+        "PASSWD",
+        "PASSPHRASE",
+        "SECRET",
+        "APIKEY",
+        "AUTHTOKEN",
+        "ACCESSTOKEN",
+    ]
+    .iter()
+    .any(|s| upper.contains(s))
+        || words(name).iter().any(|w| {
+            matches!(
+                w.as_str(),
+                "TOKEN"
+                    | "KEY"
+                    | "CREDENTIAL"
+                    | "CREDENTIALS"
+                    | "CREDS"
+                    | "AUTH"
+                    | "COOKIE"
+                    | "BEARER"
+                    | "PASS"
+            )
+        })
+}
+
+/// Remove secrets from free text (a command line, a URL, a value of any key).
+pub fn scrub_text(text: &str) -> String {
+    let mut s = text.to_string();
+    for pat in PATTERNS.iter() {
+        if pat.re.is_match(&s) {
+            s = pat.re.replace_all(&s, pat.with).into_owned();
+        }
+    }
+    if FLAG_PAIR.is_match(&s) {
+        s = FLAG_PAIR
+            .replace_all(&s, |c: &regex::Captures| {
+                let (name, sep, value) = (&c[3], &c[4], &c[5]);
+                let secret = if sep == "=" {
+                    is_secret_name(name) || is_secret_flag(name)
+                } else {
+                    is_secret_flag(name) && !value.starts_with('-')
+                };
+                if secret && value != REDACTED {
+                    format!("{}{}{name}{sep}{REDACTED}", &c[1], &c[2])
+                } else {
+                    c[0].to_string()
+                }
+            })
+            .into_owned();
+    }
+    if ASSIGNMENT.is_match(&s) {
+        s = ASSIGNMENT
+            .replace_all(&s, |c: &regex::Captures| {
+                if is_secret_name(&c[1]) && &c[2] != REDACTED {
+                    format!("{}={REDACTED}", &c[1])
+                } else {
+                    c[0].to_string()
+                }
+            })
+            .into_owned();
+    }
+    s
+}
+
+/// Redact a whole document in place.
+pub fn redact(value: &mut Value) {
+    walk(value, false);
+}
+
+fn walk(value: &mut Value, secret: bool) {
+    match value {
+        Value::String(s) => {
+            if secret {
+                if !s.is_empty() {
+                    *s = REDACTED.into();
+                }
+            } else {
+                let clean = scrub_text(s);
+                if clean != *s {
+                    *s = clean;
+                }
+            }
+        }
+        Value::Number(_) | Value::Bool(_) => {
+            if secret {
+                *value = Value::String(REDACTED.into());
+            }
+        }
+        Value::Null => {}
+        Value::Array(items) => {
+            let mut next_secret = false;
+            for item in items.iter_mut() {
+                let flag = item
+                    .as_str()
+                    .is_some_and(|s| s.starts_with('-') && is_secret_flag(s));
+                walk(item, secret || next_secret);
+                next_secret = flag;
+            }
+        }
+        Value::Object(map) => {
+            // Kubernetes-style `{name: DB_PASSWORD, value: ...}` pairs: the name says the value is secret.
+            let named_secret = ["name", "key", "Name", "Key"].iter().any(|k| {
+                map.get(*k)
+                    .and_then(Value::as_str)
+                    .is_some_and(is_secret_name)
+            });
+            let entries = std::mem::take(map);
+            for (k, mut v) in entries {
+                let key_secret = secret
+                    || is_secret_name(&k)
+                    || (named_secret && matches!(k.as_str(), "value" | "Value" | "val"));
+                walk(&mut v, key_secret);
+                let mut key = scrub_text(&k);
+                while map.contains_key(&key) {
+                    key.push('\'');
+                }
+                map.insert(key, v);
+            }
+        }
+    }
+}
+
+/// Replace host names and user names by stable pseudonyms (`host-3fa2c1`, `user-9b01de`): the
+/// same name gets the same pseudonym on every node, so `doctor merge` still matches
+/// `MASTER_ADDR=node-a` against the report of node-a.
+pub struct Anonymizer {
+    names: BTreeMap<String, String>,
+}
+
+impl Anonymizer {
+    pub fn new() -> Anonymizer {
+        Anonymizer {
+            names: BTreeMap::new(),
+        }
+    }
+
+    fn pseudonym(kind: &str, name: &str) -> String {
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::digest(format!("ddp-doctor-anonymize:{name}").as_bytes());
+        let hex: String = digest[..3].iter().map(|b| format!("{b:02x}")).collect();
+        format!("{kind}-{hex}")
+    }
+
+    /// A host name; its first label (`node-a` of `node-a.cluster.local`) is mapped too.
+    pub fn host(&mut self, hostname: &str) {
+        let hostname = hostname.trim();
+        if hostname.len() < 2 || hostname == "localhost" {
+            return;
+        }
+        let short = hostname.split('.').next().unwrap_or(hostname);
+        let alias = Self::pseudonym("host", short);
+        self.names.insert(hostname.to_string(), alias.clone());
+        self.names.insert(short.to_string(), alias);
+    }
+
+    /// A user name; system accounts (`root`, `nobody`, ...) are kept, they say nothing about anyone.
+    pub fn user(&mut self, user: &str) {
+        let user = user.trim();
+        if user.len() < 2
+            || matches!(
+                user,
+                "root" | "nobody" | "daemon" | "bin" | "sys" | "www-data" | "systemd-network"
+            )
+        {
+            return;
+        }
+        self.names
+            .insert(user.to_string(), Self::pseudonym("user", user));
+    }
+
+    pub fn apply(&self, value: &mut Value) {
+        if self.names.is_empty() {
+            return;
+        }
+        // Longest first, so `node-a.cluster` is replaced before `node-a`.
+        let mut names: Vec<(&String, &String)> = self.names.iter().collect();
+        names.sort_by_key(|(k, _)| std::cmp::Reverse(k.len()));
+        let alternation = names
+            .iter()
+            .map(|(k, _)| regex::escape(k))
+            .collect::<Vec<_>>()
+            .join("|");
+        let Ok(re) = Regex::new(&format!(
+            r"(^|[^A-Za-z0-9_\-])({alternation})($|[^A-Za-z0-9_\-])"
+        )) else {
+            return;
+        };
+        anon_walk(value, &re, &self.names);
+    }
+}
+
+fn anon_text(s: &str, re: &Regex, names: &BTreeMap<String, String>) -> String {
+    // Two passes: adjacent matches share a delimiter, which the regex consumes once.
+    let mut out = s.to_string();
+    for _ in 0..2 {
+        out = re
+            .replace_all(&out, |c: &regex::Captures| {
+                format!("{}{}{}", &c[1], names[&c[2]], &c[3])
+            })
+            .into_owned();
+    }
+    out
+}
+
+fn anon_walk(value: &mut Value, re: &Regex, names: &BTreeMap<String, String>) {
+    match value {
+        Value::String(s) if re.is_match(s) => *s = anon_text(s, re, names),
+        Value::Array(items) => items.iter_mut().for_each(|v| anon_walk(v, re, names)),
+        Value::Object(map) => {
+            let entries = std::mem::take(map);
+            for (k, mut v) in entries {
+                anon_walk(&mut v, re, names);
+                let mut key = anon_text(&k, re, names);
+                while map.contains_key(&key) {
+                    key.push('\'');
+                }
+                map.insert(key, v);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn secret_names() {
+        for n in [
+            "HF_TOKEN",
+            "GITHUB_TOKEN",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_ACCESS_KEY_ID",
+            "WANDB_API_KEY",
+            "apiKey",
+            "DB_PASSWORD",
+            "MYSQL_PWD",
+            "PGPASSWORD",
+            "SMTP_PASSWD",
+            "GOOGLE_APPLICATION_CREDENTIALS",
+            "NPM_AUTH",
+            "session_cookie",
+            "SSH_PRIVATE",
+            "client_secret",
+            "OPENAI_API_KEY",
+            "HUGGING_FACE_HUB_TOKEN",
+            "Authorization",
+        ] {
+            assert!(is_secret_name(n), "{n} should be secret");
+        }
+        for n in [
+            "MASTER_ADDR",
+            "MASTER_PORT",
+            "RANK",
+            "LOCAL_RANK",
+            "WORLD_SIZE",
+            "MONKEY_PATCH",
+            "TOKENIZERS_PARALLELISM",
+            "KEYBOARD_LAYOUT",
+            "HOCKEY",
+            "PATH",
+            "PWD",
+            "OLDPWD",
+            "torch",
+            "master_port",
+            "reserved_ports",
+            "AUTHOR",
+            "NCCL_SOCKET_IFNAME",
+            "CUDA_VISIBLE_DEVICES",
+            "pytorch_lightning",
+        ] {
+            assert!(!is_secret_name(n), "{n} should not be secret");
+        }
+    }
+
+    #[test]
+    fn token_shapes_in_text() {
+        let cases = [
+            "hf_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789",
+            "ghp_16C7e42F292c6912E7710c838347Ae178B4a",
+            "github_pat_11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyz0123456789ABCD",
+            "AKIAIOSFODNN7EXAMPLE",
+            "sk-proj-abcdefghijklmnopqrstuvwxyz0123456789",
+            "xoxb-123456789012-1234567890123-AbCdEfGhIjKlMnOpQrStUvWx",
+            "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
+        ];
+        for c in cases {
+            let text = format!("python train.py --x {c} --y 1");
+            let out = scrub_text(&text);
+            assert!(!out.contains(c), "{c} survived: {out}");
+            assert!(out.contains("[redacted]"), "{out}");
+            assert!(out.starts_with("python train.py --x "), "{out}");
+            assert!(out.ends_with("--y 1"), "{out}");
+        }
+    }
+
+    #[test]
+    fn urls_flags_and_assignments() {
+        assert_eq!(
+            scrub_text("https://alice:s3cr3tP4ss@pypi.example.com/simple"),
+            "https://[redacted]@pypi.example.com/simple"
+        );
+        assert_eq!(
+            scrub_text("train.py --password hunter22 --epochs 3"),
+            "train.py --password [redacted] --epochs 3"
+        );
+        assert_eq!(
+            scrub_text("train.py --hf-token=abc123def"),
+            "train.py --hf-token=[redacted]"
+        );
+        assert_eq!(
+            scrub_text("env DB_PASSWORD=xyz MASTER_PORT=29500 python t.py"),
+            "env DB_PASSWORD=[redacted] MASTER_PORT=29500 python t.py"
+        );
+        let pem =
+            "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA\nabc\n-----END RSA PRIVATE KEY-----";
+        assert_eq!(
+            scrub_text(&format!("key: {pem} done")),
+            "key: [redacted] done"
+        );
+        assert_eq!(
+            scrub_text("-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXk"),
+            "[redacted]"
+        );
+    }
+
+    #[test]
+    fn flags_that_only_look_secret() {
+        for s in [
+            "python gen.py --max-tokens 512 --tokenizer gpt2 --max_new_tokens 64",
+            "train.py --private --epochs 3",
+            "train.py --keyboard us --monkey 1",
+            "MAX_TOKENS=512 python t.py",
+        ] {
+            assert_eq!(scrub_text(s), s);
+        }
+        assert_eq!(
+            scrub_text("t.py --wandb-key abcdef123 --hf_token=xyz --auth-token q1 --lr 0.1"),
+            "t.py --wandb-key [redacted] --hf_token=[redacted] --auth-token [redacted] --lr 0.1"
+        );
+        assert_eq!(
+            scrub_text("t.py --token --verbose"),
+            "t.py --token --verbose"
+        );
+        let mut v = json!([
+            "t.py",
+            "--max-tokens",
+            "512",
+            "--wandb-key",
+            "abc",
+            "--private",
+            "x.py"
+        ]);
+        redact(&mut v);
+        assert_eq!(
+            v,
+            json!([
+                "t.py",
+                "--max-tokens",
+                "512",
+                "--wandb-key",
+                REDACTED,
+                "--private",
+                "x.py"
+            ])
+        );
+    }
+
+    #[test]
+    fn ordinary_values_stay() {
+        for s in [
+            "MASTER_ADDR=10.0.0.1",
+            "/usr/bin/python3 /home/u/train.py --port 29500",
+            "torch 2.15.0",
+            "tcp://10.0.0.1:29500",
+            "https://download.pytorch.org/whl/cu128",
+            "task-1234567890abcdefghijklmn",
+            "NVIDIA H200",
+            "spawn_main(tracker_fd=5, pipe_handle=7)",
+        ] {
+            assert_eq!(scrub_text(s), s);
+        }
+    }
+
+    #[test]
+    fn document_walk() {
+        let mut v = json!({
+            "schema_version": 1,
+            "env": {"HF_TOKEN": "plain-looking", "MASTER_PORT": "29500", "RANK": "0",
+                    "PIP_INDEX_URL": "https://u:p@h.example/simple"},
+            "argv": ["python", "t.py", "--token", "abc", "--lr", "0.1"],
+            "nested": {"credentials": {"user": "bob", "pin": 1234}, "port": 29500},
+        });
+        redact(&mut v);
+        assert_eq!(v["env"]["HF_TOKEN"], REDACTED);
+        assert_eq!(v["env"]["MASTER_PORT"], "29500");
+        assert_eq!(v["env"]["RANK"], "0");
+        assert_eq!(
+            v["env"]["PIP_INDEX_URL"],
+            "https://[redacted]@h.example/simple"
+        );
+        assert_eq!(
+            v["argv"],
+            json!(["python", "t.py", "--token", REDACTED, "--lr", "0.1"])
+        );
+        assert_eq!(v["nested"]["credentials"]["user"], REDACTED);
+        assert_eq!(v["nested"]["credentials"]["pin"], REDACTED);
+        assert_eq!(v["nested"]["port"], 29500);
+        let mut k8s =
+            json!([{"name": "DB_PASSWORD", "value": "plain"}, {"name": "RANK", "value": "3"}]);
+        redact(&mut k8s);
+        assert_eq!(
+            k8s,
+            json!([{"name": "DB_PASSWORD", "value": REDACTED}, {"name": "RANK", "value": "3"}])
+        );
+        assert_eq!(v["schema_version"], 1);
+    }
+
+    #[test]
+    fn anonymize_consistently() {
+        let mut a = Anonymizer::new();
+        a.host("node-a.cluster.local");
+        a.user("alice");
+        let mut v = json!({"hostname": "node-a", "fqdn": "node-a.cluster.local",
+                           "cmd": "/home/alice/venv/bin/python train.py", "MASTER_ADDR": "node-a",
+                           "other": "node-ab alice2"});
+        a.apply(&mut v);
+        let host = v["hostname"].as_str().unwrap().to_string();
+        assert!(host.starts_with("host-"), "{v}");
+        assert_eq!(v["MASTER_ADDR"], host);
+        assert_eq!(v["fqdn"], host);
+        assert!(v["cmd"].as_str().unwrap().starts_with("/home/user-"), "{v}");
+        assert_eq!(v["other"], "node-ab alice2");
+    }
+}

@@ -1,0 +1,806 @@
+//! `doctor report`: one document to attach to a support ticket - host, GPUs, Python packages,
+//! rendezvous environment, port holders, jobs and findings - with secrets redacted.
+//!
+//! The document is built once as a `serde_json::Value`, redacted (and anonymised on request),
+//! and every format (table, YAML, JSON) is rendered from that same value.
+
+pub mod host;
+pub mod python;
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::analyse::{Analysis, Identity};
+use crate::observe;
+use crate::output::{self, Format, Paint, paint, user_error};
+use crate::ports::{build_node, holders, parse_port};
+use crate::redact;
+use crate::rules::{Finding, worth_exit_1};
+use crate::snapshot::{SCHEMA_VERSION, Snapshot, is_rendezvous_env};
+
+/// The `kind` of a report document; `doctor merge` refuses anything else.
+pub const REPORT_KIND: &str = "doctor-report";
+
+#[derive(clap::Args)]
+#[command(
+    after_help = "Format: --format, else from the -o extension (.json: JSON, else YAML), \
+else a table on a terminal and YAML when stdout is a file or pipe.\n\
+Exit codes: 0 nothing found, 1 a finding at warning level or worse, 2 usage or internal error."
+)]
+pub struct ReportArgs {
+    /// Write the report to FILE instead of stdout
+    #[arg(short, long, value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// table (the summary, one screen), yaml (the attachment) or json
+    #[arg(long, value_enum)]
+    format: Option<Format>,
+    /// Also run `doctor scan` on this Python file or directory (repeatable)
+    #[arg(long, value_name = "PATH")]
+    scan: Vec<PathBuf>,
+    /// Embed this YAML or JSON file (e.g. from `doctor run --record`) in the report
+    #[arg(long, value_name = "FILE")]
+    include_run: Option<PathBuf>,
+    /// Keep secrets (tokens, passwords, keys) in the output; prints what it turns off
+    #[arg(long)]
+    no_redact: bool,
+    /// Replace host names and user names by stable pseudonyms (host-xxxxxx, user-xxxxxx)
+    #[arg(long)]
+    anonymize: bool,
+    /// Also treat this port as a rendezvous port (repeatable)
+    #[arg(long, value_parser = parse_port)]
+    port: Vec<u16>,
+}
+
+/// Environment variables of this shell worth showing: rendezvous and launcher settings, the
+/// communication libraries, the Python environment, proxies and indexes (credentials in their
+/// URLs are redacted), and any variable named like a secret (shown as `[redacted]`, so support
+/// can see that it is set).
+const SHELL_ENV_PREFIXES: &[&str] = &[
+    "NCCL_",
+    "GLOO_",
+    "TORCH",
+    "PYTORCH_",
+    "CUDA_",
+    "SLURM_",
+    "PMI_",
+    "PMIX_",
+    "OMPI_",
+    "HF_",
+    "HUGGING",
+    "TRANSFORMERS_",
+    "WANDB_",
+    "PL_",
+    "LIGHTNING_",
+    "ACCELERATE_",
+    "DEEPSPEED_",
+    "OMP_",
+    "MKL_",
+    "PYTHON",
+    "CONDA_",
+    "PIP_",
+    "UV_",
+];
+const SHELL_ENV_NAMES: &[&str] = &[
+    "PATH",
+    "LD_LIBRARY_PATH",
+    "LD_PRELOAD",
+    "VIRTUAL_ENV",
+    "HOME",
+    "USER",
+    "HOSTNAME",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "all_proxy",
+    "no_proxy",
+    "DOCTOR_PYTHON",
+    "TOKENIZERS_PARALLELISM",
+];
+
+pub fn shell_env() -> BTreeMap<String, String> {
+    std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.to_string_lossy().into_owned())))
+        .filter(|(k, _)| {
+            is_rendezvous_env(k)
+                || SHELL_ENV_NAMES.contains(&k.as_str())
+                || SHELL_ENV_PREFIXES.iter().any(|p| k.starts_with(p))
+                || redact::is_secret_name(k)
+        })
+        .collect()
+}
+
+/// Keep only the processes of this network namespace: sockets are per namespace, so a process
+/// of another namespace (another container, another simulated node) cannot hold or collide with
+/// a port seen here. Their ancestors stay, stripped of environment and sockets, so the process
+/// tree (and whether a launcher is gone) reads the same. Processes whose namespace may not be
+/// read are kept; processes gone since the snapshot are left out. Returns how many were left out.
+fn same_netns_only(snap: &mut Snapshot) -> usize {
+    use std::collections::{BTreeSet, HashMap};
+    let Ok(mine) = std::fs::read_link("/proc/self/ns/net") else {
+        return 0;
+    };
+    use rayon::prelude::*;
+    let other: BTreeSet<i32> = snap
+        .processes
+        .par_iter()
+        .filter(
+            |p| match std::fs::read_link(format!("/proc/{}/ns/net", p.pid)) {
+                Ok(ns) => ns != mine,
+                // Gone since the snapshot: its namespace is unknown; short-lived processes of other
+                // namespaces must not leak in, and a gone process holds nothing now.
+                Err(e) => e.kind() != std::io::ErrorKind::PermissionDenied,
+            },
+        )
+        .map(|p| p.pid)
+        .collect();
+    if other.is_empty() {
+        return 0;
+    }
+    let parent: HashMap<i32, i32> = snap.processes.iter().map(|p| (p.pid, p.ppid)).collect();
+    let mut ancestors: BTreeSet<i32> = BTreeSet::new();
+    for p in snap.processes.iter().filter(|p| !other.contains(&p.pid)) {
+        let mut cur = p.ppid;
+        let mut hops = 0;
+        while cur > 0 && hops < 256 && other.contains(&cur) && ancestors.insert(cur) {
+            cur = parent.get(&cur).copied().unwrap_or(0);
+            hops += 1;
+        }
+    }
+    let before = snap.processes.len();
+    snap.processes
+        .retain(|p| !other.contains(&p.pid) || ancestors.contains(&p.pid));
+    for p in snap
+        .processes
+        .iter_mut()
+        .filter(|p| ancestors.contains(&p.pid))
+    {
+        p.env.clear();
+        p.socket_inodes.clear();
+    }
+    before - snap.processes.len()
+}
+
+#[derive(Serialize)]
+struct TrainingProcess<'a> {
+    pid: i32,
+    ppid: i32,
+    role: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    job: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    identity: Option<&'a Identity>,
+    env: &'a BTreeMap<String, String>,
+    command: String,
+}
+
+#[derive(Serialize)]
+struct SummaryFinding<'a> {
+    code: &'a str,
+    severity: &'a str,
+    message: &'a str,
+    fix: &'a str,
+}
+
+/// Seconds since the epoch as `2026-11-29T01:02:03Z`.
+pub fn utc(t: f64) -> String {
+    let secs = t.max(0.0) as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+fn read_included(path: &Path) -> anyhow::Result<Value> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        user_error(
+            format!("cannot read {}: {e}", path.display()),
+            "--include-run takes a YAML or JSON file, e.g. one written by `doctor run --record FILE`",
+        )
+    })?;
+    if text.trim().is_empty() {
+        return Err(user_error(
+            format!("{} is empty", path.display()),
+            "--include-run takes a YAML or JSON document",
+        ));
+    }
+    let parsed: Result<Value, String> = if text.trim_start().starts_with(['{', '[']) {
+        serde_json::from_str(&text).map_err(|e| e.to_string())
+    } else {
+        // A multi-document YAML stream becomes a list of its documents.
+        use serde::Deserialize;
+        let mut docs = Vec::new();
+        let mut err = None;
+        for d in serde_yaml::Deserializer::from_str(&text) {
+            match Value::deserialize(d) {
+                Ok(v) => docs.push(v),
+                Err(e) => {
+                    err = Some(e.to_string());
+                    break;
+                }
+            }
+        }
+        match (err, docs.len()) {
+            (Some(e), _) => Err(e),
+            (None, 1) => Ok(docs.pop().unwrap_or(Value::Null)),
+            (None, _) => Ok(Value::Array(docs)),
+        }
+    };
+    parsed.map_err(|e| {
+        user_error(
+            format!("{} is not valid YAML or JSON: {e}", path.display()),
+            "--include-run takes a YAML or JSON document; check that the file is complete",
+        )
+    })
+}
+
+/// Build the whole report, unredacted. Returns the document and the exit-1 verdict.
+fn build(args: &ReportArgs, included: Option<Value>) -> anyhow::Result<(Value, bool)> {
+    // The Python probes take the longest; run them while /proc is read.
+    // The namespace check follows the snapshot at once, before short-lived processes exit.
+    let ((python, gpus), (snap, other_netns)) = rayon::join(
+        || rayon::join(|| python::versions(&python::interpreters()), host::gpus),
+        || {
+            let mut snap = observe::snapshot();
+            let other = same_netns_only(&mut snap);
+            (snap, other)
+        },
+    );
+    let a = Analysis::new(&snap, &args.port);
+    let rows = holders(&a, false);
+    let host = host::host_facts(&snap.host);
+
+    let training: Vec<TrainingProcess> = snap
+        .processes
+        .iter()
+        .filter(|p| p.pid != snap.host.observer_pid)
+        .filter(|p| !p.env.is_empty() || a.identity(p.pid).is_some() || a.job(p.pid).is_some())
+        .map(|p| TrainingProcess {
+            pid: p.pid,
+            ppid: p.ppid,
+            role: a.role(p.pid).name(),
+            job: a.job(p.pid).map(|j| j.id.as_str()),
+            identity: a.identity(p.pid),
+            env: &p.env,
+            command: p.command(),
+        })
+        .collect();
+
+    let findings: &[Finding] = &a.findings;
+    // Static findings of the --scan paths count in the summary like runtime ones.
+    let mut scanned = 0;
+    let mut skipped: Vec<Value> = Vec::new();
+    let mut diags: Vec<crate::scan::Diagnostic> = Vec::new();
+    if !args.scan.is_empty() {
+        let paths: Vec<String> = args.scan.iter().map(|p| p.display().to_string()).collect();
+        for r in crate::scan::scan_paths(&paths, &crate::scan::default_options())? {
+            match r.skipped {
+                Some(reason) => skipped.push(json!({ "path": r.path, "reason": reason })),
+                None => scanned += 1,
+            }
+            diags.extend(r.diagnostics);
+        }
+    }
+    let mut summary_findings: Vec<(Value, &str)> = findings
+        .iter()
+        .map(|f| {
+            (
+                json!(SummaryFinding {
+                    code: f.code,
+                    severity: f.severity.name(),
+                    message: &f.message,
+                    fix: &f.fix,
+                }),
+                f.severity.name(),
+            )
+        })
+        .collect();
+    for d in &diags {
+        let message = format!("{}:{}:{}: {}", d.path, d.line, d.column, d.message);
+        summary_findings.push((
+            json!(SummaryFinding {
+                code: d.code,
+                severity: d.severity.as_str(),
+                message: &message,
+                fix: &d.fix
+            }),
+            d.severity.as_str(),
+        ));
+    }
+    let count = |sev: &str| summary_findings.iter().filter(|(_, s)| *s == sev).count();
+    let (errors, warnings, infos) = (count("error"), count("warning"), count("info"));
+    let summary_findings: Vec<Value> = summary_findings.into_iter().map(|(v, _)| v).collect();
+    let exit_1 = worth_exit_1(findings) || errors + warnings > 0;
+
+    let mut by_what: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut denied = 0;
+    for u in &snap.unreadable {
+        *by_what.entry(u.what.as_str()).or_default() += 1;
+        if u.reason == "permission denied" {
+            denied += 1;
+        }
+    }
+
+    let scan = if args.scan.is_empty() {
+        Value::Null
+    } else {
+        json!({
+            "paths": args.scan.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+            "files_scanned": scanned,
+            "files_skipped": skipped,
+            "findings": diags,
+        })
+    };
+    let included_run = match (&args.include_run, included) {
+        (Some(path), Some(doc)) => json!({ "path": path.display().to_string(), "document": doc }),
+        _ => Value::Null,
+    };
+
+    let doc = json!({
+        "schema_version": SCHEMA_VERSION,
+        "kind": REPORT_KIND,
+        "doctor_version": env!("CARGO_PKG_VERSION"),
+        "taken_at": snap.taken_at,
+        "taken_at_utc": utc(snap.taken_at),
+        "redacted": !args.no_redact,
+        "anonymized": args.anonymize,
+        "summary": {
+            "exit_code": i32::from(exit_1),
+            "errors": errors,
+            "warnings": warnings,
+            "info": infos,
+            "findings": summary_findings,
+        },
+        "host": host,
+        "gpus": gpus,
+        "python": {
+            "discovery": "DOCTOR_PYTHON, VIRTUAL_ENV, CONDA_PREFIX, python3 on PATH, ~/.cache/ddp-doctor/venv; versions from package metadata, torch is not imported",
+            "interpreters": python,
+        },
+        "environment": {
+            "shell": shell_env(),
+            "doctor_argv": std::env::args().collect::<Vec<_>>(),
+            "training_processes": training,
+            "other_netns_processes": other_netns,
+        },
+        "ports": {
+            "ports": a.rendezvous_ports.iter().collect::<Vec<_>>(),
+            "holders": rows,
+            "jobs": a.jobs,
+            "findings": findings,
+        },
+        // The process tree of each job, as `doctor tree --format json` draws it.
+        "trees": a.jobs.iter().map(|j| build_node(&a, j.root, &|_| true, 0)).collect::<Vec<_>>(),
+        "unreadable": {
+            "count": snap.unreadable.len(),
+            "permission_denied": denied,
+            "by_what": by_what,
+            "processes_seen": snap.processes.len(),
+        },
+        "scan": scan,
+        "included_run": included_run,
+        "complete": true,
+    });
+    Ok((doc, exit_1))
+}
+
+/// The names `--anonymize` replaces: this host, this user, and the owners of training processes.
+fn anonymizer(doc: &Value) -> redact::Anonymizer {
+    let mut an = redact::Anonymizer::new();
+    if let Some(h) = doc["host"]["hostname"].as_str() {
+        an.host(h);
+    }
+    if let Some(u) = doc["host"]["user"].as_str() {
+        an.user(u);
+    }
+    if let Ok(u) = std::env::var("USER") {
+        an.user(&u);
+    }
+    // Host names the rendezvous names (MASTER_ADDR of this shell and of the training processes):
+    // other nodes' names, given the same pseudonyms their own reports give them.
+    let shell = &doc["environment"]["shell"];
+    let mut names: Vec<&str> = ["HOSTNAME", "SLURMD_NODENAME", "MASTER_ADDR"]
+        .iter()
+        .filter_map(|k| shell[*k].as_str())
+        .collect();
+    for p in doc["environment"]["training_processes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        names.extend(p["identity"]["master_addr"].as_str());
+    }
+    for h in names {
+        if h.parse::<std::net::IpAddr>().is_err() && !h.is_empty() {
+            an.host(h);
+        }
+    }
+    an
+}
+
+pub fn report(args: ReportArgs) -> anyhow::Result<i32> {
+    let format = match (args.format, &args.output) {
+        (Some(f), _) => f,
+        (None, Some(p)) if p.extension().is_some_and(|e| e == "json") => Format::Json,
+        (None, Some(_)) => Format::Yaml,
+        (None, None) if std::io::stdout().is_terminal() => Format::Table,
+        (None, None) => Format::Yaml,
+    };
+    let included = match &args.include_run {
+        Some(p) => Some(read_included(p)?),
+        None => None,
+    };
+    let (mut doc, exit_1) = build(&args, included)?;
+    if args.no_redact {
+        eprintln!(
+            "warning: --no-redact: the report keeps {}; do not attach it where others can read it",
+            redact::WHAT_REDACTION_COVERS
+        );
+    } else {
+        redact::redact(&mut doc);
+    }
+    if args.anonymize {
+        anonymizer(&doc).apply(&mut doc);
+    }
+    let text = match format {
+        Format::Table => render_table(&doc, args.output.is_none() && output::stdout_color()),
+        f => output::document(&doc, f)?,
+    };
+    match &args.output {
+        Some(path) => {
+            std::fs::write(path, &text)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            eprintln!(
+                "wrote {}: {} errors, {} warnings, {} info; merge reports of several nodes with `doctor merge report-*.yaml`",
+                path.display(),
+                doc["summary"]["errors"],
+                doc["summary"]["warnings"],
+                doc["summary"]["info"]
+            );
+        }
+        None => output::print(&text),
+    }
+    Ok(i32::from(exit_1))
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+fn gib(bytes: &Value) -> String {
+    bytes
+        .as_u64()
+        .map(|b| format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64))
+        .unwrap_or_else(|| "?".into())
+}
+
+/// Findings (runtime or merge) as a person reads them, from the document's values.
+pub fn render_finding_values(findings: &[Value], color: bool, out: &mut String) {
+    for f in findings {
+        let sev = f["severity"].as_str().unwrap_or("info");
+        let label = match sev {
+            "error" => paint("error", Paint::Red, color),
+            "warning" => paint("warning", Paint::Yellow, color),
+            _ => paint("info", Paint::Blue, color),
+        };
+        let name = f["name"]
+            .as_str()
+            .map(|n| format!(" {n}"))
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "{label}[{}]{name}: {}\n",
+            s(&f["code"]),
+            s(&f["message"])
+        ));
+        out.push_str(&format!(
+            "  {} {}\n",
+            paint("fix:", Paint::Green, color),
+            s(&f["fix"])
+        ));
+    }
+}
+
+/// The one-screen form: summary with fixes, then the key facts.
+pub fn render_table(doc: &Value, color: bool) -> String {
+    let mut o = String::new();
+    let h = &doc["host"];
+    o.push_str(&format!(
+        "{} {}  {}  kernel {}  {}\n",
+        paint("doctor report", Paint::Bold, color),
+        s(&h["hostname"]),
+        s(&h["os"]),
+        s(&h["kernel"]),
+        s(&doc["taken_at_utc"]),
+    ));
+    let sm = &doc["summary"];
+    o.push_str(&format!(
+        "\n{} {} errors, {} warnings, {} info\n",
+        paint("summary:", Paint::Bold, color),
+        sm["errors"],
+        sm["warnings"],
+        sm["info"]
+    ));
+    if let Some(f) = sm["findings"].as_array() {
+        // One screen: at most three findings of each code, the rest counted.
+        let mut shown: BTreeMap<String, usize> = BTreeMap::new();
+        let mut keep = Vec::new();
+        for x in f {
+            let n = shown.entry(s(&x["code"])).or_default();
+            *n += 1;
+            if *n <= 3 {
+                keep.push(x.clone());
+            }
+        }
+        render_finding_values(&keep, color, &mut o);
+        for (code, n) in shown.iter().filter(|(_, n)| **n > 3) {
+            o.push_str(&format!(
+                "... and {} more {code} in the YAML report\n",
+                n - 3
+            ));
+        }
+    }
+    o.push('\n');
+    let c = &h["container"];
+    o.push_str(&format!(
+        "host       {} x {}, {} memory{}\n",
+        h["cpu_count"],
+        s(&h["cpu_model"]),
+        gib(&h["memory_total_bytes"]),
+        match c["guess"].as_str() {
+            Some(g) => format!(
+                ", container: {g} (cgroup {}, pid 1 {})",
+                s(&c["cgroup"]),
+                s(&c["pid1_comm"])
+            ),
+            None => String::new(),
+        }
+    ));
+    let addrs: Vec<String> = h["addresses"]
+        .as_array()
+        .map(|a| a.iter().map(s).collect())
+        .unwrap_or_default();
+    o.push_str(&format!("addresses  {}\n", addrs.join(" ")));
+    let range = &h["ip_local_port_range"];
+    let reserved: Vec<String> = h["ip_local_reserved_ports"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|r| {
+                    if r[0] == r[1] {
+                        s(&r[0])
+                    } else {
+                        format!("{}-{}", r[0], r[1])
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    o.push_str(&format!(
+        "ports      ephemeral {}-{}, reserved {}\n",
+        range[0],
+        range[1],
+        if reserved.is_empty() {
+            "none".into()
+        } else {
+            reserved.join(",")
+        }
+    ));
+    let g = &doc["gpus"];
+    match g["devices"].as_array().filter(|d| !d.is_empty()) {
+        Some(devs) => {
+            for d in devs {
+                o.push_str(&format!(
+                    "gpu        {} (driver {}, {})\n",
+                    s(&d["name"]),
+                    s(&d["driver"]),
+                    s(&d["memory"])
+                ));
+            }
+            let procs = g["processes"].as_array().map_or(0, Vec::len);
+            if procs > 0 {
+                o.push_str(&format!("gpu procs  {procs} processes use the GPUs\n"));
+            }
+        }
+        None => o.push_str(&format!("gpu        {}\n", s(&g["note"]))),
+    }
+    for i in doc["python"]["interpreters"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        if let Some(e) = i["error"].as_str() {
+            o.push_str(&format!("python     {}: {e}\n", s(&i["path"])));
+            continue;
+        }
+        let p = &i["packages"];
+        let mut parts = vec![format!("python {}", s(&i["python"]))];
+        if let Some(t) = p["torch"].as_str() {
+            let mut build = Vec::new();
+            if let Some(c) = i["torch_cuda"].as_str() {
+                build.push(format!("cuda {c}"));
+            } else {
+                build.push("cpu or cuda unknown".into());
+            }
+            if let Some(n) = i["nccl"].as_str() {
+                build.push(format!("nccl {n}"));
+            }
+            parts.push(format!("torch {t} ({})", build.join(", ")));
+        } else {
+            parts.push("no torch".into());
+        }
+        for k in [
+            "lightning",
+            "pytorch_lightning",
+            "accelerate",
+            "deepspeed",
+            "numpy",
+        ] {
+            if let Some(v) = p[k].as_str() {
+                parts.push(format!("{k} {v}"));
+            }
+        }
+        o.push_str(&format!(
+            "python     {}: {}\n",
+            s(&i["path"]),
+            parts.join(", ")
+        ));
+    }
+    let env = &doc["environment"];
+    let rdzv: Vec<String> = env["shell"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .filter(|(k, _)| is_rendezvous_env(k))
+                .map(|(k, v)| format!("{k}={}", s(v)))
+                .collect()
+        })
+        .unwrap_or_default();
+    o.push_str(&format!(
+        "shell env  {}\n",
+        if rdzv.is_empty() {
+            "no rendezvous variables set".into()
+        } else {
+            rdzv.join(" ")
+        }
+    ));
+    let procs = env["training_processes"].as_array().map_or(0, Vec::len);
+    let jobs: Vec<String> = doc["ports"]["jobs"]
+        .as_array()
+        .map(|j| {
+            j.iter()
+                .map(|j| {
+                    let port = j["master_port"]
+                        .as_u64()
+                        .map(|p| format!(" port {p}"))
+                        .unwrap_or_default();
+                    format!("{}{port}", s(&j["id"]))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    o.push_str(&format!(
+        "training   {procs} processes in training jobs or with rendezvous variables; jobs: {}\n",
+        if jobs.is_empty() {
+            "none".into()
+        } else {
+            jobs.join(", ")
+        }
+    ));
+    let rows = doc["ports"]["holders"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let ports: Vec<String> = doc["ports"]["ports"]
+        .as_array()
+        .map(|p| p.iter().map(s).collect())
+        .unwrap_or_default();
+    if rows.is_empty() {
+        o.push_str(&format!(
+            "holders    no sockets on the rendezvous ports ({})\n",
+            ports.join(", ")
+        ));
+    } else {
+        let listen: Vec<&Value> = rows.iter().filter(|r| r["state"] == "LISTEN").collect();
+        o.push_str(&format!(
+            "holders    {} sockets on rendezvous ports {}; listeners:\n",
+            rows.len(),
+            ports.join(", ")
+        ));
+        for r in listen.iter().take(12) {
+            let rank = r["identity"]
+                .as_object()
+                .map(|_| {
+                    let mut parts = Vec::new();
+                    if let Some(x) = r["identity"]["rank"].as_i64() {
+                        parts.push(format!("rank {x}"));
+                    }
+                    if let Some(x) = r["identity"]["local_rank"].as_i64() {
+                        parts.push(format!("local {x}"));
+                    }
+                    parts.join(" ")
+                })
+                .filter(|x| !x.is_empty())
+                .unwrap_or_else(|| "-".into());
+            o.push_str(&format!(
+                "  {:>5} {:<11} {:>7} {:<17} {:<14} {}\n",
+                s(&r["port"]),
+                s(&r["state"]),
+                s(&r["pid"]),
+                s(&r["role"]),
+                rank,
+                output::shorten(&s(&r["command"]), 60)
+            ));
+        }
+        if listen.len() > 12 {
+            o.push_str(&format!(
+                "  ... {} more listeners in the YAML report\n",
+                listen.len() - 12
+            ));
+        }
+    }
+    let u = &doc["unreadable"];
+    if u["count"].as_u64().unwrap_or(0) > 0 {
+        o.push_str(&format!(
+            "unreadable {} entries ({} permission denied) over {} processes\n",
+            u["count"], u["permission_denied"], u["processes_seen"]
+        ));
+    }
+    if !doc["scan"].is_null() {
+        o.push_str(&format!(
+            "scan       {} files, {} static findings\n",
+            doc["scan"]["files_scanned"],
+            doc["scan"]["findings"].as_array().map_or(0, Vec::len)
+        ));
+    }
+    if !doc["included_run"].is_null() {
+        o.push_str(&format!(
+            "run        included from {}\n",
+            s(&doc["included_run"]["path"])
+        ));
+    }
+    o.push_str(&format!(
+        "\n{}\n",
+        if doc["redacted"] == true {
+            "secrets redacted; the full attachment: `doctor report -o report.yaml`"
+        } else {
+            "NOT redacted (--no-redact); the full attachment: `doctor report -o report.yaml`"
+        }
+    ));
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_formats() {
+        assert_eq!(utc(0.0), "1970-01-01T00:00:00Z");
+        assert_eq!(utc(1_800_000_000.0), "2027-01-15T08:00:00Z");
+        assert_eq!(utc(951_782_400.0), "2000-02-29T00:00:00Z");
+    }
+}

@@ -1,0 +1,406 @@
+//! Host and GPU facts for `doctor report`: read from `/proc`, `/etc/os-release` and `nvidia-smi`.
+//! Every read may fail; a missing fact is `null` (or a note), never an abort.
+
+use std::fs;
+use std::net::{IpAddr, Ipv6Addr};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+#[derive(Serialize)]
+pub struct HostFacts {
+    pub hostname: String,
+    pub os: Option<String>,
+    pub kernel: String,
+    pub cpu_model: Option<String>,
+    pub cpu_count: usize,
+    pub memory_total_bytes: Option<u64>,
+    /// The addresses of this host (in this network namespace), loopback included; `doctor
+    /// merge` matches MASTER_ADDR against them.
+    pub addresses: Vec<String>,
+    pub user: Option<String>,
+    pub uid: u32,
+    pub container: Container,
+    pub ip_local_port_range: [u16; 2],
+    pub ip_local_reserved_ports: Vec<[u16; 2]>,
+}
+
+#[derive(Serialize)]
+pub struct Container {
+    pub dockerenv: bool,
+    pub containerenv: bool,
+    pub cgroup: Option<String>,
+    pub pid1_comm: Option<String>,
+    /// A one-word guess from the hints above: `docker`, `podman`, `kubernetes`, `container`, or null.
+    pub guess: Option<String>,
+}
+
+fn read_trimmed(path: &str) -> Option<String> {
+    fs::read_to_string(path)
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+pub fn os_name() -> Option<String> {
+    let text = fs::read_to_string("/etc/os-release")
+        .or_else(|_| fs::read_to_string("/usr/lib/os-release"))
+        .ok()?;
+    let field = |k: &str| {
+        text.lines().find_map(|l| {
+            l.strip_prefix(k)
+                .and_then(|r| r.strip_prefix('='))
+                .map(|v| v.trim().trim_matches('"').to_string())
+        })
+    };
+    field("PRETTY_NAME").or_else(|| field("NAME"))
+}
+
+fn cpu_model() -> Option<String> {
+    let text = fs::read_to_string("/proc/cpuinfo").ok()?;
+    text.lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            matches!(k.trim(), "model name" | "Model" | "cpu model" | "Hardware")
+                .then(|| v.trim().to_string())
+        })
+        .filter(|s| !s.is_empty())
+}
+
+fn memory_total() -> Option<u64> {
+    let text = fs::read_to_string("/proc/meminfo").ok()?;
+    text.lines().find_map(|l| {
+        let rest = l.strip_prefix("MemTotal:")?;
+        let kb: u64 = rest.split_whitespace().next()?.parse().ok()?;
+        Some(kb * 1024)
+    })
+}
+
+/// Local addresses of this network namespace: IPv4 from `/proc/net/fib_trie` (`/32 host LOCAL`
+/// entries), IPv6 from `/proc/net/if_inet6`.
+pub fn addresses() -> Vec<String> {
+    let mut out: Vec<IpAddr> = Vec::new();
+    if let Ok(text) = fs::read_to_string("/proc/net/fib_trie") {
+        out.extend(parse_fib_trie(&text));
+    }
+    if let Ok(text) = fs::read_to_string("/proc/net/if_inet6") {
+        for line in text.lines() {
+            let Some(hex) = line.split_whitespace().next() else {
+                continue;
+            };
+            if hex.len() != 32 {
+                continue;
+            }
+            let Ok(n) = u128::from_str_radix(hex, 16) else {
+                continue;
+            };
+            out.push(IpAddr::V6(Ipv6Addr::from(n)));
+        }
+    }
+    out.sort();
+    out.dedup();
+    out.into_iter().map(|a| a.to_string()).collect()
+}
+
+pub fn parse_fib_trie(text: &str) -> Vec<IpAddr> {
+    let mut out = Vec::new();
+    let mut last: Option<IpAddr> = None;
+    for line in text.lines() {
+        let t = line.trim();
+        if let Some(addr) = t.strip_prefix("|-- ") {
+            last = addr.trim().parse().ok();
+        } else if t.starts_with("/32 host LOCAL")
+            && let Some(a) = last
+        {
+            out.push(a);
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+fn user_name(uid: u32) -> Option<String> {
+    nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .or_else(|| std::env::var("USER").ok())
+}
+
+pub fn container() -> Container {
+    let dockerenv = Path::new("/.dockerenv").exists();
+    let containerenv = Path::new("/run/.containerenv").exists();
+    let cgroup = fs::read_to_string("/proc/self/cgroup").ok().map(|t| {
+        // cgroup v2: `0::/path`; v1: the memory controller's path says most.
+        t.lines()
+            .find_map(|l| l.strip_prefix("0::").filter(|p| *p != "/"))
+            .or_else(|| {
+                t.lines()
+                    .filter_map(|l| l.splitn(3, ':').nth(2))
+                    .find(|p| *p != "/")
+            })
+            .unwrap_or("/")
+            .to_string()
+    });
+    let pid1_comm = read_trimmed("/proc/1/comm");
+    let cg = cgroup.as_deref().unwrap_or("");
+    let guess = if cg.contains("kubepods") {
+        Some("kubernetes")
+    } else if containerenv || cg.contains("libpod") {
+        Some("podman")
+    } else if dockerenv || cg.contains("docker") {
+        Some("docker")
+    } else if cg.contains("lxc") {
+        Some("lxc")
+    } else if pid1_comm
+        .as_deref()
+        .is_some_and(|c| !matches!(c, "systemd" | "init"))
+    {
+        Some("container")
+    } else {
+        None
+    };
+    Container {
+        dockerenv,
+        containerenv,
+        cgroup,
+        pid1_comm,
+        guess: guess.map(str::to_string),
+    }
+}
+
+pub fn host_facts(base: &crate::snapshot::Host) -> HostFacts {
+    HostFacts {
+        hostname: base.hostname.clone(),
+        os: os_name(),
+        kernel: base.kernel.clone(),
+        cpu_model: cpu_model(),
+        cpu_count: std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
+        memory_total_bytes: memory_total(),
+        addresses: addresses(),
+        user: user_name(base.observer_uid),
+        uid: base.observer_uid,
+        container: container(),
+        ip_local_port_range: base.ephemeral_range,
+        ip_local_reserved_ports: base.reserved_ports.clone(),
+    }
+}
+
+/// Run a command with a time limit; stdout on success, an error text otherwise.
+pub fn run_with_timeout(cmd: &mut Command, limit: Duration) -> Result<String, String> {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let mut stdout = child.stdout.take();
+    let mut stderr = child.stderr.take();
+    let out_reader = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        if let Some(o) = stdout.as_mut() {
+            let _ = std::io::Read::read_to_end(o, &mut s);
+        }
+        s
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        if let Some(o) = stderr.as_mut() {
+            let _ = std::io::Read::read_to_end(o, &mut s);
+        }
+        s
+    });
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(st)) => break st,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("timed out after {}s", limit.as_secs()));
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    };
+    let out = out_reader.join().unwrap_or_default();
+    let err = err_reader.join().unwrap_or_default();
+    if status.success() {
+        Ok(String::from_utf8_lossy(&out).into_owned())
+    } else {
+        let err = String::from_utf8_lossy(&err);
+        let last = err
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("");
+        Err(format!("exited with {status}: {}", last.trim()))
+    }
+}
+
+#[derive(Serialize)]
+pub struct Gpus {
+    /// `nvidia-smi`, `/proc/driver/nvidia`, or `none`.
+    pub source: String,
+    pub devices: Vec<Gpu>,
+    pub processes: Vec<GpuProcess>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct Gpu {
+    pub name: String,
+    pub driver: Option<String>,
+    pub memory: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct GpuProcess {
+    pub pid: i32,
+    pub used_memory: String,
+}
+
+/// `nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader` lines.
+pub fn parse_gpu_csv(text: &str) -> Vec<Gpu> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').map(str::trim).collect();
+            Gpu {
+                name: f.first().copied().unwrap_or("").to_string(),
+                driver: f.get(1).map(|s| s.to_string()),
+                memory: f.get(2).map(|s| s.to_string()),
+            }
+        })
+        .collect()
+}
+
+/// `nvidia-smi --query-compute-apps=pid,used_memory --format=csv,noheader` lines.
+pub fn parse_apps_csv(text: &str) -> Vec<GpuProcess> {
+    text.lines()
+        .filter_map(|l| {
+            let (pid, mem) = l.split_once(',')?;
+            Some(GpuProcess {
+                pid: pid.trim().parse().ok()?,
+                used_memory: mem.trim().to_string(),
+            })
+        })
+        .collect()
+}
+
+pub fn gpus() -> Gpus {
+    let smi = run_with_timeout(
+        Command::new("nvidia-smi").args([
+            "--query-gpu=name,driver_version,memory.total",
+            "--format=csv,noheader",
+        ]),
+        Duration::from_secs(15),
+    );
+    let smi_note = match smi {
+        Ok(text) => {
+            let devices = parse_gpu_csv(&text);
+            let processes = run_with_timeout(
+                Command::new("nvidia-smi").args([
+                    "--query-compute-apps=pid,used_memory",
+                    "--format=csv,noheader",
+                ]),
+                Duration::from_secs(15),
+            )
+            .map(|t| parse_apps_csv(&t))
+            .unwrap_or_default();
+            return Gpus {
+                source: "nvidia-smi".into(),
+                note: devices
+                    .is_empty()
+                    .then(|| "nvidia-smi lists no GPU".to_string()),
+                devices,
+                processes,
+            };
+        }
+        Err(e) => Some(format!("nvidia-smi: {e}")),
+    };
+    let mut devices = Vec::new();
+    if let Ok(dir) = fs::read_dir("/proc/driver/nvidia/gpus") {
+        let driver = read_trimmed("/proc/driver/nvidia/version").and_then(|v| {
+            v.lines()
+                .next()
+                .and_then(|l| {
+                    l.split_whitespace().find(|w| {
+                        w.chars().filter(|c| *c == '.').count() >= 1
+                            && w.chars().next().is_some_and(|c| c.is_ascii_digit())
+                    })
+                })
+                .map(str::to_string)
+        });
+        let mut paths: Vec<_> = dir.filter_map(|e| e.ok()).map(|e| e.path()).collect();
+        paths.sort();
+        for p in paths {
+            let Ok(info) = fs::read_to_string(p.join("information")) else {
+                continue;
+            };
+            let name = info
+                .lines()
+                .find_map(|l| l.strip_prefix("Model:"))
+                .map(|s| s.trim().to_string())
+                .unwrap_or_else(|| "unknown NVIDIA GPU".into());
+            devices.push(Gpu {
+                name,
+                driver: driver.clone(),
+                memory: None,
+            });
+        }
+    }
+    if !devices.is_empty() {
+        return Gpus {
+            source: "/proc/driver/nvidia".into(),
+            devices,
+            processes: Vec::new(),
+            note: smi_note,
+        };
+    }
+    Gpus {
+        source: "none".into(),
+        devices: Vec::new(),
+        processes: Vec::new(),
+        note: Some(format!(
+            "none found: no nvidia-smi and no /proc/driver/nvidia/gpus ({})",
+            smi_note.unwrap_or_default()
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nvidia_smi_csv() {
+        // The format nvidia-smi prints for these queries (driver 550+).
+        let g = parse_gpu_csv(
+            "NVIDIA H200, 570.124.06, 143771 MiB\nNVIDIA H200, 570.124.06, 143771 MiB\n",
+        );
+        assert_eq!(g.len(), 2);
+        assert_eq!(g[0].name, "NVIDIA H200");
+        assert_eq!(g[0].driver.as_deref(), Some("570.124.06"));
+        assert_eq!(g[0].memory.as_deref(), Some("143771 MiB"));
+        let p = parse_apps_csv("12345, 1024 MiB\nnot a pid, 3 MiB\n");
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].pid, 12345);
+        assert_eq!(p[0].used_memory, "1024 MiB");
+    }
+
+    #[test]
+    fn fib_trie_local_addresses() {
+        let text = "Main:\n  +-- 0.0.0.0/0 3 0 5\n     |-- 0.0.0.0\n        /0 universe UNICAST\n     \
+                    +-- 10.77.0.0/24 2 0 2\n        |-- 10.77.0.1\n           /32 host LOCAL\n        \
+                    |-- 10.77.0.255\n           /32 link BROADCAST\n     |-- 127.0.0.1\n        /32 host LOCAL\n";
+        let got: Vec<String> = parse_fib_trie(text).iter().map(|a| a.to_string()).collect();
+        assert_eq!(got, vec!["10.77.0.1", "127.0.0.1"]);
+    }
+}

@@ -1,0 +1,478 @@
+//! `doctor merge`: two simulated nodes built with network namespaces (veth pair, 10.77.0.1 and
+//! 10.77.0.2), real rank processes in each, `doctor report` taken inside each namespace, merged.
+//! Without the privilege to create namespaces, the merge runs on reports recorded from an
+//! earlier real run (tests/fixtures/reports/, re-recorded with DOCTOR_RECORD_FIXTURES=1).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/reports")
+}
+
+fn ip(args: &[&str]) -> Result<(), String> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| format!("ip {}: {e}", args.join(" ")))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// Two namespaces joined by a veth pair; deleted (with the veth) on drop, pass or fail.
+struct Nodes {
+    ns: [String; 2],
+}
+
+impl Nodes {
+    /// `which` tells apart the namespaces of tests running at once (one letter).
+    fn create(which: char) -> Result<Nodes, String> {
+        let tag = std::process::id();
+        let nodes = Nodes {
+            ns: [format!("ddm{tag}{which}a"), format!("ddm{tag}{which}b")],
+        };
+        let (va, vb) = (format!("ddv{tag}{which}a"), format!("ddv{tag}{which}b"));
+        let [a, b] = &nodes.ns;
+        ip(&["netns", "add", a])?;
+        ip(&["netns", "add", b])?;
+        ip(&["link", "add", &va, "type", "veth", "peer", "name", &vb])?;
+        ip(&["link", "set", &va, "netns", a])?;
+        ip(&["link", "set", &vb, "netns", b])?;
+        ip(&["-n", a, "addr", "add", "10.77.0.1/24", "dev", &va])?;
+        ip(&["-n", b, "addr", "add", "10.77.0.2/24", "dev", &vb])?;
+        for (ns, dev) in [(a, &va), (b, &vb)] {
+            ip(&["-n", ns, "link", "set", dev, "up"])?;
+            ip(&["-n", ns, "link", "set", "lo", "up"])?;
+        }
+        Ok(nodes)
+    }
+}
+
+impl Drop for Nodes {
+    fn drop(&mut self) {
+        for ns in &self.ns {
+            let _ = ip(&["netns", "del", ns]);
+        }
+    }
+}
+
+/// Start `multinode.py WHAT PORT` inside namespace `ns` with the given environment.
+fn start_in(ns: &str, env: &[(&str, String)], what: &str, port: u16) -> Situation {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", ns, "env"]);
+    for (k, v) in env {
+        cmd.arg(format!("{k}={v}"));
+    }
+    cmd.arg(python())
+        .arg(helper("multinode.py"))
+        .arg(what)
+        .arg(port.to_string());
+    Situation::start_cmd(&mut cmd)
+}
+
+/// `doctor report -o FILE` inside namespace `ns`, with its own UTS namespace and host name.
+fn report_in(ns: &str, hostname: &str, file: &Path, env: &[(&str, String)]) {
+    report_in_with(ns, hostname, file, env, "")
+}
+
+fn report_in_with(ns: &str, hostname: &str, file: &Path, env: &[(&str, String)], flag: &str) {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", ns, "unshare", "--uts", "sh", "-c"])
+        .arg("hostname \"$1\" && exec \"$2\" report -o \"$3\" $4")
+        .arg("sh")
+        .arg(hostname)
+        .arg(env!("CARGO_BIN_EXE_doctor"))
+        .arg(file)
+        .arg(flag)
+        .env("NO_COLOR", "1");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("doctor report runs in the namespace");
+    assert!(
+        matches!(out.status.code(), Some(0 | 1)),
+        "report in {ns} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn merge_json(files: &[&Path], extra: &[&str]) -> (serde_json::Value, i32) {
+    let mut args: Vec<&str> = vec!["merge", "--format", "json"];
+    args.extend(extra);
+    let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+    args.extend(names.iter().map(String::as_str));
+    json(&args)
+}
+
+fn codes(doc: &serde_json::Value) -> Vec<String> {
+    doc["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["code"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn node<'a>(doc: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    doc["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == name)
+        .unwrap_or_else(|| panic!("node {name} in {doc:#}"))
+}
+
+/// What the merge of the two simulated nodes must say, live or from the fixtures.
+fn check_cluster_view(doc: &serde_json::Value, code: i32, port: u16) {
+    assert_eq!(code, 1, "{doc:#}");
+    assert_eq!(doc["kind"], "doctor-merge");
+    let r = &doc["rendezvous"];
+    assert_eq!(r["master_addr"], "10.77.0.1", "{doc:#}");
+    assert_eq!(r["master_port"], port);
+    assert_eq!(
+        r["master_node"], "node-a",
+        "MASTER_ADDR is node-a's address"
+    );
+    assert_eq!(r["slurm_job_ids"], serde_json::json!(["4242"]));
+    let holders = r["master_port_holders"].as_array().unwrap();
+    assert_eq!(holders.len(), 1, "{doc:#}");
+    assert_eq!(holders[0]["role"], "rank");
+    assert!(node(doc, "node-a")["master"] == true);
+
+    // Ranks per node: rank 0 on node-a; rank 1 and a second rank 0 on node-b.
+    let ranks = |n: &str| -> Vec<i64> {
+        let mut v: Vec<i64> = node(doc, n)["ranks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["rank"].as_i64().unwrap())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(ranks("node-a"), vec![0]);
+    assert_eq!(ranks("node-b"), vec![0, 1]);
+    // Each node's report saw only its own namespace's processes.
+    assert_eq!(node(doc, "node-a")["ranks"].as_array().unwrap().len(), 1);
+
+    let c = codes(doc);
+    let find = |code: &str| -> Vec<&serde_json::Value> {
+        doc["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["code"] == code)
+            .collect()
+    };
+    // Duplicate rank across nodes.
+    let m004 = find("M004");
+    assert_eq!(m004.len(), 1, "{c:?}");
+    assert!(m004[0]["message"].as_str().unwrap().contains("RANK 0"));
+    assert_eq!(m004[0]["nodes"], serde_json::json!(["node-a", "node-b"]));
+    // The port held by another program on node-b (not the master: a warning).
+    let m003 = find("M003");
+    assert_eq!(m003.len(), 1, "{c:?}");
+    assert_eq!(m003[0]["nodes"], serde_json::json!(["node-b"]));
+    assert_eq!(m003[0]["severity"], "warning");
+    // torch on node-a only.
+    let m005 = find("M005");
+    assert!(
+        m005.iter()
+            .any(|f| f["message"].as_str().unwrap().starts_with("torch differs")),
+        "{c:?}"
+    );
+    assert!(
+        !c.contains(&"M002".to_string()),
+        "the master listens: {c:?}"
+    );
+    assert!(!c.contains(&"M007".to_string()), "taken together: {c:?}");
+    for f in doc["findings"].as_array().unwrap() {
+        assert!(!f["fix"].as_str().unwrap().is_empty());
+    }
+}
+
+fn fixture_port(a: &Path) -> u16 {
+    let doc: serde_json::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(a).unwrap()).unwrap();
+    doc["environment"]["shell"]["MASTER_PORT"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+fn merge_fixtures() {
+    let (a, b) = (
+        fixtures().join("report-node-a.yaml"),
+        fixtures().join("report-node-b.yaml"),
+    );
+    let port = fixture_port(&a);
+    let (doc, code) = merge_json(&[&a, &b], &[]);
+    check_cluster_view(&doc, code, port);
+    // Reports taken apart are flagged (here: more than 0 minutes apart).
+    let (doc, _) = merge_json(&[&a, &b], &["--max-spread", "0"]);
+    assert!(codes(&doc).contains(&"M007".to_string()));
+}
+
+#[test]
+fn two_nodes_in_network_namespaces() {
+    let have_ip = Command::new("ip").arg("-V").output().is_ok();
+    let have_unshare = Command::new("unshare").arg("--version").output().is_ok();
+    let nodes = if !have_ip || !have_unshare {
+        Err("`ip` (iproute2) or `unshare` (util-linux) is not installed".to_string())
+    } else {
+        Nodes::create('x')
+    };
+    let nodes = match nodes {
+        Ok(n) => n,
+        Err(why) => {
+            eprintln!(
+                "SKIP live multi-node part: cannot create network namespaces ({why}); \
+                 merging the reports recorded from an earlier real run in tests/fixtures/reports instead"
+            );
+            merge_fixtures();
+            return;
+        }
+    };
+    let [a, b] = nodes.ns.clone();
+    let port = free_low_port();
+    let job = |rank: u32, local: u32, node: u32| -> Vec<(&str, String)> {
+        vec![
+            ("MASTER_ADDR", "10.77.0.1".into()),
+            ("MASTER_PORT", port.to_string()),
+            ("RANK", rank.to_string()),
+            ("LOCAL_RANK", local.to_string()),
+            ("NODE_RANK", node.to_string()),
+            ("WORLD_SIZE", "2".into()),
+            ("TORCHELASTIC_RUN_ID", "job-77".into()),
+            ("SLURM_JOB_ID", "4242".into()),
+        ]
+    };
+    // node-a: rank 0 hosts the store on 10.77.0.1:PORT.
+    let rank0 = start_in(&a, &job(0, 0, 0), "rank", port);
+    // node-b: rank 1 connects to it across the veth pair; a misconfigured second "rank 0"
+    // (NODE_RANK 0 on the wrong node) waits; another program holds PORT there.
+    let rank1 = start_in(&b, &job(1, 0, 1), "rank", port);
+    let dup0 = start_in(&b, &job(0, 1, 0), "idle", port);
+    let other = start_in(&b, &[], "listen", port);
+
+    let dir = tempfile::tempdir().unwrap();
+    let (fa, fb) = (
+        dir.path().join("report-node-a.yaml"),
+        dir.path().join("report-node-b.yaml"),
+    );
+    let home_b = tempfile::tempdir().unwrap();
+    let shell = |extra: Vec<(&'static str, String)>| {
+        let mut v = vec![
+            ("MASTER_ADDR", "10.77.0.1".to_string()),
+            ("MASTER_PORT", port.to_string()),
+            ("SLURM_JOB_ID", "4242".to_string()),
+        ];
+        v.extend(extra);
+        v
+    };
+    report_in(&a, "node-a", &fa, &shell(vec![]));
+    // node-b has no torch: only the system python, no managed venv under its HOME.
+    report_in(
+        &b,
+        "node-b",
+        &fb,
+        &shell(vec![
+            ("HOME", home_b.path().display().to_string()),
+            ("DOCTOR_PYTHON", "/usr/bin/python3".into()),
+            ("PATH", "/usr/bin:/bin".into()),
+        ]),
+    );
+
+    // node-b's own report sees rank 1's connection to the master across the namespaces.
+    let rb: serde_json::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(&fb).unwrap()).unwrap();
+    assert!(
+        rb["ports"]["holders"].as_array().unwrap().iter().any(|h| {
+            h["pid"] == rank1.pid("me")
+                && h["state"] == "ESTABLISHED"
+                && h["remote"] == format!("10.77.0.1:{port}")
+        }),
+        "{:#}",
+        rb["ports"]["holders"]
+    );
+    assert!(
+        rb["host"]["addresses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x == "10.77.0.2")
+    );
+
+    let (doc, code) = merge_json(&[&fa, &fb], &[]);
+    check_cluster_view(&doc, code, port);
+    assert_eq!(
+        doc["rendezvous"]["master_port_holders"][0]["pid"],
+        rank0.pid("me")
+    );
+    let m003 = doc["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["code"] == "M003")
+        .unwrap();
+    assert!(
+        m003["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("pid {}", other.pid("me"))),
+        "{m003:#}"
+    );
+    let dup = node(&doc, "node-b")["ranks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["pid"] == dup0.pid("me"));
+    assert!(dup);
+
+    if std::env::var_os("DOCTOR_RECORD_FIXTURES").is_some() {
+        std::fs::create_dir_all(fixtures()).unwrap();
+        std::fs::copy(&fa, fixtures().join("report-node-a.yaml")).unwrap();
+        std::fs::copy(&fb, fixtures().join("report-node-b.yaml")).unwrap();
+        eprintln!("recorded fixtures in {}", fixtures().display());
+    }
+    drop((rank0, rank1, dup0, other));
+}
+
+/// A healthy job: rank 0 on node-a (MASTER_ADDR given as its host name), rank 1 on node-b; the
+/// reports are anonymised, and the merge still finds the master by the host name's pseudonym.
+#[test]
+fn two_nodes_healthy_job_anonymized() {
+    let nodes = match Nodes::create('y') {
+        Ok(n) => n,
+        Err(why) => {
+            eprintln!(
+                "SKIP: cannot create network namespaces ({why}); nothing recorded for this case"
+            );
+            return;
+        }
+    };
+    let [a, b] = nodes.ns.clone();
+    let port = free_low_port();
+    let job = |rank: u32| -> Vec<(&str, String)> {
+        vec![
+            ("MASTER_ADDR", "node-a".into()),
+            ("MASTER_PORT", port.to_string()),
+            ("RANK", rank.to_string()),
+            ("LOCAL_RANK", "0".into()),
+            ("NODE_RANK", rank.to_string()),
+            ("WORLD_SIZE", "2".into()),
+            ("TORCHELASTIC_RUN_ID", "job-88".into()),
+        ]
+    };
+    let rank0 = start_in(&a, &job(0), "rank", port);
+    // No name service in the namespaces: rank 1 waits instead of connecting to "node-a".
+    let rank1 = start_in(&b, &job(1), "idle", port);
+    let dir = tempfile::tempdir().unwrap();
+    let (fa, fb) = (dir.path().join("a.yaml"), dir.path().join("b.yaml"));
+    let shell = vec![
+        ("MASTER_ADDR", "node-a".to_string()),
+        ("MASTER_PORT", port.to_string()),
+    ];
+    report_in_with(&a, "node-a", &fa, &shell, "--anonymize");
+    report_in_with(&b, "node-b", &fb, &shell, "--anonymize");
+    let text = std::fs::read_to_string(&fa).unwrap() + &std::fs::read_to_string(&fb).unwrap();
+    assert!(
+        !text.contains("node-a") && !text.contains("node-b"),
+        "host names stay hidden"
+    );
+
+    let (doc, code) = merge_json(&[&fa, &fb], &[]);
+    assert_eq!(code, 0, "a healthy job has no findings: {doc:#}");
+    assert!(doc["findings"].as_array().unwrap().is_empty(), "{doc:#}");
+    let master = doc["rendezvous"]["master_node"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(master.starts_with("host-"), "{doc:#}");
+    assert_eq!(
+        doc["rendezvous"]["master_addr"], master,
+        "MASTER_ADDR got the same pseudonym"
+    );
+    assert_eq!(
+        doc["rendezvous"]["master_port_holders"][0]["pid"],
+        rank0.pid("me")
+    );
+    assert_eq!(doc["rendezvous"]["ranks_visible"], 2);
+    drop((rank0, rank1));
+}
+
+#[test]
+fn merge_of_recorded_reports() {
+    merge_fixtures();
+}
+
+fn expect_bad(file: &Path, needle: &str) {
+    let out = run(&["merge", file.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(out.stdout.is_empty());
+    assert!(err.starts_with("error: "), "{err}");
+    assert!(err.contains(needle), "{needle} in {err}");
+    assert!(err.contains("\nhint: "), "{err}");
+}
+
+#[test]
+fn bad_input_is_exit_2_with_a_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    let full = std::fs::read_to_string(fixtures().join("report-node-a.yaml")).unwrap();
+    let w = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    // Cut at several points: never accepted.
+    for frac in [0.1, 0.5, 0.9, 0.999] {
+        let mut cut = (full.len() as f64 * frac) as usize;
+        while !full.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let p = w("truncated.yaml", &full[..cut]);
+        let out = run(&["merge", p.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(2), "cut at {frac}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("hint: "), "{err}");
+    }
+    expect_bad(&w("trunc.yaml", &full[..full.len() / 2]), "truncated");
+    expect_bad(
+        &w(
+            "v2.yaml",
+            &full.replacen("schema_version: 1", "schema_version: 2", 1),
+        ),
+        "schema_version 2 is not supported",
+    );
+    expect_bad(
+        &w("other.yaml", "name: my-config\nitems:\n  - 1\n  - 2\n"),
+        "not a doctor report",
+    );
+    // A doctor snapshot is YAML with schema_version 1 but not a report.
+    let snap = dir.path().join("snap.yaml");
+    let out = run(&["snapshot", "-o", snap.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0));
+    expect_bad(&snap, "not a doctor report");
+    expect_bad(&w("empty.yaml", ""), "empty");
+    expect_bad(
+        &w("binary.yaml", "\u{0}\u{1}\u{2}garbage: ["),
+        "not valid YAML",
+    );
+    expect_bad(&dir.path().join("missing.yaml"), "cannot read");
+    // No file at all is a usage error too.
+    let out = run(&["merge"]);
+    assert_eq!(out.status.code(), Some(2));
+}
