@@ -169,10 +169,23 @@ fn open_dir(dir: RawFd, name: &CStr) -> io::Result<OwnedFd> {
     open_at(dir, name, libc::O_RDONLY | libc::O_DIRECTORY)
 }
 
+/// How far `read_at` reads.
+#[derive(Clone, Copy, PartialEq)]
+enum Until {
+    /// Until `read` returns 0.
+    Eof,
+    /// Until a `read` returns less than asked for. Right for `/proc/PID/{stat,cmdline,environ}`:
+    /// the kernel fills the whole buffer unless it reaches the end (one record for `stat`, a loop
+    /// over the argument or environment area for the others), so the final `read` that would
+    /// return 0 is saved. Not for multi-record tables such as `/proc/net/tcp`, which stop short
+    /// of a record that does not fit.
+    ShortRead,
+}
+
 /// The whole of `dir/name` into `buf` (replacing what was there), with plain `read`s into the
 /// buffer's spare capacity: no `statx`, no small probe reads, no new allocation once the buffer
 /// has grown to the largest file seen.
-fn read_at(dir: RawFd, name: &CStr, buf: &mut Vec<u8>) -> io::Result<()> {
+fn read_at(dir: RawFd, name: &CStr, buf: &mut Vec<u8>, until: Until) -> io::Result<()> {
     buf.clear();
     let fd = open_at(dir, name, libc::O_RDONLY)?;
     loop {
@@ -180,13 +193,17 @@ fn read_at(dir: RawFd, name: &CStr, buf: &mut Vec<u8>) -> io::Result<()> {
             buf.reserve(buf.capacity().max(16 * 1024));
         }
         let spare = buf.spare_capacity_mut();
+        let asked = spare.len();
         // SAFETY: we read at most `spare.len()` bytes into memory the Vec owns.
-        let n = unsafe { libc::read(fd.as_raw_fd(), spare.as_mut_ptr().cast(), spare.len()) };
+        let n = unsafe { libc::read(fd.as_raw_fd(), spare.as_mut_ptr().cast(), asked) };
         match n {
             0 => return Ok(()),
             n if n > 0 => {
                 // SAFETY: the kernel initialised `n` more bytes.
                 unsafe { buf.set_len(buf.len() + n as usize) };
+                if until == Until::ShortRead && (n as usize) < asked {
+                    return Ok(());
+                }
             }
             _ => {
                 let err = io::Error::last_os_error();
@@ -288,7 +305,7 @@ fn read_process(
         return (None, unreadable);
     };
     let dir = dir.as_raw_fd();
-    let Some(stat) = read_at(dir, c"stat", &mut scratch.file)
+    let Some(stat) = read_at(dir, c"stat", &mut scratch.file, Until::ShortRead)
         .ok()
         .and_then(|()| parse_stat(&scratch.file))
     else {
@@ -314,7 +331,7 @@ fn read_process(
             reason: reason(err),
         });
     };
-    let (argv, argv_lossy) = match read_at(dir, c"cmdline", &mut scratch.file) {
+    let (argv, argv_lossy) = match read_at(dir, c"cmdline", &mut scratch.file, Until::ShortRead) {
         Ok(()) => split_nul(&scratch.file),
         Err(e) if vanished(&e) => return (None, Vec::new()),
         Err(e) => {
@@ -327,7 +344,7 @@ fn read_process(
         // Zombies and kernel threads have no exe; permission errors are common and harmless here.
         Err(_) => None,
     };
-    let env = match read_at(dir, c"environ", &mut scratch.file) {
+    let env = match read_at(dir, c"environ", &mut scratch.file, Until::ShortRead) {
         Ok(()) => rendezvous_env(&scratch.file),
         Err(e) if vanished(&e) => return (None, Vec::new()),
         Err(e) => {
@@ -480,7 +497,7 @@ fn read_sockets() -> Vec<Socket> {
 
 fn proc_net_table(path: &CStr, proto: Proto) -> Vec<Socket> {
     let mut text = Vec::with_capacity(256 * 1024);
-    if read_at(libc::AT_FDCWD, path, &mut text).is_err() {
+    if read_at(libc::AT_FDCWD, path, &mut text, Until::Eof).is_err() {
         text.clear();
     }
     parse_net_table(&text, proto)
