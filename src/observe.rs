@@ -1,6 +1,6 @@
 //! Reading the live machine into a `Snapshot`. The only module (besides supervision) that touches
-//! the operating system; Linux `/proc` only for now, behind `snapshot()` so another backend can be
-//! added without touching the rules.
+//! the operating system; Linux only for now (`/proc`, and netlink `sock_diag` for the socket
+//! tables), behind `snapshot()` so another backend can be added without touching the rules.
 
 use std::collections::BTreeMap;
 
@@ -527,6 +527,21 @@ fn diag_sockets(family: libc::c_int, proto: Proto) -> io::Result<Vec<Socket>> {
     })?;
     // SAFETY: `fd` was just created and is owned by nobody else.
     let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    // The kernel always ends a dump; should it not, give up after two seconds and use /proc.
+    let timeout = libc::timeval {
+        tv_sec: 2,
+        tv_usec: 0,
+    };
+    // SAFETY: `timeout` is a valid timeval for the length passed.
+    cvt(unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&raw const timeout).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    })?;
     let protocol = match proto {
         Proto::Tcp => libc::IPPROTO_TCP,
         Proto::Udp => libc::IPPROTO_UDP,

@@ -101,26 +101,43 @@ DOCTOR="$TARGET_DIR/release/doctor"
 [[ -x "$DOCTOR" ]] || { echo "error: $DOCTOR not built" >&2; exit 2; }
 echo "doctor: $DOCTOR"
 
-# Wall time of one command in microseconds (no fork for the clock: $EPOCHREALTIME).
-# The command's exit status must be 0 or 1 (doctor exits 1 when it finds something).
-time_us() {
-    local t0 t1 rc=0
-    t0=$EPOCHREALTIME
-    "$@" >/dev/null 2>&1 || rc=$?
-    t1=$EPOCHREALTIME
-    if ((rc > 1)); then
-        echo "error: '$*' exited $rc" >&2
-        exit 2
-    fi
-    echo $((${t1/./} - ${t0/./}))
-}
+# Timing: runs commands round-robin (the order rotates every round, after one warm-up round that
+# is not counted), each with stdout and stderr to /dev/null; wall time from a monotonic clock
+# around fork..wait4, CPU time (user+sys) from the child's rusage. Exit status must be 0 or 1
+# (doctor exits 1 when it finds something). Prints one line per command:
+#   name median_wall_s min_wall_s max_wall_s median_cpu_s
+cat >"$WORK/timeit.py" <<'PY'
+import json, os, statistics, subprocess, sys, time
+runs = int(sys.argv[1])
+specs = [(sys.argv[i], json.loads(sys.argv[i + 1])) for i in range(2, len(sys.argv), 2)]
+null = os.open(os.devnull, os.O_RDWR)
 
-# median / min / max of microsecond values, printed in seconds.
-stats() {
-    printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1}
-        END { m = (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2;
-              printf "%.4f %.4f %.4f\n", m/1e6, a[1]/1e6, a[NR]/1e6 }'
-}
+def once(argv):
+    t0 = time.perf_counter()
+    p = subprocess.Popen(argv, stdin=null, stdout=null, stderr=null)
+    _, status, ru = os.wait4(p.pid, 0)
+    wall = time.perf_counter() - t0
+    p.returncode = rc = os.waitstatus_to_exitcode(status)
+    if rc not in (0, 1):
+        sys.exit(f"error: {' '.join(argv)} exited {rc}")
+    return wall, ru.ru_utime + ru.ru_stime
+
+for _, argv in specs:
+    once(argv)
+wall = {n: [] for n, _ in specs}
+cpu = {n: [] for n, _ in specs}
+for i in range(runs):
+    for k in range(len(specs)):
+        name, argv = specs[(i + k) % len(specs)]
+        w, c = once(argv)
+        wall[name].append(w)
+        cpu[name].append(c)
+for name, _ in specs:
+    w = wall[name]
+    print(name, f"{statistics.median(w):.4f} {min(w):.4f} {max(w):.4f} {statistics.median(cpu[name]):.4f}")
+PY
+timeit() { python3 "$WORK/timeit.py" "$@"; }
+json_argv() { python3 -c 'import json,sys; print(json.dumps(sys.argv[1:]))' "$@"; }
 
 peak_rss_kb() {
     /usr/bin/time -v -o "$WORK/time.txt" "$@" >/dev/null 2>&1 || true
@@ -137,21 +154,16 @@ machine_facts() {
 echo
 echo "== idle: doctor ports ($IDLE_RUNS runs)"
 machine_facts
-"$DOCTOR" ports >/dev/null 2>&1 || true # warm the page cache
-idle_t=()
+read -r _ idle_med idle_min idle_max idle_cpu <<<"$(timeit "$IDLE_RUNS" doctor "$(json_argv "$DOCTOR" ports)")"
 idle_rss=()
 for _ in $(seq 1 "$IDLE_RUNS"); do
-    v=$(time_us "$DOCTOR" ports)
-    [[ -n "$v" ]] || exit 2
-    idle_t+=("$v")
     idle_rss+=("$(peak_rss_kb "$DOCTOR" ports)")
 done
-read -r idle_med idle_min idle_max <<<"$(stats "${idle_t[@]}")"
 rss_sorted=($(printf '%s\n' "${idle_rss[@]}" | sort -n))
 idle_rss_med=${rss_sorted[$((${#rss_sorted[@]} / 2))]}
 idle_rss_max=${rss_sorted[-1]}
-printf 'idle doctor ports: median %.4f s (min %.4f, max %.4f); peak RSS median %d KiB, max %d KiB\n' \
-    "$idle_med" "$idle_min" "$idle_max" "$idle_rss_med" "$idle_rss_max"
+printf 'idle doctor ports: median %.4f s (min %.4f, max %.4f; CPU median %.4f s); peak RSS median %d KiB, max %d KiB\n' \
+    "$idle_med" "$idle_min" "$idle_max" "$idle_cpu" "$idle_rss_med" "$idle_rss_max"
 
 # ---------------------------------------------------------------------------------------------
 cat >"$WORK/load.py" <<'PY'
@@ -374,44 +386,24 @@ echo "listening TCP sockets: ss -ltn $ss_listen; doctor ports --all (sockets, wi
 
 # ---------------------------------------------------------------------------------------------
 echo
-echo "== under load: $RUNS runs each, interleaved (order rotates every round)"
-cmds=(doctor ss lsof)
-run_cmd() {
-    local v
-    case $1 in
-    doctor) v=$(time_us "$DOCTOR" ports --all) ;;
-    ss) v=$(time_us ss -ltnp) ;;
-    lsof) v=$(time_us lsof -nP -iTCP -sTCP:LISTEN) ;;
-    esac
-    [[ -n "$v" ]] || exit 2
-    echo "$v"
-}
-for c in "${cmds[@]}"; do run_cmd "$c" >/dev/null; done # warm-up round, not counted
-t_doctor=()
-t_ss=()
-t_lsof=()
-for i in $(seq 0 $((RUNS - 1))); do
-    for k in 0 1 2; do
-        c=${cmds[$(((i + k) % 3))]}
-        v=$(run_cmd "$c") || exit 2
-        case $c in
-        doctor) t_doctor+=("$v") ;;
-        ss) t_ss+=("$v") ;;
-        lsof) t_lsof+=("$v") ;;
-        esac
-    done
-done
-read -r d_med d_min d_max <<<"$(stats "${t_doctor[@]}")"
-read -r s_med s_min s_max <<<"$(stats "${t_ss[@]}")"
-read -r l_med l_min l_max <<<"$(stats "${t_lsof[@]}")"
-printf '%-34s %9s %9s %9s\n' command median_s min_s max_s
-printf '%-34s %9.4f %9.4f %9.4f\n' "doctor ports --all" "$d_med" "$d_min" "$d_max"
-printf '%-34s %9.4f %9.4f %9.4f\n' "ss -ltnp" "$s_med" "$s_min" "$s_max"
-printf '%-34s %9.4f %9.4f %9.4f\n' "lsof -nP -iTCP -sTCP:LISTEN" "$l_med" "$l_min" "$l_max"
-awk -v d="$d_med" -v s="$s_med" -v l="$l_med" \
-    'BEGIN { printf "ratio doctor/ss = %.2f   doctor/lsof = %.2f\n", d/s, d/l }'
+echo "== under load: $RUNS runs each, interleaved (order rotates every round; one uncounted warm-up round)"
+timeit "$RUNS" \
+    doctor "$(json_argv "$DOCTOR" ports --all)" \
+    ss "$(json_argv ss -ltnp)" \
+    lsof "$(json_argv lsof -nP -iTCP -sTCP:LISTEN)" >"$WORK/times.txt"
+read -r _ d_med d_min d_max d_cpu < <(grep '^doctor ' "$WORK/times.txt")
+read -r _ s_med s_min s_max s_cpu < <(grep '^ss ' "$WORK/times.txt")
+read -r _ l_med l_min l_max l_cpu < <(grep '^lsof ' "$WORK/times.txt")
+printf '%-30s %9s %9s %9s %9s\n' command median_s min_s max_s cpu_med_s
+printf '%-30s %9.4f %9.4f %9.4f %9.4f\n' "doctor ports --all" "$d_med" "$d_min" "$d_max" "$d_cpu"
+printf '%-30s %9.4f %9.4f %9.4f %9.4f\n' "ss -ltnp" "$s_med" "$s_min" "$s_max" "$s_cpu"
+printf '%-30s %9.4f %9.4f %9.4f %9.4f\n' "lsof -nP -iTCP -sTCP:LISTEN" "$l_med" "$l_min" "$l_max" "$l_cpu"
+awk -v d="$d_med" -v s="$s_med" -v l="$l_med" -v dc="$d_cpu" -v sc="$s_cpu" -v lc="$l_cpu" 'BEGIN {
+    printf "ratio doctor/ss = %.2f   doctor/lsof = %.2f   (wall medians)\n", d/s, d/l
+    printf "ratio doctor/ss = %.2f   doctor/lsof = %.2f   (CPU medians, user+sys)\n", dc/sc, dc/lc }'
 load_rss=$(peak_rss_kb "$DOCTOR" ports --all)
 echo "doctor ports --all peak RSS under load: $load_rss KiB"
 echo
 echo "summary: idle_median_s=$idle_med idle_peak_rss_kib=$idle_rss_med load_procs=$n_procs" \
-    "load_sockets=$n_socks doctor_s=$d_med ss_s=$s_med lsof_s=$l_med"
+    "load_sockets=$n_socks doctor_s=$d_med ss_s=$s_med lsof_s=$l_med" \
+    "doctor_cpu_s=$d_cpu ss_cpu_s=$s_cpu lsof_cpu_s=$l_cpu"
