@@ -576,7 +576,8 @@ fn diag_sockets(family: libc::c_int, proto: Proto) -> io::Result<Vec<Socket>> {
         return Err(io::Error::last_os_error());
     }
     let mut sockets = Vec::new();
-    let mut buf = vec![0u8; 256 * 1024];
+    // A dump comes in datagrams of at most 32 KiB (the kernel caps them there).
+    let mut buf = vec![0u8; 64 * 1024];
     loop {
         // SAFETY: we receive at most `buf.len()` bytes into `buf`.
         let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
