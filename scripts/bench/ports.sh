@@ -12,6 +12,8 @@
 # one connected pair, so LISTEN_PER+2 sockets each), JOBS=4 fake training jobs of RANKS=4 ranks,
 # each rank with KIDS=2 fork children, RUNS=9 timed runs per command under load, IDLE_RUNS=9,
 # LIFETIME=900 seconds after which every helper exits on its own even if this script is killed.
+# BASELINE=/path/to/another/doctor adds that binary's `ports --all` to the same interleaved runs
+# (e.g. a build of an earlier commit, for a before/after comparison).
 set -euo pipefail
 export LC_ALL=C
 
@@ -23,6 +25,7 @@ KIDS=${KIDS:-2}
 RUNS=${RUNS:-9}
 IDLE_RUNS=${IDLE_RUNS:-9}
 LIFETIME=${LIFETIME:-900}
+BASELINE=${BASELINE:-}
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT"
@@ -387,10 +390,12 @@ echo "listening TCP sockets: ss -ltn $ss_listen; doctor ports --all (sockets, wi
 # ---------------------------------------------------------------------------------------------
 echo
 echo "== under load: $RUNS runs each, interleaved (order rotates every round; one uncounted warm-up round)"
+extra=()
+[[ -n "$BASELINE" ]] && extra=(baseline "$(json_argv "$BASELINE" ports --all)")
 timeit "$RUNS" \
     doctor "$(json_argv "$DOCTOR" ports --all)" \
     ss "$(json_argv ss -ltnp)" \
-    lsof "$(json_argv lsof -nP -iTCP -sTCP:LISTEN)" >"$WORK/times.txt"
+    lsof "$(json_argv lsof -nP -iTCP -sTCP:LISTEN)" "${extra[@]}" >"$WORK/times.txt"
 read -r _ d_med d_min d_max d_cpu < <(grep '^doctor ' "$WORK/times.txt")
 read -r _ s_med s_min s_max s_cpu < <(grep '^ss ' "$WORK/times.txt")
 read -r _ l_med l_min l_max l_cpu < <(grep '^lsof ' "$WORK/times.txt")
@@ -398,6 +403,11 @@ printf '%-30s %9s %9s %9s %9s\n' command median_s min_s max_s cpu_med_s
 printf '%-30s %9.4f %9.4f %9.4f %9.4f\n' "doctor ports --all" "$d_med" "$d_min" "$d_max" "$d_cpu"
 printf '%-30s %9.4f %9.4f %9.4f %9.4f\n' "ss -ltnp" "$s_med" "$s_min" "$s_max" "$s_cpu"
 printf '%-30s %9.4f %9.4f %9.4f %9.4f\n' "lsof -nP -iTCP -sTCP:LISTEN" "$l_med" "$l_min" "$l_max" "$l_cpu"
+if [[ -n "$BASELINE" ]]; then
+    read -r _ b_med b_min b_max b_cpu < <(grep '^baseline ' "$WORK/times.txt")
+    printf '%-30s %9.4f %9.4f %9.4f %9.4f\n' "baseline ports --all" "$b_med" "$b_min" "$b_max" "$b_cpu"
+    echo "baseline: $BASELINE"
+fi
 awk -v d="$d_med" -v s="$s_med" -v l="$l_med" -v dc="$d_cpu" -v sc="$s_cpu" -v lc="$l_cpu" 'BEGIN {
     printf "ratio doctor/ss = %.2f   doctor/lsof = %.2f   (wall medians)\n", d/s, d/l
     printf "ratio doctor/ss = %.2f   doctor/lsof = %.2f   (CPU medians, user+sys)\n", dc/sc, dc/lc }'
