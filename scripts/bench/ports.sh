@@ -49,6 +49,7 @@ need lsof lsof
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/doctor-bench.XXXXXX")
 LOAD_PID=""
 LOAD_PGID=""
+TIMEIT_PID=""
 MY_PGID=$(ps -o pgid= -p $$ | tr -d ' ')
 
 # Processes (pid) whose process group is $1, zombies included.
@@ -67,6 +68,7 @@ group_members() {
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM
+    [[ -n "$TIMEIT_PID" ]] && kill "$TIMEIT_PID" 2>/dev/null
     if [[ -n "$LOAD_PGID" && "$LOAD_PGID" != "$MY_PGID" && "$LOAD_PGID" -gt 1 ]]; then
         kill -TERM -- "-$LOAD_PGID" 2>/dev/null || true
         # The load's main process is a subreaper: it reaps every helper, then exits.
@@ -274,6 +276,7 @@ def main(procs, listen_per, jobs, ranks, kids, lifetime, ready_file):
 
     def stop(signum, frame):
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        os.killpg(0, signal.SIGTERM)  # our own (new) group: ranks' fork children included
         for pid in children:
             try:
                 os.kill(pid, signal.SIGKILL)
@@ -392,10 +395,15 @@ echo
 echo "== under load: $RUNS runs each, interleaved (order rotates every round; one uncounted warm-up round)"
 extra=()
 [[ -n "$BASELINE" ]] && extra=(baseline "$(json_argv "$BASELINE" ports --all)")
+# In the background so that INT/TERM reach the trap at once (bash defers traps while a
+# foreground command runs); the trap then stops the runner by its pid.
 timeit "$RUNS" \
     doctor "$(json_argv "$DOCTOR" ports --all)" \
     ss "$(json_argv ss -ltnp)" \
-    lsof "$(json_argv lsof -nP -iTCP -sTCP:LISTEN)" "${extra[@]}" >"$WORK/times.txt"
+    lsof "$(json_argv lsof -nP -iTCP -sTCP:LISTEN)" "${extra[@]}" >"$WORK/times.txt" &
+TIMEIT_PID=$!
+wait "$TIMEIT_PID"
+TIMEIT_PID=""
 read -r _ d_med d_min d_max d_cpu < <(grep '^doctor ' "$WORK/times.txt")
 read -r _ s_med s_min s_max s_cpu < <(grep '^ss ' "$WORK/times.txt")
 read -r _ l_med l_min l_max l_cpu < <(grep '^lsof ' "$WORK/times.txt")
