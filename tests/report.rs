@@ -508,21 +508,52 @@ fn bad_include_run_is_a_usage_error() {
 }
 
 #[test]
-fn output_file_is_yaml_and_scan_is_reported_unavailable() {
+fn output_file_is_yaml_and_scan_findings_are_in_it() {
     let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("train.py");
+    std::fs::write(
+        &script,
+        "import lightning as L\nfabric = L.Fabric(devices=2, strategy=\"ddp\")\nfabric.launch()\n",
+    )
+    .unwrap();
     let file = dir.path().join("report.yaml");
-    let out = run(&["report", "-o", file.to_str().unwrap(), "--scan", "train.py"]);
-    assert!(matches!(out.status.code(), Some(0 | 1)));
-    assert!(out.stdout.is_empty());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("--scan is not available in this build"),
-        "{err}"
+    let out = run(&[
+        "report",
+        "-o",
+        file.to_str().unwrap(),
+        "--scan",
+        script.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a static warning makes it exit 1"
     );
+    assert!(out.stdout.is_empty());
     let doc: serde_json::Value =
         serde_yaml::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
-    assert_eq!(doc["scan"]["status"], "not available in this build");
-    assert_eq!(doc["scan"]["paths"][0], "train.py");
+    assert_eq!(doc["scan"]["files_scanned"], 1);
+    let s001 = &doc["scan"]["findings"][0];
+    assert_eq!(
+        (s001["code"].as_str(), s001["line"].as_u64()),
+        (Some("S001"), Some(3))
+    );
+    assert!(
+        doc["summary"]["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["code"] == "S001")
+    );
+    // A path that does not exist is bad input.
+    let out = run(&[
+        "report",
+        "--format",
+        "json",
+        "--scan",
+        "/nonexistent/train.py",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
     // The summary comes first in the attachment.
     let text = std::fs::read_to_string(&file).unwrap();
     assert!(text.find("summary:").unwrap() < text.find("host:").unwrap());
