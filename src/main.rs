@@ -4,7 +4,11 @@ mod analyse;
 mod observe;
 mod output;
 mod ports;
+mod pyenv;
+mod repro;
 mod snapshot;
+mod supervise;
+mod traceback;
 
 use clap::{Parser, Subcommand};
 
@@ -30,6 +34,8 @@ enum Command {
     Tree(ports::TreeArgs),
     /// Write a snapshot of processes, sockets and host facts for later analysis
     Snapshot(ports::SnapshotArgs),
+    /// Run the bundled spawn/fork/forkserver reproductions (bug and fix) and verify the fix
+    Repro(repro::ReproArgs),
 }
 
 fn main() {
@@ -38,6 +44,7 @@ fn main() {
         Command::Ports(args) => ports::ports(args),
         Command::Tree(args) => ports::tree(args),
         Command::Snapshot(args) => ports::snapshot(args),
+        Command::Repro(args) => repro::main(args),
     };
     match result {
         Ok(code) => std::process::exit(code),
@@ -52,7 +59,10 @@ fn report_error(err: &anyhow::Error) {
     let color = output::stderr_color();
     let label = output::paint("error:", output::Paint::Red, color);
     eprintln!("{label} {err:#}");
-    if let Some(hint) = err.downcast_ref::<UserError>().and_then(|u| u.hint.as_deref()) {
+    if let Some(hint) = err
+        .downcast_ref::<UserError>()
+        .and_then(|u| u.hint.as_deref())
+    {
         let label = output::paint("hint:", output::Paint::Blue, color);
         eprintln!("{label} {hint}");
     }

@@ -156,7 +156,11 @@ impl Snapshot {
         };
         match value.get("schema_version").and_then(|v| v.as_u64()) {
             Some(v) if v == SCHEMA_VERSION as u64 => {}
-            Some(v) => return Err(format!("schema_version {v} is not supported (this doctor reads {SCHEMA_VERSION})")),
+            Some(v) => {
+                return Err(format!(
+                    "schema_version {v} is not supported (this doctor reads {SCHEMA_VERSION})"
+                ));
+            }
             None => return Err("no schema_version field".into()),
         }
         let mut snap: Snapshot = serde_json::from_value(value).map_err(|e| e.to_string())?;
@@ -176,7 +180,9 @@ impl Process {
 
     /// `MASTER_PORT` as a port number.
     pub fn master_port(&self) -> Option<u16> {
-        self.env("MASTER_PORT").and_then(|v| v.trim().parse().ok()).filter(|p| *p != 0)
+        self.env("MASTER_PORT")
+            .and_then(|v| v.trim().parse().ok())
+            .filter(|p| *p != 0)
     }
 
     /// The command line for people: argv joined, or `[comm]` for kernel threads and zombies.
@@ -198,5 +204,8 @@ pub fn in_ephemeral_range(host: &Host, port: u16) -> bool {
     let [lo, hi] = host.ephemeral_range;
     lo <= port
         && port <= hi
-        && !host.reserved_ports.iter().any(|[a, b]| *a <= port && port <= *b)
+        && !host
+            .reserved_ports
+            .iter()
+            .any(|[a, b]| *a <= port && port <= *b)
 }
