@@ -143,6 +143,17 @@ fn on_path(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// A path as given, or a bare name (`python3`) looked up on PATH; None when neither exists.
+pub fn resolve(python: &Path) -> Option<PathBuf> {
+    let text = python.to_string_lossy();
+    if !text.contains('/')
+        && let Some(found) = on_path(&text)
+    {
+        return Some(found);
+    }
+    python.is_file().then(|| python.to_path_buf())
+}
+
 fn check_torch(env: PythonEnv) -> anyhow::Result<PythonEnv> {
     if let Some(v) = env.torch.as_deref()
         && let Some(mm) = major_minor(v)
@@ -161,9 +172,30 @@ fn check_torch(env: PythonEnv) -> anyhow::Result<PythonEnv> {
     Ok(env)
 }
 
+/// What an interpreter must have.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Need {
+    /// torch and lightning (the bundled Fabric reproductions, the managed venv).
+    TorchAndLightning,
+    /// torch only (plain-PyTorch reproductions) when the interpreter is named explicitly.
+    Torch,
+    /// Any interpreter when it is named explicitly (the user's own scripts).
+    Anything,
+}
+
 /// Find an interpreter with torch and lightning; create the managed venv when none has them and
 /// `allow_setup` is true. An interpreter named explicitly (argument or `DOCTOR_PYTHON`) must work.
 pub fn find_python(explicit: Option<&Path>, allow_setup: bool) -> anyhow::Result<PythonEnv> {
+    find_python_for(explicit, allow_setup, Need::TorchAndLightning)
+}
+
+/// [`find_python`], with a weaker requirement for an interpreter named explicitly. The search
+/// itself always looks for torch and lightning.
+pub fn find_python_for(
+    explicit: Option<&Path>,
+    allow_setup: bool,
+    need: Need,
+) -> anyhow::Result<PythonEnv> {
     let named = explicit.map(|p| (p.to_path_buf(), "--python")).or_else(|| {
         std::env::var_os("DOCTOR_PYTHON")
             .filter(|v| !v.is_empty())
@@ -177,7 +209,12 @@ pub fn find_python(explicit: Option<&Path>, allow_setup: bool) -> anyhow::Result
             )
         })?;
         env.source = source.to_string();
-        if !env.has_all() {
+        let enough = match need {
+            Need::TorchAndLightning => env.has_all(),
+            Need::Torch => env.torch.is_some(),
+            Need::Anything => true,
+        };
+        if !enough {
             return Err(user_error(
                 format!("{source} {} lacks {}", path.display(), missing(&env)),
                 format!(

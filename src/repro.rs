@@ -339,18 +339,31 @@ pub fn main(args: ReproArgs) -> anyhow::Result<i32> {
             "give --devices 1 or more (2 on CPU shows the bug best)",
         ));
     }
-    if let Some(p) = &args.python
-        && !p.exists()
-    {
-        return Err(user_error(
-            format!("--python {}: no such file", p.display()),
-            "give the path of a Python interpreter, e.g. --python .venv/bin/python",
-        ));
-    }
+    let python = match &args.python {
+        Some(p) => Some(pyenv::resolve(p).ok_or_else(|| {
+            user_error(
+                format!("--python {}: no such file", p.display()),
+                "give the path of a Python interpreter, e.g. --python .venv/bin/python",
+            )
+        })?),
+        None => None,
+    };
     // Resolve names before the (possibly slow) environment check, so typos fail fast.
     let selection = select(&args)?;
 
-    let env = pyenv::find_python(args.python.as_deref(), !args.no_setup)?;
+    let need = if args.setup {
+        pyenv::Need::TorchAndLightning
+    } else if selection.iter().all(|s| s.variant == Variant::Custom) {
+        pyenv::Need::Anything
+    } else if selection
+        .iter()
+        .all(|s| s.launcher == Launcher::Torchrun || s.variant == Variant::Custom)
+    {
+        pyenv::Need::Torch
+    } else {
+        pyenv::Need::TorchAndLightning
+    };
+    let env = pyenv::find_python_for(python.as_deref(), !args.no_setup, need)?;
     if args.setup {
         eprintln!("doctor: using {} [{}]", env.summary(), env.source);
         output::print(&format!("{}\n", env.path.display()));
@@ -481,21 +494,24 @@ fn list(format: Option<Format>) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-fn unknown_name(name: &str) -> anyhow::Error {
-    let names: Vec<String> = BUNDLED
-        .iter()
-        .flat_map(|b| {
-            [
-                b.name.to_string(),
-                format!("{}-buggy", b.name),
-                format!("{}-fixed", b.name),
-            ]
-        })
-        .collect();
+fn unknown_name(name: &str, for_show: bool) -> anyhow::Error {
+    let mut names: Vec<String> = Vec::new();
+    for b in BUNDLED {
+        names.push(b.name.to_string());
+        if for_show {
+            names.push(format!("{}-buggy", b.name));
+            names.push(format!("{}-fixed", b.name));
+        }
+    }
+    let tail = if for_show {
+        ""
+    } else {
+        "; a script of your own is given by its path, e.g. ./train.py"
+    };
     user_error(
         format!("unknown reproduction `{name}`"),
         format!(
-            "bundled: {} (see `doctor repro --list`); a script of your own is given by its path, e.g. ./train.py",
+            "bundled: {} (see `doctor repro --list`){tail}",
             names.join(", ")
         ),
     )
@@ -507,7 +523,7 @@ fn show(name: &str) -> anyhow::Result<i32> {
         Some((b, v @ ("buggy" | "fixed"))) => (b.to_string(), Some(v)),
         _ => (key.clone(), None),
     };
-    let b = bundled(&base).ok_or_else(|| unknown_name(name))?;
+    let b = bundled(&base).ok_or_else(|| unknown_name(name, true))?;
     let mut out = String::new();
     for (variant, (file, src)) in [("buggy", b.buggy), ("fixed", b.fixed)] {
         if which.is_some_and(|w| w != variant) {
@@ -608,7 +624,7 @@ fn select(args: &ReproArgs) -> anyhow::Result<Vec<CaseSpec>> {
                 "give the path of a Python script, or a bundled name (`doctor repro --list`)",
             ));
         }
-        return Err(unknown_name(&name));
+        return Err(unknown_name(&name, false));
     }
     Ok(out)
 }
@@ -850,13 +866,18 @@ fn run_case(case: &CaseSpec, ctx: &RunCtx, index: usize) -> anyhow::Result<CaseR
     let mut tree = Tree::spawn(cmd, &tag)?;
     let waited = tree.wait(ctx.timeout);
     let seconds = tree.elapsed().as_secs_f64();
+    // What the case printed on its own, before doctor's signals made it print more.
+    let printed = std::fs::metadata(&log_path).map_or(0, |m| m.len() as usize);
     let settle = match waited {
         Waited::Exited(_) => Duration::from_millis(1500),
         _ => Duration::ZERO,
     };
     let killed = tree.terminate(settle, Duration::from_secs(3));
     let leftovers = tree.leftovers(Some(port)).describe();
-    let text = std::fs::read(&log_path).unwrap_or_default();
+    let mut text = std::fs::read(&log_path).unwrap_or_default();
+    if !matches!(waited, Waited::Exited(_)) {
+        text.truncate(printed);
+    }
     let text = String::from_utf8_lossy(&text);
 
     let exit_code = match waited {
