@@ -185,6 +185,7 @@ pub enum Need {
 
 /// Find an interpreter with torch and lightning; create the managed venv when none has them and
 /// `allow_setup` is true. An interpreter named explicitly (argument or `DOCTOR_PYTHON`) must work.
+#[allow(dead_code)] // public API, for `doctor report` and `doctor run`
 pub fn find_python(explicit: Option<&Path>, allow_setup: bool) -> anyhow::Result<PythonEnv> {
     find_python_for(explicit, allow_setup, Need::TorchAndLightning)
 }
