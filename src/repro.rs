@@ -420,10 +420,22 @@ pub fn main(args: ReproArgs) -> anyhow::Result<i32> {
     };
     let results = run_all(&cases, &ctx, jobs);
     if supervise::interrupted() {
-        let killed: usize = results.iter().flatten().map(|r| r.killed.len()).sum();
-        eprintln!(
-            "doctor: interrupted; killed {killed} process(es) of the running cases, nothing left running"
-        );
+        let done: Vec<&CaseResult> = results.iter().flatten().collect();
+        let killed: usize = done.iter().map(|r| r.killed.len()).sum();
+        let left: Vec<&String> = done.iter().flat_map(|r| r.leftovers.iter()).collect();
+        if left.is_empty() {
+            eprintln!(
+                "doctor: interrupted; killed {killed} process(es) of the running cases, none left running"
+            );
+        } else {
+            eprintln!(
+                "doctor: interrupted; killed {killed} process(es), but these are left: {}",
+                left.iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            );
+        }
         return Ok(supervise::interrupt_exit_code());
     }
     let mut results: Vec<CaseResult> = results.into_iter().flatten().collect();
@@ -1085,7 +1097,6 @@ fn verdict(cases: &[CaseResult]) -> Verdict {
                 s.push_str(&format!(
                     "the guarded launch passes under {}{}",
                     match fixed.len() {
-                        1 => format!("{}", ctx_list(&fixed)),
                         3 => "all three contexts".to_string(),
                         _ => ctx_list(&fixed),
                     },

@@ -459,14 +459,13 @@ pub fn listening_ports() -> BTreeSet<u16> {
         };
         for line in text.lines().skip(1) {
             let cols: Vec<&str> = line.split_whitespace().collect();
-            if cols.get(3) == Some(&"0A") {
-                if let Some(port) = cols
+            if cols.get(3) == Some(&"0A")
+                && let Some(port) = cols
                     .get(1)
                     .and_then(|l| l.rsplit(':').next())
                     .and_then(|h| u16::from_str_radix(h, 16).ok())
-                {
-                    out.insert(port);
-                }
+            {
+                out.insert(port);
             }
         }
     }

@@ -26,6 +26,8 @@ t0=$(now)
 t1=$(now)
 "$DOCTOR" repro --accelerator cpu --no-setup --format json > "$WORK/default.json" 2>/dev/null || true
 t2=$(now)
+"$DOCTOR" repro --accelerator cpu --no-setup --jobs 2 --format json > "$WORK/jobs2.json" 2>/dev/null || true
+t2b=$(now)
 
 "$DOCTOR" repro --show fabric-buggy > "$WORK/fabric_buggy.py"
 "$DOCTOR" repro --show fabric-fixed > "$WORK/fabric_fixed.py"
@@ -66,15 +68,16 @@ print(json.dumps(out))
 PYEOF
 t3=$(now)
 
-"$PY" - "$WORK" "$t0" "$t1" "$t2" "$t3" <<'PYEOF'
+"$PY" - "$WORK" "$t0" "$t1" "$t2" "$t2b" "$t3" <<'PYEOF'
 import json, sys
 work = sys.argv[1]
-t0, t1, t2, t3 = map(float, sys.argv[2:])
+t0, t1, t2, t2b, t3 = map(float, sys.argv[2:])
 j1 = json.load(open(f"{work}/jobs1.json"))
 jd = json.load(open(f"{work}/default.json"))
+j2 = json.load(open(f"{work}/jobs2.json"))
 bare = json.load(open(f"{work}/bare.json"))
 bare_sum = sum(b["seconds"] for b in bare)
-wall1, walld, wallb = t1 - t0, t2 - t1, t3 - t2
+wall1, walld, wall2 = t1 - t0, t2 - t1, t2b - t2
 print()
 print(f"{'case':<24}{'bare s':>8}{'doctor s':>10}{'outcome':>12}")
 for b in bare:
@@ -83,7 +86,8 @@ for b in bare:
 print()
 print(f"bare, sum of 6 runs:              {bare_sum:7.1f} s")
 print(f"doctor repro --jobs 1, wall:      {wall1:7.1f} s  (fix_verified={j1['verdict']['fix_verified']})")
-print(f"doctor repro (--jobs {jd['jobs']}), wall:    {walld:7.1f} s  (fix_verified={jd['verdict']['fix_verified']})")
+print(f"doctor repro (default, jobs {jd['jobs']}), wall: {walld:7.1f} s  (fix_verified={jd['verdict']['fix_verified']})")
+print(f"doctor repro --jobs 2, wall:      {wall2:7.1f} s  (fix_verified={j2['verdict']['fix_verified']})")
 over = (wall1 - bare_sum) / 6
 print(f"supervision overhead per case (jobs 1 wall - bare sum) / 6: {over:+.2f} s ({100 * (wall1 - bare_sum) / bare_sum:+.1f}%)")
 case_sum = sum(c["seconds"] for c in j1["cases"])
