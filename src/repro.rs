@@ -68,7 +68,7 @@ pub struct ReproArgs {
     #[arg(long, value_name = "PATH")]
     pub python: Option<PathBuf>,
 
-    /// Cases run at once (default: half the CPUs, at least 1; one on CUDA)
+    /// Cases run at once (default on CPU: half the CPUs, 2 to 6; on CUDA: 1)
     #[arg(long, value_name = "N")]
     pub jobs: Option<usize>,
 
@@ -275,6 +275,9 @@ pub struct CaseResult {
     /// Processes or ports still alive after the kill; must be empty.
     pub leftovers: Vec<String>,
     pub command: Vec<String>,
+    /// The last lines the case printed, when it did not pass.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub log_tail: Vec<String>,
     /// The launcher's pid, and the DOCTOR_TAG value every process of the case carried.
     pub pid: i32,
     pub tag: String,
@@ -323,11 +326,15 @@ pub fn main(args: ReproArgs) -> anyhow::Result<i32> {
     if let Some(name) = &args.show {
         return show(name);
     }
-    if !(args.timeout.is_finite() && args.timeout > 0.0) {
+    if !(args.timeout.is_finite() && args.timeout > 0.0 && args.timeout <= 7.0 * 86_400.0) {
         return Err(user_error(
             format!(
-                "--timeout {} is not a positive number of seconds",
-                args.timeout
+                "--timeout {} is not a positive number of seconds (at most a week)",
+                if args.timeout.abs() >= 1e9 {
+                    format!("{:e}", args.timeout)
+                } else {
+                    args.timeout.to_string()
+                }
             ),
             format!(
                 "give the seconds after which a case counts as a hang, e.g. --timeout {DEFAULT_TIMEOUT_S}"
@@ -394,7 +401,11 @@ pub fn main(args: ReproArgs) -> anyhow::Result<i32> {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let jobs = args
         .jobs
-        .unwrap_or(if kind == "cuda" { 1 } else { (cpus / 2).max(1) })
+        .unwrap_or(if kind == "cuda" {
+            1
+        } else {
+            (cpus / 2).clamp(2, 6)
+        })
         .min(selection.len().max(1));
 
     supervise::init()?;
@@ -849,6 +860,7 @@ fn failed_to_start(case: &CaseSpec, e: &anyhow::Error) -> CaseResult {
         killed: Vec::new(),
         leftovers: Vec::new(),
         command: Vec::new(),
+        log_tail: Vec::new(),
         pid: 0,
         tag: String::new(),
     }
@@ -974,6 +986,15 @@ fn run_case(case: &CaseSpec, ctx: &RunCtx, index: usize) -> anyhow::Result<CaseR
         killed,
         leftovers,
         command: argv,
+        log_tail: if outcome == Outcome::Ok {
+            Vec::new()
+        } else {
+            let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+            lines[lines.len().saturating_sub(25)..]
+                .iter()
+                .map(|l| output::shorten(l, 300))
+                .collect()
+        },
         pid: tree.pid(),
         tag: tree.tag().to_string(),
     })
@@ -1299,6 +1320,7 @@ mod tests {
             killed: vec![],
             leftovers: vec![],
             command: vec![],
+            log_tail: vec![],
             pid: 0,
             tag: String::new(),
         }

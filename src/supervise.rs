@@ -109,24 +109,29 @@ impl Exit {
 
 /// Reap every child that has ended (ours or orphans re-parented to us) and remember statuses.
 pub fn reap() {
+    // The lock is held across waitpid so that `Tree::spawn` can clear a stale status of a
+    // recycled pid before any status of the new process can be recorded.
+    let mut map = EXITS.lock().unwrap_or_else(|e| e.into_inner());
     loop {
         match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::Exited(pid, code)) => record(pid.as_raw(), Exit::Code(code)),
-            Ok(WaitStatus::Signaled(pid, sig, _)) => record(pid.as_raw(), Exit::Signal(sig as i32)),
+            Ok(WaitStatus::Exited(pid, code)) => {
+                map.insert(pid.as_raw(), Exit::Code(code));
+            }
+            Ok(WaitStatus::Signaled(pid, sig, _)) => {
+                map.insert(pid.as_raw(), Exit::Signal(sig as i32));
+            }
             Ok(WaitStatus::StillAlive) | Err(_) => break,
             Ok(_) => continue,
         }
     }
-}
-
-fn record(pid: i32, exit: Exit) {
-    if let Ok(mut map) = EXITS.lock() {
-        map.insert(pid, exit);
+    // Statuses of orphans nobody waits for: keep the map small.
+    if map.len() > 4096 {
+        map.clear();
     }
 }
 
 fn take_exit(pid: i32) -> Option<Exit> {
-    EXITS.lock().ok().and_then(|mut m| m.remove(&pid))
+    EXITS.lock().unwrap_or_else(|e| e.into_inner()).remove(&pid)
 }
 
 /// One process as read from `/proc/PID/stat`.
@@ -271,12 +276,18 @@ impl Tree {
             });
         }
         let program = cmd.get_program().to_owned();
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("cannot start {}", Path::new(&program).display()))?;
-        let leader = child.id() as i32;
-        // The Child handle is dropped without waiting: `reap` collects its status.
-        drop(child);
+        let leader = {
+            // Held so that no reap runs between the fork and forgetting a stale status of a
+            // recycled pid (pids wrap at 32768 on many machines).
+            let mut map = EXITS.lock().unwrap_or_else(|e| e.into_inner());
+            let child = cmd
+                .spawn()
+                .with_context(|| format!("cannot start {}", Path::new(&program).display()))?;
+            let leader = child.id() as i32;
+            map.remove(&leader);
+            leader
+        };
+        // The Child handle was dropped without waiting: `reap` collects its status.
         Ok(Tree {
             tag: tag.to_string(),
             leader,

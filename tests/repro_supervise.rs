@@ -285,6 +285,14 @@ fn bad_input_is_an_error_with_a_hint() {
     usage_error(&["repro", "--show", "nope"], "unknown reproduction `nope`");
     usage_error(&["repro", "--jobs", "0"], "--jobs 0 runs nothing");
     usage_error(
+        &["repro", "--timeout", "1e300"],
+        "--timeout 1e300 is not a positive number of seconds",
+    );
+    usage_error(
+        &["repro", "--timeout", "NaN"],
+        "--timeout NaN is not a positive number of seconds",
+    );
+    usage_error(
         &["repro", "--python", "/bin/sh"],
         "--python /bin/sh: /bin/sh failed",
     );
