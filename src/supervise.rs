@@ -440,11 +440,22 @@ impl Tree {
     }
 
     /// Processes of the tree still alive, and `port` if something still binds it.
+    /// A port counts as still bound only if it stays so for 2 s after the tree is gone (the
+    /// kernel and unrelated short-lived connections may hold it for a moment).
     pub fn leftovers(&self, port: Option<u16>) -> Leftovers {
         reap();
+        let processes = self.members();
+        let mut port_bound = port.filter(|p| port_in_use(*p));
+        if processes.is_empty() && port_bound.is_some() {
+            let until = Instant::now() + Duration::from_secs(2);
+            while port_bound.is_some() && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(100));
+                port_bound = port.filter(|p| port_in_use(*p));
+            }
+        }
         Leftovers {
-            processes: self.members(),
-            port_bound: port.filter(|p| port_in_use(*p)),
+            processes,
+            port_bound,
         }
     }
 }

@@ -149,10 +149,10 @@ fn fabric_cpu_matrix_verifies_the_fix() {
 
 /// What was measured for plain PyTorch under torchrun (torch 2.15, gloo, 2 CPU ranks): the
 /// re-run `init_process_group` in a spawn/forkserver worker never fails to bind (torchrun's
-/// agent owns the store); the worker joins as a duplicate rank, and then the run either hangs
-/// or dies when gloo's connection mesh fails (a race; both were seen). Never EADDRINUSE.
+/// agent owns the store); the worker joins as a duplicate rank, and what follows is a race: the
+/// run hangs, dies when gloo's connection mesh fails, or sometimes passes. Never EADDRINUSE.
 #[test]
-fn torchrun_pair_never_fails_to_bind_but_breaks() {
+fn torchrun_pair_never_fails_to_bind() {
     let _heavy = HEAVY.lock().unwrap_or_else(|e| e.into_inner());
     let (out, doc) = json(&[
         "repro",
@@ -169,16 +169,23 @@ fn torchrun_pair_never_fails_to_bind_but_breaks() {
     ]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{err}\n{doc}");
+    let mut buggy_failed = false;
     for ctx in ["spawn", "forkserver"] {
         let c = case(&doc, "buggy", ctx);
-        assert!(c["outcome"] == "hang" || c["outcome"] == "error", "{c}");
+        assert_ne!(c["outcome"], "eaddrinuse", "{c}");
         assert_eq!(c["eaddrinuse_port"], Value::Null, "{c}");
-        assert_eq!(c["result_digest"], Value::Null, "{c}");
         if c["outcome"] == "hang" {
             assert_eq!(c["exit_code"], Value::Null);
             assert!(!c["killed"].as_array().unwrap().is_empty(), "{c}");
         }
+        buggy_failed |= c["outcome"] != "ok";
     }
+    // The verdict only claims the fix when the bug showed.
+    assert_eq!(
+        doc["verdict"]["fix_verified"], buggy_failed,
+        "{}",
+        doc["verdict"]
+    );
     assert_eq!(case(&doc, "buggy", "fork")["outcome"], "ok");
     let mut digests = BTreeSet::new();
     for ctx in ["spawn", "fork", "forkserver"] {
@@ -190,5 +197,4 @@ fn torchrun_pair_never_fails_to_bind_but_breaks() {
     for c in doc["cases"].as_array().unwrap() {
         assert_eq!(c["leftovers"], serde_json::json!([]), "{c}");
     }
-    assert_eq!(doc["verdict"]["fix_verified"], true);
 }
