@@ -9,6 +9,8 @@ Usage: python fabric_fixed.py --ctx spawn|fork|forkserver [--accelerator cpu|cud
 import argparse
 import hashlib
 import json
+import os
+import sys
 
 import lightning as L
 import torch
@@ -63,7 +65,10 @@ def train(fabric, args):
         "loss": round(float(loss.detach().cpu()), 6),
         "digest": weights_digest(model),
     }
-    print("DOCTOR_RESULT " + json.dumps(result, sort_keys=True), flush=True)
+    # One write(2) per line, so lines of concurrent ranks never interleave.
+    line = "DOCTOR_RESULT " + json.dumps(result, sort_keys=True) + "\n"
+    sys.stdout.flush()
+    os.write(sys.stdout.fileno(), line.encode())
 
 
 def main():

@@ -9,6 +9,7 @@ import argparse
 import hashlib
 import json
 import os
+import sys
 
 import torch
 import torch.distributed as dist
@@ -70,7 +71,10 @@ def train(args):
         "loss": round(float(loss.detach().cpu()), 6),
         "digest": weights_digest(model.module),
     }
-    print("DOCTOR_RESULT " + json.dumps(result, sort_keys=True), flush=True)
+    # One write(2) per line, so lines of concurrent ranks never interleave.
+    line = "DOCTOR_RESULT " + json.dumps(result, sort_keys=True) + "\n"
+    sys.stdout.flush()
+    os.write(sys.stdout.fileno(), line.encode())
     dist.destroy_process_group()
 
 

@@ -72,14 +72,23 @@ pub fn strip_rank(line: &str) -> &str {
 }
 
 /// Every `DOCTOR_RESULT` line, in order.
+/// Lines of several ranks may run together when a script prints with separate writes;
+/// every `DOCTOR_RESULT {json}` is read wherever it starts.
 pub fn results(log: &str) -> Vec<RankResult> {
-    log.lines()
-        .filter_map(|l| {
-            let l = strip_rank(l);
-            let at = l.find("DOCTOR_RESULT ")?;
-            serde_json::from_str(l[at + "DOCTOR_RESULT ".len()..].trim()).ok()
-        })
-        .collect()
+    const KEY: &str = "DOCTOR_RESULT ";
+    let mut out = Vec::new();
+    for line in log.lines() {
+        let mut rest = strip_rank(line);
+        while let Some(at) = rest.find(KEY) {
+            rest = &rest[at + KEY.len()..];
+            let mut stream = serde_json::Deserializer::from_str(rest).into_iter::<RankResult>();
+            if let Some(Ok(r)) = stream.next() {
+                out.push(r);
+                rest = &rest[stream.byte_offset()..];
+            }
+        }
+    }
+    out
 }
 
 /// The first rendezvous bind failure, in any of the three torch wordings.

@@ -99,6 +99,11 @@ fn fabric_cpu_matrix_verifies_the_fix() {
     assert_eq!(doc["accelerator"]["kind"], "cpu");
     assert_eq!(doc["accelerator"]["backend"], "gloo");
     assert_eq!(doc["cases"].as_array().unwrap().len(), 6);
+    let script = include_str!("../repro/fabric_buggy.py");
+    let launch_line = 1 + script
+        .lines()
+        .position(|l| l.starts_with("fabric.launch()"))
+        .unwrap();
     for ctx in ["spawn", "forkserver"] {
         let c = case(&doc, "buggy", ctx);
         assert_eq!(c["outcome"], "eaddrinuse", "{c}");
@@ -108,7 +113,10 @@ fn fabric_cpu_matrix_verifies_the_fix() {
         // module-level launch line of the buggy script.
         assert_eq!(c["eaddrinuse_port"], c["port"], "{c}");
         let frame = c["frame"].as_str().unwrap();
-        assert!(frame.ends_with("fabric_buggy.py:30"), "{frame}");
+        assert!(
+            frame.ends_with(&format!("fabric_buggy.py:{launch_line}")),
+            "{frame}"
+        );
     }
     let fork = case(&doc, "buggy", "fork");
     assert_eq!(fork["outcome"], "ok", "{fork}");
