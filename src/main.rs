@@ -6,13 +6,17 @@ mod merge;
 mod observe;
 mod output;
 mod ports;
+mod pyenv;
 mod redact;
 mod report;
+mod repro;
 mod rules;
 mod run;
 mod scan;
 mod snapshot;
+mod supervise;
 mod trace;
+mod traceback;
 
 use clap::{Parser, Subcommand};
 
@@ -48,6 +52,8 @@ enum Command {
     /// Merge the reports of several nodes into one cluster view: master node, ranks per node,
     /// duplicate ranks, ports held by other jobs, version mismatches
     Merge(merge::MergeArgs),
+    /// Run the bundled spawn/fork/forkserver reproductions (bug and fix) and verify the fix
+    Repro(repro::ReproArgs),
 }
 
 fn main() {
@@ -60,6 +66,7 @@ fn main() {
         Command::Scan(args) => scan::main(args),
         Command::Report(args) => report::report(args),
         Command::Merge(args) => merge::merge(args),
+        Command::Repro(args) => repro::main(args),
     };
     match result {
         Ok(code) => std::process::exit(code),

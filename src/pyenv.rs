@@ -1,0 +1,413 @@
+//! Finding (or creating) a Python interpreter with torch and lightning.
+//!
+//! Order: `--python`, `DOCTOR_PYTHON`, the active virtualenv (`VIRTUAL_ENV`) or conda env
+//! (`CONDA_PREFIX`), `python3` on PATH, then the managed venv in the user cache directory
+//! (`$DOCTOR_CACHE_DIR`, `$XDG_CACHE_HOME/ddp-doctor` or `~/.cache/ddp-doctor`, venv at
+//! `<cache>/venv`), which is created with the pinned versions of `repro/requirements.txt` when
+//! set-up is allowed. Interpreters are checked with `importlib.util.find_spec` and package
+//! metadata, without importing torch (which takes seconds).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+use crate::output::user_error;
+
+/// The pins used for the managed environment (one place).
+pub const REQUIREMENTS: &str = include_str!("../repro/requirements.txt");
+
+/// The oldest torch the bundled reproductions run on.
+pub const MIN_TORCH: (u32, u32) = (2, 0);
+
+/// What the probe prints (one JSON line).
+const PROBE: &str = r#"
+import importlib.util, json, sys
+try:
+    import importlib.metadata as md
+except ImportError:
+    md = None
+def version(name):
+    try:
+        if importlib.util.find_spec(name) is None:
+            return None
+    except Exception:
+        return None
+    try:
+        return md.version(name) if md else "unknown"
+    except Exception:
+        return "unknown"
+print(json.dumps({
+    "executable": sys.executable,
+    "python_version": "%d.%d.%d" % sys.version_info[:3],
+    "prefix": sys.prefix,
+    "torch": version("torch"),
+    "lightning": version("lightning"),
+    "numpy": version("numpy"),
+}))
+"#;
+
+/// An interpreter and what it has.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct PythonEnv {
+    /// The interpreter as it will be started.
+    #[serde(default)]
+    pub path: PathBuf,
+    /// `sys.executable` as the interpreter reports it.
+    pub executable: String,
+    pub python_version: String,
+    pub prefix: String,
+    pub torch: Option<String>,
+    pub lightning: Option<String>,
+    pub numpy: Option<String>,
+    /// Where it was found: `--python`, `DOCTOR_PYTHON`, `VIRTUAL_ENV`, `CONDA_PREFIX`, `PATH`,
+    /// `managed`.
+    #[serde(default)]
+    pub source: String,
+}
+
+impl PythonEnv {
+    pub fn has_all(&self) -> bool {
+        self.torch.is_some() && self.lightning.is_some()
+    }
+
+    /// One line for stderr: `python 3.11.7 (/path), torch 2.15.0, lightning 2.6.6`.
+    pub fn summary(&self) -> String {
+        format!(
+            "python {} ({}), torch {}, lightning {}",
+            self.python_version,
+            self.path.display(),
+            self.torch.as_deref().unwrap_or("missing"),
+            self.lightning.as_deref().unwrap_or("missing"),
+        )
+    }
+}
+
+/// Run the probe with `python`; Err when it cannot be started or does not answer.
+pub fn probe(python: &Path) -> anyhow::Result<PythonEnv> {
+    let out = Command::new(python)
+        .args(["-c", PROBE])
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .with_context(|| format!("cannot run {}", python.display()))?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "{} failed: {}",
+            python.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().last().unwrap_or_default();
+    let mut env: PythonEnv = serde_json::from_str(line)
+        .with_context(|| format!("{} did not answer the probe: {line}", python.display()))?;
+    env.path = python.to_path_buf();
+    Ok(env)
+}
+
+/// `(major, minor)` of a version string such as `2.15.0+cpu`.
+pub fn major_minor(version: &str) -> Option<(u32, u32)> {
+    let mut it = version.split(|c: char| !c.is_ascii_digit());
+    let major = it.next()?.parse().ok()?;
+    let minor = it.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+    Some((major, minor))
+}
+
+/// The user cache directory of doctor.
+pub fn cache_dir() -> Option<PathBuf> {
+    let nonempty = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
+    if let Some(dir) = nonempty("DOCTOR_CACHE_DIR") {
+        return Some(PathBuf::from(dir));
+    }
+    if let Some(dir) = nonempty("XDG_CACHE_HOME") {
+        return Some(PathBuf::from(dir).join("ddp-doctor"));
+    }
+    nonempty("HOME").map(|h| PathBuf::from(h).join(".cache").join("ddp-doctor"))
+}
+
+/// `<cache>/venv`.
+pub fn managed_venv() -> Option<PathBuf> {
+    cache_dir().map(|c| c.join("venv"))
+}
+
+fn venv_python(prefix: &Path) -> PathBuf {
+    prefix.join("bin").join("python")
+}
+
+fn on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// A path as given, or a bare name (`python3`) looked up on PATH; None when neither exists.
+pub fn resolve(python: &Path) -> Option<PathBuf> {
+    let text = python.to_string_lossy();
+    if !text.contains('/')
+        && let Some(found) = on_path(&text)
+    {
+        return Some(found);
+    }
+    python.is_file().then(|| python.to_path_buf())
+}
+
+fn check_torch(env: PythonEnv) -> anyhow::Result<PythonEnv> {
+    if let Some(v) = env.torch.as_deref()
+        && let Some(mm) = major_minor(v)
+        && mm < MIN_TORCH
+    {
+        return Err(user_error(
+            format!(
+                "torch {v} in {} is too old for the bundled reproductions (need {}.{} or newer)",
+                env.path.display(),
+                MIN_TORCH.0,
+                MIN_TORCH.1
+            ),
+            "upgrade torch there, or run without --python/DOCTOR_PYTHON to use doctor's own environment (`doctor repro --setup`)",
+        ));
+    }
+    Ok(env)
+}
+
+/// What an interpreter must have.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Need {
+    /// torch and lightning (the bundled Fabric reproductions, the managed venv).
+    TorchAndLightning,
+    /// torch only (plain-PyTorch reproductions) when the interpreter is named explicitly.
+    Torch,
+    /// Any interpreter when it is named explicitly (the user's own scripts).
+    Anything,
+}
+
+/// Find an interpreter with torch and lightning; create the managed venv when none has them and
+/// `allow_setup` is true. An interpreter named explicitly (argument or `DOCTOR_PYTHON`) must work.
+#[allow(dead_code)] // public API, for `doctor report` and `doctor run`
+pub fn find_python(explicit: Option<&Path>, allow_setup: bool) -> anyhow::Result<PythonEnv> {
+    find_python_for(explicit, allow_setup, Need::TorchAndLightning)
+}
+
+/// [`find_python`], with a weaker requirement for an interpreter named explicitly. The search
+/// itself always looks for torch and lightning.
+pub fn find_python_for(
+    explicit: Option<&Path>,
+    allow_setup: bool,
+    need: Need,
+) -> anyhow::Result<PythonEnv> {
+    let named = explicit.map(|p| (p.to_path_buf(), "--python")).or_else(|| {
+        std::env::var_os("DOCTOR_PYTHON")
+            .filter(|v| !v.is_empty())
+            .map(|v| (PathBuf::from(v), "DOCTOR_PYTHON"))
+    });
+    if let Some((path, source)) = named {
+        let mut env = probe(&path).map_err(|e| {
+            user_error(
+                format!("{source} {}: {e:#}", path.display()),
+                "give the path of a Python interpreter, e.g. --python /path/to/venv/bin/python",
+            )
+        })?;
+        env.source = source.to_string();
+        let enough = match need {
+            Need::TorchAndLightning => env.has_all(),
+            Need::Torch => env.torch.is_some(),
+            Need::Anything => true,
+        };
+        if !enough {
+            return Err(user_error(
+                format!("{source} {} lacks {}", path.display(), missing(&env)),
+                format!(
+                    "install them there (`{} -m pip install torch lightning`), or leave out {source} to use doctor's own environment",
+                    path.display()
+                ),
+            ));
+        }
+        return check_torch(env);
+    }
+
+    let mut candidates: Vec<(PathBuf, &str)> = Vec::new();
+    for var in ["VIRTUAL_ENV", "CONDA_PREFIX"] {
+        if let Some(prefix) = std::env::var_os(var).filter(|v| !v.is_empty()) {
+            candidates.push((venv_python(Path::new(&prefix)), var));
+        }
+    }
+    if let Some(p) = on_path("python3") {
+        candidates.push((p, "PATH"));
+    }
+    let mut base: Option<PathBuf> = None;
+    let mut seen: Vec<String> = Vec::new();
+    for (path, source) in candidates {
+        if let Ok(mut env) = probe(&path) {
+            env.source = source.to_string();
+            if env.has_all() {
+                return check_torch(env);
+            }
+            seen.push(format!(
+                "{} ({source}) lacks {}",
+                path.display(),
+                missing(&env)
+            ));
+            if base.is_none() && source == "PATH" {
+                base = Some(path);
+            }
+        }
+    }
+
+    let venv = managed_venv().ok_or_else(|| {
+        user_error(
+            "cannot tell where the user cache directory is (HOME is not set)",
+            "set DOCTOR_CACHE_DIR, or point --python at an interpreter that has torch and lightning",
+        )
+    })?;
+    let py = venv_python(&venv);
+    if py.exists()
+        && let Ok(mut env) = probe(&py)
+    {
+        env.source = "managed".to_string();
+        if env.has_all() {
+            return check_torch(env);
+        }
+    }
+    let Some(base) = base else {
+        return Err(user_error(
+            "no Python interpreter found (looked at --python, DOCTOR_PYTHON, VIRTUAL_ENV, CONDA_PREFIX and python3 on PATH)",
+            "install Python 3.9 or newer (e.g. `apt-get install python3 python3-venv`), or give one with --python PATH",
+        ));
+    };
+    if !allow_setup {
+        return Err(user_error(
+            format!(
+                "no interpreter with torch and lightning found ({}), and --no-setup forbids creating {}",
+                seen.join("; "),
+                venv.display()
+            ),
+            "run `doctor repro --setup` once (downloads about 5 GB), or give --python PATH of an environment that has torch and lightning",
+        ));
+    }
+    create_venv(&base, &venv)?;
+    let mut env = probe(&py)?;
+    env.source = "managed".to_string();
+    if !env.has_all() {
+        return Err(user_error(
+            format!(
+                "the managed environment {} still lacks {} after installing",
+                venv.display(),
+                missing(&env)
+            ),
+            format!(
+                "remove {} and run `doctor repro --setup` again",
+                venv.display()
+            ),
+        ));
+    }
+    check_torch(env)
+}
+
+fn missing(env: &PythonEnv) -> String {
+    match (env.torch.is_some(), env.lightning.is_some()) {
+        (false, false) => "torch and lightning".into(),
+        (false, true) => "torch".into(),
+        (true, false) => "lightning".into(),
+        (true, true) => "nothing".into(),
+    }
+}
+
+fn pins() -> Vec<String> {
+    REQUIREMENTS
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(String::from)
+        .collect()
+}
+
+fn stderr_stdio() -> Stdio {
+    use std::os::fd::AsFd;
+    std::io::stderr()
+        .as_fd()
+        .try_clone_to_owned()
+        .map(Stdio::from)
+        .unwrap_or_else(|_| Stdio::inherit())
+}
+
+/// Create `venv` with `base -m venv` and pip-install the pinned torch and lightning into it,
+/// showing pip's progress on stderr.
+fn create_venv(base: &Path, venv: &Path) -> anyhow::Result<()> {
+    let pins = pins();
+    eprintln!(
+        "doctor: no interpreter with torch and lightning found; creating {}",
+        venv.display()
+    );
+    eprintln!(
+        "doctor: this installs {} with pip: about 5 GB of wheels (CUDA libraries included; they also run on CPU), about a minute on a fast link",
+        pins.join(" ")
+    );
+    if let Some(parent) = venv.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
+    }
+    let status = Command::new(base)
+        .args(["-m", "venv", "--clear"])
+        .arg(venv)
+        .stdin(Stdio::null())
+        .stdout(stderr_stdio())
+        .status()
+        .with_context(|| format!("cannot run {} -m venv", base.display()))?;
+    if !status.success() {
+        return Err(user_error(
+            format!("`{} -m venv {}` failed", base.display(), venv.display()),
+            "install the venv module (Debian/Ubuntu: `apt-get install python3-venv`), or give --python PATH",
+        ));
+    }
+    let py = venv_python(venv);
+    let status = Command::new(&py)
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--progress-bar",
+            "on",
+            "--disable-pip-version-check",
+        ])
+        .args(&pins)
+        .stdin(Stdio::null())
+        .stdout(stderr_stdio())
+        .status()
+        .with_context(|| format!("cannot run {} -m pip", py.display()))?;
+    if !status.success() {
+        return Err(user_error(
+            format!(
+                "installing {} into {} failed (pip exited with {})",
+                pins.join(" "),
+                venv.display(),
+                status.code().map_or("a signal".into(), |c| c.to_string())
+            ),
+            "pip's own message is above; without network access to PyPI, give --python PATH of an environment that already has torch and lightning",
+        ));
+    }
+    eprintln!("doctor: created {}", venv.display());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_parse() {
+        assert_eq!(major_minor("2.15.0+cpu"), Some((2, 15)));
+        assert_eq!(major_minor("1.13.1"), Some((1, 13)));
+        assert_eq!(major_minor("2"), Some((2, 0)));
+        assert_eq!(major_minor("x"), None);
+        assert!(major_minor("1.13.1").unwrap() < MIN_TORCH);
+    }
+
+    #[test]
+    fn pins_come_from_requirements() {
+        let p = pins();
+        assert!(p.iter().any(|l| l.starts_with("torch==")));
+        assert!(p.iter().any(|l| l.starts_with("lightning==")));
+    }
+}
