@@ -24,11 +24,12 @@ fn torch_python() -> Option<PathBuf> {
         Some(0),
         "no Python with torch and lightning; run scripts/test.sh first:\n{text}"
     );
-    let python = text
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("python: "))
-        .map(|p| PathBuf::from(p.split_whitespace().next().unwrap_or(p)))
-        .unwrap_or_else(|| panic!("doctor repro --setup did not name the interpreter:\n{text}"));
+    // `doctor repro --setup` prints the interpreter's path on stdout.
+    let python = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    assert!(
+        python.is_file(),
+        "doctor repro --setup named no interpreter:\n{text}"
+    );
     Some(python)
 }
 
