@@ -1,7 +1,6 @@
 //! `doctor`: finds who holds the PyTorch rendezvous port, why, and how to fix it.
 
 mod analyse;
-mod diagnose;
 mod merge;
 mod observe;
 mod output;

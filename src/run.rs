@@ -19,12 +19,13 @@ use nix::unistd::Pid;
 use serde::Serialize;
 
 use crate::analyse::{Analysis, Role};
-use crate::diagnose::{OutputFacts, read_output};
 use crate::observe;
 use crate::output::{self, Format, Paint, paint, user_error};
 use crate::rules::Finding;
 use crate::snapshot::{Process, SCHEMA_VERSION, Snapshot, Socket};
+use crate::supervise;
 use crate::trace::{self, SyscallEvent, Tracer};
+use crate::traceback::{OutputFacts, read_output};
 
 #[derive(clap::Args)]
 pub struct RunArgs {
@@ -85,13 +86,6 @@ struct Timeline {
 }
 
 #[derive(Serialize)]
-struct Killed {
-    pid: i32,
-    signal: &'static str,
-    command: String,
-}
-
-#[derive(Serialize)]
 struct RunDoc<'a> {
     schema_version: u32,
     command: Vec<String>,
@@ -107,7 +101,7 @@ struct RunDoc<'a> {
     syscalls: &'a [SyscallEvent],
     output: &'a OutputFacts,
     diagnosis: &'a Diagnosis,
-    killed: &'a [Killed],
+    killed: &'a [supervise::Killed],
     leftovers: &'a [String],
     output_bytes_dropped: usize,
 }
@@ -150,7 +144,7 @@ struct Shared {
 
 pub fn main(args: RunArgs) -> anyhow::Result<i32> {
     let start = Instant::now();
-    let tag = format!("{}-{}", std::process::id(), observe::now() as u64);
+    let tag = supervise::new_tag("run");
     // Signals go to one thread that forwards them; children get a clean mask back in pre_exec.
     let mut mask = SigSet::empty();
     for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
@@ -164,7 +158,7 @@ pub fn main(args: RunArgs) -> anyhow::Result<i32> {
     let (status_r, status_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("pipe")?;
     let mut cmd = Command::new(&args.command[0]);
     cmd.args(&args.command[1..])
-        .env("DOCTOR_RUN_TAG", &tag)
+        .env(supervise::TAG_VAR, &tag)
         .stdin(Stdio::inherit())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -422,10 +416,9 @@ fn pump(
     })
 }
 
-/// Pids of the run: descendants of doctor (orphans are re-parented to us, the subreaper), plus
-/// processes carrying our tag that escaped (another pid namespace's view, or a setsid daemon
-/// adopted elsewhere).
-fn tree_pids(s: &Shared, with_tag: bool) -> Vec<i32> {
+/// Pids below doctor: the command's tree, and orphans re-parented to us (the subreaper). Cheap
+/// (only `/proc/PID/stat`), for polling.
+fn descendants() -> Vec<i32> {
     let me = std::process::id() as i32;
     let mut parent: BTreeMap<i32, i32> = BTreeMap::new();
     for pid in observe::list_pids() {
@@ -436,7 +429,7 @@ fn tree_pids(s: &Shared, with_tag: bool) -> Vec<i32> {
             parent.insert(pid, st.ppid);
         }
     }
-    let mut out: Vec<i32> = parent
+    parent
         .keys()
         .copied()
         .filter(|&pid| {
@@ -450,25 +443,26 @@ fn tree_pids(s: &Shared, with_tag: bool) -> Vec<i32> {
             }
             false
         })
-        .collect();
-    if with_tag {
-        let needle = format!("DOCTOR_RUN_TAG={}", s.tag);
-        for &pid in parent.keys() {
-            if pid != me
-                && !out.contains(&pid)
-                && let Ok(env) = std::fs::read(format!("/proc/{pid}/environ"))
-                && env.split(|&b| b == 0).any(|kv| kv == needle.as_bytes())
-            {
-                out.push(pid);
-            }
+        .collect()
+}
+
+/// Every live process of the run: supervise's members (the command's tree and whatever carries
+/// the run's marker, daemons that left the process group included) and anything below doctor.
+fn run_members(s: &Shared) -> Vec<supervise::ProcInfo> {
+    let mut members = supervise::members_of(&s.tag, s.root.load(Ordering::SeqCst));
+    for pid in descendants() {
+        if !members.iter().any(|p| p.pid == pid)
+            && let Some(p) = supervise::proc_info(pid).filter(|p| p.state != "Z")
+        {
+            members.push(p);
         }
     }
-    out
+    members
 }
 
 fn poll_once(s: &Shared) {
     let t = s.start.elapsed().as_secs_f64();
-    let pids = tree_pids(s, false);
+    let pids = descendants();
     let mut fresh = Vec::new();
     for pid in &pids {
         if let Some(p) = observe::process(*pid) {
@@ -558,34 +552,29 @@ fn signal_loop(s: Arc<Shared>, mask: SigSet, grace: f64) {
     }
 }
 
-/// SIGTERM to every process of the run, SIGKILL to what is left after `grace` seconds.
+/// SIGTERM to every process of the run, SIGKILL to what is left after `grace` seconds (from
+/// the timeout or a second Ctrl-C; the waiting thread reaps).
 fn terminate_tree(s: &Shared, grace: f64) {
-    let root = s.root.load(Ordering::SeqCst);
-    let _ = kill(Pid::from_raw(-root), Signal::SIGTERM);
-    for pid in tree_pids(s, true) {
-        let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
-    }
+    let mut killed = BTreeMap::new();
+    supervise::signal_all(&run_members(s), Signal::SIGTERM, &mut killed);
     let deadline = Instant::now() + Duration::from_secs_f64(grace);
     while Instant::now() < deadline && !s.done.load(Ordering::SeqCst) {
-        if tree_pids(s, false).is_empty() {
+        if run_members(s).is_empty() {
             return;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let _ = kill(Pid::from_raw(-root), Signal::SIGKILL);
-    for pid in tree_pids(s, true) {
-        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-    }
+    supervise::signal_all(&run_members(s), Signal::SIGKILL, &mut killed);
 }
 
-/// After the command ended: stop every remaining process of the run and reap it.
-fn cleanup(s: &Shared, tracer: &mut Tracer, traced: bool, grace: f64) -> Vec<Killed> {
-    let mut killed = Vec::new();
-    let mut signalled: BTreeSet<i32> = BTreeSet::new();
+/// After the command ended: stop every remaining process of the run and reap it. This thread
+/// is the tracer, so it reaps (and keeps traced tasks moving) itself.
+fn cleanup(s: &Shared, tracer: &mut Tracer, traced: bool, grace: f64) -> Vec<supervise::Killed> {
+    let mut killed = BTreeMap::new();
     let term_deadline = Instant::now() + Duration::from_secs_f64(grace);
     let hard_deadline = term_deadline + Duration::from_secs(5);
+    let mut sigkilled = false;
     loop {
-        // Reap whatever has exited (and keep traced tasks moving).
         loop {
             match waitpid(None, Some(WaitPidFlag::__WALL | WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::StillAlive) | Err(_) => break,
@@ -599,50 +588,37 @@ fn cleanup(s: &Shared, tracer: &mut Tracer, traced: bool, grace: f64) -> Vec<Kil
                 }
             }
         }
-        let alive: Vec<i32> = tree_pids(s, true)
+        let members = run_members(s);
+        if (members.is_empty() && descendants().is_empty()) || Instant::now() > hard_deadline {
+            break;
+        }
+        // Each member gets SIGTERM once; what is still there after the grace gets SIGKILL once;
+        // members that appear later get the signal of the phase.
+        let late = Instant::now() > term_deadline;
+        let escalate = late && !sigkilled;
+        let targets: Vec<supervise::ProcInfo> = members
             .into_iter()
-            .filter(|&p| observe::process(p).is_some_and(|q| !q.is_zombie()))
+            .filter(|p| escalate || !killed.contains_key(&p.pid))
             .collect();
-        let zombies_of_ours = tree_pids(s, false);
-        if alive.is_empty() && zombies_of_ours.is_empty() {
-            break;
+        if !targets.is_empty() {
+            let sig = if late {
+                Signal::SIGKILL
+            } else {
+                Signal::SIGTERM
+            };
+            supervise::signal_all(&targets, sig, &mut killed);
         }
-        if Instant::now() > hard_deadline {
-            break;
-        }
-        let kill_now = Instant::now() > term_deadline;
-        for pid in alive {
-            if !signalled.contains(&pid) {
-                let command = observe::process(pid)
-                    .map(|p| p.command())
-                    .unwrap_or_default();
-                let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
-                signalled.insert(pid);
-                killed.push(Killed {
-                    pid,
-                    signal: "SIGTERM",
-                    command,
-                });
-            } else if kill_now {
-                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-                killed
-                    .iter_mut()
-                    .filter(|k| k.pid == pid)
-                    .for_each(|k| k.signal = "SIGKILL");
-            }
-        }
+        sigkilled |= escalate;
         std::thread::sleep(Duration::from_millis(20));
     }
-    killed
+    killed.into_values().collect()
 }
 
 /// Anything of the run still alive, and ports it listened on that are still taken.
 fn leftovers(s: &Shared, tl: &Timeline) -> Vec<String> {
-    let mut out: Vec<String> = tree_pids(s, true)
+    let mut out: Vec<String> = run_members(s)
         .into_iter()
-        .filter_map(observe::process)
-        .filter(|p| !p.is_zombie())
-        .map(|p| format!("pid {} still alive: {}", p.pid, p.command()))
+        .map(|p| format!("pid {} still alive: {}", p.pid, p.command))
         .collect();
     let ports: BTreeSet<u16> = tl
         .sockets
@@ -651,7 +627,7 @@ fn leftovers(s: &Shared, tl: &Timeline) -> Vec<String> {
         .map(|(_, so)| so.local_port)
         .collect();
     for port in ports {
-        if !observe::port_is_free(port) {
+        if supervise::port_in_use(port) {
             out.push(format!("port {port} is still taken"));
         }
     }
@@ -710,7 +686,7 @@ fn diagnose(
         ));
     } else if let Some(b) = facts.bind_errors.first() {
         d.summary
-            .push(format!("the output reports a bind failure: {}", b.line));
+            .push(format!("the output reports a bind failure: {}", b.message));
     }
     // Who held the port: an earlier successful bind in the tree, or a listener seen by polling.
     if let Some(port) = port {
@@ -886,7 +862,7 @@ fn render(
     d: &Diagnosis,
     exit_status: i32,
     seconds: f64,
-    killed: &[Killed],
+    killed: &[supervise::Killed],
     leftovers: &[String],
     tracing: &str,
     color: bool,

@@ -148,38 +148,27 @@ pub struct ProcInfo {
 
 /// Read `/proc/PID/stat` and `cmdline`; None when the process is gone.
 pub fn proc_info(pid: i32) -> Option<ProcInfo> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let close = stat.rfind(')')?;
-    let comm = stat.get(stat.find('(')? + 1..close)?.to_string();
-    let rest: Vec<&str> = stat.get(close + 2..)?.split_whitespace().collect();
-    let num = |i: usize| rest.get(i).and_then(|s| s.parse::<i32>().ok());
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    let command = cmdline
-        .split(|b| *b == 0)
-        .filter(|s| !s.is_empty())
-        .map(|s| String::from_utf8_lossy(s).into_owned())
-        .collect::<Vec<_>>()
-        .join(" ");
+    let stat = crate::observe::parse_stat(&std::fs::read(format!("/proc/{pid}/stat")).ok()?)?;
+    let (argv, _) = crate::observe::split_nul(
+        &std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default(),
+    );
     Some(ProcInfo {
         pid,
-        state: rest.first()?.to_string(),
-        ppid: num(1)?,
-        pgid: num(2)?,
-        sid: num(3)?,
-        command: if command.is_empty() {
-            format!("[{comm}]")
+        ppid: stat.ppid,
+        pgid: stat.pgid,
+        sid: stat.sid,
+        command: if argv.is_empty() {
+            format!("[{}]", stat.comm)
         } else {
-            command
+            argv.join(" ")
         },
+        state: stat.state,
     })
 }
 
 fn all_processes() -> Vec<ProcInfo> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.filter_map(|e| e.ok())
-        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()))
+    crate::observe::list_pids()
+        .into_iter()
         .filter_map(proc_info)
         .collect()
 }
@@ -188,6 +177,75 @@ fn environ_has(pid: i32, needle: &[u8]) -> bool {
     std::fs::read(format!("/proc/{pid}/environ"))
         .map(|env| env.split(|b| *b == 0).any(|kv| kv == needle))
         .unwrap_or(false)
+}
+
+/// Every live (non-zombie) process of the tree led by `leader` and marked with `tag`: the leader,
+/// its session, anything carrying the marker, and their descendants; doctor itself excluded.
+pub fn members_of(tag: &str, leader: i32) -> Vec<ProcInfo> {
+    let me = std::process::id() as i32;
+    let marker = format!("{TAG_VAR}={}", tag).into_bytes();
+    let procs = all_processes();
+    let mut by_parent: HashMap<i32, Vec<usize>> = HashMap::new();
+    for (i, p) in procs.iter().enumerate() {
+        by_parent.entry(p.ppid).or_default().push(i);
+    }
+    let mut chosen: BTreeSet<usize> = BTreeSet::new();
+    let mut stack: Vec<usize> = Vec::new();
+    for (i, p) in procs.iter().enumerate() {
+        if p.pid == me {
+            continue;
+        }
+        let in_tree =
+            p.pid == leader || p.sid == leader || (p.state != "Z" && environ_has(p.pid, &marker));
+        if in_tree && chosen.insert(i) {
+            stack.push(i);
+        }
+    }
+    while let Some(i) = stack.pop() {
+        for &c in by_parent
+            .get(&procs[i].pid)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+        {
+            if procs[c].pid != me && chosen.insert(c) {
+                stack.push(c);
+            }
+        }
+    }
+    chosen
+        .into_iter()
+        .map(|i| procs[i].clone())
+        .filter(|p| p.state != "Z" && p.state != "X")
+        .collect()
+}
+
+/// Signal every member: whole process groups where every process in them is a member, and each
+/// member by pid. Records the strongest signal each needed.
+pub fn signal_all(members: &[ProcInfo], sig: Signal, killed: &mut BTreeMap<i32, Killed>) {
+    let pids: BTreeSet<i32> = members.iter().map(|p| p.pid).collect();
+    // A process group is signalled as a whole only when every process in it is ours.
+    let mut groups: BTreeSet<i32> = members.iter().map(|p| p.pgid).collect();
+    for p in all_processes() {
+        if groups.contains(&p.pgid) && !pids.contains(&p.pid) && p.state != "Z" {
+            groups.remove(&p.pgid);
+        }
+    }
+    for g in groups {
+        if g > 1 {
+            let _ = signal::killpg(Pid::from_raw(g), sig);
+        }
+    }
+    for p in members {
+        let _ = signal::kill(Pid::from_raw(p.pid), sig);
+        killed.insert(
+            p.pid,
+            Killed {
+                pid: p.pid,
+                command: p.command.clone(),
+                signal: sig.as_str().to_string(),
+            },
+        );
+    }
 }
 
 /// What [`Tree::terminate`] had to kill.
@@ -337,42 +395,7 @@ impl Tree {
 
     /// Every live (non-zombie) process of the tree, doctor itself excluded.
     pub fn members(&self) -> Vec<ProcInfo> {
-        let me = std::process::id() as i32;
-        let marker = format!("{TAG_VAR}={}", self.tag).into_bytes();
-        let procs = all_processes();
-        let mut by_parent: HashMap<i32, Vec<usize>> = HashMap::new();
-        for (i, p) in procs.iter().enumerate() {
-            by_parent.entry(p.ppid).or_default().push(i);
-        }
-        let mut chosen: BTreeSet<usize> = BTreeSet::new();
-        let mut stack: Vec<usize> = Vec::new();
-        for (i, p) in procs.iter().enumerate() {
-            if p.pid == me {
-                continue;
-            }
-            let in_tree = p.pid == self.leader
-                || p.sid == self.leader
-                || (p.state != "Z" && environ_has(p.pid, &marker));
-            if in_tree && chosen.insert(i) {
-                stack.push(i);
-            }
-        }
-        while let Some(i) = stack.pop() {
-            for &c in by_parent
-                .get(&procs[i].pid)
-                .map(Vec::as_slice)
-                .unwrap_or(&[])
-            {
-                if procs[c].pid != me && chosen.insert(c) {
-                    stack.push(c);
-                }
-            }
-        }
-        chosen
-            .into_iter()
-            .map(|i| procs[i].clone())
-            .filter(|p| p.state != "Z" && p.state != "X")
-            .collect()
+        members_of(&self.tag, self.leader)
     }
 
     /// Give members up to `settle` to end on their own (after the leader ended), then SIGTERM,
@@ -392,7 +415,7 @@ impl Tree {
             if members.is_empty() {
                 break;
             }
-            self.signal_all(&members, sig, &mut killed);
+            signal_all(&members, sig, &mut killed);
             let until = Instant::now() + wait_for;
             loop {
                 reap();
@@ -400,7 +423,7 @@ impl Tree {
                 if left.is_empty() || Instant::now() >= until {
                     // New processes forked meanwhile get the same signal once more.
                     if !left.is_empty() && sig == Signal::SIGKILL {
-                        self.signal_all(&left, sig, &mut killed);
+                        signal_all(&left, sig, &mut killed);
                     }
                     break;
                 }
@@ -410,33 +433,6 @@ impl Tree {
         reap();
         let _ = self.try_wait();
         killed.into_values().collect()
-    }
-
-    fn signal_all(&self, members: &[ProcInfo], sig: Signal, killed: &mut BTreeMap<i32, Killed>) {
-        let pids: BTreeSet<i32> = members.iter().map(|p| p.pid).collect();
-        // A process group is signalled as a whole only when every process in it is ours.
-        let mut groups: BTreeSet<i32> = members.iter().map(|p| p.pgid).collect();
-        for p in all_processes() {
-            if groups.contains(&p.pgid) && !pids.contains(&p.pid) && p.state != "Z" {
-                groups.remove(&p.pgid);
-            }
-        }
-        for g in groups {
-            if g > 1 {
-                let _ = signal::killpg(Pid::from_raw(g), sig);
-            }
-        }
-        for p in members {
-            let _ = signal::kill(Pid::from_raw(p.pid), sig);
-            killed.insert(
-                p.pid,
-                Killed {
-                    pid: p.pid,
-                    command: p.command.clone(),
-                    signal: sig.as_str().to_string(),
-                },
-            );
-        }
     }
 
     /// Processes of the tree still alive, and `port` if something still binds it.
@@ -460,38 +456,19 @@ impl Tree {
     }
 }
 
-/// True when a TCP socket listens on `port` (from `/proc/net/tcp{,6}`) or it cannot be bound
-/// on 127.0.0.1 / 0.0.0.0 with SO_REUSEADDR (as TCPStore does; TIME_WAIT does not count).
+/// True when a TCP socket listens on `port` or it cannot be bound the way TCPStore binds it
+/// (SO_REUSEADDR, so TIME_WAIT does not count).
 pub fn port_in_use(port: u16) -> bool {
-    if listening_ports().contains(&port) {
-        return true;
-    }
-    // std sets SO_REUSEADDR on listeners on Unix.
-    ["127.0.0.1", "0.0.0.0"]
-        .iter()
-        .any(|addr| std::net::TcpListener::bind((*addr, port)).is_err())
+    listening_ports().contains(&port) || !crate::observe::port_is_free(port)
 }
 
-/// Ports in the LISTEN state in `/proc/net/tcp` and `/proc/net/tcp6`.
+/// Ports in the LISTEN state (TCP, v4 and v6).
 pub fn listening_ports() -> BTreeSet<u16> {
-    let mut out = BTreeSet::new();
-    for file in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let Ok(text) = std::fs::read_to_string(file) else {
-            continue;
-        };
-        for line in text.lines().skip(1) {
-            let cols: Vec<&str> = line.split_whitespace().collect();
-            if cols.get(3) == Some(&"0A")
-                && let Some(port) = cols
-                    .get(1)
-                    .and_then(|l| l.rsplit(':').next())
-                    .and_then(|h| u16::from_str_radix(h, 16).ok())
-            {
-                out.insert(port);
-            }
-        }
-    }
-    out
+    crate::observe::read_sockets()
+        .into_iter()
+        .filter(|s| s.proto == crate::snapshot::Proto::Tcp && s.state == "LISTEN")
+        .map(|s| s.local_port)
+        .collect()
 }
 
 /// A free TCP port on 127.0.0.1, never one handed out before by this process.

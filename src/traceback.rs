@@ -27,12 +27,36 @@ pub struct BindFailure {
     pub message: String,
 }
 
-/// A frame `File "PATH", line N, in FUNC`.
+/// A frame `File "PATH", line N, in FUNC`, with the source line printed under it.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct Frame {
     pub file: String,
     pub line: u32,
     pub function: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+}
+
+/// One traceback: its frames and the exception line that ends it.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Traceback {
+    pub frames: Vec<Frame>,
+    pub error: String,
+    /// Started through `multiprocessing` spawn/forkserver re-running the main module.
+    pub via_spawn: bool,
+    /// The first user-code `<module>` frame below the spawn machinery (the line that ran
+    /// again), else the last user-code frame.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_frame: Option<Frame>,
+}
+
+/// What `doctor run` reads from a command's output.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct OutputFacts {
+    pub bind_errors: Vec<BindFailure>,
+    /// `DataLoader worker (pid N) exited unexpectedly`.
+    pub dead_workers: Vec<i32>,
+    pub tracebacks: Vec<Traceback>,
 }
 
 impl Frame {
@@ -58,6 +82,9 @@ static BIND: LazyLock<Regex> = LazyLock::new(|| {
 // before 1.11: "RuntimeError: Address already in use"
 static OLD: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"RuntimeError: Address already in use").expect("regex"));
+static WORKER: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"DataLoader worker \(pid(?:\(s\))? ([\d, ]+)\) exited unexpectedly").expect("regex")
+});
 static EXC: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"^([A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt|Warning)|[A-Za-z_][\w.]*\.[A-Z]\w*)(: .*)?$")
         .expect("regex")
@@ -91,24 +118,34 @@ pub fn results(log: &str) -> Vec<RankResult> {
     out
 }
 
-/// The first rendezvous bind failure, in any of the three torch wordings.
+/// Every rendezvous bind failure, in any of the three torch wordings.
+pub fn bind_failures(log: &str) -> Vec<BindFailure> {
+    log.lines()
+        .filter_map(|line| bind_failure_in(strip_rank(line).trim()))
+        .collect()
+}
+
+/// The first rendezvous bind failure.
 pub fn bind_failure(log: &str) -> Option<BindFailure> {
-    for line in log.lines() {
-        let l = strip_rank(line).trim();
-        if let Some(c) = LISTEN.captures(l).or_else(|| BIND.captures(l)) {
-            return Some(BindFailure {
-                port: c.get(1).and_then(|m| m.as_str().parse().ok()),
-                message: l.to_string(),
-            });
-        }
-        if OLD.is_match(l) {
-            return Some(BindFailure {
-                port: None,
-                message: l.to_string(),
-            });
-        }
+    log.lines()
+        .find_map(|line| bind_failure_in(strip_rank(line).trim()))
+}
+
+fn bind_failure_in(l: &str) -> Option<BindFailure> {
+    if let Some(c) = LISTEN.captures(l).or_else(|| BIND.captures(l)) {
+        return Some(BindFailure {
+            port: c.get(1).and_then(|m| m.as_str().parse().ok()),
+            message: l.to_string(),
+        });
     }
-    None
+    OLD.is_match(l).then(|| BindFailure {
+        port: None,
+        message: l.to_string(),
+    })
+}
+
+fn is_bind_failure(l: &str) -> bool {
+    LISTEN.is_match(l) || BIND.is_match(l) || OLD.is_match(l)
 }
 
 fn is_library(file: &str) -> bool {
@@ -120,41 +157,110 @@ fn is_library(file: &str) -> bool {
         || file.ends_with("/runpy.py")
 }
 
-/// The user-script frame that re-ran the launch in a child: in the traceback that ends with the
-/// bind failure, the first `<module>` frame of a non-library file after the
-/// `multiprocessing/spawn.py` (or forkserver) frames. Falls back to the last user frame of
-/// that traceback.
+/// The user-script frame that re-ran the launch in a child: the user frame of the traceback that
+/// ends with the bind failure.
 pub fn relaunch_frame(log: &str) -> Option<Frame> {
+    tracebacks(log)
+        .into_iter()
+        .find(|t| is_bind_failure(&t.error))
+        .and_then(|t| t.user_frame)
+}
+
+/// Every traceback in the output (torch's `[rank0]: ` prefixes removed).
+pub fn tracebacks(log: &str) -> Vec<Traceback> {
     let lines: Vec<&str> = log.lines().map(strip_rank).collect();
-    let fail = lines
-        .iter()
-        .position(|l| LISTEN.is_match(l) || BIND.is_match(l) || OLD.is_match(l))?;
-    let start = lines[..fail]
-        .iter()
-        .rposition(|l| l.starts_with("Traceback (most recent call last)"))?;
-    let frames: Vec<Frame> = lines[start..fail]
-        .iter()
-        .filter_map(|l| FRAME.captures(l))
-        .filter_map(|c| {
-            Some(Frame {
-                file: c.get(1)?.as_str().to_string(),
-                line: c.get(2)?.as_str().parse().ok()?,
-                function: c.get(3)?.as_str().to_string(),
-            })
-        })
-        .collect();
-    let after_mp = frames.iter().position(|f| {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        if lines[i]
+            .trim_start()
+            .starts_with("Traceback (most recent call last)")
+        {
+            let (tb, next) = read_traceback(&lines, i + 1);
+            out.push(tb);
+            i = next;
+        } else {
+            i += 1;
+        }
+    }
+    out
+}
+
+fn read_traceback(lines: &[&str], mut i: usize) -> (Traceback, usize) {
+    let mut frames: Vec<Frame> = Vec::new();
+    while i < lines.len() {
+        let line = lines[i];
+        if let Some(c) = FRAME.captures(line) {
+            frames.push(Frame {
+                file: c[1].to_string(),
+                line: c[2].parse().unwrap_or(0),
+                function: c[3].trim().to_string(),
+                code: None,
+            });
+            i += 1;
+            continue;
+        }
+        let trimmed = line.trim();
+        let marker = !trimmed.is_empty() && trimmed.chars().all(|ch| matches!(ch, '^' | '~'));
+        if line.starts_with("    ") || line.starts_with('\t') || marker {
+            if let Some(f) = frames.last_mut().filter(|f| f.code.is_none() && !marker) {
+                f.code = Some(trimmed.to_string());
+            }
+            i += 1;
+            continue;
+        }
+        break;
+    }
+    let error = lines
+        .get(i)
+        .map(|l| l.trim().to_string())
+        .unwrap_or_default();
+    let spawn_at = frames.iter().position(|f| {
         f.file.contains("multiprocessing/spawn.py")
             || f.file.contains("multiprocessing/forkserver.py")
     });
-    if let Some(i) = after_mp
-        && let Some(f) = frames[i..]
-            .iter()
-            .find(|f| f.function == "<module>" && !is_library(&f.file))
-    {
-        return Some(f.clone());
+    let user_frame = spawn_at
+        .and_then(|at| {
+            frames[at..]
+                .iter()
+                .find(|f| f.function == "<module>" && !is_library(&f.file))
+        })
+        .or_else(|| frames.iter().rev().find(|f| !is_library(&f.file)))
+        .cloned();
+    // The error line is read again by the caller: it may start the next traceback's context.
+    (
+        Traceback {
+            frames,
+            error,
+            via_spawn: spawn_at.is_some(),
+            user_frame,
+        },
+        i,
+    )
+}
+
+/// Pids from `DataLoader worker (pid N) exited unexpectedly` / `(pid(s) N, M)`.
+pub fn dead_workers(log: &str) -> Vec<i32> {
+    let mut pids: Vec<i32> = WORKER
+        .captures_iter(log)
+        .flat_map(|c| {
+            c[1].split(',')
+                .filter_map(|p| p.trim().parse::<i32>().ok())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    pids.sort_unstable();
+    pids.dedup();
+    pids
+}
+
+/// Everything `doctor run` needs from the output.
+pub fn read_output(log: &str) -> OutputFacts {
+    OutputFacts {
+        bind_errors: bind_failures(log),
+        dead_workers: dead_workers(log),
+        tracebacks: tracebacks(log),
     }
-    frames.iter().rev().find(|f| !is_library(&f.file)).cloned()
 }
 
 /// The first meaningful error line: the exception line that ends the first traceback, else the
@@ -257,5 +363,26 @@ DOCTOR_RESULT {"rank": 1, "digest": "abc", "loss": 0.5, "world_size": 2}
             first_error("x\nValueError: bad\n").unwrap(),
             "ValueError: bad"
         );
+    }
+
+    #[test]
+    fn tracebacks_give_code_lines_spawn_origin_and_dead_workers() {
+        let tbs = tracebacks(SPAWN_LOG);
+        assert_eq!(tbs.len(), 2);
+        assert!(tbs[0].via_spawn);
+        let f = tbs[0].user_frame.as_ref().unwrap();
+        assert_eq!((f.line, f.code.as_deref()), (30, Some("fabric.launch()")));
+        assert!(tbs[0].error.contains("EADDRINUSE"));
+        assert!(!tbs[1].via_spawn);
+        assert_eq!(dead_workers(SPAWN_LOG), vec![123]);
+        assert_eq!(
+            dead_workers(
+                "RuntimeError: DataLoader worker (pid 77) exited unexpectedly with exit code 1."
+            ),
+            vec![77]
+        );
+        let facts = read_output(SPAWN_LOG);
+        assert_eq!(facts.bind_errors.len(), 1);
+        assert_eq!(facts.bind_errors[0].port, Some(33281));
     }
 }
