@@ -172,6 +172,43 @@ fn check_torch(env: PythonEnv) -> anyhow::Result<PythonEnv> {
     Ok(env)
 }
 
+/// The interpreters a user is working with, in discovery order: the active virtualenv and conda
+/// environment, then `python3` on PATH (the managed venv and named ones are handled apart).
+pub fn search_candidates() -> Vec<(PathBuf, &'static str)> {
+    let mut out = Vec::new();
+    for var in ["VIRTUAL_ENV", "CONDA_PREFIX"] {
+        if let Some(prefix) = std::env::var_os(var).filter(|v| !v.is_empty()) {
+            out.push((venv_python(Path::new(&prefix)), var));
+        }
+    }
+    if let Some(p) = on_path("python3") {
+        out.push((p, "PATH"));
+    }
+    out
+}
+
+/// Every interpreter worth reporting, without duplicates: `DOCTOR_PYTHON`, the search
+/// candidates, and doctor's managed venv when it exists.
+pub fn all_candidates() -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = Vec::new();
+    let named = std::env::var_os("DOCTOR_PYTHON")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from);
+    let managed = managed_venv()
+        .map(|v| venv_python(&v))
+        .filter(|p| p.exists());
+    for p in named
+        .into_iter()
+        .chain(search_candidates().into_iter().map(|(p, _)| p))
+        .chain(managed)
+    {
+        if !out.contains(&p) {
+            out.push(p);
+        }
+    }
+    out
+}
+
 /// What an interpreter must have.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Need {
@@ -227,18 +264,9 @@ pub fn find_python_for(
         return check_torch(env);
     }
 
-    let mut candidates: Vec<(PathBuf, &str)> = Vec::new();
-    for var in ["VIRTUAL_ENV", "CONDA_PREFIX"] {
-        if let Some(prefix) = std::env::var_os(var).filter(|v| !v.is_empty()) {
-            candidates.push((venv_python(Path::new(&prefix)), var));
-        }
-    }
-    if let Some(p) = on_path("python3") {
-        candidates.push((p, "PATH"));
-    }
     let mut base: Option<PathBuf> = None;
     let mut seen: Vec<String> = Vec::new();
-    for (path, source) in candidates {
+    for (path, source) in search_candidates() {
         if let Ok(mut env) = probe(&path) {
             env.source = source.to_string();
             if env.has_all() {

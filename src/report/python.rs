@@ -1,9 +1,6 @@
 //! The Python section of `doctor report`: for each interpreter, the versions of torch (with its
 //! CUDA and NCCL build), lightning, pytorch_lightning, accelerate, deepspeed and numpy, read from
 //! installed package metadata by one `python -c` that never imports torch.
-//!
-//! `interpreters()` is a simple stand-in for the shared interpreter discovery (`pyenv`); swap it
-//! when that lands.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -13,45 +10,10 @@ use serde::{Deserialize, Serialize};
 
 use super::host::run_with_timeout;
 
-/// Interpreters worth reporting, in order, without duplicates: `DOCTOR_PYTHON`, the active
-/// virtualenv and conda environment, `python3` on PATH, and doctor's managed venv.
+/// Interpreters worth reporting: the same discovery as `doctor repro` (`DOCTOR_PYTHON`, the
+/// active virtualenv and conda environment, `python3` on PATH, doctor's managed venv).
 pub fn interpreters() -> Vec<PathBuf> {
-    let mut out: Vec<PathBuf> = Vec::new();
-    let mut push = |p: PathBuf| {
-        if !out.contains(&p) {
-            out.push(p);
-        }
-    };
-    if let Some(p) = std::env::var_os("DOCTOR_PYTHON").filter(|p| !p.is_empty()) {
-        push(PathBuf::from(p));
-    }
-    for var in ["VIRTUAL_ENV", "CONDA_PREFIX"] {
-        if let Some(prefix) = std::env::var_os(var).filter(|p| !p.is_empty()) {
-            push(Path::new(&prefix).join("bin/python"));
-        }
-    }
-    if let Some(p) = which("python3") {
-        push(p);
-    }
-    if let Some(home) = std::env::var_os("HOME") {
-        let managed = Path::new(&home).join(".cache/ddp-doctor/venv/bin/python");
-        if managed.exists() {
-            push(managed);
-        }
-    }
-    out
-}
-
-fn which(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(name))
-        .find(|p| is_executable(p))
-}
-
-fn is_executable(p: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    crate::pyenv::all_candidates()
 }
 
 /// What one interpreter has installed; `error` says why the rest is missing.
