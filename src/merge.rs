@@ -9,8 +9,10 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use crate::output::value_text as s;
 use crate::output::{self, Format, Paint, paint, user_error};
 use crate::report::{REPORT_KIND, render_finding_values, utc};
+use crate::rules::Severity;
 use crate::snapshot::SCHEMA_VERSION;
 
 #[derive(clap::Args)]
@@ -29,14 +31,6 @@ pub struct MergeArgs {
     /// Flag reports taken more than this many minutes apart (M007)
     #[arg(long, value_name = "MINUTES", default_value_t = 10.0)]
     max_spread: f64,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    Error,
-    Warning,
-    Info,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -967,14 +961,6 @@ pub fn merge(args: MergeArgs) -> anyhow::Result<i32> {
     };
     output::print(&text);
     Ok(i32::from(exit_1))
-}
-
-fn s(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Null => "-".into(),
-        other => other.to_string(),
-    }
 }
 
 fn render_table(doc: &Value, color: bool) -> String {

@@ -100,6 +100,15 @@ pub fn paint(text: &str, style: Paint, enabled: bool) -> String {
     format!("\x1b[{code}m{text}\x1b[0m")
 }
 
+/// A JSON value as a table cell: strings bare, null as `-`.
+pub fn value_text(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
 /// Shorten `text` to at most `max` characters, ending with `…` when cut.
 pub fn shorten(text: &str, max: usize) -> String {
     if text.chars().count() <= max {

@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 
 use crate::analyse::{Analysis, Identity};
 use crate::observe;
+use crate::output::value_text as s;
 use crate::output::{self, Format, Paint, paint, user_error};
 use crate::ports::{build_node, holders, parse_port};
 use crate::redact;
@@ -481,14 +482,6 @@ pub fn report(args: ReportArgs) -> anyhow::Result<i32> {
         None => output::print(&text),
     }
     Ok(i32::from(exit_1))
-}
-
-fn s(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Null => "-".into(),
-        other => other.to_string(),
-    }
 }
 
 fn gib(bytes: &Value) -> String {
