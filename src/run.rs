@@ -104,6 +104,8 @@ struct RunDoc<'a> {
     killed: &'a [supervise::Killed],
     leftovers: &'a [String],
     output_bytes_dropped: usize,
+    /// CPU time doctor itself used (all its threads; the command's is not counted).
+    doctor_cpu_seconds: f64,
 }
 
 #[derive(Default, Serialize)]
@@ -367,6 +369,7 @@ pub fn main(args: RunArgs) -> anyhow::Result<i32> {
             killed: &killed,
             leftovers: &leftovers,
             output_bytes_dropped: shared.output.lock().expect("output lock").1,
+            doctor_cpu_seconds: own_cpu_seconds(),
         };
         let format = if path.extension().is_some_and(|e| e == "json") {
             Format::Json
@@ -842,6 +845,17 @@ fn diagnose(
         }
     }
     d
+}
+
+/// CPU time (user + system) of this process's threads so far.
+fn own_cpu_seconds() -> f64 {
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage writes into the struct we pass.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) } != 0 {
+        return 0.0;
+    }
+    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
+    t(u.ru_utime) + t(u.ru_stime)
 }
 
 /// `fabric.launch()  # note` -> `fabric.launch()` (a `#` inside a string literal stays).
