@@ -835,7 +835,7 @@ fn progress(r: &CaseResult, n: usize, total: usize, color: bool) {
         if r.killed.is_empty() {
             String::new()
         } else {
-            format!(", killed {} leftover process(es)", r.killed.len())
+            format!(", killed {} process(es)", r.killed.len())
         },
         detail
     );
@@ -1239,7 +1239,7 @@ fn render_table(doc: &Document) -> String {
         let mut detail = detail;
         if !c.killed.is_empty() {
             detail.push_str(&format!(
-                "{}killed {} leftover",
+                "{}killed {} process(es)",
                 if detail.is_empty() { "" } else { "; " },
                 c.killed.len()
             ));
