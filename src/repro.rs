@@ -31,7 +31,7 @@ Examples:
   doctor repro                          the Lightning Fabric pair, all contexts, both variants
   doctor repro --ctx spawn              one context
   doctor repro torchrun --timeout 60    the plain-PyTorch pair under torchrun
-  doctor repro ./train.py --ctx spawn   your own script, supervised (gets MASTER_PORT, DOCTOR_REPRO_CTX)
+  doctor repro ./train.py --ctx spawn   your own script, supervised the same way
   doctor repro --list | --show fabric   what is bundled
   doctor repro --setup                  create doctor's Python environment (torch + lightning)
 
