@@ -31,7 +31,7 @@ Examples:
   doctor repro                          the Lightning Fabric pair, all contexts, both variants
   doctor repro --ctx spawn              one context
   doctor repro torchrun --timeout 60    the plain-PyTorch pair under torchrun
-  doctor repro ./train.py --ctx spawn   your own script, supervised (gets MASTER_PORT, DOCTOR_REPRO_CTX)
+  doctor repro ./train.py --ctx spawn   your own script, supervised the same way
   doctor repro --list | --show fabric   what is bundled
   doctor repro --setup                  create doctor's Python environment (torch + lightning)
 
@@ -835,7 +835,7 @@ fn progress(r: &CaseResult, n: usize, total: usize, color: bool) {
         if r.killed.is_empty() {
             String::new()
         } else {
-            format!(", killed {} leftover process(es)", r.killed.len())
+            format!(", killed {} process(es)", r.killed.len())
         },
         detail
     );
@@ -1239,7 +1239,7 @@ fn render_table(doc: &Document) -> String {
         let mut detail = detail;
         if !c.killed.is_empty() {
             detail.push_str(&format!(
-                "{}killed {} leftover",
+                "{}killed {} process(es)",
                 if detail.is_empty() { "" } else { "; " },
                 c.killed.len()
             ));

@@ -328,3 +328,80 @@ fn list_and_show_need_no_python() {
     assert!(text.contains("    fabric.launch()  # FIX"), "{text}");
     assert!(text.contains("if __name__ == \"__main__\":\n    main()"));
 }
+
+#[test]
+fn a_torch_too_old_is_refused_with_a_hint() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    // Answers doctor's interpreter probe like a Python with torch 1.13 would.
+    let fake = dir.path().join("python");
+    std::fs::write(
+        &fake,
+        "#!/bin/sh\necho '{\"executable\": \"/opt/old/bin/python\", \"python_version\": \"3.8.10\", \"prefix\": \"/opt/old\", \"torch\": \"1.13.1\", \"lightning\": \"1.9.5\", \"numpy\": null}'\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = doctor()
+        .args(["repro", "--ctx", "spawn", "--python"])
+        .arg(&fake)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("error: torch 1.13.1 in ") && err.contains("is too old"),
+        "{err}"
+    );
+    assert!(err.contains("hint:"), "{err}");
+}
+
+#[test]
+fn no_setup_refuses_to_create_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    // A PATH whose python3 has neither torch nor lightning, and an empty cache directory.
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let sys_python = ["/usr/bin/python3", "/bin/python3", "/usr/local/bin/python3"]
+        .into_iter()
+        .find(|p| Path::new(p).is_file());
+    let Some(sys_python) = sys_python else {
+        eprintln!("no system python3; skipped");
+        return;
+    };
+    std::os::unix::fs::symlink(sys_python, bin.join("python3")).unwrap();
+    let has_torch = Command::new(sys_python)
+        .args([
+            "-c",
+            "import importlib.util,sys; sys.exit(importlib.util.find_spec('torch') is None)",
+        ])
+        .status()
+        .unwrap()
+        .success();
+    if has_torch {
+        eprintln!("system python3 has torch; skipped");
+        return;
+    }
+    let out = doctor()
+        .args(["repro", "--ctx", "spawn", "--no-setup"])
+        .env("PATH", &bin)
+        .env("DOCTOR_CACHE_DIR", dir.path().join("cache"))
+        .env_remove("VIRTUAL_ENV")
+        .env_remove("CONDA_PREFIX")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("error: no interpreter with torch and lightning found"),
+        "{err}"
+    );
+    assert!(err.contains("--no-setup forbids creating"), "{err}");
+    assert!(
+        err.contains("hint: run `doctor repro --setup` once"),
+        "{err}"
+    );
+    assert!(
+        !dir.path().join("cache").exists(),
+        "--no-setup created something"
+    );
+}
