@@ -25,16 +25,16 @@ echo "== overhead: $SCRIPT --ctx fork, $RUNS runs each, alternating (python: $PY
 for i in $(seq "$RUNS"); do
   port=$(free_port)
   t0=$(now); MASTER_PORT=$port "$PY" "$SCRIPT" --ctx fork > /dev/null 2>&1; t1=$(now)
-  echo "$t1 - $t0" | bc >> "$WORK/bare"
+  awk -v a="$t0" -v b="$t1" 'BEGIN {print b - a}' >> "$WORK/bare"
   port=$(free_port)
   t0=$(now); MASTER_PORT=$port "$DOCTOR" run --record "$WORK/rec.json" -- "$PY" "$SCRIPT" --ctx fork > /dev/null 2>&1; t1=$(now)
-  echo "$t1 - $t0" | bc >> "$WORK/doctor"
+  awk -v a="$t0" -v b="$t1" 'BEGIN {print b - a}' >> "$WORK/doctor"
   python3 -c "import json; print(json.load(open('$WORK/rec.json'))['doctor_cpu_seconds'])" >> "$WORK/cpu"
 done
 bare=$(median < "$WORK/bare"); wrapped=$(median < "$WORK/doctor"); cpu=$(median < "$WORK/cpu")
 printf 'bare python          median %.2f s  (%s)\n' "$bare" "$(tr '\n' ' ' < "$WORK/bare")"
 printf 'under doctor run     median %.2f s  (%s)\n' "$wrapped" "$(tr '\n' ' ' < "$WORK/doctor")"
-printf 'overhead             %+.1f %%\n' "$(echo "($wrapped / $bare - 1) * 100" | bc -l)"
+printf 'overhead             %+.1f %%\n' "$(awk -v w="$wrapped" -v b="$bare" 'BEGIN {print (w / b - 1) * 100}')"
 printf "doctor's own CPU     median %.3f s per run (default interval 50 ms, tracing on)\n" "$cpu"
 
 echo "== shortest-lived listener seen (10 tries each)"
