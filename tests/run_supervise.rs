@@ -27,6 +27,21 @@ fn doctor_run(extra: &[&str], case: &[&str]) -> (std::process::Output, tempfile:
     (cmd.output().expect("doctor runs"), dir)
 }
 
+/// `doctor run --record FILE EXTRA... -- helper CASE...`: the output, the recorded document, and
+/// the pidfile's directory.
+fn doctor_run_recorded(
+    extra: &[&str],
+    case: &[&str],
+) -> (std::process::Output, serde_json::Value, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("run.json");
+    let mut args = vec!["--record", record.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let (out, pids) = doctor_run(&args, case);
+    let doc = serde_json::from_str(&std::fs::read_to_string(&record).unwrap()).unwrap();
+    (out, doc, pids)
+}
+
 fn pids_written(dir: &tempfile::TempDir) -> Vec<i32> {
     std::fs::read_to_string(dir.path().join("pids"))
         .unwrap_or_default()
@@ -89,20 +104,13 @@ fn double_forked_daemon_is_killed_and_its_port_freed() {
 #[test]
 fn orphan_is_reparented_to_doctor_and_cleaned_up() {
     let port = free_low_port();
-    let dir = tempfile::tempdir().unwrap();
-    let record = dir.path().join("run.json");
-    let (out, pdir) = doctor_run(
-        &["--record", record.to_str().unwrap()],
-        &["orphan", &port.to_string()],
-    );
+    let (out, doc, pdir) = doctor_run_recorded(&[], &["orphan", &port.to_string()]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     let pids = pids_written(&pdir);
     assert_eq!(pids.len(), 1);
     assert!(!alive(pids[0]), "{err}");
     assert!(port_free(port));
-    let doc: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&record).unwrap()).unwrap();
     assert!(
         doc["killed"]
             .as_array()
@@ -206,16 +214,9 @@ fn output_larger_than_the_memory_bound_passes_through() {
 #[test]
 fn traced_bind_failure_is_named_exactly() {
     let port = free_low_port();
-    let dir = tempfile::tempdir().unwrap();
-    let record = dir.path().join("run.json");
-    let (out, _d) = doctor_run(
-        &["--record", record.to_str().unwrap()],
-        &["dup", &port.to_string()],
-    );
+    let (out, doc, _d) = doctor_run_recorded(&[], &["dup", &port.to_string()]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{err}");
-    let doc: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&record).unwrap()).unwrap();
     if doc["tracing"] != "ptrace+seccomp" {
         eprintln!(
             "tracing is not allowed on this machine ({}); the polling test covers it",
@@ -247,15 +248,11 @@ fn traced_bind_failure_is_named_exactly() {
 #[test]
 fn polling_fallback_sees_a_short_lived_listener() {
     let port = free_low_port();
-    let dir = tempfile::tempdir().unwrap();
-    let record = dir.path().join("run.json");
-    let (out, _d) = doctor_run(
-        &["--no-trace", "--record", record.to_str().unwrap()],
+    let (out, doc, _d) = doctor_run_recorded(
+        &["--no-trace"],
         &["short-listener", &port.to_string(), "300"],
     );
     assert_eq!(out.status.code(), Some(0));
-    let doc: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&record).unwrap()).unwrap();
     assert_eq!(doc["tracing"], "polling");
     assert!(doc["syscalls"].as_array().unwrap().is_empty());
     assert!(
