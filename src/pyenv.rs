@@ -124,7 +124,14 @@ pub fn cache_dir() -> Option<PathBuf> {
     if let Some(dir) = nonempty("XDG_CACHE_HOME") {
         return Some(PathBuf::from(dir).join("ddp-doctor"));
     }
-    nonempty("HOME").map(|h| PathBuf::from(h).join(".cache").join("ddp-doctor"))
+    // HOME, or the account's home directory when HOME is not set (cron, some CI runners).
+    let home = nonempty("HOME").map(PathBuf::from).or_else(|| {
+        nix::unistd::User::from_uid(nix::unistd::getuid())
+            .ok()
+            .flatten()
+            .map(|u| u.dir)
+    });
+    home.map(|h| h.join(".cache").join("ddp-doctor"))
 }
 
 /// `<cache>/venv`.
