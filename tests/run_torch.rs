@@ -158,3 +158,72 @@ fn guarded_launch_under_spawn_is_a_clean_run() {
     );
     assert!(doc["leftovers"].as_array().unwrap().is_empty());
 }
+
+/// A process group killed on drop, pass or fail.
+struct Group(std::process::Child);
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on the test's own process group.
+        unsafe { libc::kill(-(self.0.id() as i32), libc::SIGKILL) };
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn ports_and_tree_see_the_real_duplicate_rank_connecting() {
+    use std::os::unix::process::CommandExt;
+    let Some(python) = torch_python() else { return };
+    let port = free_low_port();
+    // Bare, as a user runs it: rank 1's spawn worker re-runs fabric.launch() and connects to
+    // rank 0's store as a second rank 1, and stays (the hang that follows rank 0's crash).
+    let child = std::process::Command::new(&python)
+        .arg(repro("fabric_buggy.py"))
+        .args(["--ctx", "spawn"])
+        .env("MASTER_PORT", port.to_string())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let _group = Group(child);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+    let d001 = loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no D001 on port {port} within 180 s"
+        );
+        let (doc, _) = json(&["ports", "--port", &port.to_string(), "--format", "json"]);
+        if let Some(f) = findings(&doc, "D001", port).first() {
+            break (*f).clone();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    };
+    let pids = pids_of(&d001);
+    let (rank, worker) = (pids[0], pids[1]);
+    let (doc, code) = json(&["tree", "--pid", &worker.to_string(), "--format", "json"]);
+    assert_eq!(code, 1);
+    let text = doc.to_string();
+    assert!(
+        text.contains("\"role\":\"spawn-child\"")
+            || text.contains("\"role\":\"dataloader-worker\""),
+        "{doc:#}"
+    );
+    let rank_node = find_node(&doc["trees"], rank).expect("the rank is drawn");
+    assert_eq!(rank_node["role"], "rank");
+    assert!(
+        find_node(&rank_node["children"], worker).is_some(),
+        "the worker is drawn under its rank"
+    );
+    assert!(d001["fix"].as_str().unwrap().contains("fabric_buggy.py"));
+}
+
+fn find_node(nodes: &serde_json::Value, pid: i64) -> Option<&serde_json::Value> {
+    nodes.as_array()?.iter().find_map(|n| {
+        if n["pid"] == pid {
+            Some(n)
+        } else {
+            find_node(&n["children"], pid)
+        }
+    })
+}
