@@ -269,6 +269,13 @@ impl<'a> Analysis<'a> {
             .collect()
     }
 
+    /// Whether `p` holds a TCP socket listening on `port`.
+    pub fn listens_on(&self, p: &Process, port: u16) -> bool {
+        self.sockets_of(p.pid)
+            .iter()
+            .any(|s| s.state == "LISTEN" && s.local_port == port)
+    }
+
     /// Whether the process lost the one that started it (re-parented to init or a subreaper).
     pub fn orphaned(&self, p: &Process) -> bool {
         if p.ppid <= 1 || p.ppid == self.snap.host.observer_pid {
@@ -327,7 +334,13 @@ impl<'a> Analysis<'a> {
                         inferred: true,
                         ..id.clone()
                     }),
-                    Role::Rank if same_program(&child.argv, &p.argv) && id.rank.is_none() => {
+                    // Lightning starts ranks 1..N-1 as the same program; rank 0 hosts the
+                    // store on their MASTER_PORT.
+                    Role::Rank
+                        if id.rank.is_none()
+                            && (same_program(&child.argv, &p.argv)
+                                || id.master_port.is_some_and(|port| self.listens_on(p, port))) =>
+                    {
                         Some(Identity {
                             local_rank: Some(0),
                             inferred: true,

@@ -584,6 +584,19 @@ mod tests {
     }
 
     #[test]
+    fn rank_zero_is_known_by_the_store_it_hosts_for_its_ranks() {
+        // Launched as `python -m pkg.train`, its rank 1 as a path: argv differ, the store tells.
+        let (mut p, s) = lightning(&[]);
+        p.retain(|q| q.pid < 110); // no workers: only rank 1 tells who rank 0 is
+        p[2].argv = vec!["python".into(), "-m".into(), "pkg.train".into()];
+        let snap = snap(p, s);
+        let a = Analysis::new(&snap, &[]);
+        assert_eq!(a.role(100), Role::Rank);
+        assert_eq!(a.jobs.len(), 1, "{:?}", a.jobs);
+        assert!(a.findings.is_empty(), "{:?}", a.findings);
+    }
+
+    #[test]
     fn d001_worker_connecting_as_rank_zero() {
         let (p, s) = lightning(&[4]);
         let snap = snap(p, s);

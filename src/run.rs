@@ -493,16 +493,21 @@ fn poll_once(s: &Shared) {
             Some(seen) if seen.process.start_time == p.start_time => {
                 seen.last_seen = t;
                 // The newest view (after an exec, or a DataLoader worker renaming itself), with
-                // every socket it ever held.
-                let mut all = std::mem::take(&mut seen.process.socket_inodes);
-                // The parent at birth: an orphan re-parented to doctor still belongs to its job.
-                let ppid = seen.process.ppid;
-                seen.process = p;
-                seen.process.ppid = ppid;
-                all.extend(std::mem::take(&mut seen.process.socket_inodes));
-                all.sort_unstable();
-                all.dedup();
-                seen.process.socket_inodes = all;
+                // every socket it ever held and the parent it had at birth (an orphan
+                // re-parented to doctor still belongs to its job).
+                let old = std::mem::replace(&mut seen.process, p);
+                let new = &mut seen.process;
+                new.ppid = old.ppid;
+                if new.argv.is_empty() {
+                    // Exiting or a zombie: its memory is gone, and with it argv and environ.
+                    new.argv = old.argv;
+                    new.argv_lossy = old.argv_lossy;
+                    new.env = old.env;
+                    new.exe = new.exe.take().or(old.exe);
+                }
+                new.socket_inodes.extend(old.socket_inodes);
+                new.socket_inodes.sort_unstable();
+                new.socket_inodes.dedup();
             }
             _ => {
                 tl.processes.insert(
