@@ -297,8 +297,6 @@ pub fn main(args: RunArgs) -> anyhow::Result<i32> {
     for p in pumps {
         let _ = p.join();
     }
-    let _ = child.try_wait();
-    poll_once(&shared); // final socket state is read from /proc/net only for listeners seen
 
     let (exit_status, signal) = match root_status {
         Some(WaitStatus::Exited(_, code)) => (code, None),
@@ -310,9 +308,8 @@ pub fn main(args: RunArgs) -> anyhow::Result<i32> {
         String::from_utf8_lossy(&out.0).into_owned()
     };
     let facts = read_output(&text);
-    let timeline = shared.timeline.lock().expect("timeline lock");
+    let mut timeline = shared.timeline.lock().expect("timeline lock");
     let leftovers = leftovers(&shared, &timeline);
-    let mut timeline = timeline;
     for (pid, p) in std::mem::take(&mut tracer.processes) {
         timeline.processes.entry(pid).or_insert(Seen {
             first_seen: 0.0,
@@ -777,13 +774,12 @@ fn diagnose(
     // D001 in its transient form: a rank's spawn/forkserver child tried the rank's port.
     if let Some(w) = d.failing_pid {
         let ancestors = a.ancestors(w);
-        let rank = ancestors.iter().copied().find(|&q| a.role(q) == Role::Rank);
-        let kind = a.role(w);
-        let is_child_kind =
-            kind.is_rank_descendant_kind() || kind == Role::Python || kind == Role::Rank;
-        if let Some(r) =
-            rank.filter(|_| is_child_kind && a.carries_identity_of(w, rank.unwrap_or(0)))
-        {
+        let rank = ancestors
+            .iter()
+            .copied()
+            .find(|&q| a.role(q) == Role::Rank)
+            .filter(|&r| a.carries_identity_of(w, r));
+        if let Some(r) = rank {
             let line = d
                 .script_line
                 .clone()
