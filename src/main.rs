@@ -41,18 +41,23 @@ enum Command {
     Tree(ports::TreeArgs),
     /// Write a snapshot of processes, sockets and host facts for later analysis
     Snapshot(ports::SnapshotArgs),
-    /// Run a training command, watch every bind, explain a rendezvous failure, leave nothing behind
-    Run(run::RunArgs),
     /// Static check of Python code: distributed launches that run at import time (S001-S003)
     Scan(scan::ScanArgs),
+    /// Run the bundled spawn/fork/forkserver reproductions (bug and fix) and verify the fix
+    Repro(repro::ReproArgs),
+    /// Run a training command, watch every bind, explain a rendezvous failure, leave nothing behind
+    Run(run::RunArgs),
     /// One document for a support ticket: host, GPUs, Python packages, rendezvous environment,
     /// port holders, jobs and findings, with secrets redacted
     Report(report::ReportArgs),
     /// Merge the reports of several nodes into one cluster view: master node, ranks per node,
     /// duplicate ranks, ports held by other jobs, version mismatches
     Merge(merge::MergeArgs),
-    /// Run the bundled spawn/fork/forkserver reproductions (bug and fix) and verify the fix
-    Repro(repro::ReproArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 fn main() {
@@ -65,6 +70,13 @@ fn main() {
         Command::Scan(args) => scan::main(args),
         Command::Report(args) => report::report(args),
         Command::Merge(args) => merge::merge(args),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "doctor", &mut out);
+            output::print(&String::from_utf8_lossy(&out));
+            Ok(0)
+        }
         Command::Repro(args) => repro::main(args),
     };
     match result {

@@ -95,6 +95,14 @@ fn help_and_version() {
         assert!(text.contains(cmd), "{text}");
     }
     assert_eq!(run(&["--version"]).status.code(), Some(0));
+    let bash = run(&["completions", "bash"]);
+    assert_eq!(bash.status.code(), Some(0));
+    let script = String::from_utf8_lossy(&bash.stdout);
+    assert!(
+        script.contains("_doctor") && script.contains("ports") && script.contains("--check"),
+        "{script}"
+    );
+    assert_eq!(run(&["completions", "tcsh"]).status.code(), Some(2));
     assert_eq!(run(&["no-such-command"]).status.code(), Some(2));
 }
 
