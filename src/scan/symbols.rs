@@ -59,25 +59,17 @@ impl<'a> Symbols<'a> {
 
     /// The fully qualified name of `torch.distributed.init_process_group`-like expressions.
     pub fn qualname(&self, expr: &Expr) -> Option<String> {
-        let mut parts: Vec<&str> = Vec::new();
-        let mut cur = expr;
-        loop {
-            match cur {
-                Expr::Attribute(a) => {
-                    parts.push(a.attr.as_str());
-                    cur = &a.value;
-                }
-                Expr::Name(n) => {
-                    let mut s = self.aliases.get(n.id.as_str())?.clone();
-                    for p in parts.iter().rev() {
-                        s.push('.');
-                        s.push_str(p);
-                    }
-                    return Some(s);
-                }
-                _ => return None,
-            }
+        let name = dotted(expr)?;
+        let (head, rest) = match name.split_once('.') {
+            Some((head, rest)) => (head, Some(rest)),
+            None => (name.as_str(), None),
+        };
+        let mut s = self.aliases.get(head)?.clone();
+        if let Some(rest) = rest {
+            s.push('.');
+            s.push_str(rest);
         }
+        Some(s)
     }
 
     /// Classify a call as a distributed launch or init; the label names it for people.
