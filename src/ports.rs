@@ -441,7 +441,11 @@ pub(crate) fn build_node(
         .copied()
         .filter(|&c| keep(c))
         .collect();
-    children.sort_unstable();
+    // In order of birth (pids wrap around, start times do not).
+    children.sort_by(|x, y| {
+        let start = |pid: &i32| a.process(*pid).map_or(0.0, |p| p.start_time);
+        start(x).total_cmp(&start(y)).then(x.cmp(y))
+    });
     TreeNode {
         pid,
         role: a.role(pid).name(),
