@@ -1,25 +1,10 @@
 //! `doctor`: finds who holds the PyTorch rendezvous port, why, and how to fix it.
 
-mod analyse;
-mod merge;
-mod observe;
-mod output;
-mod ports;
-mod pyenv;
-mod redact;
-mod report;
-mod repro;
-mod rules;
-mod run;
-mod scan;
-mod snapshot;
-mod supervise;
-mod trace;
-mod traceback;
-
 use clap::{Parser, Subcommand};
 
-use output::UserError;
+use ddp_doctor::cmd::{merge, ports, report, repro, run};
+use ddp_doctor::error::UserError;
+use ddp_doctor::{render, scan};
 
 #[derive(Parser)]
 #[command(
@@ -74,7 +59,7 @@ fn main() {
             use clap::CommandFactory;
             let mut out = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "doctor", &mut out);
-            output::print(&String::from_utf8_lossy(&out));
+            render::print(&String::from_utf8_lossy(&out));
             Ok(0)
         }
         Command::Repro(args) => repro::main(args),
@@ -89,14 +74,14 @@ fn main() {
 }
 
 fn report_error(err: &anyhow::Error) {
-    let color = output::stderr_color();
-    let label = output::paint("error:", output::Paint::Red, color);
+    let color = render::stderr_color();
+    let label = render::paint("error:", render::Paint::Red, color);
     eprintln!("{label} {err:#}");
     if let Some(hint) = err
         .downcast_ref::<UserError>()
         .and_then(|u| u.hint.as_deref())
     {
-        let label = output::paint("hint:", output::Paint::Blue, color);
+        let label = render::paint("hint:", render::Paint::Blue, color);
         eprintln!("{label} {hint}");
     }
 }

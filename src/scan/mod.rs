@@ -24,8 +24,6 @@ use serde::Serialize;
 #[allow(unused_imports)] // part of the library surface `doctor run` will use
 pub use diagnostic::{Diagnostic, Related, Severity};
 
-use crate::output;
-
 /// The operating system whose default multiprocessing start method is assumed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -311,7 +309,7 @@ pub fn main(args: ScanArgs) -> anyhow::Result<i32> {
             .any(|r| r.code.starts_with(code.as_str()))
             || code.is_empty()
         {
-            return Err(output::user_error(
+            return Err(crate::error::user_error(
                 format!("unknown rule code '{code}'"),
                 "codes are S001, S002, S003 and S900 (a prefix like S00 selects several)",
             ));
@@ -326,14 +324,14 @@ pub fn main(args: ScanArgs) -> anyhow::Result<i32> {
     let reports = scan_paths(&args.paths, &opts)?;
 
     let diags: Vec<&Diagnostic> = reports.iter().flat_map(|r| r.diagnostics.iter()).collect();
-    let color = output::stdout_color();
+    let color = crate::render::stdout_color();
     let default_start_method =
         symbols::spawnlike_default(opts.platform, opts.python_version).unwrap_or("fork");
     match args.format {
         ScanFormat::Text => {
             let text = render::text(&reports, color);
             if !text.is_empty() {
-                output::print(&text);
+                crate::render::print(&text);
             }
         }
         ScanFormat::Json => {
@@ -358,17 +356,17 @@ pub fn main(args: ScanArgs) -> anyhow::Result<i32> {
             };
             let mut s = serde_json::to_string_pretty(&doc)?;
             s.push('\n');
-            output::print(&s);
+            crate::render::print(&s);
         }
-        ScanFormat::Sarif => output::print(&render::sarif(&diags)?),
-        ScanFormat::Github => output::print(&render::github(&diags)),
+        ScanFormat::Sarif => crate::render::print(&render::sarif(&diags)?),
+        ScanFormat::Github => crate::render::print(&render::github(&diags)),
     }
-    let ecolor = output::stderr_color();
+    let ecolor = crate::render::stderr_color();
     for r in &reports {
         if let Some(reason) = &r.skipped {
             eprintln!(
                 "{} skipped {}: {reason}",
-                output::paint("warning:", output::Paint::Yellow, ecolor),
+                crate::render::paint("warning:", crate::render::Paint::Yellow, ecolor),
                 r.path
             );
         }
@@ -441,7 +439,7 @@ fn collect_inputs(paths: &[String]) -> anyhow::Result<(Vec<Input>, Vec<FileRepor
         }
         let path = Path::new(arg);
         let meta = std::fs::metadata(path).map_err(|e| {
-            output::user_error(
+            crate::error::user_error(
                 format!("cannot scan '{arg}': {e}"),
                 "give Python files, directories, or `-` to read the source from stdin",
             )

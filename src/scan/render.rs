@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::FileReport;
 use super::diagnostic::{Diagnostic, RULES, Severity};
-use crate::output::{Paint, paint};
+use crate::render::{Paint, paint};
 
 /// ruff/rustc-style: `path:line:col: CODE message`, the source line with a `^^^` marker, the
 /// related evidence, and a `help:` with the fix.

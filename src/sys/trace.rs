@@ -121,7 +121,7 @@ pub struct Tracer {
     pub events: Vec<SyscallEvent>,
     /// Each traced process as read at its first traced call, while it was stopped: short-lived
     /// processes that polling never sees are known this way.
-    pub processes: HashMap<i32, crate::snapshot::Process>,
+    pub processes: HashMap<i32, crate::model::snapshot::Process>,
 }
 
 impl Tracer {
@@ -218,7 +218,7 @@ impl Tracer {
         let t = self.now();
         let pid = tgid(tid).unwrap_or(tid);
         if !self.processes.contains_key(&pid)
-            && let Some(p) = crate::observe::process(pid)
+            && let Some(p) = crate::sys::observe::process(pid)
         {
             self.processes.insert(pid, p);
         }
@@ -304,11 +304,11 @@ fn local_addr_of(pid: i32, fd: i32) -> Option<(IpAddr, u16)> {
         .parse()
         .ok()?;
     for (path, proto) in [
-        ("/proc/net/tcp", crate::snapshot::Proto::Tcp),
-        ("/proc/net/tcp6", crate::snapshot::Proto::Tcp),
+        ("/proc/net/tcp", crate::model::snapshot::Proto::Tcp),
+        ("/proc/net/tcp6", crate::model::snapshot::Proto::Tcp),
     ] {
         let text = std::fs::read(path).ok()?;
-        if let Some(s) = crate::observe::parse_net_table(&text, proto)
+        if let Some(s) = crate::sys::observe::parse_net_table(&text, proto)
             .into_iter()
             .find(|s| s.inode == inode)
         {

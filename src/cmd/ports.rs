@@ -8,11 +8,12 @@ use anyhow::Context;
 use comfy_table::{ContentArrangement, Table};
 use serde::Serialize;
 
-use crate::analyse::{Analysis, Identity, Job};
-use crate::observe;
-use crate::output::{self, Format, Paint, paint, user_error};
-use crate::rules::{Finding, Severity, worth_exit_1};
-use crate::snapshot::{SCHEMA_VERSION, Snapshot, Unreadable};
+use crate::analysis::rules::{Finding, Severity, worth_exit_1};
+use crate::analysis::{Analysis, Identity, Job};
+use crate::error::user_error;
+use crate::model::snapshot::{SCHEMA_VERSION, Snapshot, Unreadable};
+use crate::render::{self, Format, Paint, paint};
+use crate::sys::observe;
 
 /// A port number from the command line: 1-65535.
 pub fn parse_port(s: &str) -> Result<u16, String> {
@@ -120,8 +121,8 @@ pub fn holders(a: &Analysis, all: bool) -> Vec<Holder> {
         let remote_in = a.rendezvous_ports.contains(&s.remote_port)
             && s.state != "LISTEN"
             && s.remote_port != 0;
-        let listening =
-            s.state == "LISTEN" || (s.proto == crate::snapshot::Proto::Udp && s.state == "UNCONN");
+        let listening = s.state == "LISTEN"
+            || (s.proto == crate::model::snapshot::Proto::Udp && s.state == "UNCONN");
         if !(local_in || remote_in || (all && listening)) {
             continue;
         }
@@ -196,10 +197,10 @@ pub fn ports(args: PortsArgs) -> anyhow::Result<i32> {
     let text = match args.format {
         Format::Table => {
             let mut t = ports_table(&rows, &scope);
-            t.push_str(&render_findings(&a.findings, output::stdout_color()));
+            t.push_str(&render_findings(&a.findings, render::stdout_color()));
             t
         }
-        f => output::document(
+        f => render::document(
             &PortsDoc {
                 schema_version: SCHEMA_VERSION,
                 hostname: &snap.host.hostname,
@@ -212,7 +213,7 @@ pub fn ports(args: PortsArgs) -> anyhow::Result<i32> {
             f,
         )?,
     };
-    output::print(&text);
+    render::print(&text);
     permission_note(&snap);
     Ok(if worth_exit_1(&a.findings) { 1 } else { 0 })
 }
@@ -305,7 +306,7 @@ fn ports_table(rows: &[Holder], scope: &[u16]) -> String {
                     .filter(|l| !l.is_empty())
                     .unwrap_or("-".into()),
                 h.job.clone().unwrap_or("-".into()),
-                h.age_seconds.map_or("-".into(), output::age),
+                h.age_seconds.map_or("-".into(), render::age),
                 h.command.clone().unwrap_or("-".into()),
             ]
         })
@@ -324,7 +325,7 @@ fn ports_table(rows: &[Holder], scope: &[u16]) -> String {
     let width = terminal_width();
     for mut r in cells {
         if let Some(w) = width {
-            r[7] = output::shorten(&r[7], w.saturating_sub(fixed).max(20));
+            r[7] = render::shorten(&r[7], w.saturating_sub(fixed).max(20));
         }
         table.add_row(r);
     }
@@ -496,7 +497,7 @@ pub fn tree(args: TreeArgs) -> anyhow::Result<i32> {
             .filter_map(|h| h.pid)
             .collect();
         if holder_pids.is_empty() {
-            output::print(&format!("nobody visible holds port {port}\n"));
+            render::print(&format!("nobody visible holds port {port}\n"));
             permission_note(&snap);
             return Ok(0);
         }
@@ -528,7 +529,7 @@ pub fn tree(args: TreeArgs) -> anyhow::Result<i32> {
     };
     let text = match args.format {
         Format::Table => {
-            let color = output::stdout_color();
+            let color = render::stdout_color();
             let mut s = String::new();
             if trees.is_empty() {
                 s.push_str("no training jobs found (no launcher, rank or process with MASTER_PORT/RANK in its environment)\n");
@@ -563,7 +564,7 @@ pub fn tree(args: TreeArgs) -> anyhow::Result<i32> {
             s.push_str(&render_findings(&findings, color));
             s
         }
-        f => output::document(
+        f => render::document(
             &TreeDoc {
                 schema_version: SCHEMA_VERSION,
                 hostname: &snap.host.hostname,
@@ -575,7 +576,7 @@ pub fn tree(args: TreeArgs) -> anyhow::Result<i32> {
             f,
         )?,
     };
-    output::print(&text);
+    render::print(&text);
     permission_note(&snap);
     Ok(if worth_exit_1(&findings) { 1 } else { 0 })
 }
@@ -638,7 +639,7 @@ fn draw(node: &TreeNode, prefix: &str, last: bool, top: bool, out: &mut String, 
         paint(node.role, Paint::Bold, color)
     );
     let command = match terminal_width() {
-        Some(w) => output::shorten(
+        Some(w) => render::shorten(
             &node.command,
             w.saturating_sub(head.chars().count() + 2).max(24),
         ),
@@ -677,7 +678,7 @@ pub fn snapshot(args: SnapshotArgs) -> anyhow::Result<i32> {
         _ => Format::Yaml,
     };
     let snap = observe::snapshot();
-    let text = output::document(&snap, format)?;
+    let text = render::document(&snap, format)?;
     match args.output {
         Some(path) => {
             std::fs::write(&path, text)
@@ -690,7 +691,7 @@ pub fn snapshot(args: SnapshotArgs) -> anyhow::Result<i32> {
                 path.display()
             );
         }
-        None => output::print(&text),
+        None => render::print(&text),
     }
     permission_note(&snap);
     Ok(0)

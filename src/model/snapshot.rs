@@ -8,7 +8,7 @@ use std::path::Path;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
-use crate::output::user_error;
+use crate::error::user_error;
 
 pub const SCHEMA_VERSION: u32 = 1;
 

@@ -1,6 +1,5 @@
 //! Rendering helpers shared by every subcommand: formats, errors with hints, colour, stdout.
 
-use std::fmt;
 use std::io::{IsTerminal, Write};
 
 use serde::Serialize;
@@ -11,31 +10,6 @@ pub enum Format {
     Table,
     Json,
     Yaml,
-}
-
-/// An error a person caused (bad argument, bad file): printed as `error:` plus an optional `hint:`,
-/// exit code 2. Any other error reaching `main` is printed the same way.
-#[derive(Debug)]
-pub struct UserError {
-    pub message: String,
-    pub hint: Option<String>,
-}
-
-impl fmt::Display for UserError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for UserError {}
-
-/// Build an `anyhow::Error` carrying a hint line.
-pub fn user_error(message: impl Into<String>, hint: impl Into<String>) -> anyhow::Error {
-    let hint = hint.into();
-    anyhow::Error::new(UserError {
-        message: message.into(),
-        hint: (!hint.is_empty()).then_some(hint),
-    })
 }
 
 /// Serialise a document as JSON or YAML (table rendering is each command's own).
@@ -148,3 +122,4 @@ mod tests {
         assert_eq!(age(86_400.0 * 2.0 + 3600.0 * 4.0), "2d04h");
     }
 }
+pub mod redact;

@@ -4,9 +4,6 @@
 //! The document is built once as a `serde_json::Value`, redacted (and anonymised on request),
 //! and every format (table, YAML, JSON) is rendered from that same value.
 
-pub mod host;
-pub mod python;
-
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -15,14 +12,15 @@ use anyhow::Context;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::analyse::{Analysis, Identity};
-use crate::observe;
-use crate::output::value_text as s;
-use crate::output::{self, Format, Paint, paint, user_error};
-use crate::ports::{build_node, holders, parse_port};
-use crate::redact;
-use crate::rules::{Finding, worth_exit_1};
-use crate::snapshot::{SCHEMA_VERSION, Snapshot, is_rendezvous_env};
+use crate::analysis::rules::{Finding, worth_exit_1};
+use crate::analysis::{Analysis, Identity};
+use crate::cmd::ports::{build_node, holders, parse_port};
+use crate::error::user_error;
+use crate::model::snapshot::{SCHEMA_VERSION, Snapshot, is_rendezvous_env};
+use crate::render::redact;
+use crate::render::value_text as s;
+use crate::render::{self, Format, Paint, paint};
+use crate::sys::observe;
 
 /// The `kind` of a report document; `doctor merge` refuses anything else.
 pub const REPORT_KIND: &str = "doctor-report";
@@ -260,7 +258,12 @@ fn build(args: &ReportArgs, included: Option<Value>) -> anyhow::Result<(Value, b
     // The Python probes take the longest; run them while /proc is read.
     // The namespace check follows the snapshot at once, before short-lived processes exit.
     let ((python, gpus), (snap, other_netns)) = rayon::join(
-        || rayon::join(|| python::versions(&python::interpreters()), host::gpus),
+        || {
+            rayon::join(
+                || crate::sys::python::versions(&crate::sys::python::interpreters()),
+                crate::sys::host::gpus,
+            )
+        },
         || {
             let mut snap = observe::snapshot();
             let other = same_netns_only(&mut snap);
@@ -269,7 +272,7 @@ fn build(args: &ReportArgs, included: Option<Value>) -> anyhow::Result<(Value, b
     );
     let a = Analysis::new(&snap, &args.port);
     let rows = holders(&a, false);
-    let host = host::host_facts(&snap.host);
+    let host = crate::sys::host::host_facts(&snap.host);
 
     let training: Vec<TrainingProcess> = snap
         .processes
@@ -464,8 +467,8 @@ pub fn report(args: ReportArgs) -> anyhow::Result<i32> {
         anonymizer(&doc).apply(&mut doc);
     }
     let text = match format {
-        Format::Table => render_table(&doc, args.output.is_none() && output::stdout_color()),
-        f => output::document(&doc, f)?,
+        Format::Table => render_table(&doc, args.output.is_none() && render::stdout_color()),
+        f => render::document(&doc, f)?,
     };
     match &args.output {
         Some(path) => {
@@ -479,7 +482,7 @@ pub fn report(args: ReportArgs) -> anyhow::Result<i32> {
                 doc["summary"]["info"]
             );
         }
-        None => output::print(&text),
+        None => render::print(&text),
     }
     Ok(i32::from(exit_1))
 }
@@ -745,7 +748,7 @@ pub fn render_table(doc: &Value, color: bool) -> String {
                 s(&r["pid"]),
                 s(&r["role"]),
                 rank,
-                output::shorten(&s(&r["command"]), 60)
+                render::shorten(&s(&r["command"]), 60)
             ));
         }
         if listen.len() > 12 {

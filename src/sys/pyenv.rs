@@ -13,10 +13,10 @@ use std::process::{Command, Stdio};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
-use crate::output::user_error;
+use crate::error::user_error;
 
 /// The pins used for the managed environment (one place).
-pub const REQUIREMENTS: &str = include_str!("../repro/requirements.txt");
+pub const REQUIREMENTS: &str = include_str!("../../repro/requirements.txt");
 
 /// The oldest torch the bundled reproductions run on.
 pub const MIN_TORCH: (u32, u32) = (2, 0);

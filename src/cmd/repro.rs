@@ -14,10 +14,11 @@ use anyhow::Context;
 use comfy_table::{ContentArrangement, Table};
 use serde::Serialize;
 
-use crate::output::{self, Format, Paint, user_error};
-use crate::pyenv;
-use crate::supervise::{self, Killed, Tree, Waited};
-use crate::traceback::{self, RankResult};
+use crate::analysis::traceback::{self, RankResult};
+use crate::error::user_error;
+use crate::render::{self, Format, Paint};
+use crate::sys::pyenv;
+use crate::sys::supervise::{self, Killed, Tree, Waited};
 
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -203,8 +204,14 @@ pub const BUNDLED: &[Bundled] = &[
         name: "fabric",
         about: "Lightning Fabric DDP; fabric.launch() at module level (buggy) vs inside main() under the __main__ guard (fixed)",
         launcher: Launcher::Direct,
-        buggy: ("fabric_buggy.py", include_str!("../repro/fabric_buggy.py")),
-        fixed: ("fabric_fixed.py", include_str!("../repro/fabric_fixed.py")),
+        buggy: (
+            "fabric_buggy.py",
+            include_str!("../../repro/fabric_buggy.py"),
+        ),
+        fixed: (
+            "fabric_fixed.py",
+            include_str!("../../repro/fabric_fixed.py"),
+        ),
         expect_buggy: |ctx| match ctx {
             Ctx::Fork => &[Outcome::Ok],
             Ctx::Spawn | Ctx::Forkserver => &[Outcome::Eaddrinuse],
@@ -217,11 +224,11 @@ pub const BUNDLED: &[Bundled] = &[
         launcher: Launcher::Torchrun,
         buggy: (
             "torchrun_buggy.py",
-            include_str!("../repro/torchrun_buggy.py"),
+            include_str!("../../repro/torchrun_buggy.py"),
         ),
         fixed: (
             "torchrun_fixed.py",
-            include_str!("../repro/torchrun_fixed.py"),
+            include_str!("../../repro/torchrun_fixed.py"),
         ),
         expect_buggy: |ctx| match ctx {
             Ctx::Fork => &[Outcome::Ok],
@@ -377,7 +384,7 @@ pub fn main(args: ReproArgs) -> anyhow::Result<i32> {
     let env = pyenv::find_python_for(python.as_deref(), !args.no_setup, need)?;
     if args.setup {
         eprintln!("doctor: using {} [{}]", env.summary(), env.source);
-        output::print(&format!("{}\n", env.path.display()));
+        render::print(&format!("{}\n", env.path.display()));
         return Ok(0);
     }
     eprintln!("doctor: using {} [{}]", env.summary(), env.source);
@@ -469,8 +476,8 @@ pub fn main(args: ReproArgs) -> anyhow::Result<i32> {
         verdict,
     };
     match args.format.unwrap_or(Format::Table) {
-        Format::Table => output::print(&render_table(&doc)),
-        f => output::print(&output::document(&doc, f)?),
+        Format::Table => render::print(&render_table(&doc)),
+        f => render::print(&render::document(&doc, f)?),
     }
     Ok(if doc.verdict.matches_expected { 0 } else { 1 })
 }
@@ -501,7 +508,7 @@ fn list(format: Option<Format>) -> anyhow::Result<i32> {
                     i.name, i.about, i.scripts[0], i.scripts[1], i.measured
                 ));
             }
-            output::print(&s);
+            render::print(&s);
         }
         f => {
             #[derive(Serialize)]
@@ -509,7 +516,7 @@ fn list(format: Option<Format>) -> anyhow::Result<i32> {
                 schema_version: u32,
                 repros: &'a [Item],
             }
-            output::print(&output::document(
+            render::print(&render::document(
                 &Doc {
                     schema_version: SCHEMA_VERSION,
                     repros: &items,
@@ -564,7 +571,7 @@ fn show(name: &str) -> anyhow::Result<i32> {
             out.push('\n');
         }
     }
-    output::print(&out);
+    render::print(&out);
     Ok(0)
 }
 
@@ -781,7 +788,7 @@ fn run_all(cases: &[CaseSpec], ctx: &RunCtx, jobs: usize) -> Vec<Option<CaseResu
     let next = AtomicUsize::new(0);
     let done = AtomicUsize::new(0);
     let slots: Mutex<Vec<Option<CaseResult>>> = Mutex::new(vec![None; cases.len()]);
-    let color = output::stderr_color();
+    let color = render::stderr_color();
     std::thread::scope(|s| {
         for _ in 0..jobs {
             s.spawn(|| {
@@ -823,14 +830,14 @@ fn progress(r: &CaseResult, n: usize, total: usize, color: bool) {
             short_frame(f)
         );
     } else if let Some(e) = &r.error {
-        detail = format!(" {}", output::shorten(e, 90));
+        detail = format!(" {}", render::shorten(e, 90));
     }
     eprintln!(
         "  [{n}/{total}] {} {} {}: {} ({:.1}s){}{}",
         r.name,
         r.variant.as_str(),
         r.ctx.as_str(),
-        output::paint(r.outcome.as_str(), paint, color),
+        render::paint(r.outcome.as_str(), paint, color),
         r.seconds,
         if r.killed.is_empty() {
             String::new()
@@ -992,7 +999,7 @@ fn run_case(case: &CaseSpec, ctx: &RunCtx, index: usize) -> anyhow::Result<CaseR
             let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
             lines[lines.len().saturating_sub(25)..]
                 .iter()
-                .map(|l| output::shorten(l, 300))
+                .map(|l| render::shorten(l, 300))
                 .collect()
         },
         pid: tree.pid(),
@@ -1208,7 +1215,7 @@ fn join_and(items: &[&str]) -> String {
 }
 
 fn render_table(doc: &Document) -> String {
-    let color = output::stdout_color();
+    let color = render::stdout_color();
     let mut table = Table::new();
     table.load_style(comfy_table::presets::NOTHING);
     table.set_content_arrangement(ContentArrangement::Disabled);
@@ -1216,7 +1223,7 @@ fn render_table(doc: &Document) -> String {
         "REPRO", "CTX", "VARIANT", "OUTCOME", "EXPECTED", "SECONDS", "DIGEST", "DETAIL",
     ]);
     for c in &doc.cases {
-        let outcome = output::paint(
+        let outcome = render::paint(
             c.outcome.as_str(),
             if c.matches_expected {
                 Paint::Green
@@ -1232,7 +1239,7 @@ fn render_table(doc: &Document) -> String {
                 short_frame(f)
             )
         } else if let Some(e) = &c.error {
-            output::shorten(e, 70)
+            render::shorten(e, 70)
         } else {
             String::new()
         };
@@ -1248,7 +1255,7 @@ fn render_table(doc: &Document) -> String {
             detail.push_str(&format!("; LEFT BEHIND: {}", c.leftovers.join(", ")));
         }
         table.add_row(vec![
-            output::shorten(&c.name, 24),
+            render::shorten(&c.name, 24),
             c.ctx.as_str().to_string(),
             c.variant.as_str().to_string(),
             outcome,
@@ -1272,7 +1279,7 @@ fn render_table(doc: &Document) -> String {
     } else {
         Paint::Red
     };
-    out.push_str(&output::paint(&v.summary, head_paint, color));
+    out.push_str(&render::paint(&v.summary, head_paint, color));
     out.push('\n');
     out.push_str(&format!(
         "python {} ({}), torch {}, lightning {}; {} x{} ({})\n",

@@ -18,14 +18,15 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 use serde::Serialize;
 
-use crate::analyse::{Analysis, Role};
-use crate::observe;
-use crate::output::{self, Format, Paint, paint, user_error};
-use crate::rules::Finding;
-use crate::snapshot::{Process, SCHEMA_VERSION, Snapshot, Socket};
-use crate::supervise;
-use crate::trace::{self, SyscallEvent, Tracer};
-use crate::traceback::{OutputFacts, read_output};
+use crate::analysis::rules::Finding;
+use crate::analysis::traceback::{OutputFacts, read_output};
+use crate::analysis::{Analysis, Role};
+use crate::error::user_error;
+use crate::model::snapshot::{Process, SCHEMA_VERSION, Snapshot, Socket};
+use crate::render::{self, Format, Paint, paint};
+use crate::sys::observe;
+use crate::sys::supervise;
+use crate::sys::trace::{self, SyscallEvent, Tracer};
 
 #[derive(clap::Args)]
 pub struct RunArgs {
@@ -320,7 +321,7 @@ pub fn main(args: RunArgs) -> anyhow::Result<i32> {
     }
     let diagnosis = diagnose(&timeline, &tracer.events, &facts, &args.command);
     let failed = exit_status != 0;
-    let color = output::stderr_color();
+    let color = render::stderr_color();
     if failed
         || args.explain
         || !diagnosis.findings.is_empty()
@@ -373,7 +374,7 @@ pub fn main(args: RunArgs) -> anyhow::Result<i32> {
         } else {
             Format::Yaml
         };
-        std::fs::write(path, output::document(&doc, format)?)
+        std::fs::write(path, render::document(&doc, format)?)
             .with_context(|| format!("cannot write {}", path.display()))?;
         eprintln!(
             "doctor: wrote the timeline and diagnosis to {}",
@@ -726,7 +727,7 @@ fn diagnose(
             // Held by something outside the run: look at the machine now.
             let live = observe::snapshot();
             let la = Analysis::new(&live, &[port]);
-            let holders: Vec<i32> = crate::ports::holders(&la, false)
+            let holders: Vec<i32> = crate::cmd::ports::holders(&la, false)
                 .iter()
                 .filter(|h| h.port == port && h.state == "LISTEN")
                 .filter_map(|h| h.pid)
@@ -789,7 +790,7 @@ fn diagnose(
                 .code
                 .clone()
                 .unwrap_or_else(|| "the distributed launch".into());
-            let mut f = crate::rules::duplicate_init_finding(
+            let mut f = crate::analysis::rules::duplicate_init_finding(
                 format!(
                     "{} re-ran `{launch}`{line} and tried to bind the rendezvous port {} of rank {}; it failed with \
                      EADDRINUSE because the rank holds it",
@@ -831,7 +832,7 @@ fn diagnose(
         .iter()
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
-    if let Some(script) = crate::analyse::script_of(&argv).filter(|s| s.ends_with(".py")) {
+    if let Some(script) = crate::analysis::script_of(&argv).filter(|s| s.ends_with(".py")) {
         let path = std::path::Path::new(&script);
         if path.is_file() {
             // Assume what the interpreter that ran it does about the default start method.
@@ -910,7 +911,7 @@ fn render(
             f.path, f.line, f.column, f.code, f.message
         ));
     }
-    s.push_str(&crate::ports::render_findings(&d.findings, color));
+    s.push_str(&crate::cmd::ports::render_findings(&d.findings, color));
     if !killed.is_empty() {
         s.push_str(&format!(
             "{label} cleaned up {} leftover processes:\n",
@@ -921,7 +922,7 @@ fn render(
                 "  {} {} {}\n",
                 k.pid,
                 k.signal,
-                output::shorten(&k.command, 100)
+                render::shorten(&k.command, 100)
             ));
         }
     }

@@ -13,7 +13,7 @@ use super::host::run_with_timeout;
 /// Interpreters worth reporting: the same discovery as `doctor repro` (`DOCTOR_PYTHON`, the
 /// active virtualenv and conda environment, `python3` on PATH, doctor's managed venv).
 pub fn interpreters() -> Vec<PathBuf> {
-    crate::pyenv::all_candidates()
+    crate::sys::pyenv::all_candidates()
 }
 
 /// What one interpreter has installed; `error` says why the rest is missing.
@@ -113,7 +113,7 @@ pub fn probe(path: &Path) -> Interpreter {
     // The probe must not look like a rank to anyone observing this machine.
     for (k, _) in std::env::vars_os() {
         if let Some(k) = k.to_str()
-            && crate::snapshot::is_rendezvous_env(k)
+            && crate::model::snapshot::is_rendezvous_env(k)
         {
             cmd.env_remove(k);
         }

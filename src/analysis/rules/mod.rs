@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use crate::analyse::{Analysis, Role};
-use crate::snapshot::{Proto, in_ephemeral_range};
+use crate::analysis::{Analysis, Role};
+use crate::model::snapshot::{Proto, in_ephemeral_range};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -463,7 +463,7 @@ mod tests {
     use std::net::IpAddr;
 
     use super::*;
-    use crate::snapshot::{Host, Process, Snapshot, Socket};
+    use crate::model::snapshot::{Host, Process, Snapshot, Socket};
 
     fn host() -> Host {
         Host {
@@ -783,7 +783,7 @@ mod tests {
 
     #[test]
     fn launcher_port_flags() {
-        use crate::analyse::launcher_port;
+        use crate::analysis::launcher_port;
         let v = |s: &str| s.split(' ').map(str::to_string).collect::<Vec<_>>();
         assert_eq!(
             launcher_port(&v("torchrun --master-port 29600 train.py")),

@@ -172,7 +172,7 @@ pub fn container() -> Container {
     }
 }
 
-pub fn host_facts(base: &crate::snapshot::Host) -> HostFacts {
+pub fn host_facts(base: &crate::model::snapshot::Host) -> HostFacts {
     HostFacts {
         hostname: base.hostname.clone(),
         os: os_name(),

@@ -4,8 +4,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::Serialize;
 
-use crate::rules::{self, Finding};
-use crate::snapshot::{Process, Snapshot, Socket};
+use crate::analysis::rules::{self, Finding};
+use crate::model::snapshot::{Process, Snapshot, Socket};
 
 /// The default rendezvous ports: torchrun/accelerate/DeepSpeed static rendezvous, and the old
 /// `torchrun --standalone` c10d port.

@@ -9,11 +9,12 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::output::value_text as s;
-use crate::output::{self, Format, Paint, paint, user_error};
-use crate::report::{REPORT_KIND, render_finding_values, utc};
-use crate::rules::Severity;
-use crate::snapshot::SCHEMA_VERSION;
+use crate::analysis::rules::Severity;
+use crate::cmd::report::{REPORT_KIND, render_finding_values, utc};
+use crate::error::user_error;
+use crate::model::snapshot::SCHEMA_VERSION;
+use crate::render::value_text as s;
+use crate::render::{self, Format, Paint, paint};
 
 #[derive(clap::Args)]
 #[command(
@@ -846,7 +847,7 @@ pub fn analyse(nodes: &mut [Node], max_spread_minutes: f64) -> Merged {
                     if hi - lo < 60.0 {
                         format!("{:.1}s", hi - lo)
                     } else {
-                        output::age(hi - lo)
+                        render::age(hi - lo)
                     },
                     utc(lo),
                     utc(hi)
@@ -956,10 +957,10 @@ pub fn merge(args: MergeArgs) -> anyhow::Result<i32> {
         })).collect::<Vec<_>>(),
     });
     let text = match format {
-        Format::Table => render_table(&doc, output::stdout_color()),
-        f => output::document(&doc, f)?,
+        Format::Table => render_table(&doc, render::stdout_color()),
+        f => render::document(&doc, f)?,
     };
-    output::print(&text);
+    render::print(&text);
     Ok(i32::from(exit_1))
 }
 
@@ -983,7 +984,7 @@ fn render_table(doc: &Value, color: bool) -> String {
             "  holder: pid {} ({}) {}\n",
             s(&h["pid"]),
             s(&h["role"]),
-            output::shorten(&s(&h["command"]), 70)
+            render::shorten(&s(&h["command"]), 70)
         ));
     }
     if let Some(w) = r["world_size"].as_i64() {

@@ -13,7 +13,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use rayon::prelude::*;
 
-use crate::snapshot::{
+use crate::model::snapshot::{
     Host, Process, Proto, SCHEMA_VERSION, Snapshot, Socket, Unreadable, is_rendezvous_env,
 };
 

@@ -148,8 +148,8 @@ pub struct ProcInfo {
 
 /// Read `/proc/PID/stat` and `cmdline`; None when the process is gone.
 pub fn proc_info(pid: i32) -> Option<ProcInfo> {
-    let stat = crate::observe::parse_stat(&std::fs::read(format!("/proc/{pid}/stat")).ok()?)?;
-    let (argv, _) = crate::observe::split_nul(
+    let stat = crate::sys::observe::parse_stat(&std::fs::read(format!("/proc/{pid}/stat")).ok()?)?;
+    let (argv, _) = crate::sys::observe::split_nul(
         &std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default(),
     );
     Some(ProcInfo {
@@ -167,7 +167,7 @@ pub fn proc_info(pid: i32) -> Option<ProcInfo> {
 }
 
 fn all_processes() -> Vec<ProcInfo> {
-    crate::observe::list_pids()
+    crate::sys::observe::list_pids()
         .into_iter()
         .filter_map(proc_info)
         .collect()
@@ -459,14 +459,14 @@ impl Tree {
 /// True when a TCP socket listens on `port` or it cannot be bound the way TCPStore binds it
 /// (SO_REUSEADDR, so TIME_WAIT does not count).
 pub fn port_in_use(port: u16) -> bool {
-    listening_ports().contains(&port) || !crate::observe::port_is_free(port)
+    listening_ports().contains(&port) || !crate::sys::observe::port_is_free(port)
 }
 
 /// Ports in the LISTEN state (TCP, v4 and v6).
 pub fn listening_ports() -> BTreeSet<u16> {
-    crate::observe::read_sockets()
+    crate::sys::observe::read_sockets()
         .into_iter()
-        .filter(|s| s.proto == crate::snapshot::Proto::Tcp && s.state == "LISTEN")
+        .filter(|s| s.proto == crate::model::snapshot::Proto::Tcp && s.state == "LISTEN")
         .map(|s| s.local_port)
         .collect()
 }

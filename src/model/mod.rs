@@ -1,0 +1,3 @@
+//! Plain data every layer shares: the observed [`snapshot::Snapshot`] and the findings.
+
+pub mod snapshot;
