@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::Serialize;
 
-use crate::analysis::rules::{self, Finding};
+use crate::model::finding::Finding;
 use crate::model::snapshot::{Process, Snapshot, Socket};
 
 /// The default rendezvous ports: torchrun/accelerate/DeepSpeed static rendezvous, and the old
@@ -187,7 +187,8 @@ pub struct Analysis<'a> {
 }
 
 impl<'a> Analysis<'a> {
-    pub fn new(snap: &'a Snapshot, extra_ports: &[u16]) -> Analysis<'a> {
+    /// Roles, identities, jobs and ports; no findings yet (see `Analysis::new`).
+    pub fn facts(snap: &'a Snapshot, extra_ports: &[u16]) -> Analysis<'a> {
         let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
         for p in &snap.processes {
             if p.pid != p.ppid {
@@ -215,7 +216,6 @@ impl<'a> Analysis<'a> {
         a.classify();
         a.find_jobs();
         a.collect_ports(extra_ports);
-        a.findings = rules::evaluate(&a);
         a
     }
 

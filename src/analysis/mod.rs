@@ -6,3 +6,12 @@ pub mod rules;
 pub mod traceback;
 
 pub use facts::*;
+
+impl<'a> Analysis<'a> {
+    /// The facts of `snap` and every runtime finding over them.
+    pub fn new(snap: &'a crate::model::snapshot::Snapshot, extra_ports: &[u16]) -> Analysis<'a> {
+        let mut a = Analysis::facts(snap, extra_ports);
+        a.findings = rules::evaluate(&a);
+        a
+    }
+}

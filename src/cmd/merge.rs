@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::analysis::rules::Severity;
 use crate::cmd::report::{REPORT_KIND, render_finding_values, utc};
 use crate::error::user_error;
+use crate::model::finding::{self, Severity};
 use crate::model::snapshot::SCHEMA_VERSION;
 use crate::render::value_text as s;
 use crate::render::{self, Format, Paint, paint};
@@ -54,19 +54,7 @@ fn finding(
     ports: Vec<u16>,
     fix: String,
 ) -> MergeFinding {
-    let name = match code {
-        "M001" => "master-not-found",
-        "M002" => "master-port-not-listening",
-        "M003" => "port-held-by-other-job",
-        "M004" => "duplicate-rank-across-nodes",
-        "M005" => "version-mismatch",
-        "M006" => "mixed-jobs",
-        "M007" => "stale-reports",
-        "M008" => "master-mismatch",
-        "M009" => "duplicate-node",
-        "M010" => "missing-ranks",
-        _ => "unknown",
-    };
+    let name = finding::lookup(code).name;
     MergeFinding {
         code,
         name,
@@ -861,7 +849,13 @@ pub fn analyse(nodes: &mut [Node], max_spread_minutes: f64) -> Merged {
         }
     }
 
-    out.sort_by(|x, y| (x.severity, x.code, &x.nodes).cmp(&(y.severity, y.code, &y.nodes)));
+    out.sort_by(|x, y| {
+        (std::cmp::Reverse(x.severity), x.code, &x.nodes).cmp(&(
+            std::cmp::Reverse(y.severity),
+            y.code,
+            &y.nodes,
+        ))
+    });
     Merged {
         master_addr,
         master_port,
@@ -876,11 +870,7 @@ pub fn analyse(nodes: &mut [Node], max_spread_minutes: f64) -> Merged {
 }
 
 fn severity_of(v: &Value) -> Severity {
-    match v["severity"].as_str() {
-        Some("error") => Severity::Error,
-        Some("warning") => Severity::Warning,
-        _ => Severity::Info,
-    }
+    Severity::parse(v["severity"].as_str().unwrap_or(""))
 }
 
 pub fn merge(args: MergeArgs) -> anyhow::Result<i32> {
@@ -907,13 +897,9 @@ pub fn merge(args: MergeArgs) -> anyhow::Result<i32> {
     let node_findings: usize = nodes
         .iter()
         .flat_map(|n| n.findings.iter())
-        .filter(|f| severity_of(f) <= Severity::Warning)
+        .filter(|f| severity_of(f).is_problem())
         .count();
-    let exit_1 = node_findings > 0
-        || merged
-            .findings
-            .iter()
-            .any(|f| f.severity <= Severity::Warning);
+    let exit_1 = node_findings > 0 || merged.findings.iter().any(|f| f.severity.is_problem());
     let count = |sev: Severity| {
         merged.findings.iter().filter(|f| f.severity == sev).count()
             + nodes

@@ -8,9 +8,9 @@ use anyhow::Context;
 use comfy_table::{ContentArrangement, Table};
 use serde::Serialize;
 
-use crate::analysis::rules::{Finding, Severity, worth_exit_1};
 use crate::analysis::{Analysis, Identity, Job};
 use crate::error::user_error;
+use crate::model::finding::{Finding, Severity, worth_exit_1};
 use crate::model::snapshot::{SCHEMA_VERSION, Snapshot, Unreadable};
 use crate::render::{self, Format, Paint, paint};
 use crate::sys::observe;

@@ -12,10 +12,10 @@ use anyhow::Context;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::analysis::rules::{Finding, worth_exit_1};
 use crate::analysis::{Analysis, Identity};
 use crate::cmd::ports::{build_node, holders, parse_port};
 use crate::error::user_error;
+use crate::model::finding::{Finding, worth_exit_1};
 use crate::model::snapshot::{SCHEMA_VERSION, Snapshot, is_rendezvous_env};
 use crate::render::redact;
 use crate::render::value_text as s;
@@ -311,11 +311,11 @@ fn build(args: &ReportArgs, included: Option<Value>) -> anyhow::Result<(Value, b
             (
                 json!(SummaryFinding {
                     code: f.code,
-                    severity: f.severity.name(),
+                    severity: f.severity.as_str(),
                     message: &f.message,
                     fix: &f.fix,
                 }),
-                f.severity.name(),
+                f.severity.as_str(),
             )
         })
         .collect();

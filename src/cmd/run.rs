@@ -18,10 +18,10 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 use serde::Serialize;
 
-use crate::analysis::rules::Finding;
 use crate::analysis::traceback::{OutputFacts, read_output};
 use crate::analysis::{Analysis, Role};
 use crate::error::user_error;
+use crate::model::finding::Finding;
 use crate::model::snapshot::{Process, SCHEMA_VERSION, Snapshot, Socket};
 use crate::render::{self, Format, Paint, paint};
 use crate::sys::observe;
@@ -790,7 +790,8 @@ fn diagnose(
                 .code
                 .clone()
                 .unwrap_or_else(|| "the distributed launch".into());
-            let mut f = crate::analysis::rules::duplicate_init_finding(
+            let mut f = Finding::new(
+                "D001",
                 format!(
                     "{} re-ran `{launch}`{line} and tried to bind the rendezvous port {} of rank {}; it failed with \
                      EADDRINUSE because the rank holds it",

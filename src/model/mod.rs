@@ -1,3 +1,4 @@
 //! Plain data every layer shares: the observed [`snapshot::Snapshot`] and the findings.
 
+pub mod finding;
 pub mod snapshot;

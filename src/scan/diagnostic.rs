@@ -2,24 +2,7 @@
 
 use serde::Serialize;
 
-/// How bad a finding is (the contract's `severity` values).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    Info,
-    Warning,
-    Error,
-}
-
-impl Severity {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Info => "info",
-            Severity::Warning => "warning",
-            Severity::Error => "error",
-        }
-    }
-}
+pub use crate::model::finding::Severity;
 
 /// Other evidence a finding cites: a line elsewhere in the same file.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -48,20 +31,21 @@ pub struct Diagnostic {
     pub related: Vec<Related>,
 }
 
-/// A rule's fixed description (for SARIF rule metadata and the docs).
+/// A static rule: its registry entry (code, name, default severity, summary) and the long
+/// description SARIF carries.
 pub struct Rule {
     pub code: &'static str,
-    pub name: &'static str,
-    pub severity: Severity,
-    pub short: &'static str,
     pub full: &'static str,
+}
+
+impl Rule {
+    pub fn entry(&self) -> &'static crate::model::finding::Code {
+        crate::model::finding::lookup(self.code)
+    }
 }
 
 pub const S001: Rule = Rule {
     code: "S001",
-    name: "module-level-launch",
-    severity: Severity::Warning,
-    short: "Distributed launch or init reachable at import time",
     full: "A distributed launch or process-group init (fabric.launch(), a multi-process Trainer.fit(), \
            init_process_group, TCPStore, torch.multiprocessing.spawn, Accelerator(), deepspeed.initialize) \
            runs when the file is imported, outside `if __name__ == \"__main__\":`. Every process that \
@@ -70,9 +54,6 @@ pub const S001: Rule = Rule {
 
 pub const S002: Rule = Rule {
     code: "S002",
-    name: "spawn-reimports-main",
-    severity: Severity::Error,
-    short: "Spawn or forkserver children re-run the module-level launch",
     full: "The program starts spawn or forkserver children (an explicit context, set_start_method, or the \
            platform default with DataLoader num_workers > 0). Such children re-import the main file as \
            `__mp_main__`, re-run its module-level launch, and bind the rendezvous port a second time: \
@@ -81,9 +62,6 @@ pub const S002: Rule = Rule {
 
 pub const S003: Rule = Rule {
     code: "S003",
-    name: "module-level-cuda",
-    severity: Severity::Warning,
-    short: "CUDA work at import time",
     full: "CUDA calls (torch.cuda.*, .cuda(), .to(\"cuda\"), device=\"cuda\") run when the file is imported, \
            so every spawn or forkserver child repeats them: extra CUDA contexts, memory on the wrong GPU, \
            or a crash in DataLoader workers.",
@@ -91,9 +69,6 @@ pub const S003: Rule = Rule {
 
 pub const S900: Rule = Rule {
     code: "S900",
-    name: "parse-error",
-    severity: Severity::Error,
-    short: "The file could not be parsed",
     full: "The Python file has a syntax error; it was not analysed. Other files are still scanned.",
 };
 

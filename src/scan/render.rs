@@ -191,11 +191,11 @@ pub fn sarif(diags: &[&Diagnostic]) -> anyhow::Result<String> {
         .map(|r| {
             json!({
                 "id": r.code,
-                "name": r.name,
-                "shortDescription": { "text": r.short },
+                "name": r.entry().name,
+                "shortDescription": { "text": r.entry().summary },
                 "fullDescription": { "text": r.full },
                 "help": { "text": format!("See docs/findings/{}.md. {}", r.code, r.full) },
-                "defaultConfiguration": { "level": sarif_level(r.severity) },
+                "defaultConfiguration": { "level": sarif_level(r.entry().severity) },
             })
         })
         .collect();

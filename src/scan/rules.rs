@@ -53,8 +53,8 @@ impl<'s> Locator<'s> {
         let (end_line, end_column) = self.line_col(range.end());
         Diagnostic {
             code: rule.code,
-            name: rule.name,
-            severity: rule.severity,
+            name: rule.entry().name,
+            severity: rule.entry().severity,
             path: path.to_string(),
             line,
             column,

@@ -1,0 +1,30 @@
+//! D004: a rendezvous port in use lies inside the ephemeral range and is not reserved.
+
+use super::*;
+use crate::model::finding::Finding;
+
+pub fn check(a: &Analysis) -> Vec<Finding> {
+    let [lo, hi] = a.snap.host.ephemeral_range;
+    a.used_ports
+        .iter()
+        .filter(|&&port| in_ephemeral_range(&a.snap.host, port))
+        .map(|&port| {
+            let pids: Vec<i32> = a
+                .snap
+                .processes
+                .iter()
+                .filter(|p| a.role(p.pid) == Role::Rank && a.identity(p.pid).and_then(|i| i.master_port) == Some(port))
+                .map(|p| p.pid)
+                .collect();
+            let message = format!(
+                "rendezvous port {port} lies inside the ephemeral port range {lo}-{hi} and is not reserved: any outgoing \
+                 connection on this host may be given it as its local port, and then the store cannot bind it"
+            );
+            let fix = format!(
+                "choose a port below {lo} (e.g. MASTER_PORT=29500), or reserve it: \
+                 `sysctl -w net.ipv4.ip_local_reserved_ports={port}` (add to /etc/sysctl.d to keep it)"
+            );
+            Finding::new("D004", message, pids, vec![port], fix)
+        })
+        .collect()
+}

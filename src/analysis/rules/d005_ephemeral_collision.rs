@@ -1,0 +1,37 @@
+//! D005: a connection (not a listener) uses a rendezvous port as its local port while nobody listens there: the kernel handed the port to an outgoing connection.
+
+use super::*;
+use crate::model::finding::Finding;
+
+pub fn check(a: &Analysis) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for &port in &a.rendezvous_ports {
+        if !listeners_any(a, port).is_empty() {
+            continue;
+        }
+        for s in a.snap.sockets.iter().filter(|s| {
+            s.proto == Proto::Tcp
+                && s.local_port == port
+                && s.state != "LISTEN"
+                && s.state != "TIME_WAIT"
+        }) {
+            let pids = a.holders.get(&s.inode).cloned().unwrap_or_default();
+            let who = match pids.first() {
+                Some(&p) => describe(a, p),
+                None => "a process doctor cannot see".into(),
+            };
+            let message = format!(
+                "{who} has an outgoing connection ({} to {}:{}) whose local port is the rendezvous port {port}; \
+                 binding {port} fails with EADDRINUSE although nobody listens on it",
+                s.state, s.remote_addr, s.remote_port
+            );
+            let [lo, _] = a.snap.host.ephemeral_range;
+            let fix = format!(
+                "use a rendezvous port below {lo}, or reserve it so the kernel never hands it out: \
+                 `sysctl -w net.ipv4.ip_local_reserved_ports={port}`; the connection frees it when it closes"
+            );
+            out.push(Finding::new("D005", message, pids, vec![port], fix));
+        }
+    }
+    out
+}
