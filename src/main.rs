@@ -2,9 +2,9 @@
 
 use clap::{Parser, Subcommand};
 
-use ddp_doctor::cmd::{merge, ports, report, repro, run};
+use ddp_doctor::cmd::{merge, ports, report, repro, run, snapshot, tree};
 use ddp_doctor::error::UserError;
-use ddp_doctor::{render, scan};
+use ddp_doctor::render;
 
 #[derive(Parser)]
 #[command(
@@ -23,11 +23,11 @@ enum Command {
     /// Who holds the rendezvous ports, and what they are to the training job
     Ports(ports::PortsArgs),
     /// The process trees of training jobs, with roles, ranks and rendezvous sockets
-    Tree(ports::TreeArgs),
+    Tree(tree::TreeArgs),
     /// Write a snapshot of processes, sockets and host facts for later analysis
-    Snapshot(ports::SnapshotArgs),
+    Snapshot(snapshot::SnapshotArgs),
     /// Static check of Python code: distributed launches that run at import time (S001-S003)
-    Scan(scan::ScanArgs),
+    Scan(ddp_doctor::cmd::scan::ScanArgs),
     /// Run the bundled spawn/fork/forkserver reproductions (bug and fix) and verify the fix
     Repro(repro::ReproArgs),
     /// Run a training command, watch every bind, explain a rendezvous failure, leave nothing behind
@@ -49,10 +49,10 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Ports(args) => ports::ports(args),
-        Command::Tree(args) => ports::tree(args),
-        Command::Snapshot(args) => ports::snapshot(args),
+        Command::Tree(args) => tree::tree(args),
+        Command::Snapshot(args) => snapshot::snapshot(args),
         Command::Run(args) => run::main(args),
-        Command::Scan(args) => scan::main(args),
+        Command::Scan(args) => ddp_doctor::cmd::scan::scan(args),
         Command::Report(args) => report::report(args),
         Command::Merge(args) => merge::merge(args),
         Command::Completions { shell } => {

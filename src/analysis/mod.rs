@@ -2,8 +2,10 @@
 //! ([`rules`]), and the facts read from a command's output ([`traceback`]).
 
 pub mod facts;
+pub mod holders;
 pub mod rules;
 pub mod traceback;
+pub mod tree;
 
 pub use facts::*;
 

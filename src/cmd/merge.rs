@@ -9,10 +9,12 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::cmd::report::{REPORT_KIND, render_finding_values, utc};
 use crate::error::user_error;
 use crate::model::finding::{self, Severity};
+use crate::model::report::REPORT_KIND;
 use crate::model::snapshot::SCHEMA_VERSION;
+use crate::render::findings::render_finding_values;
+use crate::render::utc;
 use crate::render::value_text as s;
 use crate::render::{self, Format, Paint, paint};
 

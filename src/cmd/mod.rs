@@ -5,3 +5,27 @@ pub mod ports;
 pub mod report;
 pub mod repro;
 pub mod run;
+pub mod scan;
+pub mod snapshot;
+pub mod tree;
+
+use std::path::PathBuf;
+
+use crate::model::snapshot::Snapshot;
+use crate::sys::observe;
+
+/// A port number from the command line: 1-65535.
+pub fn parse_port(s: &str) -> Result<u16, String> {
+    match s.trim().parse::<u32>() {
+        Ok(p) if (1..=65535).contains(&p) => Ok(p as u16),
+        Ok(p) => Err(format!("{p} is not a usable port (ports are 1-65535)")),
+        Err(_) => Err(format!("'{s}' is not a port number (ports are 1-65535)")),
+    }
+}
+
+pub fn load_or_observe(from: &Option<PathBuf>) -> anyhow::Result<Snapshot> {
+    match from {
+        Some(path) => Snapshot::load(path),
+        None => Ok(observe::snapshot()),
+    }
+}

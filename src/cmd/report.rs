@@ -12,18 +12,22 @@ use anyhow::Context;
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use crate::analysis::holders::holders;
+use crate::analysis::tree::build_node;
 use crate::analysis::{Analysis, Identity};
-use crate::cmd::ports::{build_node, holders, parse_port};
+use crate::cmd::parse_port;
 use crate::error::user_error;
 use crate::model::finding::{Finding, worth_exit_1};
+use crate::model::report::REPORT_KIND;
 use crate::model::snapshot::{SCHEMA_VERSION, Snapshot, is_rendezvous_env};
+use crate::render::findings::render_finding_values;
 use crate::render::redact;
+use crate::render::utc;
 use crate::render::value_text as s;
 use crate::render::{self, Format, Paint, paint};
 use crate::sys::observe;
 
 /// The `kind` of a report document; `doctor merge` refuses anything else.
-pub const REPORT_KIND: &str = "doctor-report";
 
 #[derive(clap::Args)]
 #[command(
@@ -186,28 +190,6 @@ struct SummaryFinding<'a> {
     severity: &'a str,
     message: &'a str,
     fix: &'a str,
-}
-
-/// Seconds since the epoch as `2026-11-29T01:02:03Z`.
-pub fn utc(t: f64) -> String {
-    let secs = t.max(0.0) as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
 }
 
 fn read_included(path: &Path) -> anyhow::Result<Value> {
@@ -492,32 +474,6 @@ fn gib(bytes: &Value) -> String {
         .as_u64()
         .map(|b| format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64))
         .unwrap_or_else(|| "?".into())
-}
-
-/// Findings (runtime or merge) as a person reads them, from the document's values.
-pub fn render_finding_values(findings: &[Value], color: bool, out: &mut String) {
-    for f in findings {
-        let sev = f["severity"].as_str().unwrap_or("info");
-        let label = match sev {
-            "error" => paint("error", Paint::Red, color),
-            "warning" => paint("warning", Paint::Yellow, color),
-            _ => paint("info", Paint::Blue, color),
-        };
-        let name = f["name"]
-            .as_str()
-            .map(|n| format!(" {n}"))
-            .unwrap_or_default();
-        out.push_str(&format!(
-            "{label}[{}]{name}: {}\n",
-            s(&f["code"]),
-            s(&f["message"])
-        ));
-        out.push_str(&format!(
-            "  {} {}\n",
-            paint("fix:", Paint::Green, color),
-            s(&f["fix"])
-        ));
-    }
 }
 
 /// The one-screen form: summary with fixes, then the key facts.

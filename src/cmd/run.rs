@@ -727,7 +727,7 @@ fn diagnose(
             // Held by something outside the run: look at the machine now.
             let live = observe::snapshot();
             let la = Analysis::new(&live, &[port]);
-            let holders: Vec<i32> = crate::cmd::ports::holders(&la, false)
+            let holders: Vec<i32> = crate::analysis::holders::holders(&la, false)
                 .iter()
                 .filter(|h| h.port == port && h.state == "LISTEN")
                 .filter_map(|h| h.pid)
@@ -912,7 +912,10 @@ fn render(
             f.path, f.line, f.column, f.code, f.message
         ));
     }
-    s.push_str(&crate::cmd::ports::render_findings(&d.findings, color));
+    s.push_str(&crate::render::findings::render_findings(
+        &d.findings,
+        color,
+    ));
     if !killed.is_empty() {
         s.push_str(&format!(
             "{label} cleaned up {} leftover processes:\n",

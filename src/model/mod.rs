@@ -1,4 +1,5 @@
 //! Plain data every layer shares: the observed [`snapshot::Snapshot`] and the findings.
 
 pub mod finding;
+pub mod report;
 pub mod snapshot;

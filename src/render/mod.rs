@@ -1,8 +1,16 @@
 //! Rendering helpers shared by every subcommand: formats, errors with hints, colour, stdout.
 
+use std::collections::BTreeSet;
 use std::io::{IsTerminal, Write};
 
 use serde::Serialize;
+
+use crate::model::snapshot::Snapshot;
+
+pub mod findings;
+pub mod redact;
+pub mod table;
+pub mod tree;
 
 /// `--format` for the commands whose documents are tables, JSON or YAML.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -104,6 +112,68 @@ pub fn age(seconds: f64) -> String {
     }
 }
 
+pub fn terminal_width() -> Option<usize> {
+    use std::io::IsTerminal;
+    if let Some(c) = std::env::var("COLUMNS").ok().and_then(|c| c.parse().ok()) {
+        return Some(c);
+    }
+    if !std::io::stdout().is_terminal() {
+        return None;
+    }
+    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    // SAFETY: TIOCGWINSZ writes a winsize into the pointer we pass.
+    let ok = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut ws) } == 0;
+    (ok && ws.ws_col > 0).then_some(ws.ws_col as usize)
+}
+
+pub fn permission_note(snap: &Snapshot) {
+    let denied: BTreeSet<i32> = snap
+        .unreadable
+        .iter()
+        .filter(|u| u.reason == "permission denied")
+        .map(|u| u.pid)
+        .collect();
+    if denied.is_empty() {
+        return;
+    }
+    if snap.host.observer_uid == 0 {
+        let list: Vec<String> = denied.iter().take(8).map(i32::to_string).collect();
+        eprintln!(
+            "note: {} processes refused parts of /proc even to root (pid {}); their sockets or environment may be missing",
+            denied.len(),
+            list.join(", ")
+        );
+    } else {
+        eprintln!(
+            "note: {} processes could not be fully read (their sockets or environment are hidden); run as root, \
+             or with CAP_SYS_PTRACE in a container, to see them",
+            denied.len()
+        );
+    }
+}
+
+/// A UNIX time as an RFC 3339 UTC string.
+pub fn utc(t: f64) -> String {
+    let secs = t.max(0.0) as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,4 +192,3 @@ mod tests {
         assert_eq!(age(86_400.0 * 2.0 + 3600.0 * 4.0), "2d04h");
     }
 }
-pub mod redact;

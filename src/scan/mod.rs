@@ -7,7 +7,7 @@ pub mod diagnostic;
 
 mod decode;
 mod reach;
-mod render;
+pub mod render;
 mod rules;
 mod symbols;
 
@@ -192,55 +192,7 @@ fn skipped(path: String, reason: String) -> FileReport {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum ScanFormat {
-    /// path:line:col: CODE message, with the source line and a help: line
-    Text,
-    /// one JSON document (schema_version 1)
-    Json,
-    /// SARIF 2.1.0, for code-scanning dashboards
-    Sarif,
-    /// GitHub Actions workflow annotations
-    Github,
-}
-
-#[derive(clap::Args, Debug)]
-#[command(
-    after_help = "Rules: S001 module-level-launch, S002 spawn-reimports-main, S003 module-level-cuda, \
-S900 parse-error. Exit codes: 0 nothing at warning level or worse, 1 found something, 2 usage error."
-)]
-pub struct ScanArgs {
-    /// Python files or directories (searched for *.py, honouring .gitignore); `-` reads stdin
-    #[arg(default_value = ".")]
-    pub paths: Vec<String>,
-
-    /// Output format
-    #[arg(long, value_enum, default_value_t = ScanFormat::Text)]
-    pub format: ScanFormat,
-
-    /// Python version to assume for the default start method (3.14+ on Linux: forkserver)
-    /// [default: the version of `python3` on PATH, else 3.11]
-    #[arg(long, value_name = "X.Y", value_parser = parse_version)]
-    pub python_version: Option<(u32, u32)>,
-
-    /// Platform to assume for the default start method (macos, windows: spawn) [default: this one]
-    #[arg(long, value_enum)]
-    pub platform: Option<Platform>,
-
-    /// Report only these codes or code prefixes (comma-separated, e.g. S001,S002)
-    #[arg(long, value_delimiter = ',', value_name = "CODES")]
-    pub select: Vec<String>,
-
-    /// Do not report these codes or code prefixes (comma-separated)
-    #[arg(long, value_delimiter = ',', value_name = "CODES")]
-    pub ignore: Vec<String>,
-
-    /// Exit 0 even when problems are found
-    #[arg(long)]
-    pub exit_zero: bool,
-}
-
-fn parse_version(s: &str) -> Result<(u32, u32), String> {
+pub fn parse_version(s: &str) -> Result<(u32, u32), String> {
     let mut it = s.trim().split('.');
     let major = it.next().and_then(|m| m.parse().ok());
     let minor = it.next().and_then(|m| m.parse().ok());
@@ -251,7 +203,7 @@ fn parse_version(s: &str) -> Result<(u32, u32), String> {
 }
 
 /// `python3 --version` of this machine, or 3.11 when there is none.
-fn local_python_version() -> (u32, u32) {
+pub fn local_python_version() -> (u32, u32) {
     python_version_of("python3")
 }
 
@@ -278,104 +230,9 @@ enum Input {
     File(PathBuf),
 }
 
-/// The scan's result, as the JSON document has it.
-#[derive(Serialize)]
-pub struct ScanDocument<'r> {
-    pub schema_version: u32,
-    pub diagnostics: Vec<&'r Diagnostic>,
-    pub files_scanned: usize,
-    pub files_skipped: Vec<Skipped<'r>>,
-    pub assumed: Assumed,
-}
-
-#[derive(Serialize)]
-pub struct Skipped<'r> {
-    pub path: &'r str,
-    pub reason: &'r str,
-}
-
-#[derive(Serialize)]
-pub struct Assumed {
-    pub python_version: String,
-    pub platform: Platform,
-    /// The start method used when a program chooses none.
-    pub default_start_method: &'static str,
-}
-
-pub fn main(args: ScanArgs) -> anyhow::Result<i32> {
-    for code in args.select.iter().chain(&args.ignore) {
-        if !diagnostic::RULES
-            .iter()
-            .any(|r| r.code.starts_with(code.as_str()))
-            || code.is_empty()
-        {
-            return Err(crate::error::user_error(
-                format!("unknown rule code '{code}'"),
-                "codes are S001, S002, S003 and S900 (a prefix like S00 selects several)",
-            ));
-        }
-    }
-    let opts = ScanOptions {
-        python_version: args.python_version.unwrap_or_else(local_python_version),
-        platform: args.platform.unwrap_or_else(Platform::current),
-        select: args.select.clone(),
-        ignore: args.ignore.clone(),
-    };
-    let reports = scan_paths(&args.paths, &opts)?;
-
-    let diags: Vec<&Diagnostic> = reports.iter().flat_map(|r| r.diagnostics.iter()).collect();
-    let color = crate::render::stdout_color();
-    let default_start_method =
-        symbols::spawnlike_default(opts.platform, opts.python_version).unwrap_or("fork");
-    match args.format {
-        ScanFormat::Text => {
-            let text = render::text(&reports, color);
-            if !text.is_empty() {
-                crate::render::print(&text);
-            }
-        }
-        ScanFormat::Json => {
-            let doc = ScanDocument {
-                schema_version: 1,
-                diagnostics: diags.clone(),
-                files_scanned: reports.iter().filter(|r| r.skipped.is_none()).count(),
-                files_skipped: reports
-                    .iter()
-                    .filter_map(|r| {
-                        r.skipped.as_deref().map(|reason| Skipped {
-                            path: &r.path,
-                            reason,
-                        })
-                    })
-                    .collect(),
-                assumed: Assumed {
-                    python_version: format!("{}.{}", opts.python_version.0, opts.python_version.1),
-                    platform: opts.platform,
-                    default_start_method,
-                },
-            };
-            let mut s = serde_json::to_string_pretty(&doc)?;
-            s.push('\n');
-            crate::render::print(&s);
-        }
-        ScanFormat::Sarif => crate::render::print(&render::sarif(&diags)?),
-        ScanFormat::Github => crate::render::print(&render::github(&diags)),
-    }
-    let ecolor = crate::render::stderr_color();
-    for r in &reports {
-        if let Some(reason) = &r.skipped {
-            eprintln!(
-                "{} skipped {}: {reason}",
-                crate::render::paint("warning:", crate::render::Paint::Yellow, ecolor),
-                r.path
-            );
-        }
-    }
-    if args.format == ScanFormat::Text {
-        eprintln!("{}", render::summary(&reports));
-    }
-    let found = diags.iter().any(|d| d.severity >= Severity::Warning);
-    Ok(if found && !args.exit_zero { 1 } else { 0 })
+/// The start method a program gets when it chooses none, under `opts`.
+pub fn default_start_method(opts: &ScanOptions) -> &'static str {
+    symbols::spawnlike_default(opts.platform, opts.python_version).unwrap_or("fork")
 }
 
 /// Scan files, directories (walked) and `-` (stdin) in parallel; reports sorted by path.

@@ -1,0 +1,96 @@
+//! Process trees of training jobs, as plain data: roles, identities, rendezvous sockets and the
+//! findings marked on each node.
+
+use std::collections::BTreeSet;
+
+use serde::Serialize;
+
+use crate::analysis::{Analysis, Identity};
+
+#[derive(Serialize)]
+pub struct TreeNode {
+    pub pid: i32,
+    pub role: &'static str,
+    pub state: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub identity: Option<Identity>,
+    pub command: String,
+    pub sockets: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub findings: Vec<&'static str>,
+    pub children: Vec<TreeNode>,
+}
+
+fn rendezvous_sockets(a: &Analysis, pid: i32) -> Vec<String> {
+    a.sockets_of(pid)
+        .into_iter()
+        .filter(|s| {
+            a.rendezvous_ports.contains(&s.local_port)
+                || a.rendezvous_ports.contains(&s.remote_port)
+        })
+        .map(|s| {
+            if s.state == "LISTEN" {
+                format!("LISTEN :{}", s.local_port)
+            } else if a.rendezvous_ports.contains(&s.remote_port) {
+                format!("{} ->:{}", s.state, s.remote_port)
+            } else {
+                format!("{} :{}", s.state, s.local_port)
+            }
+        })
+        .collect()
+}
+
+pub fn build_node(a: &Analysis, pid: i32, keep: &dyn Fn(i32) -> bool, depth: usize) -> TreeNode {
+    let p = a.process(pid);
+    let mut children: Vec<i32> = a
+        .children(pid)
+        .iter()
+        .copied()
+        .filter(|&c| keep(c))
+        .collect();
+    // In order of birth (pids wrap around, start times do not).
+    children.sort_by(|x, y| {
+        let start = |pid: &i32| a.process(*pid).map_or(0.0, |p| p.start_time);
+        start(x).total_cmp(&start(y)).then(x.cmp(y))
+    });
+    TreeNode {
+        pid,
+        role: a.role(pid).name(),
+        state: p.map(|p| p.state.clone()).unwrap_or_default(),
+        identity: a.identity(pid).cloned(),
+        command: p.map(|p| p.command()).unwrap_or_default(),
+        sockets: rendezvous_sockets(a, pid),
+        findings: a
+            .findings
+            .iter()
+            .filter(|f| f.pids.contains(&pid))
+            .map(|f| f.code)
+            .collect(),
+        children: if depth > 64 {
+            Vec::new()
+        } else {
+            children
+                .into_iter()
+                .map(|c| build_node(a, c, keep, depth + 1))
+                .collect()
+        },
+    }
+}
+
+impl TreeNode {
+    pub fn collect_pids(&self, out: &mut BTreeSet<i32>) {
+        out.insert(self.pid);
+        self.children.iter().for_each(|c| c.collect_pids(out));
+    }
+}
+
+/// The top of the job a process belongs to, or its top-most ancestor below init.
+pub fn tree_root(a: &Analysis, pid: i32) -> i32 {
+    if let Some(job) = a.job(pid) {
+        return job.root;
+    }
+    a.ancestors(pid)
+        .into_iter()
+        .rfind(|&p| p > 1 && a.process(p).is_some_and(|q| q.ppid > 1))
+        .unwrap_or(pid)
+}

@@ -1,0 +1,152 @@
+//! `doctor tree`: the process trees of training jobs, with roles, ranks and rendezvous sockets.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::analysis::holders::holders;
+use crate::analysis::tree::{TreeNode, build_node, tree_root};
+use crate::analysis::{Analysis, Job};
+use crate::cmd::{load_or_observe, parse_port};
+use crate::error::user_error;
+use crate::model::finding::{Finding, worth_exit_1};
+use crate::model::snapshot::{SCHEMA_VERSION, Unreadable};
+use crate::render::findings::render_findings;
+use crate::render::tree::draw;
+use crate::render::{self, Format, Paint, paint, permission_note};
+
+#[derive(clap::Args)]
+pub struct TreeArgs {
+    /// The tree around this process
+    #[arg(long, conflicts_with = "port")]
+    pid: Option<i32>,
+    /// The trees around the holders of this port
+    #[arg(long, value_parser = parse_port)]
+    port: Option<u16>,
+    #[arg(long, value_enum, default_value = "table")]
+    format: Format,
+    /// Analyse a snapshot written by `doctor snapshot` instead of this machine
+    #[arg(long, value_name = "FILE")]
+    from: Option<PathBuf>,
+}
+
+#[derive(Serialize)]
+struct TreeDoc<'a> {
+    schema_version: u32,
+    hostname: &'a str,
+    jobs: &'a [Job],
+    trees: Vec<TreeNode>,
+    findings: &'a [Finding],
+    unreadable: &'a [Unreadable],
+}
+
+pub fn tree(args: TreeArgs) -> anyhow::Result<i32> {
+    let snap = load_or_observe(&args.from)?;
+    let extra: Vec<u16> = args.port.into_iter().collect();
+    let a = Analysis::new(&snap, &extra);
+    let (roots, focus): (Vec<i32>, Option<BTreeSet<i32>>) = if let Some(pid) = args.pid {
+        if a.process(pid).is_none() {
+            return Err(user_error(
+                format!("no process with pid {pid}"),
+                if args.from.is_some() {
+                    "the snapshot has no such pid"
+                } else {
+                    "it may have exited; `doctor tree` shows the training jobs"
+                },
+            ));
+        }
+        let root = tree_root(&a, pid);
+        let mut focus: BTreeSet<i32> = a.ancestors(pid).into_iter().collect();
+        focus.extend(a.subtree(pid));
+        (vec![root], Some(focus))
+    } else if let Some(port) = args.port {
+        let holder_pids: BTreeSet<i32> = holders(&a, false)
+            .into_iter()
+            .filter(|h| h.port == port)
+            .filter_map(|h| h.pid)
+            .collect();
+        if holder_pids.is_empty() {
+            render::print(&format!("nobody visible holds port {port}\n"));
+            permission_note(&snap);
+            return Ok(0);
+        }
+        let mut roots: Vec<i32> = holder_pids.iter().map(|&p| tree_root(&a, p)).collect();
+        roots.sort_unstable();
+        roots.dedup();
+        (roots, None)
+    } else {
+        (a.jobs.iter().map(|j| j.root).collect(), None)
+    };
+    let keep = |pid: i32| {
+        focus.as_ref().is_none_or(|f| f.contains(&pid))
+            || focus
+                .as_ref()
+                .is_some_and(|_| args.pid.is_some_and(|p| a.ancestors(pid).contains(&p)))
+    };
+    let trees: Vec<TreeNode> = roots.iter().map(|&r| build_node(&a, r, &keep, 0)).collect();
+    // Around a pid or a port, only the findings about what is drawn.
+    let mut shown = BTreeSet::new();
+    trees.iter().for_each(|t| t.collect_pids(&mut shown));
+    let findings: Vec<Finding> = if args.pid.is_some() || args.port.is_some() {
+        a.findings
+            .iter()
+            .filter(|f| f.pids.iter().any(|p| shown.contains(p)))
+            .cloned()
+            .collect()
+    } else {
+        a.findings.clone()
+    };
+    let text = match args.format {
+        Format::Table => {
+            let color = render::stdout_color();
+            let mut s = String::new();
+            if trees.is_empty() {
+                s.push_str("no training jobs found (no launcher, rank or process with MASTER_PORT/RANK in its environment)\n");
+            }
+            for (t, root) in trees.iter().zip(&roots) {
+                if let Some(job) = a.job(*root) {
+                    let port = job
+                        .master_port
+                        .map(|p| format!(" on port {p}"))
+                        .unwrap_or_default();
+                    let gone = if job.launcher_gone {
+                        " (launcher gone)"
+                    } else {
+                        ""
+                    };
+                    s.push_str(&format!(
+                        "{}{port}{gone}\n",
+                        paint(&job.id, Paint::Bold, color)
+                    ));
+                }
+                draw(t, "", true, true, &mut s, color);
+                s.push('\n');
+            }
+            for f in findings.iter().filter(|f| !f.path.is_empty()) {
+                let chain: Vec<String> = f
+                    .path
+                    .iter()
+                    .map(|&p| format!("{p} {}", a.role(p).name()))
+                    .collect();
+                s.push_str(&format!("{} path: {}\n", f.code, chain.join(" -> ")));
+            }
+            s.push_str(&render_findings(&findings, color));
+            s
+        }
+        f => render::document(
+            &TreeDoc {
+                schema_version: SCHEMA_VERSION,
+                hostname: &snap.host.hostname,
+                jobs: &a.jobs,
+                trees,
+                findings: &findings,
+                unreadable: &snap.unreadable,
+            },
+            f,
+        )?,
+    };
+    render::print(&text);
+    permission_note(&snap);
+    Ok(if worth_exit_1(&findings) { 1 } else { 0 })
+}
