@@ -45,8 +45,26 @@ enum Command {
     },
 }
 
+/// `eprintln!` that ignores a failed write (stderr on a closed pipe or `/dev/full`).
+macro_rules! eprintln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+macro_rules! eprint {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 fn main() {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => exit_usage(e),
+    };
     let result = match cli.command {
         Command::Ports(args) => ports::ports(args),
         Command::Tree(args) => tree::tree(args),
@@ -73,15 +91,46 @@ fn main() {
     }
 }
 
+/// Clap's own errors (help, version, bad flags): a bad flag gets clap's `error:` line and a
+/// `hint:` line, exit 2; help and version go to stdout, exit 0.
+fn exit_usage(e: clap::Error) -> ! {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        let _ = e.print();
+        std::process::exit(e.exit_code());
+    }
+    let text = e.render().to_string();
+    let color = render::stderr_color();
+    let label = render::paint("hint:", render::Paint::Blue, color);
+    let mut out = String::new();
+    for line in text.lines() {
+        match line.strip_prefix("For more information, try ") {
+            Some(rest) => out.push_str(&format!("{label} for more information, try {rest}\n")),
+            None if line.is_empty() => {}
+            None => out.push_str(&format!("{line}\n")),
+        }
+    }
+    if !out.contains("hint:") {
+        out.push_str(&format!("{label} see `doctor --help`\n"));
+    }
+    eprint!("{out}");
+    std::process::exit(2);
+}
+
 fn report_error(err: &anyhow::Error) {
     let color = render::stderr_color();
     let label = render::paint("error:", render::Paint::Red, color);
     eprintln!("{label} {err:#}");
-    if let Some(hint) = err
+    // Every exit-2 error gets a hint: its own, or where to look next.
+    let hint = err
         .downcast_ref::<UserError>()
         .and_then(|u| u.hint.as_deref())
-    {
-        let label = render::paint("hint:", render::Paint::Blue, color);
-        eprintln!("{label} {hint}");
-    }
+        .unwrap_or("see `doctor --help` and the command's `--help`");
+    let label = render::paint("hint:", render::Paint::Blue, color);
+    eprintln!("{label} {hint}");
 }

@@ -32,7 +32,7 @@ pub struct MergeArgs {
     #[arg(long, value_enum)]
     format: Option<Format>,
     /// Flag reports taken more than this many minutes apart (M007)
-    #[arg(long, value_name = "MINUTES", default_value_t = 10.0)]
+    #[arg(long, value_name = "MINUTES", default_value_t = 10.0, value_parser = super::parse_minutes)]
     max_spread: f64,
 }
 

@@ -23,6 +23,40 @@ pub fn parse_port(s: &str) -> Result<u16, String> {
     }
 }
 
+/// A number of seconds from the command line: finite, above 0 and at most `max` (so that every
+/// `Duration` and `Instant` built from it is representable).
+pub fn parse_seconds_max(s: &str, max: f64) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 && v <= max => Ok(v),
+        Ok(v) if v.is_finite() && v > 0.0 => {
+            Err(format!("{s} is too large (at most {max} seconds)"))
+        }
+        _ => Err(format!(
+            "'{s}' is not a positive number of seconds (0 < seconds <= {max})"
+        )),
+    }
+}
+
+/// A timeout: up to a year.
+pub fn parse_timeout(s: &str) -> Result<f64, String> {
+    parse_seconds_max(s, 365.0 * 86400.0)
+}
+
+/// A grace period between SIGTERM and SIGKILL: up to an hour.
+pub fn parse_grace(s: &str) -> Result<f64, String> {
+    parse_seconds_max(s, 3600.0)
+}
+
+/// Minutes from the command line: finite, 0 or more, at most a year.
+pub fn parse_minutes(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && (0.0..=525_600.0).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "'{s}' is not a number of minutes (0 <= minutes <= 525600)"
+        )),
+    }
+}
+
 pub fn load_or_observe(from: &Option<PathBuf>) -> anyhow::Result<Snapshot> {
     match from {
         Some(path) => Snapshot::load(path),

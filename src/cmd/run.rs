@@ -31,7 +31,7 @@ use crate::sys::trace::{self, SyscallEvent, Tracer};
 #[derive(clap::Args)]
 pub struct RunArgs {
     /// Kill the whole command tree after this many seconds
-    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    #[arg(long, value_name = "SECONDS", value_parser = super::parse_timeout)]
     timeout: Option<f64>,
     /// Write the timeline and the diagnosis to FILE (.json, else YAML)
     #[arg(long, value_name = "FILE")]
@@ -46,7 +46,7 @@ pub struct RunArgs {
     #[arg(long)]
     explain: bool,
     /// Seconds between SIGTERM and SIGKILL when cleaning up
-    #[arg(long, value_name = "SECONDS", default_value = "3", value_parser = parse_seconds)]
+    #[arg(long, value_name = "SECONDS", default_value = "3", value_parser = super::parse_grace)]
     grace: f64,
     /// The command to run
     #[arg(
@@ -56,13 +56,6 @@ pub struct RunArgs {
         value_name = "CMD"
     )]
     command: Vec<OsString>,
-}
-
-fn parse_seconds(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(v) if v > 0.0 && v.is_finite() => Ok(v),
-        _ => Err(format!("'{s}' is not a positive number of seconds")),
-    }
 }
 
 /// Bytes of command output kept for analysis (the newest are kept).
@@ -140,6 +133,8 @@ struct Shared {
     done: AtomicBool,
     timed_out: AtomicBool,
     interrupts: AtomicI32,
+    /// Doctor's stdout or stderr is a closed pipe (`doctor run -- yes | head -1`).
+    pipe_closed: AtomicBool,
     output: Mutex<(Vec<u8>, usize)>,
     timeline: Mutex<Timeline>,
     tag: String,
@@ -222,6 +217,7 @@ pub fn main(args: RunArgs) -> anyhow::Result<i32> {
         done: AtomicBool::new(false),
         timed_out: AtomicBool::new(false),
         interrupts: AtomicI32::new(0),
+        pipe_closed: AtomicBool::new(false),
         output: Mutex::new((Vec::new(), 0)),
         timeline: Mutex::new(Timeline::default()),
         tag: tag.clone(),
@@ -320,7 +316,10 @@ pub fn main(args: RunArgs) -> anyhow::Result<i32> {
         });
     }
     let diagnosis = diagnose(&timeline, &tracer.events, &facts, &args.command);
-    let failed = exit_status != 0;
+    // Ended by SIGPIPE after the reader of our output went away: the pipeline's normal end.
+    let pipeline_end =
+        signal.as_deref() == Some("SIGPIPE") && shared.pipe_closed.load(Ordering::SeqCst);
+    let failed = exit_status != 0 && !pipeline_end;
     let color = render::stderr_color();
     if failed
         || args.explain
@@ -398,14 +397,20 @@ fn pump(
                 Ok(n) => n,
             };
             let chunk = &buf[..n];
-            // A closed stdout of ours must not stop the command: keep reading, stop writing.
-            let _ = if stderr {
+            let written = if stderr {
                 std::io::stderr().write_all(chunk)
             } else {
                 std::io::stdout()
                     .write_all(chunk)
                     .and_then(|_| std::io::stdout().flush())
             };
+            // A closed pipe is passed on as it would be without doctor: stop reading, so the
+            // command gets SIGPIPE / EPIPE on its next write. Other failures (`/dev/full`) are
+            // the command's to see as little as without doctor: keep draining.
+            if written.is_err_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) {
+                s.pipe_closed.store(true, Ordering::SeqCst);
+                break;
+            }
             let mut out = s.output.lock().expect("output lock");
             out.0.extend_from_slice(chunk);
             if out.0.len() > OUTPUT_LIMIT {

@@ -33,15 +33,24 @@ pub fn document<T: Serialize>(doc: &T, format: Format) -> anyhow::Result<String>
     })
 }
 
-/// Write to stdout; a closed pipe (`doctor ports | head -1`) ends the program quietly with 0.
+static STDOUT_CLOSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Write to stdout. A closed pipe (`doctor ports | head -1`) is recorded and the rest of the
+/// output dropped; the command still ends with its own exit code (0/1/2 keep their meaning).
 pub fn print(text: &str) {
+    use std::sync::atomic::Ordering;
+    if STDOUT_CLOSED.load(Ordering::SeqCst) {
+        return;
+    }
     let mut out = std::io::stdout().lock();
     let res = out.write_all(text.as_bytes()).and_then(|_| out.flush());
     if let Err(e) = res {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
-            std::process::exit(0);
+            STDOUT_CLOSED.store(true, Ordering::SeqCst);
+            return;
         }
         eprintln!("error: cannot write to stdout: {e}");
+        eprintln!("hint: write to a file or pipe with room (`doctor ... > out.txt`)");
         std::process::exit(2);
     }
 }
