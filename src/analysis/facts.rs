@@ -1,6 +1,9 @@
 //! Roles, rendezvous identities and jobs over a `Snapshot`: pure functions, no operating system.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+/// How far up [`Analysis::ancestors`] walks. Real process trees are a few dozen levels deep.
+pub const MAX_ANCESTRY: usize = 64;
 
 use serde::Serialize;
 
@@ -243,12 +246,22 @@ impl<'a> Analysis<'a> {
         self.children.get(&pid).map(Vec::as_slice).unwrap_or(&[])
     }
 
-    /// Ancestors of `pid`, nearest first (not including `pid`).
+    /// Ancestors of `pid`, nearest first (not including `pid`), each once, at most
+    /// [`MAX_ANCESTRY`] of them: a parent cycle or a chain deeper than any real machine has
+    /// (possible only in a hand-edited or hostile snapshot) is cut, so callers stay linear.
     pub fn ancestors(&self, pid: i32) -> Vec<i32> {
-        let mut out = Vec::new();
+        let mut out: Vec<i32> = Vec::new();
         let mut cur = self.process(pid);
         while let Some(p) = cur.and_then(|p| self.parent(p)) {
-            if out.contains(&p.pid) || p.pid == pid {
+            // A cycle shows as the walk meeting itself (Floyd: compare with the halfway point);
+            // then keep each pid once. Cheap enough to run for every process.
+            let cycle = p.pid == pid || out.get(out.len() / 2) == Some(&p.pid);
+            if cycle {
+                let mut seen = HashSet::from([pid]);
+                out.retain(|q| seen.insert(*q));
+                break;
+            }
+            if out.len() >= MAX_ANCESTRY {
                 break;
             }
             out.push(p.pid);
@@ -384,7 +397,28 @@ impl<'a> Analysis<'a> {
         order
     }
 
-    fn is_job_root(&self, p: &Process) -> bool {
+    /// For each process: whether a launcher or a rank is above it. One pass, parents first
+    /// (linear in processes however deep the tree; a parent cycle falls back to `ancestors`).
+    fn below_training(&self) -> HashMap<i32, bool> {
+        let mut below: HashMap<i32, bool> = HashMap::new();
+        for pid in self.topological_order() {
+            let Some(p) = self.process(pid) else { continue };
+            let value = match self.parent(p) {
+                None => false,
+                Some(q) => match below.get(&q.pid) {
+                    Some(&up) => up || matches!(self.role(q.pid), Role::Launcher | Role::Rank),
+                    None => self
+                        .ancestors(pid)
+                        .iter()
+                        .any(|&a| matches!(self.role(a), Role::Launcher | Role::Rank)),
+                },
+            };
+            below.insert(pid, value);
+        }
+        below
+    }
+
+    fn is_job_root(&self, p: &Process, below_training: &HashMap<i32, bool>) -> bool {
         let role = self.role(p.pid);
         let in_training = role == Role::Launcher
             || role == Role::Rank
@@ -393,18 +427,16 @@ impl<'a> Analysis<'a> {
             return false;
         }
         // Top-most: no ancestor is a launcher or a rank.
-        !self
-            .ancestors(p.pid)
-            .iter()
-            .any(|&a| matches!(self.role(a), Role::Launcher | Role::Rank))
+        !below_training.get(&p.pid).copied().unwrap_or(false)
     }
 
     fn find_jobs(&mut self) {
+        let below = self.below_training();
         let roots: Vec<i32> = self
             .snap
             .processes
             .iter()
-            .filter(|p| self.is_job_root(p))
+            .filter(|p| self.is_job_root(p, &below))
             .map(|p| p.pid)
             .collect();
         // Trees that share one torchrun run id and store are one job (several agents on one host).

@@ -1,7 +1,7 @@
 //! Process trees of training jobs, as plain data: roles, identities, rendezvous sockets and the
 //! findings marked on each node.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 
 use serde::Serialize;
 
@@ -40,13 +40,29 @@ fn rendezvous_sockets(a: &Analysis, pid: i32) -> Vec<String> {
         .collect()
 }
 
+/// How deep a drawn tree goes (real trees are a few levels deep).
+const MAX_DRAWN_DEPTH: usize = 64;
+
+/// The tree below `pid`, each process at most once (a parent cycle in a hand-edited snapshot is
+/// drawn once around), cut at [`MAX_DRAWN_DEPTH`] levels.
 pub fn build_node(a: &Analysis, pid: i32, keep: &dyn Fn(i32) -> bool, depth: usize) -> TreeNode {
+    let mut drawn = HashSet::from([pid]);
+    build(a, pid, keep, depth, &mut drawn)
+}
+
+fn build(
+    a: &Analysis,
+    pid: i32,
+    keep: &dyn Fn(i32) -> bool,
+    depth: usize,
+    drawn: &mut HashSet<i32>,
+) -> TreeNode {
     let p = a.process(pid);
     let mut children: Vec<i32> = a
         .children(pid)
         .iter()
         .copied()
-        .filter(|&c| keep(c))
+        .filter(|&c| keep(c) && drawn.insert(c))
         .collect();
     // In order of birth (pids wrap around, start times do not).
     children.sort_by(|x, y| {
@@ -66,12 +82,12 @@ pub fn build_node(a: &Analysis, pid: i32, keep: &dyn Fn(i32) -> bool, depth: usi
             .filter(|f| f.pids.contains(&pid))
             .map(|f| f.code)
             .collect(),
-        children: if depth > 64 {
+        children: if depth >= MAX_DRAWN_DEPTH {
             Vec::new()
         } else {
             children
                 .into_iter()
-                .map(|c| build_node(a, c, keep, depth + 1))
+                .map(|c| build(a, c, keep, depth + 1, drawn))
                 .collect()
         },
     }

@@ -137,7 +137,7 @@ fn str_of(v: &Value) -> Option<String> {
 /// Read and check one report: errors are for people (`error:` + `hint:`, exit 2).
 pub fn load(path: &Path) -> anyhow::Result<Value> {
     let shown = path.display();
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    let text = crate::model::load::read_document(path).map_err(|e| {
         user_error(
             format!("cannot read {shown}: {e}"),
             "pass the files written by `doctor report -o report-NODE.yaml` on each node",

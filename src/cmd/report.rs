@@ -193,7 +193,7 @@ struct SummaryFinding<'a> {
 }
 
 fn read_included(path: &Path) -> anyhow::Result<Value> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    let text = crate::model::load::read_document(path).map_err(|e| {
         user_error(
             format!("cannot read {}: {e}", path.display()),
             "--include-run takes a YAML or JSON file, e.g. one written by `doctor run --record FILE`",

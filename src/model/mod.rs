@@ -1,5 +1,6 @@
 //! Plain data every layer shares: the observed [`snapshot::Snapshot`] and the findings.
 
 pub mod finding;
+pub mod load;
 pub mod report;
 pub mod snapshot;

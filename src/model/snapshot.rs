@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::Path;
 
-use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use crate::error::user_error;
@@ -138,8 +137,12 @@ impl Snapshot {
 
     /// Load a snapshot written by `doctor snapshot` (YAML or JSON).
     pub fn load(path: &Path) -> anyhow::Result<Snapshot> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read snapshot {}", path.display()))?;
+        let text = super::load::read_document(path).map_err(|e| {
+            user_error(
+                format!("cannot read snapshot {}: {e}", path.display()),
+                "pass a file written by `doctor snapshot -o FILE` (YAML or JSON)",
+            )
+        })?;
         Self::parse(&text).map_err(|e| {
             user_error(
                 format!("{} is not a doctor snapshot: {e}", path.display()),
@@ -149,6 +152,7 @@ impl Snapshot {
     }
 
     pub fn parse(text: &str) -> Result<Snapshot, String> {
+        super::load::check_nesting(text)?;
         let value: serde_json::Value = if text.trim_start().starts_with('{') {
             serde_json::from_str(text).map_err(|e| e.to_string())?
         } else {
@@ -165,6 +169,8 @@ impl Snapshot {
         }
         let mut snap: Snapshot = serde_json::from_value(value).map_err(|e| e.to_string())?;
         snap.processes.sort_by_key(|p| p.pid);
+        // A pid is one process (a hand-edited or concatenated file may repeat one): keep the first.
+        snap.processes.dedup_by_key(|p| p.pid);
         Ok(snap)
     }
 }
