@@ -4,6 +4,7 @@
 pub mod facts;
 pub mod holders;
 pub mod rules;
+pub mod run_diagnosis;
 pub mod traceback;
 pub mod tree;
 

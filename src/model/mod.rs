@@ -3,4 +3,5 @@
 pub mod finding;
 pub mod load;
 pub mod report;
+pub mod run;
 pub mod snapshot;

@@ -9,6 +9,7 @@ use crate::model::snapshot::Snapshot;
 
 pub mod findings;
 pub mod redact;
+pub mod run;
 pub mod table;
 pub mod tree;
 

@@ -1,6 +1,6 @@
 //! Run command trees under supervision and kill them whole (Linux).
 //!
-//! Used by `doctor repro` and meant for `doctor run`. The model:
+//! Used by `doctor repro` ([`Tree`]) and `doctor run` ([`RunWatch`], [`Terminal`]). The model:
 //!
 //! - [`init`] once per program: `doctor` becomes a child subreaper (orphans of a tree re-parent
 //!   to it instead of PID 1, so they can be found and reaped) and installs SIGINT/SIGTERM/SIGHUP
@@ -25,8 +25,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -34,6 +34,9 @@ use nix::sys::signal::{self, SaFlags, SigAction, SigHandler, SigSet, Signal};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 use serde::Serialize;
+
+use crate::model::run::{Seen, Timeline};
+use crate::model::snapshot::{Process, Socket};
 
 /// The variable that marks every process of a supervised tree.
 pub const TAG_VAR: &str = "DOCTOR_TAG";
@@ -237,6 +240,10 @@ pub fn signal_all(members: &[ProcInfo], sig: Signal, killed: &mut BTreeMap<i32, 
     }
     for p in members {
         let _ = signal::kill(Pid::from_raw(p.pid), sig);
+        if sig != Signal::SIGKILL {
+            // A stopped process sees the signal only once it runs (as `kill` in a shell does).
+            let _ = signal::kill(Pid::from_raw(p.pid), Signal::SIGCONT);
+        }
         killed.insert(
             p.pid,
             Killed {
@@ -483,6 +490,425 @@ pub fn free_port() -> anyhow::Result<u16> {
         }
     }
     anyhow::bail!("no free TCP port found on 127.0.0.1")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Supervision of `doctor run`: one command tree watched from doctor itself (the subreaper), its
+// output passed through, polled, cleaned up, and given the terminal while it runs.
+
+/// Bytes of command output kept for analysis (the newest are kept).
+pub const OUTPUT_LIMIT: usize = 8 << 20;
+
+/// What the threads watching one run share.
+pub struct RunWatch {
+    pub start: Instant,
+    pub root: AtomicI32,
+    pub done: AtomicBool,
+    pub timed_out: AtomicBool,
+    pub interrupts: AtomicI32,
+    /// Doctor's stdout or stderr is a closed pipe (`doctor run -- yes | head -1`).
+    pub pipe_closed: AtomicBool,
+    /// The newest output bytes, and how many older ones were dropped.
+    pub output: Mutex<(Vec<u8>, usize)>,
+    pub timeline: Mutex<Timeline>,
+    pub tag: String,
+}
+
+impl RunWatch {
+    pub fn new(start: Instant, tag: &str, root: i32) -> Arc<RunWatch> {
+        Arc::new(RunWatch {
+            start,
+            root: AtomicI32::new(root),
+            done: AtomicBool::new(false),
+            timed_out: AtomicBool::new(false),
+            interrupts: AtomicI32::new(0),
+            pipe_closed: AtomicBool::new(false),
+            output: Mutex::new((Vec::new(), 0)),
+            timeline: Mutex::new(Timeline::default()),
+            tag: tag.to_string(),
+        })
+    }
+
+    fn now(&self) -> f64 {
+        self.start.elapsed().as_secs_f64()
+    }
+}
+
+/// Copy one output stream through, live, and keep its newest bytes for analysis. A closed pipe
+/// is passed on as it would be without doctor: reading stops, so the command gets SIGPIPE / EPIPE
+/// on its next write. Other write failures (`/dev/full`) are ignored and the stream drained.
+pub fn pump(
+    mut from: impl std::io::Read + Send + 'static,
+    stderr: bool,
+    w: Arc<RunWatch>,
+) -> std::thread::JoinHandle<()> {
+    use std::io::Write;
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match from.read(&mut buf) {
+                Ok(0) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => break,
+                Ok(n) => n,
+            };
+            let chunk = &buf[..n];
+            let written = if stderr {
+                std::io::stderr().write_all(chunk)
+            } else {
+                let mut out = std::io::stdout().lock();
+                out.write_all(chunk).and_then(|_| out.flush())
+            };
+            if written.is_err_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) {
+                w.pipe_closed.store(true, Ordering::SeqCst);
+                break;
+            }
+            let mut out = w.output.lock().unwrap_or_else(|e| e.into_inner());
+            out.0.extend_from_slice(chunk);
+            if out.0.len() > OUTPUT_LIMIT {
+                let cut = out.0.len() - OUTPUT_LIMIT / 2;
+                out.0.drain(..cut);
+                out.1 += cut;
+            }
+        }
+    })
+}
+
+/// Pids below doctor: the command's tree, and orphans re-parented to us (the subreaper). Cheap
+/// (only `/proc/PID/stat`), for polling.
+fn descendants() -> Vec<i32> {
+    let me = std::process::id() as i32;
+    let mut parent: BTreeMap<i32, i32> = BTreeMap::new();
+    for pid in crate::sys::observe::list_pids() {
+        if let Some(st) = std::fs::read(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|b| crate::sys::observe::parse_stat(&b))
+        {
+            parent.insert(pid, st.ppid);
+        }
+    }
+    parent
+        .keys()
+        .copied()
+        .filter(|&pid| {
+            let mut cur = pid;
+            for _ in 0..512 {
+                match parent.get(&cur) {
+                    Some(&pp) if pp == me => return pid != me,
+                    Some(&pp) if pp > 1 => cur = pp,
+                    _ => return false,
+                }
+            }
+            false
+        })
+        .collect()
+}
+
+/// Every live process of the run: the command's tree and whatever carries the run's marker
+/// (daemons that left the process group included), and anything below doctor.
+pub fn run_members(w: &RunWatch) -> Vec<ProcInfo> {
+    let mut members = members_of(&w.tag, w.root.load(Ordering::SeqCst));
+    for pid in descendants() {
+        if !members.iter().any(|p| p.pid == pid)
+            && let Some(p) = proc_info(pid).filter(|p| p.state != "Z")
+        {
+            members.push(p);
+        }
+    }
+    members
+}
+
+/// Look at the run's processes and their sockets once, and add what is new to the timeline.
+pub fn poll_once(w: &RunWatch) {
+    let t = w.now();
+    let fresh: Vec<Process> = descendants()
+        .into_iter()
+        .filter_map(crate::sys::observe::process)
+        .collect();
+    let inodes: BTreeSet<u64> = fresh
+        .iter()
+        .flat_map(|p| p.socket_inodes.iter().copied())
+        .collect();
+    let sockets: Vec<Socket> = if inodes.is_empty() {
+        Vec::new()
+    } else {
+        crate::sys::observe::read_sockets()
+            .into_iter()
+            .filter(|so| inodes.contains(&so.inode))
+            .collect()
+    };
+    let mut tl = w.timeline.lock().unwrap_or_else(|e| e.into_inner());
+    for p in fresh {
+        for &inode in &p.socket_inodes {
+            tl.holders.insert((p.pid, inode));
+        }
+        match tl.processes.get_mut(&p.pid) {
+            Some(seen) if seen.process.start_time == p.start_time => {
+                seen.last_seen = t;
+                merge_views(&mut seen.process, p);
+            }
+            _ => {
+                tl.processes.insert(
+                    p.pid,
+                    Seen {
+                        first_seen: t,
+                        last_seen: t,
+                        gone_at: None,
+                        process: p,
+                    },
+                );
+            }
+        }
+    }
+    for so in sockets {
+        tl.sockets
+            .entry((so.inode, so.state.clone()))
+            .or_insert((t, so));
+    }
+}
+
+/// The newest view (after an exec, or a DataLoader worker renaming itself), with every socket it
+/// ever held and the parent it had at birth (an orphan re-parented to doctor still belongs to its
+/// job).
+fn merge_views(seen: &mut Process, newest: Process) {
+    let old = std::mem::replace(seen, newest);
+    let new = seen;
+    new.ppid = old.ppid;
+    if new.argv.is_empty() {
+        // Exiting or a zombie: its memory is gone, and with it argv and environ.
+        new.argv = old.argv;
+        new.argv_lossy = old.argv_lossy;
+        new.env = old.env;
+        new.exe = new.exe.take().or(old.exe);
+    }
+    new.socket_inodes.extend(old.socket_inodes);
+    new.socket_inodes.sort_unstable();
+    new.socket_inodes.dedup();
+}
+
+pub fn note_gone(w: &RunWatch, pid: i32) {
+    let t = w.now();
+    let mut tl = w.timeline.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(seen) = tl.processes.get_mut(&pid) {
+        seen.gone_at.get_or_insert(t);
+    }
+}
+
+/// Forward SIGINT/SIGTERM/SIGHUP (blocked in every thread, taken here) to the command's process
+/// group; a second one stops the whole tree.
+pub fn signal_loop(w: Arc<RunWatch>, mask: SigSet, grace: f64) {
+    loop {
+        let Ok(sig) = mask.wait() else { return };
+        if w.done.load(Ordering::SeqCst) {
+            continue;
+        }
+        let n = w.interrupts.fetch_add(1, Ordering::SeqCst);
+        let root = w.root.load(Ordering::SeqCst);
+        if n == 0 {
+            let _ = signal::kill(Pid::from_raw(-root), sig);
+            let _ = signal::kill(Pid::from_raw(-root), Signal::SIGCONT);
+        } else {
+            eprintln!("doctor: {sig} again: stopping the whole command tree");
+            terminate_tree(&w, grace);
+        }
+    }
+}
+
+/// SIGTERM to every process of the run, SIGKILL to what is left after `grace` seconds (from
+/// the timeout or a second Ctrl-C; the waiting thread reaps).
+pub fn terminate_tree(w: &RunWatch, grace: f64) {
+    let mut killed = BTreeMap::new();
+    signal_all(&run_members(w), Signal::SIGTERM, &mut killed);
+    let deadline = Instant::now() + Duration::from_secs_f64(grace);
+    while Instant::now() < deadline && !w.done.load(Ordering::SeqCst) {
+        if run_members(w).is_empty() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    signal_all(&run_members(w), Signal::SIGKILL, &mut killed);
+}
+
+/// Reap every child that has ended, without waiting.
+fn reap_run(w: &RunWatch) {
+    loop {
+        match waitpid(None, Some(WaitPidFlag::__WALL | WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(pid, _) | WaitStatus::Signaled(pid, _, _)) => {
+                note_gone(w, pid.as_raw())
+            }
+            Ok(WaitStatus::StillAlive) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// After the command ended: stop every remaining process of the run and reap it.
+pub fn cleanup(w: &RunWatch, grace: f64) -> Vec<Killed> {
+    let mut killed = BTreeMap::new();
+    let term_deadline = Instant::now() + Duration::from_secs_f64(grace);
+    let hard_deadline = term_deadline + Duration::from_secs(5);
+    let mut sigkilled = false;
+    loop {
+        reap_run(w);
+        let members = run_members(w);
+        if (members.is_empty() && descendants().is_empty()) || Instant::now() > hard_deadline {
+            break;
+        }
+        // Each member gets SIGTERM once; what is still there after the grace gets SIGKILL once;
+        // members that appear later get the signal of the phase.
+        let late = Instant::now() > term_deadline;
+        let escalate = late && !sigkilled;
+        let targets: Vec<ProcInfo> = members
+            .into_iter()
+            .filter(|p| escalate || !killed.contains_key(&p.pid))
+            .collect();
+        if !targets.is_empty() {
+            let sig = if late {
+                Signal::SIGKILL
+            } else {
+                Signal::SIGTERM
+            };
+            signal_all(&targets, sig, &mut killed);
+        }
+        sigkilled |= escalate;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    killed.into_values().collect()
+}
+
+/// Anything of the run still alive, and ports it listened on that are still taken.
+pub fn run_leftovers(w: &RunWatch) -> Vec<String> {
+    let mut out: Vec<String> = run_members(w)
+        .into_iter()
+        .map(|p| format!("pid {} still alive: {}", p.pid, p.command))
+        .collect();
+    let ports: BTreeSet<u16> = {
+        let tl = w.timeline.lock().unwrap_or_else(|e| e.into_inner());
+        tl.sockets
+            .values()
+            .filter(|(_, so)| so.state == "LISTEN")
+            .map(|(_, so)| so.local_port)
+            .collect()
+    };
+    for port in ports {
+        if port_in_use(port) {
+            out.push(format!("port {port} is still taken"));
+        }
+    }
+    out
+}
+
+/// Wait for the command (the root of the run) to end, reaping everything else meanwhile. When
+/// the command stops (Ctrl-Z, SIGSTOP, a read from the terminal in the background) and doctor has
+/// a terminal, doctor takes the terminal back and stops itself too, so the shell sees the job
+/// stopped; once continued (`fg`/`bg`) it continues the command. Without a terminal a stopped
+/// command stays stopped until someone continues it, as without doctor.
+pub fn wait_for_root(w: &RunWatch, tty: Option<&Terminal>) -> Option<WaitStatus> {
+    let root = w.root.load(Ordering::SeqCst);
+    loop {
+        match waitpid(None, Some(WaitPidFlag::__WALL | WaitPidFlag::WUNTRACED)) {
+            Ok(WaitStatus::Stopped(pid, sig)) if pid.as_raw() == root => {
+                if let Some(tty) = tty {
+                    stop_with_the_command(root, sig, tty);
+                }
+            }
+            Ok(status @ (WaitStatus::Exited(pid, _) | WaitStatus::Signaled(pid, _, _))) => {
+                note_gone(w, pid.as_raw());
+                if pid.as_raw() == root {
+                    return Some(status);
+                }
+            }
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(_) => return None,
+        }
+    }
+}
+
+/// The command stopped: hand the terminal back, stop doctor the same way, and on SIGCONT give
+/// the terminal to the command again (when doctor is in the foreground) and continue it.
+fn stop_with_the_command(root: i32, sig: Signal, tty: &Terminal) {
+    if tty.foreground() == Some(root) {
+        tty.give_to(tty.own);
+    }
+    // SIGTTOU is ignored by doctor (to write while in the background), so it stops by SIGSTOP.
+    let own = match sig {
+        Signal::SIGTSTP | Signal::SIGTTIN => sig,
+        _ => Signal::SIGSTOP,
+    };
+    // Returns once doctor is continued (or at once when its process group is orphaned and the
+    // kernel discards a terminal stop signal).
+    let _ = signal::raise(own);
+    if tty.foreground() == Some(tty.own) {
+        tty.give_to(root);
+    }
+    let _ = signal::killpg(Pid::from_raw(root), Signal::SIGCONT);
+}
+
+/// doctor's controlling terminal, for job control as a shell does it: the command's process group
+/// gets the foreground while it runs (so pdb, `input()` and Ctrl-Z work) and doctor takes it back
+/// after. SIGTTOU is ignored in doctor so that it may do so from the background.
+pub struct Terminal {
+    tty: std::os::fd::OwnedFd,
+    /// doctor's own process group.
+    pub own: i32,
+}
+
+impl Terminal {
+    /// The controlling terminal, when there is one (not in CI, a pipe or a daemon).
+    pub fn open() -> Option<Terminal> {
+        use std::os::fd::{FromRawFd, OwnedFd};
+        // SAFETY: open(2) of a path literal; the fd is owned from here on.
+        let fd = unsafe {
+            libc::open(
+                c"/dev/tty".as_ptr(),
+                libc::O_RDWR | libc::O_CLOEXEC | libc::O_NOCTTY,
+            )
+        };
+        if fd < 0 {
+            return None;
+        }
+        // SAFETY: fd was just opened by us.
+        let tty = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: signal(2) with SIG_IGN; the child sets SIGTTOU back to default before exec.
+        unsafe { libc::signal(libc::SIGTTOU, libc::SIG_IGN) };
+        Some(Terminal {
+            tty,
+            own: nix::unistd::getpgrp().as_raw(),
+        })
+    }
+
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(&self.tty)
+    }
+
+    /// The terminal's foreground process group.
+    pub fn foreground(&self) -> Option<i32> {
+        // SAFETY: tcgetpgrp on our fd.
+        let pg = unsafe { libc::tcgetpgrp(self.raw_fd()) };
+        (pg > 0).then_some(pg)
+    }
+
+    /// Whether doctor is in the foreground (then it may hand the terminal on).
+    pub fn doctor_in_foreground(&self) -> bool {
+        self.foreground() == Some(self.own)
+    }
+
+    pub fn give_to(&self, pgrp: i32) {
+        // SAFETY: tcsetpgrp on our fd; SIGTTOU is ignored, so no stop from the background.
+        unsafe { libc::tcsetpgrp(self.raw_fd(), pgrp) };
+    }
+}
+
+/// CPU time (user + system) of this process's threads so far.
+pub fn own_cpu_seconds() -> f64 {
+    // SAFETY: getrusage writes into the struct we pass.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) } != 0 {
+        return 0.0;
+    }
+    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
+    t(u.ru_utime) + t(u.ru_stime)
 }
 
 #[cfg(test)]

@@ -1,38 +1,21 @@
-//! Exact tracing of `bind`, `listen` and `connect` in a supervised command tree: a seccomp
-//! filter makes only those system calls stop for ptrace, and fork/clone/exec follow every
-//! descendant. Everything else runs at full speed. x86_64 only; elsewhere `doctor run` polls.
+//! Exact tracing of `bind`, `listen` and `connect` in a supervised command tree without ptrace:
+//! a seccomp filter with a user-notification listener (`SECCOMP_RET_USER_NOTIF`) sends only those
+//! three system calls to doctor; everything else runs at full speed. doctor performs `bind` and
+//! `listen` itself on a duplicate of the caller's socket (`pidfd_getfd`), so it knows their exact
+//! result, and lets `connect` through unchanged (`SECCOMP_USER_NOTIF_FLAG_CONTINUE`). ptrace
+//! stays free for the command (strace, gdb, py-spy), stops and job control are untouched, and a
+//! child made with `CLONE_UNTRACED` is answered like any other. x86_64 only; elsewhere polling.
+//! The trade-offs are in docs/architecture.md, "Tracing mechanism".
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use nix::sys::ptrace;
-use nix::sys::signal::Signal;
-use nix::sys::wait::WaitStatus;
-use nix::unistd::Pid;
-use serde::{Deserialize, Serialize};
-
-/// One traced system call, with its result.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct SyscallEvent {
-    /// Seconds since the command started.
-    pub t: f64,
-    pub pid: i32,
-    pub tid: i32,
-    pub syscall: String,
-    pub fd: i32,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub addr: Option<IpAddr>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub port: Option<u16>,
-    /// 0 on success, -1 on failure (then `errno` says why).
-    pub result: i64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub errno: Option<i32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub errno_name: Option<String>,
-}
+pub use crate::model::run::SyscallEvent;
 
 pub const fn supported() -> bool {
     cfg!(target_arch = "x86_64")
@@ -41,248 +24,389 @@ pub const fn supported() -> bool {
 #[cfg(target_arch = "x86_64")]
 mod arch {
     pub const AUDIT_ARCH: u32 = 0xC000_003E; // AUDIT_ARCH_X86_64
-    pub const NR_CONNECT: u32 = 42;
-    pub const NR_BIND: u32 = 49;
-    pub const NR_LISTEN: u32 = 50;
+    pub const NR_CONNECT: i32 = 42;
+    pub const NR_BIND: i32 = 49;
+    pub const NR_LISTEN: i32 = 50;
 }
 
 #[cfg(not(target_arch = "x86_64"))]
 mod arch {
     pub const AUDIT_ARCH: u32 = 0;
-    pub const NR_CONNECT: u32 = u32::MAX;
-    pub const NR_BIND: u32 = u32::MAX;
-    pub const NR_LISTEN: u32 = u32::MAX;
+    pub const NR_CONNECT: i32 = -1;
+    pub const NR_BIND: i32 = -1;
+    pub const NR_LISTEN: i32 = -1;
 }
 
-/// Called in the child between fork and exec: ask to be traced and install the filter.
-/// Only async-signal-safe calls. On failure the child runs untraced (the parent learns it from
-/// the returned error through its status pipe).
-pub fn install_in_child() -> io::Result<()> {
+/// What the child reports through the status socket before it execs.
+pub const TRACED: u8 = b'T';
+/// Traced, but `no_new_privs` had to be set (no CAP_SYS_ADMIN): setuid bits have no effect.
+pub const TRACED_NO_NEW_PRIVS: u8 = b'P';
+/// Not traced because the caller asked for polling.
+pub const NOT_ASKED: u8 = b'N';
+
+/// Called in the child between fork and exec: install the filter and send its listener to the
+/// parent over `sock` (one status byte plus the fd). Only async-signal-safe calls. On failure the
+/// child runs untraced and the status byte is the errno.
+pub fn install_in_child(sock: RawFd) {
+    let status = match install_filter() {
+        Ok((listener, nnp)) => {
+            let byte = if nnp { TRACED_NO_NEW_PRIVS } else { TRACED };
+            let sent = send_fd(sock, byte, listener);
+            // SAFETY: our own fd, not used after this.
+            unsafe { libc::close(listener) };
+            if sent { return } else { libc::EIO }
+        }
+        Err(e) => e.raw_os_error().unwrap_or(libc::EIO),
+    };
+    send_status(sock, status.clamp(1, 255) as u8);
+}
+
+/// The status byte alone (tracing not asked for, or it failed).
+pub fn send_status(sock: RawFd, byte: u8) {
+    // SAFETY: write(2) of one byte from a local.
+    unsafe { libc::write(sock, [byte].as_ptr() as *const _, 1) };
+}
+
+fn install_filter() -> io::Result<(RawFd, bool)> {
     use libc::{
         BPF_ABS, BPF_JEQ, BPF_JMP, BPF_K, BPF_LD, BPF_RET, BPF_W, SECCOMP_RET_ALLOW,
-        SECCOMP_RET_TRACE,
+        SECCOMP_RET_USER_NOTIF,
     };
     if !supported() {
         return Err(io::Error::from_raw_os_error(libc::ENOSYS));
     }
-    // SAFETY: plain system calls on our own process, no memory shared with the parent.
-    unsafe {
-        if libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0) == -1 {
-            return Err(io::Error::last_os_error());
-        }
-        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == -1 {
-            return Err(io::Error::last_os_error());
-        }
-        let filter = [
+    // SAFETY: BPF_STMT/BPF_JUMP only build structs.
+    let filter = unsafe {
+        [
             libc::BPF_STMT((BPF_LD | BPF_W | BPF_ABS) as u16, 4), // seccomp_data.arch
             libc::BPF_JUMP((BPF_JMP | BPF_JEQ | BPF_K) as u16, arch::AUDIT_ARCH, 1, 0),
             libc::BPF_STMT((BPF_RET | BPF_K) as u16, SECCOMP_RET_ALLOW),
             libc::BPF_STMT((BPF_LD | BPF_W | BPF_ABS) as u16, 0), // seccomp_data.nr
-            libc::BPF_JUMP((BPF_JMP | BPF_JEQ | BPF_K) as u16, arch::NR_BIND, 3, 0),
-            libc::BPF_JUMP((BPF_JMP | BPF_JEQ | BPF_K) as u16, arch::NR_CONNECT, 2, 0),
-            libc::BPF_JUMP((BPF_JMP | BPF_JEQ | BPF_K) as u16, arch::NR_LISTEN, 1, 0),
+            libc::BPF_JUMP(
+                (BPF_JMP | BPF_JEQ | BPF_K) as u16,
+                arch::NR_BIND as u32,
+                3,
+                0,
+            ),
+            libc::BPF_JUMP(
+                (BPF_JMP | BPF_JEQ | BPF_K) as u16,
+                arch::NR_CONNECT as u32,
+                2,
+                0,
+            ),
+            libc::BPF_JUMP(
+                (BPF_JMP | BPF_JEQ | BPF_K) as u16,
+                arch::NR_LISTEN as u32,
+                1,
+                0,
+            ),
             libc::BPF_STMT((BPF_RET | BPF_K) as u16, SECCOMP_RET_ALLOW),
-            libc::BPF_STMT((BPF_RET | BPF_K) as u16, SECCOMP_RET_TRACE),
-        ];
-        let prog = libc::sock_fprog {
-            len: filter.len() as u16,
-            filter: filter.as_ptr() as *mut _,
-        };
-        if libc::prctl(
-            libc::PR_SET_SECCOMP,
-            libc::SECCOMP_MODE_FILTER,
-            &prog as *const _ as libc::c_ulong,
+            libc::BPF_STMT((BPF_RET | BPF_K) as u16, SECCOMP_RET_USER_NOTIF),
+        ]
+    };
+    let prog = libc::sock_fprog {
+        len: filter.len() as u16,
+        filter: filter.as_ptr() as *mut _,
+    };
+    let install = || {
+        // SAFETY: seccomp(2) with a filter that lives for the call; returns the listener fd.
+        unsafe {
+            libc::syscall(
+                libc::SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER,
+                libc::SECCOMP_FILTER_FLAG_NEW_LISTENER,
+                &prog as *const libc::sock_fprog,
+            )
+        }
+    };
+    // Without CAP_SYS_ADMIN the kernel wants no_new_privs first (then setuid has no effect).
+    let mut nnp = false;
+    let mut fd = install();
+    if fd < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EACCES) {
+        // SAFETY: prctl with integer arguments on our own process.
+        if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } == -1 {
+            return Err(io::Error::last_os_error());
+        }
+        nnp = true;
+        fd = install();
+    }
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((fd as RawFd, nnp))
+}
+
+/// sendmsg(2) of one byte with `fd` attached (SCM_RIGHTS); async-signal-safe.
+fn send_fd(sock: RawFd, byte: u8, fd: RawFd) -> bool {
+    let mut data = [byte];
+    let mut iov = libc::iovec {
+        iov_base: data.as_mut_ptr() as *mut _,
+        iov_len: 1,
+    };
+    // Room for one fd, aligned for cmsghdr.
+    let mut space = [0u64; 4];
+    // SAFETY: the message points at locals that outlive the call; CMSG_* compute offsets in it.
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = space.as_mut_ptr() as *mut _;
+        msg.msg_controllen = libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) as _;
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as _;
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg) as *mut RawFd, fd);
+        libc::sendmsg(sock, &msg, 0) == 1
+    }
+}
+
+/// A connected pair of unix sockets (close-on-exec): doctor's end and the child's.
+pub fn status_channel() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: socketpair(2) fills two fds that we own from here on.
+    unsafe {
+        if libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
             0,
-            0,
-        ) == -1
+            fds.as_mut_ptr(),
+        ) != 0
         {
             return Err(io::Error::last_os_error());
         }
+        Ok((OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])))
     }
-    Ok(())
 }
 
-struct Pending {
-    tid: i32,
-    syscall: &'static str,
-    fd: i32,
-    addr: Option<(IpAddr, u16)>,
-    t: f64,
+/// The parent's side: the status byte and, when traced, the listener.
+pub fn receive_status(sock: &OwnedFd) -> (Option<u8>, Option<OwnedFd>) {
+    let mut data = [0u8];
+    let mut iov = libc::iovec {
+        iov_base: data.as_mut_ptr() as *mut _,
+        iov_len: 1,
+    };
+    let mut space = [0u64; 4];
+    // SAFETY: as in `send_fd`; a received fd is owned by us from here on.
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = space.as_mut_ptr() as *mut _;
+        msg.msg_controllen = std::mem::size_of_val(&space) as _;
+        let n = libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC);
+        if n != 1 {
+            return (None, None);
+        }
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        let fd = (!cmsg.is_null()
+            && (*cmsg).cmsg_level == libc::SOL_SOCKET
+            && (*cmsg).cmsg_type == libc::SCM_RIGHTS)
+            .then(|| {
+                OwnedFd::from_raw_fd(std::ptr::read_unaligned(
+                    libc::CMSG_DATA(cmsg) as *const RawFd
+                ))
+            });
+        (Some(data[0]), fd)
+    }
 }
 
-/// The tracer's state; lives on the thread that spawned the command (ptrace's rule).
-pub struct Tracer {
-    start: Instant,
-    /// Tasks whose first (attach) stop has been seen.
-    started: HashSet<i32>,
-    pending: HashMap<i32, Pending>,
-    /// (pid, fd) -> address bound, to name the port of a later `listen`.
-    bound: HashMap<(i32, i32), (IpAddr, u16)>,
+/// The tracer's state: what was seen, for the diagnosis.
+#[derive(Default)]
+pub struct Traced {
     pub events: Vec<SyscallEvent>,
-    /// Each traced process as read at its first traced call, while it was stopped: short-lived
+    /// Each process as read at its first traced call, while it waited for doctor: short-lived
     /// processes that polling never sees are known this way.
     pub processes: HashMap<i32, crate::model::snapshot::Process>,
 }
 
-impl Tracer {
-    pub fn new(start: Instant, root: i32) -> Tracer {
-        Tracer {
-            start,
-            started: HashSet::from([root]),
-            pending: HashMap::new(),
-            bound: HashMap::new(),
-            events: Vec::new(),
-            processes: HashMap::new(),
+/// Answer the listener's notifications until `done` is set or no process uses the filter any
+/// more. Runs on its own thread.
+pub fn serve(listener: OwnedFd, start: Instant, done: Arc<AtomicBool>) -> Traced {
+    let mut traced = Traced::default();
+    let fd = listener.as_raw_fd();
+    loop {
+        let mut pfd = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: poll(2) on one pollfd we own.
+        let n = unsafe { libc::poll(&mut pfd, 1, 100) };
+        if n > 0 && pfd.revents & libc::POLLIN != 0 {
+            if let Some(req) = receive(fd) {
+                let (resp, event) = answer(fd, &req, start, &mut traced);
+                send(fd, &resp);
+                traced.events.extend(event);
+            }
+            continue;
+        }
+        if n > 0 && pfd.revents & (libc::POLLHUP | libc::POLLERR) != 0 {
+            break; // every process with the filter is gone
+        }
+        if done.load(Ordering::SeqCst) {
+            break;
         }
     }
+    traced
+}
 
-    /// The first stop of the command (SIGTRAP after exec): set the options that follow the tree.
-    pub fn attach_root(&self, pid: i32) -> nix::Result<()> {
-        let opts = ptrace::Options::PTRACE_O_TRACESECCOMP
-            | ptrace::Options::PTRACE_O_TRACEFORK
-            | ptrace::Options::PTRACE_O_TRACEVFORK
-            | ptrace::Options::PTRACE_O_TRACECLONE
-            | ptrace::Options::PTRACE_O_TRACEEXEC
-            | ptrace::Options::PTRACE_O_TRACESYSGOOD
-            | ptrace::Options::PTRACE_O_EXITKILL;
-        ptrace::setoptions(Pid::from_raw(pid), opts)?;
-        ptrace::cont(Pid::from_raw(pid), None)
+fn receive(fd: RawFd) -> Option<libc::seccomp_notif> {
+    // SAFETY: the kernel fills a zeroed seccomp_notif (it insists on zero).
+    unsafe {
+        let mut req: libc::seccomp_notif = std::mem::zeroed();
+        (libc::ioctl(fd, libc::SECCOMP_IOCTL_NOTIF_RECV, &mut req) == 0).then_some(req)
     }
+}
 
-    /// Handle one wait status of a traced task. Returns true when it was a ptrace stop that this
-    /// tracer resumed (the caller handles exits).
-    pub fn handle(&mut self, status: WaitStatus) -> bool {
-        match status {
-            WaitStatus::PtraceEvent(pid, _, event) => {
-                let tid = pid.as_raw();
-                if event == libc::PTRACE_EVENT_SECCOMP {
-                    self.syscall_entry(tid);
-                    let _ = ptrace::syscall(pid, None);
-                } else {
-                    let _ = ptrace::cont(pid, None);
-                }
-                true
-            }
-            WaitStatus::PtraceSyscall(pid) => {
-                self.syscall_exit(pid.as_raw());
-                let _ = ptrace::cont(pid, None);
-                true
-            }
-            WaitStatus::Stopped(pid, sig) => {
-                // A new task's first stop is the SIGSTOP ptrace sends when it attaches: swallow it.
-                // Any other signal is delivered as it would be without us.
-                let first = self.started.insert(pid.as_raw());
-                let inject = if first && sig == Signal::SIGSTOP {
-                    None
-                } else {
-                    Some(sig)
-                };
-                let _ = ptrace::cont(pid, inject);
-                true
-            }
-            WaitStatus::Exited(pid, _) | WaitStatus::Signaled(pid, _, _) => {
-                self.started.remove(&pid.as_raw());
-                self.pending.remove(&pid.as_raw());
-                false
-            }
-            _ => false,
-        }
+fn send(fd: RawFd, resp: &libc::seccomp_notif_resp) {
+    // SAFETY: ioctl with a response we own. ENOENT (the caller was interrupted) is fine.
+    unsafe { libc::ioctl(fd, libc::SECCOMP_IOCTL_NOTIF_SEND, resp) };
+}
+
+fn let_through(id: u64) -> libc::seccomp_notif_resp {
+    libc::seccomp_notif_resp {
+        id,
+        val: 0,
+        error: 0,
+        flags: libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32,
     }
+}
 
-    fn now(&self) -> f64 {
-        self.start.elapsed().as_secs_f64()
+/// Decide one notification: `bind` and `listen` on inet sockets are done here on a duplicate of
+/// the caller's socket (exact result, no race on the address), everything else is let through.
+fn answer(
+    listener: RawFd,
+    req: &libc::seccomp_notif,
+    start: Instant,
+    traced: &mut Traced,
+) -> (libc::seccomp_notif_resp, Option<SyscallEvent>) {
+    let tid = req.pid as i32;
+    let args = req.data.args;
+    let fd = args[0] as i32;
+    let syscall = match req.data.nr {
+        arch::NR_BIND => "bind",
+        arch::NR_CONNECT => "connect",
+        arch::NR_LISTEN => "listen",
+        _ => return (let_through(req.id), None),
+    };
+    let t = start.elapsed().as_secs_f64();
+    let raw = if syscall == "listen" {
+        Vec::new()
+    } else {
+        read_memory(tid, args[1] as usize, (args[2] as usize).min(128))
+    };
+    let addr = parse_sockaddr(&raw);
+    // AF_UNIX and other families are not ours to report; a stale id means the caller is gone.
+    if (syscall != "listen" && addr.is_none()) || !id_valid(listener, req) {
+        return (let_through(req.id), None);
     }
-
-    #[cfg(target_arch = "x86_64")]
-    fn syscall_entry(&mut self, tid: i32) {
-        let Ok(regs) = ptrace::getregs(Pid::from_raw(tid)) else {
-            return;
+    let pid = tgid(tid).unwrap_or(tid);
+    if !traced.processes.contains_key(&pid)
+        && let Some(p) = crate::sys::observe::process(pid)
+    {
+        traced.processes.insert(pid, p);
+    }
+    let mut event = SyscallEvent {
+        t,
+        pid,
+        tid,
+        syscall: syscall.to_string(),
+        fd,
+        addr: addr.map(|a| a.0),
+        port: addr.map(|a| a.1),
+        result: None,
+        errno: None,
+        errno_name: None,
+    };
+    if syscall == "connect" {
+        return (let_through(req.id), Some(event));
+    }
+    let Some(sock) = duplicate_fd(pid, fd) else {
+        return (let_through(req.id), Some(event));
+    };
+    if syscall == "listen" {
+        let Some(local) = local_addr(&sock) else {
+            return (let_through(req.id), None); // listen on a unix socket
         };
-        let nr = regs.orig_rax as u32;
-        let syscall = match nr {
-            arch::NR_BIND => "bind",
-            arch::NR_CONNECT => "connect",
-            arch::NR_LISTEN => "listen",
-            _ => return,
-        };
-        let fd = regs.rdi as i32;
-        let addr = if syscall == "listen" {
-            None
+        event.addr = Some(local.0);
+        event.port = Some(local.1);
+    }
+    // SAFETY: bind/listen on our duplicate of the caller's socket, with the bytes it passed.
+    let rc = unsafe {
+        if syscall == "bind" {
+            libc::bind(sock.as_raw_fd(), raw.as_ptr() as *const _, raw.len() as u32)
         } else {
-            read_sockaddr(tid, regs.rsi as usize, regs.rdx as usize)
-        };
-        // AF_UNIX and other families are not ours to report (bind/connect of non-inet sockets).
-        if syscall != "listen" && addr.is_none() {
-            return;
+            libc::listen(sock.as_raw_fd(), args[1] as i32)
         }
-        let t = self.now();
-        let pid = tgid(tid).unwrap_or(tid);
-        if !self.processes.contains_key(&pid)
-            && let Some(p) = crate::sys::observe::process(pid)
-        {
-            self.processes.insert(pid, p);
+    };
+    let errno = (rc != 0).then(|| {
+        io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO)
+    });
+    event.result = Some(if rc == 0 { 0 } else { -1 });
+    event.errno = errno;
+    event.errno_name = errno.map(errno_name);
+    let resp = libc::seccomp_notif_resp {
+        id: req.id,
+        val: 0,
+        error: errno.map_or(0, |e| -e),
+        flags: 0,
+    };
+    (resp, Some(event))
+}
+
+/// Whether the notification is still live (its caller has not died, its pid not been reused):
+/// checked after reading the caller's memory, as seccomp_unotify(2) asks.
+fn id_valid(listener: RawFd, req: &libc::seccomp_notif) -> bool {
+    // SAFETY: ioctl reading a u64 we own.
+    unsafe { libc::ioctl(listener, libc::SECCOMP_IOCTL_NOTIF_ID_VALID, &req.id) == 0 }
+}
+
+/// The caller's socket, duplicated into doctor (`pidfd_getfd`): the same open socket.
+fn duplicate_fd(pid: i32, fd: i32) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open / pidfd_getfd return new fds that we own.
+    unsafe {
+        let pidfd = libc::syscall(libc::SYS_pidfd_open, pid, 0);
+        if pidfd < 0 {
+            return None;
         }
-        self.pending.insert(
-            tid,
-            Pending {
-                tid,
-                syscall,
-                fd,
-                addr,
-                t,
-            },
-        );
+        let pidfd = OwnedFd::from_raw_fd(pidfd as RawFd);
+        let dup = libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0);
+        (dup >= 0).then(|| OwnedFd::from_raw_fd(dup as RawFd))
     }
+}
 
-    #[cfg(not(target_arch = "x86_64"))]
-    fn syscall_entry(&mut self, _tid: i32) {}
+/// getsockname(2) of a socket; None unless AF_INET/AF_INET6.
+fn local_addr(sock: &OwnedFd) -> Option<(IpAddr, u16)> {
+    let mut buf = [0u8; 128];
+    let mut len = buf.len() as libc::socklen_t;
+    // SAFETY: getsockname writes at most `len` bytes into our buffer.
+    let rc = unsafe { libc::getsockname(sock.as_raw_fd(), buf.as_mut_ptr() as *mut _, &mut len) };
+    (rc == 0)
+        .then(|| parse_sockaddr(&buf[..(len as usize).min(buf.len())]))
+        .flatten()
+}
 
-    #[cfg(target_arch = "x86_64")]
-    fn syscall_exit(&mut self, tid: i32) {
-        let Some(p) = self.pending.remove(&tid) else {
-            return;
-        };
-        let Ok(regs) = ptrace::getregs(Pid::from_raw(tid)) else {
-            return;
-        };
-        let ret = regs.rax as i64;
-        let pid = tgid(tid).unwrap_or(tid);
-        let addr = match p.syscall {
-            "bind" => {
-                if ret == 0
-                    && let Some(a) = p.addr
-                {
-                    self.bound.insert((pid, p.fd), a);
-                }
-                p.addr
-            }
-            "listen" => self
-                .bound
-                .get(&(pid, p.fd))
-                .copied()
-                .or_else(|| local_addr_of(pid, p.fd)),
-            _ => p.addr,
-        };
-        if p.syscall == "listen" && addr.is_none() {
-            return; // listen on a unix socket
-        }
-        let errno = (ret < 0).then(|| (-ret) as i32);
-        self.events.push(SyscallEvent {
-            t: p.t,
-            pid,
-            tid: p.tid,
-            syscall: p.syscall.to_string(),
-            fd: p.fd,
-            addr: addr.map(|a| a.0),
-            port: addr.map(|a| a.1),
-            result: if ret < 0 { -1 } else { ret },
-            errno,
-            errno_name: errno.map(errno_name),
-        });
+/// Up to `len` bytes at `ptr` in process `pid` (empty when unreadable).
+fn read_memory(pid: i32, ptr: usize, len: usize) -> Vec<u8> {
+    if ptr == 0 || len == 0 {
+        return Vec::new();
     }
-
-    #[cfg(not(target_arch = "x86_64"))]
-    fn syscall_exit(&mut self, _tid: i32) {}
+    let mut buf = vec![0u8; len];
+    let local = [libc::iovec {
+        iov_base: buf.as_mut_ptr() as *mut _,
+        iov_len: len,
+    }];
+    let remote = [libc::iovec {
+        iov_base: ptr as *mut _,
+        iov_len: len,
+    }];
+    // SAFETY: reads from another process into our own buffer of `len` bytes.
+    let got = unsafe { libc::process_vm_readv(pid, local.as_ptr(), 1, remote.as_ptr(), 1, 0) };
+    buf.truncate(got.max(0) as usize);
+    buf
 }
 
 fn tgid(tid: i32) -> Option<i32> {
@@ -291,54 +415,6 @@ fn tgid(tid: i32) -> Option<i32> {
         .lines()
         .find_map(|l| l.strip_prefix("Tgid:"))
         .and_then(|v| v.trim().parse().ok())
-}
-
-/// The local address of a socket fd, from its inode in /proc/net (for `listen` after an
-/// untraced bind, e.g. one inherited from a parent).
-fn local_addr_of(pid: i32, fd: i32) -> Option<(IpAddr, u16)> {
-    let link = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok()?;
-    let inode: u64 = link
-        .to_str()?
-        .strip_prefix("socket:[")?
-        .strip_suffix(']')?
-        .parse()
-        .ok()?;
-    for (path, proto) in [
-        ("/proc/net/tcp", crate::model::snapshot::Proto::Tcp),
-        ("/proc/net/tcp6", crate::model::snapshot::Proto::Tcp),
-    ] {
-        let text = std::fs::read(path).ok()?;
-        if let Some(s) = crate::sys::observe::parse_net_table(&text, proto)
-            .into_iter()
-            .find(|s| s.inode == inode)
-        {
-            return Some((s.local_addr, s.local_port));
-        }
-    }
-    None
-}
-
-/// Read a `sockaddr` from the tracee; `None` unless AF_INET/AF_INET6.
-fn read_sockaddr(pid: i32, ptr: usize, len: usize) -> Option<(IpAddr, u16)> {
-    if ptr == 0 || len < 8 {
-        return None;
-    }
-    let mut buf = [0u8; 28];
-    let n = len.min(buf.len());
-    let local = [libc::iovec {
-        iov_base: buf.as_mut_ptr() as *mut _,
-        iov_len: n,
-    }];
-    let remote = [libc::iovec {
-        iov_base: ptr as *mut _,
-        iov_len: n,
-    }];
-    // SAFETY: reads from another process into our own buffer of at least `n` bytes.
-    let got = unsafe { libc::process_vm_readv(pid, local.as_ptr(), 1, remote.as_ptr(), 1, 0) };
-    if got < 8 {
-        return None;
-    }
-    parse_sockaddr(&buf[..got as usize])
 }
 
 pub fn parse_sockaddr(b: &[u8]) -> Option<(IpAddr, u16)> {

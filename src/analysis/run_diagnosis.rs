@@ -1,0 +1,294 @@
+//! What `doctor run` saw, explained: who failed to bind which port, who held it, the path
+//! between them in the process tree, the line of the user's script that ran again, and the
+//! findings of the observed tree. Pure: everything it needs is passed in.
+
+use serde::Serialize;
+
+use crate::analysis::traceback::OutputFacts;
+use crate::analysis::{Analysis, Role};
+use crate::model::finding::Finding;
+use crate::model::run::{SyscallEvent, Timeline};
+use crate::model::snapshot::Snapshot;
+
+#[derive(Default, Serialize)]
+pub struct Diagnosis {
+    pub summary: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failing_pid: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errno: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub holder_pid: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub holder_role: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub path: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub script_line: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    pub findings: Vec<Finding>,
+    /// `doctor scan` on the script that was run.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub static_findings: Vec<crate::scan::Diagnostic>,
+}
+
+/// What the run left to explain.
+pub struct RunSeen<'a> {
+    /// The run's processes and sockets as one snapshot.
+    pub snapshot: &'a Snapshot,
+    pub timeline: &'a Timeline,
+    pub events: &'a [SyscallEvent],
+    pub output: &'a OutputFacts,
+}
+
+/// Join the output, the traced calls and the observed tree into an explanation. `live` gives a
+/// snapshot of the machine now, for a port held by something outside the run.
+pub fn diagnose(seen: &RunSeen, live: impl FnOnce() -> Snapshot) -> Diagnosis {
+    let failed_bind = seen
+        .events
+        .iter()
+        .find(|e| e.syscall == "bind" && e.errno == Some(libc::EADDRINUSE));
+    let port = failed_bind
+        .and_then(|e| e.port)
+        .or_else(|| seen.output.bind_errors.iter().find_map(|b| b.port));
+    let a = Analysis::new(seen.snapshot, &port.into_iter().collect::<Vec<_>>());
+    let mut d = Diagnosis {
+        port,
+        ..Diagnosis::default()
+    };
+    name_the_failure(&mut d, &a, failed_bind, seen.output);
+    if let Some(port) = port {
+        name_the_holder(&mut d, &a, seen, port, live);
+    }
+    trace_the_path(&mut d, &a);
+    find_the_script_line(&mut d, seen.output);
+    explain_a_rerun_launch(&mut d, &a);
+    add_tree_findings(&mut d, a.findings);
+    d
+}
+
+/// `pid N (role, rank r/w)`.
+fn describe(a: &Analysis, pid: i32) -> String {
+    let id = a
+        .identity(pid)
+        .map(|i| i.label())
+        .filter(|l| !l.is_empty())
+        .map(|l| format!(", {l}"))
+        .unwrap_or_default();
+    format!("pid {pid} ({}{id})", a.role(pid).name())
+}
+
+/// The failing bind, exact from tracing or as the output reports it.
+fn name_the_failure(
+    d: &mut Diagnosis,
+    a: &Analysis,
+    failed_bind: Option<&SyscallEvent>,
+    output: &OutputFacts,
+) {
+    if let Some(e) = failed_bind {
+        d.failing_pid = Some(e.pid);
+        d.errno = Some(format!(
+            "errno {} {}",
+            libc::EADDRINUSE,
+            e.errno_name.clone().unwrap_or_default()
+        ));
+        let addr = e.addr.map(|x| x.to_string()).unwrap_or_default();
+        d.summary.push(format!(
+            "{} failed bind({addr}:{}) with errno 98 EADDRINUSE at {:.2}s",
+            describe(a, e.pid),
+            e.port.unwrap_or(0),
+            e.t
+        ));
+    } else if let Some(b) = output.bind_errors.first() {
+        d.summary
+            .push(format!("the output reports a bind failure: {}", b.message));
+    }
+}
+
+/// Who held the port: an earlier successful bind in the tree, a listener seen by polling, or
+/// (looking at the machine now) something outside the run.
+fn name_the_holder(
+    d: &mut Diagnosis,
+    a: &Analysis,
+    seen: &RunSeen,
+    port: u16,
+    live: impl FnOnce() -> Snapshot,
+) {
+    let tl = seen.timeline;
+    let holder = seen
+        .events
+        .iter()
+        .find(|e| {
+            // A bind to port 0 shows its port at `listen`.
+            (e.syscall == "bind" || e.syscall == "listen")
+                && e.result == Some(0)
+                && e.port == Some(port)
+                && Some(e.pid) != d.failing_pid
+        })
+        .map(|e| (e.pid, e.t))
+        .or_else(|| {
+            tl.sockets
+                .values()
+                .filter(|(_, so)| so.state == "LISTEN" && so.local_port == port)
+                .find_map(|(t, so)| {
+                    tl.holders
+                        .iter()
+                        .find(|(_, i)| *i == so.inode)
+                        .map(|(pid, _)| (*pid, *t))
+                })
+        });
+    if let Some((h, t)) = holder {
+        d.holder_pid = Some(h);
+        d.holder_role = Some(a.role(h).name().to_string());
+        d.summary.push(format!(
+            "port {port} was held by {}, which bound it at {t:.2}s",
+            describe(a, h)
+        ));
+        return;
+    }
+    if d.failing_pid.is_none() && seen.output.bind_errors.is_empty() {
+        return;
+    }
+    let live = live();
+    let la = Analysis::new(&live, &[port]);
+    let holders: Vec<i32> = crate::analysis::holders::holders(&la, false)
+        .iter()
+        .filter(|h| h.port == port && h.state == "LISTEN")
+        .filter_map(|h| h.pid)
+        .collect();
+    if let Some(&h) = holders.first() {
+        d.holder_pid = Some(h);
+        d.holder_role = Some(la.role(h).name().to_string());
+        d.summary.push(format!(
+            "port {port} is held by pid {h} ({}) outside this run",
+            la.role(h).name()
+        ));
+    }
+    d.findings
+        .extend(la.findings.into_iter().filter(|f| f.ports.contains(&port)));
+}
+
+/// The path between the holder and the failing process.
+fn trace_the_path(d: &mut Diagnosis, a: &Analysis) {
+    let (Some(h), Some(w)) = (d.holder_pid, d.failing_pid) else {
+        return;
+    };
+    let up = a.ancestors(w);
+    if let Some(pos) = up.iter().position(|&p| p == h) {
+        let mut path: Vec<i32> = up[..pos].iter().rev().copied().collect();
+        path.insert(0, h);
+        path.push(w);
+        d.path = path
+            .iter()
+            .map(|&p| format!("{p} {}", a.role(p).name()))
+            .collect();
+    }
+}
+
+/// The line of the user's script that ran again, from the traceback.
+fn find_the_script_line(d: &mut Diagnosis, output: &OutputFacts) {
+    let tb = output
+        .tracebacks
+        .iter()
+        .find(|t| t.via_spawn && t.user_frame.is_some())
+        .or_else(|| {
+            output
+                .tracebacks
+                .iter()
+                .find(|t| t.user_frame.is_some() && t.error.contains("EADDRINUSE"))
+        });
+    if let Some(f) = tb.and_then(|t| t.user_frame.as_ref()) {
+        d.script_line = Some(format!("{}:{}", f.file, f.line));
+        d.code = f.code.as_deref().map(strip_comment);
+    }
+}
+
+/// D001 in its transient form: a rank's spawn/forkserver child tried the rank's port.
+fn explain_a_rerun_launch(d: &mut Diagnosis, a: &Analysis) {
+    let Some(w) = d.failing_pid else { return };
+    let ancestors = a.ancestors(w);
+    let Some(r) = ancestors
+        .iter()
+        .copied()
+        .find(|&q| a.role(q) == Role::Rank)
+        .filter(|&r| a.carries_identity_of(w, r))
+    else {
+        return;
+    };
+    let line = d
+        .script_line
+        .clone()
+        .map(|l| format!(" at {l}"))
+        .unwrap_or_default();
+    let launch = d
+        .code
+        .clone()
+        .unwrap_or_else(|| "the distributed launch".into());
+    let mut f = Finding::new(
+        "D001",
+        format!(
+            "{} re-ran `{launch}`{line} and tried to bind the rendezvous port {} of rank {}; it failed with \
+             EADDRINUSE because the rank holds it",
+            describe(a, w),
+            d.port.unwrap_or(0),
+            describe(a, r)
+        ),
+        vec![r, w],
+        d.port.into_iter().collect(),
+        format!(
+            "move `{launch}`{line} into `main()` under `if __name__ == \"__main__\":` so spawn/forkserver \
+             children (DataLoader workers) do not run it again"
+        ),
+    );
+    let mut path: Vec<i32> = ancestors.iter().take_while(|&&q| q != r).copied().collect();
+    path.push(r);
+    path.reverse();
+    path.push(w);
+    f.path = path;
+    d.findings.insert(0, f);
+}
+
+/// Findings the observed tree shows by itself (connecting duplicates, duplicate ranks).
+/// D003/D007 describe leftovers and TIME_WAIT after the fact, D004 a risk of the port choice
+/// rather than what happened: they are not part of explaining this run.
+fn add_tree_findings(d: &mut Diagnosis, findings: Vec<Finding>) {
+    for f in findings {
+        let about_the_run = !matches!(f.code, "D003" | "D004" | "D007");
+        if about_the_run
+            && !d
+                .findings
+                .iter()
+                .any(|g| g.code == f.code && g.pids == f.pids)
+        {
+            d.findings.push(f);
+        }
+    }
+}
+
+/// `fabric.launch()  # note` -> `fabric.launch()` (a `#` inside a string literal stays).
+pub fn strip_comment(code: &str) -> String {
+    let mut quote: Option<char> = None;
+    for (i, ch) in code.char_indices() {
+        match (quote, ch) {
+            (None, '#') => return code[..i].trim_end().to_string(),
+            (None, '"' | '\'') => quote = Some(ch),
+            (Some(q), c) if c == q => quote = None,
+            _ => {}
+        }
+    }
+    code.trim_end().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn comments_are_stripped_from_code() {
+        assert_eq!(strip_comment("fabric.launch()  # BUG"), "fabric.launch()");
+        assert_eq!(strip_comment("print('#1')  # x"), "print('#1')");
+    }
+}

@@ -1,0 +1,92 @@
+//! The explanation `doctor run` prints after the command: what failed, who held the port, the
+//! path between them, the line that ran again, the findings, and what was cleaned up.
+
+use crate::analysis::run_diagnosis::Diagnosis;
+use crate::render::{Paint, paint};
+use crate::sys::supervise::Killed;
+
+/// Everything the explanation shows.
+pub struct Explained<'a> {
+    pub diagnosis: &'a Diagnosis,
+    pub exit_status: i32,
+    pub seconds: f64,
+    pub killed: &'a [Killed],
+    pub leftovers: &'a [String],
+    pub tracing: &'a str,
+    /// Lines about how the command was watched (e.g. no_new_privs under tracing).
+    pub notes: &'a [String],
+}
+
+pub fn explanation(e: &Explained, color: bool) -> String {
+    let Explained {
+        diagnosis: d,
+        exit_status,
+        seconds,
+        killed,
+        leftovers,
+        tracing,
+        notes,
+    } = *e;
+    let label = paint("doctor:", Paint::Bold, color);
+    let mut s = String::new();
+    s.push_str(&format!("\n{label} the command exited with status {exit_status} after {seconds:.1}s (watched by {tracing})\n"));
+    for line in notes {
+        s.push_str(&format!("{label} {line}\n"));
+    }
+    for line in &d.summary {
+        s.push_str(&format!("{label} {line}\n"));
+    }
+    if !d.path.is_empty() {
+        s.push_str(&format!("{label} path: {}\n", d.path.join(" -> ")));
+    }
+    if let Some(l) = &d.script_line {
+        let code = d
+            .code
+            .as_deref()
+            .map(|c| format!("    {c}"))
+            .unwrap_or_default();
+        s.push_str(&format!("{label} the line that ran again: {l}{code}\n"));
+    }
+    for f in &d.static_findings {
+        let same = d
+            .script_line
+            .as_deref()
+            .is_some_and(|l| l.ends_with(&format!(":{}", f.line)));
+        let note = if same { " (the same line)" } else { "" };
+        s.push_str(&format!(
+            "{label} doctor scan: {}:{}:{}: {} {}{note}\n",
+            f.path, f.line, f.column, f.code, f.message
+        ));
+    }
+    s.push_str(&crate::render::findings::render_findings(
+        &d.findings,
+        color,
+    ));
+    if !killed.is_empty() {
+        s.push_str(&format!(
+            "{label} cleaned up {} leftover processes:\n",
+            killed.len()
+        ));
+        for k in killed {
+            s.push_str(&format!(
+                "  {} {} {}\n",
+                k.pid,
+                k.signal,
+                super::shorten(&k.command, 100)
+            ));
+        }
+    }
+    if leftovers.is_empty() {
+        s.push_str(&format!(
+            "{label} nothing of the run is left; its ports are free\n"
+        ));
+    } else {
+        for l in leftovers {
+            s.push_str(&format!(
+                "{label} {} {l}\n",
+                paint("left behind:", Paint::Red, color)
+            ));
+        }
+    }
+    s
+}
