@@ -6,6 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cargo build --locked
+# doctor run's tests check that a tracer inside the command (strace) still works.
+command -v strace >/dev/null || { apt-get update -qq && apt-get install -y -qq strace; }
 ./target/debug/doctor repro --setup
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
