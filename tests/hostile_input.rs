@@ -262,3 +262,81 @@ fn control_characters_in_a_snapshot() {
     );
     looked_at(&snap);
 }
+
+#[test]
+fn a_named_file_that_cannot_be_scanned_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("latin.py");
+    std::fs::write(&bad, b"x = '\xff\xfe'\n").unwrap();
+    let binary = dir.path().join("binary.py");
+    std::fs::write(&binary, b"import os\n\0\0\0").unwrap();
+    let big = dir.path().join("big.py");
+    std::fs::write(&big, format!("x = '{}'\n", "a".repeat(30 << 20))).unwrap();
+    for f in [&bad, &binary, &big] {
+        usage_error(&["scan", f.to_str().unwrap()], "cannot scan");
+    }
+    // In a directory the same files are skipped with a warning, and the scan goes on.
+    let out = guarded(&["scan", dir.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("skipped"));
+}
+
+/// A port this user may not bind is "not permitted", not "taken" (EACCES is not EADDRINUSE).
+#[test]
+fn ports_check_tells_not_permitted_from_in_use() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "CI runs as root"
+        );
+        return;
+    }
+    let unprivileged_start: u16 =
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(1024);
+    if unprivileged_start < 2 {
+        return; // every port is permitted on this machine: nothing to tell apart
+    }
+    // A privileged port nobody uses (as root we can bind it).
+    let low = (1..unprivileged_start)
+        .rev()
+        .find(|&p| std::net::TcpListener::bind(("0.0.0.0", p)).is_ok())
+        .expect("a free privileged port");
+    let as_nobody = |port: u16| {
+        Command::new("timeout")
+            .args([
+                "-s",
+                "KILL",
+                "30",
+                "setpriv",
+                "--reuid=65534",
+                "--regid=65534",
+            ])
+            .args(["--clear-groups", "--", DOCTOR, "ports", "--check"])
+            .arg(port.to_string())
+            .current_dir("/")
+            .output()
+            .expect("setpriv runs")
+    };
+    let out = as_nobody(low);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("not permitted") && !err.contains("taken"),
+        "{err}"
+    );
+    // A port really in use is "taken", also for nobody.
+    let held = std::net::TcpListener::bind(("0.0.0.0", common::free_low_port())).unwrap();
+    let port = held.local_addr().unwrap().port();
+    let out = as_nobody(port);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("taken") && !err.contains("not permitted"),
+        "{err}"
+    );
+}

@@ -81,8 +81,19 @@ pub fn ports(args: PortsArgs) -> anyhow::Result<i32> {
 
 /// `--check N`: exit 0 when free, 1 when taken, holder on stderr.
 fn check(port: u16) -> i32 {
-    if observe::port_is_free(port) {
+    let Some(err) = observe::bind_error(port) else {
         return 0;
+    };
+    let denied = matches!(err.raw_os_error(), Some(libc::EACCES | libc::EPERM));
+    if denied && !crate::sys::supervise::listening_ports().contains(&port) {
+        let start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|_| "1024".into());
+        eprintln!(
+            "port {port} is not permitted for this user ({err}): it is not in use, but binding \
+             ports below {start} needs root or CAP_NET_BIND_SERVICE; choose a port above it"
+        );
+        return 1;
     }
     let snap = observe::snapshot();
     let a = Analysis::new(&snap, &[port]);

@@ -336,21 +336,8 @@ fn start_watchers(
         });
     }
     let tracer = listener.map(|fd| {
-        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let w = w.clone();
-        let start = w.start;
-        std::thread::spawn(move || {
-            let stop = done.clone();
-            let watch = std::thread::spawn(move || {
-                while !w.done.load(Ordering::SeqCst) {
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                stop.store(true, Ordering::SeqCst);
-            });
-            let traced = trace::serve(fd, start, done);
-            let _ = watch.join();
-            traced
-        })
+        std::thread::spawn(move || trace::serve(fd, w.start, || w.done.load(Ordering::SeqCst)))
     });
     Watchers {
         pumps,

@@ -153,6 +153,22 @@ pub fn scan(args: ScanArgs) -> anyhow::Result<i32> {
     if args.format == ScanFormat::Text {
         eprintln!("{}", scan_render::summary(&reports));
     }
+    // A file named on the command line that could not be scanned is an error, not a pass.
+    let named = |path: &str| {
+        args.paths
+            .iter()
+            .any(|p| p == path && !std::path::Path::new(p).is_dir())
+    };
+    if let Some((path, reason)) = reports
+        .iter()
+        .find_map(|r| r.skipped.as_deref().map(|why| (&r.path, why)))
+        .filter(|(path, _)| named(path))
+    {
+        return Err(user_error(
+            format!("cannot scan {path}: {reason}"),
+            "pass a readable, UTF-8 (or PEP 263 encoded) Python file, or a directory to scan what it holds",
+        ));
+    }
     let found = diags.iter().any(|d| d.severity >= Severity::Warning);
     Ok(if found && !args.exit_zero { 1 } else { 0 })
 }

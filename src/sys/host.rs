@@ -193,7 +193,11 @@ pub fn host_facts(base: &crate::model::snapshot::Host) -> HostFacts {
 
 /// Run a command with a time limit; stdout on success, an error text otherwise.
 pub fn run_with_timeout(cmd: &mut Command, limit: Duration) -> Result<String, String> {
+    use std::os::unix::process::CommandExt;
+    // Its own process group, killed whole at the end: a hanging interpreter's children (a
+    // `sleep`, a subprocess) go with it, and nothing keeps the output pipes open.
     let mut child = cmd
+        .process_group(0)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -221,11 +225,14 @@ pub fn run_with_timeout(cmd: &mut Command, limit: Duration) -> Result<String, St
             Ok(Some(st)) => break st,
             Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
             Ok(None) => {
-                let _ = child.kill();
+                kill_group(child.id());
                 let _ = child.wait();
-                return Err(format!("timed out after {}s", limit.as_secs()));
+                return Err(format!("timed out after {}s", limit.as_secs_f64()));
             }
-            Err(e) => return Err(e.to_string()),
+            Err(e) => {
+                kill_group(child.id());
+                return Err(e.to_string());
+            }
         }
     };
     let out = out_reader.join().unwrap_or_default();
@@ -241,6 +248,14 @@ pub fn run_with_timeout(cmd: &mut Command, limit: Duration) -> Result<String, St
             .unwrap_or("");
         Err(format!("exited with {status}: {}", last.trim()))
     }
+}
+
+/// SIGKILL to the process group led by `pid` (what is left of a probe).
+fn kill_group(pid: u32) {
+    let _ = nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
 }
 
 #[derive(Serialize)]
@@ -402,5 +417,44 @@ mod tests {
                     |-- 10.77.0.255\n           /32 link BROADCAST\n     |-- 127.0.0.1\n        /32 host LOCAL\n";
         let got: Vec<String> = parse_fib_trie(text).iter().map(|a| a.to_string()).collect();
         assert_eq!(got, vec!["10.77.0.1", "127.0.0.1"]);
+    }
+
+    #[test]
+    fn a_timed_out_command_leaves_no_child_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("pid");
+        let script = format!("sleep 300 & echo $! > {}; wait", pidfile.display());
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", &script]);
+        let started = Instant::now();
+        let res = run_with_timeout(&mut cmd, Duration::from_millis(500));
+        assert!(res.is_err_and(|e| e.contains("timed out")));
+        assert!(started.elapsed() < Duration::from_secs(10));
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let gone = |pid: i32| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .map(|s| {
+                    s.rsplit(')')
+                        .next()
+                        .unwrap_or("")
+                        .trim_start()
+                        .starts_with('Z')
+                })
+                .unwrap_or(true)
+        };
+        let until = Instant::now() + Duration::from_secs(5);
+        while !gone(pid) && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let left = !gone(pid);
+        if left {
+            // SAFETY: kill(2) on the sleep this test started, so the test leaves nothing behind.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        assert!(!left, "the interpreter's child {pid} was left behind");
     }
 }

@@ -748,21 +748,28 @@ fn state_name(proto: Proto, st: u8) -> &'static str {
 /// True when `port` can be bound on all addresses right now, the way TCPStore binds it
 /// (SO_REUSEADDR set, so TIME_WAIT does not count as taken).
 pub fn port_is_free(port: u16) -> bool {
+    bind_error(port).is_none()
+}
+
+/// Why `port` cannot be bound the way TCPStore binds it (EADDRINUSE: in use; EACCES: not
+/// permitted for this user), or None when it can.
+pub fn bind_error(port: u16) -> Option<std::io::Error> {
     // std sets SO_REUSEADDR on Unix listeners, as TCPStore does. Each bind is dropped before the
     // next, so the dual-stack v6 bind does not collide with our own v4 one.
-    let v4 = std::net::TcpListener::bind((Ipv4Addr::UNSPECIFIED, port));
-    let v4_ok = v4.is_ok();
-    drop(v4);
-    let v6 = std::net::TcpListener::bind((Ipv6Addr::UNSPECIFIED, port));
-    let v6_ok = match &v6 {
-        Ok(_) => true,
+    if let Err(e) = std::net::TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)) {
+        return Some(e);
+    }
+    match std::net::TcpListener::bind((Ipv6Addr::UNSPECIFIED, port)) {
+        Ok(_) => None,
         // No IPv6 on this host: nothing can hold the port there.
-        Err(e) => {
-            e.raw_os_error() == Some(libc::EAFNOSUPPORT)
-                || e.raw_os_error() == Some(libc::EADDRNOTAVAIL)
+        Err(e)
+            if e.raw_os_error() == Some(libc::EAFNOSUPPORT)
+                || e.raw_os_error() == Some(libc::EADDRNOTAVAIL) =>
+        {
+            None
         }
-    };
-    v4_ok && v6_ok
+        Err(e) => Some(e),
+    }
 }
 
 #[cfg(test)]

@@ -11,8 +11,6 @@ use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 pub use crate::model::run::SyscallEvent;
@@ -220,9 +218,9 @@ pub struct Traced {
     pub processes: HashMap<i32, crate::model::snapshot::Process>,
 }
 
-/// Answer the listener's notifications until `done` is set or no process uses the filter any
+/// Answer the listener's notifications until `done()` says so or no process uses the filter any
 /// more. Runs on its own thread.
-pub fn serve(listener: OwnedFd, start: Instant, done: Arc<AtomicBool>) -> Traced {
+pub fn serve(listener: OwnedFd, start: Instant, done: impl Fn() -> bool) -> Traced {
     let mut traced = Traced::default();
     let fd = listener.as_raw_fd();
     loop {
@@ -244,7 +242,7 @@ pub fn serve(listener: OwnedFd, start: Instant, done: Arc<AtomicBool>) -> Traced
         if n > 0 && pfd.revents & (libc::POLLHUP | libc::POLLERR) != 0 {
             break; // every process with the filter is gone
         }
-        if done.load(Ordering::SeqCst) {
+        if done() {
             break;
         }
     }
