@@ -216,6 +216,8 @@ fn spawn(
     let status_fd = theirs.as_raw_fd();
     let tty_fd = tty.map_or(-1, |t| t.raw_fd());
     let doctor_pgrp = tty.map_or(-1, |t| t.own);
+    // Only what doctor changed is set back: an inherited SIG_IGN stays for the command.
+    let reset_ttou = tty.is_some_and(|t| !t.ttou_was_ignored);
     // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
@@ -225,7 +227,9 @@ fn spawn(
             if tty_fd >= 0 && libc::tcgetpgrp(tty_fd) == doctor_pgrp {
                 libc::tcsetpgrp(tty_fd, libc::getpid());
             }
-            libc::signal(libc::SIGTTOU, libc::SIG_DFL);
+            if reset_ttou {
+                libc::signal(libc::SIGTTOU, libc::SIG_DFL);
+            }
             let mut empty: libc::sigset_t = std::mem::zeroed();
             libc::sigemptyset(&mut empty);
             libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());

@@ -851,6 +851,8 @@ pub struct Terminal {
     tty: std::os::fd::OwnedFd,
     /// doctor's own process group.
     pub own: i32,
+    /// SIGTTOU was already ignored when doctor started (then the command inherits that).
+    pub ttou_was_ignored: bool,
 }
 
 impl Terminal {
@@ -869,11 +871,12 @@ impl Terminal {
         }
         // SAFETY: fd was just opened by us.
         let tty = unsafe { OwnedFd::from_raw_fd(fd) };
-        // SAFETY: signal(2) with SIG_IGN; the child sets SIGTTOU back to default before exec.
-        unsafe { libc::signal(libc::SIGTTOU, libc::SIG_IGN) };
+        // SAFETY: signal(2) with SIG_IGN; the child sets SIGTTOU back before exec.
+        let before = unsafe { libc::signal(libc::SIGTTOU, libc::SIG_IGN) };
         Some(Terminal {
             tty,
             own: nix::unistd::getpgrp().as_raw(),
+            ttou_was_ignored: before == libc::SIG_IGN,
         })
     }
 
