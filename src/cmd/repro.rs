@@ -61,7 +61,7 @@ pub struct ReproArgs {
     pub devices: Option<u32>,
 
     /// Seconds before a case is declared a hang and its whole tree is killed
-    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_TIMEOUT_S, value_parser = super::parse_timeout)]
+    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_TIMEOUT_S)]
     pub timeout: f64,
 
     /// Python interpreter with torch and lightning (else DOCTOR_PYTHON, the active venv/conda
