@@ -67,7 +67,10 @@ fn huge_durations_are_usage_errors() {
     }
     // The command never started: nothing to leave behind.
     assert!(!Path::new(&marker).exists());
-    usage_error(&["repro", "--timeout", "1e308"], "--timeout 1e308 is not a positive");
+    usage_error(
+        &["repro", "--timeout", "1e308"],
+        "--timeout 1e308 is not a positive",
+    );
     usage_error(&["merge", "--max-spread", "nan", "a.yaml"], "--max-spread");
 }
 

@@ -200,3 +200,33 @@ impl Drop for Guard {
         unsafe { libc::kill(self.0, libc::SIGKILL) };
     }
 }
+
+/// Started in the background and brought to the foreground with `fg` before it reads: the
+/// command gets the terminal then, and its read works at once.
+#[test]
+fn started_in_the_background_then_fg_reads_the_terminal() {
+    for mode in MODES {
+        let dir = tempfile::tempdir().unwrap();
+        let py = common::python();
+        let script = dir.path().join("later.py");
+        std::fs::write(
+            &script,
+            "import time\ntime.sleep(1.5)\nx = input('ready? ')\nprint('done', x)\n",
+        )
+        .unwrap();
+        session(json!([
+            [
+                "send",
+                format!("$D run {mode} -- {py} {} &\n", script.display())
+            ],
+            ["expect", "\\[1\\] \\d+", 10],
+            ["send", "fg\n"],
+            ["expect", "ready\\? ", 20],
+            ["absent", "Stopped", 0.5],
+            ["send", "yes\n"],
+            ["expect", "done yes", 10],
+            ["send", "echo rc=$?\n"],
+            ["expect", "rc=0", 10],
+        ]));
+    }
+}

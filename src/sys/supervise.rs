@@ -827,6 +827,13 @@ pub fn wait_for_root(w: &RunWatch, tty: Option<&Terminal>) -> Option<WaitStatus>
 /// The command stopped: hand the terminal back, stop doctor the same way, and on SIGCONT give
 /// the terminal to the command again (when doctor is in the foreground) and continue it.
 fn stop_with_the_command(root: i32, sig: Signal, tty: &Terminal) {
+    // Stopped for using the terminal from the background while doctor is in the foreground
+    // (started with `&`, then `fg`): a shell would have given it the terminal; do that now.
+    if matches!(sig, Signal::SIGTTIN | Signal::SIGTTOU) && tty.doctor_in_foreground() {
+        tty.give_to(root);
+        let _ = signal::killpg(Pid::from_raw(root), Signal::SIGCONT);
+        return;
+    }
     if tty.foreground() == Some(root) {
         tty.give_to(tty.own);
     }
