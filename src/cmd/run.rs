@@ -23,6 +23,7 @@ use crate::analysis::run_diagnosis::{self, Diagnosis, RunSeen};
 use crate::analysis::traceback::{OutputFacts, read_output};
 use crate::error::user_error;
 use crate::model::run::{Seen, SyscallEvent};
+
 use crate::model::snapshot::{SCHEMA_VERSION, Snapshot};
 use crate::render::{self, Format};
 use crate::sys::observe;
@@ -392,12 +393,7 @@ fn explain(args: &RunArgs, w: &RunWatch, o: &Outcome) -> (Diagnosis, OutputFacts
     let facts = read_output(&text);
     let mut tl = w.timeline.lock().unwrap_or_else(|e| e.into_inner());
     for (pid, p) in &o.traced.processes {
-        tl.processes.entry(*pid).or_insert(Seen {
-            first_seen: 0.0,
-            last_seen: 0.0,
-            gone_at: None,
-            process: p.clone(),
-        });
+        supervise::add_traced_view(&mut tl, *pid, p);
     }
     let mut snapshot = Snapshot {
         schema_version: SCHEMA_VERSION,

@@ -686,6 +686,37 @@ fn merge_views(seen: &mut Process, newest: Process) {
     new.socket_inodes.dedup();
 }
 
+/// Add the view of a process read by the tracer at one of its traced calls (while it waited for
+/// doctor, so running its real program). It wins over what polling kept when polling only saw the
+/// process before its exec (a `pyenv` shim, say) or after its memory was gone; the birth parent
+/// and every socket seen stay.
+pub fn add_traced_view(tl: &mut Timeline, pid: i32, traced: &Process) {
+    match tl.processes.get_mut(&pid) {
+        Some(seen) if seen.process.start_time == traced.start_time => {
+            let ppid = seen.process.ppid;
+            let mut sockets = std::mem::take(&mut seen.process.socket_inodes);
+            seen.process = traced.clone();
+            seen.process.ppid = ppid;
+            sockets.extend(&traced.socket_inodes);
+            sockets.sort_unstable();
+            sockets.dedup();
+            seen.process.socket_inodes = sockets;
+        }
+        Some(_) => {}
+        None => {
+            tl.processes.insert(
+                pid,
+                Seen {
+                    first_seen: 0.0,
+                    last_seen: 0.0,
+                    gone_at: None,
+                    process: traced.clone(),
+                },
+            );
+        }
+    }
+}
+
 pub fn note_gone(w: &RunWatch, pid: i32) {
     let t = w.now();
     let mut tl = w.timeline.lock().unwrap_or_else(|e| e.into_inner());
