@@ -230,3 +230,19 @@ fn started_in_the_background_then_fg_reads_the_terminal() {
         ]));
     }
 }
+
+/// In a pipeline (`doctor run -- CMD | cat`) the command stays in the pipeline's process group,
+/// so it reads the terminal as it would without doctor, and the other members keep it too.
+#[test]
+fn in_a_pipeline_the_command_reads_the_terminal() {
+    for mode in MODES {
+        let py = common::python();
+        session(json!([
+            ["send", format!("$D run {mode} -- {py} -c 'x = input(\"name? \"); print(\"got\", x)' | cat; echo \"rc=${{PIPESTATUS[*]}}\"\n")],
+            ["expect", "name\\? ", 20],
+            ["send", "abc\n"],
+            ["expect", "got abc", 10],
+            ["expect", "rc=0 0", 10],
+        ]));
+    }
+}

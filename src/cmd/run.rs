@@ -110,9 +110,13 @@ pub fn main(args: RunArgs) -> anyhow::Result<i32> {
     let mask = block_forwarded_signals()?;
     // SAFETY: prctl with PR_SET_CHILD_SUBREAPER only changes how our own orphans are re-parented.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-    let tty = Terminal::open();
+    // In a pipeline (`doctor run -- CMD | less`) the command stays in the pipeline's process
+    // group, as it would without doctor: the other members keep the terminal. Alone, it gets a
+    // group of its own and the terminal's foreground.
+    let in_pipeline = supervise::in_pipeline();
+    let tty = if in_pipeline { None } else { Terminal::open() };
     let (want_trace, mut notes) = decide_tracing(&args);
-    let (mut child, status) = spawn(&args, &tag, tty.as_ref(), want_trace)?;
+    let (mut child, status) = spawn(&args, &tag, tty.as_ref(), !in_pipeline, want_trace)?;
     let mut watching = watching(&args, want_trace, &status, &mut notes);
     let root = child.id() as i32;
     let w = RunWatch::new(start, &tag, root);
@@ -205,6 +209,7 @@ fn spawn(
     args: &RunArgs,
     tag: &str,
     tty: Option<&Terminal>,
+    own_group: bool,
     want_trace: bool,
 ) -> anyhow::Result<(Child, ChildStatus)> {
     let (ours, theirs) = trace::status_channel().context("socketpair")?;
@@ -222,7 +227,9 @@ fn spawn(
     // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
-            libc::setpgid(0, 0);
+            if own_group {
+                libc::setpgid(0, 0);
+            }
             // Take the terminal's foreground as a shell gives it to a job (doctor ignores
             // SIGTTOU, and so does this child until the line after).
             if tty_fd >= 0 && libc::tcgetpgrp(tty_fd) == doctor_pgrp {

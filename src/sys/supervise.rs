@@ -736,8 +736,14 @@ pub fn signal_loop(w: Arc<RunWatch>, mask: SigSet, grace: f64) {
         let n = w.interrupts.fetch_add(1, Ordering::SeqCst);
         let root = w.root.load(Ordering::SeqCst);
         if n == 0 {
-            let _ = signal::kill(Pid::from_raw(-root), sig);
-            let _ = signal::kill(Pid::from_raw(-root), Signal::SIGCONT);
+            // The command's group, or the command alone when it shares doctor's (a pipeline).
+            let target = if signal::kill(Pid::from_raw(-root), sig).is_ok() {
+                -root
+            } else {
+                let _ = signal::kill(Pid::from_raw(root), sig);
+                root
+            };
+            let _ = signal::kill(Pid::from_raw(target), Signal::SIGCONT);
         } else {
             eprintln!("doctor: {sig} again: stopping the whole command tree");
             terminate_tree(&w, grace);
@@ -880,6 +886,15 @@ fn stop_with_the_command(root: i32, sig: Signal, tty: &Terminal) {
         tty.give_to(root);
     }
     let _ = signal::killpg(Pid::from_raw(root), Signal::SIGCONT);
+}
+
+/// Whether doctor is a member of a pipeline (stdin, stdout or stderr is a pipe): then the command
+/// shares the pipeline's process group and doctor leaves the terminal to the shell.
+pub fn in_pipeline() -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    ["/proc/self/fd/0", "/proc/self/fd/1", "/proc/self/fd/2"]
+        .iter()
+        .any(|fd| std::fs::metadata(fd).is_ok_and(|m| m.file_type().is_fifo()))
 }
 
 /// doctor's controlling terminal, for job control as a shell does it: the command's process group
