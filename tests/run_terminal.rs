@@ -238,7 +238,12 @@ fn in_a_pipeline_the_command_reads_the_terminal() {
     for mode in MODES {
         let py = common::python();
         session(json!([
-            ["send", format!("$D run {mode} -- {py} -c 'x = input(\"name? \"); print(\"got\", x)' | cat; echo \"rc=${{PIPESTATUS[*]}}\"\n")],
+            [
+                "send",
+                format!(
+                    "$D run {mode} -- {py} -c 'x = input(\"name? \"); print(\"got\", x)' | cat; echo \"rc=${{PIPESTATUS[*]}}\"\n"
+                )
+            ],
             ["expect", "name\\? ", 20],
             ["send", "abc\n"],
             ["expect", "got abc", 10],

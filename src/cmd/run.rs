@@ -155,6 +155,13 @@ fn decide_tracing(args: &RunArgs) -> (bool, Vec<String>) {
     if args.no_trace || !trace::supported() {
         return (false, Vec::new());
     }
+    if let Some(release) = trace::kernel_too_old() {
+        eprintln!(
+            "doctor: tracing bind/connect needs Linux 5.6 or newer (this is {release}); falling back to polling every {} ms",
+            args.interval
+        );
+        return (false, Vec::new());
+    }
     if let Some(exe) = setuid_program(&args.command[0])
         && !has_cap_sys_admin()
     {

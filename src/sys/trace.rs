@@ -19,6 +19,17 @@ pub const fn supported() -> bool {
     cfg!(target_arch = "x86_64")
 }
 
+/// The running kernel when it is too old for this tracer: user notifications that let a call
+/// through (`SECCOMP_USER_NOTIF_FLAG_CONTINUE`, 5.5) and `pidfd_getfd` (5.6). Without them a
+/// notified call could not be let through and would wait forever, so doctor polls instead.
+pub fn kernel_too_old() -> Option<String> {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").ok()?;
+    let mut parts = release.trim().split(|c: char| !c.is_ascii_digit());
+    let major: u32 = parts.next()?.parse().ok()?;
+    let minor: u32 = parts.next()?.parse().ok()?;
+    ((major, minor) < (5, 6)).then(|| release.trim().to_string())
+}
+
 #[cfg(target_arch = "x86_64")]
 mod arch {
     pub const AUDIT_ARCH: u32 = 0xC000_003E; // AUDIT_ARCH_X86_64
