@@ -9,8 +9,8 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -311,7 +311,7 @@ fn watching(
 struct Watchers {
     pumps: [JoinHandle<()>; 2],
     poller: JoinHandle<()>,
-    tracer: Option<JoinHandle<Traced>>,
+    tracer: Option<(JoinHandle<()>, Arc<Mutex<Traced>>)>,
 }
 
 /// The threads of a run: output pumps, the poller, the signal forwarder, the timeout and the
@@ -356,7 +356,12 @@ fn start_watchers(
     }
     let tracer = listener.map(|fd| {
         let w = w.clone();
-        std::thread::spawn(move || trace::serve(fd, w.start, || w.done.load(Ordering::SeqCst)))
+        let traced = Arc::new(Mutex::new(Traced::default()));
+        let out = traced.clone();
+        let handle = std::thread::spawn(move || {
+            trace::serve(fd, w.start, || w.done.load(Ordering::SeqCst), &out)
+        });
+        (handle, traced)
     });
     Watchers {
         pumps,
@@ -375,14 +380,25 @@ fn finish(
     let seconds = w.start.elapsed().as_secs_f64();
     let killed = supervise::cleanup(w, args.grace);
     w.done.store(true, Ordering::SeqCst);
-    let _ = threads.poller.join();
+    // The output is passed on whole however slow its reader, unless a process that survived the
+    // cleanup still holds a pipe; the tracer may sit in the kernel waiting for a notification
+    // that was withdrawn. Those waits are bounded.
+    let until = Instant::now() + Duration::from_secs(2);
+    let escaped = !supervise::run_members(w).is_empty();
+    join_until(threads.poller, until);
     for p in threads.pumps {
-        let _ = p.join();
+        if escaped {
+            join_until(p, until);
+        } else {
+            let _ = p.join();
+        }
     }
     let traced = threads
         .tracer
-        .and_then(|t| t.join().ok())
-        .unwrap_or_default();
+        .map_or_else(Traced::default, |(handle, traced)| {
+            join_until(handle, until);
+            std::mem::take(&mut *traced.lock().unwrap_or_else(|e| e.into_inner()))
+        });
     let (exit_status, signal) = match root_status {
         Some(WaitStatus::Exited(_, code)) => (code, None),
         Some(WaitStatus::Signaled(_, sig, _)) => (128 + sig as i32, Some(sig.as_str().to_string())),
@@ -395,6 +411,16 @@ fn finish(
         killed,
         leftovers: supervise::run_leftovers(w),
         traced,
+    }
+}
+
+/// Join `handle` unless it is still running at `until` (then it is left to end with doctor).
+fn join_until(handle: JoinHandle<()>, until: Instant) {
+    while !handle.is_finished() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    if handle.is_finished() {
+        let _ = handle.join();
     }
 }
 

@@ -230,9 +230,14 @@ pub struct Traced {
 }
 
 /// Answer the listener's notifications until `done()` says so or no process uses the filter any
-/// more. Runs on its own thread.
-pub fn serve(listener: OwnedFd, start: Instant, done: impl Fn() -> bool) -> Traced {
-    let mut traced = Traced::default();
+/// more, collecting into `traced` (shared, so that what was seen is there even if this thread
+/// is still blocked in the kernel when doctor ends). Runs on its own thread.
+pub fn serve(
+    listener: OwnedFd,
+    start: Instant,
+    done: impl Fn() -> bool,
+    traced: &std::sync::Mutex<Traced>,
+) {
     let fd = listener.as_raw_fd();
     loop {
         let mut pfd = libc::pollfd {
@@ -244,9 +249,10 @@ pub fn serve(listener: OwnedFd, start: Instant, done: impl Fn() -> bool) -> Trac
         let n = unsafe { libc::poll(&mut pfd, 1, 100) };
         if n > 0 && pfd.revents & libc::POLLIN != 0 {
             if let Some(req) = receive(fd) {
-                let (resp, event) = answer(fd, &req, start, &mut traced);
+                let mut t = traced.lock().unwrap_or_else(|e| e.into_inner());
+                let (resp, event) = answer(fd, &req, start, &mut t);
                 send(fd, &resp);
-                traced.events.extend(event);
+                t.events.extend(event);
             }
             continue;
         }
@@ -257,7 +263,6 @@ pub fn serve(listener: OwnedFd, start: Instant, done: impl Fn() -> bool) -> Trac
             break;
         }
     }
-    traced
 }
 
 fn receive(fd: RawFd) -> Option<libc::seccomp_notif> {
