@@ -321,12 +321,6 @@ pub struct Anonymizer {
     names: BTreeMap<String, String>,
 }
 
-impl Default for Anonymizer {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl Anonymizer {
     pub fn new() -> Anonymizer {
         Anonymizer {
