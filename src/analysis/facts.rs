@@ -160,6 +160,8 @@ pub struct Job {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub master_port: Option<u16>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub world_size: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub run_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub slurm_job_id: Option<String>,
@@ -215,6 +217,7 @@ impl<'a> Analysis<'a> {
         };
         a.classify();
         a.find_jobs();
+        a.join_jobs_by_rendezvous();
         a.collect_ports(extra_ports);
         a
     }
@@ -446,6 +449,7 @@ impl<'a> Analysis<'a> {
                 root,
                 master_addr: id.master_addr,
                 master_port: id.master_port,
+                world_size: id.world_size,
                 run_id: id.run_id,
                 slurm_job_id: id.slurm_job_id,
                 pids,

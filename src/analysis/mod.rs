@@ -3,6 +3,7 @@
 
 pub mod facts;
 pub mod holders;
+mod rendezvous;
 pub mod rules;
 pub mod traceback;
 pub mod tree;
