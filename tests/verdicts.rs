@@ -36,7 +36,6 @@ fn job_pids(job: &serde_json::Value) -> Vec<i64> {
 }
 
 /// Every `MASTER_PORT=N` a text names.
-#[allow(dead_code)]
 fn suggested_ports(text: &str) -> Vec<u16> {
     text.match_indices("MASTER_PORT=")
         .filter_map(|(i, m)| {
@@ -49,14 +48,12 @@ fn suggested_ports(text: &str) -> Vec<u16> {
         .collect()
 }
 
-#[allow(dead_code)]
 fn ephemeral_low() -> u16 {
     let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap();
     range.split_whitespace().next().unwrap().parse().unwrap()
 }
 
 /// A suggested port is below the ephemeral range and a real bind of it succeeds now.
-#[allow(dead_code)]
 fn assert_free(port: u16) {
     assert!(
         port < ephemeral_low(),
@@ -103,4 +100,101 @@ fn srun_like_ranks_with_different_parents_are_one_job() {
         .collect();
     assert!(mine.is_empty(), "a healthy job has no finding: {mine:?}");
     let _ = code;
+}
+
+#[test]
+fn foreign_listener_is_a_finding_with_two_fixes() {
+    let port = free_low_port();
+    let s = start("foreign-listener", port);
+    let server = s.pid("server");
+    let (doc, code) = json(&["ports", "--port", &port.to_string(), "--format", "json"]);
+    assert_eq!(code, 1, "a warning exits 1");
+    let d008 = findings(&doc, "D008", port);
+    assert_eq!(d008.len(), 1, "{doc:#}");
+    let f = d008[0];
+    assert_eq!(pids_of(f), vec![server as i64]);
+    assert_eq!(f["severity"], "warning", "no job wants the port");
+    let msg = f["message"].as_str().unwrap();
+    assert!(msg.contains(&format!("pid {server}")), "{msg}");
+    assert!(msg.contains("user root") || msg.contains("user "), "{msg}");
+    assert!(msg.contains("verdicts.py foreign-listener"), "{msg}");
+    assert!(msg.contains("running for"), "{msg}");
+    assert!(
+        msg.contains("a listener and an accepted connection"),
+        "{msg}"
+    );
+    assert!(msg.contains("asked with --port"), "{msg}");
+    let fix = f["fix"].as_str().unwrap();
+    assert!(fix.contains(&format!("`kill {server}`")), "{fix}");
+    let suggested = suggested_ports(fix);
+    assert_eq!(suggested.len(), 1, "{fix}");
+    assert_ne!(suggested[0], port);
+    assert_free(suggested[0]);
+    // The text form prints the same verdict.
+    let out = run(&["ports", "--port", &port.to_string()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("warning[D008] port-held-by-foreign-process"),
+        "{text}"
+    );
+}
+
+#[test]
+fn foreign_outgoing_connection_is_a_finding() {
+    let port = free_low_port();
+    let s = start("foreign-outgoing", port);
+    let client = s.pid("client");
+    let (doc, code) = json(&["ports", "--port", &port.to_string(), "--format", "json"]);
+    assert_eq!(code, 1);
+    let d008 = findings(&doc, "D008", port);
+    assert_eq!(d008.len(), 1, "{doc:#}");
+    assert_eq!(pids_of(d008[0]), vec![client as i64]);
+    let msg = d008[0]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("the local port of an outgoing connection"),
+        "{msg}"
+    );
+    // Every port any fix suggests is free, and none is a port a finding says is taken.
+    for f in doc["findings"].as_array().unwrap() {
+        for p in suggested_ports(f["fix"].as_str().unwrap()) {
+            assert_ne!(p, port, "{f}");
+            assert_free(p);
+        }
+    }
+}
+
+#[test]
+fn a_job_wanting_a_foreign_held_port_is_an_error_not_another_job() {
+    // The foreign server holds the port; a rank that wants it (MASTER_PORT) exists but cannot host.
+    let port = free_low_port();
+    let holder = start("foreign-listener", port);
+    let rank = start("wanting-rank", port);
+    let (doc, code) = json(&["ports", "--format", "json", "--port", &port.to_string()]);
+    assert_eq!(code, 1);
+    assert!(findings(&doc, "D002", port).is_empty(), "{doc:#}");
+    let d008 = findings(&doc, "D008", port);
+    assert_eq!(d008.len(), 1, "{doc:#}");
+    assert_eq!(
+        pids_of(d008[0]),
+        vec![holder.pid("server") as i64, rank.pid("rank") as i64]
+    );
+    assert_eq!(d008[0]["severity"], "error", "a job wants the port");
+}
+
+#[test]
+fn free_prints_one_free_port_below_the_ephemeral_range() {
+    let out = run(&["ports", "--free"]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let port: u16 = text.trim().parse().expect("one number");
+    assert_eq!(text, format!("{port}\n"), "script-friendly");
+    assert_free(port);
+    // Taken now: it is not printed again.
+    let _l = std::net::TcpListener::bind(("0.0.0.0", port)).unwrap();
+    let again = run(&["ports", "--free"]);
+    let next: u16 = String::from_utf8_lossy(&again.stdout)
+        .trim()
+        .parse()
+        .unwrap();
+    assert_ne!(next, port);
 }

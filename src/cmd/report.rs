@@ -252,7 +252,7 @@ fn build(args: &ReportArgs, included: Option<Value>) -> anyhow::Result<(Value, b
             (snap, other)
         },
     );
-    let a = Analysis::new(&snap, &args.port);
+    let a = Analysis::live(&snap, &args.port, crate::sys::freeport::pick);
     let rows = holders(&a, false);
     let host = crate::sys::host::host_facts(&snap.host);
 

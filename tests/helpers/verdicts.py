@@ -12,6 +12,7 @@ Situations:
                        daemon), all share SLURM_JOB_ID and the rendezvous
   foreign-listener     a program that is no training job listens on PORT and has accepted a
                        connection there
+  wanting-rank         a rank 0 with MASTER_PORT=PORT in its environment that does not hold it
   foreign-outgoing     a program that is no training job has an outgoing connection whose
                        local port is PORT
 """
@@ -118,6 +119,17 @@ def main():
                     break
             steps.append(s)
         ready(step0=steps[0].pid, step1=steps[1].pid, rank0=ranks[0], rank1=ranks[1])
+        forever()
+
+    if situation == "idle":  # a rank that never got its port
+        ready(rank=os.getpid())
+        forever()
+
+    if situation == "wanting-rank":
+        # A rank 0 started with MASTER_PORT=PORT in its environment; it could not bind the port.
+        k = subprocess.Popen(me + ["idle", str(port)], env=rank_env(port, 0, 2), stdout=subprocess.PIPE, text=True)
+        wait_ready(k)
+        ready(rank=k.pid)
         forever()
 
     if situation == "foreign-listener":
