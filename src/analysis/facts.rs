@@ -527,7 +527,11 @@ impl<'a> Analysis<'a> {
                 self.used_ports.extend(launcher_port(&p.argv));
                 self.fixed_ports.extend(launcher_port(&p.argv));
                 self.fixed_ports.extend(p.master_port());
-            } else if self.role(p.pid) == Role::Rank && self.is_job_root(p) {
+            } else if self.role(p.pid) == Role::Rank
+                && self.is_job_root(p)
+                && !p.env.keys().any(|k| k.starts_with("TORCHELASTIC_"))
+            {
+                // (A torchrun worker's MASTER_PORT came from its agent: the agent's flags tell.)
                 // The environment the user exec'd the job with; Lightning's rank 0 sets
                 // MASTER_PORT in os.environ after it starts, so a port it picked is not here.
                 self.fixed_ports.extend(p.master_port());

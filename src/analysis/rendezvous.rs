@@ -1,6 +1,8 @@
 //! Jobs by rendezvous, not by launcher: process trees whose ranks share one rendezvous (address,
 //! port, world size, distinct ranks) and one store are one job, however they were started
-//! (torchrun, Lightning, `srun`/slurmstepd, `mpirun`, a plain subprocess launcher).
+//! (torchrun, Lightning, `srun`/slurmstepd, `mpirun`, a plain subprocess launcher). Linked by:
+//! one hosts the store the other connects to, both connect to one endpoint, one SLURM job, or
+//! one parent that started both.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -22,6 +24,9 @@ struct Rendezvous {
     store_here: bool,
     /// The endpoints (loopback folded into one) the job's processes connect to on the port.
     endpoints: BTreeSet<Option<IpAddr>>,
+    /// The parent of the job's root: ranks one launcher started side by side (a rank that has
+    /// not connected yet still belongs with its siblings).
+    parents: BTreeSet<i32>,
 }
 
 impl Rendezvous {
@@ -34,6 +39,9 @@ impl Rendezvous {
             slurm: job.slurm_job_id.clone(),
             ..Rendezvous::default()
         };
+        if let Some(root) = a.process(job.root).filter(|p| p.ppid > 1) {
+            r.parents.insert(root.ppid);
+        }
         let Some(port) = job.master_port else {
             return r;
         };
@@ -72,6 +80,7 @@ impl Rendezvous {
         (self.store_here && other.endpoints.contains(&loopback))
             || (other.store_here && self.endpoints.contains(&loopback))
             || !self.endpoints.is_disjoint(&other.endpoints)
+            || !self.parents.is_disjoint(&other.parents)
             || (self.slurm.is_some() && self.slurm == other.slurm)
     }
 
@@ -79,6 +88,7 @@ impl Rendezvous {
         self.ranks.extend(other.ranks);
         self.endpoints.extend(other.endpoints);
         self.store_here |= other.store_here;
+        self.parents.extend(other.parents);
         self.run_id = self.run_id.take().or(other.run_id);
     }
 }

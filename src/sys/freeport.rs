@@ -12,18 +12,22 @@ pub const FIRST: u16 = 29510;
 
 /// One free port for a rendezvous, or `None` when every candidate is taken.
 pub fn pick(host: &Host, avoid: &BTreeSet<u16>) -> Option<u16> {
-    candidates(host).find(|p| !avoid.contains(p) && binds(*p))
+    pick_from(host, avoid, FIRST)
 }
 
-/// Candidates in order: from [`FIRST`] up to the ephemeral range, then from 20000 (1024 when the
-/// range starts lower) up to [`FIRST`]; reserved ports left out.
-fn candidates(host: &Host) -> impl Iterator<Item = u16> + '_ {
+fn pick_from(host: &Host, avoid: &BTreeSet<u16>, first: u16) -> Option<u16> {
+    candidates(host, first).find(|p| !avoid.contains(p) && binds(*p))
+}
+
+/// Candidates in order: from `first` up to the ephemeral range, then from 20000 (1024 when the
+/// range starts lower) up to `first`; reserved ports left out.
+fn candidates(host: &Host, first: u16) -> impl Iterator<Item = u16> + '_ {
     let lo = match host.ephemeral_range[0] {
         0 => 32768,
         lo => lo,
     };
     let low_start = if lo > 20000 { 20000 } else { 1024 };
-    let first = FIRST.clamp(low_start, lo.saturating_sub(1));
+    let first = first.clamp(low_start, lo.saturating_sub(1));
     (first..lo).chain(low_start..first).filter(move |p| {
         !host
             .reserved_ports
@@ -44,12 +48,15 @@ pub fn binds(port: u16) -> bool {
 }
 
 /// A port for a process doctor starts itself (`doctor repro`): free, below the ephemeral range
-/// of this host, and never handed out twice by this process.
+/// of this host, and never handed out twice by this process. The search starts at a place that
+/// depends on the pid, so two doctors started together rarely try the same port first.
 pub fn for_a_new_job() -> anyhow::Result<u16> {
     static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
     let host = crate::sys::observe::host_facts();
+    let lo = host.ephemeral_range[0].max(21024);
+    let first = 20000 + (std::process::id().wrapping_mul(7919) % u32::from(lo - 20000)) as u16;
     let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
-    let port = pick(&host, &given)
+    let port = pick_from(&host, &given, first)
         .ok_or_else(|| anyhow::anyhow!("no free TCP port below the ephemeral range"))?;
     given.insert(port);
     Ok(port)
