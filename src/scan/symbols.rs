@@ -421,7 +421,10 @@ impl<'a> Symbols<'a> {
 /// (not a literal 1).
 fn inference_is_parallel(args: &ast::Arguments) -> bool {
     let not_one = |e: &Expr| int_value(e) != Some(1);
-    if args.find_keyword("mp_size").is_some_and(|k| not_one(&k.value)) {
+    if args
+        .find_keyword("mp_size")
+        .is_some_and(|k| not_one(&k.value))
+    {
         return true;
     }
     match args.find_keyword("tensor_parallel").map(|k| &k.value) {
