@@ -198,3 +198,78 @@ fn free_prints_one_free_port_below_the_ephemeral_range() {
         .unwrap();
     assert_ne!(next, port);
 }
+
+#[test]
+fn doctor_run_makes_a_foreign_holder_of_the_failed_port_an_error() {
+    let port = free_low_port();
+    let holder = start("foreign-listener", port);
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("run.json");
+    let out = doctor()
+        .args(["run", "--record", record.to_str().unwrap(), "--"])
+        .arg(python())
+        .arg(helper("verdicts.py"))
+        .args(["bind-rank", &port.to_string()])
+        .output()
+        .unwrap();
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&record).unwrap()).unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    let d008: Vec<_> = doc["diagnosis"]["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["code"] == "D008")
+        .collect();
+    assert_eq!(d008.len(), 1, "{err}\n{doc:#}");
+    assert_eq!(d008[0]["severity"], "error", "a rank failed to bind it");
+    assert_eq!(pids_of(d008[0])[0], holder.pid("server") as i64);
+    let msg = d008[0]["message"].as_str().unwrap();
+    assert!(msg.contains("a rank failed to bind the port"), "{msg}");
+    for p in suggested_ports(d008[0]["fix"].as_str().unwrap()) {
+        assert_free(p);
+    }
+    assert!(err.contains("D008"), "{err}");
+}
+
+#[test]
+fn a_loaded_snapshot_claims_no_port_free_on_this_machine() {
+    let port = free_low_port();
+    let _holder = start("foreign-listener", port);
+    let dir = tempfile::tempdir().unwrap();
+    let snap = dir.path().join("snap.json");
+    let out = run(&["snapshot", "-o", snap.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0));
+    let (doc, _) = json(&[
+        "ports",
+        "--from",
+        snap.to_str().unwrap(),
+        "--port",
+        &port.to_string(),
+        "--format",
+        "json",
+    ]);
+    let d008 = findings(&doc, "D008", port);
+    assert_eq!(d008.len(), 1, "{doc:#}");
+    let fix = d008[0]["fix"].as_str().unwrap();
+    assert!(suggested_ports(fix).is_empty(), "{fix}");
+    assert!(fix.contains("a free port below"), "{fix}");
+    // The snapshot carries the holder's user and cgroup, and old snapshots without them load.
+    let text = std::fs::read_to_string(&snap).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    for p in v["processes"].as_array_mut().unwrap() {
+        let o = p.as_object_mut().unwrap();
+        for k in ["user", "cgroup", "wchan", "syscall", "py_stack"] {
+            o.remove(k);
+        }
+    }
+    std::fs::write(&snap, serde_json::to_string(&v).unwrap()).unwrap();
+    let (_, code) = json(&[
+        "ports",
+        "--from",
+        snap.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    assert_ne!(code, 2, "an old snapshot still loads");
+}

@@ -13,6 +13,7 @@ Situations:
   foreign-listener     a program that is no training job listens on PORT and has accepted a
                        connection there
   wanting-rank         a rank 0 with MASTER_PORT=PORT in its environment that does not hold it
+  bind-rank            a rank 0 that binds PORT for its store and exits (fails if it is taken)
   foreign-outgoing     a program that is no training job has an outgoing connection whose
                        local port is PORT
 """
@@ -131,6 +132,15 @@ def main():
         wait_ready(k)
         ready(rank=k.pid)
         forever()
+
+    if situation == "bind-rank":
+        # A rank 0 hosting its store on PORT: the bind fails when someone else holds the port.
+        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK="0", WORLD_SIZE="2")
+        store = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        store.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        store.bind(("127.0.0.1", port))
+        store.listen(16)
+        raise SystemExit(0)
 
     if situation == "foreign-listener":
         server = listen(port)
