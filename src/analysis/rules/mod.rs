@@ -480,6 +480,48 @@ mod tests {
     }
 
     #[test]
+    fn jobs_by_rendezvous_join_only_the_same_rendezvous() {
+        let env = |rank: &'static str, world: &'static str| -> Vec<(&str, &str)> {
+            vec![
+                ("MASTER_ADDR", "127.0.0.1"),
+                ("MASTER_PORT", "29500"),
+                ("RANK", rank),
+                ("WORLD_SIZE", world),
+            ]
+        };
+        let procs = vec![
+            proc_(50, 1, "bash", &[]),
+            proc_(200, 50, "python launch.py", &[]),
+            with_sockets(
+                proc_(201, 200, "python train.py", &env("0", "3")),
+                &[1, 2, 5],
+            ),
+            with_sockets(proc_(202, 200, "python train.py", &env("1", "3")), &[3]),
+            // Another shell's rank 1 of a world of 2 on the same port: another rendezvous.
+            with_sockets(proc_(301, 50, "python other.py", &env("1", "2")), &[4]),
+        ];
+        let sockets = vec![
+            sock("LISTEN", 29500, 0, 1),
+            sock("ESTABLISHED", 40001, 29500, 2),
+            sock("ESTABLISHED", 40002, 29500, 3),
+            sock("ESTABLISHED", 40003, 29500, 4),
+            sock("ESTABLISHED", 29500, 40001, 5),
+        ];
+        let s = snap(procs, sockets);
+        let a = Analysis::new(&s, &[]);
+        assert_eq!(a.jobs.len(), 2, "{:?}", a.jobs);
+        assert_eq!(a.job(201).unwrap().id, a.job(202).unwrap().id);
+        assert_ne!(a.job(201).unwrap().id, a.job(301).unwrap().id);
+        assert_eq!(a.job(201).unwrap().root, 201, "rooted where the store is");
+        // The other world's rank wants a port another job holds: D002, genuinely.
+        assert!(
+            a.findings.iter().any(|f| f.code == "D002"),
+            "{:?}",
+            a.findings
+        );
+    }
+
+    #[test]
     fn d007_time_wait_only() {
         let s = snap(
             vec![proc_(50, 1, "bash", &[])],
