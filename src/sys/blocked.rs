@@ -99,12 +99,21 @@ fn syscall_name(n: i64) -> Option<&'static str> {
     SYSCALLS.iter().find(|(k, _)| *k == n).map(|(_, v)| *v)
 }
 
-/// Refresh `wchan`/`syscall` and read the Python stack of each of `pids` in `snap`.
+/// At most this many processes get a `py-spy dump` per run (they run in parallel).
+const MAX_DUMPS: usize = 16;
+
+/// Refresh `wchan`/`syscall` and read the Python stack of each of `pids` in `snap` (the first
+/// [`MAX_DUMPS`] of them, in parallel).
 pub fn inspect(snap: &mut Snapshot, pids: &[i32]) {
-    for p in snap.processes.iter_mut().filter(|p| pids.contains(&p.pid)) {
-        annotate(p);
-        p.py_stack = py_stack(p).unwrap_or_default();
-    }
+    use rayon::prelude::*;
+    let wanted: Vec<i32> = pids.iter().copied().take(MAX_DUMPS).collect();
+    snap.processes
+        .par_iter_mut()
+        .filter(|p| wanted.contains(&p.pid))
+        .for_each(|p| {
+            annotate(p);
+            p.py_stack = py_stack(p).unwrap_or_default();
+        });
 }
 
 /// `py-spy dump --nonblocking --pid PID`: the main thread's frames, innermost first.
