@@ -19,9 +19,9 @@ pub fn check(a: &Analysis) -> Vec<Finding> {
                 .map(|p| p.pid)
                 .collect();
             let message = format!(
-                "rendezvous port {port} was chosen by hand and lies inside the ephemeral port range {lo}-{hi} without \
-                 being reserved: any outgoing connection on this host may be given it as its local port, and then the \
-                 store cannot bind it"
+                "rendezvous port {port} is a fixed choice (set in the job's environment, a launcher flag or --port) and \
+                 lies inside the ephemeral port range {lo}-{hi} without being reserved: any outgoing connection on this \
+                 host may be given it as its local port, and then the store cannot bind it"
             );
             let fix = format!(
                 "choose a port below {lo}: {}; or reserve it: `sysctl -w net.ipv4.ip_local_reserved_ports={port}` \
