@@ -16,6 +16,24 @@ use ddp_doctor::render;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Print only the document and errors: no notes, no progress
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+    /// Also print notes that rarely matter (repeatable)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// When to use colour (auto honours NO_COLOR, FORCE_COLOR and CLICOLOR_FORCE)
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "auto",
+        value_name = "WHEN"
+    )]
+    color: render::ColorChoice,
+    /// Show secrets in command lines, environment and URLs instead of `[redacted]` (local use only)
+    #[arg(long, global = true)]
+    show_secrets: bool,
 }
 
 #[derive(Subcommand)]
@@ -46,7 +64,16 @@ enum Command {
 }
 
 fn main() {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => usage_error(err),
+    };
+    render::configure(render::Settings {
+        quiet: cli.quiet,
+        verbose: cli.verbose,
+        color: cli.color,
+        show_secrets: cli.show_secrets,
+    });
     let result = match cli.command {
         Command::Ports(args) => ports::ports(args),
         Command::Tree(args) => tree::tree(args),
@@ -71,6 +98,55 @@ fn main() {
             std::process::exit(2);
         }
     }
+}
+
+/// clap's usage errors in doctor's shape: `error:` and a `hint:` line (clap's tip, or where to
+/// look), exit 2; `--help` and `--version` go to stdout with 0.
+fn usage_error(err: clap::Error) -> ! {
+    use clap::error::ErrorKind;
+    if matches!(
+        err.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        err.exit();
+    }
+    let text = err.render().to_string();
+    let mut lines = Vec::new();
+    let mut hint = None;
+    for line in text.lines() {
+        let trimmed = line.trim_start();
+        if let Some(tip) = trimmed.strip_prefix("tip: ") {
+            hint.get_or_insert_with(|| tip.to_string());
+        } else if let Some(values) = trimmed
+            .strip_prefix("[possible values: ")
+            .and_then(|v| v.strip_suffix(']'))
+        {
+            hint = Some(format!("possible values: {values}"));
+        } else if !line.trim().is_empty() && !line.starts_with("For more information") {
+            lines.push(render::escape_control(line).into_owned());
+        }
+    }
+    let color = render::stderr_color();
+    let first = lines
+        .first()
+        .map(String::as_str)
+        .unwrap_or("error: bad usage");
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    eprintln!(
+        "{} {first}",
+        render::paint("error:", render::Paint::Red, color)
+    );
+    for l in &lines[1.min(lines.len())..] {
+        eprintln!("{l}");
+    }
+    let hint = hint.unwrap_or_else(|| "see `doctor --help` or `doctor COMMAND --help`".into());
+    eprintln!(
+        "{} {hint}",
+        render::paint("hint:", render::Paint::Blue, color)
+    );
+    std::process::exit(2);
 }
 
 fn report_error(err: &anyhow::Error) {

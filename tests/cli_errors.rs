@@ -60,81 +60,63 @@ fn bad_snapshot_files() {
     let binary = dir.path().join("bin.yaml");
     std::fs::write(&binary, [0xff, 0xfe, 0x00, 0x01]).unwrap();
     fails_with(&["ports", "--from", binary.to_str().unwrap()], "error");
-    fails_with(&["snapshot", "--format", "table"], "yaml or json");
+    let err = fails_with(&["snapshot", "--format", "table"], "invalid value 'table'");
+    assert!(err.contains("hint: possible values: json, yaml"), "{err}");
 }
 
+/// One grammar: an unknown option before `--` is an error with the closest option named, in
+/// `run` too (it used to become the command to run).
 #[test]
-fn closed_stdout_ends_quietly() {
-    use std::process::Stdio;
-    let mut child = doctor()
-        .args(["ports", "--all", "--format", "yaml"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    drop(child.stdout.take()); // the reader goes away at once, like `| head -0`
-    let out = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !err.contains("panicked") && !err.contains("Broken pipe"),
-        "{err}"
-    );
-    assert!(
-        matches!(out.status.code(), Some(0) | Some(1)),
-        "{:?}",
-        out.status
-    );
-}
-
-#[test]
-fn help_and_version() {
-    let out = run(&["--help"]);
-    assert_eq!(out.status.code(), Some(0));
-    let text = String::from_utf8_lossy(&out.stdout);
-    for cmd in ["ports", "tree", "snapshot"] {
-        assert!(text.contains(cmd), "{text}");
-    }
-    assert_eq!(run(&["--version"]).status.code(), Some(0));
-    let bash = run(&["completions", "bash"]);
-    assert_eq!(bash.status.code(), Some(0));
-    let script = String::from_utf8_lossy(&bash.stdout);
-    assert!(
-        script.contains("_doctor") && script.contains("ports") && script.contains("--check"),
-        "{script}"
-    );
-    assert_eq!(run(&["completions", "tcsh"]).status.code(), Some(2));
-    assert_eq!(run(&["no-such-command"]).status.code(), Some(2));
-}
-
-#[test]
-fn managed_env_install_failure_is_a_clear_error() {
-    // A real venv is created in a scratch cache directory; pip, cut off from any index, fails.
-    let dir = tempfile::tempdir().unwrap();
-    let out = doctor()
-        .args(["repro", "--setup"])
-        .env_remove("VIRTUAL_ENV")
-        .env_remove("CONDA_PREFIX")
-        .env_remove("DOCTOR_PYTHON")
-        .env("DOCTOR_CACHE_DIR", dir.path())
-        .env("PIP_NO_INDEX", "1")
-        .env("PIP_FIND_LINKS", dir.path())
-        .env("PIP_DISABLE_PIP_VERSION_CHECK", "1")
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    if out.status.code() == Some(0) {
-        eprintln!("skipped: an interpreter on this machine already has torch and lightning: {err}");
-        return;
-    }
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(
-        err.contains("about 5 GB"),
-        "it says what it will download first: {err}"
-    );
-    assert!(err.contains("error: installing torch=="), "{err}");
+fn unknown_options_are_errors_with_a_hint() {
+    let err = fails_with(&["run", "--timout", "5", "--", "true"], "'--timout'");
+    assert!(err.contains("hint:") && err.contains("--timeout"), "{err}");
+    let err = fails_with(&["run", "--format", "json", "--", "true"], "'--format'");
     assert!(err.contains("hint:"), "{err}");
-    assert!(
-        dir.path().join("venv/bin/python").exists(),
-        "the venv itself was created"
-    );
+    let err = fails_with(&["ports", "--prot", "29500"], "'--prot'");
+    assert!(err.contains("hint:") && err.contains("--port"), "{err}");
+    // `--record` stays an alias of `-o/--output`; options after the command are the command's.
+    let dir = tempfile::tempdir().unwrap();
+    let rec = dir.path().join("r.json");
+    let out = run(&[
+        "run",
+        "--record",
+        rec.to_str().unwrap(),
+        "--",
+        "sh",
+        "-c",
+        "exit 0",
+        "--timout",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(rec.is_file());
+    let out = run(&["-q", "run", "echo", "--not-doctors", "-x"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "--not-doctors -x\n");
+}
+
+/// Every `--format` value `--help` lists is accepted, and no value is refused that it lists.
+#[test]
+fn help_lists_only_accepted_formats() {
+    for cmd in [
+        "ports", "tree", "snapshot", "report", "merge", "repro", "scan",
+    ] {
+        let out = run(&[cmd, "--help"]);
+        let help = String::from_utf8_lossy(&out.stdout).to_string();
+        let from = help.find("--format").expect("--format in help");
+        let section: String = help[from..]
+            .lines()
+            .take_while(|l| !l.trim_start().starts_with("--") || l.contains("--format"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        for v in ["table", "json", "yaml", "text", "sarif", "github", "csv"] {
+            let listed = section.contains(&format!(" {v},"))
+                || section.contains(&format!(" {v}]"))
+                || section.contains(&format!("- {v}:"))
+                || section.contains(&format!(" {v}\n"));
+            let accepted = run(&[cmd, "--format", v, "--help"]).status.code() == Some(0);
+            assert_eq!(
+                listed, accepted,
+                "{cmd} --format {v}: listed {listed}, accepted {accepted}\n{section}"
+            );
+        }
+    }
 }

@@ -344,7 +344,7 @@ fn secrets_corpus_never_appears_in_any_format() {
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("warning: --no-redact"), "{stderr}");
+    assert!(stderr.contains("warning: --show-secrets"), "{stderr}");
     assert!(stderr.contains("credentials in URLs"), "{stderr}");
     assert!(text(&out).contains(&c.secrets[0]));
     drop(s);

@@ -944,8 +944,15 @@ pub fn merge(args: MergeArgs) -> anyhow::Result<i32> {
             "findings": n.findings,
         })).collect::<Vec<_>>(),
     });
+    let mut doc = doc;
+    if !render::settings().show_secrets {
+        render::redact::redact(&mut doc);
+    }
     let text = match format {
-        Format::Table => render_table(&doc, render::stdout_color()),
+        Format::Table => {
+            render::escape_document(&mut doc);
+            render_table(&doc, render::stdout_color())
+        }
         f => render::document(&doc, f)?,
     };
     render::print(&text);

@@ -348,7 +348,7 @@ fn build(args: &ReportArgs, included: Option<Value>) -> anyhow::Result<(Value, b
         "doctor_version": env!("CARGO_PKG_VERSION"),
         "taken_at": snap.taken_at,
         "taken_at_utc": utc(snap.taken_at),
-        "redacted": !args.no_redact,
+        "redacted": !show_secrets(args),
         "anonymized": args.anonymize,
         "summary": {
             "exit_code": i32::from(exit_1),
@@ -424,6 +424,11 @@ fn anonymizer(doc: &Value) -> redact::Anonymizer {
     an
 }
 
+/// `--show-secrets` (global) or its older name `--no-redact`.
+fn show_secrets(args: &ReportArgs) -> bool {
+    args.no_redact || render::settings().show_secrets
+}
+
 pub fn report(args: ReportArgs) -> anyhow::Result<i32> {
     let format = match (args.format, &args.output) {
         (Some(f), _) => f,
@@ -437,9 +442,9 @@ pub fn report(args: ReportArgs) -> anyhow::Result<i32> {
         None => None,
     };
     let (mut doc, exit_1) = build(&args, included)?;
-    if args.no_redact {
+    if show_secrets(&args) {
         eprintln!(
-            "warning: --no-redact: the report keeps {}; do not attach it where others can read it",
+            "warning: --show-secrets: the report keeps {}; do not attach it where others can read it",
             redact::WHAT_REDACTION_COVERS
         );
     } else {
@@ -449,7 +454,11 @@ pub fn report(args: ReportArgs) -> anyhow::Result<i32> {
         anonymizer(&doc).apply(&mut doc);
     }
     let text = match format {
-        Format::Table => render_table(&doc, args.output.is_none() && render::stdout_color()),
+        Format::Table => {
+            let mut shown = doc.clone();
+            render::escape_document(&mut shown);
+            render_table(&shown, args.output.is_none() && render::stdout_color())
+        }
         f => render::document(&doc, f)?,
     };
     match &args.output {

@@ -146,7 +146,7 @@ pub fn scan(args: ScanArgs) -> anyhow::Result<i32> {
             eprintln!(
                 "{} skipped {}: {reason}",
                 output::paint("warning:", output::Paint::Yellow, ecolor),
-                r.path
+                output::escape_control(&r.path)
             );
         }
     }

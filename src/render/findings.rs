@@ -4,7 +4,7 @@ use serde_json::Value;
 
 use crate::model::finding::{Finding, Severity};
 use crate::render::value_text as s;
-use crate::render::{Paint, paint};
+use crate::render::{Paint, escape_control, paint};
 
 /// Findings as a person reads them: code, severity, message, fix.
 pub fn render_findings(findings: &[Finding], color: bool) -> String {
@@ -19,11 +19,16 @@ pub fn render_findings(findings: &[Finding], color: bool) -> String {
             Severity::Warning => paint("warning", Paint::Yellow, color),
             Severity::Info => paint("info", Paint::Blue, color),
         };
-        s.push_str(&format!("{sev}[{}] {}: {}\n", f.code, f.name, f.message));
+        s.push_str(&format!(
+            "{sev}[{}] {}: {}\n",
+            f.code,
+            f.name,
+            escape_control(&f.message)
+        ));
         s.push_str(&format!(
             "  {} {}\n",
             paint("fix:", Paint::Green, color),
-            f.fix
+            escape_control(&f.fix)
         ));
     }
     s
@@ -43,14 +48,15 @@ pub fn render_finding_values(findings: &[Value], color: bool, out: &mut String) 
             .map(|n| format!(" {n}"))
             .unwrap_or_default();
         out.push_str(&format!(
-            "{label}[{}]{name}: {}\n",
-            s(&f["code"]),
-            s(&f["message"])
+            "{label}[{}]{}: {}\n",
+            escape_control(&s(&f["code"])),
+            escape_control(&name),
+            escape_control(&s(&f["message"]))
         ));
         out.push_str(&format!(
             "  {} {}\n",
             paint("fix:", Paint::Green, color),
-            s(&f["fix"])
+            escape_control(&s(&f["fix"]))
         ));
     }
 }

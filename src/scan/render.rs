@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::FileReport;
 use super::diagnostic::{Diagnostic, RULES, Severity};
-use crate::render::{Paint, paint};
+use crate::render::{Paint, escape_control, paint};
 
 /// ruff/rustc-style: `path:line:col: CODE message`, the source line with a `^^^` marker, the
 /// related evidence, and a `help:` with the fix.
@@ -45,12 +45,12 @@ fn render_one(out: &mut String, d: &Diagnostic, lines: &[&str], color: bool) {
         out,
         "{}: {} {}",
         paint(
-            &format!("{}:{}:{}", d.path, d.line, d.column),
+            &format!("{}:{}:{}", escape_control(&d.path), d.line, d.column),
             Paint::Bold,
             color
         ),
         paint(d.code, sev_paint, color),
-        d.message
+        escape_control(&d.message)
     );
     let label = format!("{}: {}", d.severity.as_str(), d.name);
     snippet(
@@ -64,12 +64,17 @@ fn render_one(out: &mut String, d: &Diagnostic, lines: &[&str], color: bool) {
     );
     for r in &d.related {
         let _ = writeln!(out, "{pad} {bar}");
-        let _ = writeln!(out, "{} {}", paint("note:", Paint::Blue, color), r.message);
+        let _ = writeln!(
+            out,
+            "{} {}",
+            paint("note:", Paint::Blue, color),
+            escape_control(&r.message)
+        );
         let _ = writeln!(
             out,
             "{pad}{} {}:{}:{}",
             paint("-->", Paint::Blue, color),
-            d.path,
+            escape_control(&d.path),
             r.line,
             r.column
         );
@@ -117,6 +122,7 @@ fn snippet(
         len.saturating_sub(start)
     }
     .max(1);
+    let (text, start, carets) = window(&text, start, carets);
     let _ = writeln!(out, "{pad} {bar}");
     let _ = writeln!(
         out,
@@ -130,6 +136,40 @@ fn snippet(
         format!("{marker} {label}")
     };
     let _ = writeln!(out, "{pad} {bar} {}", paint(&marker, style, color));
+}
+
+/// The widest snippet line shown; a longer line is cut around the marked column.
+pub const SNIPPET_WIDTH: usize = 160;
+
+/// Cut a source line to [`SNIPPET_WIDTH`] characters around `start` (with `…` where cut) and
+/// escape its control characters; returns the text and the marker's start and length in it.
+fn window(text: &str, start: usize, carets: usize) -> (String, usize, usize) {
+    let chars: Vec<char> = text.chars().collect();
+    let (mut lo, mut hi) = (0, chars.len());
+    if chars.len() > SNIPPET_WIDTH {
+        lo = start.saturating_sub(SNIPPET_WIDTH / 4);
+        hi = (lo + SNIPPET_WIDTH).min(chars.len());
+    }
+    let mut out = String::new();
+    let mut marker_at = start - lo;
+    if lo > 0 {
+        out.push('…');
+        marker_at += 1;
+    }
+    // Escaped characters widen the line: count the width before the marker as printed.
+    let mut shown_start = marker_at;
+    for (i, c) in chars[lo..hi].iter().enumerate() {
+        let e = escape_control(c.encode_utf8(&mut [0; 4])).into_owned();
+        if i < start - lo {
+            shown_start += e.chars().count() - 1;
+        }
+        out.push_str(&e);
+    }
+    if hi < chars.len() {
+        out.push('…');
+    }
+    let carets = carets.min(hi.saturating_sub(start).max(1));
+    (out, shown_start, carets)
 }
 
 /// `Found 2 problems (1 error, 1 warning) in 1 file.` and the number of files scanned.
@@ -175,12 +215,23 @@ fn sarif_level(s: Severity) -> &'static str {
     }
 }
 
+/// A relative URI reference for a path: `/` kept, every byte outside RFC 3986's unreserved
+/// characters percent-encoded (spaces, `%`, `#`, `?`, newlines, non-ASCII).
 fn uri(path: &str) -> String {
     if path == "<stdin>" {
         return "stdin".to_string();
     }
     let p = path.replace('\\', "/");
-    p.strip_prefix("./").unwrap_or(&p).to_string()
+    let p = p.strip_prefix("./").unwrap_or(&p);
+    let mut out = String::with_capacity(p.len());
+    for b in p.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// SARIF 2.1.0 with rule metadata.
