@@ -36,7 +36,12 @@ fn d001_spawn_child_reconnects_as_rank_zero() {
     assert_eq!(pids_of(d001[0]), vec![rank as i64, child as i64]);
     assert_eq!(d001[0]["ports"][0], port);
     assert_eq!(d001[0]["severity"], "error");
-    assert!(d001[0]["fix"].as_str().unwrap().contains("__main__"));
+    assert!(
+        d001[0]["fix"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("__main__")
+    );
     let child_row = holder_rows(&doc, port)
         .into_iter()
         .find(|h| h["pid"] == child)
@@ -83,9 +88,12 @@ fn d003_orphaned_rank_holds_the_port() {
     assert_eq!(d003.len(), 1, "{doc:#}");
     assert_eq!(pids_of(d003[0]), vec![orphan as i64]);
     assert!(
-        d003[0]["fix"].as_str().unwrap().contains("kill -TERM --"),
+        d003[0]["fix"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("kill -TERM --"),
         "{}",
-        d003[0]["fix"]
+        d003[0]["fix"]["message"]
     );
 }
 

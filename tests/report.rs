@@ -357,7 +357,7 @@ fn report_contains_live_holder_and_finding() {
     let (rank, child) = (s.pid("rank"), s.pid("child"));
     let (doc, code) = json(&["report", "--format", "json"]);
     assert_eq!(code, 1);
-    assert_eq!(doc["schema_version"], 1);
+    assert_eq!(doc["schema_version"], 2);
     assert_eq!(doc["kind"], "doctor-report");
     assert_eq!(doc["complete"], true);
     let holder = doc["ports"]["holders"]
@@ -381,7 +381,8 @@ fn report_contains_live_holder_and_finding() {
     assert!(
         summary
             .iter()
-            .any(|f| f["code"] == "D001" && f["fix"].as_str().unwrap().contains("__main__"))
+            .any(|f| f["code"] == "D001"
+                && f["fix"]["message"].as_str().unwrap().contains("__main__"))
     );
     assert!(doc["summary"]["errors"].as_u64().unwrap() >= 1);
     // The job's tree: the rank with its spawn child under it, marked with D001.
@@ -535,7 +536,7 @@ fn output_file_is_yaml_and_scan_findings_are_in_it() {
     assert_eq!(doc["scan"]["files_scanned"], 1);
     let s001 = &doc["scan"]["findings"][0];
     assert_eq!(
-        (s001["code"].as_str(), s001["line"].as_u64()),
+        (s001["code"].as_str(), s001["location"]["line"].as_u64()),
         (Some("S001"), Some(3))
     );
     assert!(

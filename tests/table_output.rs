@@ -67,7 +67,7 @@ fn ports_table_of_an_orphaned_rank() {
         .collect();
     let findings: String = text
         .lines()
-        .filter(|l| l.contains("[D003]") || l.trim_start().starts_with("fix: these"))
+        .filter(|l| l.contains("[D003]") || l.trim_start().starts_with("= fix: these"))
         .map(|l| format!("{l}\n"))
         .collect();
     let pgid = std::fs::read_to_string(format!("/proc/{}/stat", s.pid("orphan"))).unwrap();

@@ -22,7 +22,6 @@ use crate::model::report::REPORT_KIND;
 use crate::model::snapshot::{SCHEMA_VERSION, Snapshot, is_rendezvous_env};
 use crate::render::findings::render_finding_values;
 use crate::render::redact;
-use crate::render::utc;
 use crate::render::value_text as s;
 use crate::render::{self, Format, Paint, paint};
 use crate::sys::observe;
@@ -184,14 +183,6 @@ struct TrainingProcess<'a> {
     command: String,
 }
 
-#[derive(Serialize)]
-struct SummaryFinding<'a> {
-    code: &'a str,
-    severity: &'a str,
-    message: &'a str,
-    fix: &'a str,
-}
-
 fn read_included(path: &Path) -> anyhow::Result<Value> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         user_error(
@@ -287,31 +278,13 @@ fn build(args: &ReportArgs, included: Option<Value>) -> anyhow::Result<(Value, b
             diags.extend(r.diagnostics);
         }
     }
+    // The summary lists runtime and static findings in the one finding shape.
     let mut summary_findings: Vec<(Value, &str)> = findings
         .iter()
-        .map(|f| {
-            (
-                json!(SummaryFinding {
-                    code: f.code,
-                    severity: f.severity.as_str(),
-                    message: &f.message,
-                    fix: &f.fix,
-                }),
-                f.severity.as_str(),
-            )
-        })
+        .map(|f| (json!(f), f.severity.as_str()))
         .collect();
     for d in &diags {
-        let message = format!("{}:{}:{}: {}", d.path, d.line, d.column, d.message);
-        summary_findings.push((
-            json!(SummaryFinding {
-                code: d.code,
-                severity: d.severity.as_str(),
-                message: &message,
-                fix: &d.fix
-            }),
-            d.severity.as_str(),
-        ));
+        summary_findings.push((json!(d), d.severity.as_str()));
     }
     let count = |sev: &str| summary_findings.iter().filter(|(_, s)| *s == sev).count();
     let (errors, warnings, infos) = (count("error"), count("warning"), count("info"));
@@ -346,8 +319,7 @@ fn build(args: &ReportArgs, included: Option<Value>) -> anyhow::Result<(Value, b
         "schema_version": SCHEMA_VERSION,
         "kind": REPORT_KIND,
         "doctor_version": env!("CARGO_PKG_VERSION"),
-        "taken_at": snap.taken_at,
-        "taken_at_utc": utc(snap.taken_at),
+        "taken_at": crate::model::time::rfc3339(snap.taken_at),
         "redacted": !show_secrets(args),
         "anonymized": args.anonymize,
         "summary": {
@@ -495,7 +467,7 @@ pub fn render_table(doc: &Value, color: bool) -> String {
         s(&h["hostname"]),
         s(&h["os"]),
         s(&h["kernel"]),
-        s(&doc["taken_at_utc"]),
+        s(&doc["taken_at"]),
     ));
     let sm = &doc["summary"];
     o.push_str(&format!(
@@ -756,7 +728,7 @@ pub fn render_table(doc: &Value, color: bool) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::render::utc;
 
     #[test]
     fn utc_formats() {

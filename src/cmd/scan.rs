@@ -62,7 +62,7 @@ pub struct ScanArgs {
 #[derive(Serialize)]
 pub struct ScanDocument<'r> {
     pub schema_version: u32,
-    pub diagnostics: Vec<&'r Diagnostic>,
+    pub findings: Vec<&'r Diagnostic>,
     pub files_scanned: usize,
     pub files_skipped: Vec<Skipped<'r>>,
     pub assumed: Assumed,
@@ -115,8 +115,8 @@ pub fn scan(args: ScanArgs) -> anyhow::Result<i32> {
         }
         ScanFormat::Json => {
             let doc = ScanDocument {
-                schema_version: 1,
-                diagnostics: diags.clone(),
+                schema_version: crate::model::snapshot::SCHEMA_VERSION,
+                findings: diags.clone(),
                 files_scanned: reports.iter().filter(|r| r.skipped.is_none()).count(),
                 files_skipped: reports
                     .iter()

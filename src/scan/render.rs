@@ -8,10 +8,10 @@ use serde_json::json;
 
 use super::FileReport;
 use super::diagnostic::{Diagnostic, RULES, Severity};
-use crate::render::{Paint, escape_control, paint};
+use crate::render::{Paint, escape_control, findings, paint};
 
-/// ruff/rustc-style: `path:line:col: CODE message`, the source line with a `^^^` marker, the
-/// related evidence, and a `help:` with the fix.
+/// rustc-style, the same as every doctor finding: `warning[S001] name: message`, ` --> path:line:col`,
+/// the source line with a `^^^` marker, the related evidence as notes, and `= fix:`.
 pub fn text(reports: &[FileReport], color: bool) -> String {
     let mut out = String::new();
     for report in reports {
@@ -41,23 +41,21 @@ fn render_one(out: &mut String, d: &Diagnostic, lines: &[&str], color: bool) {
         .len();
     let bar = paint("|", Paint::Blue, color);
     let pad = " ".repeat(width);
-    let _ = writeln!(
-        out,
-        "{}: {} {}",
-        paint(
-            &format!("{}:{}:{}", escape_control(&d.path), d.line, d.column),
-            Paint::Bold,
-            color
-        ),
-        paint(d.code, sev_paint, color),
-        escape_control(&d.message)
-    );
-    let label = format!("{}: {}", d.severity.as_str(), d.name);
+    out.push_str(&findings::heading(
+        d.severity, d.code, d.name, &d.message, color,
+    ));
+    out.push_str(&findings::location_line(
+        width,
+        &d.path,
+        d.line as u64,
+        d.column as u64,
+        color,
+    ));
     snippet(
         out,
         lines,
         (d.line, d.column, d.end_line, d.end_column),
-        &label,
+        "",
         sev_paint,
         width,
         color,
@@ -66,18 +64,17 @@ fn render_one(out: &mut String, d: &Diagnostic, lines: &[&str], color: bool) {
         let _ = writeln!(out, "{pad} {bar}");
         let _ = writeln!(
             out,
-            "{} {}",
+            "{pad} = {} {}",
             paint("note:", Paint::Blue, color),
             escape_control(&r.message)
         );
-        let _ = writeln!(
-            out,
-            "{pad}{} {}:{}:{}",
-            paint("-->", Paint::Blue, color),
-            escape_control(&d.path),
-            r.line,
-            r.column
-        );
+        out.push_str(&findings::location_line(
+            width,
+            &d.path,
+            r.line as u64,
+            r.column as u64,
+            color,
+        ));
         snippet(
             out,
             lines,
@@ -89,13 +86,7 @@ fn render_one(out: &mut String, d: &Diagnostic, lines: &[&str], color: bool) {
         );
     }
     let _ = writeln!(out, "{pad} {bar}");
-    let mut help = d.fix.lines();
-    if let Some(first) = help.next() {
-        let _ = writeln!(out, "{} {first}", paint("help:", Paint::Green, color));
-    }
-    for line in help {
-        let _ = writeln!(out, "{line}");
-    }
+    out.push_str(&findings::fix_lines(width + 1, &d.fix, color));
     out.push('\n');
 }
 
