@@ -8,6 +8,7 @@ use serde::Serialize;
 use crate::model::snapshot::Snapshot;
 
 pub mod findings;
+pub mod progress;
 pub mod redact;
 pub mod table;
 pub mod tree;
