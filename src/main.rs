@@ -6,12 +6,17 @@ use ddp_doctor::cmd::{merge, ports, report, repro, run, snapshot, tree};
 use ddp_doctor::error::UserError;
 use ddp_doctor::render;
 
+/// The exit-code contract, word for word the same in README.md (a test compares them).
+const EXIT_CODES: &str = "Exit codes: 0 nothing at warning level or worse was found, 1 a finding at warning level or \
+     worse, 2 usage, input or internal error (an `error:` and a `hint:` line); `doctor run` exits with the \
+     command's status.";
+
 #[derive(Parser)]
 #[command(
     name = "doctor",
     version,
     about = "Diagnoses EADDRINUSE and rendezvous hangs in PyTorch / Lightning distributed training",
-    after_help = "Exit codes: 0 nothing found, 1 found something at warning level or worse, 2 usage or internal error."
+    after_help = EXIT_CODES
 )]
 struct Cli {
     #[command(subcommand)]

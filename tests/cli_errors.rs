@@ -120,3 +120,28 @@ fn help_lists_only_accepted_formats() {
         }
     }
 }
+
+/// The exit-code contract reads the same in `doctor --help` and in README.md.
+#[test]
+fn readme_exit_codes_match_help() {
+    let help = String::from_utf8_lossy(&run(&["--help"]).stdout).to_string();
+    let from_help: String = help
+        .split("Exit codes:")
+        .nth(1)
+        .expect("--help states the exit codes")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let line = readme
+        .lines()
+        .find(|l| l.starts_with("Exit codes:"))
+        .expect("README states the exit codes");
+    let from_readme = line
+        .trim_start_matches("Exit codes:")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert_eq!(from_help, from_readme);
+}

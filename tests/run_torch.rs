@@ -125,7 +125,7 @@ fn module_level_launch_under_spawn_is_explained() {
             .as_array()
             .unwrap()
             .iter()
-            .any(|f| f["code"] == "S001" && f["line"] == line)
+            .any(|f| f["code"] == "S001" && f["location"]["line"] == line)
     );
     assert!(
         doc["leftovers"].as_array().unwrap().is_empty(),

@@ -23,7 +23,7 @@ use crate::analysis::{Analysis, Role};
 use crate::error::user_error;
 use crate::model::finding::Finding;
 use crate::model::snapshot::{Process, SCHEMA_VERSION, Snapshot, Socket};
-use crate::render::{self, Paint, paint};
+use crate::render::{self, Paint, findings, paint};
 use crate::sys::observe;
 use crate::sys::supervise;
 use crate::sys::trace::{self, SyscallEvent, Tracer};
@@ -909,25 +909,29 @@ fn render(
             e(l)
         ));
     }
+    // The static view of the same script, in the one finding style.
     for f in &d.static_findings {
         let same = d
             .script_line
             .as_deref()
             .is_some_and(|l| l.ends_with(&format!(":{}", f.line)));
-        let note = if same { " (the same line)" } else { "" };
-        s.push_str(&format!(
-            "{label} doctor scan: {}:{}:{}: {} {}{note}\n",
-            e(&f.path),
-            f.line,
-            f.column,
-            f.code,
-            e(&f.message)
+        let message = if same {
+            format!("{} (doctor scan; the same line)", f.message)
+        } else {
+            format!("{} (doctor scan)", f.message)
+        };
+        s.push_str(&findings::heading(
+            f.severity, f.code, f.name, &message, color,
+        ));
+        s.push_str(&findings::location_line(
+            1,
+            &f.path,
+            f.line as u64,
+            f.column as u64,
+            color,
         ));
     }
-    s.push_str(&crate::render::findings::render_findings(
-        &d.findings,
-        color,
-    ));
+    s.push_str(&findings::render_findings(&d.findings, color));
     if !killed.is_empty() {
         s.push_str(&format!(
             "{label} cleaned up {} leftover processes:\n",

@@ -188,20 +188,33 @@ pub fn escape_control(text: &str) -> std::borrow::Cow<'_, str> {
 }
 
 /// Escape the control characters of every string (and key) of a document, before it is drawn as
-/// text; JSON and YAML escape them themselves.
+/// text; JSON and YAML escape them themselves. Fixes keep their line breaks (they are multi-line
+/// advice, drawn line by line); everything else is one line.
 pub fn escape_document(value: &mut serde_json::Value) {
+    escape_value(value, false);
+}
+
+fn escape_value(value: &mut serde_json::Value, multiline: bool) {
     use serde_json::Value;
     match value {
         Value::String(s) => {
-            if let std::borrow::Cow::Owned(e) = escape_control(s) {
-                *s = e;
+            let escaped = if multiline {
+                s.split('\n')
+                    .map(|l| escape_control(l).into_owned())
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            } else {
+                escape_control(s).into_owned()
+            };
+            if escaped != *s {
+                *s = escaped;
             }
         }
-        Value::Array(items) => items.iter_mut().for_each(escape_document),
+        Value::Array(items) => items.iter_mut().for_each(|v| escape_value(v, multiline)),
         Value::Object(map) => {
             let entries = std::mem::take(map);
             for (k, mut v) in entries {
-                escape_document(&mut v);
+                escape_value(&mut v, multiline || k == "fix");
                 map.insert(escape_control(&k).into_owned(), v);
             }
         }
@@ -325,6 +338,14 @@ mod tests {
     fn shorten_cuts_with_ellipsis() {
         assert_eq!(shorten("python train.py", 8), "python …");
         assert_eq!(shorten("short", 8), "short");
+    }
+
+    #[test]
+    fn documents_are_escaped_but_fixes_keep_their_lines() {
+        let mut v = serde_json::json!({"command": "a\nb\x1b", "fix": {"message": "x\n  y\x07"}});
+        escape_document(&mut v);
+        assert_eq!(v["command"], "a\\nb\\x1b");
+        assert_eq!(v["fix"]["message"], "x\n  y\\x07");
     }
 
     #[test]
