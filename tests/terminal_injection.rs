@@ -147,3 +147,40 @@ fn long_lines_make_short_snippets() {
     );
     assert!(text.contains("Accelerator()"), "{text}");
 }
+
+/// The ports table cuts the command to the terminal's width on a terminal (a real pty through
+/// `script`), and keeps it whole when piped and in JSON.
+#[test]
+fn command_is_cut_only_on_a_terminal() {
+    let port = free_low_port();
+    let long = "x".repeat(300);
+    let mut cmd = Command::new(python());
+    cmd.arg(helper("holder.py"))
+        .arg(port.to_string())
+        .arg(&long);
+    let _s = Situation::start_cmd(&mut cmd);
+    let p = port.to_string();
+    let piped = String::from_utf8_lossy(&run(&["ports", "--port", &p]).stdout).to_string();
+    assert!(piped.contains(&long), "piped: whole\n{piped}");
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("pty.log");
+    let line = format!(
+        "COLUMNS=120 NO_COLOR=1 {} ports --port {p}",
+        env!("CARGO_BIN_EXE_doctor")
+    );
+    let status = Command::new("script")
+        .args(["-q", "-e", "-c", &line, log.to_str().unwrap()])
+        .status()
+        .expect("util-linux script runs");
+    assert!(status.code().is_some_and(|c| c <= 1), "{status}");
+    let tty = String::from_utf8_lossy(&std::fs::read(&log).unwrap()).replace('\r', "");
+    let rows: Vec<&str> = tty
+        .lines()
+        .filter(|l| l.contains(&format!(":{p} ")))
+        .collect();
+    assert!(!rows.is_empty(), "{tty}");
+    for r in rows {
+        assert!(r.chars().count() <= 120, "cut to 120 columns: {r}");
+        assert!(r.ends_with('…'), "{r}");
+    }
+}
