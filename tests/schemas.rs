@@ -97,6 +97,31 @@ fn every_command_output_matches_its_schema() {
     assert_valid("run", &rec);
 }
 
+/// `repro` with a cheap custom script (no torch needed), and `repro --list`.
+#[test]
+fn repro_documents_match_their_schemas() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("quick_case.py");
+    std::fs::write(&script, "print('ok')\n").unwrap();
+    let out = doctor()
+        .args([
+            "repro",
+            script.to_str().unwrap(),
+            "--ctx",
+            "spawn",
+            "--no-setup",
+        ])
+        .args(["--no-progress", "--format", "json"])
+        .env("DOCTOR_PYTHON", python())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_valid("repro", &doc);
+    let (list, _) = json(&["repro", "--list", "--format", "json"]);
+    assert_valid("repro-list", &list);
+}
+
 #[test]
 fn the_schemas_reject_the_old_shapes() {
     let old = serde_json::json!({

@@ -20,7 +20,8 @@ use crate::render::{self, Format, Paint, progress};
 use crate::sys::pyenv;
 use crate::sys::supervise::{self, Killed, Tree, Waited};
 
-pub const SCHEMA_VERSION: u32 = 1;
+/// The version of repro's documents: the same as every doctor document (docs/changelog.md).
+pub const SCHEMA_VERSION: u32 = crate::model::snapshot::SCHEMA_VERSION;
 
 /// Default per-case timeout: a case takes 5-10 s on an idle 2-core CPU machine and several times
 /// that on a loaded one; a hang is only declared well past that.
