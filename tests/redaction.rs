@@ -190,3 +190,31 @@ fn show_secrets_turns_redaction_off() {
     assert!(text.contains("[redacted]"), "{text}");
     assert_clean("ports json", &text);
 }
+
+/// `repro` with a custom script: its arguments and the output it printed are redacted too.
+#[test]
+fn repro_documents_are_redacted() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("leaky_case.py");
+    std::fs::write(
+        &script,
+        "import sys\nprint('connecting to redis://:pwRedisE5@cache:6379/0 with', sys.argv[1:])\nsys.exit(1)\n",
+    )
+    .unwrap();
+    let s = script.to_str().unwrap();
+    let mut args = vec!["repro", s, "--ctx", "spawn", "--no-setup", "--no-progress"];
+    args.extend(["--format", "json", "--", "--password", "pwLongFlagA1"]);
+    let out = with_env(doctor())
+        .args(&args)
+        .env("DOCTOR_PYTHON", python())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "the case fails");
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.contains("connecting to redis://[redacted]@cache"),
+        "{text}"
+    );
+    assert_clean("repro --format json", &text);
+}

@@ -467,7 +467,7 @@ pub fn main(args: ReproArgs) -> anyhow::Result<i32> {
     results.sort_by(|a, b| (&a.name, a.ctx, a.variant).cmp(&(&b.name, b.ctx, b.variant)));
     let verdict = verdict(&results);
 
-    let doc = Document {
+    let mut doc = Document {
         schema_version: SCHEMA_VERSION,
         python: PythonInfo {
             path: env.path.display().to_string(),
@@ -482,6 +482,9 @@ pub fn main(args: ReproArgs) -> anyhow::Result<i32> {
         cases: results,
         verdict,
     };
+    if !render::settings().show_secrets {
+        redact_cases(&mut doc.cases);
+    }
     match args.format.unwrap_or(Format::Table) {
         Format::Table => render::print(&render_table(&doc)),
         f => render::print(&render::document(&doc, f)?),
@@ -841,6 +844,18 @@ fn run_all(
     slots.into_inner().unwrap_or_default()
 }
 
+/// Secrets in what the cases ran and printed (a custom script's arguments, its output) are
+/// redacted like every other output.
+fn redact_cases(cases: &mut [CaseResult]) {
+    use crate::render::redact::{redact_argv, scrub_text};
+    for c in cases {
+        redact_argv(&mut c.command);
+        for line in c.log_tail.iter_mut().chain(c.error.iter_mut()) {
+            *line = scrub_text(line);
+        }
+    }
+}
+
 /// The line a finished case leaves: `[n/total] name variant ctx: outcome (secs) ...`.
 fn result_line(r: &CaseResult, n: usize, total: usize, color: bool) -> String {
     let paint = if r.matches_expected {
@@ -856,7 +871,12 @@ fn result_line(r: &CaseResult, n: usize, total: usize, color: bool) -> String {
             short_frame(f)
         );
     } else if let Some(e) = &r.error {
-        detail = format!(" {}", render::shorten(e, 90));
+        let e = if render::settings().show_secrets {
+            e.clone()
+        } else {
+            render::redact::scrub_text(e)
+        };
+        detail = format!(" {}", render::escape_control(&render::shorten(&e, 90)));
     }
     format!(
         "  [{n}/{total}] {} {} {}: {} ({:.1}s){}{}",

@@ -191,6 +191,12 @@ static FLAG_PAIR: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"(^|\s)(--?)([A-Za-z][A-Za-z0-9_.\-]*)(=|\s+)([^\s'\x22]+)").expect("valid regex")
 });
 
+/// `'--password', 'value'` inside a string: an argv printed as a Python or JSON list.
+static QUOTED_FLAG: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r#"(["'])(--?[A-Za-z][A-Za-z0-9_.\-]*)(["']\s*,\s*)(["'])([^"']*)(["'])"#)
+        .expect("valid regex")
+});
+
 /// A flag whose *next* argument is a secret (`--password X`, `--hf-token X`, `--wandb-key X`).
 /// Stricter than `is_secret_name`, since a boolean flag (`--private`) may be followed by an
 /// ordinary positional argument; `--max-tokens 512` and `--tokenizer gpt2` are not secrets.
@@ -276,6 +282,17 @@ pub fn scrub_text(text: &str) -> String {
                 let pwd = &c[3] == ";" && c[1].eq_ignore_ascii_case("pwd");
                 if (is_secret_name(&c[1]) || pwd) && &c[2] != REDACTED {
                     format!("{}={REDACTED}{}", &c[1], &c[3])
+                } else {
+                    c[0].to_string()
+                }
+            })
+            .into_owned();
+    }
+    if QUOTED_FLAG.is_match(&s) {
+        s = QUOTED_FLAG
+            .replace_all(&s, |c: &regex::Captures| {
+                if secret_follows(&c[2], &c[5]) && &c[5] != REDACTED {
+                    format!("{}{}{}{}{REDACTED}{}", &c[1], &c[2], &c[3], &c[4], &c[6])
                 } else {
                     c[0].to_string()
                 }
@@ -752,6 +769,10 @@ mod tests {
         assert!(
             joined.ends_with("-p 29500"),
             "a port after -p stays: {joined}"
+        );
+        assert_eq!(
+            scrub_text("argv ['t.py', '--password', 'longPW3', '--lr', '0.1']"),
+            "argv ['t.py', '--password', '[redacted]', '--lr', '0.1']"
         );
         assert_eq!(
             scrub_text("mysql -p shortPW1 --pw=shortPW2 -p 3306"),
