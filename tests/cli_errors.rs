@@ -145,3 +145,79 @@ fn readme_exit_codes_match_help() {
         .join(" ");
     assert_eq!(from_help, from_readme);
 }
+
+#[test]
+fn closed_stdout_ends_quietly() {
+    use std::process::Stdio;
+    let mut child = doctor()
+        .args(["ports", "--all", "--format", "yaml"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // the reader goes away at once, like `| head -0`
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !err.contains("panicked") && !err.contains("Broken pipe"),
+        "{err}"
+    );
+    assert!(
+        matches!(out.status.code(), Some(0) | Some(1)),
+        "{:?}",
+        out.status
+    );
+}
+
+#[test]
+fn help_and_version() {
+    let out = run(&["--help"]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    for cmd in ["ports", "tree", "snapshot"] {
+        assert!(text.contains(cmd), "{text}");
+    }
+    assert_eq!(run(&["--version"]).status.code(), Some(0));
+    let bash = run(&["completions", "bash"]);
+    assert_eq!(bash.status.code(), Some(0));
+    let script = String::from_utf8_lossy(&bash.stdout);
+    assert!(
+        script.contains("_doctor") && script.contains("ports") && script.contains("--check"),
+        "{script}"
+    );
+    assert_eq!(run(&["completions", "tcsh"]).status.code(), Some(2));
+    assert_eq!(run(&["no-such-command"]).status.code(), Some(2));
+}
+
+#[test]
+fn managed_env_install_failure_is_a_clear_error() {
+    // A real venv is created in a scratch cache directory; pip, cut off from any index, fails.
+    let dir = tempfile::tempdir().unwrap();
+    let out = doctor()
+        .args(["repro", "--setup"])
+        .env_remove("VIRTUAL_ENV")
+        .env_remove("CONDA_PREFIX")
+        .env_remove("DOCTOR_PYTHON")
+        .env("DOCTOR_CACHE_DIR", dir.path())
+        .env("PIP_NO_INDEX", "1")
+        .env("PIP_FIND_LINKS", dir.path())
+        .env("PIP_DISABLE_PIP_VERSION_CHECK", "1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    if out.status.code() == Some(0) {
+        eprintln!("skipped: an interpreter on this machine already has torch and lightning: {err}");
+        return;
+    }
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("about 5 GB"),
+        "it says what it will download first: {err}"
+    );
+    assert!(err.contains("error: installing torch=="), "{err}");
+    assert!(err.contains("hint:"), "{err}");
+    assert!(
+        dir.path().join("venv/bin/python").exists(),
+        "the venv itself was created"
+    );
+}
