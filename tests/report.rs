@@ -559,3 +559,23 @@ fn output_file_is_yaml_and_scan_findings_are_in_it() {
     let text = std::fs::read_to_string(&file).unwrap();
     assert!(text.find("summary:").unwrap() < text.find("host:").unwrap());
 }
+
+/// `--port N` means the same as in `doctor ports`: the ports section shows only N.
+#[test]
+fn port_filters_the_ports_section() {
+    let (a, b) = (free_low_port(), free_low_port());
+    let _sa = Situation::start("d001", a);
+    let _sb = Situation::start("d003", b);
+    let (doc, _) = json(&["report", "--port", &a.to_string(), "--format", "json"]);
+    let ports: Vec<u64> = doc["ports"]["holders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["port"].as_u64().unwrap())
+        .collect();
+    assert!(
+        !ports.is_empty() && ports.iter().all(|p| *p == u64::from(a)),
+        "{ports:?}"
+    );
+    assert_eq!(doc["ports"]["ports"], serde_json::json!([a]));
+}

@@ -53,9 +53,32 @@ pub struct ReportArgs {
     /// Replace host names and user names by stable pseudonyms (host-xxxxxx, user-xxxxxx)
     #[arg(long)]
     anonymize: bool,
-    /// Also treat this port as a rendezvous port (repeatable)
+    /// Only this port in the ports section (repeatable; a rendezvous port for the analysis too)
     #[arg(long, value_parser = parse_port)]
     port: Vec<u16>,
+}
+
+/// `--port`: the ports section shows only those ports, as `doctor ports --port` does.
+fn keep_ports(doc: &mut Value, ports: &[u16]) {
+    if ports.is_empty() {
+        return;
+    }
+    let wanted = |v: &Value| {
+        v.as_u64()
+            .is_some_and(|p| ports.iter().any(|q| u64::from(*q) == p))
+    };
+    let section = &mut doc["ports"];
+    section["ports"] = Value::from(ports.to_vec());
+    if let Some(rows) = section["holders"].as_array_mut() {
+        rows.retain(|h| wanted(&h["port"]));
+    }
+    if let Some(found) = section["findings"].as_array_mut() {
+        found.retain(|f| {
+            f["ports"]
+                .as_array()
+                .is_none_or(|p| p.is_empty() || p.iter().any(wanted))
+        });
+    }
 }
 
 /// Environment variables of this shell worth showing: rendezvous and launcher settings, the
@@ -414,6 +437,7 @@ pub fn report(args: ReportArgs) -> anyhow::Result<i32> {
         None => None,
     };
     let (mut doc, exit_1) = build(&args, included)?;
+    keep_ports(&mut doc, &args.port);
     if show_secrets(&args) {
         eprintln!(
             "warning: --show-secrets: the report keeps {}; do not attach it where others can read it",
