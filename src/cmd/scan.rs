@@ -133,9 +133,7 @@ pub fn scan(args: ScanArgs) -> anyhow::Result<i32> {
                     default_start_method,
                 },
             };
-            let mut s = serde_json::to_string_pretty(&doc)?;
-            s.push('\n');
-            output::print(&s);
+            output::print(&output::document(&doc, output::Format::Json)?);
         }
         ScanFormat::Sarif => output::print(&scan_render::sarif(&diags)?),
         ScanFormat::Github => output::print(&scan_render::github(&diags)),

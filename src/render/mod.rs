@@ -50,13 +50,30 @@ impl DocFormat {
 pub fn document<T: Serialize>(doc: &T, format: Format) -> anyhow::Result<String> {
     Ok(match format {
         Format::Json => {
-            let mut s = serde_json::to_string_pretty(doc)?;
+            let mut s = json_ascii_controls(serde_json::to_string_pretty(doc)?);
             s.push('\n');
             s
         }
         Format::Yaml => serde_yaml::to_string(doc)?,
         Format::Table => unreachable!("tables are rendered by the command"),
     })
+}
+
+/// JSON escapes C0 controls itself; DEL and the C1 controls (U+0080-U+009F, e.g. the one-byte
+/// CSI) it writes raw, so they are escaped here (`\u009b`); they only occur inside strings.
+fn json_ascii_controls(s: String) -> String {
+    if !s.chars().any(|c| c == '\u{7f}' || ('\u{80}'..='\u{9f}').contains(&c)) {
+        return s;
+    }
+    let mut out = String::with_capacity(s.len() + 16);
+    for c in s.chars() {
+        if c == '\u{7f}' || ('\u{80}'..='\u{9f}').contains(&c) {
+            out.push_str(&format!("\\u{:04x}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Write to stdout; a closed pipe (`doctor ports | head -1`) ends the program quietly with 0.
@@ -346,6 +363,15 @@ mod tests {
         escape_document(&mut v);
         assert_eq!(v["command"], "a\\nb\\x1b");
         assert_eq!(v["fix"]["message"], "x\n  y\\x07");
+    }
+
+    #[test]
+    fn json_has_no_raw_c1_controls() {
+        let doc = serde_json::json!({"a": "x\u{9b}31m\u{7f}\u{1b}"});
+        let text = document(&doc, Format::Json).unwrap();
+        assert!(!text.chars().any(|c| c.is_control() && c != '\n'), "{text:?}");
+        let back: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, doc);
     }
 
     #[test]

@@ -288,9 +288,7 @@ pub fn sarif(diags: &[&Diagnostic]) -> anyhow::Result<String> {
             "results": results,
         }],
     });
-    let mut s = serde_json::to_string_pretty(&doc)?;
-    s.push('\n');
-    Ok(s)
+    crate::render::document(&doc, crate::render::Format::Json)
 }
 
 fn escape_data(s: &str) -> String {
