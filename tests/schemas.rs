@@ -140,3 +140,38 @@ fn the_schemas_reject_the_old_shapes() {
         "times are RFC 3339 strings"
     );
 }
+
+/// A schema 1 snapshot (Unix-second times) still loads; what is written from it is schema 2.
+#[test]
+fn schema_1_snapshots_still_load() {
+    let (mut snap, _) = json(&["snapshot", "--format", "json"]);
+    snap["schema_version"] = 1.into();
+    snap["taken_at"] = 1_764_000_000.5.into();
+    for p in snap["processes"].as_array_mut().unwrap() {
+        p["start_time"] = 1_763_999_000.25.into();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("v1.json");
+    std::fs::write(&file, snap.to_string()).unwrap();
+    let (doc, code) = json(&[
+        "ports",
+        "--from",
+        file.to_str().unwrap(),
+        "--format",
+        "json",
+        "--all",
+    ]);
+    assert!(code == 0 || code == 1, "{doc}");
+    assert_valid("ports", &doc);
+    let holder_age = doc["holders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|h| h["age_seconds"].as_f64());
+    if let Some(age) = holder_age {
+        assert!(
+            (age - 1000.3).abs() < 0.2,
+            "ages from the numeric times: {age}"
+        );
+    }
+}

@@ -62,7 +62,10 @@ pub fn document<T: Serialize>(doc: &T, format: Format) -> anyhow::Result<String>
 /// JSON escapes C0 controls itself; DEL and the C1 controls (U+0080-U+009F, e.g. the one-byte
 /// CSI) it writes raw, so they are escaped here (`\u009b`); they only occur inside strings.
 fn json_ascii_controls(s: String) -> String {
-    if !s.chars().any(|c| c == '\u{7f}' || ('\u{80}'..='\u{9f}').contains(&c)) {
+    if !s
+        .chars()
+        .any(|c| c == '\u{7f}' || ('\u{80}'..='\u{9f}').contains(&c))
+    {
         return s;
     }
     let mut out = String::with_capacity(s.len() + 16);
@@ -369,7 +372,10 @@ mod tests {
     fn json_has_no_raw_c1_controls() {
         let doc = serde_json::json!({"a": "x\u{9b}31m\u{7f}\u{1b}"});
         let text = document(&doc, Format::Json).unwrap();
-        assert!(!text.chars().any(|c| c.is_control() && c != '\n'), "{text:?}");
+        assert!(
+            !text.chars().any(|c| c.is_control() && c != '\n'),
+            "{text:?}"
+        );
         let back: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(back, doc);
     }
