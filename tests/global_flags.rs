@@ -53,6 +53,19 @@ fn quiet_leaves_only_the_document() {
     assert_eq!(err, "");
     let err = run_stderr(&[], &["snapshot", "-q", "-o", file.to_str().unwrap()]);
     assert_eq!(err, "", "global flags go after the subcommand too");
+    let rec = dir.path().join("r.json");
+    let err = run_stderr(&[], &["run", "-o", rec.to_str().unwrap(), "--", "true"]);
+    assert!(err.contains("wrote the timeline"), "{err}");
+    let err = run_stderr(
+        &[],
+        &["-q", "run", "-o", rec.to_str().unwrap(), "--", "true"],
+    );
+    assert_eq!(err, "");
+    let err = run_stderr(&[], &["-q", "run", "--", "sh", "-c", "echo on-stderr >&2"]);
+    assert_eq!(
+        err, "on-stderr\n",
+        "the command's own output still passes through"
+    );
     let err = run_stderr(&[], &["-q", "-v", "ports"]);
     assert!(err.contains("cannot be used with"), "{err}");
 }

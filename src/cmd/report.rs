@@ -461,13 +461,13 @@ pub fn report(args: ReportArgs) -> anyhow::Result<i32> {
         Some(path) => {
             std::fs::write(path, &text)
                 .with_context(|| format!("cannot write {}", path.display()))?;
-            eprintln!(
+            render::note(&format!(
                 "wrote {}: {} errors, {} warnings, {} info; merge reports of several nodes with `doctor merge report-*.yaml`",
                 path.display(),
                 doc["summary"]["errors"],
                 doc["summary"]["warnings"],
                 doc["summary"]["info"]
-            );
+            ));
         }
         None => render::print(&text),
     }

@@ -370,10 +370,10 @@ pub fn main(args: RunArgs) -> anyhow::Result<i32> {
         }
         std::fs::write(path, render::document(&value, format)?)
             .with_context(|| format!("cannot write {}", path.display()))?;
-        eprintln!(
+        render::note(&format!(
             "doctor: wrote the timeline and diagnosis to {}",
             path.display()
-        );
+        ));
     }
     Ok(exit_status)
 }
