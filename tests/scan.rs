@@ -30,14 +30,14 @@ fn scan_json(args: &[&str]) -> (Value, Output) {
 }
 
 fn codes_lines(doc: &Value) -> BTreeSet<(String, u64)> {
-    doc["diagnostics"]
+    doc["findings"]
         .as_array()
         .expect("diagnostics array")
         .iter()
         .map(|d| {
             (
                 d["code"].as_str().unwrap_or("?").to_string(),
-                d["line"].as_u64().unwrap_or(0),
+                d["location"]["line"].as_u64().unwrap_or(0),
             )
         })
         .collect()
@@ -135,7 +135,7 @@ fn seed_is_an_error_with_spawn_evidence() {
         "tests/fixtures/scan/seed.py",
     ]);
     assert_eq!(out.status.code(), Some(1));
-    let diags = doc["diagnostics"].as_array().expect("array");
+    let diags = doc["findings"].as_array().expect("array");
     assert_eq!(diags.len(), 2);
     assert_eq!(diags[0]["code"], "S001");
     assert_eq!(
@@ -147,7 +147,7 @@ fn seed_is_an_error_with_spawn_evidence() {
         diags[1]["related"][0]["line"], 10,
         "evidence: the spawn DataLoader line"
     );
-    assert_eq!(doc["schema_version"], 1);
+    assert_eq!(doc["schema_version"], 2);
     assert_eq!(doc["files_scanned"], 1);
 }
 
@@ -238,7 +238,7 @@ fn stdin_is_scanned_as_stdin() {
         .expect("runs");
     assert_eq!(out.status.code(), Some(1));
     let doc: Value = serde_json::from_slice(&out.stdout).expect("json");
-    assert_eq!(doc["diagnostics"][0]["path"], "<stdin>");
+    assert_eq!(doc["findings"][0]["location"]["path"], "<stdin>");
     assert_eq!(
         codes_lines(&doc),
         [("S001".into(), 6), ("S002".into(), 6)]
@@ -284,18 +284,21 @@ fn bad_inputs_are_reported_and_the_rest_is_scanned() {
             .into_iter()
             .collect()
     );
-    let s900 = doc["diagnostics"]
+    let s900 = doc["findings"]
         .as_array()
         .expect("array")
         .iter()
         .find(|d| d["code"] == "S900")
         .expect("S900");
     assert!(
-        s900["path"]
+        s900["location"]["path"]
             .as_str()
             .is_some_and(|p| p.ends_with("a_broken.py"))
     );
-    assert_eq!(s900["column"], 7, "the location of the syntax error");
+    assert_eq!(
+        s900["location"]["column"], 7,
+        "the location of the syntax error"
+    );
     assert_eq!(doc["files_scanned"], 4);
     let skipped: Vec<String> = doc["files_skipped"]
         .as_array()
@@ -345,12 +348,12 @@ fn walking_honours_gitignore_and_skips_hidden_venv_and_cache_dirs() {
     write(d, "env/lib/site-packages/lib.py", bad);
     let root = d.to_str().expect("utf-8");
     let (doc, _) = scan_json(&[root]);
-    let mut paths: Vec<String> = doc["diagnostics"]
+    let mut paths: Vec<String> = doc["findings"]
         .as_array()
         .expect("array")
         .iter()
         .map(|x| {
-            x["path"]
+            x["location"]["path"]
                 .as_str()
                 .unwrap_or("")
                 .strip_prefix(root)
@@ -365,7 +368,7 @@ fn walking_honours_gitignore_and_skips_hidden_venv_and_cache_dirs() {
     let site = d.join("env/lib/site-packages");
     let (doc, _) = scan_json(&[site.to_str().expect("utf-8")]);
     assert_eq!(doc["files_scanned"], 1);
-    assert_eq!(doc["diagnostics"].as_array().map(Vec::len), Some(1));
+    assert_eq!(doc["findings"].as_array().map(Vec::len), Some(1));
 }
 
 #[test]
@@ -524,11 +527,16 @@ fn no_false_positives_on_torch_and_lightning() {
     let (doc, _) = scan_json(&args);
     let scanned = doc["files_scanned"].as_u64().unwrap_or(0);
     assert!(scanned > 1000, "only {scanned} files scanned");
-    let diags = doc["diagnostics"].as_array().expect("array");
+    let diags = doc["findings"].as_array().expect("array");
     let launches: Vec<String> = diags
         .iter()
         .filter(|d| d["code"] == "S001" || d["code"] == "S002")
-        .map(|d| format!("{} {}:{} {}", d["code"], d["path"], d["line"], d["message"]))
+        .map(|d| {
+            format!(
+                "{} {}:{} {}",
+                d["code"], d["location"]["path"], d["location"]["line"], d["message"]
+            )
+        })
         .collect();
     let s003 = diags.iter().filter(|d| d["code"] == "S003").count();
     let s900 = diags.iter().filter(|d| d["code"] == "S900").count();

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use crate::error::user_error;
 use crate::model::finding::{self, Severity};
 use crate::model::report::REPORT_KIND;
-use crate::model::snapshot::SCHEMA_VERSION;
+use crate::model::snapshot::{READS_SCHEMA_VERSIONS, SCHEMA_VERSION};
 use crate::render::findings::render_finding_values;
 use crate::render::utc;
 use crate::render::value_text as s;
@@ -177,7 +177,9 @@ pub fn parse(text: &str) -> Result<Value, (String, String)> {
     }
     match doc.get("schema_version") {
         None => return Err(not_report()),
-        Some(v) if v.as_u64() == Some(SCHEMA_VERSION as u64) => {}
+        Some(v)
+            if v.as_u64()
+                .is_some_and(|v| READS_SCHEMA_VERSIONS.contains(&v)) => {}
         Some(v) => {
             return Err((
                 format!("schema_version {v} is not supported (this doctor reads {SCHEMA_VERSION})"),
@@ -262,7 +264,7 @@ pub fn node(file: &str, doc: &Value) -> Node {
             .iter()
             .filter_map(str_of)
             .collect(),
-        taken_at: doc["taken_at"].as_f64().unwrap_or(0.0),
+        taken_at: crate::model::time::seconds_of(&doc["taken_at"]).unwrap_or(0.0),
         shell: doc["environment"]["shell"]
             .as_object()
             .map(|m| {
@@ -938,14 +940,22 @@ pub fn merge(args: MergeArgs) -> anyhow::Result<i32> {
             "hostname": n.hostname,
             "master": master_index.as_deref() == Some(n.name.as_str()),
             "addresses": n.addresses,
-            "taken_at_utc": utc(n.taken_at),
+            "taken_at": crate::model::time::rfc3339(n.taken_at),
             "ranks": n.ranks,
             "versions": n.versions,
             "findings": n.findings,
         })).collect::<Vec<_>>(),
     });
+    let mut doc = doc;
+    render::findings::normalize_findings(&mut doc);
+    if !render::settings().show_secrets {
+        render::redact::redact(&mut doc);
+    }
     let text = match format {
-        Format::Table => render_table(&doc, render::stdout_color()),
+        Format::Table => {
+            render::escape_document(&mut doc);
+            render_table(&doc, render::stdout_color())
+        }
         f => render::document(&doc, f)?,
     };
     render::print(&text);
@@ -1185,8 +1195,8 @@ mod tests {
     fn bad_documents() {
         assert!(parse("").is_err());
         assert!(parse("a: [1, 2").is_err());
-        let e = parse("schema_version: 2\nkind: doctor-report\n").unwrap_err();
-        assert!(e.0.contains("schema_version 2"), "{e:?}");
+        let e = parse("schema_version: 99\nkind: doctor-report\n").unwrap_err();
+        assert!(e.0.contains("schema_version 99"), "{e:?}");
         let e = parse("name: something\nitems: [1]\n").unwrap_err();
         assert!(e.0.contains("not a doctor report"), "{e:?}");
         let full =

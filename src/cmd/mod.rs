@@ -24,11 +24,17 @@ pub fn parse_port(s: &str) -> Result<u16, String> {
     }
 }
 
+/// The snapshot to analyse (a file, or this machine now), with its secrets redacted unless
+/// `--show-secrets`: every output of it, findings included, is then clean.
 pub fn load_or_observe(from: &Option<PathBuf>) -> anyhow::Result<Snapshot> {
-    match from {
-        Some(path) => Snapshot::load(path),
-        None => Ok(observe::snapshot()),
+    let mut snap = match from {
+        Some(path) => Snapshot::load(path)?,
+        None => observe::snapshot(),
+    };
+    if !crate::render::settings().show_secrets {
+        crate::render::redact::redact_snapshot(&mut snap);
     }
+    Ok(snap)
 }
 
 /// The snapshot to analyse: loaded (`--from`), or this machine now, where the ranks of a job that

@@ -1,5 +1,6 @@
 //! `doctor ports`: who holds the rendezvous ports, and what they are to the training job.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use serde::Serialize;
@@ -11,19 +12,21 @@ use crate::model::finding::{Finding, worth_exit_1};
 use crate::model::snapshot::{SCHEMA_VERSION, Unreadable};
 use crate::render::findings::render_findings;
 use crate::render::table::ports_table;
-use crate::render::{self, Format, permission_note};
-use crate::sys::{freeport, observe};
+use crate::render::{self, Format, escape_control, permission_note};
+use crate::sys::{freeport, host, observe};
 
 #[derive(clap::Args)]
 pub struct PortsArgs {
-    /// Also look at this port (repeatable); by default every MASTER_PORT seen, 29500 and 29400
+    /// Only this port (repeatable; a rendezvous port for the analysis too); by default every
+    /// MASTER_PORT seen, 29500 and 29400
     #[arg(long, value_parser = parse_port)]
     port: Vec<u16>,
-    /// Show every listening socket, not only rendezvous ports
+    /// Widen to every listening socket, not only rendezvous ports
     #[arg(long)]
     all: bool,
-    /// Print nothing; exit 0 when PORT is free to bind, 1 when it is taken (holder on stderr)
-    #[arg(long, value_name = "PORT", value_parser = parse_port, conflicts_with_all = ["all", "from"])]
+    /// Exit 0 when PORT is free to bind, 1 when it is taken (holder on stderr; with
+    /// --format json/yaml a document on stdout)
+    #[arg(long, value_name = "PORT", value_parser = parse_port, conflicts_with_all = ["all", "from", "port"])]
     check: Option<u16>,
     /// Print one port that is free now (a bind succeeds), below the ephemeral range, not reserved
     /// and named by no job; exit 1 when there is none
@@ -49,33 +52,43 @@ struct PortsDoc<'a> {
 
 pub fn ports(args: PortsArgs) -> anyhow::Result<i32> {
     if let Some(port) = args.check {
-        return Ok(check(port));
+        return check(port, args.format);
     }
     if args.free {
         return Ok(free(&args.port));
     }
     let snap = load_or_inspect(&args.from, &args.port)?;
     let a = analyse(&snap, &args.port, args.from.is_none());
-    let rows = holders(&a, args.all);
-    let scope: Vec<u16> = if args.all {
-        Vec::new()
-    } else {
-        a.rendezvous_ports.iter().copied().collect()
-    };
+    let mut rows = holders(&a, args.all);
+    let mut findings = a.findings.clone();
+    let mut scope: Vec<u16> = a.rendezvous_ports.iter().copied().collect();
+    // `--port` filters (rows and the findings about other ports); `--all` widens again.
+    if !args.port.is_empty() && !args.all {
+        rows.retain(|h| args.port.contains(&h.port));
+        findings.retain(|f| f.ports.is_empty() || f.ports.iter().any(|p| args.port.contains(p)));
+        scope = args.port.clone();
+    }
     let text = match args.format {
         Format::Table => {
-            let mut t = ports_table(&rows, &scope);
-            t.push_str(&render_findings(&a.findings, render::stdout_color()));
+            let users: BTreeMap<u32, String> = rows
+                .iter()
+                .map(|h| h.uid)
+                .collect::<BTreeSet<u32>>()
+                .into_iter()
+                .filter_map(|uid| host::account_name(uid).map(|n| (uid, n)))
+                .collect();
+            let mut t = ports_table(&rows, if args.all { &[] } else { &scope }, &users);
+            t.push_str(&render_findings(&findings, render::stdout_color()));
             t
         }
         f => render::document(
             &PortsDoc {
                 schema_version: SCHEMA_VERSION,
                 hostname: &snap.host.hostname,
-                ports: a.rendezvous_ports.iter().copied().collect(),
+                ports: scope,
                 holders: rows,
                 jobs: &a.jobs,
-                findings: &a.findings,
+                findings: &findings,
                 unreadable: &snap.unreadable,
             },
             f,
@@ -83,23 +96,48 @@ pub fn ports(args: PortsArgs) -> anyhow::Result<i32> {
     };
     render::print(&text);
     permission_note(&snap);
-    Ok(if worth_exit_1(&a.findings) { 1 } else { 0 })
+    Ok(if worth_exit_1(&findings) { 1 } else { 0 })
 }
 
-/// `--check N`: exit 0 when free, 1 when taken, holder on stderr.
-fn check(port: u16) -> i32 {
-    if observe::port_is_free(port) {
-        return 0;
+#[derive(Serialize)]
+struct CheckDoc {
+    schema_version: u32,
+    port: u16,
+    free: bool,
+    holders: Vec<Holder>,
+}
+
+/// `--check N`: exit 0 when free, 1 when taken; the holders on stderr, or a document on
+/// stdout with `--format json/yaml`.
+fn check(port: u16, format: Format) -> anyhow::Result<i32> {
+    let free = observe::port_is_free(port);
+    let rows: Vec<Holder> = if free {
+        Vec::new()
+    } else {
+        let mut snap = observe::snapshot();
+        if !render::settings().show_secrets {
+            render::redact::redact_snapshot(&mut snap);
+        }
+        let a = Analysis::new(&snap, &[port]);
+        holders(&a, false)
+            .into_iter()
+            .filter(|h| {
+                h.port == port && h.state != "TIME_WAIT" && h.local.ends_with(&format!(":{port}"))
+            })
+            .collect()
+    };
+    let code = if free { 0 } else { 1 };
+    if format != Format::Table {
+        let doc = CheckDoc {
+            schema_version: SCHEMA_VERSION,
+            port,
+            free,
+            holders: rows,
+        };
+        render::print(&render::document(&doc, format)?);
+        return Ok(code);
     }
-    let snap = observe::snapshot();
-    let a = Analysis::new(&snap, &[port]);
-    let rows: Vec<Holder> = holders(&a, false)
-        .into_iter()
-        .filter(|h| {
-            h.port == port && h.state != "TIME_WAIT" && h.local.ends_with(&format!(":{port}"))
-        })
-        .collect();
-    if rows.is_empty() {
+    if !free && rows.is_empty() {
         eprintln!(
             "port {port} is taken (no holder visible; run as root to see other users' processes)"
         );
@@ -109,13 +147,13 @@ fn check(port: u16) -> i32 {
             Some(pid) => format!(
                 "pid {pid} ({}) {}",
                 h.role.unwrap_or("?"),
-                h.command.as_deref().unwrap_or("")
+                escape_control(h.command.as_deref().unwrap_or(""))
             ),
             None => "a process doctor cannot see".into(),
         };
         eprintln!("port {port} is taken: {} {} by {who}", h.proto, h.state);
     }
-    1
+    Ok(code)
 }
 
 /// `--free`: one port a rendezvous can use now, on stdout alone.

@@ -22,7 +22,6 @@ use crate::model::report::REPORT_KIND;
 use crate::model::snapshot::{SCHEMA_VERSION, Snapshot, is_rendezvous_env};
 use crate::render::findings::render_finding_values;
 use crate::render::redact;
-use crate::render::utc;
 use crate::render::value_text as s;
 use crate::render::{self, Format, Paint, paint};
 use crate::sys::observe;
@@ -54,9 +53,32 @@ pub struct ReportArgs {
     /// Replace host names and user names by stable pseudonyms (host-xxxxxx, user-xxxxxx)
     #[arg(long)]
     anonymize: bool,
-    /// Also treat this port as a rendezvous port (repeatable)
+    /// Only this port in the ports section (repeatable; a rendezvous port for the analysis too)
     #[arg(long, value_parser = parse_port)]
     port: Vec<u16>,
+}
+
+/// `--port`: the ports section shows only those ports, as `doctor ports --port` does.
+fn keep_ports(doc: &mut Value, ports: &[u16]) {
+    if ports.is_empty() {
+        return;
+    }
+    let wanted = |v: &Value| {
+        v.as_u64()
+            .is_some_and(|p| ports.iter().any(|q| u64::from(*q) == p))
+    };
+    let section = &mut doc["ports"];
+    section["ports"] = Value::from(ports.to_vec());
+    if let Some(rows) = section["holders"].as_array_mut() {
+        rows.retain(|h| wanted(&h["port"]));
+    }
+    if let Some(found) = section["findings"].as_array_mut() {
+        found.retain(|f| {
+            f["ports"]
+                .as_array()
+                .is_none_or(|p| p.is_empty() || p.iter().any(wanted))
+        });
+    }
 }
 
 /// Environment variables of this shell worth showing: rendezvous and launcher settings, the
@@ -184,14 +206,6 @@ struct TrainingProcess<'a> {
     command: String,
 }
 
-#[derive(Serialize)]
-struct SummaryFinding<'a> {
-    code: &'a str,
-    severity: &'a str,
-    message: &'a str,
-    fix: &'a str,
-}
-
 fn read_included(path: &Path) -> anyhow::Result<Value> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         user_error(
@@ -287,31 +301,13 @@ fn build(args: &ReportArgs, included: Option<Value>) -> anyhow::Result<(Value, b
             diags.extend(r.diagnostics);
         }
     }
+    // The summary lists runtime and static findings in the one finding shape.
     let mut summary_findings: Vec<(Value, &str)> = findings
         .iter()
-        .map(|f| {
-            (
-                json!(SummaryFinding {
-                    code: f.code,
-                    severity: f.severity.as_str(),
-                    message: &f.message,
-                    fix: &f.fix,
-                }),
-                f.severity.as_str(),
-            )
-        })
+        .map(|f| (json!(f), f.severity.as_str()))
         .collect();
     for d in &diags {
-        let message = format!("{}:{}:{}: {}", d.path, d.line, d.column, d.message);
-        summary_findings.push((
-            json!(SummaryFinding {
-                code: d.code,
-                severity: d.severity.as_str(),
-                message: &message,
-                fix: &d.fix
-            }),
-            d.severity.as_str(),
-        ));
+        summary_findings.push((json!(d), d.severity.as_str()));
     }
     let count = |sev: &str| summary_findings.iter().filter(|(_, s)| *s == sev).count();
     let (errors, warnings, infos) = (count("error"), count("warning"), count("info"));
@@ -346,9 +342,8 @@ fn build(args: &ReportArgs, included: Option<Value>) -> anyhow::Result<(Value, b
         "schema_version": SCHEMA_VERSION,
         "kind": REPORT_KIND,
         "doctor_version": env!("CARGO_PKG_VERSION"),
-        "taken_at": snap.taken_at,
-        "taken_at_utc": utc(snap.taken_at),
-        "redacted": !args.no_redact,
+        "taken_at": crate::model::time::rfc3339(snap.taken_at),
+        "redacted": !show_secrets(args),
         "anonymized": args.anonymize,
         "summary": {
             "exit_code": i32::from(exit_1),
@@ -431,6 +426,11 @@ fn anonymizer(doc: &Value) -> redact::Anonymizer {
     an
 }
 
+/// `--show-secrets` (global) or its older name `--no-redact`.
+fn show_secrets(args: &ReportArgs) -> bool {
+    args.no_redact || render::settings().show_secrets
+}
+
 pub fn report(args: ReportArgs) -> anyhow::Result<i32> {
     let format = match (args.format, &args.output) {
         (Some(f), _) => f,
@@ -444,9 +444,10 @@ pub fn report(args: ReportArgs) -> anyhow::Result<i32> {
         None => None,
     };
     let (mut doc, exit_1) = build(&args, included)?;
-    if args.no_redact {
+    keep_ports(&mut doc, &args.port);
+    if show_secrets(&args) {
         eprintln!(
-            "warning: --no-redact: the report keeps {}; do not attach it where others can read it",
+            "warning: --show-secrets: the report keeps {}; do not attach it where others can read it",
             redact::WHAT_REDACTION_COVERS
         );
     } else {
@@ -456,20 +457,24 @@ pub fn report(args: ReportArgs) -> anyhow::Result<i32> {
         anonymizer(&doc).apply(&mut doc);
     }
     let text = match format {
-        Format::Table => render_table(&doc, args.output.is_none() && render::stdout_color()),
+        Format::Table => {
+            let mut shown = doc.clone();
+            render::escape_document(&mut shown);
+            render_table(&shown, args.output.is_none() && render::stdout_color())
+        }
         f => render::document(&doc, f)?,
     };
     match &args.output {
         Some(path) => {
             std::fs::write(path, &text)
                 .with_context(|| format!("cannot write {}", path.display()))?;
-            eprintln!(
+            render::note(&format!(
                 "wrote {}: {} errors, {} warnings, {} info; merge reports of several nodes with `doctor merge report-*.yaml`",
                 path.display(),
                 doc["summary"]["errors"],
                 doc["summary"]["warnings"],
                 doc["summary"]["info"]
-            );
+            ));
         }
         None => render::print(&text),
     }
@@ -493,7 +498,7 @@ pub fn render_table(doc: &Value, color: bool) -> String {
         s(&h["hostname"]),
         s(&h["os"]),
         s(&h["kernel"]),
-        s(&doc["taken_at_utc"]),
+        s(&doc["taken_at"]),
     ));
     let sm = &doc["summary"];
     o.push_str(&format!(
@@ -754,7 +759,7 @@ pub fn render_table(doc: &Value, color: bool) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::render::utc;
 
     #[test]
     fn utc_formats() {

@@ -23,7 +23,7 @@ use crate::analysis::{Analysis, Role};
 use crate::error::user_error;
 use crate::model::finding::Finding;
 use crate::model::snapshot::{Process, SCHEMA_VERSION, Snapshot, Socket};
-use crate::render::{self, Format, Paint, paint};
+use crate::render::{self, Paint, findings, paint};
 use crate::sys::observe;
 use crate::sys::supervise;
 use crate::sys::trace::{self, SyscallEvent, Tracer};
@@ -33,9 +33,9 @@ pub struct RunArgs {
     /// Kill the whole command tree after this many seconds
     #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
     timeout: Option<f64>,
-    /// Write the timeline and the diagnosis to FILE (.json, else YAML)
-    #[arg(long, value_name = "FILE")]
-    record: Option<PathBuf>,
+    /// Write the timeline and the diagnosis to FILE (.json, else YAML; secrets redacted)
+    #[arg(short, long, visible_alias = "record", value_name = "FILE")]
+    output: Option<PathBuf>,
     /// How often to look at the process tree, in milliseconds
     #[arg(long, value_name = "MS", default_value = "50", value_parser = clap::value_parser!(u64).range(5..=10_000))]
     interval: u64,
@@ -48,13 +48,9 @@ pub struct RunArgs {
     /// Seconds between SIGTERM and SIGKILL when cleaning up
     #[arg(long, value_name = "SECONDS", default_value = "3", value_parser = parse_seconds)]
     grace: f64,
-    /// The command to run
-    #[arg(
-        required = true,
-        trailing_var_arg = true,
-        allow_hyphen_values = true,
-        value_name = "CMD"
-    )]
+    /// The command to run (after `--`); doctor's own options come before it, and an unknown
+    /// option there is an error, not the command
+    #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
     command: Vec<OsString>,
 }
 
@@ -328,20 +324,18 @@ pub fn main(args: RunArgs) -> anyhow::Result<i32> {
         || !killed.is_empty()
         || !leftovers.is_empty()
     {
-        eprint!(
-            "{}",
-            render(
-                &diagnosis,
-                exit_status,
-                seconds,
-                &killed,
-                &leftovers,
-                tracing,
-                color
-            )
+        let text = render(
+            &diagnosis,
+            exit_status,
+            seconds,
+            &killed,
+            &leftovers,
+            tracing,
+            color,
         );
+        eprint!("{}", clean_text(&text));
     }
-    if let Some(path) = &args.record {
+    if let Some(path) = &args.output {
         let doc = RunDoc {
             schema_version: SCHEMA_VERSION,
             command: args
@@ -369,19 +363,29 @@ pub fn main(args: RunArgs) -> anyhow::Result<i32> {
             output_bytes_dropped: shared.output.lock().expect("output lock").1,
             doctor_cpu_seconds: own_cpu_seconds(),
         };
-        let format = if path.extension().is_some_and(|e| e == "json") {
-            Format::Json
-        } else {
-            Format::Yaml
-        };
-        std::fs::write(path, render::document(&doc, format)?)
+        let format = render::DocFormat::of_path(path).format();
+        let mut value = serde_json::to_value(&doc)?;
+        if !render::settings().show_secrets {
+            render::redact::redact(&mut value);
+        }
+        std::fs::write(path, render::document(&value, format)?)
             .with_context(|| format!("cannot write {}", path.display()))?;
-        eprintln!(
+        render::note(&format!(
             "doctor: wrote the timeline and diagnosis to {}",
             path.display()
-        );
+        ));
     }
     Ok(exit_status)
+}
+
+/// doctor's explanation as printed: secrets redacted (unless `--show-secrets`); `render`
+/// escapes the control characters of what it quotes.
+fn clean_text(text: &str) -> String {
+    if render::settings().show_secrets {
+        text.to_string()
+    } else {
+        render::redact::scrub_text(text)
+    }
 }
 
 /// Copy one output stream through, live, and keep its newest bytes for analysis.
@@ -887,35 +891,47 @@ fn render(
     let label = paint("doctor:", Paint::Bold, color);
     let mut s = String::new();
     s.push_str(&format!("\n{label} the command exited with status {exit_status} after {seconds:.1}s (watched by {tracing})\n"));
+    let e = |t: &str| render::escape_control(t).into_owned();
     for line in &d.summary {
-        s.push_str(&format!("{label} {line}\n"));
+        s.push_str(&format!("{label} {}\n", e(line)));
     }
     if !d.path.is_empty() {
-        s.push_str(&format!("{label} path: {}\n", d.path.join(" -> ")));
+        s.push_str(&format!("{label} path: {}\n", e(&d.path.join(" -> "))));
     }
     if let Some(l) = &d.script_line {
         let code = d
             .code
             .as_deref()
-            .map(|c| format!("    {c}"))
+            .map(|c| format!("    {}", e(c)))
             .unwrap_or_default();
-        s.push_str(&format!("{label} the line that ran again: {l}{code}\n"));
+        s.push_str(&format!(
+            "{label} the line that ran again: {}{code}\n",
+            e(l)
+        ));
     }
+    // The static view of the same script, in the one finding style.
     for f in &d.static_findings {
         let same = d
             .script_line
             .as_deref()
             .is_some_and(|l| l.ends_with(&format!(":{}", f.line)));
-        let note = if same { " (the same line)" } else { "" };
-        s.push_str(&format!(
-            "{label} doctor scan: {}:{}:{}: {} {}{note}\n",
-            f.path, f.line, f.column, f.code, f.message
+        let message = if same {
+            format!("{} (doctor scan; the same line)", f.message)
+        } else {
+            format!("{} (doctor scan)", f.message)
+        };
+        s.push_str(&findings::heading(
+            f.severity, f.code, f.name, &message, color,
+        ));
+        s.push_str(&findings::location_line(
+            1,
+            &f.path,
+            f.line as u64,
+            f.column as u64,
+            color,
         ));
     }
-    s.push_str(&crate::render::findings::render_findings(
-        &d.findings,
-        color,
-    ));
+    s.push_str(&findings::render_findings(&d.findings, color));
     if !killed.is_empty() {
         s.push_str(&format!(
             "{label} cleaned up {} leftover processes:\n",
@@ -926,7 +942,7 @@ fn render(
                 "  {} {} {}\n",
                 k.pid,
                 k.signal,
-                render::shorten(&k.command, 100)
+                e(&render::shorten(&k.command, 100))
             ));
         }
     }
@@ -937,8 +953,9 @@ fn render(
     } else {
         for l in leftovers {
             s.push_str(&format!(
-                "{label} {} {l}\n",
-                paint("left behind:", Paint::Red, color)
+                "{label} {} {}\n",
+                paint("left behind:", Paint::Red, color),
+                e(l)
             ));
         }
     }

@@ -10,7 +10,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::user_error;
 
-pub const SCHEMA_VERSION: u32 = 1;
+/// The version of every document doctor writes (docs/changelog.md says what changed).
+pub const SCHEMA_VERSION: u32 = 2;
+
+/// The versions doctor reads: schema 1 documents (numeric times, `fix` as a string) still load.
+pub const READS_SCHEMA_VERSIONS: std::ops::RangeInclusive<u64> = 1..=2;
 
 /// Rendezvous-related environment variables kept from `/proc/PID/environ`; nothing else is kept.
 pub const RENDEZVOUS_ENV: &[&str] = &[
@@ -47,7 +51,8 @@ pub fn is_rendezvous_env(name: &str) -> bool {
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct Snapshot {
     pub schema_version: u32,
-    /// Seconds since the Unix epoch when observation started.
+    /// When observation started (Unix seconds; RFC 3339 in documents).
+    #[serde(with = "crate::model::time::serde_rfc3339")]
     pub taken_at: f64,
     pub host: Host,
     pub processes: Vec<Process>,
@@ -82,7 +87,8 @@ pub struct Process {
     pub uid: u32,
     /// Kernel state letter: R, S, D (uninterruptible), Z (zombie), T, t, I, X.
     pub state: String,
-    /// Seconds since the Unix epoch.
+    /// When the process started (Unix seconds; RFC 3339 in documents).
+    #[serde(with = "crate::model::time::serde_rfc3339")]
     pub start_time: f64,
     pub comm: String,
     pub exe: Option<String>,
@@ -172,7 +178,7 @@ impl Snapshot {
             serde_yaml::from_str(text).map_err(|e| e.to_string())?
         };
         match value.get("schema_version").and_then(|v| v.as_u64()) {
-            Some(v) if v == SCHEMA_VERSION as u64 => {}
+            Some(v) if READS_SCHEMA_VERSIONS.contains(&v) => {}
             Some(v) => {
                 return Err(format!(
                     "schema_version {v} is not supported (this doctor reads {SCHEMA_VERSION})"

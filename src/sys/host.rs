@@ -122,6 +122,14 @@ pub fn parse_fib_trie(text: &str) -> Vec<IpAddr> {
     out
 }
 
+/// The account name of `uid` from the user database, or None (no fallback).
+pub fn account_name(uid: u32) -> Option<String> {
+    nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+}
+
 fn user_name(uid: u32) -> Option<String> {
     nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
         .ok()
