@@ -101,7 +101,7 @@ fn help_lists_only_accepted_formats() {
     ] {
         let out = run(&[cmd, "--help"]);
         let help = String::from_utf8_lossy(&out.stdout).to_string();
-        let from = help.find("--format").expect("--format in help");
+        let from = help.find("--format <").expect("the --format option in help");
         let section: String = help[from..]
             .lines()
             .take_while(|l| !l.trim_start().starts_with("--") || l.contains("--format"))
