@@ -3,3 +3,4 @@
 pub mod finding;
 pub mod report;
 pub mod snapshot;
+pub mod time;
