@@ -10,6 +10,7 @@ use crate::model::snapshot::Snapshot;
 pub mod findings;
 pub mod merge;
 pub mod redact;
+pub mod report;
 pub mod table;
 pub mod tree;
 
