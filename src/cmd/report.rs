@@ -124,21 +124,19 @@ pub fn shell_env() -> BTreeMap<String, String> {
 /// read are kept; processes gone since the snapshot are left out. Returns how many were left out.
 fn same_netns_only(snap: &mut Snapshot) -> usize {
     use std::collections::{BTreeSet, HashMap};
-    let Ok(mine) = std::fs::read_link("/proc/self/ns/net") else {
+    let Ok(mine) = crate::sys::proc::net_ns(None) else {
         return 0;
     };
     use rayon::prelude::*;
     let other: BTreeSet<i32> = snap
         .processes
         .par_iter()
-        .filter(
-            |p| match std::fs::read_link(format!("/proc/{}/ns/net", p.pid)) {
-                Ok(ns) => ns != mine,
-                // Gone since the snapshot: its namespace is unknown; short-lived processes of other
-                // namespaces must not leak in, and a gone process holds nothing now.
-                Err(e) => e.kind() != std::io::ErrorKind::PermissionDenied,
-            },
-        )
+        .filter(|p| match crate::sys::proc::net_ns(Some(p.pid)) {
+            Ok(ns) => ns != mine,
+            // Gone since the snapshot: its namespace is unknown; short-lived processes of other
+            // namespaces must not leak in, and a gone process holds nothing now.
+            Err(e) => e.kind() != std::io::ErrorKind::PermissionDenied,
+        })
         .map(|p| p.pid)
         .collect();
     if other.is_empty() {

@@ -3,7 +3,9 @@
 
 pub mod host;
 pub mod observe;
+pub mod proc;
 pub mod pyenv;
 pub mod python;
+pub mod sockets;
 pub mod supervise;
 pub mod trace;

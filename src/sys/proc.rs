@@ -1,0 +1,494 @@
+//! The one `/proc` layer: pid listing, `stat`/`status`/`cmdline`/`environ`/`fd` reading,
+//! sysctl values. Every module that reads a process (observe, supervise, run, trace) reads it
+//! through here.
+//!
+//! A whole process is read through one directory handle on `/proc/PID` (`openat`/`readlinkat`
+//! relative to it, so the kernel resolves one path component per file instead of four), with
+//! buffers reused from process to process ([`Scratch`]): one `readlinkat` per fd, the raw bytes of
+//! `cmdline` and `environ`.
+
+use std::collections::BTreeMap;
+use std::ffi::CStr;
+use std::fs;
+use std::io::{self, ErrorKind};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::PathBuf;
+
+use crate::model::snapshot::{Process, Unreadable, is_rendezvous_env};
+
+pub(crate) fn read_trimmed(path: &str) -> Option<String> {
+    fs::read_to_string(path).ok().map(|s| s.trim().to_string())
+}
+
+/// Every process of `pids`, read in parallel (rayon), each through one directory handle on
+/// `/proc/PID`, with per-worker buffers reused from process to process. `None` for the ones gone
+/// (or kernel threads), with what could not be read of each.
+pub fn read_processes(pids: &[i32]) -> Vec<(Option<Process>, Vec<Unreadable>)> {
+    use rayon::prelude::*;
+    let Ok(proc_dir) = open_dir(libc::AT_FDCWD, c"/proc") else {
+        return Vec::new();
+    };
+    let proc_fd = proc_dir.as_raw_fd();
+    let clock = clock();
+    pids.par_iter()
+        .map_init(Scratch::default, |scratch, &pid| {
+            read_process(proc_fd, pid, clock, scratch)
+        })
+        .collect()
+}
+
+/// One process, read now; `None` when it is gone or a kernel thread.
+pub fn process(pid: i32) -> Option<Process> {
+    let proc_dir = open_dir(libc::AT_FDCWD, c"/proc").ok()?;
+    read_process(proc_dir.as_raw_fd(), pid, clock(), &mut Scratch::default()).0
+}
+
+fn clock() -> &'static Clock {
+    static CLOCK: std::sync::OnceLock<Clock> = std::sync::OnceLock::new();
+    CLOCK.get_or_init(Clock::read)
+}
+
+struct Clock {
+    boot_time: f64,
+    ticks: f64,
+}
+
+impl Clock {
+    fn read() -> Clock {
+        let boot_time = fs::read_to_string("/proc/stat")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("btime "))
+                    .and_then(|v| v.trim().parse::<f64>().ok())
+            })
+            .unwrap_or(0.0);
+        // SAFETY: sysconf has no preconditions.
+        let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        Clock {
+            boot_time,
+            ticks: if ticks > 0 { ticks as f64 } else { 100.0 },
+        }
+    }
+}
+
+pub fn list_pids() -> Vec<i32> {
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .collect()
+}
+
+/// Buffers one rayon worker reuses from process to process.
+#[derive(Default)]
+struct Scratch {
+    /// Contents of the file read last.
+    file: Vec<u8>,
+    /// `getdents64` records of `/proc/PID/fd`.
+    dents: Vec<u8>,
+    /// Target of the link read last.
+    link: Vec<u8>,
+}
+
+pub(crate) fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+fn open_at(dir: RawFd, name: &CStr, flags: libc::c_int) -> io::Result<OwnedFd> {
+    // SAFETY: `name` is NUL-terminated; a non-negative return is a new descriptor we own.
+    let fd = cvt(unsafe { libc::openat(dir, name.as_ptr(), flags | libc::O_CLOEXEC) })?;
+    // SAFETY: `fd` was just opened and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn open_dir(dir: RawFd, name: &CStr) -> io::Result<OwnedFd> {
+    open_at(dir, name, libc::O_RDONLY | libc::O_DIRECTORY)
+}
+
+/// How far `read_at` reads.
+#[derive(Clone, Copy, PartialEq)]
+pub(crate) enum Until {
+    /// Until `read` returns 0.
+    Eof,
+    /// Until a `read` returns less than asked for. Right for `/proc/PID/{stat,cmdline,environ}`:
+    /// the kernel fills the whole buffer unless it reaches the end (one record for `stat`, a loop
+    /// over the argument or environment area for the others), so the final `read` that would
+    /// return 0 is saved. Not for multi-record tables such as `/proc/net/tcp`, which stop short
+    /// of a record that does not fit.
+    ShortRead,
+}
+
+/// The whole of `dir/name` into `buf` (replacing what was there), with plain `read`s into the
+/// buffer's spare capacity: no `statx`, no small probe reads, no new allocation once the buffer
+/// has grown to the largest file seen.
+pub(crate) fn read_at(dir: RawFd, name: &CStr, buf: &mut Vec<u8>, until: Until) -> io::Result<()> {
+    buf.clear();
+    let fd = open_at(dir, name, libc::O_RDONLY)?;
+    loop {
+        if buf.capacity() - buf.len() < 4096 {
+            buf.reserve(buf.capacity().max(16 * 1024));
+        }
+        let spare = buf.spare_capacity_mut();
+        let asked = spare.len();
+        // SAFETY: we read at most `spare.len()` bytes into memory the Vec owns.
+        let n = unsafe { libc::read(fd.as_raw_fd(), spare.as_mut_ptr().cast(), asked) };
+        match n {
+            0 => return Ok(()),
+            n if n > 0 => {
+                // SAFETY: the kernel initialised `n` more bytes.
+                unsafe { buf.set_len(buf.len() + n as usize) };
+                if until == Until::ShortRead && (n as usize) < asked {
+                    return Ok(());
+                }
+            }
+            _ => {
+                let err = io::Error::last_os_error();
+                if err.kind() != ErrorKind::Interrupted {
+                    return Err(err);
+                }
+            }
+        }
+    }
+}
+
+/// The target of the link `dir/name` into `buf`.
+fn read_link_at(dir: RawFd, name: &CStr, buf: &mut Vec<u8>) -> io::Result<()> {
+    if buf.capacity() < 256 {
+        buf.reserve(256);
+    }
+    loop {
+        buf.clear();
+        let cap = buf.capacity();
+        // SAFETY: `name` is NUL-terminated; at most `cap` bytes are written into the buffer.
+        let n = unsafe { libc::readlinkat(dir, name.as_ptr(), buf.as_mut_ptr().cast(), cap) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let n = n as usize;
+        if n < cap {
+            // SAFETY: the kernel wrote `n` bytes.
+            unsafe { buf.set_len(n) };
+            return Ok(());
+        }
+        buf.reserve(cap * 2); // may have been cut short: try again with more room
+    }
+}
+
+/// `pid` as a NUL-terminated directory name.
+fn pid_name(pid: i32, out: &mut [u8; 16]) -> &CStr {
+    use std::io::Write;
+    let mut cursor = io::Cursor::new(&mut out[..]);
+    // An i32 and a NUL always fit in 16 bytes.
+    let _ = write!(cursor, "{pid}\0");
+    let len = cursor.position() as usize;
+    CStr::from_bytes_with_nul(&out[..len]).unwrap_or(c"")
+}
+
+fn reason(err: &io::Error) -> String {
+    match err.kind() {
+        ErrorKind::PermissionDenied => "permission denied".into(),
+        ErrorKind::NotFound => "process exited during the scan".into(),
+        _ => match err.raw_os_error() {
+            Some(libc::ESRCH) => "process exited during the scan".into(),
+            _ => err.to_string(),
+        },
+    }
+}
+
+fn vanished(err: &io::Error) -> bool {
+    err.kind() == ErrorKind::NotFound || err.raw_os_error() == Some(libc::ESRCH)
+}
+
+/// The fields of `/proc/PID/stat` we use.
+pub struct Stat {
+    pub comm: String,
+    pub state: String,
+    pub ppid: i32,
+    pub pgid: i32,
+    pub sid: i32,
+    pub start_ticks: u64,
+}
+
+/// Parse `/proc/PID/stat`; `comm` may hold spaces and parentheses, so split at the last `)`.
+pub fn parse_stat(text: &[u8]) -> Option<Stat> {
+    let open = text.iter().position(|&b| b == b'(')?;
+    let close = text.iter().rposition(|&b| b == b')')?;
+    let comm = String::from_utf8_lossy(text.get(open + 1..close)?).into_owned();
+    let rest = std::str::from_utf8(text.get(close + 1..)?).ok()?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // f[0] is field 3 (state); field N is f[N - 3].
+    Some(Stat {
+        comm,
+        state: f.first()?.to_string(),
+        ppid: f.get(1)?.parse().ok()?,
+        pgid: f.get(2)?.parse().ok()?,
+        sid: f.get(3)?.parse().ok()?,
+        start_ticks: f.get(19)?.parse().ok()?,
+    })
+}
+
+/// Read one process. `None` when it is gone (or a kernel thread, which holds no sockets).
+fn read_process(
+    proc_fd: RawFd,
+    pid: i32,
+    clock: &Clock,
+    scratch: &mut Scratch,
+) -> (Option<Process>, Vec<Unreadable>) {
+    let mut unreadable = Vec::new();
+    let mut name = [0u8; 16];
+    // One handle on /proc/PID for everything below; if the process is gone there is none.
+    let Ok(dir) = open_dir(proc_fd, pid_name(pid, &mut name)) else {
+        return (None, unreadable);
+    };
+    let dir = dir.as_raw_fd();
+    let Some(stat) = read_at(dir, c"stat", &mut scratch.file, Until::ShortRead)
+        .ok()
+        .and_then(|()| parse_stat(&scratch.file))
+    else {
+        return (None, unreadable);
+    };
+    if stat.ppid == 2 || pid == 2 {
+        return (None, unreadable); // kernel thread
+    }
+    let uid = {
+        let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+        // SAFETY: fstat fills `st` when it returns 0.
+        if unsafe { libc::fstat(dir, st.as_mut_ptr()) } == 0 {
+            // SAFETY: initialised by the successful fstat.
+            unsafe { st.assume_init() }.st_uid
+        } else {
+            u32::MAX
+        }
+    };
+    let mut note = |what: &str, err: &io::Error| {
+        unreadable.push(Unreadable {
+            pid,
+            what: what.into(),
+            reason: reason(err),
+        });
+    };
+    let (argv, argv_lossy) = match read_at(dir, c"cmdline", &mut scratch.file, Until::ShortRead) {
+        Ok(()) => split_nul(&scratch.file),
+        Err(e) if vanished(&e) => return (None, Vec::new()),
+        Err(e) => {
+            note("cmdline", &e);
+            (Vec::new(), false)
+        }
+    };
+    let exe = match read_link_at(dir, c"exe", &mut scratch.link) {
+        Ok(()) => Some(String::from_utf8_lossy(&scratch.link).into_owned()),
+        // Zombies and kernel threads have no exe; permission errors are common and harmless here.
+        Err(_) => None,
+    };
+    let zombie = stat.state == "Z";
+    let env = match read_at(dir, c"environ", &mut scratch.file, Until::ShortRead) {
+        Ok(()) => rendezvous_env(&scratch.file),
+        // A zombie has no memory left to read its environment from (ESRCH): it is still there.
+        Err(_) if zombie => BTreeMap::new(),
+        Err(e) if vanished(&e) => return (None, Vec::new()),
+        Err(e) => {
+            note("environ", &e);
+            BTreeMap::new()
+        }
+    };
+    let (socket_inodes, gpu) = match read_fds(dir, scratch) {
+        Ok(x) => x,
+        Err(e) if vanished(&e) => return (None, Vec::new()),
+        Err(e) => {
+            note("fd", &e);
+            (Vec::new(), false)
+        }
+    };
+    let process = Process {
+        pid,
+        ppid: stat.ppid,
+        pgid: stat.pgid,
+        sid: stat.sid,
+        uid,
+        state: stat.state,
+        start_time: clock.boot_time + stat.start_ticks as f64 / clock.ticks,
+        comm: stat.comm,
+        exe,
+        argv,
+        argv_lossy,
+        env,
+        socket_inodes,
+        gpu,
+    };
+    (Some(process), unreadable)
+}
+
+/// Split NUL-separated bytes; invalid UTF-8 is replaced, never an error.
+pub fn split_nul(raw: &[u8]) -> (Vec<String>, bool) {
+    let mut lossy = false;
+    let parts = raw
+        .split(|&b| b == 0)
+        .filter(|s| !s.is_empty())
+        .map(|s| match std::str::from_utf8(s) {
+            Ok(t) => t.to_string(),
+            Err(_) => {
+                lossy = true;
+                String::from_utf8_lossy(s).into_owned()
+            }
+        })
+        .collect();
+    (parts, lossy)
+}
+
+pub fn rendezvous_env(raw: &[u8]) -> BTreeMap<String, String> {
+    raw.split(|&b| b == 0)
+        .filter_map(|kv| {
+            let eq = kv.iter().position(|&b| b == b'=')?;
+            let key = std::str::from_utf8(&kv[..eq]).ok()?;
+            is_rendezvous_env(key).then(|| {
+                (
+                    key.to_string(),
+                    String::from_utf8_lossy(&kv[eq + 1..]).into_owned(),
+                )
+            })
+        })
+        .collect()
+}
+
+/// Socket inodes and whether a `/dev/nvidia*` file is open: the links in `/proc/PID/fd`, listed
+/// with `getdents64` and each read with `readlinkat` relative to the fd directory.
+fn read_fds(pid_dir: RawFd, scratch: &mut Scratch) -> io::Result<(Vec<u64>, bool)> {
+    let mut inodes = Vec::new();
+    let mut gpu = false;
+    let fd_dir = open_dir(pid_dir, c"fd")?;
+    let fd_dir = fd_dir.as_raw_fd();
+    let Scratch { dents, link, .. } = scratch;
+    if dents.capacity() < 32 * 1024 {
+        dents.reserve(32 * 1024);
+    }
+    loop {
+        dents.clear();
+        // SAFETY: getdents64 writes at most `capacity` bytes of records into the buffer.
+        let n = unsafe {
+            libc::syscall(
+                libc::SYS_getdents64,
+                fd_dir,
+                dents.as_mut_ptr(),
+                dents.capacity(),
+            )
+        };
+        if n <= 0 {
+            break; // end of the listing, or the process went away while we listed it
+        }
+        // SAFETY: the kernel wrote `n` bytes of records.
+        unsafe { dents.set_len(n as usize) };
+        let mut off = 0;
+        // linux_dirent64: d_ino u64, d_off i64, d_reclen u16, d_type u8, d_name (NUL-terminated).
+        while off + 19 < dents.len() {
+            let reclen = u16::from_ne_bytes([dents[off + 16], dents[off + 17]]) as usize;
+            if reclen == 0 || off + reclen > dents.len() {
+                break;
+            }
+            let name = CStr::from_bytes_until_nul(&dents[off + 19..off + reclen]).unwrap_or(c".");
+            off += reclen;
+            if name.to_bytes().first() == Some(&b'.') {
+                continue; // "." and ".."
+            }
+            if read_link_at(fd_dir, name, link).is_err() {
+                continue;
+            }
+            let t = link.as_slice();
+            if let Some(rest) = t.strip_prefix(b"socket:[") {
+                let inode = rest
+                    .strip_suffix(b"]")
+                    .and_then(|d| std::str::from_utf8(d).ok()?.parse::<u64>().ok());
+                inodes.extend(inode);
+            } else if t.starts_with(b"/dev/nvidia") {
+                gpu = true;
+            }
+        }
+    }
+    inodes.sort_unstable();
+    inodes.dedup();
+    Ok((inodes, gpu))
+}
+
+/// The fields of `/proc/PID/stat` of one process now; `None` when it is gone.
+pub fn stat(pid: i32) -> Option<Stat> {
+    parse_stat(&fs::read(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// The argv of one process (`/proc/PID/cmdline`); empty for a kernel thread or a zombie.
+pub fn cmdline(pid: i32) -> Vec<String> {
+    split_nul(&fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default()).0
+}
+
+/// The raw `NAME=value` records of `/proc/PID/environ`.
+pub fn environ(pid: i32) -> io::Result<Vec<u8>> {
+    fs::read(format!("/proc/{pid}/environ"))
+}
+
+/// The thread group (process) of a thread, from `/proc/TID/status`.
+pub fn tgid(tid: i32) -> Option<i32> {
+    let status = fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// The socket inode behind fd `fd` of `pid` (`socket:[INODE]`).
+pub fn fd_socket_inode(pid: i32, fd: i32) -> Option<u64> {
+    let link = fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok()?;
+    link.to_str()?
+        .strip_prefix("socket:[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()
+}
+
+/// The network namespace of a process (`self` for doctor), as the `net:[INODE]` link names it.
+pub fn net_ns(pid: Option<i32>) -> io::Result<PathBuf> {
+    match pid {
+        Some(pid) => fs::read_link(format!("/proc/{pid}/ns/net")),
+        None => fs::read_link("/proc/self/ns/net"),
+    }
+}
+
+/// A `/proc/sys` value (or any small text file), trimmed.
+pub fn sysctl(path: &str) -> Option<String> {
+    read_trimmed(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn stat_with_spaces_and_parens_in_comm() {
+        let raw = b"4242 (py (worker) 1) S 4200 4200 4100 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 123456 0 0";
+        let s = parse_stat(raw).unwrap();
+        assert_eq!(s.comm, "py (worker) 1");
+        assert_eq!(
+            (s.state.as_str(), s.ppid, s.pgid, s.sid, s.start_ticks),
+            ("S", 4200, 4200, 4100, 123456)
+        );
+    }
+
+    #[test]
+    fn argv_with_invalid_utf8_is_kept() {
+        let (argv, lossy) = split_nul(b"python\0tr\xffain.py\0");
+        assert_eq!(
+            argv,
+            vec!["python".to_string(), "tr\u{fffd}ain.py".to_string()]
+        );
+        assert!(lossy);
+    }
+
+    #[test]
+    fn only_rendezvous_env_is_kept() {
+        let env = rendezvous_env(b"HF_TOKEN=hf_secret\0MASTER_PORT=29500\0LOCAL_RANK=0\0TORCHELASTIC_RUN_ID=abc\0PATH=/bin\0");
+        assert_eq!(env.len(), 3);
+        assert_eq!(env["MASTER_PORT"], "29500");
+        assert!(!env.contains_key("HF_TOKEN"));
+    }
+}
