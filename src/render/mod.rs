@@ -106,17 +106,12 @@ pub fn shorten(text: &str, max: usize) -> String {
 }
 
 pub fn terminal_width() -> Option<usize> {
-    use std::io::IsTerminal;
     if let Some(c) = std::env::var("COLUMNS").ok().and_then(|c| c.parse().ok()) {
         return Some(c);
     }
-    if !std::io::stdout().is_terminal() {
-        return None;
-    }
-    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
-    // SAFETY: TIOCGWINSZ writes a winsize into the pointer we pass.
-    let ok = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut ws) } == 0;
-    (ok && ws.ws_col > 0).then_some(ws.ws_col as usize)
+    terminal_size::terminal_size_of(std::io::stdout())
+        .map(|(terminal_size::Width(w), _)| usize::from(w))
+        .filter(|&w| w > 0)
 }
 
 pub fn permission_note(snap: &Snapshot) {

@@ -144,10 +144,7 @@ fn venv_python(prefix: &Path) -> PathBuf {
 }
 
 fn on_path(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
+    which::which(name).ok()
 }
 
 /// A path as given, or a bare name (`python3`) looked up on PATH; None when neither exists.

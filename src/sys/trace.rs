@@ -339,22 +339,9 @@ pub fn parse_sockaddr(b: &[u8]) -> Option<(IpAddr, u16)> {
 }
 
 pub fn errno_name(errno: i32) -> String {
-    match errno {
-        libc::EADDRINUSE => "EADDRINUSE".into(),
-        libc::EADDRNOTAVAIL => "EADDRNOTAVAIL".into(),
-        libc::ECONNREFUSED => "ECONNREFUSED".into(),
-        libc::EINPROGRESS => "EINPROGRESS".into(),
-        libc::EACCES => "EACCES".into(),
-        libc::EPERM => "EPERM".into(),
-        libc::EINVAL => "EINVAL".into(),
-        libc::ETIMEDOUT => "ETIMEDOUT".into(),
-        libc::ENETUNREACH => "ENETUNREACH".into(),
-        libc::EINTR => "EINTR".into(),
-        libc::EAGAIN => "EAGAIN".into(),
-        libc::EISCONN => "EISCONN".into(),
-        libc::EALREADY => "EALREADY".into(),
-        libc::EAFNOSUPPORT => "EAFNOSUPPORT".into(),
-        other => format!("errno {other}"),
+    match nix::errno::Errno::from_raw(errno) {
+        nix::errno::Errno::UnknownErrno => format!("errno {errno}"),
+        e => format!("{e:?}"),
     }
 }
 
