@@ -123,7 +123,9 @@ fn managed_env_install_failure_is_a_clear_error() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     if out.status.code() == Some(0) {
-        eprintln!("skipped: an interpreter on this machine already has torch and lightning: {err}");
+        skip_or_fail(&format!(
+            "an interpreter on this machine already has torch and lightning: {err}"
+        ));
         return;
     }
     assert_eq!(out.status.code(), Some(2), "{err}");
