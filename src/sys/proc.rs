@@ -214,21 +214,18 @@ pub struct Stat {
     pub start_ticks: u64,
 }
 
-/// Parse `/proc/PID/stat`; `comm` may hold spaces and parentheses, so split at the last `)`.
+/// Parse `/proc/PID/stat` through `procfs-core` (`comm` may hold spaces and parentheses: it
+/// splits at the last `)`).
 pub fn parse_stat(text: &[u8]) -> Option<Stat> {
-    let open = text.iter().position(|&b| b == b'(')?;
-    let close = text.iter().rposition(|&b| b == b')')?;
-    let comm = String::from_utf8_lossy(text.get(open + 1..close)?).into_owned();
-    let rest = std::str::from_utf8(text.get(close + 1..)?).ok()?;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // f[0] is field 3 (state); field N is f[N - 3].
+    use procfs_core::FromRead;
+    let st = procfs_core::process::Stat::from_read(text).ok()?;
     Some(Stat {
-        comm,
-        state: f.first()?.to_string(),
-        ppid: f.get(1)?.parse().ok()?,
-        pgid: f.get(2)?.parse().ok()?,
-        sid: f.get(3)?.parse().ok()?,
-        start_ticks: f.get(19)?.parse().ok()?,
+        comm: st.comm,
+        state: st.state.to_string(),
+        ppid: st.ppid,
+        pgid: st.pgrp,
+        sid: st.session,
+        start_ticks: st.starttime,
     })
 }
 
@@ -428,13 +425,13 @@ pub fn environ(pid: i32) -> io::Result<Vec<u8>> {
     fs::read(format!("/proc/{pid}/environ"))
 }
 
-/// The thread group (process) of a thread, from `/proc/TID/status`.
+/// The thread group (process) of a thread, from `/proc/TID/status` (parsed by `procfs-core`).
 pub fn tgid(tid: i32) -> Option<i32> {
-    let status = fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Tgid:"))
-        .and_then(|v| v.trim().parse().ok())
+    use procfs_core::FromRead;
+    let file = fs::File::open(format!("/proc/{tid}/status")).ok()?;
+    procfs_core::process::Status::from_read(file)
+        .ok()
+        .map(|s| s.tgid)
 }
 
 /// The socket inode behind fd `fd` of `pid` (`socket:[INODE]`).
@@ -465,7 +462,8 @@ mod tests {
     use super::*;
     #[test]
     fn stat_with_spaces_and_parens_in_comm() {
-        let raw = b"4242 (py (worker) 1) S 4200 4200 4100 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 123456 0 0";
+        // A whole line as Linux 6.x writes it (52 fields).
+        let raw = b"4242 (py (worker) 1) S 4200 4200 4100 0 -1 4194304 99 0 0 0 0 0 0 0 20 0 1 0 123456 3133440 405 18446744073709551615 94501898235904 94501898255785 140727066328320 0 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0 94501898271792 94501898273408 94502450663424 140727066335960 140727066335980 140727066335980 140727066337259 0\n";
         let s = parse_stat(raw).unwrap();
         assert_eq!(s.comm, "py (worker) 1");
         assert_eq!(
