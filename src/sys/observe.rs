@@ -51,8 +51,8 @@ pub fn host_facts() -> Host {
         .map(|s| parse_port_list(&s))
         .unwrap_or_default();
     Host {
-        hostname: proc::sysctl("/proc/sys/kernel/hostname").unwrap_or_default(),
-        kernel: proc::sysctl("/proc/sys/kernel/osrelease").unwrap_or_default(),
+        hostname: sysinfo::System::host_name().unwrap_or_default(),
+        kernel: sysinfo::System::kernel_version().unwrap_or_default(),
         ephemeral_range,
         reserved_ports,
         observer_uid: nix::unistd::geteuid().as_raw(),
