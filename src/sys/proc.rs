@@ -11,8 +11,11 @@ use std::collections::BTreeMap;
 use std::ffi::CStr;
 use std::fs;
 use std::io::{self, ErrorKind};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
+
+use rustix::fs::{CWD, Mode, OFlags, RawDir};
+use rustix::io::Errno;
 
 use crate::model::snapshot::{Process, Unreadable, is_rendezvous_env};
 
@@ -25,10 +28,10 @@ pub(crate) fn read_trimmed(path: &str) -> Option<String> {
 /// (or kernel threads), with what could not be read of each.
 pub fn read_processes(pids: &[i32]) -> Vec<(Option<Process>, Vec<Unreadable>)> {
     use rayon::prelude::*;
-    let Ok(proc_dir) = open_dir(libc::AT_FDCWD, c"/proc") else {
+    let Ok(proc_dir) = open_dir(CWD, c"/proc") else {
         return Vec::new();
     };
-    let proc_fd = proc_dir.as_raw_fd();
+    let proc_fd = proc_dir.as_fd();
     let clock = clock();
     pids.par_iter()
         .map_init(Scratch::default, |scratch, &pid| {
@@ -39,8 +42,8 @@ pub fn read_processes(pids: &[i32]) -> Vec<(Option<Process>, Vec<Unreadable>)> {
 
 /// One process, read now; `None` when it is gone or a kernel thread.
 pub fn process(pid: i32) -> Option<Process> {
-    let proc_dir = open_dir(libc::AT_FDCWD, c"/proc").ok()?;
-    read_process(proc_dir.as_raw_fd(), pid, clock(), &mut Scratch::default()).0
+    let proc_dir = open_dir(CWD, c"/proc").ok()?;
+    read_process(proc_dir.as_fd(), pid, clock(), &mut Scratch::default()).0
 }
 
 fn clock() -> &'static Clock {
@@ -63,8 +66,7 @@ impl Clock {
                     .and_then(|v| v.trim().parse::<f64>().ok())
             })
             .unwrap_or(0.0);
-        // SAFETY: sysconf has no preconditions.
-        let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        let ticks = rustix::param::clock_ticks_per_second();
         Clock {
             boot_time,
             ticks: if ticks > 0 { ticks as f64 } else { 100.0 },
@@ -91,23 +93,17 @@ struct Scratch {
     link: Vec<u8>,
 }
 
-pub(crate) fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
-    if ret < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(ret)
-    }
+fn open_at(dir: BorrowedFd<'_>, name: &CStr, flags: OFlags) -> io::Result<OwnedFd> {
+    Ok(rustix::fs::openat(
+        dir,
+        name,
+        flags | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
 }
 
-fn open_at(dir: RawFd, name: &CStr, flags: libc::c_int) -> io::Result<OwnedFd> {
-    // SAFETY: `name` is NUL-terminated; a non-negative return is a new descriptor we own.
-    let fd = cvt(unsafe { libc::openat(dir, name.as_ptr(), flags | libc::O_CLOEXEC) })?;
-    // SAFETY: `fd` was just opened and is owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-fn open_dir(dir: RawFd, name: &CStr) -> io::Result<OwnedFd> {
-    open_at(dir, name, libc::O_RDONLY | libc::O_DIRECTORY)
+pub(crate) fn open_dir(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<OwnedFd> {
+    open_at(dir, name, OFlags::RDONLY | OFlags::DIRECTORY)
 }
 
 /// How far `read_at` reads.
@@ -126,53 +122,39 @@ pub(crate) enum Until {
 /// The whole of `dir/name` into `buf` (replacing what was there), with plain `read`s into the
 /// buffer's spare capacity: no `statx`, no small probe reads, no new allocation once the buffer
 /// has grown to the largest file seen.
-pub(crate) fn read_at(dir: RawFd, name: &CStr, buf: &mut Vec<u8>, until: Until) -> io::Result<()> {
+pub(crate) fn read_at(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    buf: &mut Vec<u8>,
+    until: Until,
+) -> io::Result<()> {
     buf.clear();
-    let fd = open_at(dir, name, libc::O_RDONLY)?;
+    let fd = open_at(dir, name, OFlags::RDONLY)?;
     loop {
         if buf.capacity() - buf.len() < 4096 {
             buf.reserve(buf.capacity().max(16 * 1024));
         }
-        let spare = buf.spare_capacity_mut();
-        let asked = spare.len();
-        // SAFETY: we read at most `spare.len()` bytes into memory the Vec owns.
-        let n = unsafe { libc::read(fd.as_raw_fd(), spare.as_mut_ptr().cast(), asked) };
-        match n {
-            0 => return Ok(()),
-            n if n > 0 => {
-                // SAFETY: the kernel initialised `n` more bytes.
-                unsafe { buf.set_len(buf.len() + n as usize) };
-                if until == Until::ShortRead && (n as usize) < asked {
-                    return Ok(());
-                }
-            }
-            _ => {
-                let err = io::Error::last_os_error();
-                if err.kind() != ErrorKind::Interrupted {
-                    return Err(err);
-                }
-            }
+        let asked = buf.capacity() - buf.len();
+        match rustix::io::read(&fd, rustix::buffer::spare_capacity(buf)) {
+            Ok(0) => return Ok(()),
+            Ok(n) if until == Until::ShortRead && n < asked => return Ok(()),
+            Ok(_) => {}
+            Err(Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
         }
     }
 }
 
 /// The target of the link `dir/name` into `buf`.
-fn read_link_at(dir: RawFd, name: &CStr, buf: &mut Vec<u8>) -> io::Result<()> {
+fn read_link_at(dir: BorrowedFd<'_>, name: &CStr, buf: &mut Vec<u8>) -> io::Result<()> {
     if buf.capacity() < 256 {
         buf.reserve(256);
     }
     loop {
         buf.clear();
         let cap = buf.capacity();
-        // SAFETY: `name` is NUL-terminated; at most `cap` bytes are written into the buffer.
-        let n = unsafe { libc::readlinkat(dir, name.as_ptr(), buf.as_mut_ptr().cast(), cap) };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let n = n as usize;
+        let n = rustix::fs::readlinkat_raw(dir, name, rustix::buffer::spare_capacity(buf))?;
         if n < cap {
-            // SAFETY: the kernel wrote `n` bytes.
-            unsafe { buf.set_len(n) };
             return Ok(());
         }
         buf.reserve(cap * 2); // may have been cut short: try again with more room
@@ -194,14 +176,14 @@ fn reason(err: &io::Error) -> String {
         ErrorKind::PermissionDenied => "permission denied".into(),
         ErrorKind::NotFound => "process exited during the scan".into(),
         _ => match err.raw_os_error() {
-            Some(libc::ESRCH) => "process exited during the scan".into(),
+            Some(e) if e == Errno::SRCH.raw_os_error() => "process exited during the scan".into(),
             _ => err.to_string(),
         },
     }
 }
 
 fn vanished(err: &io::Error) -> bool {
-    err.kind() == ErrorKind::NotFound || err.raw_os_error() == Some(libc::ESRCH)
+    err.kind() == ErrorKind::NotFound || err.raw_os_error() == Some(Errno::SRCH.raw_os_error())
 }
 
 /// The fields of `/proc/PID/stat` we use.
@@ -231,7 +213,7 @@ pub fn parse_stat(text: &[u8]) -> Option<Stat> {
 
 /// Read one process. `None` when it is gone (or a kernel thread, which holds no sockets).
 fn read_process(
-    proc_fd: RawFd,
+    proc_fd: BorrowedFd<'_>,
     pid: i32,
     clock: &Clock,
     scratch: &mut Scratch,
@@ -242,7 +224,7 @@ fn read_process(
     let Ok(dir) = open_dir(proc_fd, pid_name(pid, &mut name)) else {
         return (None, unreadable);
     };
-    let dir = dir.as_raw_fd();
+    let dir = dir.as_fd();
     let Some(stat) = read_at(dir, c"stat", &mut scratch.file, Until::ShortRead)
         .ok()
         .and_then(|()| parse_stat(&scratch.file))
@@ -252,16 +234,7 @@ fn read_process(
     if stat.ppid == 2 || pid == 2 {
         return (None, unreadable); // kernel thread
     }
-    let uid = {
-        let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
-        // SAFETY: fstat fills `st` when it returns 0.
-        if unsafe { libc::fstat(dir, st.as_mut_ptr()) } == 0 {
-            // SAFETY: initialised by the successful fstat.
-            unsafe { st.assume_init() }.st_uid
-        } else {
-            u32::MAX
-        }
-    };
+    let uid = rustix::fs::fstat(dir).map_or(u32::MAX, |st| st.st_uid);
     let mut note = |what: &str, err: &io::Error| {
         unreadable.push(Unreadable {
             pid,
@@ -354,55 +327,32 @@ pub fn rendezvous_env(raw: &[u8]) -> BTreeMap<String, String> {
 
 /// Socket inodes and whether a `/dev/nvidia*` file is open: the links in `/proc/PID/fd`, listed
 /// with `getdents64` and each read with `readlinkat` relative to the fd directory.
-fn read_fds(pid_dir: RawFd, scratch: &mut Scratch) -> io::Result<(Vec<u64>, bool)> {
+fn read_fds(pid_dir: BorrowedFd<'_>, scratch: &mut Scratch) -> io::Result<(Vec<u64>, bool)> {
     let mut inodes = Vec::new();
     let mut gpu = false;
     let fd_dir = open_dir(pid_dir, c"fd")?;
-    let fd_dir = fd_dir.as_raw_fd();
     let Scratch { dents, link, .. } = scratch;
     if dents.capacity() < 32 * 1024 {
         dents.reserve(32 * 1024);
     }
-    loop {
-        dents.clear();
-        // SAFETY: getdents64 writes at most `capacity` bytes of records into the buffer.
-        let n = unsafe {
-            libc::syscall(
-                libc::SYS_getdents64,
-                fd_dir,
-                dents.as_mut_ptr(),
-                dents.capacity(),
-            )
-        };
-        if n <= 0 {
-            break; // end of the listing, or the process went away while we listed it
+    let mut entries = RawDir::new(&fd_dir, dents.spare_capacity_mut());
+    // The end of the listing, or an error: the process went away while we listed it.
+    while let Some(Ok(entry)) = entries.next() {
+        let name = entry.file_name();
+        if name.to_bytes().first() == Some(&b'.') {
+            continue; // "." and ".."
         }
-        // SAFETY: the kernel wrote `n` bytes of records.
-        unsafe { dents.set_len(n as usize) };
-        let mut off = 0;
-        // linux_dirent64: d_ino u64, d_off i64, d_reclen u16, d_type u8, d_name (NUL-terminated).
-        while off + 19 < dents.len() {
-            let reclen = u16::from_ne_bytes([dents[off + 16], dents[off + 17]]) as usize;
-            if reclen == 0 || off + reclen > dents.len() {
-                break;
-            }
-            let name = CStr::from_bytes_until_nul(&dents[off + 19..off + reclen]).unwrap_or(c".");
-            off += reclen;
-            if name.to_bytes().first() == Some(&b'.') {
-                continue; // "." and ".."
-            }
-            if read_link_at(fd_dir, name, link).is_err() {
-                continue;
-            }
-            let t = link.as_slice();
-            if let Some(rest) = t.strip_prefix(b"socket:[") {
-                let inode = rest
-                    .strip_suffix(b"]")
-                    .and_then(|d| std::str::from_utf8(d).ok()?.parse::<u64>().ok());
-                inodes.extend(inode);
-            } else if t.starts_with(b"/dev/nvidia") {
-                gpu = true;
-            }
+        if read_link_at(fd_dir.as_fd(), name, link).is_err() {
+            continue;
+        }
+        let t = link.as_slice();
+        if let Some(rest) = t.strip_prefix(b"socket:[") {
+            let inode = rest
+                .strip_suffix(b"]")
+                .and_then(|d| std::str::from_utf8(d).ok()?.parse::<u64>().ok());
+            inodes.extend(inode);
+        } else if t.starts_with(b"/dev/nvidia") {
+            gpu = true;
         }
     }
     inodes.sort_unstable();

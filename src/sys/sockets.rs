@@ -4,12 +4,17 @@
 use std::ffi::CStr;
 use std::io::{self, ErrorKind};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
+use std::time::Duration;
 
 use rayon::prelude::*;
 
 use crate::model::snapshot::{Proto, Socket};
-use crate::sys::proc::{Until, cvt, read_at};
+use rustix::io::Errno;
+use rustix::net::netlink::SocketAddrNetlink;
+use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketFlags, SocketType};
+
+use crate::sys::proc::{Until, read_at};
 
 /// Every TCP and UDP socket of this network namespace: the rows of `/proc/net/{tcp,tcp6,udp,udp6}`.
 ///
@@ -48,13 +53,12 @@ pub fn tcp_socket_by_inode(inode: u64) -> Option<Socket> {
 
 fn proc_net_table(path: &CStr, proto: Proto) -> Vec<Socket> {
     let mut text = Vec::with_capacity(256 * 1024);
-    if read_at(libc::AT_FDCWD, path, &mut text, Until::Eof).is_err() {
+    if read_at(rustix::fs::CWD, path, &mut text, Until::Eof).is_err() {
         text.clear();
     }
     parse_net_table(&text, proto)
 }
 
-const NETLINK_SOCK_DIAG: libc::c_int = 4;
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
 /// `TCP_ESTABLISHED` (1) to `TCP_NEW_SYN_RECV` (12): every state `/proc/net/tcp` lists, and not
 /// `TCP_BOUND_INACTIVE` (bound-only sockets, which the text tables do not list).
@@ -75,19 +79,13 @@ pub(crate) fn diag_sockets(family: libc::c_int, proto: Proto) -> io::Result<Vec<
     // A dump comes in datagrams of at most 32 KiB (the kernel caps them there).
     let mut buf = vec![0u8; 64 * 1024];
     loop {
-        // SAFETY: we receive at most `buf.len()` bytes into `buf`.
-        let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-        if n < 0 {
-            let err = io::Error::last_os_error();
-            if err.kind() == ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(err);
-        }
-        if n == 0 {
-            return Err(io::Error::from(ErrorKind::UnexpectedEof));
-        }
-        if let Done::Yes = read_datagram(&buf[..n as usize], proto, seq, &mut sockets)? {
+        let n = match rustix::net::recv(&sock, &mut buf[..], RecvFlags::empty()) {
+            Ok((0, _)) => return Err(io::Error::from(ErrorKind::UnexpectedEof)),
+            Ok((n, _)) => n,
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        if let Done::Yes = read_datagram(&buf[..n], proto, seq, &mut sockets)? {
             return Ok(sockets);
         }
     }
@@ -96,30 +94,17 @@ pub(crate) fn diag_sockets(family: libc::c_int, proto: Proto) -> io::Result<Vec<
 /// A netlink `sock_diag` socket that gives up after two seconds (the kernel always ends a dump;
 /// should it not, /proc answers instead).
 fn diag_socket() -> io::Result<OwnedFd> {
-    // SAFETY: plain socket(2) call; a non-negative return is a descriptor we own.
-    let fd = cvt(unsafe {
-        libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
-            NETLINK_SOCK_DIAG,
-        )
-    })?;
-    // SAFETY: `fd` was just created and is owned by nobody else.
-    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
-    let timeout = libc::timeval {
-        tv_sec: 2,
-        tv_usec: 0,
-    };
-    // SAFETY: `timeout` is a valid timeval for the length passed.
-    cvt(unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            (&raw const timeout).cast(),
-            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-        )
-    })?;
+    let sock = rustix::net::socket_with(
+        AddressFamily::NETLINK,
+        SocketType::DGRAM,
+        SocketFlags::CLOEXEC,
+        Some(rustix::net::netlink::SOCK_DIAG),
+    )?;
+    rustix::net::sockopt::set_socket_timeout(
+        &sock,
+        rustix::net::sockopt::Timeout::Recv,
+        Some(Duration::from_secs(2)),
+    )?;
     Ok(sock)
 }
 
@@ -145,23 +130,13 @@ fn send_dump_request(
     req[16] = family as u8;
     req[17] = protocol as u8;
     req[20..24].copy_from_slice(&ALL_STATES.to_ne_bytes());
-    // SAFETY: an all-zero sockaddr_nl is valid; we then name the kernel (pid 0) as peer.
-    let mut kernel: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-    kernel.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-    // SAFETY: `req` and `kernel` are valid for the lengths passed.
-    let sent = unsafe {
-        libc::sendto(
-            sock.as_raw_fd(),
-            req.as_ptr().cast(),
-            req.len(),
-            0,
-            (&raw const kernel).cast(),
-            std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-        )
-    };
-    if sent < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    // The kernel is netlink port 0.
+    rustix::net::sendto(
+        sock,
+        &req,
+        SendFlags::empty(),
+        &SocketAddrNetlink::new(0, 0),
+    )?;
     Ok(())
 }
 
@@ -340,6 +315,7 @@ pub fn port_is_free(port: u16) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::AsFd;
     #[test]
     fn net_table_v4_and_v6() {
         let v4 = b"  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   0: 0100007F:7334 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 55123 1 0000000000000000 100 0 0 10 0\n";
@@ -359,23 +335,17 @@ mod tests {
     #[test]
     fn netlink_rows_equal_proc_net_rows() {
         use std::net::{TcpListener, TcpStream, UdpSocket};
-        let inode = |fd: std::os::fd::RawFd| {
-            let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
-            // SAFETY: fstat fills `st` when it returns 0.
-            assert_eq!(unsafe { libc::fstat(fd, st.as_mut_ptr()) }, 0);
-            // SAFETY: initialised by the successful fstat.
-            unsafe { st.assume_init() }.st_ino
-        };
+        let inode = |fd: std::os::fd::BorrowedFd<'_>| rustix::fs::fstat(fd).unwrap().st_ino;
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (server, _) = listener.accept().unwrap();
         let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
         udp.connect(listener.local_addr().unwrap()).unwrap();
         let mut ours = vec![
-            inode(listener.as_raw_fd()),
-            inode(client.as_raw_fd()),
-            inode(server.as_raw_fd()),
-            inode(udp.as_raw_fd()),
+            inode(listener.as_fd()),
+            inode(client.as_fd()),
+            inode(server.as_fd()),
+            inode(udp.as_fd()),
         ];
         // Dual-stack: a v6 listener reached over IPv4 (v4-mapped addresses), where the host has v6.
         let v6 = TcpListener::bind("[::]:0").ok().and_then(|l| {
@@ -384,7 +354,7 @@ mod tests {
             Some((l, c, a))
         });
         if let Some((l, _, a)) = &v6 {
-            ours.extend([inode(l.as_raw_fd()), inode(a.as_raw_fd())]);
+            ours.extend([inode(l.as_fd()), inode(a.as_fd())]);
         }
         let tables = [
             (c"/proc/net/tcp", libc::AF_INET, Proto::Tcp, 3),
