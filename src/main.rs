@@ -43,6 +43,8 @@ enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+    /// Print the manual page (roff) of doctor and all its commands (`doctor man > doctor.1`)
+    Man,
 }
 
 fn main() {
@@ -63,6 +65,10 @@ fn main() {
             Ok(0)
         }
         Command::Repro(args) => repro::main(args),
+        Command::Man => man_page().map(|page| {
+            render::print(&page);
+            0
+        }),
     };
     match result {
         Ok(code) => std::process::exit(code),
@@ -71,6 +77,54 @@ fn main() {
             std::process::exit(2);
         }
     }
+}
+
+/// The page `doctor man` prints: clap_mangen's top-level page with one section per command (its
+/// synopsis, description and options) between the command list and the exit codes.
+fn man_page() -> anyhow::Result<String> {
+    use clap::CommandFactory;
+    // roff's preamble, which every clap_mangen render_* call writes again: kept once, at the top.
+    const PREAMBLE: &str = ".ie \\n(.g .ds Aq \\(aq\n.el .ds Aq '\n";
+    let mut cmd = Cli::command().disable_help_subcommand(true);
+    cmd.build();
+    let subs: Vec<&clap::Command> = cmd.get_subcommands().filter(|s| !s.is_hide_set()).collect();
+    let man = clap_mangen::Man::new(cmd.clone());
+    let mut top = Vec::new();
+    man.render_title(&mut top)?;
+    man.render_name_section(&mut top)?;
+    man.render_synopsis_section(&mut top)?;
+    man.render_description_section(&mut top)?;
+    man.render_options_section(&mut top)?;
+    man.render_subcommands_section(&mut top)?;
+    let mut page = String::from_utf8(top)?;
+    for sub in &subs {
+        // The list names a page per command (doctor-ports(1)); they all live on this page.
+        let name = sub.get_name();
+        let escaped = name.replace('-', "\\-");
+        page = page.replace(
+            &format!("doctor\\-{escaped}(1)"),
+            &format!("\\fBdoctor {escaped}\\fR"),
+        );
+    }
+    for sub in &subs {
+        let title = format!("doctor {}", sub.get_name()).to_uppercase();
+        let sub_man = clap_mangen::Man::new((*sub).clone());
+        let mut part = Vec::new();
+        sub_man.render_synopsis_section(&mut part)?;
+        sub_man.render_description_section(&mut part)?;
+        sub_man.render_options_section(&mut part)?;
+        let part = String::from_utf8(part)?
+            .replace("\n.SH DESCRIPTION\n", "\n.PP\n")
+            .replace("\n.SH ", "\n.SS ")
+            .replacen(".SS SYNOPSIS", &format!(".SH \"{title}\""), 1);
+        page.push_str(&part);
+    }
+    let mut tail = Vec::new();
+    man.render_extra_section(&mut tail)?;
+    man.render_version_section(&mut tail)?;
+    // The top-level after_help is the exit codes.
+    page.push_str(&String::from_utf8(tail)?.replacen(".SH EXTRA", ".SH \"EXIT STATUS\"", 1));
+    Ok(format!("{PREAMBLE}{}", page.replace(PREAMBLE, "")))
 }
 
 fn report_error(err: &anyhow::Error) {

@@ -101,7 +101,19 @@ fn d004_port_inside_the_ephemeral_range() {
                 && std::net::TcpListener::bind(("0.0.0.0", *p)).is_ok()
         })
         .expect("a free port in the range");
-    let _s = Situation::start("d001", port);
+    // Lightning-style: rank 0 sets MASTER_PORT in os.environ after it starts, so the port is
+    // one it picked itself (free when picked, held by the job): no D004.
+    let s = Situation::start("d001", port);
+    let (doc, _) = json(&["ports", "--format", "json"]);
+    assert!(findings(&doc, "D004", port).is_empty(), "{doc:#}");
+    drop(s);
+    // Ranks exec'd with MASTER_PORT in their environment: the user chose it.
+    let _s = Situation::start_cmd(
+        std::process::Command::new(python())
+            .arg(helper("verdicts.py"))
+            .arg("subprocess-launcher")
+            .arg(port.to_string()),
+    );
     let (doc, code) = json(&["ports", "--format", "json"]);
     assert_eq!(code, 1);
     let d004 = findings(&doc, "D004", port);

@@ -187,6 +187,10 @@ fn a_passing_case_gets_a_free_port_and_frees_it() {
     assert_eq!(cases.len(), 2);
     let ports: Vec<u64> = cases.iter().map(|c| c["port"].as_u64().unwrap()).collect();
     assert_ne!(ports[0], ports[1], "concurrent cases share a port");
+    // Below the ephemeral range, so the job's own port never needs a D004 warning.
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap();
+    let lo: u64 = range.split_whitespace().next().unwrap().parse().unwrap();
+    assert!(ports.iter().all(|p| *p < lo), "{ports:?} not below {lo}");
     for c in cases {
         assert_eq!(c["outcome"], "ok");
         assert_eq!(c["exit_code"], 0);

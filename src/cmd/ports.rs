@@ -6,13 +6,13 @@ use serde::Serialize;
 
 use crate::analysis::holders::{Holder, holders};
 use crate::analysis::{Analysis, Job};
-use crate::cmd::{load_or_observe, parse_port};
+use crate::cmd::{analyse, load_or_inspect, parse_port};
 use crate::model::finding::{Finding, worth_exit_1};
 use crate::model::snapshot::{SCHEMA_VERSION, Unreadable};
 use crate::render::findings::render_findings;
 use crate::render::table::ports_table;
 use crate::render::{self, Format, permission_note};
-use crate::sys::observe;
+use crate::sys::{freeport, observe};
 
 #[derive(clap::Args)]
 pub struct PortsArgs {
@@ -25,6 +25,10 @@ pub struct PortsArgs {
     /// Print nothing; exit 0 when PORT is free to bind, 1 when it is taken (holder on stderr)
     #[arg(long, value_name = "PORT", value_parser = parse_port, conflicts_with_all = ["all", "from"])]
     check: Option<u16>,
+    /// Print one port that is free now (a bind succeeds), below the ephemeral range, not reserved
+    /// and named by no job; exit 1 when there is none
+    #[arg(long, conflicts_with_all = ["all", "from", "check"])]
+    free: bool,
     #[arg(long, value_enum, default_value = "table")]
     format: Format,
     /// Analyse a snapshot written by `doctor snapshot` instead of this machine
@@ -47,8 +51,11 @@ pub fn ports(args: PortsArgs) -> anyhow::Result<i32> {
     if let Some(port) = args.check {
         return Ok(check(port));
     }
-    let snap = load_or_observe(&args.from)?;
-    let a = Analysis::new(&snap, &args.port);
+    if args.free {
+        return Ok(free(&args.port));
+    }
+    let snap = load_or_inspect(&args.from, &args.port)?;
+    let a = analyse(&snap, &args.port, args.from.is_none());
     let rows = holders(&a, args.all);
     let scope: Vec<u16> = if args.all {
         Vec::new()
@@ -109,4 +116,23 @@ fn check(port: u16) -> i32 {
         eprintln!("port {port} is taken: {} {} by {who}", h.proto, h.state);
     }
     1
+}
+
+/// `--free`: one port a rendezvous can use now, on stdout alone.
+fn free(also_taken: &[u16]) -> i32 {
+    let snap = observe::snapshot();
+    let a = Analysis::facts(&snap, also_taken);
+    match freeport::pick(&snap.host, &a.taken_ports()) {
+        Some(p) => {
+            println!("{p}");
+            0
+        }
+        None => {
+            eprintln!(
+                "error: no free port below the ephemeral range start {}",
+                snap.host.ephemeral_range[0]
+            );
+            1
+        }
+    }
 }

@@ -362,7 +362,7 @@ fn unreadable(snap: &Snapshot) -> Value {
 /// Build the whole report, unredacted. Returns the document and the exit-1 verdict.
 fn build(args: &ReportArgs, included: Option<Value>) -> anyhow::Result<(Value, bool)> {
     let ((python, gpus), (snap, other_netns)) = observe_all();
-    let a = Analysis::new(&snap, &args.port);
+    let a = Analysis::live(&snap, &args.port, crate::sys::freeport::pick);
     let rows = holders(&a, false);
     let host = crate::sys::host::host_facts(&snap.host);
     let training = training_processes(&snap, &a);
@@ -423,6 +423,13 @@ fn anonymizer(doc: &Value) -> redact::Anonymizer {
     }
     if let Ok(u) = std::env::var("USER") {
         an.user(&u);
+    }
+    // The owners D008 names (`pid N (user NAME, ...`): a foreign holder's user.
+    for f in doc["summary"]["findings"].as_array().into_iter().flatten() {
+        let msg = f["message"].as_str().unwrap_or_default();
+        if let Some(rest) = msg.split_once("(user ").map(|(_, r)| r) {
+            an.user(rest.split([',', ')']).next().unwrap_or_default());
+        }
     }
     // Host names the rendezvous names (MASTER_ADDR of this shell and of the training processes):
     // other nodes' names, given the same pseudonyms their own reports give them.

@@ -874,7 +874,7 @@ fn failed_to_start(case: &CaseSpec, e: &anyhow::Error) -> CaseResult {
 }
 
 fn run_case(case: &CaseSpec, ctx: &RunCtx, index: usize) -> anyhow::Result<CaseResult> {
-    let port = supervise::free_port()?;
+    let port = crate::sys::freeport::for_a_new_job()?; // below the ephemeral range
     let argv = case_argv(case, ctx, port);
     let label = format!(
         "{}-{}-{}",

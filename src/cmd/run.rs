@@ -723,7 +723,7 @@ fn diagnose(
         } else if d.failing_pid.is_some() || !facts.bind_errors.is_empty() {
             // Held by something outside the run: look at the machine now.
             let live = observe::snapshot();
-            let la = Analysis::new(&live, &[port]);
+            let la = Analysis::after_failed_bind(&live, port, crate::sys::freeport::pick);
             let holders: Vec<i32> = crate::analysis::holders::holders(&la, false)
                 .iter()
                 .filter(|h| h.port == port && h.state == "LISTEN")

@@ -5,10 +5,10 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+use crate::analysis::Job;
 use crate::analysis::holders::holders;
 use crate::analysis::tree::{TreeNode, build_node, tree_root};
-use crate::analysis::{Analysis, Job};
-use crate::cmd::{load_or_observe, parse_port};
+use crate::cmd::{analyse, load_or_inspect, parse_port};
 use crate::error::user_error;
 use crate::model::finding::{Finding, worth_exit_1};
 use crate::model::snapshot::{SCHEMA_VERSION, Unreadable};
@@ -42,9 +42,9 @@ struct TreeDoc<'a> {
 }
 
 pub fn tree(args: TreeArgs) -> anyhow::Result<i32> {
-    let snap = load_or_observe(&args.from)?;
     let extra: Vec<u16> = args.port.into_iter().collect();
-    let a = Analysis::new(&snap, &extra);
+    let snap = load_or_inspect(&args.from, &extra)?;
+    let a = analyse(&snap, &extra, args.from.is_none());
     let (roots, focus): (Vec<i32>, Option<BTreeSet<i32>>) = if let Some(pid) = args.pid {
         if a.process(pid).is_none() {
             return Err(user_error(

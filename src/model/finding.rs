@@ -113,6 +113,18 @@ pub const CODES: &[Code] = &[
         "only TIME_WAIT sockets use the port (harmless)",
     ),
     code(
+        "D008",
+        "port-held-by-foreign-process",
+        Warning,
+        "a rendezvous port is held by a process that belongs to no training job",
+    ),
+    code(
+        "D009",
+        "rendezvous-incomplete",
+        Error,
+        "a job's store has fewer ranks connected than its world size",
+    ),
+    code(
         "M001",
         "master-not-found",
         Error,

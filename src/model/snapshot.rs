@@ -98,6 +98,23 @@ pub struct Process {
     /// Holds a `/dev/nvidia*` file open.
     #[serde(default)]
     pub gpu: bool,
+    /// The user name of `uid`, for processes that hold sockets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// `/proc/PID/cgroup` (trimmed), for processes that hold sockets: tells a systemd service or
+    /// a container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<String>,
+    /// `/proc/PID/wchan`: the kernel function a sleeping rank waits in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wchan: Option<String>,
+    /// The system call a sleeping rank is blocked in (`futex`, `accept`, ...; from
+    /// `/proc/PID/syscall`), or `running`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub syscall: Option<String>,
+    /// The Python stack (`py-spy dump`), innermost frame first, when py-spy could read it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub py_stack: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -316,14 +316,9 @@ fn walk(value: &mut Value, secret: bool) {
 /// Replace host names and user names by stable pseudonyms (`host-3fa2c1`, `user-9b01de`): the
 /// same name gets the same pseudonym on every node, so `doctor merge` still matches
 /// `MASTER_ADDR=node-a` against the report of node-a.
+#[derive(Default)]
 pub struct Anonymizer {
     names: BTreeMap<String, String>,
-}
-
-impl Default for Anonymizer {
-    fn default() -> Self {
-        Self::new()
-    }
 }
 
 impl Anonymizer {

@@ -289,7 +289,10 @@ fn read_process(
         env,
         socket_inodes,
         gpu,
+        ..Process::default()
     };
+    let mut process = process;
+    crate::sys::cgroup::annotate(&mut process);
     (Some(process), unreadable)
 }
 
