@@ -405,6 +405,14 @@ pub fn net_ns(pid: Option<i32>) -> io::Result<PathBuf> {
     }
 }
 
+/// The text of `/proc/PID/NAME` (`cgroup`, `wchan`, `syscall`, ...), trimmed; `None` when it
+/// cannot be read or is empty.
+pub fn text(pid: i32, name: &str) -> Option<String> {
+    let t = fs::read_to_string(format!("/proc/{pid}/{name}")).ok()?;
+    let t = t.trim();
+    (!t.is_empty()).then(|| t.to_string())
+}
+
 /// A `/proc/sys` value (or any small text file), trimmed.
 pub fn sysctl(path: &str) -> Option<String> {
     read_trimmed(path)
