@@ -101,7 +101,9 @@ fn help_lists_only_accepted_formats() {
     ] {
         let out = run(&[cmd, "--help"]);
         let help = String::from_utf8_lossy(&out.stdout).to_string();
-        let from = help.find("--format <").expect("the --format option in help");
+        let from = help
+            .find("--format <")
+            .expect("the --format option in help");
         let section: String = help[from..]
             .lines()
             .take_while(|l| !l.trim_start().starts_with("--") || l.contains("--format"))
@@ -206,7 +208,9 @@ fn managed_env_install_failure_is_a_clear_error() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     if out.status.code() == Some(0) {
-        eprintln!("skipped: an interpreter on this machine already has torch and lightning: {err}");
+        skip_or_fail(&format!(
+            "an interpreter on this machine already has torch and lightning: {err}"
+        ));
         return;
     }
     assert_eq!(out.status.code(), Some(2), "{err}");

@@ -237,10 +237,10 @@ fn two_nodes_in_network_namespaces() {
     let nodes = match nodes {
         Ok(n) => n,
         Err(why) => {
-            eprintln!(
-                "SKIP live multi-node part: cannot create network namespaces ({why}); \
+            skip_or_fail(&format!(
+                "live multi-node part: cannot create network namespaces ({why}); \
                  merging the reports recorded from an earlier real run in tests/fixtures/reports instead"
-            );
+            ));
             merge_fixtures();
             return;
         }
@@ -357,9 +357,9 @@ fn two_nodes_healthy_job_anonymized() {
     let nodes = match Nodes::create('y') {
         Ok(n) => n,
         Err(why) => {
-            eprintln!(
-                "SKIP: cannot create network namespaces ({why}); nothing recorded for this case"
-            );
+            skip_or_fail(&format!(
+                "cannot create network namespaces ({why}); nothing recorded for this case"
+            ));
             return;
         }
     };

@@ -431,10 +431,10 @@ fn versions_of_the_managed_venv() {
     let home = std::env::var("HOME").unwrap_or_default();
     let py = PathBuf::from(home).join(".cache/ddp-doctor/venv/bin/python");
     if !py.exists() {
-        eprintln!(
-            "SKIP: the managed venv {} is absent; create it (torch 2.15.0 + lightning 2.6.6) to run this test",
+        skip_or_fail(&format!(
+            "the managed venv {} is absent; create it (torch 2.15.0 + lightning 2.6.6) to run this test",
             py.display()
-        );
+        ));
         return;
     }
     let out = doctor()

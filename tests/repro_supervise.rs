@@ -1,6 +1,8 @@
 //! `doctor repro` supervision with stdlib-only stand-ins for training jobs (fast; no torch).
 //! Every test kills what it started, even when it fails (see `Guard`).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -8,6 +10,8 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 use serde_json::Value;
+
+use common::skip_or_fail;
 
 fn helper() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/helpers/tree.py")
@@ -369,7 +373,7 @@ fn no_setup_refuses_to_create_the_environment() {
         .into_iter()
         .find(|p| Path::new(p).is_file());
     let Some(sys_python) = sys_python else {
-        eprintln!("no system python3; skipped");
+        skip_or_fail("no system python3");
         return;
     };
     std::os::unix::fs::symlink(sys_python, bin.join("python3")).unwrap();
@@ -382,7 +386,7 @@ fn no_setup_refuses_to_create_the_environment() {
         .unwrap()
         .success();
     if has_torch {
-        eprintln!("system python3 has torch; skipped");
+        skip_or_fail("the system python3 has torch, so the missing-torch path cannot be shown");
         return;
     }
     let out = doctor()

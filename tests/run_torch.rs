@@ -10,7 +10,7 @@ use common::*;
 
 fn torch_python() -> Option<PathBuf> {
     if std::env::var_os("DOCTOR_SKIP_TORCH").is_some() {
-        eprintln!("skipped: DOCTOR_SKIP_TORCH is set");
+        skip_or_fail("DOCTOR_SKIP_TORCH is set");
         return None;
     }
     let out = doctor()

@@ -1,12 +1,16 @@
 //! `doctor scan` end to end: the fixture corpus, output formats, bad inputs, exit codes, and no
 //! false positives on the real torch/lightning sources.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use assert_cmd::Command;
 use serde_json::Value;
+
+use common::skip_or_fail;
 
 const FIXTURES: &str = "tests/fixtures/scan";
 
@@ -72,6 +76,26 @@ fn expectations(text: &str) -> (Option<BTreeSet<(String, u64)>>, Vec<String>) {
     (annotated.then_some(expected), options)
 }
 
+/// The scan options a fixture's `# options:` line asks for (default Python 3.11 on Linux).
+fn fixture_options(options: &[String]) -> ddp_doctor::scan::ScanOptions {
+    use ddp_doctor::scan::{Platform, ScanOptions, parse_version};
+    let mut opts = ScanOptions::default();
+    for pair in options.chunks(2) {
+        match (pair[0].as_str(), pair.get(1).map(String::as_str)) {
+            ("--python-version", Some(v)) => {
+                opts.python_version = parse_version(v).expect("version")
+            }
+            ("--platform", Some("linux")) => opts.platform = Platform::Linux,
+            ("--platform", Some("macos")) => opts.platform = Platform::Macos,
+            ("--platform", Some("windows")) => opts.platform = Platform::Windows,
+            other => panic!("unknown fixture option {other:?}"),
+        }
+    }
+    opts
+}
+
+/// Every fixture through the library (one process, no `doctor` per file); the exit codes of the
+/// command are checked by the CLI tests below.
 #[test]
 fn fixture_corpus_matches_expectations() {
     let mut failures = Vec::new();
@@ -85,7 +109,7 @@ fn fixture_corpus_matches_expectations() {
     for path in entries {
         let bytes = std::fs::read(&path).expect("read fixture");
         let text = String::from_utf8_lossy(&bytes);
-        let (expected, mut options) = expectations(&text);
+        let (expected, options) = expectations(&text);
         let expected = match expected {
             Some(e) => e,
             None if bytes.is_empty() => BTreeSet::new(),
@@ -94,26 +118,16 @@ fn fixture_corpus_matches_expectations() {
                 continue;
             }
         };
-        if !options.iter().any(|o| o == "--python-version") {
-            options.extend(["--python-version".to_string(), "3.11".to_string()]);
-        }
-        if !options.iter().any(|o| o == "--platform") {
-            options.extend(["--platform".to_string(), "linux".to_string()]);
-        }
-        let mut args: Vec<&str> = options.iter().map(String::as_str).collect();
         let p = path.to_str().expect("utf-8 path");
-        args.push(p);
-        let (doc, out) = scan_json(&args);
-        let got = codes_lines(&doc);
+        let reports = ddp_doctor::scan::scan_paths(&[p.to_string()], &fixture_options(&options))
+            .expect("scan");
+        let got: BTreeSet<(String, u64)> = reports
+            .iter()
+            .flat_map(|r| r.diagnostics.iter())
+            .map(|d| (d.code.to_string(), d.line as u64))
+            .collect();
         if got != expected {
             failures.push(format!("{p}: expected {expected:?}, got {got:?}"));
-        }
-        let want_code = if expected.is_empty() { 0 } else { 1 };
-        if out.status.code() != Some(want_code) {
-            failures.push(format!(
-                "{p}: exit {:?}, expected {want_code}",
-                out.status.code()
-            ));
         }
         checked += 1;
     }
@@ -487,15 +501,15 @@ fn select_ignore_and_exit_zero() {
 #[test]
 fn no_false_positives_on_torch_and_lightning() {
     let Some(home) = std::env::var_os("HOME") else {
-        eprintln!("SKIP no_false_positives_on_torch_and_lightning: HOME is not set");
+        skip_or_fail("no_false_positives_on_torch_and_lightning: HOME is not set");
         return;
     };
     let python = Path::new(&home).join(".cache/ddp-doctor/venv/bin/python");
     if !python.exists() {
-        eprintln!(
-            "SKIP no_false_positives_on_torch_and_lightning: {} is absent (the project's setup creates it)",
+        skip_or_fail(&format!(
+            "no_false_positives_on_torch_and_lightning: {} is absent (the project's setup creates it)",
             python.display()
-        );
+        ));
         return;
     }
     let out = std::process::Command::new(&python)

@@ -1344,30 +1344,24 @@ fn render_table(doc: &Document) -> String {
 }
 
 /// A per-run temporary directory, removed on drop.
-struct TempDir(PathBuf);
+struct TempDir(tempfile::TempDir);
 
 impl TempDir {
     fn new() -> anyhow::Result<TempDir> {
         let base = std::env::temp_dir();
-        for n in 0..100u32 {
-            let p = base.join(format!("doctor-repro-{}-{n}", std::process::id()));
-            if std::fs::create_dir(&p).is_ok() {
-                return Ok(TempDir(p));
-            }
-        }
-        anyhow::bail!(
-            "cannot create a temporary directory under {}",
-            base.display()
-        )
+        tempfile::Builder::new()
+            .prefix("doctor-repro-")
+            .tempdir_in(&base)
+            .map(TempDir)
+            .with_context(|| {
+                format!(
+                    "cannot create a temporary directory under {}",
+                    base.display()
+                )
+            })
     }
     fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        self.0.path()
     }
 }
 

@@ -426,11 +426,8 @@ fn pump(
 fn descendants() -> Vec<i32> {
     let me = std::process::id() as i32;
     let mut parent: BTreeMap<i32, i32> = BTreeMap::new();
-    for pid in observe::list_pids() {
-        if let Some(st) = std::fs::read(format!("/proc/{pid}/stat"))
-            .ok()
-            .and_then(|b| observe::parse_stat(&b))
-        {
+    for pid in crate::sys::proc::list_pids() {
+        if let Some(st) = crate::sys::proc::stat(pid) {
             parent.insert(pid, st.ppid);
         }
     }

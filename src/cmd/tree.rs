@@ -5,9 +5,9 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::analysis::{Analysis, Job};
 use crate::analysis::holders::holders;
 use crate::analysis::tree::{TreeNode, build_node, tree_root};
+use crate::analysis::{Analysis, Job};
 use crate::cmd::{analyse, load_or_inspect, parse_port};
 use crate::error::user_error;
 use crate::model::finding::{Finding, worth_exit_1};

@@ -8,10 +8,14 @@ use serde::Serialize;
 use crate::model::snapshot::Snapshot;
 
 pub mod findings;
+pub mod merge;
 pub mod progress;
 pub mod redact;
+pub mod report;
 pub mod table;
 pub mod tree;
+
+pub use crate::model::time::{age, utc};
 
 /// `--format` for the commands whose documents are tables, JSON or YAML.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -261,17 +265,6 @@ pub fn shorten(text: &str, max: usize) -> String {
     s
 }
 
-/// A human age: `45s`, `12m`, `3h05m`, `2d04h`.
-pub fn age(seconds: f64) -> String {
-    let s = seconds.max(0.0) as u64;
-    match s {
-        0..=119 => format!("{s}s"),
-        120..=3599 => format!("{}m", s / 60),
-        3600..=86_399 => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
-        _ => format!("{}d{:02}h", s / 86_400, (s % 86_400) / 3600),
-    }
-}
-
 /// The width to cut long cells to: only when stdout is a terminal (`COLUMNS` overrides its
 /// size); piped output and documents keep every command line whole.
 pub fn terminal_width() -> Option<usize> {
@@ -282,10 +275,9 @@ pub fn terminal_width() -> Option<usize> {
     if let Some(c) = std::env::var("COLUMNS").ok().and_then(|c| c.parse().ok()) {
         return Some(c);
     }
-    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
-    // SAFETY: TIOCGWINSZ writes a winsize into the pointer we pass.
-    let ok = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut ws) } == 0;
-    (ok && ws.ws_col > 0).then_some(ws.ws_col as usize)
+    terminal_size::terminal_size_of(std::io::stdout())
+        .map(|(terminal_size::Width(w), _)| usize::from(w))
+        .filter(|&w| w > 0)
 }
 
 /// `1 process`, `2 processes`.
@@ -326,28 +318,6 @@ fn permission_text(snap: &Snapshot, verbose: u8) -> Option<String> {
             plural(denied.len(), "process could", "processes could"),
         )
     })
-}
-
-/// A UNIX time as an RFC 3339 UTC string.
-pub fn utc(t: f64) -> String {
-    let secs = t.max(0.0) as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
 }
 
 #[cfg(test)]

@@ -18,16 +18,13 @@ pub fn annotate(p: &mut Process) {
 
 /// `/proc/PID/wchan`; `None` when unreadable, empty or `0` (running, or hidden by the kernel).
 pub fn wchan(pid: i32) -> Option<String> {
-    let t = std::fs::read_to_string(format!("/proc/{pid}/wchan")).ok()?;
-    let t = t.trim();
-    (!t.is_empty() && t != "0").then(|| t.to_string())
+    crate::sys::proc::text(pid, "wchan").filter(|t| t != "0")
 }
 
 /// The system call `pid` is blocked in, by name where known (`futex`, `accept4`, ...), `running`,
 /// or `syscall N`.
 pub fn syscall(pid: i32) -> Option<String> {
-    let t = std::fs::read_to_string(format!("/proc/{pid}/syscall")).ok()?;
-    syscall_text(&t)
+    syscall_text(&crate::sys::proc::text(pid, "syscall")?)
 }
 
 pub fn syscall_text(text: &str) -> Option<String> {

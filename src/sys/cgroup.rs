@@ -21,9 +21,7 @@ pub fn annotate(p: &mut Process) {
 
 /// `/proc/PID/cgroup`, trimmed; `None` when unreadable or empty.
 pub fn read(pid: i32) -> Option<String> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-    let t = text.trim();
-    (!t.is_empty()).then(|| t.to_string())
+    crate::sys::proc::text(pid, "cgroup")
 }
 
 /// The name of `uid` from the user database, cached (one lookup per uid per run).

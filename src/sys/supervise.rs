@@ -148,10 +148,8 @@ pub struct ProcInfo {
 
 /// Read `/proc/PID/stat` and `cmdline`; None when the process is gone.
 pub fn proc_info(pid: i32) -> Option<ProcInfo> {
-    let stat = crate::sys::observe::parse_stat(&std::fs::read(format!("/proc/{pid}/stat")).ok()?)?;
-    let (argv, _) = crate::sys::observe::split_nul(
-        &std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default(),
-    );
+    let stat = crate::sys::proc::stat(pid)?;
+    let argv = crate::sys::proc::cmdline(pid);
     Some(ProcInfo {
         pid,
         ppid: stat.ppid,
@@ -167,14 +165,14 @@ pub fn proc_info(pid: i32) -> Option<ProcInfo> {
 }
 
 fn all_processes() -> Vec<ProcInfo> {
-    crate::sys::observe::list_pids()
+    crate::sys::proc::list_pids()
         .into_iter()
         .filter_map(proc_info)
         .collect()
 }
 
 fn environ_has(pid: i32, needle: &[u8]) -> bool {
-    std::fs::read(format!("/proc/{pid}/environ"))
+    crate::sys::proc::environ(pid)
         .map(|env| env.split(|b| *b == 0).any(|kv| kv == needle))
         .unwrap_or(false)
 }
@@ -459,12 +457,12 @@ impl Tree {
 /// True when a TCP socket listens on `port` or it cannot be bound the way TCPStore binds it
 /// (SO_REUSEADDR, so TIME_WAIT does not count).
 pub fn port_in_use(port: u16) -> bool {
-    listening_ports().contains(&port) || !crate::sys::observe::port_is_free(port)
+    listening_ports().contains(&port) || !crate::sys::sockets::port_is_free(port)
 }
 
 /// Ports in the LISTEN state (TCP, v4 and v6).
 pub fn listening_ports() -> BTreeSet<u16> {
-    crate::sys::observe::read_sockets()
+    crate::sys::sockets::read_sockets()
         .into_iter()
         .filter(|s| s.proto == crate::model::snapshot::Proto::Tcp && s.state == "LISTEN")
         .map(|s| s.local_port)

@@ -216,9 +216,9 @@ impl Tracer {
             return;
         }
         let t = self.now();
-        let pid = tgid(tid).unwrap_or(tid);
+        let pid = crate::sys::proc::tgid(tid).unwrap_or(tid);
         if !self.processes.contains_key(&pid)
-            && let Some(p) = crate::sys::observe::process(pid)
+            && let Some(p) = crate::sys::proc::process(pid)
         {
             self.processes.insert(pid, p);
         }
@@ -246,7 +246,7 @@ impl Tracer {
             return;
         };
         let ret = regs.rax as i64;
-        let pid = tgid(tid).unwrap_or(tid);
+        let pid = crate::sys::proc::tgid(tid).unwrap_or(tid);
         let addr = match p.syscall {
             "bind" => {
                 if ret == 0
@@ -285,37 +285,12 @@ impl Tracer {
     fn syscall_exit(&mut self, _tid: i32) {}
 }
 
-fn tgid(tid: i32) -> Option<i32> {
-    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Tgid:"))
-        .and_then(|v| v.trim().parse().ok())
-}
-
 /// The local address of a socket fd, from its inode in /proc/net (for `listen` after an
 /// untraced bind, e.g. one inherited from a parent).
 fn local_addr_of(pid: i32, fd: i32) -> Option<(IpAddr, u16)> {
-    let link = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok()?;
-    let inode: u64 = link
-        .to_str()?
-        .strip_prefix("socket:[")?
-        .strip_suffix(']')?
-        .parse()
-        .ok()?;
-    for (path, proto) in [
-        ("/proc/net/tcp", crate::model::snapshot::Proto::Tcp),
-        ("/proc/net/tcp6", crate::model::snapshot::Proto::Tcp),
-    ] {
-        let text = std::fs::read(path).ok()?;
-        if let Some(s) = crate::sys::observe::parse_net_table(&text, proto)
-            .into_iter()
-            .find(|s| s.inode == inode)
-        {
-            return Some((s.local_addr, s.local_port));
-        }
-    }
-    None
+    let inode = crate::sys::proc::fd_socket_inode(pid, fd)?;
+    let s = crate::sys::sockets::tcp_socket_by_inode(inode)?;
+    Some((s.local_addr, s.local_port))
 }
 
 /// Read a `sockaddr` from the tracee; `None` unless AF_INET/AF_INET6.
@@ -364,22 +339,9 @@ pub fn parse_sockaddr(b: &[u8]) -> Option<(IpAddr, u16)> {
 }
 
 pub fn errno_name(errno: i32) -> String {
-    match errno {
-        libc::EADDRINUSE => "EADDRINUSE".into(),
-        libc::EADDRNOTAVAIL => "EADDRNOTAVAIL".into(),
-        libc::ECONNREFUSED => "ECONNREFUSED".into(),
-        libc::EINPROGRESS => "EINPROGRESS".into(),
-        libc::EACCES => "EACCES".into(),
-        libc::EPERM => "EPERM".into(),
-        libc::EINVAL => "EINVAL".into(),
-        libc::ETIMEDOUT => "ETIMEDOUT".into(),
-        libc::ENETUNREACH => "ENETUNREACH".into(),
-        libc::EINTR => "EINTR".into(),
-        libc::EAGAIN => "EAGAIN".into(),
-        libc::EISCONN => "EISCONN".into(),
-        libc::EALREADY => "EALREADY".into(),
-        libc::EAFNOSUPPORT => "EAFNOSUPPORT".into(),
-        other => format!("errno {other}"),
+    match nix::errno::Errno::from_raw(errno) {
+        nix::errno::Errno::UnknownErrno => format!("errno {errno}"),
+        e => format!("{e:?}"),
     }
 }
 
