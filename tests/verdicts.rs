@@ -124,7 +124,7 @@ fn foreign_listener_is_a_finding_with_two_fixes() {
         "{msg}"
     );
     assert!(msg.contains("asked with --port"), "{msg}");
-    let fix = f["fix"].as_str().unwrap();
+    let fix = f["fix"]["message"].as_str().unwrap();
     assert!(fix.contains(&format!("`kill {server}`")), "{fix}");
     let suggested = suggested_ports(fix);
     assert_eq!(suggested.len(), 1, "{fix}");
@@ -156,7 +156,7 @@ fn foreign_outgoing_connection_is_a_finding() {
     );
     // Every port any fix suggests is free, and none is a port a finding says is taken.
     for f in doc["findings"].as_array().unwrap() {
-        for p in suggested_ports(f["fix"].as_str().unwrap()) {
+        for p in suggested_ports(f["fix"]["message"].as_str().unwrap()) {
             assert_ne!(p, port, "{f}");
             assert_free(p);
         }
@@ -226,7 +226,7 @@ fn doctor_run_makes_a_foreign_holder_of_the_failed_port_an_error() {
     assert_eq!(pids_of(d008[0])[0], holder.pid("server") as i64);
     let msg = d008[0]["message"].as_str().unwrap();
     assert!(msg.contains("a rank failed to bind the port"), "{msg}");
-    for p in suggested_ports(d008[0]["fix"].as_str().unwrap()) {
+    for p in suggested_ports(d008[0]["fix"]["message"].as_str().unwrap()) {
         assert_free(p);
     }
     assert!(err.contains("D008"), "{err}");
@@ -251,7 +251,7 @@ fn a_loaded_snapshot_claims_no_port_free_on_this_machine() {
     ]);
     let d008 = findings(&doc, "D008", port);
     assert_eq!(d008.len(), 1, "{doc:#}");
-    let fix = d008[0]["fix"].as_str().unwrap();
+    let fix = d008[0]["fix"]["message"].as_str().unwrap();
     assert!(suggested_ports(fix).is_empty(), "{fix}");
     assert!(fix.contains("a free port below"), "{fix}");
     // The snapshot carries the holder's user and cgroup, and old snapshots without them load.

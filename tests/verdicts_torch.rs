@@ -307,7 +307,7 @@ fn world_of_three_with_two_ranks_started_hangs_with_rank_two_missing() {
             "py-spy is missing from the managed environment (repro/requirements.txt)"
         );
     }
-    assert!(f["fix"].as_str().unwrap().contains("WORLD_SIZE=3"), "{f}");
+    assert!(f["fix"]["message"].as_str().unwrap().contains("WORLD_SIZE=3"), "{f}");
     // One job, not two: the plain subprocess launcher's ranks share the rendezvous.
     assert!(findings(&doc, "D002", port).is_empty(), "{doc:#}");
 }
@@ -331,6 +331,6 @@ fn a_rank_stopped_before_it_joins_is_named_with_its_state() {
     assert!(msg.contains(&format!("pid {stopped}")), "{msg}");
     assert!(msg.contains("stopped (state T"), "{msg}");
     assert!(pids_of(&f).contains(&stopped));
-    let fix = f["fix"].as_str().unwrap();
+    let fix = f["fix"]["message"].as_str().unwrap();
     assert!(fix.contains(&format!("kill -CONT {stopped}")), "{fix}");
 }
