@@ -60,7 +60,92 @@ fn bad_snapshot_files() {
     let binary = dir.path().join("bin.yaml");
     std::fs::write(&binary, [0xff, 0xfe, 0x00, 0x01]).unwrap();
     fails_with(&["ports", "--from", binary.to_str().unwrap()], "error");
-    fails_with(&["snapshot", "--format", "table"], "yaml or json");
+    let err = fails_with(&["snapshot", "--format", "table"], "invalid value 'table'");
+    assert!(err.contains("hint: possible values: json, yaml"), "{err}");
+}
+
+/// One grammar: an unknown option before `--` is an error with the closest option named, in
+/// `run` too (it used to become the command to run).
+#[test]
+fn unknown_options_are_errors_with_a_hint() {
+    let err = fails_with(&["run", "--timout", "5", "--", "true"], "'--timout'");
+    assert!(err.contains("hint:") && err.contains("--timeout"), "{err}");
+    let err = fails_with(&["run", "--format", "json", "--", "true"], "'--format'");
+    assert!(err.contains("hint:"), "{err}");
+    let err = fails_with(&["ports", "--prot", "29500"], "'--prot'");
+    assert!(err.contains("hint:") && err.contains("--port"), "{err}");
+    // `--record` stays an alias of `-o/--output`; options after the command are the command's.
+    let dir = tempfile::tempdir().unwrap();
+    let rec = dir.path().join("r.json");
+    let out = run(&[
+        "run",
+        "--record",
+        rec.to_str().unwrap(),
+        "--",
+        "sh",
+        "-c",
+        "exit 0",
+        "--timout",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(rec.is_file());
+    let out = run(&["-q", "run", "echo", "--not-doctors", "-x"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "--not-doctors -x\n");
+}
+
+/// Every `--format` value `--help` lists is accepted, and no value is refused that it lists.
+#[test]
+fn help_lists_only_accepted_formats() {
+    for cmd in [
+        "ports", "tree", "snapshot", "report", "merge", "repro", "scan",
+    ] {
+        let out = run(&[cmd, "--help"]);
+        let help = String::from_utf8_lossy(&out.stdout).to_string();
+        let from = help
+            .find("--format <")
+            .expect("the --format option in help");
+        let section: String = help[from..]
+            .lines()
+            .take_while(|l| !l.trim_start().starts_with("--") || l.contains("--format"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        for v in ["table", "json", "yaml", "text", "sarif", "github", "csv"] {
+            let listed = section.contains(&format!(" {v},"))
+                || section.contains(&format!(" {v}]"))
+                || section.contains(&format!("- {v}:"))
+                || section.contains(&format!(" {v}\n"));
+            let accepted = run(&[cmd, "--format", v, "--help"]).status.code() == Some(0);
+            assert_eq!(
+                listed, accepted,
+                "{cmd} --format {v}: listed {listed}, accepted {accepted}\n{section}"
+            );
+        }
+    }
+}
+
+/// The exit-code contract reads the same in `doctor --help` and in README.md.
+#[test]
+fn readme_exit_codes_match_help() {
+    let help = String::from_utf8_lossy(&run(&["--help"]).stdout).to_string();
+    let from_help: String = help
+        .split("Exit codes:")
+        .nth(1)
+        .expect("--help states the exit codes")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let line = readme
+        .lines()
+        .find(|l| l.starts_with("Exit codes:"))
+        .expect("README states the exit codes");
+    let from_readme = line
+        .trim_start_matches("Exit codes:")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert_eq!(from_help, from_readme);
 }
 
 #[test]
@@ -123,7 +208,9 @@ fn managed_env_install_failure_is_a_clear_error() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     if out.status.code() == Some(0) {
-        eprintln!("skipped: an interpreter on this machine already has torch and lightning: {err}");
+        skip_or_fail(&format!(
+            "an interpreter on this machine already has torch and lightning: {err}"
+        ));
         return;
     }
     assert_eq!(out.status.code(), Some(2), "{err}");

@@ -344,7 +344,7 @@ fn secrets_corpus_never_appears_in_any_format() {
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("warning: --no-redact"), "{stderr}");
+    assert!(stderr.contains("warning: --show-secrets"), "{stderr}");
     assert!(stderr.contains("credentials in URLs"), "{stderr}");
     assert!(text(&out).contains(&c.secrets[0]));
     drop(s);
@@ -357,7 +357,7 @@ fn report_contains_live_holder_and_finding() {
     let (rank, child) = (s.pid("rank"), s.pid("child"));
     let (doc, code) = json(&["report", "--format", "json"]);
     assert_eq!(code, 1);
-    assert_eq!(doc["schema_version"], 1);
+    assert_eq!(doc["schema_version"], 2);
     assert_eq!(doc["kind"], "doctor-report");
     assert_eq!(doc["complete"], true);
     let holder = doc["ports"]["holders"]
@@ -381,7 +381,8 @@ fn report_contains_live_holder_and_finding() {
     assert!(
         summary
             .iter()
-            .any(|f| f["code"] == "D001" && f["fix"].as_str().unwrap().contains("__main__"))
+            .any(|f| f["code"] == "D001"
+                && f["fix"]["message"].as_str().unwrap().contains("__main__"))
     );
     assert!(doc["summary"]["errors"].as_u64().unwrap() >= 1);
     // The job's tree: the rank with its spawn child under it, marked with D001.
@@ -430,10 +431,10 @@ fn versions_of_the_managed_venv() {
     let home = std::env::var("HOME").unwrap_or_default();
     let py = PathBuf::from(home).join(".cache/ddp-doctor/venv/bin/python");
     if !py.exists() {
-        eprintln!(
-            "SKIP: the managed venv {} is absent; create it (torch 2.15.0 + lightning 2.6.6) to run this test",
+        skip_or_fail(&format!(
+            "the managed venv {} is absent; create it (torch 2.15.0 + lightning 2.6.6) to run this test",
             py.display()
-        );
+        ));
         return;
     }
     let out = doctor()
@@ -535,7 +536,7 @@ fn output_file_is_yaml_and_scan_findings_are_in_it() {
     assert_eq!(doc["scan"]["files_scanned"], 1);
     let s001 = &doc["scan"]["findings"][0];
     assert_eq!(
-        (s001["code"].as_str(), s001["line"].as_u64()),
+        (s001["code"].as_str(), s001["location"]["line"].as_u64()),
         (Some("S001"), Some(3))
     );
     assert!(
@@ -557,4 +558,24 @@ fn output_file_is_yaml_and_scan_findings_are_in_it() {
     // The summary comes first in the attachment.
     let text = std::fs::read_to_string(&file).unwrap();
     assert!(text.find("summary:").unwrap() < text.find("host:").unwrap());
+}
+
+/// `--port N` means the same as in `doctor ports`: the ports section shows only N.
+#[test]
+fn port_filters_the_ports_section() {
+    let (a, b) = (free_low_port(), free_low_port());
+    let _sa = Situation::start("d001", a);
+    let _sb = Situation::start("d003", b);
+    let (doc, _) = json(&["report", "--port", &a.to_string(), "--format", "json"]);
+    let ports: Vec<u64> = doc["ports"]["holders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["port"].as_u64().unwrap())
+        .collect();
+    assert!(
+        !ports.is_empty() && ports.iter().all(|p| *p == u64::from(a)),
+        "{ports:?}"
+    );
+    assert_eq!(doc["ports"]["ports"], serde_json::json!([a]));
 }

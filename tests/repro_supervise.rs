@@ -1,6 +1,8 @@
 //! `doctor repro` supervision with stdlib-only stand-ins for training jobs (fast; no torch).
 //! Every test kills what it started, even when it fails (see `Guard`).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -8,6 +10,8 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 use serde_json::Value;
+
+use common::skip_or_fail;
 
 fn helper() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/helpers/tree.py")
@@ -183,6 +187,10 @@ fn a_passing_case_gets_a_free_port_and_frees_it() {
     assert_eq!(cases.len(), 2);
     let ports: Vec<u64> = cases.iter().map(|c| c["port"].as_u64().unwrap()).collect();
     assert_ne!(ports[0], ports[1], "concurrent cases share a port");
+    // Below the ephemeral range, so the job's own port never needs a D004 warning.
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap();
+    let lo: u64 = range.split_whitespace().next().unwrap().parse().unwrap();
+    assert!(ports.iter().all(|p| *p < lo), "{ports:?} not below {lo}");
     for c in cases {
         assert_eq!(c["outcome"], "ok");
         assert_eq!(c["exit_code"], 0);
@@ -365,7 +373,7 @@ fn no_setup_refuses_to_create_the_environment() {
         .into_iter()
         .find(|p| Path::new(p).is_file());
     let Some(sys_python) = sys_python else {
-        eprintln!("no system python3; skipped");
+        skip_or_fail("no system python3");
         return;
     };
     std::os::unix::fs::symlink(sys_python, bin.join("python3")).unwrap();
@@ -378,7 +386,7 @@ fn no_setup_refuses_to_create_the_environment() {
         .unwrap()
         .success();
     if has_torch {
-        eprintln!("system python3 has torch; skipped");
+        skip_or_fail("the system python3 has torch, so the missing-torch path cannot be shown");
         return;
     }
     let out = doctor()

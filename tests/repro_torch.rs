@@ -95,7 +95,7 @@ fn fabric_cpu_matrix_verifies_the_fix() {
     ]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{err}\n{doc}");
-    assert_eq!(doc["schema_version"], 1);
+    assert_eq!(doc["schema_version"], 2);
     assert_eq!(doc["accelerator"]["kind"], "cpu");
     assert_eq!(doc["accelerator"]["backend"], "gloo");
     assert_eq!(doc["cases"].as_array().unwrap().len(), 6);

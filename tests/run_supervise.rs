@@ -218,16 +218,10 @@ fn traced_bind_failure_is_named_exactly() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{err}");
     if doc["tracing"] != "seccomp-notify" {
-        assert_ne!(
-            std::env::var("CI").as_deref(),
-            Ok("true"),
-            "tracing must work in CI: {}",
+        skip_or_fail(&format!(
+            "tracing (seccomp-notify) is not allowed on this machine ({}); the polling test covers the rest",
             doc["tracing"]
-        );
-        eprintln!(
-            "tracing is not allowed on this machine ({}); the polling test covers it",
-            doc["tracing"]
-        );
+        ));
         return;
     }
     let failed: Vec<_> = doc["syscalls"]

@@ -10,7 +10,7 @@ use common::*;
 
 fn torch_python() -> Option<PathBuf> {
     if std::env::var_os("DOCTOR_SKIP_TORCH").is_some() {
-        eprintln!("skipped: DOCTOR_SKIP_TORCH is set");
+        skip_or_fail("DOCTOR_SKIP_TORCH is set");
         return None;
     }
     let out = doctor()
@@ -115,7 +115,7 @@ fn module_level_launch_under_spawn_is_explained() {
     assert_eq!(d001["pids"][0], holder);
     assert_eq!(d001["pids"][1], failing);
     assert!(
-        d001["fix"]
+        d001["fix"]["message"]
             .as_str()
             .unwrap()
             .contains("if __name__ == \"__main__\":")
@@ -125,7 +125,7 @@ fn module_level_launch_under_spawn_is_explained() {
             .as_array()
             .unwrap()
             .iter()
-            .any(|f| f["code"] == "S001" && f["line"] == line)
+            .any(|f| f["code"] == "S001" && f["location"]["line"] == line)
     );
     assert!(
         doc["leftovers"].as_array().unwrap().is_empty(),
@@ -215,7 +215,12 @@ fn ports_and_tree_see_the_real_duplicate_rank_connecting() {
         find_node(&rank_node["children"], worker).is_some(),
         "the worker is drawn under its rank"
     );
-    assert!(d001["fix"].as_str().unwrap().contains("fabric_buggy.py"));
+    assert!(
+        d001["fix"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("fabric_buggy.py")
+    );
 }
 
 fn find_node(nodes: &serde_json::Value, pid: i64) -> Option<&serde_json::Value> {

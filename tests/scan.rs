@@ -1,12 +1,16 @@
 //! `doctor scan` end to end: the fixture corpus, output formats, bad inputs, exit codes, and no
 //! false positives on the real torch/lightning sources.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use assert_cmd::Command;
 use serde_json::Value;
+
+use common::skip_or_fail;
 
 const FIXTURES: &str = "tests/fixtures/scan";
 
@@ -30,14 +34,14 @@ fn scan_json(args: &[&str]) -> (Value, Output) {
 }
 
 fn codes_lines(doc: &Value) -> BTreeSet<(String, u64)> {
-    doc["diagnostics"]
+    doc["findings"]
         .as_array()
         .expect("diagnostics array")
         .iter()
         .map(|d| {
             (
                 d["code"].as_str().unwrap_or("?").to_string(),
-                d["line"].as_u64().unwrap_or(0),
+                d["location"]["line"].as_u64().unwrap_or(0),
             )
         })
         .collect()
@@ -72,6 +76,26 @@ fn expectations(text: &str) -> (Option<BTreeSet<(String, u64)>>, Vec<String>) {
     (annotated.then_some(expected), options)
 }
 
+/// The scan options a fixture's `# options:` line asks for (default Python 3.11 on Linux).
+fn fixture_options(options: &[String]) -> ddp_doctor::scan::ScanOptions {
+    use ddp_doctor::scan::{Platform, ScanOptions, parse_version};
+    let mut opts = ScanOptions::default();
+    for pair in options.chunks(2) {
+        match (pair[0].as_str(), pair.get(1).map(String::as_str)) {
+            ("--python-version", Some(v)) => {
+                opts.python_version = parse_version(v).expect("version")
+            }
+            ("--platform", Some("linux")) => opts.platform = Platform::Linux,
+            ("--platform", Some("macos")) => opts.platform = Platform::Macos,
+            ("--platform", Some("windows")) => opts.platform = Platform::Windows,
+            other => panic!("unknown fixture option {other:?}"),
+        }
+    }
+    opts
+}
+
+/// Every fixture through the library (one process, no `doctor` per file); the exit codes of the
+/// command are checked by the CLI tests below.
 #[test]
 fn fixture_corpus_matches_expectations() {
     let mut failures = Vec::new();
@@ -85,7 +109,7 @@ fn fixture_corpus_matches_expectations() {
     for path in entries {
         let bytes = std::fs::read(&path).expect("read fixture");
         let text = String::from_utf8_lossy(&bytes);
-        let (expected, mut options) = expectations(&text);
+        let (expected, options) = expectations(&text);
         let expected = match expected {
             Some(e) => e,
             None if bytes.is_empty() => BTreeSet::new(),
@@ -94,26 +118,16 @@ fn fixture_corpus_matches_expectations() {
                 continue;
             }
         };
-        if !options.iter().any(|o| o == "--python-version") {
-            options.extend(["--python-version".to_string(), "3.11".to_string()]);
-        }
-        if !options.iter().any(|o| o == "--platform") {
-            options.extend(["--platform".to_string(), "linux".to_string()]);
-        }
-        let mut args: Vec<&str> = options.iter().map(String::as_str).collect();
         let p = path.to_str().expect("utf-8 path");
-        args.push(p);
-        let (doc, out) = scan_json(&args);
-        let got = codes_lines(&doc);
+        let reports = ddp_doctor::scan::scan_paths(&[p.to_string()], &fixture_options(&options))
+            .expect("scan");
+        let got: BTreeSet<(String, u64)> = reports
+            .iter()
+            .flat_map(|r| r.diagnostics.iter())
+            .map(|d| (d.code.to_string(), d.line as u64))
+            .collect();
         if got != expected {
             failures.push(format!("{p}: expected {expected:?}, got {got:?}"));
-        }
-        let want_code = if expected.is_empty() { 0 } else { 1 };
-        if out.status.code() != Some(want_code) {
-            failures.push(format!(
-                "{p}: exit {:?}, expected {want_code}",
-                out.status.code()
-            ));
         }
         checked += 1;
     }
@@ -135,7 +149,7 @@ fn seed_is_an_error_with_spawn_evidence() {
         "tests/fixtures/scan/seed.py",
     ]);
     assert_eq!(out.status.code(), Some(1));
-    let diags = doc["diagnostics"].as_array().expect("array");
+    let diags = doc["findings"].as_array().expect("array");
     assert_eq!(diags.len(), 2);
     assert_eq!(diags[0]["code"], "S001");
     assert_eq!(
@@ -147,7 +161,7 @@ fn seed_is_an_error_with_spawn_evidence() {
         diags[1]["related"][0]["line"], 10,
         "evidence: the spawn DataLoader line"
     );
-    assert_eq!(doc["schema_version"], 1);
+    assert_eq!(doc["schema_version"], 2);
     assert_eq!(doc["files_scanned"], 1);
 }
 
@@ -238,7 +252,7 @@ fn stdin_is_scanned_as_stdin() {
         .expect("runs");
     assert_eq!(out.status.code(), Some(1));
     let doc: Value = serde_json::from_slice(&out.stdout).expect("json");
-    assert_eq!(doc["diagnostics"][0]["path"], "<stdin>");
+    assert_eq!(doc["findings"][0]["location"]["path"], "<stdin>");
     assert_eq!(
         codes_lines(&doc),
         [("S001".into(), 6), ("S002".into(), 6)]
@@ -284,18 +298,21 @@ fn bad_inputs_are_reported_and_the_rest_is_scanned() {
             .into_iter()
             .collect()
     );
-    let s900 = doc["diagnostics"]
+    let s900 = doc["findings"]
         .as_array()
         .expect("array")
         .iter()
         .find(|d| d["code"] == "S900")
         .expect("S900");
     assert!(
-        s900["path"]
+        s900["location"]["path"]
             .as_str()
             .is_some_and(|p| p.ends_with("a_broken.py"))
     );
-    assert_eq!(s900["column"], 7, "the location of the syntax error");
+    assert_eq!(
+        s900["location"]["column"], 7,
+        "the location of the syntax error"
+    );
     assert_eq!(doc["files_scanned"], 4);
     let skipped: Vec<String> = doc["files_skipped"]
         .as_array()
@@ -345,12 +362,12 @@ fn walking_honours_gitignore_and_skips_hidden_venv_and_cache_dirs() {
     write(d, "env/lib/site-packages/lib.py", bad);
     let root = d.to_str().expect("utf-8");
     let (doc, _) = scan_json(&[root]);
-    let mut paths: Vec<String> = doc["diagnostics"]
+    let mut paths: Vec<String> = doc["findings"]
         .as_array()
         .expect("array")
         .iter()
         .map(|x| {
-            x["path"]
+            x["location"]["path"]
                 .as_str()
                 .unwrap_or("")
                 .strip_prefix(root)
@@ -365,7 +382,7 @@ fn walking_honours_gitignore_and_skips_hidden_venv_and_cache_dirs() {
     let site = d.join("env/lib/site-packages");
     let (doc, _) = scan_json(&[site.to_str().expect("utf-8")]);
     assert_eq!(doc["files_scanned"], 1);
-    assert_eq!(doc["diagnostics"].as_array().map(Vec::len), Some(1));
+    assert_eq!(doc["findings"].as_array().map(Vec::len), Some(1));
 }
 
 #[test]
@@ -484,15 +501,15 @@ fn select_ignore_and_exit_zero() {
 #[test]
 fn no_false_positives_on_torch_and_lightning() {
     let Some(home) = std::env::var_os("HOME") else {
-        eprintln!("SKIP no_false_positives_on_torch_and_lightning: HOME is not set");
+        skip_or_fail("no_false_positives_on_torch_and_lightning: HOME is not set");
         return;
     };
     let python = Path::new(&home).join(".cache/ddp-doctor/venv/bin/python");
     if !python.exists() {
-        eprintln!(
-            "SKIP no_false_positives_on_torch_and_lightning: {} is absent (the project's setup creates it)",
+        skip_or_fail(&format!(
+            "no_false_positives_on_torch_and_lightning: {} is absent (the project's setup creates it)",
             python.display()
-        );
+        ));
         return;
     }
     let out = std::process::Command::new(&python)
@@ -524,11 +541,16 @@ fn no_false_positives_on_torch_and_lightning() {
     let (doc, _) = scan_json(&args);
     let scanned = doc["files_scanned"].as_u64().unwrap_or(0);
     assert!(scanned > 1000, "only {scanned} files scanned");
-    let diags = doc["diagnostics"].as_array().expect("array");
+    let diags = doc["findings"].as_array().expect("array");
     let launches: Vec<String> = diags
         .iter()
         .filter(|d| d["code"] == "S001" || d["code"] == "S002")
-        .map(|d| format!("{} {}:{} {}", d["code"], d["path"], d["line"], d["message"]))
+        .map(|d| {
+            format!(
+                "{} {}:{} {}",
+                d["code"], d["location"]["path"], d["location"]["line"], d["message"]
+            )
+        })
         .collect();
     let s003 = diags.iter().filter(|d| d["code"] == "S003").count();
     let s900 = diags.iter().filter(|d| d["code"] == "S900").count();

@@ -59,15 +59,15 @@ fn ports_table_of_an_orphaned_rank() {
     let rows: String = text
         .lines()
         .filter(|l| {
-            l.starts_with(" PORT")
+            l.starts_with(" LOCAL")
                 || l.contains(&port.to_string()) && !l.contains("error[") && !l.contains("fix:")
         })
-        .filter(|l| l.starts_with(" PORT") || l.contains(&s.pid("orphan").to_string()))
+        .filter(|l| l.starts_with(" LOCAL") || l.contains(&s.pid("orphan").to_string()))
         .map(|l| format!("{l}\n"))
         .collect();
     let findings: String = text
         .lines()
-        .filter(|l| l.contains("[D003]") || l.trim_start().starts_with("fix: these"))
+        .filter(|l| l.contains("[D003]") || l.trim_start().starts_with("= fix: these"))
         .map(|l| format!("{l}\n"))
         .collect();
     let pgid = std::fs::read_to_string(format!("/proc/{}/stat", s.pid("orphan"))).unwrap();
@@ -80,9 +80,17 @@ fn ports_table_of_an_orphaned_rank() {
         .unwrap()
         .parse()
         .unwrap();
-    insta::assert_snapshot!(redact(
+    // The USER column names whoever runs the tests.
+    let user = std::process::Command::new("id")
+        .arg("-un")
+        .output()
+        .unwrap();
+    let user = String::from_utf8_lossy(&user.stdout).trim().to_string();
+    let table = redact(
         &(rows + &findings),
         port,
-        &[(s.pid("orphan"), "ORPHAN"), (pgid, "PGID")]
-    ));
+        &[(s.pid("orphan"), "ORPHAN"), (pgid, "PGID")],
+    )
+    .replace(&format!("  {user}  "), "  [USER]  ");
+    insta::assert_snapshot!(table);
 }

@@ -13,7 +13,8 @@
 # each rank with KIDS=2 fork children, RUNS=9 timed runs per command under load, IDLE_RUNS=9,
 # LIFETIME=900 seconds after which every helper exits on its own even if this script is killed.
 # BASELINE=/path/to/another/doctor adds that binary's `ports --all` to the same interleaved runs
-# (e.g. a build of an earlier commit, for a before/after comparison).
+# (e.g. a build of an earlier commit, for a before/after comparison). DOCTOR=/path/to/doctor
+# measures that binary instead of building this tree's.
 set -euo pipefail
 export LC_ALL=C
 
@@ -98,11 +99,15 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 # ---------------------------------------------------------------------------------------------
-echo "== build"
-cargo build --release --quiet --bin doctor
-TARGET_DIR=$(cargo metadata --format-version 1 --no-deps |
-    python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-DOCTOR="$TARGET_DIR/release/doctor"
+if [[ -n "${DOCTOR:-}" ]]; then
+    echo "== build: skipped, DOCTOR=$DOCTOR given"
+else
+    echo "== build"
+    cargo build --release --quiet --bin doctor
+    TARGET_DIR=$(cargo metadata --format-version 1 --no-deps |
+        python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+    DOCTOR="$TARGET_DIR/release/doctor"
+fi
 [[ -x "$DOCTOR" ]] || { echo "error: $DOCTOR not built" >&2; exit 2; }
 echo "doctor: $DOCTOR"
 

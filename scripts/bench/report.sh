@@ -5,6 +5,7 @@
 # usage: scripts/bench/report.sh [RUNS] [EXTRA_PROCS]   (default 7 runs, 0 extra processes)
 #        EXTRA_PROCS > 0 starts that many idle `sleep` processes first (a busy host), killed at exit
 # env:   DOCTOR  the doctor binary   (default: $CARGO_TARGET_DIR or target, /release/doctor)
+#        BASELINE another doctor binary run in the same alternation (before/after comparisons)
 #        PY      the Python with torch (default: ~/.cache/ddp-doctor/venv/bin/python)
 # needs: /usr/bin/time (Debian package `time`)
 set -euo pipefail
@@ -14,6 +15,7 @@ EXTRA=${2:-0}
 DOCTOR=${DOCTOR:-${CARGO_TARGET_DIR:-target}/release/doctor}
 PY=${PY:-$HOME/.cache/ddp-doctor/venv/bin/python}
 TIME=/usr/bin/time
+BASELINE=${BASELINE:-}
 
 [ -x "$TIME" ] || { echo "error: $TIME is missing" >&2; echo "hint: apt-get install time" >&2; exit 2; }
 [ -x "$DOCTOR" ] || { echo "error: no doctor binary at $DOCTOR" >&2; echo "hint: cargo build --release, or DOCTOR=path" >&2; exit 2; }
@@ -49,14 +51,17 @@ median() { sort -g | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]
 # Warm the page cache for both once, unmeasured.
 "$DOCTOR" report --format yaml >/dev/null 2>&1 || true
 "$PY" -m torch.utils.collect_env >/dev/null 2>&1 || true
+[ -z "$BASELINE" ] || "$BASELINE" report --format yaml >/dev/null 2>&1 || true
 
-: >"$tmp/doctor"; : >"$tmp/collect"
-echo "run  doctor_s  doctor_rss_kib  collect_env_s  collect_env_rss_kib" >&2
+: >"$tmp/doctor"; : >"$tmp/collect"; : >"$tmp/baseline"
+echo "run  doctor_s  doctor_rss_kib  collect_env_s  collect_env_rss_kib${BASELINE:+  baseline_s  baseline_rss_kib}" >&2
 for i in $(seq 1 "$RUNS"); do
     d=$(measure "$DOCTOR" report --format yaml)
     c=$(measure "$PY" -m torch.utils.collect_env)
+    b=""
+    [ -z "$BASELINE" ] || { b=$(measure "$BASELINE" report --format yaml); echo "$b" >>"$tmp/baseline"; }
     echo "$d" >>"$tmp/doctor"; echo "$c" >>"$tmp/collect"
-    echo "$i    $d    $c" >&2
+    echo "$i    $d    $c    $b" >&2
 done
 
 procs=$(ls /proc | grep -c "^[0-9]")
@@ -69,3 +74,10 @@ echo "| command | wall time (s) | peak RSS (MiB) |"
 echo "|---|---|---|"
 printf '| `doctor report --format yaml` | %s | %.1f |\n' "$dt" "$(echo "$dm / 1024" | bc -l)"
 printf '| `python -m torch.utils.collect_env` | %s | %.1f |\n' "$ct" "$(echo "$cm / 1024" | bc -l)"
+if [ -n "$BASELINE" ]; then
+    bt=$(cut -d' ' -f1 "$tmp/baseline" | median); bm=$(cut -d' ' -f2 "$tmp/baseline" | median)
+    printf '| baseline `%s report --format yaml` | %s | %.1f |\n' "$BASELINE" "$bt" "$(echo "$bm / 1024" | bc -l)"
+fi
+echo
+printf 'ratio doctor/collect_env = %.3f\n' "$(echo "$dt / $ct" | bc -l)"
+[ -z "$BASELINE" ] || printf 'ratio baseline/collect_env = %.3f\n' "$(echo "$bt / $ct" | bc -l)"

@@ -163,6 +163,8 @@ pub struct Job {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub master_port: Option<u16>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub world_size: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub run_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub slurm_job_id: Option<String>,
@@ -186,7 +188,45 @@ pub struct Analysis<'a> {
     pub rendezvous_ports: BTreeSet<u16>,
     /// Ports some live process names as its MASTER_PORT (or a launcher flag), or asked for.
     pub used_ports: BTreeSet<u16>,
+    /// Ports the user chose: in the exec environment of a launcher or a job's top rank, a
+    /// launcher flag, or asked for; not a port a launcher picked by itself.
+    pub fixed_ports: BTreeSet<u16>,
+    /// Ports asked for on the command line (`--port`).
+    pub asked_ports: BTreeSet<u16>,
+    /// Ports a rank of a job failed to bind (as `doctor run` saw).
+    pub failed_binds: BTreeSet<u16>,
+    /// The port every "use another port" fix names.
+    pub port_advice: PortAdvice,
     pub findings: Vec<Finding>,
+}
+
+/// The port a fix suggests instead of a taken one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PortAdvice {
+    /// Checked free on this machine at analysis time (a real bind succeeded).
+    Free(u16),
+    /// Not checked (a snapshot from elsewhere): some free port below the ephemeral range start.
+    Below(u16),
+}
+
+impl PortAdvice {
+    /// `MASTER_PORT=29510`, or `a free port below 32768 (...)`.
+    pub fn text(self) -> String {
+        match self {
+            PortAdvice::Free(p) => format!("MASTER_PORT={p}"),
+            PortAdvice::Below(lo) => format!(
+                "a free port below {lo} (`doctor ports --free` on the training machine prints one)"
+            ),
+        }
+    }
+
+    /// `torchrun --master-port 29510` or `torchrun --master-port N`.
+    pub fn number(self) -> String {
+        match self {
+            PortAdvice::Free(p) => p.to_string(),
+            PortAdvice::Below(_) => "N".into(),
+        }
+    }
 }
 
 impl<'a> Analysis<'a> {
@@ -214,10 +254,18 @@ impl<'a> Analysis<'a> {
             holders,
             rendezvous_ports: BTreeSet::new(),
             used_ports: BTreeSet::new(),
+            fixed_ports: BTreeSet::new(),
+            asked_ports: extra_ports.iter().copied().collect(),
+            failed_binds: BTreeSet::new(),
+            port_advice: PortAdvice::Below(match snap.host.ephemeral_range[0] {
+                0 => 32768,
+                lo => lo,
+            }),
             findings: Vec::new(),
         };
         a.classify();
         a.find_jobs();
+        a.join_jobs_by_rendezvous();
         a.collect_ports(extra_ports);
         a
     }
@@ -478,6 +526,7 @@ impl<'a> Analysis<'a> {
                 root,
                 master_addr: id.master_addr,
                 master_port: id.master_port,
+                world_size: id.world_size,
                 run_id: id.run_id,
                 slurm_job_id: id.slurm_job_id,
                 pids,
@@ -505,12 +554,24 @@ impl<'a> Analysis<'a> {
         for id in self.identity.values() {
             self.used_ports.extend(id.master_port);
         }
+        let below = self.below_training();
         for p in &self.snap.processes {
             if self.role(p.pid) == Role::Launcher {
                 self.used_ports.extend(launcher_port(&p.argv));
+                self.fixed_ports.extend(launcher_port(&p.argv));
+                self.fixed_ports.extend(p.master_port());
+            } else if self.role(p.pid) == Role::Rank
+                && self.is_job_root(p, &below)
+                && !p.env.keys().any(|k| k.starts_with("TORCHELASTIC_"))
+            {
+                // (A torchrun worker's MASTER_PORT came from its agent: the agent's flags tell.)
+                // The environment the user exec'd the job with; Lightning's rank 0 sets
+                // MASTER_PORT in os.environ after it starts, so a port it picked is not here.
+                self.fixed_ports.extend(p.master_port());
             }
         }
         self.used_ports.extend(extra.iter().copied());
+        self.fixed_ports.extend(extra.iter().copied());
         self.rendezvous_ports = self.used_ports.clone();
         self.rendezvous_ports.extend(DEFAULT_PORTS);
     }

@@ -46,7 +46,11 @@ pub struct RunSeen<'a> {
 
 /// Join the output, the traced calls and the observed tree into an explanation. `live` gives a
 /// snapshot of the machine now, for a port held by something outside the run.
-pub fn diagnose(seen: &RunSeen, live: impl FnOnce() -> Snapshot) -> Diagnosis {
+pub fn diagnose(
+    seen: &RunSeen,
+    live: impl FnOnce() -> Snapshot,
+    pick: crate::analysis::PortPicker,
+) -> Diagnosis {
     let failed_bind = seen
         .events
         .iter()
@@ -61,7 +65,7 @@ pub fn diagnose(seen: &RunSeen, live: impl FnOnce() -> Snapshot) -> Diagnosis {
     };
     name_the_failure(&mut d, &a, failed_bind, seen.output);
     if let Some(port) = port {
-        name_the_holder(&mut d, &a, seen, port, live);
+        name_the_holder(&mut d, &a, seen, port, live, pick);
     }
     trace_the_path(&mut d, &a);
     find_the_script_line(&mut d, seen.output);
@@ -116,6 +120,7 @@ fn name_the_holder(
     seen: &RunSeen,
     port: u16,
     live: impl FnOnce() -> Snapshot,
+    pick: crate::analysis::PortPicker,
 ) {
     let tl = seen.timeline;
     let holder = seen
@@ -153,7 +158,7 @@ fn name_the_holder(
         return;
     }
     let live = live();
-    let la = Analysis::new(&live, &[port]);
+    let la = Analysis::after_failed_bind(&live, port, pick);
     let holders: Vec<i32> = crate::analysis::holders::holders(&la, false)
         .iter()
         .filter(|h| h.port == port && h.state == "LISTEN")

@@ -11,8 +11,9 @@ pub mod tree;
 
 use std::path::PathBuf;
 
+use crate::analysis::Analysis;
 use crate::model::snapshot::Snapshot;
-use crate::sys::observe;
+use crate::sys::{blocked, freeport, observe};
 
 /// A port number from the command line: 1-65535.
 pub fn parse_port(s: &str) -> Result<u16, String> {
@@ -57,9 +58,37 @@ pub fn parse_minutes(s: &str) -> Result<f64, String> {
     }
 }
 
+/// The snapshot to analyse (a file, or this machine now), with its secrets redacted unless
+/// `--show-secrets`: every output of it, findings included, is then clean.
 pub fn load_or_observe(from: &Option<PathBuf>) -> anyhow::Result<Snapshot> {
-    match from {
-        Some(path) => Snapshot::load(path),
-        None => Ok(observe::snapshot()),
+    let mut snap = match from {
+        Some(path) => Snapshot::load(path)?,
+        None => observe::snapshot(),
+    };
+    if !crate::render::settings().show_secrets {
+        crate::render::redact::redact_snapshot(&mut snap);
+    }
+    Ok(snap)
+}
+
+/// The snapshot to analyse: loaded (`--from`), or this machine now, where the ranks of a job that
+/// may hang at rendezvous are also asked what they are blocked in (wchan, syscall, py-spy).
+pub fn load_or_inspect(from: &Option<PathBuf>, ports: &[u16]) -> anyhow::Result<Snapshot> {
+    let mut snap = load_or_observe(from)?;
+    if from.is_none() {
+        let suspects = Analysis::facts(&snap, ports).hang_suspects();
+        if !suspects.is_empty() {
+            blocked::inspect(&mut snap, &suspects);
+        }
+    }
+    Ok(snap)
+}
+
+/// Facts and findings; for a live snapshot (`live`), fixes name a port a bind proved free now.
+pub fn analyse<'a>(snap: &'a Snapshot, ports: &[u16], live: bool) -> Analysis<'a> {
+    if live {
+        Analysis::live(snap, ports, freeport::pick)
+    } else {
+        Analysis::new(snap, ports)
     }
 }

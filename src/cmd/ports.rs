@@ -1,30 +1,37 @@
 //! `doctor ports`: who holds the rendezvous ports, and what they are to the training job.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use serde::Serialize;
 
 use crate::analysis::holders::{Holder, holders};
 use crate::analysis::{Analysis, Job};
-use crate::cmd::{load_or_observe, parse_port};
+use crate::cmd::{analyse, load_or_inspect, parse_port};
 use crate::model::finding::{Finding, worth_exit_1};
 use crate::model::snapshot::{SCHEMA_VERSION, Unreadable};
 use crate::render::findings::render_findings;
 use crate::render::table::ports_table;
-use crate::render::{self, Format, permission_note};
-use crate::sys::observe;
+use crate::render::{self, Format, escape_control, permission_note};
+use crate::sys::{freeport, host, observe};
 
 #[derive(clap::Args)]
 pub struct PortsArgs {
-    /// Also look at this port (repeatable); by default every MASTER_PORT seen, 29500 and 29400
+    /// Only this port (repeatable; a rendezvous port for the analysis too); by default every
+    /// MASTER_PORT seen, 29500 and 29400
     #[arg(long, value_parser = parse_port)]
     port: Vec<u16>,
-    /// Show every listening socket, not only rendezvous ports
+    /// Widen to every listening socket, not only rendezvous ports
     #[arg(long)]
     all: bool,
-    /// Print nothing; exit 0 when PORT is free to bind, 1 when it is taken (holder on stderr)
-    #[arg(long, value_name = "PORT", value_parser = parse_port, conflicts_with_all = ["all", "from"])]
+    /// Exit 0 when PORT is free to bind, 1 when it is taken (holder on stderr; with
+    /// --format json/yaml a document on stdout)
+    #[arg(long, value_name = "PORT", value_parser = parse_port, conflicts_with_all = ["all", "from", "port"])]
     check: Option<u16>,
+    /// Print one port that is free now (a bind succeeds), below the ephemeral range, not reserved
+    /// and named by no job; exit 1 when there is none
+    #[arg(long, conflicts_with_all = ["all", "from", "check"])]
+    free: bool,
     #[arg(long, value_enum, default_value = "table")]
     format: Format,
     /// Analyse a snapshot written by `doctor snapshot` instead of this machine
@@ -45,30 +52,43 @@ struct PortsDoc<'a> {
 
 pub fn ports(args: PortsArgs) -> anyhow::Result<i32> {
     if let Some(port) = args.check {
-        return Ok(check(port));
+        return check(port, args.format);
     }
-    let snap = load_or_observe(&args.from)?;
-    let a = Analysis::new(&snap, &args.port);
-    let rows = holders(&a, args.all);
-    let scope: Vec<u16> = if args.all {
-        Vec::new()
-    } else {
-        a.rendezvous_ports.iter().copied().collect()
-    };
+    if args.free {
+        return Ok(free(&args.port));
+    }
+    let snap = load_or_inspect(&args.from, &args.port)?;
+    let a = analyse(&snap, &args.port, args.from.is_none());
+    let mut rows = holders(&a, args.all);
+    let mut findings = a.findings.clone();
+    let mut scope: Vec<u16> = a.rendezvous_ports.iter().copied().collect();
+    // `--port` filters (rows and the findings about other ports); `--all` widens again.
+    if !args.port.is_empty() && !args.all {
+        rows.retain(|h| args.port.contains(&h.port));
+        findings.retain(|f| f.ports.is_empty() || f.ports.iter().any(|p| args.port.contains(p)));
+        scope = args.port.clone();
+    }
     let text = match args.format {
         Format::Table => {
-            let mut t = ports_table(&rows, &scope);
-            t.push_str(&render_findings(&a.findings, render::stdout_color()));
+            let users: BTreeMap<u32, String> = rows
+                .iter()
+                .map(|h| h.uid)
+                .collect::<BTreeSet<u32>>()
+                .into_iter()
+                .filter_map(|uid| host::account_name(uid).map(|n| (uid, n)))
+                .collect();
+            let mut t = ports_table(&rows, if args.all { &[] } else { &scope }, &users);
+            t.push_str(&render_findings(&findings, render::stdout_color()));
             t
         }
         f => render::document(
             &PortsDoc {
                 schema_version: SCHEMA_VERSION,
                 hostname: &snap.host.hostname,
-                ports: a.rendezvous_ports.iter().copied().collect(),
+                ports: scope,
                 holders: rows,
                 jobs: &a.jobs,
-                findings: &a.findings,
+                findings: &findings,
                 unreadable: &snap.unreadable,
             },
             f,
@@ -76,16 +96,25 @@ pub fn ports(args: PortsArgs) -> anyhow::Result<i32> {
     };
     render::print(&text);
     permission_note(&snap);
-    Ok(if worth_exit_1(&a.findings) { 1 } else { 0 })
+    Ok(if worth_exit_1(&findings) { 1 } else { 0 })
 }
 
-/// `--check N`: exit 0 when free, 1 when taken, holder on stderr.
-fn check(port: u16) -> i32 {
-    let Some(err) = observe::bind_error(port) else {
-        return 0;
-    };
-    let denied = matches!(err.raw_os_error(), Some(libc::EACCES | libc::EPERM));
-    if denied && !crate::sys::supervise::listening_ports().contains(&port) {
+#[derive(Serialize)]
+struct CheckDoc {
+    schema_version: u32,
+    port: u16,
+    free: bool,
+    holders: Vec<Holder>,
+}
+
+/// `--check N`: exit 0 when free, 1 when taken; the holders on stderr, or a document on
+/// stdout with `--format json/yaml`.
+fn check(port: u16, format: Format) -> anyhow::Result<i32> {
+    // EACCES is "not permitted for this user", not "taken".
+    if let Some(err) = crate::sys::sockets::bind_error(port)
+        && matches!(err.raw_os_error(), Some(libc::EACCES | libc::EPERM))
+        && !crate::sys::supervise::listening_ports().contains(&port)
+    {
         let start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
             .map(|s| s.trim().to_string())
             .unwrap_or_else(|_| "1024".into());
@@ -93,17 +122,36 @@ fn check(port: u16) -> i32 {
             "port {port} is not permitted for this user ({err}): it is not in use, but binding \
              ports below {start} needs root or CAP_NET_BIND_SERVICE; choose a port above it"
         );
-        return 1;
+        return Ok(1);
     }
-    let snap = observe::snapshot();
-    let a = Analysis::new(&snap, &[port]);
-    let rows: Vec<Holder> = holders(&a, false)
-        .into_iter()
-        .filter(|h| {
-            h.port == port && h.state != "TIME_WAIT" && h.local.ends_with(&format!(":{port}"))
-        })
-        .collect();
-    if rows.is_empty() {
+    let free = observe::port_is_free(port);
+    let rows: Vec<Holder> = if free {
+        Vec::new()
+    } else {
+        let mut snap = observe::snapshot();
+        if !render::settings().show_secrets {
+            render::redact::redact_snapshot(&mut snap);
+        }
+        let a = Analysis::new(&snap, &[port]);
+        holders(&a, false)
+            .into_iter()
+            .filter(|h| {
+                h.port == port && h.state != "TIME_WAIT" && h.local.ends_with(&format!(":{port}"))
+            })
+            .collect()
+    };
+    let code = if free { 0 } else { 1 };
+    if format != Format::Table {
+        let doc = CheckDoc {
+            schema_version: SCHEMA_VERSION,
+            port,
+            free,
+            holders: rows,
+        };
+        render::print(&render::document(&doc, format)?);
+        return Ok(code);
+    }
+    if !free && rows.is_empty() {
         eprintln!(
             "port {port} is taken (no holder visible; run as root to see other users' processes)"
         );
@@ -113,11 +161,30 @@ fn check(port: u16) -> i32 {
             Some(pid) => format!(
                 "pid {pid} ({}) {}",
                 h.role.unwrap_or("?"),
-                h.command.as_deref().unwrap_or("")
+                escape_control(h.command.as_deref().unwrap_or(""))
             ),
             None => "a process doctor cannot see".into(),
         };
         eprintln!("port {port} is taken: {} {} by {who}", h.proto, h.state);
     }
-    1
+    Ok(code)
+}
+
+/// `--free`: one port a rendezvous can use now, on stdout alone.
+fn free(also_taken: &[u16]) -> i32 {
+    let snap = observe::snapshot();
+    let a = Analysis::facts(&snap, also_taken);
+    match freeport::pick(&snap.host, &a.taken_ports()) {
+        Some(p) => {
+            println!("{p}");
+            0
+        }
+        None => {
+            eprintln!(
+                "error: no free port below the ephemeral range start {}",
+                snap.host.ephemeral_range[0]
+            );
+            1
+        }
+    }
 }

@@ -20,14 +20,10 @@ use crate::error::user_error;
 use crate::model::finding::{Finding, worth_exit_1};
 use crate::model::report::REPORT_KIND;
 use crate::model::snapshot::{SCHEMA_VERSION, Snapshot, is_rendezvous_env};
-use crate::render::findings::render_finding_values;
 use crate::render::redact;
-use crate::render::utc;
-use crate::render::value_text as s;
-use crate::render::{self, Format, Paint, paint};
+use crate::render::report::report_table;
+use crate::render::{self, Format};
 use crate::sys::observe;
-
-/// The `kind` of a report document; `doctor merge` refuses anything else.
 
 #[derive(clap::Args)]
 #[command(
@@ -54,9 +50,32 @@ pub struct ReportArgs {
     /// Replace host names and user names by stable pseudonyms (host-xxxxxx, user-xxxxxx)
     #[arg(long)]
     anonymize: bool,
-    /// Also treat this port as a rendezvous port (repeatable)
+    /// Only this port in the ports section (repeatable; a rendezvous port for the analysis too)
     #[arg(long, value_parser = parse_port)]
     port: Vec<u16>,
+}
+
+/// `--port`: the ports section shows only those ports, as `doctor ports --port` does.
+fn keep_ports(doc: &mut Value, ports: &[u16]) {
+    if ports.is_empty() {
+        return;
+    }
+    let wanted = |v: &Value| {
+        v.as_u64()
+            .is_some_and(|p| ports.iter().any(|q| u64::from(*q) == p))
+    };
+    let section = &mut doc["ports"];
+    section["ports"] = Value::from(ports.to_vec());
+    if let Some(rows) = section["holders"].as_array_mut() {
+        rows.retain(|h| wanted(&h["port"]));
+    }
+    if let Some(found) = section["findings"].as_array_mut() {
+        found.retain(|f| {
+            f["ports"]
+                .as_array()
+                .is_none_or(|p| p.is_empty() || p.iter().any(wanted))
+        });
+    }
 }
 
 /// Environment variables of this shell worth showing: rendezvous and launcher settings, the
@@ -127,21 +146,19 @@ pub fn shell_env() -> BTreeMap<String, String> {
 /// read are kept; processes gone since the snapshot are left out. Returns how many were left out.
 fn same_netns_only(snap: &mut Snapshot) -> usize {
     use std::collections::{BTreeSet, HashMap};
-    let Ok(mine) = std::fs::read_link("/proc/self/ns/net") else {
+    let Ok(mine) = crate::sys::proc::net_ns(None) else {
         return 0;
     };
     use rayon::prelude::*;
     let other: BTreeSet<i32> = snap
         .processes
         .par_iter()
-        .filter(
-            |p| match std::fs::read_link(format!("/proc/{}/ns/net", p.pid)) {
-                Ok(ns) => ns != mine,
-                // Gone since the snapshot: its namespace is unknown; short-lived processes of other
-                // namespaces must not leak in, and a gone process holds nothing now.
-                Err(e) => e.kind() != std::io::ErrorKind::PermissionDenied,
-            },
-        )
+        .filter(|p| match crate::sys::proc::net_ns(Some(p.pid)) {
+            Ok(ns) => ns != mine,
+            // Gone since the snapshot: its namespace is unknown; short-lived processes of other
+            // namespaces must not leak in, and a gone process holds nothing now.
+            Err(e) => e.kind() != std::io::ErrorKind::PermissionDenied,
+        })
         .map(|p| p.pid)
         .collect();
     if other.is_empty() {
@@ -182,14 +199,6 @@ struct TrainingProcess<'a> {
     identity: Option<&'a Identity>,
     env: &'a BTreeMap<String, String>,
     command: String,
-}
-
-#[derive(Serialize)]
-struct SummaryFinding<'a> {
-    code: &'a str,
-    severity: &'a str,
-    message: &'a str,
-    fix: &'a str,
 }
 
 fn read_included(path: &Path) -> anyhow::Result<Value> {
@@ -235,15 +244,20 @@ fn read_included(path: &Path) -> anyhow::Result<Value> {
     })
 }
 
-/// Build the whole report, unredacted. Returns the document and the exit-1 verdict.
-fn build(args: &ReportArgs, included: Option<Value>) -> anyhow::Result<(Value, bool)> {
+/// The snapshot of this network namespace (and how many processes of others were left out),
+/// the Python interpreters' versions and the GPUs, read in parallel.
+fn observe_all() -> ((Value, Value), (Snapshot, usize)) {
     // The Python probes take the longest; run them while /proc is read.
     // The namespace check follows the snapshot at once, before short-lived processes exit.
-    let ((python, gpus), (snap, other_netns)) = rayon::join(
+    rayon::join(
         || {
             rayon::join(
-                || crate::sys::python::versions(&crate::sys::python::interpreters()),
-                crate::sys::host::gpus,
+                || {
+                    json!(crate::sys::python::versions(
+                        &crate::sys::python::interpreters()
+                    ))
+                },
+                || json!(crate::sys::host::gpus()),
             )
         },
         || {
@@ -251,13 +265,12 @@ fn build(args: &ReportArgs, included: Option<Value>) -> anyhow::Result<(Value, b
             let other = same_netns_only(&mut snap);
             (snap, other)
         },
-    );
-    let a = Analysis::new(&snap, &args.port);
-    let rows = holders(&a, false);
-    let host = crate::sys::host::host_facts(&snap.host);
+    )
+}
 
-    let training: Vec<TrainingProcess> = snap
-        .processes
+/// The processes of training jobs, or with rendezvous variables, other than doctor itself.
+fn training_processes<'a>(snap: &'a Snapshot, a: &'a Analysis) -> Vec<TrainingProcess<'a>> {
+    snap.processes
         .iter()
         .filter(|p| p.pid != snap.host.observer_pid)
         .filter(|p| !p.env.is_empty() || a.identity(p.pid).is_some() || a.job(p.pid).is_some())
@@ -270,54 +283,62 @@ fn build(args: &ReportArgs, included: Option<Value>) -> anyhow::Result<(Value, b
             env: &p.env,
             command: p.command(),
         })
-        .collect();
+        .collect()
+}
 
-    let findings: &[Finding] = &a.findings;
-    // Static findings of the --scan paths count in the summary like runtime ones.
+/// `doctor scan` over the --scan paths: the `scan` section (null without paths) and the static
+/// findings.
+fn scan_section(paths: &[PathBuf]) -> anyhow::Result<(Value, Vec<crate::scan::Diagnostic>)> {
+    let mut diags: Vec<crate::scan::Diagnostic> = Vec::new();
+    if paths.is_empty() {
+        return Ok((Value::Null, diags));
+    }
     let mut scanned = 0;
     let mut skipped: Vec<Value> = Vec::new();
-    let mut diags: Vec<crate::scan::Diagnostic> = Vec::new();
-    if !args.scan.is_empty() {
-        let paths: Vec<String> = args.scan.iter().map(|p| p.display().to_string()).collect();
-        for r in crate::scan::scan_paths(&paths, &crate::scan::default_options())? {
-            match r.skipped {
-                Some(reason) => skipped.push(json!({ "path": r.path, "reason": reason })),
-                None => scanned += 1,
-            }
-            diags.extend(r.diagnostics);
+    let shown: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    for r in crate::scan::scan_paths(&shown, &crate::scan::default_options())? {
+        match r.skipped {
+            Some(reason) => skipped.push(json!({ "path": r.path, "reason": reason })),
+            None => scanned += 1,
         }
+        diags.extend(r.diagnostics);
     }
+    let section = json!({
+        "paths": shown,
+        "files_scanned": scanned,
+        "files_skipped": skipped,
+        "findings": diags,
+    });
+    Ok((section, diags))
+}
+
+/// The `summary` section: runtime and static findings counted alike. Returns it and the exit-1
+/// verdict.
+fn summary(findings: &[Finding], diags: &[crate::scan::Diagnostic]) -> (Value, bool) {
+    // The summary lists runtime and static findings in the one finding shape.
     let mut summary_findings: Vec<(Value, &str)> = findings
         .iter()
-        .map(|f| {
-            (
-                json!(SummaryFinding {
-                    code: f.code,
-                    severity: f.severity.as_str(),
-                    message: &f.message,
-                    fix: &f.fix,
-                }),
-                f.severity.as_str(),
-            )
-        })
+        .map(|f| (json!(f), f.severity.as_str()))
         .collect();
-    for d in &diags {
-        let message = format!("{}:{}:{}: {}", d.path, d.line, d.column, d.message);
-        summary_findings.push((
-            json!(SummaryFinding {
-                code: d.code,
-                severity: d.severity.as_str(),
-                message: &message,
-                fix: &d.fix
-            }),
-            d.severity.as_str(),
-        ));
+    for d in diags {
+        summary_findings.push((json!(d), d.severity.as_str()));
     }
     let count = |sev: &str| summary_findings.iter().filter(|(_, s)| *s == sev).count();
     let (errors, warnings, infos) = (count("error"), count("warning"), count("info"));
     let summary_findings: Vec<Value> = summary_findings.into_iter().map(|(v, _)| v).collect();
     let exit_1 = worth_exit_1(findings) || errors + warnings > 0;
+    let section = json!({
+        "exit_code": i32::from(exit_1),
+        "errors": errors,
+        "warnings": warnings,
+        "info": infos,
+        "findings": summary_findings,
+    });
+    (section, exit_1)
+}
 
+/// The `unreadable` section: what /proc refused, by kind.
+fn unreadable(snap: &Snapshot) -> Value {
     let mut by_what: BTreeMap<&str, usize> = BTreeMap::new();
     let mut denied = 0;
     for u in &snap.unreadable {
@@ -326,17 +347,25 @@ fn build(args: &ReportArgs, included: Option<Value>) -> anyhow::Result<(Value, b
             denied += 1;
         }
     }
+    json!({
+        "count": snap.unreadable.len(),
+        "permission_denied": denied,
+        "by_what": by_what,
+        "processes_seen": snap.processes.len(),
+    })
+}
 
-    let scan = if args.scan.is_empty() {
-        Value::Null
-    } else {
-        json!({
-            "paths": args.scan.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
-            "files_scanned": scanned,
-            "files_skipped": skipped,
-            "findings": diags,
-        })
-    };
+/// Build the whole report, unredacted. Returns the document and the exit-1 verdict.
+fn build(args: &ReportArgs, included: Option<Value>) -> anyhow::Result<(Value, bool)> {
+    let ((python, gpus), (snap, other_netns)) = observe_all();
+    let a = Analysis::live(&snap, &args.port, crate::sys::freeport::pick);
+    let rows = holders(&a, false);
+    let host = crate::sys::host::host_facts(&snap.host);
+    let training = training_processes(&snap, &a);
+    let findings: &[Finding] = &a.findings;
+    // Static findings of the --scan paths count in the summary like runtime ones.
+    let (scan, diags) = scan_section(&args.scan)?;
+    let (summary, exit_1) = summary(findings, &diags);
     let included_run = match (&args.include_run, included) {
         (Some(path), Some(doc)) => json!({ "path": path.display().to_string(), "document": doc }),
         _ => Value::Null,
@@ -346,17 +375,10 @@ fn build(args: &ReportArgs, included: Option<Value>) -> anyhow::Result<(Value, b
         "schema_version": SCHEMA_VERSION,
         "kind": REPORT_KIND,
         "doctor_version": env!("CARGO_PKG_VERSION"),
-        "taken_at": snap.taken_at,
-        "taken_at_utc": utc(snap.taken_at),
-        "redacted": !args.no_redact,
+        "taken_at": crate::model::time::rfc3339(snap.taken_at),
+        "redacted": !show_secrets(args),
         "anonymized": args.anonymize,
-        "summary": {
-            "exit_code": i32::from(exit_1),
-            "errors": errors,
-            "warnings": warnings,
-            "info": infos,
-            "findings": summary_findings,
-        },
+        "summary": summary,
         "host": host,
         "gpus": gpus,
         "python": {
@@ -377,12 +399,7 @@ fn build(args: &ReportArgs, included: Option<Value>) -> anyhow::Result<(Value, b
         },
         // The process tree of each job, as `doctor tree --format json` draws it.
         "trees": a.jobs.iter().map(|j| build_node(&a, j.root, &|_| true, 0)).collect::<Vec<_>>(),
-        "unreadable": {
-            "count": snap.unreadable.len(),
-            "permission_denied": denied,
-            "by_what": by_what,
-            "processes_seen": snap.processes.len(),
-        },
+        "unreadable": unreadable(&snap),
         "scan": scan,
         "included_run": included_run,
         "complete": true,
@@ -401,6 +418,13 @@ fn anonymizer(doc: &Value) -> redact::Anonymizer {
     }
     if let Ok(u) = std::env::var("USER") {
         an.user(&u);
+    }
+    // The owners D008 names (`pid N (user NAME, ...`): a foreign holder's user.
+    for f in doc["summary"]["findings"].as_array().into_iter().flatten() {
+        let msg = f["message"].as_str().unwrap_or_default();
+        if let Some(rest) = msg.split_once("(user ").map(|(_, r)| r) {
+            an.user(rest.split([',', ')']).next().unwrap_or_default());
+        }
     }
     // Host names the rendezvous names (MASTER_ADDR of this shell and of the training processes):
     // other nodes' names, given the same pseudonyms their own reports give them.
@@ -424,6 +448,11 @@ fn anonymizer(doc: &Value) -> redact::Anonymizer {
     an
 }
 
+/// `--show-secrets` (global) or its older name `--no-redact`.
+fn show_secrets(args: &ReportArgs) -> bool {
+    args.no_redact || render::settings().show_secrets
+}
+
 pub fn report(args: ReportArgs) -> anyhow::Result<i32> {
     let format = match (args.format, &args.output) {
         (Some(f), _) => f,
@@ -437,9 +466,10 @@ pub fn report(args: ReportArgs) -> anyhow::Result<i32> {
         None => None,
     };
     let (mut doc, exit_1) = build(&args, included)?;
-    if args.no_redact {
+    keep_ports(&mut doc, &args.port);
+    if show_secrets(&args) {
         eprintln!(
-            "warning: --no-redact: the report keeps {}; do not attach it where others can read it",
+            "warning: --show-secrets: the report keeps {}; do not attach it where others can read it",
             redact::WHAT_REDACTION_COVERS
         );
     } else {
@@ -449,310 +479,26 @@ pub fn report(args: ReportArgs) -> anyhow::Result<i32> {
         anonymizer(&doc).apply(&mut doc);
     }
     let text = match format {
-        Format::Table => render_table(&doc, args.output.is_none() && render::stdout_color()),
+        Format::Table => {
+            let mut shown = doc.clone();
+            render::escape_document(&mut shown);
+            report_table(&shown, args.output.is_none() && render::stdout_color())
+        }
         f => render::document(&doc, f)?,
     };
     match &args.output {
         Some(path) => {
             std::fs::write(path, &text)
                 .with_context(|| format!("cannot write {}", path.display()))?;
-            eprintln!(
+            render::note(&format!(
                 "wrote {}: {} errors, {} warnings, {} info; merge reports of several nodes with `doctor merge report-*.yaml`",
                 path.display(),
                 doc["summary"]["errors"],
                 doc["summary"]["warnings"],
                 doc["summary"]["info"]
-            );
+            ));
         }
         None => render::print(&text),
     }
     Ok(i32::from(exit_1))
-}
-
-fn gib(bytes: &Value) -> String {
-    bytes
-        .as_u64()
-        .map(|b| format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64))
-        .unwrap_or_else(|| "?".into())
-}
-
-/// The one-screen form: summary with fixes, then the key facts.
-pub fn render_table(doc: &Value, color: bool) -> String {
-    let mut o = String::new();
-    let h = &doc["host"];
-    o.push_str(&format!(
-        "{} {}  {}  kernel {}  {}\n",
-        paint("doctor report", Paint::Bold, color),
-        s(&h["hostname"]),
-        s(&h["os"]),
-        s(&h["kernel"]),
-        s(&doc["taken_at_utc"]),
-    ));
-    let sm = &doc["summary"];
-    o.push_str(&format!(
-        "\n{} {} errors, {} warnings, {} info\n",
-        paint("summary:", Paint::Bold, color),
-        sm["errors"],
-        sm["warnings"],
-        sm["info"]
-    ));
-    if let Some(f) = sm["findings"].as_array() {
-        // One screen: at most three findings of each code, the rest counted.
-        let mut shown: BTreeMap<String, usize> = BTreeMap::new();
-        let mut keep = Vec::new();
-        for x in f {
-            let n = shown.entry(s(&x["code"])).or_default();
-            *n += 1;
-            if *n <= 3 {
-                keep.push(x.clone());
-            }
-        }
-        render_finding_values(&keep, color, &mut o);
-        for (code, n) in shown.iter().filter(|(_, n)| **n > 3) {
-            o.push_str(&format!(
-                "... and {} more {code} in the YAML report\n",
-                n - 3
-            ));
-        }
-    }
-    o.push('\n');
-    let c = &h["container"];
-    o.push_str(&format!(
-        "host       {} x {}, {} memory{}\n",
-        h["cpu_count"],
-        s(&h["cpu_model"]),
-        gib(&h["memory_total_bytes"]),
-        match c["guess"].as_str() {
-            Some(g) => format!(
-                ", container: {g} (cgroup {}, pid 1 {})",
-                s(&c["cgroup"]),
-                s(&c["pid1_comm"])
-            ),
-            None => String::new(),
-        }
-    ));
-    let addrs: Vec<String> = h["addresses"]
-        .as_array()
-        .map(|a| a.iter().map(s).collect())
-        .unwrap_or_default();
-    o.push_str(&format!("addresses  {}\n", addrs.join(" ")));
-    let range = &h["ip_local_port_range"];
-    let reserved: Vec<String> = h["ip_local_reserved_ports"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|r| {
-                    if r[0] == r[1] {
-                        s(&r[0])
-                    } else {
-                        format!("{}-{}", r[0], r[1])
-                    }
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    o.push_str(&format!(
-        "ports      ephemeral {}-{}, reserved {}\n",
-        range[0],
-        range[1],
-        if reserved.is_empty() {
-            "none".into()
-        } else {
-            reserved.join(",")
-        }
-    ));
-    let g = &doc["gpus"];
-    match g["devices"].as_array().filter(|d| !d.is_empty()) {
-        Some(devs) => {
-            for d in devs {
-                o.push_str(&format!(
-                    "gpu        {} (driver {}, {})\n",
-                    s(&d["name"]),
-                    s(&d["driver"]),
-                    s(&d["memory"])
-                ));
-            }
-            let procs = g["processes"].as_array().map_or(0, Vec::len);
-            if procs > 0 {
-                o.push_str(&format!("gpu procs  {procs} processes use the GPUs\n"));
-            }
-        }
-        None => o.push_str(&format!("gpu        {}\n", s(&g["note"]))),
-    }
-    for i in doc["python"]["interpreters"]
-        .as_array()
-        .into_iter()
-        .flatten()
-    {
-        if let Some(e) = i["error"].as_str() {
-            o.push_str(&format!("python     {}: {e}\n", s(&i["path"])));
-            continue;
-        }
-        let p = &i["packages"];
-        let mut parts = vec![format!("python {}", s(&i["python"]))];
-        if let Some(t) = p["torch"].as_str() {
-            let mut build = Vec::new();
-            if let Some(c) = i["torch_cuda"].as_str() {
-                build.push(format!("cuda {c}"));
-            } else {
-                build.push("cpu or cuda unknown".into());
-            }
-            if let Some(n) = i["nccl"].as_str() {
-                build.push(format!("nccl {n}"));
-            }
-            parts.push(format!("torch {t} ({})", build.join(", ")));
-        } else {
-            parts.push("no torch".into());
-        }
-        for k in [
-            "lightning",
-            "pytorch_lightning",
-            "accelerate",
-            "deepspeed",
-            "numpy",
-        ] {
-            if let Some(v) = p[k].as_str() {
-                parts.push(format!("{k} {v}"));
-            }
-        }
-        o.push_str(&format!(
-            "python     {}: {}\n",
-            s(&i["path"]),
-            parts.join(", ")
-        ));
-    }
-    let env = &doc["environment"];
-    let rdzv: Vec<String> = env["shell"]
-        .as_object()
-        .map(|m| {
-            m.iter()
-                .filter(|(k, _)| is_rendezvous_env(k))
-                .map(|(k, v)| format!("{k}={}", s(v)))
-                .collect()
-        })
-        .unwrap_or_default();
-    o.push_str(&format!(
-        "shell env  {}\n",
-        if rdzv.is_empty() {
-            "no rendezvous variables set".into()
-        } else {
-            rdzv.join(" ")
-        }
-    ));
-    let procs = env["training_processes"].as_array().map_or(0, Vec::len);
-    let jobs: Vec<String> = doc["ports"]["jobs"]
-        .as_array()
-        .map(|j| {
-            j.iter()
-                .map(|j| {
-                    let port = j["master_port"]
-                        .as_u64()
-                        .map(|p| format!(" port {p}"))
-                        .unwrap_or_default();
-                    format!("{}{port}", s(&j["id"]))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    o.push_str(&format!(
-        "training   {procs} processes in training jobs or with rendezvous variables; jobs: {}\n",
-        if jobs.is_empty() {
-            "none".into()
-        } else {
-            jobs.join(", ")
-        }
-    ));
-    let rows = doc["ports"]["holders"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    let ports: Vec<String> = doc["ports"]["ports"]
-        .as_array()
-        .map(|p| p.iter().map(s).collect())
-        .unwrap_or_default();
-    if rows.is_empty() {
-        o.push_str(&format!(
-            "holders    no sockets on the rendezvous ports ({})\n",
-            ports.join(", ")
-        ));
-    } else {
-        let listen: Vec<&Value> = rows.iter().filter(|r| r["state"] == "LISTEN").collect();
-        o.push_str(&format!(
-            "holders    {} sockets on rendezvous ports {}; listeners:\n",
-            rows.len(),
-            ports.join(", ")
-        ));
-        for r in listen.iter().take(12) {
-            let rank = r["identity"]
-                .as_object()
-                .map(|_| {
-                    let mut parts = Vec::new();
-                    if let Some(x) = r["identity"]["rank"].as_i64() {
-                        parts.push(format!("rank {x}"));
-                    }
-                    if let Some(x) = r["identity"]["local_rank"].as_i64() {
-                        parts.push(format!("local {x}"));
-                    }
-                    parts.join(" ")
-                })
-                .filter(|x| !x.is_empty())
-                .unwrap_or_else(|| "-".into());
-            o.push_str(&format!(
-                "  {:>5} {:<11} {:>7} {:<17} {:<14} {}\n",
-                s(&r["port"]),
-                s(&r["state"]),
-                s(&r["pid"]),
-                s(&r["role"]),
-                rank,
-                render::shorten(&s(&r["command"]), 60)
-            ));
-        }
-        if listen.len() > 12 {
-            o.push_str(&format!(
-                "  ... {} more listeners in the YAML report\n",
-                listen.len() - 12
-            ));
-        }
-    }
-    let u = &doc["unreadable"];
-    if u["count"].as_u64().unwrap_or(0) > 0 {
-        o.push_str(&format!(
-            "unreadable {} entries ({} permission denied) over {} processes\n",
-            u["count"], u["permission_denied"], u["processes_seen"]
-        ));
-    }
-    if !doc["scan"].is_null() {
-        o.push_str(&format!(
-            "scan       {} files, {} static findings\n",
-            doc["scan"]["files_scanned"],
-            doc["scan"]["findings"].as_array().map_or(0, Vec::len)
-        ));
-    }
-    if !doc["included_run"].is_null() {
-        o.push_str(&format!(
-            "run        included from {}\n",
-            s(&doc["included_run"]["path"])
-        ));
-    }
-    o.push_str(&format!(
-        "\n{}\n",
-        if doc["redacted"] == true {
-            "secrets redacted; the full attachment: `doctor report -o report.yaml`"
-        } else {
-            "NOT redacted (--no-redact); the full attachment: `doctor report -o report.yaml`"
-        }
-    ));
-    o
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn utc_formats() {
-        assert_eq!(utc(0.0), "1970-01-01T00:00:00Z");
-        assert_eq!(utc(1_800_000_000.0), "2027-01-15T08:00:00Z");
-        assert_eq!(utc(951_782_400.0), "2000-02-29T00:00:00Z");
-    }
 }

@@ -16,11 +16,12 @@ use serde::Serialize;
 
 use crate::analysis::traceback::{self, RankResult};
 use crate::error::user_error;
-use crate::render::{self, Format, Paint};
+use crate::render::{self, Format, Paint, progress};
 use crate::sys::pyenv;
 use crate::sys::supervise::{self, Killed, Tree, Waited};
 
-pub const SCHEMA_VERSION: u32 = 1;
+/// The version of repro's documents: the same as every doctor document (docs/changelog.md).
+pub const SCHEMA_VERSION: u32 = crate::model::snapshot::SCHEMA_VERSION;
 
 /// Default per-case timeout: a case takes 5-10 s on an idle 2-core CPU machine and several times
 /// that on a loaded one; a hang is only declared well past that.
@@ -69,9 +70,14 @@ pub struct ReproArgs {
     #[arg(long, value_name = "PATH")]
     pub python: Option<PathBuf>,
 
-    /// Cases run at once (default on CPU: half the CPUs, 2 to 6; on CUDA: 1)
+    /// Cases run at once (default on CPU: as many as keep the ranks at or below the number of
+    /// CPUs, 1 to 6; on CUDA: 1)
     #[arg(long, value_name = "N")]
     pub jobs: Option<usize>,
+
+    /// No live progress (each running case's phase and time) on stderr
+    #[arg(long)]
+    pub no_progress: bool,
 
     /// Output format (default: table)
     #[arg(long, value_enum)]
@@ -387,7 +393,7 @@ pub fn main(args: ReproArgs) -> anyhow::Result<i32> {
         render::print(&format!("{}\n", env.path.display()));
         return Ok(0);
     }
-    eprintln!("doctor: using {} [{}]", env.summary(), env.source);
+    render::note(&format!("doctor: using {} [{}]", env.summary(), env.source));
     if selection
         .iter()
         .any(|s| s.launcher == Launcher::Direct && s.variant != Variant::Custom)
@@ -406,19 +412,20 @@ pub fn main(args: ReproArgs) -> anyhow::Result<i32> {
         devices,
     };
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // Never more torch ranks at once than CPUs by default (each case starts `devices` ranks).
     let jobs = args
         .jobs
         .unwrap_or(if kind == "cuda" {
             1
         } else {
-            (cpus / 2).clamp(2, 6)
+            (cpus / devices.max(1) as usize).clamp(1, 6)
         })
         .min(selection.len().max(1));
 
     supervise::init()?;
     let workdir = TempDir::new()?;
     let cases = materialise(selection, workdir.path())?;
-    eprintln!(
+    render::note(&format!(
         "doctor: {} case(s), {} at a time, {} x{} ({}), timeout {}s each",
         cases.len(),
         jobs,
@@ -426,7 +433,7 @@ pub fn main(args: ReproArgs) -> anyhow::Result<i32> {
         accel.devices,
         accel.backend,
         args.timeout
-    );
+    ));
 
     let ctx = RunCtx {
         python: env.path.clone(),
@@ -436,7 +443,7 @@ pub fn main(args: ReproArgs) -> anyhow::Result<i32> {
         workdir: workdir.path().to_path_buf(),
         script_args: args.script_args.clone(),
     };
-    let results = run_all(&cases, &ctx, jobs);
+    let results = run_all(&cases, &ctx, jobs, progress::Mode::choose(args.no_progress));
     if supervise::interrupted() {
         let done: Vec<&CaseResult> = results.iter().flatten().collect();
         let killed: usize = done.iter().map(|r| r.killed.len()).sum();
@@ -460,7 +467,7 @@ pub fn main(args: ReproArgs) -> anyhow::Result<i32> {
     results.sort_by(|a, b| (&a.name, a.ctx, a.variant).cmp(&(&b.name, b.ctx, b.variant)));
     let verdict = verdict(&results);
 
-    let doc = Document {
+    let mut doc = Document {
         schema_version: SCHEMA_VERSION,
         python: PythonInfo {
             path: env.path.display().to_string(),
@@ -475,6 +482,9 @@ pub fn main(args: ReproArgs) -> anyhow::Result<i32> {
         cases: results,
         verdict,
     };
+    if !render::settings().show_secrets {
+        redact_cases(&mut doc.cases);
+    }
     match args.format.unwrap_or(Format::Table) {
         Format::Table => render::print(&render_table(&doc)),
         f => render::print(&render::document(&doc, f)?),
@@ -784,11 +794,17 @@ fn case_argv(case: &CaseSpec, ctx: &RunCtx, port: u16) -> Vec<String> {
     argv
 }
 
-fn run_all(cases: &[CaseSpec], ctx: &RunCtx, jobs: usize) -> Vec<Option<CaseResult>> {
+fn run_all(
+    cases: &[CaseSpec],
+    ctx: &RunCtx,
+    jobs: usize,
+    mode: progress::Mode,
+) -> Vec<Option<CaseResult>> {
     let next = AtomicUsize::new(0);
     let done = AtomicUsize::new(0);
     let slots: Mutex<Vec<Option<CaseResult>>> = Mutex::new(vec![None; cases.len()]);
     let color = render::stderr_color();
+    let bars = progress::Progress::new(mode, cases.len());
     std::thread::scope(|s| {
         for _ in 0..jobs {
             s.spawn(|| {
@@ -798,14 +814,26 @@ fn run_all(cases: &[CaseSpec], ctx: &RunCtx, jobs: usize) -> Vec<Option<CaseResu
                     }
                     let i = next.fetch_add(1, Ordering::SeqCst);
                     let Some(case) = cases.get(i) else { break };
+                    let label = format!(
+                        "{} {} {}",
+                        case.name,
+                        case.variant.as_str(),
+                        case.ctx.as_str()
+                    );
+                    bars.start(i, &label, "starting");
+                    progress::set_current(Some((bars.clone(), i)));
                     let result = match run_case(case, ctx, i) {
                         Ok(r) => r,
                         Err(e) => failed_to_start(case, &e),
                     };
+                    progress::set_current(None);
                     let n = done.fetch_add(1, Ordering::SeqCst) + 1;
-                    if !supervise::interrupted() {
-                        progress(&result, n, cases.len(), color);
-                    }
+                    let line = if supervise::interrupted() {
+                        String::new()
+                    } else {
+                        result_line(&result, n, cases.len(), color)
+                    };
+                    bars.finish(i, &line);
                     if let Ok(mut v) = slots.lock() {
                         v[i] = Some(result);
                     }
@@ -816,7 +844,20 @@ fn run_all(cases: &[CaseSpec], ctx: &RunCtx, jobs: usize) -> Vec<Option<CaseResu
     slots.into_inner().unwrap_or_default()
 }
 
-fn progress(r: &CaseResult, n: usize, total: usize, color: bool) {
+/// Secrets in what the cases ran and printed (a custom script's arguments, its output) are
+/// redacted like every other output.
+fn redact_cases(cases: &mut [CaseResult]) {
+    use crate::render::redact::{redact_argv, scrub_text};
+    for c in cases {
+        redact_argv(&mut c.command);
+        for line in c.log_tail.iter_mut().chain(c.error.iter_mut()) {
+            *line = scrub_text(line);
+        }
+    }
+}
+
+/// The line a finished case leaves: `[n/total] name variant ctx: outcome (secs) ...`.
+fn result_line(r: &CaseResult, n: usize, total: usize, color: bool) -> String {
     let paint = if r.matches_expected {
         Paint::Green
     } else {
@@ -830,9 +871,14 @@ fn progress(r: &CaseResult, n: usize, total: usize, color: bool) {
             short_frame(f)
         );
     } else if let Some(e) = &r.error {
-        detail = format!(" {}", render::shorten(e, 90));
+        let e = if render::settings().show_secrets {
+            e.clone()
+        } else {
+            render::redact::scrub_text(e)
+        };
+        detail = format!(" {}", render::escape_control(&render::shorten(&e, 90)));
     }
-    eprintln!(
+    format!(
         "  [{n}/{total}] {} {} {}: {} ({:.1}s){}{}",
         r.name,
         r.variant.as_str(),
@@ -845,7 +891,7 @@ fn progress(r: &CaseResult, n: usize, total: usize, color: bool) {
             format!(", killed {} process(es)", r.killed.len())
         },
         detail
-    );
+    )
 }
 
 fn failed_to_start(case: &CaseSpec, e: &anyhow::Error) -> CaseResult {
@@ -874,7 +920,7 @@ fn failed_to_start(case: &CaseSpec, e: &anyhow::Error) -> CaseResult {
 }
 
 fn run_case(case: &CaseSpec, ctx: &RunCtx, index: usize) -> anyhow::Result<CaseResult> {
-    let port = supervise::free_port()?;
+    let port = crate::sys::freeport::for_a_new_job()?; // below the ephemeral range
     let argv = case_argv(case, ctx, port);
     let label = format!(
         "{}-{}-{}",
@@ -901,7 +947,9 @@ fn run_case(case: &CaseSpec, ctx: &RunCtx, index: usize) -> anyhow::Result<CaseR
         .env("PYTHONDONTWRITEBYTECODE", "1");
     let tag = supervise::new_tag(&label);
     let mut tree = Tree::spawn(cmd, &tag)?;
+    progress::phase("running");
     let waited = tree.wait(ctx.timeout);
+    progress::phase("cleaning up");
     let seconds = tree.elapsed().as_secs_f64();
     // What the case printed on its own, before doctor's signals made it print more.
     let printed = std::fs::metadata(&log_path).map_or(0, |m| m.len() as usize);
@@ -919,6 +967,7 @@ fn run_case(case: &CaseSpec, ctx: &RunCtx, index: usize) -> anyhow::Result<CaseR
     } else {
         left.describe()
     };
+    progress::phase("reading the output");
     let mut text = std::fs::read(&log_path).unwrap_or_default();
     if !matches!(waited, Waited::Exited(_)) {
         text.truncate(printed);
@@ -1295,30 +1344,24 @@ fn render_table(doc: &Document) -> String {
 }
 
 /// A per-run temporary directory, removed on drop.
-struct TempDir(PathBuf);
+struct TempDir(tempfile::TempDir);
 
 impl TempDir {
     fn new() -> anyhow::Result<TempDir> {
         let base = std::env::temp_dir();
-        for n in 0..100u32 {
-            let p = base.join(format!("doctor-repro-{}-{n}", std::process::id()));
-            if std::fs::create_dir(&p).is_ok() {
-                return Ok(TempDir(p));
-            }
-        }
-        anyhow::bail!(
-            "cannot create a temporary directory under {}",
-            base.display()
-        )
+        tempfile::Builder::new()
+            .prefix("doctor-repro-")
+            .tempdir_in(&base)
+            .map(TempDir)
+            .with_context(|| {
+                format!(
+                    "cannot create a temporary directory under {}",
+                    base.display()
+                )
+            })
     }
     fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        self.0.path()
     }
 }
 

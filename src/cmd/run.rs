@@ -23,9 +23,8 @@ use crate::analysis::run_diagnosis::{self, Diagnosis, RunSeen};
 use crate::analysis::traceback::{OutputFacts, read_output};
 use crate::error::user_error;
 use crate::model::run::{Seen, SyscallEvent};
-
 use crate::model::snapshot::{SCHEMA_VERSION, Snapshot};
-use crate::render::{self, Format};
+use crate::render;
 use crate::sys::observe;
 use crate::sys::supervise::{self, Killed, RunWatch, Terminal};
 use crate::sys::trace::{self, Traced};
@@ -35,9 +34,9 @@ pub struct RunArgs {
     /// Kill the whole command tree after this many seconds
     #[arg(long, value_name = "SECONDS", value_parser = super::parse_timeout)]
     timeout: Option<f64>,
-    /// Write the timeline and the diagnosis to FILE (.json, else YAML)
-    #[arg(long, value_name = "FILE")]
-    record: Option<PathBuf>,
+    /// Write the timeline and the diagnosis to FILE (.json, else YAML; secrets redacted)
+    #[arg(short, long, visible_alias = "record", value_name = "FILE")]
+    output: Option<PathBuf>,
     /// How often to look at the process tree, in milliseconds
     #[arg(long, value_name = "MS", default_value = "50", value_parser = clap::value_parser!(u64).range(5..=10_000))]
     interval: u64,
@@ -50,13 +49,9 @@ pub struct RunArgs {
     /// Seconds between SIGTERM and SIGKILL when cleaning up
     #[arg(long, value_name = "SECONDS", default_value = "3", value_parser = super::parse_grace)]
     grace: f64,
-    /// The command to run
-    #[arg(
-        required = true,
-        trailing_var_arg = true,
-        allow_hyphen_values = true,
-        value_name = "CMD"
-    )]
+    /// The command to run (after `--`); doctor's own options come before it, and an unknown
+    /// option there is an error, not the command
+    #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
     command: Vec<OsString>,
 }
 
@@ -450,7 +445,7 @@ fn explain(args: &RunArgs, w: &RunWatch, o: &Outcome) -> (Diagnosis, OutputFacts
         events: &o.traced.events,
         output: &facts,
     };
-    let mut d = run_diagnosis::diagnose(&seen, observe::snapshot);
+    let mut d = run_diagnosis::diagnose(&seen, observe::snapshot, crate::sys::freeport::pick);
     d.static_findings = scan_the_script(&args.command);
     (d, facts)
 }
@@ -507,12 +502,10 @@ fn report(
             tracing: watching.tracing,
             notes: if failed { &watching.notes } else { &[] },
         };
-        eprint!(
-            "{}",
-            render::run::explanation(&shown, render::stderr_color())
-        );
+        let text = render::run::explanation(&shown, render::stderr_color());
+        eprint!("{}", clean_text(&text));
     }
-    if let Some(path) = &args.record {
+    if let Some(path) = &args.output {
         write_record(path, args, w, o, d, facts, watching.tracing)?;
     }
     Ok(())
@@ -555,20 +548,30 @@ fn write_record(
         output_bytes_dropped: w.output.lock().unwrap_or_else(|e| e.into_inner()).1,
         doctor_cpu_seconds: supervise::own_cpu_seconds(),
     };
-    let format = if path.extension().is_some_and(|e| e == "json") {
-        Format::Json
-    } else {
-        Format::Yaml
-    };
-    std::fs::write(path, render::document(&doc, format)?).map_err(|e| {
+    let format = render::DocFormat::of_path(path).format();
+    let mut value = serde_json::to_value(&doc)?;
+    if !render::settings().show_secrets {
+        render::redact::redact(&mut value);
+    }
+    std::fs::write(path, render::document(&value, format)?).map_err(|e| {
         user_error(
             format!("cannot write {}: {e}", path.display()),
             "--record takes a path in a writable directory",
         )
     })?;
-    eprintln!(
+    render::note(&format!(
         "doctor: wrote the timeline and diagnosis to {}",
         path.display()
-    );
+    ));
     Ok(())
+}
+
+/// doctor's explanation as printed: secrets redacted (unless `--show-secrets`); `render::run`
+/// escapes the control characters of what it quotes.
+fn clean_text(text: &str) -> String {
+    if render::settings().show_secrets {
+        text.to_string()
+    } else {
+        render::redact::scrub_text(text)
+    }
 }

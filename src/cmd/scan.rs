@@ -62,7 +62,7 @@ pub struct ScanArgs {
 #[derive(Serialize)]
 pub struct ScanDocument<'r> {
     pub schema_version: u32,
-    pub diagnostics: Vec<&'r Diagnostic>,
+    pub findings: Vec<&'r Diagnostic>,
     pub files_scanned: usize,
     pub files_skipped: Vec<Skipped<'r>>,
     pub assumed: Assumed,
@@ -115,8 +115,8 @@ pub fn scan(args: ScanArgs) -> anyhow::Result<i32> {
         }
         ScanFormat::Json => {
             let doc = ScanDocument {
-                schema_version: 1,
-                diagnostics: diags.clone(),
+                schema_version: crate::model::snapshot::SCHEMA_VERSION,
+                findings: diags.clone(),
                 files_scanned: reports.iter().filter(|r| r.skipped.is_none()).count(),
                 files_skipped: reports
                     .iter()
@@ -133,9 +133,7 @@ pub fn scan(args: ScanArgs) -> anyhow::Result<i32> {
                     default_start_method,
                 },
             };
-            let mut s = serde_json::to_string_pretty(&doc)?;
-            s.push('\n');
-            output::print(&s);
+            output::print(&output::document(&doc, output::Format::Json)?);
         }
         ScanFormat::Sarif => output::print(&scan_render::sarif(&diags)?),
         ScanFormat::Github => output::print(&scan_render::github(&diags)),
@@ -146,7 +144,7 @@ pub fn scan(args: ScanArgs) -> anyhow::Result<i32> {
             eprintln!(
                 "{} skipped {}: {reason}",
                 output::paint("warning:", output::Paint::Yellow, ecolor),
-                r.path
+                output::escape_control(&r.path)
             );
         }
     }

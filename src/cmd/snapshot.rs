@@ -4,8 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 
-use crate::error::user_error;
-use crate::render::{self, Format, permission_note};
+use crate::render::{self, DocFormat, permission_note};
 use crate::sys::observe;
 
 #[derive(clap::Args)]
@@ -13,36 +12,33 @@ pub struct SnapshotArgs {
     /// Write to FILE instead of stdout (format from the extension: .json, else YAML)
     #[arg(short, long, value_name = "FILE")]
     output: Option<PathBuf>,
-    /// json or yaml (table is not a snapshot format)
+    /// Default: from the -o extension (.json: JSON), else YAML
     #[arg(long, value_enum)]
-    format: Option<Format>,
+    format: Option<DocFormat>,
 }
 
 pub fn snapshot(args: SnapshotArgs) -> anyhow::Result<i32> {
     let format = match (args.format, &args.output) {
-        (Some(Format::Table), _) => {
-            return Err(user_error(
-                "a snapshot is written as yaml or json",
-                "use --format yaml or --format json",
-            ));
-        }
         (Some(f), _) => f,
-        (None, Some(p)) if p.extension().is_some_and(|e| e == "json") => Format::Json,
-        _ => Format::Yaml,
+        (None, Some(p)) => DocFormat::of_path(p),
+        (None, None) => DocFormat::Yaml,
     };
-    let snap = observe::snapshot();
-    let text = render::document(&snap, format)?;
+    let mut snap = observe::snapshot();
+    if !render::settings().show_secrets {
+        render::redact::redact_snapshot(&mut snap);
+    }
+    let text = render::document(&snap, format.format())?;
     match args.output {
         Some(path) => {
             std::fs::write(&path, text)
                 .with_context(|| format!("cannot write {}", path.display()))?;
-            eprintln!(
+            render::note(&format!(
                 "wrote {} ({} processes, {} sockets); analyse it with `doctor ports --from {}`",
                 path.display(),
                 snap.processes.len(),
                 snap.sockets.len(),
                 path.display()
-            );
+            ));
         }
         None => render::print(&text),
     }

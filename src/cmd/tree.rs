@@ -8,7 +8,7 @@ use serde::Serialize;
 use crate::analysis::holders::holders;
 use crate::analysis::tree::{TreeNode, build_node, tree_root};
 use crate::analysis::{Analysis, Job};
-use crate::cmd::{load_or_observe, parse_port};
+use crate::cmd::{analyse, load_or_inspect, parse_port};
 use crate::error::user_error;
 use crate::model::finding::{Finding, worth_exit_1};
 use crate::model::snapshot::{SCHEMA_VERSION, Unreadable};
@@ -42,9 +42,9 @@ struct TreeDoc<'a> {
 }
 
 pub fn tree(args: TreeArgs) -> anyhow::Result<i32> {
-    let snap = load_or_observe(&args.from)?;
     let extra: Vec<u16> = args.port.into_iter().collect();
-    let a = Analysis::new(&snap, &extra);
+    let snap = load_or_inspect(&args.from, &extra)?;
+    let a = analyse(&snap, &extra, args.from.is_none());
     let (roots, focus): (Vec<i32>, Option<BTreeSet<i32>>) = if let Some(pid) = args.pid {
         if a.process(pid).is_none() {
             return Err(user_error(
@@ -98,42 +98,7 @@ pub fn tree(args: TreeArgs) -> anyhow::Result<i32> {
         a.findings.clone()
     };
     let text = match args.format {
-        Format::Table => {
-            let color = render::stdout_color();
-            let mut s = String::new();
-            if trees.is_empty() {
-                s.push_str("no training jobs found (no launcher, rank or process with MASTER_PORT/RANK in its environment)\n");
-            }
-            for (t, root) in trees.iter().zip(&roots) {
-                if let Some(job) = a.job(*root) {
-                    let port = job
-                        .master_port
-                        .map(|p| format!(" on port {p}"))
-                        .unwrap_or_default();
-                    let gone = if job.launcher_gone {
-                        " (launcher gone)"
-                    } else {
-                        ""
-                    };
-                    s.push_str(&format!(
-                        "{}{port}{gone}\n",
-                        paint(&job.id, Paint::Bold, color)
-                    ));
-                }
-                draw(t, "", true, true, &mut s, color);
-                s.push('\n');
-            }
-            for f in findings.iter().filter(|f| !f.path.is_empty()) {
-                let chain: Vec<String> = f
-                    .path
-                    .iter()
-                    .map(|&p| format!("{p} {}", a.role(p).name()))
-                    .collect();
-                s.push_str(&format!("{} path: {}\n", f.code, chain.join(" -> ")));
-            }
-            s.push_str(&render_findings(&findings, color));
-            s
-        }
+        Format::Table => tree_text(&a, &trees, &roots, &findings),
         f => render::document(
             &TreeDoc {
                 schema_version: SCHEMA_VERSION,
@@ -149,4 +114,42 @@ pub fn tree(args: TreeArgs) -> anyhow::Result<i32> {
     render::print(&text);
     permission_note(&snap);
     Ok(if worth_exit_1(&findings) { 1 } else { 0 })
+}
+
+/// The trees as text: each job's heading, the tree, D001's ancestry, then the findings.
+fn tree_text(a: &Analysis, trees: &[TreeNode], roots: &[i32], findings: &[Finding]) -> String {
+    let color = render::stdout_color();
+    let mut s = String::new();
+    if trees.is_empty() {
+        s.push_str("no training jobs found (no launcher, rank or process with MASTER_PORT/RANK in its environment)\n");
+    }
+    for (t, root) in trees.iter().zip(roots) {
+        if let Some(job) = a.job(*root) {
+            let port = job
+                .master_port
+                .map(|p| format!(" on port {p}"))
+                .unwrap_or_default();
+            let gone = if job.launcher_gone {
+                " (launcher gone)"
+            } else {
+                ""
+            };
+            s.push_str(&format!(
+                "{}{port}{gone}\n",
+                paint(&job.id, Paint::Bold, color)
+            ));
+        }
+        draw(t, "", true, true, &mut s, color);
+        s.push('\n');
+    }
+    for f in findings.iter().filter(|f| !f.path.is_empty()) {
+        let chain: Vec<String> = f
+            .path
+            .iter()
+            .map(|&p| format!("{p} {}", a.role(p).name()))
+            .collect();
+        s.push_str(&format!("{} path: {}\n", f.code, chain.join(" -> ")));
+    }
+    s.push_str(&render_findings(findings, color));
+    s
 }

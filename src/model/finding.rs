@@ -113,6 +113,18 @@ pub const CODES: &[Code] = &[
         "only TIME_WAIT sockets use the port (harmless)",
     ),
     code(
+        "D008",
+        "port-held-by-foreign-process",
+        Warning,
+        "a rendezvous port is held by a process that belongs to no training job",
+    ),
+    code(
+        "D009",
+        "rendezvous-incomplete",
+        Error,
+        "a job's store has fewer ranks connected than its world size",
+    ),
+    code(
         "M001",
         "master-not-found",
         Error,
@@ -230,8 +242,63 @@ mod tests {
     }
 }
 
-/// One runtime finding (D codes): the evidence it cites (pids, ports) and the fix it suggests.
+/// Where a finding points in a file (1-based lines, columns in characters).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Location {
+    pub path: String,
+    pub line: usize,
+    pub column: usize,
+    pub end_line: usize,
+    pub end_column: usize,
+}
+
+/// A fix: what to do, and the text edits that do it (none yet: every fix is advice).
 #[derive(Clone, Debug, Serialize)]
+pub struct FixDoc<'a> {
+    pub message: &'a str,
+    pub edits: [(); 0],
+}
+
+/// The one shape of a finding in every JSON/YAML document (ports, tree, run, report, merge,
+/// scan): docs/schema/finding.schema.json.
+#[derive(Serialize)]
+pub struct FindingDoc<'a> {
+    pub code: &'a str,
+    pub name: &'a str,
+    pub severity: Severity,
+    pub message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub location: Option<Location>,
+    pub pids: &'a [i32],
+    pub ports: &'a [u16],
+    pub fix: FixDoc<'a>,
+    /// The page that explains the code.
+    pub url: String,
+}
+
+impl<'a> FindingDoc<'a> {
+    pub fn new(code: &'a str, message: &'a str, fix: &'a str) -> FindingDoc<'a> {
+        let entry = CODES.iter().find(|c| c.code == code);
+        FindingDoc {
+            code,
+            name: entry.map_or("", |c| c.name),
+            severity: entry.map_or(Severity::Info, |c| c.severity),
+            message,
+            location: None,
+            pids: &[],
+            ports: &[],
+            fix: FixDoc {
+                message: fix,
+                edits: [],
+            },
+            url: entry.map_or_else(String::new, Code::doc_page),
+        }
+    }
+}
+
+/// One runtime finding (D codes): the evidence it cites (pids, ports) and the fix it suggests.
+/// Serialised as a [`FindingDoc`] (plus `chain`, D001's ancestry).
+#[derive(Clone, Debug)]
 pub struct Finding {
     pub code: &'static str,
     pub name: &'static str,
@@ -241,7 +308,6 @@ pub struct Finding {
     pub ports: Vec<u16>,
     pub fix: String,
     /// For D001: the ancestry from the rank to the duplicate initialiser, rank first.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub path: Vec<i32>,
 }
 
@@ -265,6 +331,28 @@ impl Finding {
             fix,
             path: Vec::new(),
         }
+    }
+}
+
+impl Serialize for Finding {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct View<'a> {
+            #[serde(flatten)]
+            doc: FindingDoc<'a>,
+            #[serde(skip_serializing_if = "<[i32]>::is_empty")]
+            chain: &'a [i32],
+        }
+        let mut doc = FindingDoc::new(self.code, &self.message, &self.fix);
+        doc.name = self.name;
+        doc.severity = self.severity;
+        doc.pids = &self.pids;
+        doc.ports = &self.ports;
+        View {
+            doc,
+            chain: &self.path,
+        }
+        .serialize(ser)
     }
 }
 

@@ -5,3 +5,4 @@ pub mod load;
 pub mod report;
 pub mod run;
 pub mod snapshot;
+pub mod time;

@@ -9,7 +9,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::user_error;
 
-pub const SCHEMA_VERSION: u32 = 1;
+/// The version of every document doctor writes (docs/changelog.md says what changed).
+pub const SCHEMA_VERSION: u32 = 2;
+
+/// The versions doctor reads: schema 1 documents (numeric times, `fix` as a string) still load.
+pub const READS_SCHEMA_VERSIONS: std::ops::RangeInclusive<u64> = 1..=2;
 
 /// Rendezvous-related environment variables kept from `/proc/PID/environ`; nothing else is kept.
 pub const RENDEZVOUS_ENV: &[&str] = &[
@@ -46,7 +50,8 @@ pub fn is_rendezvous_env(name: &str) -> bool {
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct Snapshot {
     pub schema_version: u32,
-    /// Seconds since the Unix epoch when observation started.
+    /// When observation started (Unix seconds; RFC 3339 in documents).
+    #[serde(with = "crate::model::time::serde_rfc3339")]
     pub taken_at: f64,
     pub host: Host,
     pub processes: Vec<Process>,
@@ -81,7 +86,8 @@ pub struct Process {
     pub uid: u32,
     /// Kernel state letter: R, S, D (uninterruptible), Z (zombie), T, t, I, X.
     pub state: String,
-    /// Seconds since the Unix epoch.
+    /// When the process started (Unix seconds; RFC 3339 in documents).
+    #[serde(with = "crate::model::time::serde_rfc3339")]
     pub start_time: f64,
     pub comm: String,
     pub exe: Option<String>,
@@ -97,6 +103,23 @@ pub struct Process {
     /// Holds a `/dev/nvidia*` file open.
     #[serde(default)]
     pub gpu: bool,
+    /// The user name of `uid`, for processes that hold sockets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// `/proc/PID/cgroup` (trimmed), for processes that hold sockets: tells a systemd service or
+    /// a container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<String>,
+    /// `/proc/PID/wchan`: the kernel function a sleeping rank waits in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wchan: Option<String>,
+    /// The system call a sleeping rank is blocked in (`futex`, `accept`, ...; from
+    /// `/proc/PID/syscall`), or `running`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub syscall: Option<String>,
+    /// The Python stack (`py-spy dump`), innermost frame first, when py-spy could read it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub py_stack: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -159,7 +182,7 @@ impl Snapshot {
             serde_yaml::from_str(text).map_err(|e| e.to_string())?
         };
         match value.get("schema_version").and_then(|v| v.as_u64()) {
-            Some(v) if v == SCHEMA_VERSION as u64 => {}
+            Some(v) if READS_SCHEMA_VERSIONS.contains(&v) => {}
             Some(v) => {
                 return Err(format!(
                     "schema_version {v} is not supported (this doctor reads {SCHEMA_VERSION})"

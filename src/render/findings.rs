@@ -1,12 +1,67 @@
-//! Findings as a person reads them.
+//! Findings as a person reads them, in one style for every command (runtime, cluster, static):
+//!
+//! ```text
+//! error[D001] duplicate-init: message
+//!  --> path:line:col          (when the finding has a location; scan adds the snippet)
+//!   = fix: what to do
+//! ```
 
 use serde_json::Value;
 
-use crate::model::finding::{Finding, Severity};
+use crate::model::finding::{CODES, Finding, Severity};
 use crate::render::value_text as s;
-use crate::render::{Paint, paint};
+use crate::render::{Paint, escape_control, paint};
 
-/// Findings as a person reads them: code, severity, message, fix.
+/// `error[D001] name: message` with the severity coloured.
+pub fn heading(severity: Severity, code: &str, name: &str, message: &str, color: bool) -> String {
+    let sev = match severity {
+        Severity::Error => paint("error", Paint::Red, color),
+        Severity::Warning => paint("warning", Paint::Yellow, color),
+        Severity::Info => paint("info", Paint::Blue, color),
+    };
+    let name = if name.is_empty() {
+        String::new()
+    } else {
+        format!(" {}", escape_control(name))
+    };
+    format!(
+        "{sev}[{}]{name}: {}\n",
+        escape_control(code),
+        escape_control(message)
+    )
+}
+
+/// ` --> path:line:col` (indented by `pad` spaces).
+pub fn location_line(pad: usize, path: &str, line: u64, column: u64, color: bool) -> String {
+    format!(
+        "{}{} {}:{line}:{column}\n",
+        " ".repeat(pad),
+        paint("-->", Paint::Blue, color),
+        escape_control(path)
+    )
+}
+
+/// `  = fix: ...`, later lines of the fix indented under it.
+pub fn fix_lines(pad: usize, fix: &str, color: bool) -> String {
+    let mut out = String::new();
+    let mut lines = fix.lines();
+    let pad = " ".repeat(pad);
+    if let Some(first) = lines.next() {
+        out.push_str(&format!(
+            "{pad}= {} {}\n",
+            paint("fix:", Paint::Green, color),
+            escape_control(first)
+        ));
+    }
+    for l in lines {
+        let line = format!("{pad}  {}", escape_control(l));
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// Runtime findings as a person reads them: heading and fix, after a blank line.
 pub fn render_findings(findings: &[Finding], color: bool) -> String {
     let mut s = String::new();
     if findings.is_empty() {
@@ -14,43 +69,90 @@ pub fn render_findings(findings: &[Finding], color: bool) -> String {
     }
     s.push('\n');
     for f in findings {
-        let sev = match f.severity {
-            Severity::Error => paint("error", Paint::Red, color),
-            Severity::Warning => paint("warning", Paint::Yellow, color),
-            Severity::Info => paint("info", Paint::Blue, color),
-        };
-        s.push_str(&format!("{sev}[{}] {}: {}\n", f.code, f.name, f.message));
-        s.push_str(&format!(
-            "  {} {}\n",
-            paint("fix:", Paint::Green, color),
-            f.fix
-        ));
+        s.push_str(&heading(f.severity, f.code, f.name, &f.message, color));
+        s.push_str(&fix_lines(2, &f.fix, color));
     }
     s
 }
 
-/// Findings (runtime or merge) as a person reads them, from the document's values.
+/// Findings from a document (merge, report) as a person reads them.
 pub fn render_finding_values(findings: &[Value], color: bool, out: &mut String) {
     for f in findings {
-        let sev = f["severity"].as_str().unwrap_or("info");
-        let label = match sev {
-            "error" => paint("error", Paint::Red, color),
-            "warning" => paint("warning", Paint::Yellow, color),
-            _ => paint("info", Paint::Blue, color),
-        };
-        let name = f["name"]
-            .as_str()
-            .map(|n| format!(" {n}"))
-            .unwrap_or_default();
-        out.push_str(&format!(
-            "{label}[{}]{name}: {}\n",
-            s(&f["code"]),
-            s(&f["message"])
+        let sev = Severity::parse(f["severity"].as_str().unwrap_or("info"));
+        let name = f["name"].as_str().unwrap_or("");
+        out.push_str(&heading(
+            sev,
+            &s(&f["code"]),
+            name,
+            &s(&f["message"]),
+            color,
         ));
-        out.push_str(&format!(
-            "  {} {}\n",
-            paint("fix:", Paint::Green, color),
-            s(&f["fix"])
-        ));
+        let loc = &f["location"];
+        if loc.is_object() {
+            out.push_str(&location_line(
+                1,
+                &s(&loc["path"]),
+                loc["line"].as_u64().unwrap_or(0),
+                loc["column"].as_u64().unwrap_or(0),
+                color,
+            ));
+        }
+        out.push_str(&fix_lines(2, &fix_text(&f["fix"]), color));
+    }
+}
+
+/// The fix's message, from the current shape (`{message, edits}`) or schema 1's string.
+pub fn fix_text(fix: &Value) -> String {
+    match fix {
+        Value::Object(m) => m.get("message").map(s).unwrap_or_default(),
+        other => s(other),
+    }
+}
+
+/// Bring every `findings` array in a document to the one finding shape: `fix` as
+/// `{message, edits}`, `pids`/`ports` present, `name`/`url` from the registry. Documents of
+/// schema 1 (reports merged from older nodes) come out like new ones.
+pub fn normalize_findings(doc: &mut Value) {
+    match doc {
+        Value::Object(map) => {
+            for (k, v) in map.iter_mut() {
+                if k == "findings"
+                    && let Value::Array(items) = v
+                {
+                    items.iter_mut().for_each(normalize_one);
+                }
+                normalize_findings(v);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(normalize_findings),
+        _ => {}
+    }
+}
+
+fn normalize_one(f: &mut Value) {
+    let Value::Object(m) = f else { return };
+    if !m.contains_key("code") {
+        return;
+    }
+    if let Some(fix) = m.get("fix")
+        && !fix.is_object()
+    {
+        let message = s(fix);
+        m.insert(
+            "fix".into(),
+            serde_json::json!({"message": message, "edits": []}),
+        );
+    }
+    m.entry("fix")
+        .or_insert_with(|| serde_json::json!({"message": "", "edits": []}));
+    m.entry("pids").or_insert_with(|| Value::Array(Vec::new()));
+    m.entry("ports").or_insert_with(|| Value::Array(Vec::new()));
+    let entry = m
+        .get("code")
+        .and_then(Value::as_str)
+        .and_then(|c| CODES.iter().find(|x| x.code == c));
+    if let Some(e) = entry {
+        m.entry("name").or_insert_with(|| e.name.into());
+        m.entry("url").or_insert_with(|| e.doc_page().into());
     }
 }

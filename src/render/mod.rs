@@ -8,10 +8,15 @@ use serde::Serialize;
 use crate::model::snapshot::Snapshot;
 
 pub mod findings;
+pub mod merge;
+pub mod progress;
 pub mod redact;
+pub mod report;
 pub mod run;
 pub mod table;
 pub mod tree;
+
+pub use crate::model::time::{age, utc};
 
 /// `--format` for the commands whose documents are tables, JSON or YAML.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -21,17 +26,62 @@ pub enum Format {
     Yaml,
 }
 
+/// `--format` for documents that are only data (snapshots, run records): no table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum DocFormat {
+    Json,
+    Yaml,
+}
+
+impl DocFormat {
+    pub fn format(self) -> Format {
+        match self {
+            DocFormat::Json => Format::Json,
+            DocFormat::Yaml => Format::Yaml,
+        }
+    }
+
+    /// From a file name: `.json` is JSON, anything else YAML.
+    pub fn of_path(path: &std::path::Path) -> DocFormat {
+        if path.extension().is_some_and(|e| e == "json") {
+            DocFormat::Json
+        } else {
+            DocFormat::Yaml
+        }
+    }
+}
+
 /// Serialise a document as JSON or YAML (table rendering is each command's own).
 pub fn document<T: Serialize>(doc: &T, format: Format) -> anyhow::Result<String> {
     Ok(match format {
         Format::Json => {
-            let mut s = serde_json::to_string_pretty(doc)?;
+            let mut s = json_ascii_controls(serde_json::to_string_pretty(doc)?);
             s.push('\n');
             s
         }
         Format::Yaml => serde_yaml::to_string(doc)?,
         Format::Table => unreachable!("tables are rendered by the command"),
     })
+}
+
+/// JSON escapes C0 controls itself; DEL and the C1 controls (U+0080-U+009F, e.g. the one-byte
+/// CSI) it writes raw, so they are escaped here (`\u009b`); they only occur inside strings.
+fn json_ascii_controls(s: String) -> String {
+    if !s
+        .chars()
+        .any(|c| c == '\u{7f}' || ('\u{80}'..='\u{9f}').contains(&c))
+    {
+        return s;
+    }
+    let mut out = String::with_capacity(s.len() + 16);
+    for c in s.chars() {
+        if c == '\u{7f}' || ('\u{80}'..='\u{9f}').contains(&c) {
+            out.push_str(&format!("\\u{:04x}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 static STDOUT_CLOSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
@@ -56,9 +106,64 @@ pub fn print(text: &str) {
     }
 }
 
-/// Colours are used only on a terminal and never when `NO_COLOR` is set.
+/// `--color`: when to use colour.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ColorChoice {
+    /// On a terminal, unless NO_COLOR is set; FORCE_COLOR or CLICOLOR_FORCE force it
+    #[default]
+    Auto,
+    Always,
+    Never,
+}
+
+/// The global flags every command honours (set once by `main`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Settings {
+    /// `-q`: no notes, no progress, only the document and errors.
+    pub quiet: bool,
+    /// `-v` (repeatable): notes that rarely matter.
+    pub verbose: u8,
+    pub color: ColorChoice,
+    /// `--show-secrets`: no redaction (local use only).
+    pub show_secrets: bool,
+}
+
+static SETTINGS: std::sync::OnceLock<Settings> = std::sync::OnceLock::new();
+
+/// Set the global flags; the first call wins.
+pub fn configure(s: Settings) {
+    let _ = SETTINGS.set(s);
+}
+
+pub fn settings() -> Settings {
+    SETTINGS.get().copied().unwrap_or_default()
+}
+
+fn env_set(name: &str) -> bool {
+    std::env::var_os(name).is_some_and(|v| !v.is_empty() && v != "0")
+}
+
+/// Whether to colour a stream: `--color always/never` decide; with `auto`, `NO_COLOR` turns
+/// colour off, `FORCE_COLOR` / `CLICOLOR_FORCE` turn it on, else only on a terminal.
 pub fn color_enabled(stream_is_tty: bool) -> bool {
-    stream_is_tty && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+    color_decision(settings().color, stream_is_tty, env_set)
+}
+
+fn color_decision(choice: ColorChoice, tty: bool, env: impl Fn(&str) -> bool) -> bool {
+    match choice {
+        ColorChoice::Always => true,
+        ColorChoice::Never => false,
+        ColorChoice::Auto if env("NO_COLOR") => false,
+        ColorChoice::Auto if env("FORCE_COLOR") || env("CLICOLOR_FORCE") => true,
+        ColorChoice::Auto => tty && std::env::var("TERM").map_or(true, |t| t != "dumb"),
+    }
+}
+
+/// A note for people on stderr, left out with `-q`.
+pub fn note(text: &str) {
+    if !settings().quiet {
+        eprintln!("{text}");
+    }
 }
 
 pub fn stdout_color() -> bool {
@@ -79,17 +184,76 @@ pub enum Paint {
 }
 
 pub fn paint(text: &str, style: Paint, enabled: bool) -> String {
+    use anstyle::{AnsiColor, Style};
     if !enabled {
         return text.to_string();
     }
-    let code = match style {
-        Paint::Red => "1;31",
-        Paint::Yellow => "1;33",
-        Paint::Blue => "1;34",
-        Paint::Green => "1;32",
-        Paint::Bold => "1",
+    let bold = Style::new().bold();
+    let style = match style {
+        Paint::Red => bold.fg_color(Some(AnsiColor::Red.into())),
+        Paint::Yellow => bold.fg_color(Some(AnsiColor::Yellow.into())),
+        Paint::Blue => bold.fg_color(Some(AnsiColor::Blue.into())),
+        Paint::Green => bold.fg_color(Some(AnsiColor::Green.into())),
+        Paint::Bold => bold,
     };
-    format!("\x1b[{code}m{text}\x1b[0m")
+    format!("{style}{text}{style:#}")
+}
+
+/// Control characters made visible, so text from processes and files (argv, comm, paths) can
+/// never move the cursor, recolour, ring or forge lines: `\n`, `\t`, `\r`, `\x1b`, `\u{9b}`.
+pub fn escape_control(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if (c as u32) < 0x80 && c.is_control() => {
+                out.push_str(&format!("\\x{:02x}", c as u32));
+            }
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// Escape the control characters of every string (and key) of a document, before it is drawn as
+/// text; JSON and YAML escape them themselves. Fixes keep their line breaks (they are multi-line
+/// advice, drawn line by line); everything else is one line.
+pub fn escape_document(value: &mut serde_json::Value) {
+    escape_value(value, false);
+}
+
+fn escape_value(value: &mut serde_json::Value, multiline: bool) {
+    use serde_json::Value;
+    match value {
+        Value::String(s) => {
+            let escaped = if multiline {
+                s.split('\n')
+                    .map(|l| escape_control(l).into_owned())
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            } else {
+                escape_control(s).into_owned()
+            };
+            if escaped != *s {
+                *s = escaped;
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| escape_value(v, multiline)),
+        Value::Object(map) => {
+            let entries = std::mem::take(map);
+            for (k, mut v) in entries {
+                escape_value(&mut v, multiline || k == "fix");
+                map.insert(escape_control(&k).into_owned(), v);
+            }
+        }
+        _ => {}
+    }
 }
 
 /// A JSON value as a table cell: strings bare, null as `-`.
@@ -111,77 +275,59 @@ pub fn shorten(text: &str, max: usize) -> String {
     s
 }
 
-/// A human age: `45s`, `12m`, `3h05m`, `2d04h`.
-pub fn age(seconds: f64) -> String {
-    let s = seconds.max(0.0) as u64;
-    match s {
-        0..=119 => format!("{s}s"),
-        120..=3599 => format!("{}m", s / 60),
-        3600..=86_399 => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
-        _ => format!("{}d{:02}h", s / 86_400, (s % 86_400) / 3600),
-    }
-}
-
+/// The width to cut long cells to: only when stdout is a terminal (`COLUMNS` overrides its
+/// size); piped output and documents keep every command line whole.
 pub fn terminal_width() -> Option<usize> {
     use std::io::IsTerminal;
-    if let Some(c) = std::env::var("COLUMNS").ok().and_then(|c| c.parse().ok()) {
-        return Some(c);
-    }
     if !std::io::stdout().is_terminal() {
         return None;
     }
-    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
-    // SAFETY: TIOCGWINSZ writes a winsize into the pointer we pass.
-    let ok = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut ws) } == 0;
-    (ok && ws.ws_col > 0).then_some(ws.ws_col as usize)
+    if let Some(c) = std::env::var("COLUMNS").ok().and_then(|c| c.parse().ok()) {
+        return Some(c);
+    }
+    terminal_size::terminal_size_of(std::io::stdout())
+        .map(|(terminal_size::Width(w), _)| usize::from(w))
+        .filter(|&w| w > 0)
 }
 
+/// `1 process`, `2 processes`.
+pub fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// The note about processes doctor could not fully read. Processes that cannot matter (pid 1 of
+/// a container, which refuses even root) are mentioned only with `-v`; nothing with `-q`.
 pub fn permission_note(snap: &Snapshot) {
+    if let Some(text) = permission_text(snap, settings().verbose) {
+        note(&text);
+    }
+}
+
+fn permission_text(snap: &Snapshot, verbose: u8) -> Option<String> {
     let denied: BTreeSet<i32> = snap
         .unreadable
         .iter()
         .filter(|u| u.reason == "permission denied")
         .map(|u| u.pid)
         .collect();
-    if denied.is_empty() {
-        return;
+    let cannot_matter = |pid: &i32| *pid == 1 && snap.host.observer_uid == 0;
+    if denied.is_empty() || (verbose == 0 && denied.iter().all(cannot_matter)) {
+        return None;
     }
-    if snap.host.observer_uid == 0 {
+    Some(if snap.host.observer_uid == 0 {
         let list: Vec<String> = denied.iter().take(8).map(i32::to_string).collect();
-        eprintln!(
-            "note: {} processes refused parts of /proc even to root (pid {}); their sockets or environment may be missing",
-            denied.len(),
+        format!(
+            "note: {} parts of /proc even to root (pid {}); their sockets or environment may be missing",
+            plural(denied.len(), "process refused", "processes refused"),
             list.join(", ")
-        );
+        )
     } else {
-        eprintln!(
-            "note: {} processes could not be fully read (their sockets or environment are hidden); run as root, \
+        format!(
+            "note: {} not be fully read (their sockets or environment are hidden); run as root, \
              or with CAP_SYS_PTRACE in a container, to see them",
-            denied.len()
-        );
-    }
-}
-
-/// A UNIX time as an RFC 3339 UTC string.
-pub fn utc(t: f64) -> String {
-    let secs = t.max(0.0) as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
+            plural(denied.len(), "process could", "processes could"),
+        )
+    })
 }
 
 #[cfg(test)]
@@ -192,6 +338,66 @@ mod tests {
     fn shorten_cuts_with_ellipsis() {
         assert_eq!(shorten("python train.py", 8), "python …");
         assert_eq!(shorten("short", 8), "short");
+    }
+
+    #[test]
+    fn documents_are_escaped_but_fixes_keep_their_lines() {
+        let mut v = serde_json::json!({"command": "a\nb\x1b", "fix": {"message": "x\n  y\x07"}});
+        escape_document(&mut v);
+        assert_eq!(v["command"], "a\\nb\\x1b");
+        assert_eq!(v["fix"]["message"], "x\n  y\\x07");
+    }
+
+    #[test]
+    fn json_has_no_raw_c1_controls() {
+        let doc = serde_json::json!({"a": "x\u{9b}31m\u{7f}\u{1b}"});
+        let text = document(&doc, Format::Json).unwrap();
+        assert!(
+            !text.chars().any(|c| c.is_control() && c != '\n'),
+            "{text:?}"
+        );
+        let back: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, doc);
+    }
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(
+            escape_control("a\x1b[31mb\x07\nc\td\u{9b}"),
+            "a\\x1b[31mb\\x07\\nc\\td\\u{9b}"
+        );
+        assert_eq!(escape_control("plain ünïcode"), "plain ünïcode");
+    }
+
+    #[test]
+    fn color_follows_flag_and_environment() {
+        let none = |_: &str| false;
+        assert!(!color_decision(ColorChoice::Auto, false, none));
+        assert!(color_decision(ColorChoice::Always, false, none));
+        assert!(!color_decision(ColorChoice::Never, true, |_| true));
+        assert!(color_decision(ColorChoice::Auto, false, |n| n == "FORCE_COLOR"));
+        assert!(color_decision(ColorChoice::Auto, false, |n| n == "CLICOLOR_FORCE"));
+        assert!(!color_decision(ColorChoice::Auto, true, |n| n != "FORCE_COLOR"));
+    }
+
+    #[test]
+    fn pid_1_refusing_root_is_a_verbose_note() {
+        let mut snap = Snapshot::default();
+        snap.unreadable.push(crate::model::snapshot::Unreadable {
+            pid: 1,
+            what: "fd".into(),
+            reason: "permission denied".into(),
+        });
+        assert_eq!(permission_text(&snap, 0), None);
+        let v = permission_text(&snap, 1).expect("with -v");
+        assert!(v.contains("1 process refused"), "{v}");
+        snap.unreadable.push(crate::model::snapshot::Unreadable {
+            pid: 77,
+            what: "fd".into(),
+            reason: "permission denied".into(),
+        });
+        let v = permission_text(&snap, 0).expect("pid 77 matters");
+        assert!(v.contains("2 processes refused"), "{v}");
     }
 
     #[test]

@@ -53,6 +53,7 @@ const SECRET_WORDS: &[&str] = &[
     "SESSION",
     "SESSIONID",
     "SIGNATURE",
+    "SIG",
     "BEARER",
 ];
 
@@ -137,9 +138,11 @@ static PATTERNS: LazyLock<Vec<Pattern>> = LazyLock::new(|| {
             r"(?s)-----BEGIN[A-Z0-9 ]*PRIVATE KEY( BLOCK)?-----.*?(?:-----END[A-Z0-9 ]*PRIVATE KEY( BLOCK)?-----|\z)",
             REDACTED,
         ),
-        // Credentials in URLs: scheme://user:pass@host -> scheme://[redacted]@host.
+        // Credentials in URLs: scheme://user:pass@host -> scheme://[redacted]@host; the user may
+        // be empty (`redis://:pw@host`) and the password may hold `@` (up to the last `@` before
+        // the path).
         p(
-            r"(?i)\b([a-z][a-z0-9+.\-]*://)[^/\s:@'\x22]+:[^/\s@'\x22]*@",
+            r"(?i)\b([a-z][a-z0-9+.\-]*://)[^/\s:@'\x22]*:[^/\s'\x22]*@",
             "${1}[redacted]@",
         ),
         // JWTs (header.payload.signature, both first parts base64url JSON).
@@ -170,9 +173,17 @@ static PATTERNS: LazyLock<Vec<Pattern>> = LazyLock::new(|| {
     ]
 });
 
-/// `NAME=value` inside a string (e.g. `env HF_TOKEN=... python train.py`).
+/// `NAME=value` inside a string (e.g. `env HF_TOKEN=... python train.py`), a connection string
+/// (`Server=db;User Id=sa;Password=x;`) or a URL query (`?sig=...&se=...`): the value ends at
+/// white space, a quote, `;` or `&`.
 static ASSIGNMENT: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"\b([A-Za-z_][A-Za-z0-9_.\-]*)=([^\s'\x22]+)").expect("valid regex")
+    Regex::new(r"\b([A-Za-z_][A-Za-z0-9_.\-]*)=([^\s'\x22;&]+)(;?)").expect("valid regex")
+});
+
+/// `"key": "value"` inside a string (JSON or a Python dict in an argument).
+static QUOTED_PAIR: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r#"(["'])([A-Za-z0-9_.\-]{1,64})(["']\s*:\s*)(["'])((?:[^"'\\]|\\.)*)(["'])"#)
+        .expect("valid regex")
 });
 
 /// `--flag=value` or `--flag value` inside a string.
@@ -180,13 +191,26 @@ static FLAG_PAIR: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"(^|\s)(--?)([A-Za-z][A-Za-z0-9_.\-]*)(=|\s+)([^\s'\x22]+)").expect("valid regex")
 });
 
+/// `'--password', 'value'` inside a string: an argv printed as a Python or JSON list.
+static QUOTED_FLAG: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r#"(["'])(--?[A-Za-z][A-Za-z0-9_.\-]*)(["']\s*,\s*)(["'])([^"']*)(["'])"#)
+        .expect("valid regex")
+});
+
 /// A flag whose *next* argument is a secret (`--password X`, `--hf-token X`, `--wandb-key X`).
 /// Stricter than `is_secret_name`, since a boolean flag (`--private`) may be followed by an
 /// ordinary positional argument; `--max-tokens 512` and `--tokenizer gpt2` are not secrets.
 pub fn is_secret_flag(flag: &str) -> bool {
+    // `-p PW` (mysql, many CLIs); `-p 22` (a port) is kept by `secret_follows`.
+    if flag == "-p" {
+        return true;
+    }
     let name = flag.trim_start_matches('-');
     if name.is_empty() || name.contains('=') {
         return false;
+    }
+    if matches!(name.to_ascii_uppercase().as_str(), "PW" | "PWD") && flag.starts_with("--") {
+        return true;
     }
     let upper = name.to_ascii_uppercase();
     [
@@ -216,6 +240,15 @@ pub fn is_secret_flag(flag: &str) -> bool {
         })
 }
 
+/// Whether `value`, the argument after `flag`, is the secret the flag names. A flag is followed by
+/// its secret unless the next word is another flag; after the ambiguous `-p` a number is a port.
+pub fn secret_follows(flag: &str, value: &str) -> bool {
+    if !flag.starts_with('-') || !is_secret_flag(flag) || value.starts_with('-') {
+        return false;
+    }
+    !(flag == "-p" && !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()))
+}
+
 /// Remove secrets from free text (a command line, a URL, a value of any key).
 pub fn scrub_text(text: &str) -> String {
     let mut s = text.to_string();
@@ -228,10 +261,11 @@ pub fn scrub_text(text: &str) -> String {
         s = FLAG_PAIR
             .replace_all(&s, |c: &regex::Captures| {
                 let (name, sep, value) = (&c[3], &c[4], &c[5]);
+                let flag = format!("{}{name}", &c[2]);
                 let secret = if sep == "=" {
-                    is_secret_name(name) || is_secret_flag(name)
+                    is_secret_name(name) || is_secret_flag(&flag)
                 } else {
-                    is_secret_flag(name) && !value.starts_with('-')
+                    secret_follows(&flag, value)
                 };
                 if secret && value != REDACTED {
                     format!("{}{}{name}{sep}{REDACTED}", &c[1], &c[2])
@@ -244,8 +278,32 @@ pub fn scrub_text(text: &str) -> String {
     if ASSIGNMENT.is_match(&s) {
         s = ASSIGNMENT
             .replace_all(&s, |c: &regex::Captures| {
-                if is_secret_name(&c[1]) && &c[2] != REDACTED {
-                    format!("{}={REDACTED}", &c[1])
+                // In a connection string (`...;Pwd=x;`) PWD is a password, not the working dir.
+                let pwd = &c[3] == ";" && c[1].eq_ignore_ascii_case("pwd");
+                if (is_secret_name(&c[1]) || pwd) && &c[2] != REDACTED {
+                    format!("{}={REDACTED}{}", &c[1], &c[3])
+                } else {
+                    c[0].to_string()
+                }
+            })
+            .into_owned();
+    }
+    if QUOTED_FLAG.is_match(&s) {
+        s = QUOTED_FLAG
+            .replace_all(&s, |c: &regex::Captures| {
+                if secret_follows(&c[2], &c[5]) && &c[5] != REDACTED {
+                    format!("{}{}{}{}{REDACTED}{}", &c[1], &c[2], &c[3], &c[4], &c[6])
+                } else {
+                    c[0].to_string()
+                }
+            })
+            .into_owned();
+    }
+    if QUOTED_PAIR.is_match(&s) {
+        s = QUOTED_PAIR
+            .replace_all(&s, |c: &regex::Captures| {
+                if is_secret_name(&c[2]) && !c[5].is_empty() && &c[5] != REDACTED {
+                    format!("{}{}{}{}{REDACTED}{}", &c[1], &c[2], &c[3], &c[4], &c[6])
                 } else {
                     c[0].to_string()
                 }
@@ -281,13 +339,14 @@ fn walk(value: &mut Value, secret: bool) {
         }
         Value::Null => {}
         Value::Array(items) => {
-            let mut next_secret = false;
+            let mut prev_flag: Option<String> = None;
             for item in items.iter_mut() {
-                let flag = item
-                    .as_str()
-                    .is_some_and(|s| s.starts_with('-') && is_secret_flag(s));
-                walk(item, secret || next_secret);
-                next_secret = flag;
+                let after_flag = match (&prev_flag, item.as_str()) {
+                    (Some(f), Some(v)) => secret_follows(f, v),
+                    _ => false,
+                };
+                prev_flag = item.as_str().map(str::to_string);
+                walk(item, secret || after_flag);
             }
         }
         Value::Object(map) => {
@@ -313,17 +372,51 @@ fn walk(value: &mut Value, secret: bool) {
     }
 }
 
+/// Redact the secrets a snapshot can carry (argv, the kept environment, exe and comm) in place,
+/// with the same rules as [`redact`]; names and values of rank identities (MASTER_ADDR/PORT,
+/// RANK, ...) are not secret-shaped and stay, so analysis reads the cleaned snapshot unchanged.
+pub fn redact_snapshot(snap: &mut crate::model::snapshot::Snapshot) {
+    for p in &mut snap.processes {
+        redact_process(p);
+    }
+}
+
+pub fn redact_process(p: &mut crate::model::snapshot::Process) {
+    redact_argv(&mut p.argv);
+    for (k, v) in p.env.iter_mut() {
+        if is_secret_name(k) {
+            if !v.is_empty() {
+                *v = REDACTED.into();
+            }
+        } else {
+            *v = scrub_text(v);
+        }
+    }
+    if let Some(exe) = &mut p.exe {
+        *exe = scrub_text(exe);
+    }
+    p.comm = scrub_text(&p.comm);
+}
+
+/// Redact an argument vector: secret-shaped arguments and the value after a secret flag.
+pub fn redact_argv(argv: &mut [String]) {
+    let mut v = Value::Array(argv.iter().cloned().map(Value::String).collect());
+    redact(&mut v);
+    if let Value::Array(items) = v {
+        for (slot, item) in argv.iter_mut().zip(items) {
+            if let Value::String(s) = item {
+                *slot = s;
+            }
+        }
+    }
+}
+
 /// Replace host names and user names by stable pseudonyms (`host-3fa2c1`, `user-9b01de`): the
 /// same name gets the same pseudonym on every node, so `doctor merge` still matches
 /// `MASTER_ADDR=node-a` against the report of node-a.
+#[derive(Default)]
 pub struct Anonymizer {
     names: BTreeMap<String, String>,
-}
-
-impl Default for Anonymizer {
-    fn default() -> Self {
-        Self::new()
-    }
 }
 
 impl Anonymizer {
@@ -615,6 +708,71 @@ mod tests {
             json!([{"name": "DB_PASSWORD", "value": REDACTED}, {"name": "RANK", "value": "3"}])
         );
         assert_eq!(v["schema_version"], 1);
+    }
+
+    /// The corpus of issue 11: every secret here must be gone after redaction.
+    pub const CORPUS: &[(&str, &str)] = &[
+        ("redis://:pw1Secret@host:6379/0", "pw1Secret"),
+        ("http://user:p@ss2Secret@proxy:3128", "ss2Secret"),
+        ("postgres://bob:pw3Secret@db/train", "pw3Secret"),
+        ("{\"password\": \"pw4Secret\"}", "pw4Secret"),
+        ("{'api_key': 'pw5Secret'}", "pw5Secret"),
+        (
+            "Server=db;User Id=sa;Password=pw6Secret;Database=x",
+            "pw6Secret",
+        ),
+        ("Server=db;Uid=sa;Pwd=pw7Secret;", "pw7Secret"),
+        (
+            "https://acct.blob.core.windows.net/c/f?sv=2020&sig=pw8Secret%3D&se=2030",
+            "pw8Secret",
+        ),
+        (
+            "https://s3.example/b/k?X-Amz-Credential=AK%2Fx&X-Amz-Signature=pw9Secret",
+            "pw9Secret",
+        ),
+    ];
+
+    #[test]
+    fn corpus_in_text_and_argv() {
+        for (text, secret) in CORPUS {
+            let out = scrub_text(text);
+            assert!(!out.contains(secret), "{secret} survived: {out}");
+            assert!(out.contains(REDACTED), "{out}");
+        }
+        let mut argv: Vec<String> = [
+            "python",
+            "t.py",
+            "-p",
+            "shortPW1",
+            "--pw",
+            "shortPW2",
+            "--password",
+            "longPW3",
+            "--token",
+            "ghp_16C7e42F292c6912E7710c838347Ae178B4a",
+            "-p",
+            "29500",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        redact_argv(&mut argv);
+        let joined = argv.join(" ");
+        for s in ["shortPW1", "shortPW2", "longPW3", "ghp_16C7"] {
+            assert!(!joined.contains(s), "{s} survived: {joined}");
+        }
+        assert!(
+            joined.ends_with("-p 29500"),
+            "a port after -p stays: {joined}"
+        );
+        assert_eq!(
+            scrub_text("argv ['t.py', '--password', 'longPW3', '--lr', '0.1']"),
+            "argv ['t.py', '--password', '[redacted]', '--lr', '0.1']"
+        );
+        assert_eq!(
+            scrub_text("mysql -p shortPW1 --pw=shortPW2 -p 3306"),
+            "mysql -p [redacted] --pw=[redacted] -p 3306"
+        );
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! path between them, the line that ran again, the findings, and what was cleaned up.
 
 use crate::analysis::run_diagnosis::Diagnosis;
-use crate::render::{Paint, paint};
+use crate::render::{Paint, findings, paint};
 use crate::sys::supervise::Killed;
 
 /// Everything the explanation shows.
@@ -30,38 +30,50 @@ pub fn explanation(e: &Explained, color: bool) -> String {
     let label = paint("doctor:", Paint::Bold, color);
     let mut s = String::new();
     s.push_str(&format!("\n{label} the command exited with status {exit_status} after {seconds:.1}s (watched by {tracing})\n"));
+    let e = |t: &str| super::escape_control(t).into_owned();
     for line in notes {
-        s.push_str(&format!("{label} {line}\n"));
+        s.push_str(&format!("{label} {}\n", e(line)));
     }
     for line in &d.summary {
-        s.push_str(&format!("{label} {line}\n"));
+        s.push_str(&format!("{label} {}\n", e(line)));
     }
     if !d.path.is_empty() {
-        s.push_str(&format!("{label} path: {}\n", d.path.join(" -> ")));
+        s.push_str(&format!("{label} path: {}\n", e(&d.path.join(" -> "))));
     }
     if let Some(l) = &d.script_line {
         let code = d
             .code
             .as_deref()
-            .map(|c| format!("    {c}"))
+            .map(|c| format!("    {}", e(c)))
             .unwrap_or_default();
-        s.push_str(&format!("{label} the line that ran again: {l}{code}\n"));
+        s.push_str(&format!(
+            "{label} the line that ran again: {}{code}\n",
+            e(l)
+        ));
     }
+    // The static view of the same script, in the one finding style.
     for f in &d.static_findings {
         let same = d
             .script_line
             .as_deref()
             .is_some_and(|l| l.ends_with(&format!(":{}", f.line)));
-        let note = if same { " (the same line)" } else { "" };
-        s.push_str(&format!(
-            "{label} doctor scan: {}:{}:{}: {} {}{note}\n",
-            f.path, f.line, f.column, f.code, f.message
+        let message = if same {
+            format!("{} (doctor scan; the same line)", f.message)
+        } else {
+            format!("{} (doctor scan)", f.message)
+        };
+        s.push_str(&findings::heading(
+            f.severity, f.code, f.name, &message, color,
+        ));
+        s.push_str(&findings::location_line(
+            1,
+            &f.path,
+            f.line as u64,
+            f.column as u64,
+            color,
         ));
     }
-    s.push_str(&crate::render::findings::render_findings(
-        &d.findings,
-        color,
-    ));
+    s.push_str(&findings::render_findings(&d.findings, color));
     if !killed.is_empty() {
         s.push_str(&format!(
             "{label} cleaned up {} leftover processes:\n",
@@ -72,7 +84,7 @@ pub fn explanation(e: &Explained, color: bool) -> String {
                 "  {} {} {}\n",
                 k.pid,
                 k.signal,
-                super::shorten(&k.command, 100)
+                e(&super::shorten(&k.command, 100))
             ));
         }
     }
@@ -83,8 +95,9 @@ pub fn explanation(e: &Explained, color: bool) -> String {
     } else {
         for l in leftovers {
             s.push_str(&format!(
-                "{label} {} {l}\n",
-                paint("left behind:", Paint::Red, color)
+                "{label} {} {}\n",
+                paint("left behind:", Paint::Red, color),
+                e(l)
             ));
         }
     }

@@ -1,11 +1,106 @@
-//! The `doctor ports` table.
+//! The `doctor ports` table, as readable as `ss`: one row per (process, port, state), the
+//! number of sockets when several, the command cut to the terminal's width on a terminal.
+
+use std::collections::{BTreeMap, BTreeSet};
 
 use comfy_table::{ContentArrangement, Table};
 
 use crate::analysis::holders::Holder;
-use crate::render::{self, terminal_width};
+use crate::render::{self, escape_control, terminal_width};
 
-pub fn ports_table(rows: &[Holder], scope: &[u16]) -> String {
+const HEADER: [&str; 10] = [
+    "LOCAL", "PEER", "STATE", "PID", "USER", "ROLE", "RANK", "JOB", "AGE", "COMMAND",
+];
+
+/// Sockets of one process on one port in one state.
+struct Group<'a> {
+    first: &'a Holder,
+    locals: BTreeSet<&'a str>,
+    peers: BTreeSet<&'a str>,
+    count: usize,
+}
+
+fn group(rows: &[Holder]) -> Vec<Group<'_>> {
+    let mut groups: Vec<Group> = Vec::new();
+    let mut index: BTreeMap<(Option<i32>, u16, &str, &str), usize> = BTreeMap::new();
+    for h in rows {
+        let key = (h.pid, h.port, h.proto.as_str(), h.state.as_str());
+        let i = *index.entry(key).or_insert_with(|| {
+            groups.push(Group {
+                first: h,
+                locals: BTreeSet::new(),
+                peers: BTreeSet::new(),
+                count: 0,
+            });
+            groups.len() - 1
+        });
+        let g = &mut groups[i];
+        g.locals.insert(&h.local);
+        if let Some(r) = &h.remote {
+            g.peers.insert(r);
+        }
+        g.count += 1;
+    }
+    groups
+}
+
+/// One address for a set: the address itself, `addr:*` when only the ports differ, else `N`.
+fn one_of(set: &BTreeSet<&str>, none: &str, what: &str) -> String {
+    let mut it = set.iter();
+    match (it.next(), set.len()) {
+        (None, _) => none.to_string(),
+        (Some(a), 1) => a.to_string(),
+        (Some(a), n) => {
+            let host = |s: &str| s.rsplit_once(':').map(|(h, _)| h.to_string());
+            let h0 = host(a);
+            if set.iter().all(|s| host(s) == h0) {
+                format!("{}:*", h0.unwrap_or_default())
+            } else {
+                format!("{n} {what}")
+            }
+        }
+    }
+}
+
+fn cells(g: &Group, users: &BTreeMap<u32, String>) -> [String; 10] {
+    let h = g.first;
+    let mut state = if h.proto == "udp" {
+        format!("udp {}", h.state)
+    } else {
+        h.state.clone()
+    };
+    if g.count > 1 {
+        state.push_str(&format!(" ({})", g.count));
+    }
+    let peer_none = if h.state == "LISTEN" || h.state == "UNCONN" {
+        "*"
+    } else {
+        "-"
+    };
+    [
+        one_of(&g.locals, "-", "addresses"),
+        one_of(&g.peers, peer_none, "peers"),
+        state,
+        h.pid.map_or("-".into(), |p| p.to_string()),
+        users
+            .get(&h.uid)
+            .cloned()
+            .unwrap_or_else(|| h.uid.to_string()),
+        h.role.unwrap_or("-").to_string(),
+        h.identity
+            .as_ref()
+            .map(|i| i.label())
+            .filter(|l| !l.is_empty())
+            .unwrap_or("-".into()),
+        h.job.clone().unwrap_or("-".into()),
+        h.age_seconds.map_or("-".into(), render::age),
+        h.command.clone().unwrap_or("-".into()),
+    ]
+    .map(|c| escape_control(&c).into_owned())
+}
+
+/// The table; `users` names the uids (a uid without a name is shown as the number).
+pub fn ports_table(rows: &[Holder], scope: &[u16], users: &BTreeMap<u32, String>) -> String {
     if rows.is_empty() {
         let list = scope
             .iter()
@@ -18,59 +113,30 @@ pub fn ports_table(rows: &[Holder], scope: &[u16]) -> String {
             format!("no sockets on the rendezvous ports ({list})\n")
         };
     }
-    let mut table = Table::new();
-    table.load_style(comfy_table::presets::NOTHING);
-    table.set_header([
-        "PORT", "STATE", "PID", "ROLE", "RANK", "JOB", "AGE", "COMMAND",
-    ]);
-    let cells: Vec<[String; 8]> = rows
-        .iter()
-        .map(|h| {
-            let state = match (&h.remote, h.state.as_str()) {
-                (Some(r), s) if s != "LISTEN" && !h.local.ends_with(&format!(":{}", h.port)) => {
-                    format!("{s} ->{}", r.rsplit(':').next().unwrap_or(""))
-                }
-                (_, s) => s.to_string(),
-            };
-            [
-                h.port.to_string(),
-                if h.proto == "udp" {
-                    format!("udp {state}")
-                } else {
-                    state
-                },
-                h.pid.map_or("-".into(), |p| p.to_string()),
-                h.role.unwrap_or("-").to_string(),
-                h.identity
-                    .as_ref()
-                    .map(|i| i.label())
-                    .filter(|l| !l.is_empty())
-                    .unwrap_or("-".into()),
-                h.job.clone().unwrap_or("-".into()),
-                h.age_seconds.map_or("-".into(), render::age),
-                h.command.clone().unwrap_or("-".into()),
-            ]
-        })
-        .collect();
-    let fixed: usize = (0..7)
+    let rows: Vec<[String; 10]> = group(rows).iter().map(|g| cells(g, users)).collect();
+    let last = HEADER.len() - 1;
+    // Column widths as comfy-table lays them out (content + one space each side).
+    let fixed: usize = (0..last)
         .map(|c| {
-            cells
-                .iter()
+            rows.iter()
                 .map(|r| r[c].chars().count())
+                .chain([HEADER[c].len()])
                 .max()
                 .unwrap_or(0)
-                .max(5)
                 + 2
         })
         .sum();
     let width = terminal_width();
-    for mut r in cells {
+    let mut table = Table::new();
+    table.load_style(comfy_table::presets::NOTHING);
+    table.set_header(HEADER);
+    table.set_content_arrangement(ContentArrangement::Disabled);
+    for mut r in rows {
         if let Some(w) = width {
-            r[7] = render::shorten(&r[7], w.saturating_sub(fixed).max(20));
+            r[last] = render::shorten(&r[last], w.saturating_sub(fixed + 1).max(20));
         }
         table.add_row(r);
     }
-    table.set_content_arrangement(ContentArrangement::Disabled);
     let mut s = table.trim_fmt();
     s.push('\n');
     s

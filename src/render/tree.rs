@@ -42,12 +42,10 @@ pub fn draw(node: &TreeNode, prefix: &str, last: bool, top: bool, out: &mut Stri
         node.pid,
         paint(node.role, Paint::Bold, color)
     );
+    let command = render::escape_control(&node.command);
     let command = match terminal_width() {
-        Some(w) => render::shorten(
-            &node.command,
-            w.saturating_sub(head.chars().count() + 2).max(24),
-        ),
-        None => node.command.clone(),
+        Some(w) => render::shorten(&command, w.saturating_sub(head.chars().count() + 2).max(24)),
+        None => command.into_owned(),
     };
     out.push_str(&format!("{head}{command}{socks}{marks}\n"));
     let child_prefix = if top {

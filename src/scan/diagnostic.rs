@@ -14,8 +14,9 @@ pub struct Related {
     pub message: String,
 }
 
-/// One static finding. Lines and columns are 1-based; columns count characters.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+/// One static finding. Lines and columns are 1-based; columns count characters. Serialised in
+/// the one finding shape (`model::finding::FindingDoc`, with `location`) plus `related`.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Diagnostic {
     pub code: &'static str,
     pub name: &'static str,
@@ -29,6 +30,33 @@ pub struct Diagnostic {
     /// Help text: how to fix it, with the guarded form where one applies.
     pub fix: String,
     pub related: Vec<Related>,
+}
+
+impl Serialize for Diagnostic {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        use crate::model::finding::{FindingDoc, Location};
+        #[derive(Serialize)]
+        struct View<'a> {
+            #[serde(flatten)]
+            doc: FindingDoc<'a>,
+            related: &'a [Related],
+        }
+        let mut doc = FindingDoc::new(self.code, &self.message, &self.fix);
+        doc.name = self.name;
+        doc.severity = self.severity;
+        doc.location = Some(Location {
+            path: self.path.clone(),
+            line: self.line,
+            column: self.column,
+            end_line: self.end_line,
+            end_column: self.end_column,
+        });
+        View {
+            doc,
+            related: &self.related,
+        }
+        .serialize(ser)
+    }
 }
 
 /// A static rule: its registry entry (code, name, default severity, summary) and the long

@@ -6,6 +6,7 @@
 pub mod diagnostic;
 
 mod decode;
+mod noqa;
 mod reach;
 pub mod render;
 mod rules;
@@ -114,6 +115,14 @@ fn scan_source_here(path: &str, source: &str, opts: &ScanOptions) -> Vec<Diagnos
         Err(error) => vec![rules::parse_error(path, source, &error)],
     };
     diags.retain(|d| opts.wants(d.code));
+    // `# noqa` / `# noqa: S001` on the finding's line, as in ruff (S900 cannot be silenced).
+    let lines: Vec<&str> = source.lines().collect();
+    diags.retain(|d| {
+        d.code == "S900"
+            || !lines
+                .get(d.line.wrapping_sub(1))
+                .is_some_and(|l| noqa::suppresses(l, d.code))
+    });
     diags.sort_by(|a, b| (a.line, a.column, a.code).cmp(&(b.line, b.column, b.code)));
     diags
 }

@@ -8,10 +8,10 @@ use serde_json::json;
 
 use super::FileReport;
 use super::diagnostic::{Diagnostic, RULES, Severity};
-use crate::render::{Paint, paint};
+use crate::render::{Paint, escape_control, findings, paint};
 
-/// ruff/rustc-style: `path:line:col: CODE message`, the source line with a `^^^` marker, the
-/// related evidence, and a `help:` with the fix.
+/// rustc-style, the same as every doctor finding: `warning[S001] name: message`, ` --> path:line:col`,
+/// the source line with a `^^^` marker, the related evidence as notes, and `= fix:`.
 pub fn text(reports: &[FileReport], color: bool) -> String {
     let mut out = String::new();
     for report in reports {
@@ -41,38 +41,40 @@ fn render_one(out: &mut String, d: &Diagnostic, lines: &[&str], color: bool) {
         .len();
     let bar = paint("|", Paint::Blue, color);
     let pad = " ".repeat(width);
-    let _ = writeln!(
-        out,
-        "{}: {} {}",
-        paint(
-            &format!("{}:{}:{}", d.path, d.line, d.column),
-            Paint::Bold,
-            color
-        ),
-        paint(d.code, sev_paint, color),
-        d.message
-    );
-    let label = format!("{}: {}", d.severity.as_str(), d.name);
+    out.push_str(&findings::heading(
+        d.severity, d.code, d.name, &d.message, color,
+    ));
+    out.push_str(&findings::location_line(
+        width,
+        &d.path,
+        d.line as u64,
+        d.column as u64,
+        color,
+    ));
     snippet(
         out,
         lines,
         (d.line, d.column, d.end_line, d.end_column),
-        &label,
+        "",
         sev_paint,
         width,
         color,
     );
     for r in &d.related {
         let _ = writeln!(out, "{pad} {bar}");
-        let _ = writeln!(out, "{} {}", paint("note:", Paint::Blue, color), r.message);
         let _ = writeln!(
             out,
-            "{pad}{} {}:{}:{}",
-            paint("-->", Paint::Blue, color),
-            d.path,
-            r.line,
-            r.column
+            "{pad} = {} {}",
+            paint("note:", Paint::Blue, color),
+            escape_control(&r.message)
         );
+        out.push_str(&findings::location_line(
+            width,
+            &d.path,
+            r.line as u64,
+            r.column as u64,
+            color,
+        ));
         snippet(
             out,
             lines,
@@ -84,13 +86,7 @@ fn render_one(out: &mut String, d: &Diagnostic, lines: &[&str], color: bool) {
         );
     }
     let _ = writeln!(out, "{pad} {bar}");
-    let mut help = d.fix.lines();
-    if let Some(first) = help.next() {
-        let _ = writeln!(out, "{} {first}", paint("help:", Paint::Green, color));
-    }
-    for line in help {
-        let _ = writeln!(out, "{line}");
-    }
+    out.push_str(&findings::fix_lines(width + 1, &d.fix, color));
     out.push('\n');
 }
 
@@ -117,6 +113,7 @@ fn snippet(
         len.saturating_sub(start)
     }
     .max(1);
+    let (text, start, carets) = window(&text, start, carets);
     let _ = writeln!(out, "{pad} {bar}");
     let _ = writeln!(
         out,
@@ -130,6 +127,40 @@ fn snippet(
         format!("{marker} {label}")
     };
     let _ = writeln!(out, "{pad} {bar} {}", paint(&marker, style, color));
+}
+
+/// The widest snippet line shown; a longer line is cut around the marked column.
+pub const SNIPPET_WIDTH: usize = 160;
+
+/// Cut a source line to [`SNIPPET_WIDTH`] characters around `start` (with `…` where cut) and
+/// escape its control characters; returns the text and the marker's start and length in it.
+fn window(text: &str, start: usize, carets: usize) -> (String, usize, usize) {
+    let chars: Vec<char> = text.chars().collect();
+    let (mut lo, mut hi) = (0, chars.len());
+    if chars.len() > SNIPPET_WIDTH {
+        lo = start.saturating_sub(SNIPPET_WIDTH / 4);
+        hi = (lo + SNIPPET_WIDTH).min(chars.len());
+    }
+    let mut out = String::new();
+    let mut marker_at = start - lo;
+    if lo > 0 {
+        out.push('…');
+        marker_at += 1;
+    }
+    // Escaped characters widen the line: count the width before the marker as printed.
+    let mut shown_start = marker_at;
+    for (i, c) in chars[lo..hi].iter().enumerate() {
+        let e = escape_control(c.encode_utf8(&mut [0; 4])).into_owned();
+        if i < start - lo {
+            shown_start += e.chars().count() - 1;
+        }
+        out.push_str(&e);
+    }
+    if hi < chars.len() {
+        out.push('…');
+    }
+    let carets = carets.min(hi.saturating_sub(start).max(1));
+    (out, shown_start, carets)
 }
 
 /// `Found 2 problems (1 error, 1 warning) in 1 file.` and the number of files scanned.
@@ -175,12 +206,23 @@ fn sarif_level(s: Severity) -> &'static str {
     }
 }
 
+/// A relative URI reference for a path: `/` kept, every byte outside RFC 3986's unreserved
+/// characters percent-encoded (spaces, `%`, `#`, `?`, newlines, non-ASCII).
 fn uri(path: &str) -> String {
     if path == "<stdin>" {
         return "stdin".to_string();
     }
     let p = path.replace('\\', "/");
-    p.strip_prefix("./").unwrap_or(&p).to_string()
+    let p = p.strip_prefix("./").unwrap_or(&p);
+    let mut out = String::with_capacity(p.len());
+    for b in p.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// SARIF 2.1.0 with rule metadata.
@@ -246,9 +288,7 @@ pub fn sarif(diags: &[&Diagnostic]) -> anyhow::Result<String> {
             "results": results,
         }],
     });
-    let mut s = serde_json::to_string_pretty(&doc)?;
-    s.push('\n');
-    Ok(s)
+    crate::render::document(&doc, crate::render::Format::Json)
 }
 
 fn escape_data(s: &str) -> String {

@@ -8,6 +8,40 @@ use ruff_python_ast::visitor::{self, Visitor};
 use ruff_python_ast::{self as ast, Expr, Number, Stmt, UnaryOp};
 use ruff_text_size::{Ranged, TextRange};
 
+/// `torch.cuda.*` calls that do not initialise CUDA. Queries: `is_available`, `device_count`
+/// (NVML or cudaGetDeviceCount, no context), `is_initialized`, `get_arch_list`,
+/// `get_gencode_flags`, `is_current_stream_capturing`. Queued until CUDA initialises
+/// (`_lazy_call`): `manual_seed`, `manual_seed_all`, `seed`, `seed_all`, `set_rng_state`,
+/// `set_rng_state_all`. No-ops before initialisation (`if is_initialized()` / `if not
+/// is_initialized(): return {}`): `empty_cache`, `memory_stats`, `memory_stats_as_nested_dict`,
+/// `memory_allocated`, `max_memory_allocated`, `memory_reserved`, `max_memory_reserved`,
+/// `memory_cached`, `max_memory_cached`. Not here: `is_bf16_supported` (calls
+/// `current_device()`, which initialises), `set_device`, `synchronize`, `current_device`,
+/// `get_device_properties`/`_name`/`_capability`, `get_rng_state`, `reset_peak_memory_stats`.
+pub const LAZY_CUDA: &[&str] = &[
+    "is_available",
+    "is_initialized",
+    "device_count",
+    "get_arch_list",
+    "get_gencode_flags",
+    "is_current_stream_capturing",
+    "manual_seed",
+    "manual_seed_all",
+    "seed",
+    "seed_all",
+    "set_rng_state",
+    "set_rng_state_all",
+    "empty_cache",
+    "memory_stats",
+    "memory_stats_as_nested_dict",
+    "memory_allocated",
+    "max_memory_allocated",
+    "memory_reserved",
+    "max_memory_reserved",
+    "memory_cached",
+    "max_memory_cached",
+];
+
 /// Where a program chooses spawn or forkserver children, and how.
 #[derive(Clone, Debug)]
 pub struct Evidence {
@@ -78,13 +112,42 @@ impl<'a> Symbols<'a> {
     pub fn launch_label(&self, func: &Expr, args: Option<&ast::Arguments>) -> Option<String> {
         if let Some(q) = self.qualname(func) {
             let (root, last) = root_last(&q);
+            // Entry points that initialise the process group or start ranks, from the
+            // libraries' own source (docs/findings/S001.md lists them with the reason).
             let hit = match (root, last) {
-                ("torch", "init_process_group") => q.starts_with("torch.distributed."),
+                // init_device_mesh / DeviceMesh(...) call init_process_group() when no default
+                // group exists (DeviceMesh._setup_world_group_and_device); init_rpc starts RPC
+                // agents over a store.
+                (
+                    "torch",
+                    "init_process_group" | "init_device_mesh" | "DeviceMesh" | "init_rpc"
+                    | "elastic_launch" | "launch_agent",
+                ) => q.starts_with("torch.distributed."),
                 ("torch", "TCPStore") => true,
-                ("torch", "spawn" | "start_processes") => q.starts_with("torch.multiprocessing."),
-                ("torch", "elastic_launch") => q.starts_with("torch.distributed."),
-                ("accelerate", "Accelerator" | "notebook_launcher") => true,
+                ("torch", "spawn") => q.starts_with("torch.multiprocessing."),
+                ("torch", "start_processes") => {
+                    q.starts_with("torch.multiprocessing.")
+                        || q.starts_with("torch.distributed.elastic.multiprocessing")
+                }
+                // torchrun / torch.distributed.launch run as a library call.
+                ("torch", "main" | "run") => matches!(
+                    q.as_str(),
+                    "torch.distributed.run.main"
+                        | "torch.distributed.run.run"
+                        | "torch.distributed.launch.main"
+                ),
+                // The state objects initialise the process group on construction when the
+                // environment says distributed (PartialState.__init__).
+                (
+                    "accelerate",
+                    "Accelerator" | "PartialState" | "AcceleratorState" | "notebook_launcher"
+                    | "debug_launcher",
+                ) => true,
                 ("deepspeed", "initialize" | "init_distributed") => true,
+                // zero.Init() calls init_distributed() when no process group exists.
+                ("deepspeed", "Init") => q.contains(".zero."),
+                // InferenceEngine creates a model-parallel group (init_distributed) for mp > 1.
+                ("deepspeed", "init_inference") => args.is_some_and(inference_is_parallel),
                 // LightningCLI fits on construction unless `run=False`.
                 ("lightning" | "pytorch_lightning", "LightningCLI") => {
                     let run = args.and_then(|a| a.find_keyword("run")).map(|k| &k.value);
@@ -173,21 +236,12 @@ impl<'a> Symbols<'a> {
         let q = self.qualname(func);
         if let Some(q) = &q {
             if let Some(rest) = q.strip_prefix("torch.cuda.") {
-                // Queries that create no CUDA context, and private helpers (except the init).
+                // Calls that create no CUDA context (decided from torch's source; the list and
+                // the reasons are in docs/findings/S003.md), and private helpers (except the init).
                 let private = ["amp.", "nvtx.", "jiterator.", "_"]
                     .iter()
                     .any(|p| rest.starts_with(p));
-                let benign = (private && rest != "_lazy_init")
-                    || matches!(
-                        rest,
-                        "is_available"
-                            | "is_initialized"
-                            | "device_count"
-                            | "get_arch_list"
-                            | "get_gencode_flags"
-                            | "is_bf16_supported"
-                            | "is_current_stream_capturing"
-                    );
+                let benign = (private && rest != "_lazy_init") || LAZY_CUDA.contains(&rest);
                 return (!benign).then(|| format!("{}()", text(func)));
             }
             if q.starts_with("torch.")
@@ -360,6 +414,25 @@ impl<'a> Symbols<'a> {
             }
             _ => {}
         }
+    }
+}
+
+/// `deepspeed.init_inference(..., mp_size=N)` or `tensor_parallel=...` with more than one rank
+/// (not a literal 1).
+fn inference_is_parallel(args: &ast::Arguments) -> bool {
+    let not_one = |e: &Expr| int_value(e) != Some(1);
+    if args
+        .find_keyword("mp_size")
+        .is_some_and(|k| not_one(&k.value))
+    {
+        return true;
+    }
+    match args.find_keyword("tensor_parallel").map(|k| &k.value) {
+        Some(Expr::Dict(d)) => d.items.iter().any(|item| {
+            item.key.as_ref().and_then(str_value) == Some("tp_size") && not_one(&item.value)
+        }),
+        Some(_) => true,
+        None => false,
     }
 }
 

@@ -1,4 +1,6 @@
-//! Host and GPU facts for `doctor report`: read from `/proc`, `/etc/os-release` and `nvidia-smi`.
+//! Host and GPU facts for `doctor report`: CPU model and memory through `sysinfo`, the OS name
+//! from `/etc/os-release` (PRETTY_NAME, which `sysinfo` does not give), addresses and container
+//! hints from `/proc`, GPUs from `nvidia-smi`.
 //! Every read may fail; a missing fact is `null` (or a note), never an abort.
 
 use std::fs;
@@ -58,24 +60,24 @@ pub fn os_name() -> Option<String> {
     field("PRETTY_NAME").or_else(|| field("NAME"))
 }
 
-fn cpu_model() -> Option<String> {
-    let text = fs::read_to_string("/proc/cpuinfo").ok()?;
-    text.lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            matches!(k.trim(), "model name" | "Model" | "cpu model" | "Hardware")
-                .then(|| v.trim().to_string())
-        })
-        .filter(|s| !s.is_empty())
-}
-
-fn memory_total() -> Option<u64> {
-    let text = fs::read_to_string("/proc/meminfo").ok()?;
-    text.lines().find_map(|l| {
-        let rest = l.strip_prefix("MemTotal:")?;
-        let kb: u64 = rest.split_whitespace().next()?.parse().ok()?;
-        Some(kb * 1024)
-    })
+/// The CPU model and the total memory, through `sysinfo`, refreshing only those two: the CPU
+/// list without usage or frequency (`/proc/cpuinfo`), the RAM without swap (`/proc/meminfo`).
+fn cpu_and_memory() -> (Option<String>, Option<u64>) {
+    use sysinfo::{CpuRefreshKind, MemoryRefreshKind, RefreshKind, System};
+    let Ok(sys) = System::new_with_specifics(
+        RefreshKind::nothing()
+            .with_cpu(CpuRefreshKind::nothing())
+            .with_memory(MemoryRefreshKind::nothing().with_ram()),
+    ) else {
+        return (None, None);
+    };
+    let cpu = sys
+        .cpus()
+        .first()
+        .map(|c| c.brand().trim().to_string())
+        .filter(|s| !s.is_empty());
+    let memory = Some(sys.total_memory()).filter(|&m| m > 0);
+    (cpu, memory)
 }
 
 /// Local addresses of this network namespace: IPv4 from `/proc/net/fib_trie` (`/32 host LOCAL`
@@ -120,6 +122,14 @@ pub fn parse_fib_trie(text: &str) -> Vec<IpAddr> {
     out.sort();
     out.dedup();
     out
+}
+
+/// The account name of `uid` from the user database, or None (no fallback).
+pub fn account_name(uid: u32) -> Option<String> {
+    nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+        .ok()
+        .flatten()
+        .map(|u| u.name)
 }
 
 fn user_name(uid: u32) -> Option<String> {
@@ -173,15 +183,16 @@ pub fn container() -> Container {
 }
 
 pub fn host_facts(base: &crate::model::snapshot::Host) -> HostFacts {
+    let (cpu_model, memory_total_bytes) = cpu_and_memory();
     HostFacts {
         hostname: base.hostname.clone(),
         os: os_name(),
         kernel: base.kernel.clone(),
-        cpu_model: cpu_model(),
+        cpu_model,
         cpu_count: std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(0),
-        memory_total_bytes: memory_total(),
+        memory_total_bytes,
         addresses: addresses(),
         user: user_name(base.observer_uid),
         uid: base.observer_uid,

@@ -1,9 +1,14 @@
 //! Every operating-system access: /proc, sockets, host facts, process supervision, ptrace
 //! tracing, Python discovery. Nothing above this layer opens a file under /proc.
 
+pub mod blocked;
+pub mod cgroup;
+pub mod freeport;
 pub mod host;
 pub mod observe;
+pub mod proc;
 pub mod pyenv;
 pub mod python;
+pub mod sockets;
 pub mod supervise;
 pub mod trace;

@@ -144,10 +144,7 @@ fn venv_python(prefix: &Path) -> PathBuf {
 }
 
 fn on_path(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
+    which::which(name).ok()
 }
 
 /// A path as given, or a bare name (`python3`) looked up on PATH; None when neither exists.
@@ -234,6 +231,32 @@ pub fn find_python(explicit: Option<&Path>, allow_setup: bool) -> anyhow::Result
     find_python_for(explicit, allow_setup, Need::TorchAndLightning)
 }
 
+/// The interpreter named by `--python` or `DOCTOR_PYTHON`: it must have what `need` asks for.
+fn named_python(path: &Path, source: &str, need: Need) -> anyhow::Result<PythonEnv> {
+    let mut env = probe(path).map_err(|e| {
+        user_error(
+            format!("{source} {}: {e:#}", path.display()),
+            "give the path of a Python interpreter, e.g. --python /path/to/venv/bin/python",
+        )
+    })?;
+    env.source = source.to_string();
+    let enough = match need {
+        Need::TorchAndLightning => env.has_all(),
+        Need::Torch => env.torch.is_some(),
+        Need::Anything => true,
+    };
+    if !enough {
+        return Err(user_error(
+            format!("{source} {} lacks {}", path.display(), missing(&env)),
+            format!(
+                "install them there (`{} -m pip install torch lightning`), or leave out {source} to use doctor's own environment",
+                path.display()
+            ),
+        ));
+    }
+    check_torch(env)
+}
+
 /// [`find_python`], with a weaker requirement for an interpreter named explicitly. The search
 /// itself always looks for torch and lightning.
 pub fn find_python_for(
@@ -247,28 +270,7 @@ pub fn find_python_for(
             .map(|v| (PathBuf::from(v), "DOCTOR_PYTHON"))
     });
     if let Some((path, source)) = named {
-        let mut env = probe(&path).map_err(|e| {
-            user_error(
-                format!("{source} {}: {e:#}", path.display()),
-                "give the path of a Python interpreter, e.g. --python /path/to/venv/bin/python",
-            )
-        })?;
-        env.source = source.to_string();
-        let enough = match need {
-            Need::TorchAndLightning => env.has_all(),
-            Need::Torch => env.torch.is_some(),
-            Need::Anything => true,
-        };
-        if !enough {
-            return Err(user_error(
-                format!("{source} {} lacks {}", path.display(), missing(&env)),
-                format!(
-                    "install them there (`{} -m pip install torch lightning`), or leave out {source} to use doctor's own environment",
-                    path.display()
-                ),
-            ));
-        }
-        return check_torch(env);
+        return named_python(&path, source, need);
     }
 
     let mut base: Option<PathBuf> = None;

@@ -151,10 +151,8 @@ pub struct ProcInfo {
 
 /// Read `/proc/PID/stat` and `cmdline`; None when the process is gone.
 pub fn proc_info(pid: i32) -> Option<ProcInfo> {
-    let stat = crate::sys::observe::parse_stat(&std::fs::read(format!("/proc/{pid}/stat")).ok()?)?;
-    let (argv, _) = crate::sys::observe::split_nul(
-        &std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default(),
-    );
+    let stat = crate::sys::proc::stat(pid)?;
+    let argv = crate::sys::proc::cmdline(pid);
     Some(ProcInfo {
         pid,
         ppid: stat.ppid,
@@ -170,14 +168,14 @@ pub fn proc_info(pid: i32) -> Option<ProcInfo> {
 }
 
 fn all_processes() -> Vec<ProcInfo> {
-    crate::sys::observe::list_pids()
+    crate::sys::proc::list_pids()
         .into_iter()
         .filter_map(proc_info)
         .collect()
 }
 
 fn environ_has(pid: i32, needle: &[u8]) -> bool {
-    std::fs::read(format!("/proc/{pid}/environ"))
+    crate::sys::proc::environ(pid)
         .map(|env| env.split(|b| *b == 0).any(|kv| kv == needle))
         .unwrap_or(false)
 }
@@ -466,12 +464,12 @@ impl Tree {
 /// True when a TCP socket listens on `port` or it cannot be bound the way TCPStore binds it
 /// (SO_REUSEADDR, so TIME_WAIT does not count).
 pub fn port_in_use(port: u16) -> bool {
-    listening_ports().contains(&port) || !crate::sys::observe::port_is_free(port)
+    listening_ports().contains(&port) || !crate::sys::sockets::port_is_free(port)
 }
 
 /// Ports in the LISTEN state (TCP, v4 and v6).
 pub fn listening_ports() -> BTreeSet<u16> {
-    crate::sys::observe::read_sockets()
+    crate::sys::sockets::read_sockets()
         .into_iter()
         .filter(|s| s.proto == crate::model::snapshot::Proto::Tcp && s.state == "LISTEN")
         .map(|s| s.local_port)
@@ -579,11 +577,8 @@ pub fn pump(
 fn descendants() -> Vec<i32> {
     let me = std::process::id() as i32;
     let mut parent: BTreeMap<i32, i32> = BTreeMap::new();
-    for pid in crate::sys::observe::list_pids() {
-        if let Some(st) = std::fs::read(format!("/proc/{pid}/stat"))
-            .ok()
-            .and_then(|b| crate::sys::observe::parse_stat(&b))
-        {
+    for pid in crate::sys::proc::list_pids() {
+        if let Some(st) = crate::sys::proc::stat(pid) {
             parent.insert(pid, st.ppid);
         }
     }
@@ -623,7 +618,7 @@ pub fn poll_once(w: &RunWatch) {
     let t = w.now();
     let fresh: Vec<Process> = descendants()
         .into_iter()
-        .filter_map(crate::sys::observe::process)
+        .filter_map(crate::sys::proc::process)
         .collect();
     let inodes: BTreeSet<u64> = fresh
         .iter()
@@ -632,7 +627,7 @@ pub fn poll_once(w: &RunWatch) {
     let sockets: Vec<Socket> = if inodes.is_empty() {
         Vec::new()
     } else {
-        crate::sys::observe::read_sockets()
+        crate::sys::sockets::read_sockets()
             .into_iter()
             .filter(|so| inodes.contains(&so.inode))
             .collect()

@@ -315,9 +315,9 @@ fn answer(
     if (syscall != "listen" && addr.is_none()) || !id_valid(listener, req) {
         return (let_through(req.id), None);
     }
-    let pid = tgid(tid).unwrap_or(tid);
+    let pid = crate::sys::proc::tgid(tid).unwrap_or(tid);
     if !traced.processes.contains_key(&pid)
-        && let Some(p) = crate::sys::observe::process(pid)
+        && let Some(p) = crate::sys::proc::process(pid)
     {
         traced.processes.insert(pid, p);
     }
@@ -423,14 +423,6 @@ fn read_memory(pid: i32, ptr: usize, len: usize) -> Vec<u8> {
     buf
 }
 
-fn tgid(tid: i32) -> Option<i32> {
-    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Tgid:"))
-        .and_then(|v| v.trim().parse().ok())
-}
-
 pub fn parse_sockaddr(b: &[u8]) -> Option<(IpAddr, u16)> {
     let family = u16::from_ne_bytes([*b.first()?, *b.get(1)?]) as i32;
     let port = u16::from_be_bytes([*b.get(2)?, *b.get(3)?]);
@@ -454,22 +446,9 @@ pub fn parse_sockaddr(b: &[u8]) -> Option<(IpAddr, u16)> {
 }
 
 pub fn errno_name(errno: i32) -> String {
-    match errno {
-        libc::EADDRINUSE => "EADDRINUSE".into(),
-        libc::EADDRNOTAVAIL => "EADDRNOTAVAIL".into(),
-        libc::ECONNREFUSED => "ECONNREFUSED".into(),
-        libc::EINPROGRESS => "EINPROGRESS".into(),
-        libc::EACCES => "EACCES".into(),
-        libc::EPERM => "EPERM".into(),
-        libc::EINVAL => "EINVAL".into(),
-        libc::ETIMEDOUT => "ETIMEDOUT".into(),
-        libc::ENETUNREACH => "ENETUNREACH".into(),
-        libc::EINTR => "EINTR".into(),
-        libc::EAGAIN => "EAGAIN".into(),
-        libc::EISCONN => "EISCONN".into(),
-        libc::EALREADY => "EALREADY".into(),
-        libc::EAFNOSUPPORT => "EAFNOSUPPORT".into(),
-        other => format!("errno {other}"),
+    match nix::errno::Errno::from_raw(errno) {
+        nix::errno::Errno::UnknownErrno => format!("errno {errno}"),
+        e => format!("{e:?}"),
     }
 }
 

@@ -117,17 +117,43 @@ impl Drop for Situation {
     }
 }
 
-/// A port below the ephemeral range that nothing holds right now.
+/// A port below the ephemeral range (`ip_local_port_range`), not reserved
+/// (`ip_local_reserved_ports`), that nothing holds right now.
 pub fn free_low_port() -> u16 {
     use std::sync::atomic::{AtomicU16, Ordering};
     static NEXT: AtomicU16 = AtomicU16::new(0);
-    let base = 20000 + (std::process::id() % 4000) as u16 * 2;
-    loop {
-        let port = base + NEXT.fetch_add(7, Ordering::SeqCst);
+    let read =
+        |f: &str| std::fs::read_to_string(format!("/proc/sys/net/ipv4/{f}")).unwrap_or_default();
+    let lo: u16 = read("ip_local_port_range")
+        .split_whitespace()
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(32768);
+    let reserved: Vec<(u16, u16)> = read("ip_local_reserved_ports")
+        .trim()
+        .split(',')
+        .filter_map(|r| {
+            let (a, b) = r.split_once('-').unwrap_or((r, r));
+            Some((a.trim().parse().ok()?, b.trim().parse().ok()?))
+        })
+        .collect();
+    let (start, span) = if lo > 21000 {
+        (20000, lo - 20000)
+    } else {
+        (1024, lo - 1024)
+    };
+    let base = (std::process::id() % u32::from(span)) as u16;
+    for _ in 0..span {
+        let step = u32::from(NEXT.fetch_add(7, Ordering::SeqCst));
+        let port = start + ((u32::from(base) + step) % u32::from(span)) as u16;
+        if reserved.iter().any(|(a, b)| *a <= port && port <= *b) {
+            continue;
+        }
         if std::net::TcpListener::bind(("0.0.0.0", port)).is_ok() {
             return port;
         }
     }
+    panic!("no free port below the ephemeral range start {lo}")
 }
 
 /// Findings with `code` that cite `port` (tests run in parallel, each on its own port).
@@ -156,4 +182,20 @@ pub fn pids_of(f: &serde_json::Value) -> Vec<i64> {
         .iter()
         .filter_map(|p| p.as_i64())
         .collect()
+}
+
+/// Whether the tests run under CI (`CI=true`, as GitHub Actions, GitLab and most CI systems set
+/// it): there a test may not skip for want of something.
+pub fn under_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
+}
+
+/// A test that cannot run here for `reason` (no ptrace, no network namespaces, no torch, a tool
+/// missing): it fails under CI (`CI=true`), and elsewhere says SKIP on stderr so that the caller
+/// returns. Call it, then `return`.
+pub fn skip_or_fail(reason: &str) {
+    if under_ci() {
+        panic!("CI=true: this test may not be skipped: {reason}");
+    }
+    eprintln!("SKIP: {reason}");
 }

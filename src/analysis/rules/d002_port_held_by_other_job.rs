@@ -13,17 +13,16 @@ pub fn check(a: &Analysis) -> Vec<Finding> {
             if a.job_of.get(&holder) == Some(&j) {
                 continue;
             }
-            // One report per (job, holder); the holder's own job is covered from its side.
-            let other = a.job(holder);
-            let whose = match other {
-                Some(o) => format!(
-                    "{} of another job ({}, root pid {})",
-                    describe(a, holder),
-                    o.id,
-                    o.root
-                ),
-                None => format!("{}, which is not part of this job", describe(a, holder)),
+            // A holder in no job is D008's; one report per (job, holder) here.
+            let Some(o) = a.job(holder) else {
+                continue;
             };
+            let whose = format!(
+                "{} of another job ({}, root pid {})",
+                describe(a, holder),
+                o.id,
+                o.root
+            );
             let ranks: Vec<i32> = job
                 .pids
                 .iter()
@@ -37,9 +36,10 @@ pub fn check(a: &Analysis) -> Vec<Finding> {
                 job.id, job.root
             );
             let fix = format!(
-                "give each job its own port: start one of them with another MASTER_PORT (torchrun --master-port N, \
-                 or --rdzv-endpoint localhost:0 / --standalone); check a port with `doctor ports --check N`; \
+                "give each job its own port: start one of them on {} (torchrun --master-port {}); \
                  if the holder is a leftover, stop it with {}",
+                a.port_advice.text(),
+                a.port_advice.number(),
                 kill_group_hint(a, holder)
             );
             out.push(Finding::new("D002", message, pids, vec![port], fix));

@@ -46,7 +46,8 @@ pub fn check(a: &Analysis) -> Vec<Finding> {
             let fix = if p.state == "D" {
                 format!(
                     "a D-state process cannot be killed until its I/O returns (often a hung NFS mount or GPU driver): \
-                     find what it waits on in /proc/{pid}/stack; meanwhile use another MASTER_PORT"
+                     find what it waits on in /proc/{pid}/stack; meanwhile launch on {}",
+                    a.port_advice.text()
                 )
             } else if p.is_zombie() || parent_zombie {
                 format!(

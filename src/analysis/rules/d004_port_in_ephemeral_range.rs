@@ -1,11 +1,13 @@
-//! D004: a rendezvous port in use lies inside the ephemeral range and is not reserved.
+//! D004: a rendezvous port the user chose lies inside the ephemeral range and is not reserved.
+//! A port a launcher picked by itself (Lightning without MASTER_PORT, `torchrun --standalone`)
+//! was free when picked and is held by the job: that is no risk of the user's making.
 
 use super::*;
 use crate::model::finding::Finding;
 
 pub fn check(a: &Analysis) -> Vec<Finding> {
     let [lo, hi] = a.snap.host.ephemeral_range;
-    a.used_ports
+    a.fixed_ports
         .iter()
         .filter(|&&port| in_ephemeral_range(&a.snap.host, port))
         .map(|&port| {
@@ -17,12 +19,14 @@ pub fn check(a: &Analysis) -> Vec<Finding> {
                 .map(|p| p.pid)
                 .collect();
             let message = format!(
-                "rendezvous port {port} lies inside the ephemeral port range {lo}-{hi} and is not reserved: any outgoing \
-                 connection on this host may be given it as its local port, and then the store cannot bind it"
+                "rendezvous port {port} is a fixed choice (set in the job's environment, a launcher flag or --port) and \
+                 lies inside the ephemeral port range {lo}-{hi} without being reserved: any outgoing connection on this \
+                 host may be given it as its local port, and then the store cannot bind it"
             );
             let fix = format!(
-                "choose a port below {lo} (e.g. MASTER_PORT=29500), or reserve it: \
-                 `sysctl -w net.ipv4.ip_local_reserved_ports={port}` (add to /etc/sysctl.d to keep it)"
+                "choose a port below {lo}: {}; or reserve it: `sysctl -w net.ipv4.ip_local_reserved_ports={port}` \
+                 (add to /etc/sysctl.d to keep it)",
+                a.port_advice.text()
             );
             Finding::new("D004", message, pids, vec![port], fix)
         })

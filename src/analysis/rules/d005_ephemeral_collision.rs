@@ -25,10 +25,10 @@ pub fn check(a: &Analysis) -> Vec<Finding> {
                  binding {port} fails with EADDRINUSE although nobody listens on it",
                 s.state, s.remote_addr, s.remote_port
             );
-            let [lo, _] = a.snap.host.ephemeral_range;
             let fix = format!(
-                "use a rendezvous port below {lo}, or reserve it so the kernel never hands it out: \
-                 `sysctl -w net.ipv4.ip_local_reserved_ports={port}`; the connection frees it when it closes"
+                "launch on {}, or reserve {port} so the kernel never hands it out: \
+                 `sysctl -w net.ipv4.ip_local_reserved_ports={port}`; the connection frees it when it closes",
+                a.port_advice.text()
             );
             out.push(Finding::new("D005", message, pids, vec![port], fix));
         }

@@ -1,4 +1,4 @@
-//! Runtime findings D001-D007: one file per rule, each a `check` over an [`Analysis`] that cites
+//! Runtime findings D001-D009: one file per rule, each a `check` over an [`Analysis`] that cites
 //! its evidence (pids, ports) and a concrete fix. Codes, names and severities live in the one
 //! registry, [`crate::model::finding::CODES`]. A new rule is a new file here plus its line in
 //! [`RULES`], its registry line and its doc page.
@@ -10,6 +10,8 @@ mod d004_port_in_ephemeral_range;
 mod d005_ephemeral_collision;
 mod d006_duplicate_rank;
 mod d007_time_wait_only;
+mod d008_port_held_by_foreign_process;
+mod d009_rendezvous_incomplete;
 
 pub(crate) use crate::analysis::facts::{Analysis, Role};
 use crate::model::finding::Finding;
@@ -24,6 +26,8 @@ pub const RULES: &[fn(&Analysis) -> Vec<Finding>] = &[
     d005_ephemeral_collision::check,
     d006_duplicate_rank::check,
     d007_time_wait_only::check,
+    d008_port_held_by_foreign_process::check,
+    d009_rendezvous_incomplete::check,
 ];
 
 /// Every finding of every rule, errors first.
@@ -330,10 +334,23 @@ mod tests {
         ));
         let snap = snap(procs, vec![sock("LISTEN", 29500, 0, 7)]);
         let a = Analysis::new(&snap, &[]);
-        let d002: Vec<_> = a.findings.iter().filter(|f| f.code == "D002").collect();
-        assert_eq!(d002.len(), 1, "{:?}", a.findings);
-        assert_eq!(d002[0].pids, vec![300, 101]);
-        assert!(d002[0].message.contains("not part of this job"));
+        // A holder in no job is no other job: D008 (error, since the job wants the port).
+        assert!(
+            a.findings.iter().all(|f| f.code != "D002"),
+            "{:?}",
+            a.findings
+        );
+        let d008: Vec<_> = a.findings.iter().filter(|f| f.code == "D008").collect();
+        assert_eq!(d008.len(), 1, "{:?}", a.findings);
+        assert_eq!(d008[0].pids, vec![300, 101]);
+        assert_eq!(d008[0].severity, crate::model::finding::Severity::Error);
+        assert!(d008[0].message.contains("belongs to no training job"));
+        assert!(d008[0].fix.contains("`kill 300`"), "{}", d008[0].fix);
+        assert!(
+            d008[0].fix.contains("a free port below 32768"),
+            "{}",
+            d008[0].fix
+        );
     }
 
     #[test]
@@ -400,10 +417,108 @@ mod tests {
             with_sockets(proc_(800, 50, "curl example", &[]), &[1]),
         ];
         let s = snap(procs, vec![sock("ESTABLISHED", 29500, 443, 1)]);
-        assert_eq!(codes(&s, &[]), vec!["D005"]);
+        // The mechanism (D005) and the holder outside every job with its two fixes (D008).
+        assert_eq!(codes(&s, &[]), vec!["D005", "D008"]);
         // With a listener on the port the same local port is an accepted connection.
         let (p, so) = lightning(&[]);
         assert!(codes(&snap(p, so), &[]).is_empty());
+    }
+
+    /// The Lightning fixture on another port / world size.
+    fn lightning_on(port: u16, world: &str, rank0_env: bool) -> Snapshot {
+        let (mut p, mut s) = lightning(&[]);
+        for q in &mut p {
+            if q.env.contains_key("MASTER_PORT") {
+                q.env.insert("MASTER_PORT".into(), port.to_string());
+                q.env.insert("WORLD_SIZE".into(), world.into());
+            }
+            if q.pid == 100 && rank0_env {
+                q.env.insert("MASTER_PORT".into(), port.to_string());
+            }
+        }
+        for so in &mut s {
+            if so.local_port == 29500 {
+                so.local_port = port;
+            }
+            if so.remote_port == 29500 {
+                so.remote_port = port;
+            }
+        }
+        snap(p, s)
+    }
+
+    #[test]
+    fn d004_only_for_a_port_the_user_chose() {
+        // Lightning picked 45000 itself (rank 0's exec environment has no MASTER_PORT).
+        let s = lightning_on(45000, "2", false);
+        assert!(codes(&s, &[]).is_empty(), "{:?}", codes(&s, &[]));
+        // The user exported MASTER_PORT=45000 before starting rank 0.
+        let s = lightning_on(45000, "2", true);
+        assert_eq!(codes(&s, &[]), vec!["D004"]);
+        // Asked with --port: chosen by the user too.
+        let s = lightning_on(45000, "2", false);
+        assert_eq!(codes(&s, &[45000]), vec!["D004"]);
+    }
+
+    #[test]
+    fn d009_names_the_missing_rank_after_a_while_only() {
+        let mut s = lightning_on(29500, "3", false);
+        let f = Analysis::new(&s, &[]).findings;
+        assert_eq!(f.iter().map(|f| f.code).collect::<Vec<_>>(), vec!["D009"]);
+        assert!(
+            f[0].message.contains("2 of 3 ranks connected"),
+            "{}",
+            f[0].message
+        );
+        assert!(f[0].message.contains("missing: rank 2"), "{}", f[0].message);
+        assert!(f[0].fix.contains("WORLD_SIZE=3"), "{}", f[0].fix);
+        // Just started: not a hang yet.
+        for p in &mut s.processes {
+            p.start_time = s.taken_at - 3.0;
+        }
+        assert!(codes(&s, &[]).is_empty());
+    }
+
+    #[test]
+    fn jobs_by_rendezvous_join_only_the_same_rendezvous() {
+        let env = |rank: &'static str, world: &'static str| -> Vec<(&str, &str)> {
+            vec![
+                ("MASTER_ADDR", "127.0.0.1"),
+                ("MASTER_PORT", "29500"),
+                ("RANK", rank),
+                ("WORLD_SIZE", world),
+            ]
+        };
+        let procs = vec![
+            proc_(50, 1, "bash", &[]),
+            proc_(200, 50, "python launch.py", &[]),
+            with_sockets(
+                proc_(201, 200, "python train.py", &env("0", "3")),
+                &[1, 2, 5],
+            ),
+            with_sockets(proc_(202, 200, "python train.py", &env("1", "3")), &[3]),
+            // Another shell's rank 1 of a world of 2 on the same port: another rendezvous.
+            with_sockets(proc_(301, 50, "python other.py", &env("1", "2")), &[4]),
+        ];
+        let sockets = vec![
+            sock("LISTEN", 29500, 0, 1),
+            sock("ESTABLISHED", 40001, 29500, 2),
+            sock("ESTABLISHED", 40002, 29500, 3),
+            sock("ESTABLISHED", 40003, 29500, 4),
+            sock("ESTABLISHED", 29500, 40001, 5),
+        ];
+        let s = snap(procs, sockets);
+        let a = Analysis::new(&s, &[]);
+        assert_eq!(a.jobs.len(), 2, "{:?}", a.jobs);
+        assert_eq!(a.job(201).unwrap().id, a.job(202).unwrap().id);
+        assert_ne!(a.job(201).unwrap().id, a.job(301).unwrap().id);
+        assert_eq!(a.job(201).unwrap().root, 201, "rooted where the store is");
+        // The other world's rank wants a port another job holds: D002, genuinely.
+        assert!(
+            a.findings.iter().any(|f| f.code == "D002"),
+            "{:?}",
+            a.findings
+        );
     }
 
     #[test]

@@ -1,0 +1,52 @@
+//! M001: MASTER_ADDR names no node of the reports, or is a loopback address while ranks run on
+//! several nodes.
+
+use super::{Context, MergeFinding, finding, is_loopback};
+use crate::model::finding::Severity;
+
+pub fn check(c: &Context) -> Vec<MergeFinding> {
+    let Some((addr, port)) = &c.master else {
+        return Vec::new();
+    };
+    let nodes = c.nodes;
+    if is_loopback(addr) {
+        let with_ranks: Vec<String> = nodes
+            .iter()
+            .filter(|n| !n.ranks.is_empty())
+            .map(|n| n.name.clone())
+            .collect();
+        if with_ranks.len() <= 1 {
+            return Vec::new();
+        }
+        let nodes_with_ranks = with_ranks.len();
+        return vec![finding(
+            "M001",
+            Severity::Error,
+            format!(
+                "MASTER_ADDR is {addr}, a loopback address, but ranks run on {nodes_with_ranks} nodes: \
+                 each node meets only itself"
+            ),
+            with_ranks,
+            vec![*port],
+            "set MASTER_ADDR to the first node's host name or address, the same on every node"
+                .into(),
+        )];
+    }
+    if c.master_node.is_some() {
+        return Vec::new();
+    }
+    vec![finding(
+        "M001",
+        Severity::Warning,
+        format!(
+            "MASTER_ADDR {addr} is not the host name or an address of any of the {} reports",
+            nodes.len()
+        ),
+        vec![],
+        vec![*port],
+        format!(
+            "add the report of the node that has {addr} (`doctor report` there), or fix MASTER_ADDR: \
+             it must name the node where rank 0 runs, reachable from every node"
+        ),
+    )]
+}

@@ -1,0 +1,31 @@
+//! M002: nothing listens on MASTER_PORT on the master node while ranks run.
+
+use super::{Context, MergeFinding, finding};
+use crate::model::finding::Severity;
+
+pub fn check(c: &Context) -> Vec<MergeFinding> {
+    let (Some(i), Some(port)) = (c.master_node, c.master_port()) else {
+        return Vec::new();
+    };
+    let n = &c.nodes[i];
+    let have_ranks = c.nodes.iter().any(|n| !n.ranks.is_empty());
+    if !c.listeners(n, port).is_empty() || !have_ranks {
+        return Vec::new();
+    }
+    vec![finding(
+        "M002",
+        Severity::Warning,
+        format!(
+            "nothing listens on MASTER_PORT {port} on the master node {}: rank 0's store \
+             (or torchrun's agent store) is not up, so ranks on other nodes wait and time out",
+            n.name
+        ),
+        vec![n.name.clone()],
+        vec![port],
+        format!(
+            "start rank 0 (NODE_RANK=0) on {} first, check it did not crash (its log), and \
+             that nothing there refused the bind; `doctor ports --port {port}` on that node",
+            n.name
+        ),
+    )]
+}

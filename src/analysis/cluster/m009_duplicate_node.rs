@@ -1,0 +1,35 @@
+//! M009: the same node twice (same host name and the same non-loopback addresses).
+
+use std::collections::BTreeMap;
+
+use super::{Context, MergeFinding, finding, is_loopback};
+use crate::model::finding::Severity;
+
+pub fn check(c: &Context) -> Vec<MergeFinding> {
+    let mut seen: BTreeMap<(String, Vec<String>), Vec<String>> = BTreeMap::new();
+    for n in c.nodes {
+        let mut addrs: Vec<String> = n
+            .addresses
+            .iter()
+            .filter(|a| !is_loopback(a))
+            .cloned()
+            .collect();
+        addrs.sort();
+        seen.entry((n.hostname.clone(), addrs))
+            .or_default()
+            .push(n.name.clone());
+    }
+    seen.iter()
+        .filter(|(_, names)| names.len() > 1)
+        .map(|((host, _), names)| {
+            finding(
+                "M009",
+                Severity::Warning,
+                format!("{} reports come from the same node {host}", names.len()),
+                names.clone(),
+                vec![],
+                "take one report per node (`srun --ntasks-per-node=1 ...`) and merge only the latest of each node".into(),
+            )
+        })
+        .collect()
+}

@@ -1,0 +1,506 @@
+//! Cluster findings M001-M010: the view of one job across nodes, from the reports `doctor
+//! report` wrote on each node. [`reports`] reads a report into a [`Node`]; [`Context`] derives
+//! once what every rule reads (the job's rendezvous, its master node, its ids); then one file per
+//! rule, each a `check` over the context, registered in [`RULES`]. Codes, names and severities
+//! live in the one registry, [`crate::model::finding::CODES`].
+
+mod m001_master_not_found;
+mod m002_master_port_not_listening;
+mod m003_port_held_by_other_job;
+mod m004_duplicate_rank_across_nodes;
+mod m005_version_mismatch;
+mod m006_mixed_jobs;
+mod m007_stale_reports;
+mod m008_master_mismatch;
+mod m009_duplicate_node;
+mod m010_missing_ranks;
+pub mod reports;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::model::finding::{self, Severity};
+pub use crate::model::report::{Node, Rank, Versions, is_loopback};
+pub use reports::{node, parse};
+
+/// Every cluster rule, in code order.
+pub const RULES: &[fn(&Context) -> Vec<MergeFinding>] = &[
+    m001_master_not_found::check,
+    m002_master_port_not_listening::check,
+    m003_port_held_by_other_job::check,
+    m004_duplicate_rank_across_nodes::check,
+    m005_version_mismatch::check,
+    m006_mixed_jobs::check,
+    m007_stale_reports::check,
+    m008_master_mismatch::check,
+    m009_duplicate_node::check,
+    m010_missing_ranks::check,
+];
+
+#[derive(Clone, Debug, Serialize)]
+pub struct MergeFinding {
+    pub code: &'static str,
+    pub name: &'static str,
+    pub severity: Severity,
+    pub message: String,
+    pub nodes: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<u16>,
+    pub fix: String,
+}
+
+pub(crate) fn finding(
+    code: &'static str,
+    severity: Severity,
+    message: String,
+    nodes: Vec<String>,
+    ports: Vec<u16>,
+    fix: String,
+) -> MergeFinding {
+    let name = finding::lookup(code).name;
+    MergeFinding {
+        code,
+        name,
+        severity,
+        message,
+        nodes,
+        ports,
+        fix,
+    }
+}
+
+/// Ids (SLURM job ids or run ids) and the nodes that show each.
+pub type IdsByNode = BTreeMap<String, Vec<String>>;
+
+/// What every M-rule reads: the nodes, and what the merge derives from them once.
+pub struct Context<'a> {
+    pub nodes: &'a [Node],
+    pub max_spread_minutes: f64,
+    /// Every (MASTER_ADDR, MASTER_PORT) seen: the nodes naming it, and how many shells name it.
+    pub pairs: BTreeMap<(String, u16), (BTreeSet<String>, usize)>,
+    /// Per node (same order as `nodes`), the rendezvous its ranks use.
+    pub node_pairs: Vec<BTreeSet<(String, u16)>>,
+    /// The job's rendezvous: the pair found on the most nodes.
+    pub master: Option<(String, u16)>,
+    /// Index of the node MASTER_ADDR names.
+    pub master_node: Option<usize>,
+    /// SLURM job ids and run ids of every rank (and shell) of every node.
+    pub job_slurm: BTreeSet<String>,
+    pub job_runs: BTreeSet<String>,
+    /// SLURM job ids and run ids of the job's ranks, with the nodes that show them.
+    pub slurm: IdsByNode,
+    pub runs: IdsByNode,
+    pub world_size: Option<i64>,
+    pub ranks_visible: usize,
+}
+
+impl<'a> Context<'a> {
+    pub fn new(nodes: &'a [Node], max_spread_minutes: f64) -> Context<'a> {
+        let (pairs, node_pairs) = rendezvous_pairs(nodes);
+        let master = job_rendezvous(&pairs);
+        let master_node = master
+            .as_ref()
+            .and_then(|(addr, _)| master_node(nodes, addr));
+        let mut c = Context {
+            nodes,
+            max_spread_minutes,
+            pairs,
+            node_pairs,
+            master,
+            master_node,
+            job_slurm: BTreeSet::new(),
+            job_runs: BTreeSet::new(),
+            slurm: IdsByNode::new(),
+            runs: IdsByNode::new(),
+            world_size: None,
+            ranks_visible: 0,
+        };
+        c.job_ids();
+        c.ranks_of_job();
+        c
+    }
+
+    pub fn master_port(&self) -> Option<u16> {
+        self.master.as_ref().map(|(_, p)| *p)
+    }
+
+    /// Whether a rank belongs to the job (its rendezvous is the job's, or unknown).
+    pub fn in_job(&self, r: &Rank) -> bool {
+        match (&self.master, &r.master_addr, r.master_port) {
+            (Some((a, p)), Some(ra), Some(rp)) => a == ra && *p == rp,
+            _ => true,
+        }
+    }
+
+    /// The rows of a node's report that listen on `port`.
+    pub fn listeners<'n>(&self, n: &'n Node, port: u16) -> Vec<&'n Value> {
+        n.holders
+            .iter()
+            .filter(|h| {
+                h["port"] == port
+                    && h["state"] == "LISTEN"
+                    && h["local"]
+                        .as_str()
+                        .is_some_and(|l| l.ends_with(&format!(":{port}")))
+            })
+            .collect()
+    }
+
+    fn job_ids(&mut self) {
+        self.job_slurm = self
+            .nodes
+            .iter()
+            .flat_map(|n| {
+                n.ranks
+                    .iter()
+                    .filter_map(|r| r.slurm_job_id.clone())
+                    .chain(n.shell.get("SLURM_JOB_ID").cloned())
+            })
+            .collect();
+        self.job_runs = self
+            .nodes
+            .iter()
+            .flat_map(|n| n.ranks.iter().filter_map(|r| r.run_id.clone()))
+            .collect();
+        self.slurm = self.per_node_ids(&|n: &Node| {
+            n.shell
+                .get("SLURM_JOB_ID")
+                .cloned()
+                .into_iter()
+                .chain(
+                    n.ranks
+                        .iter()
+                        .filter(|r| self.in_job(r))
+                        .filter_map(|r| r.slurm_job_id.clone()),
+                )
+                .collect()
+        });
+        self.runs = self.per_node_ids(&|n: &Node| {
+            n.ranks
+                .iter()
+                .filter(|r| self.in_job(r))
+                .filter_map(|r| r.run_id.clone())
+                .collect()
+        });
+    }
+
+    fn per_node_ids(&self, f: &dyn Fn(&Node) -> BTreeSet<String>) -> IdsByNode {
+        let mut m = IdsByNode::new();
+        for n in self.nodes {
+            for id in f(n) {
+                m.entry(id).or_default().push(n.name.clone());
+            }
+        }
+        m
+    }
+
+    fn ranks_of_job(&mut self) {
+        self.world_size = self
+            .nodes
+            .iter()
+            .flat_map(|n| {
+                n.ranks
+                    .iter()
+                    .filter(|r| self.in_job(r))
+                    .filter_map(|r| r.world_size)
+            })
+            .max();
+        self.ranks_visible = self
+            .nodes
+            .iter()
+            .map(|n| n.ranks.iter().filter(|r| self.in_job(r)).count())
+            .sum();
+    }
+}
+
+type Pairs = BTreeMap<(String, u16), (BTreeSet<String>, usize)>;
+
+/// Every (MASTER_ADDR, MASTER_PORT) of the ranks' identities and the shells' variables, with the
+/// nodes that name it, and per node the pairs its ranks use.
+fn rendezvous_pairs(nodes: &[Node]) -> (Pairs, Vec<BTreeSet<(String, u16)>>) {
+    let mut pairs = Pairs::new();
+    let mut node_pairs: Vec<BTreeSet<(String, u16)>> = Vec::new();
+    for n in nodes {
+        let mine: BTreeSet<(String, u16)> = n
+            .ranks
+            .iter()
+            .filter_map(|r| Some((r.master_addr.clone()?, r.master_port?)))
+            .collect();
+        let shell = match (
+            n.shell.get("MASTER_ADDR"),
+            n.shell
+                .get("MASTER_PORT")
+                .and_then(|p| p.trim().parse::<u16>().ok()),
+        ) {
+            (Some(a), Some(p)) if !a.is_empty() => Some((a.clone(), p)),
+            _ => None,
+        };
+        for pair in mine.iter().chain(shell.iter()) {
+            pairs
+                .entry(pair.clone())
+                .or_default()
+                .0
+                .insert(n.name.clone());
+        }
+        if let Some(pair) = shell {
+            pairs.entry(pair).or_default().1 += 1;
+        }
+        node_pairs.push(mine);
+    }
+    (pairs, node_pairs)
+}
+
+/// The rendezvous of the job: the (MASTER_ADDR, MASTER_PORT) found on the most nodes (ranks'
+/// identities and the shell's variables), then the one the shells name (a report taken inside
+/// the job's allocation carries the job's variables), then the smallest.
+fn job_rendezvous(pairs: &Pairs) -> Option<(String, u16)> {
+    pairs
+        .iter()
+        .max_by_key(|(pair, (names, votes))| {
+            (names.len(), *votes, std::cmp::Reverse((*pair).clone()))
+        })
+        .map(|(pair, _)| pair.clone())
+}
+
+fn short(name: &str) -> &str {
+    name.split('.').next().unwrap_or(name)
+}
+
+/// Whether MASTER_ADDR names this node (its hostname, short or long, or one of its addresses).
+fn names_node(addr: &str, n: &Node) -> bool {
+    let addr = addr.trim();
+    if addr.is_empty() {
+        return false;
+    }
+    addr == n.hostname
+        || short(addr) == short(&n.hostname) && addr.parse::<std::net::IpAddr>().is_err()
+        || n.addresses.iter().any(|a| a == addr)
+}
+
+/// The node MASTER_ADDR names; for a loopback address, the only node with ranks (none when
+/// several have ranks: M001).
+fn master_node(nodes: &[Node], addr: &str) -> Option<usize> {
+    if !is_loopback(addr) {
+        return nodes.iter().position(|n| names_node(addr, n));
+    }
+    let nodes_with_ranks = nodes.iter().filter(|n| !n.ranks.is_empty()).count();
+    if nodes_with_ranks > 1 {
+        None
+    } else if nodes.len() == 1 {
+        Some(0)
+    } else {
+        nodes.iter().position(|n| !n.ranks.is_empty())
+    }
+}
+
+/// The whole cluster view.
+#[derive(Serialize)]
+pub struct Merged {
+    pub master_addr: Option<String>,
+    pub master_port: Option<u16>,
+    pub master_node: Option<String>,
+    pub master_holders: Vec<Value>,
+    pub slurm_job_ids: BTreeSet<String>,
+    pub run_ids: BTreeSet<String>,
+    pub world_size: Option<i64>,
+    pub ranks_visible: usize,
+    pub findings: Vec<MergeFinding>,
+}
+
+/// Give two reports of one host name distinct labels: `hostname (file)`.
+fn unique_names(nodes: &mut [Node]) {
+    let mut count: BTreeMap<String, usize> = BTreeMap::new();
+    for n in nodes.iter() {
+        *count.entry(n.hostname.clone()).or_default() += 1;
+    }
+    for n in nodes.iter_mut() {
+        if count[&n.hostname] > 1 {
+            n.name = format!("{} ({})", n.hostname, n.file);
+        }
+    }
+}
+
+/// The cluster view of `nodes` and every M-finding, errors first.
+pub fn analyse(nodes: &mut [Node], max_spread_minutes: f64) -> Merged {
+    unique_names(nodes);
+    let c = Context::new(nodes, max_spread_minutes);
+    let mut out: Vec<MergeFinding> = RULES.iter().flat_map(|rule| rule(&c)).collect();
+    out.sort_by(|x, y| {
+        (std::cmp::Reverse(x.severity), x.code, &x.nodes).cmp(&(
+            std::cmp::Reverse(y.severity),
+            y.code,
+            &y.nodes,
+        ))
+    });
+    let master_holders = match (c.master_node, c.master_port()) {
+        (Some(i), Some(port)) => c.listeners(&nodes[i], port).into_iter().cloned().collect(),
+        _ => Vec::new(),
+    };
+    Merged {
+        master_addr: c.master.as_ref().map(|(a, _)| a.clone()),
+        master_port: c.master_port(),
+        master_node: c.master_node.map(|i| nodes[i].name.clone()),
+        master_holders,
+        slurm_job_ids: c.slurm.keys().cloned().collect(),
+        run_ids: c.runs.keys().cloned().collect(),
+        world_size: c.world_size,
+        ranks_visible: c.ranks_visible,
+        findings: out,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+
+    fn report(host: &str, addr: &str, ranks: Value, torch: &str, taken_at: f64) -> Value {
+        json!({
+            "schema_version": 1, "kind": "doctor-report", "taken_at": taken_at,
+            "summary": {}, "host": {"hostname": host, "addresses": ["127.0.0.1", addr]},
+            "python": {"interpreters": [{"path": "/p", "packages": {"torch": torch, "lightning": "2.6.6"}}]},
+            "environment": {"shell": {}, "training_processes": ranks},
+            "ports": {"holders": [], "jobs": [], "findings": []},
+            "complete": true,
+        })
+    }
+
+    fn rank(pid: i64, rank: i64, port: u16) -> Value {
+        json!({"pid": pid, "role": "rank", "identity": {"master_addr": "10.0.0.1", "master_port": port,
+               "rank": rank, "world_size": 2}, "command": "python train.py"})
+    }
+
+    fn codes(m: &Merged) -> Vec<&str> {
+        m.findings.iter().map(|f| f.code).collect()
+    }
+
+    #[test]
+    fn duplicate_rank_and_version_mismatch() {
+        let a = report(
+            "a",
+            "10.0.0.1",
+            json!([rank(10, 0, 29500)]),
+            "2.15.0",
+            100.0,
+        );
+        let b = report(
+            "b",
+            "10.0.0.2",
+            json!([rank(20, 0, 29500)]),
+            "2.14.1",
+            130.0,
+        );
+        let mut nodes = vec![node("a.yaml", &a), node("b.yaml", &b)];
+        let m = analyse(&mut nodes, 10.0);
+        assert_eq!(m.master_node.as_deref(), Some("a"));
+        let c = codes(&m);
+        assert!(c.contains(&"M004"), "{c:?}");
+        assert!(c.contains(&"M005"), "{c:?}");
+        assert!(c.contains(&"M002"), "{c:?}");
+        assert!(!c.contains(&"M007"), "{c:?}");
+    }
+
+    #[test]
+    fn same_node_and_local_rank_on_two_nodes() {
+        let r = |pid: i64, rank: i64| {
+            json!({"pid": pid, "role": "rank", "identity": {"master_addr": "10.0.0.1", "master_port": 29500,
+                   "rank": rank, "local_rank": 0, "node_rank": 0, "world_size": 2}, "command": "t.py"})
+        };
+        let a = report("a", "10.0.0.1", json!([r(10, 0)]), "2.15.0", 100.0);
+        let b = report("b", "10.0.0.2", json!([r(20, 1)]), "2.15.0", 100.0);
+        let mut nodes = vec![node("a.yaml", &a), node("b.yaml", &b)];
+        let m = analyse(&mut nodes, 10.0);
+        let m004: Vec<_> = m.findings.iter().filter(|f| f.code == "M004").collect();
+        assert_eq!(m004.len(), 1, "{:?}", m.findings);
+        assert!(m004[0].message.contains("NODE_RANK 0 LOCAL_RANK 0"));
+    }
+
+    #[test]
+    fn master_mismatch_only_between_nodes() {
+        let r = |pid: i64, rank: i64, port: u16| {
+            json!({"pid": pid, "role": "rank", "identity": {"master_addr": "10.0.0.1", "master_port": port,
+                   "rank": rank, "world_size": 2}, "command": "t.py"})
+        };
+        // One node running two unrelated jobs: no disagreement between nodes.
+        let a = report(
+            "a",
+            "10.0.0.1",
+            json!([r(10, 0, 29500), r(11, 0, 29600)]),
+            "2.15.0",
+            1.0,
+        );
+        let m = analyse(&mut [node("a.yaml", &a)], 10.0);
+        assert!(!codes(&m).contains(&"M008"), "{:?}", m.findings);
+        // node-b's rank looks for another port than the job's.
+        let a = report("a", "10.0.0.1", json!([r(10, 0, 29500)]), "2.15.0", 1.0);
+        let b = report("b", "10.0.0.2", json!([r(20, 1, 29501)]), "2.15.0", 1.0);
+        let c = report("c", "10.0.0.3", json!([r(30, 1, 29500)]), "2.15.0", 1.0);
+        let m = analyse(&mut [node("a", &a), node("b", &b), node("c", &c)], 10.0);
+        let m008: Vec<_> = m.findings.iter().filter(|f| f.code == "M008").collect();
+        assert_eq!(m008.len(), 1, "{:?}", m.findings);
+        assert!(
+            m008[0].message.contains("b uses 10.0.0.1:29501"),
+            "{}",
+            m008[0].message
+        );
+        assert_eq!(m.master_port, Some(29500));
+    }
+
+    #[test]
+    fn stale_and_unknown_master() {
+        let a = report(
+            "a",
+            "10.0.0.5",
+            json!([rank(10, 0, 29500)]),
+            "2.15.0",
+            100.0,
+        );
+        let b = report(
+            "b",
+            "10.0.0.2",
+            json!([rank(20, 1, 29500)]),
+            "2.15.0",
+            100.0 + 3600.0,
+        );
+        let mut nodes = vec![node("a.yaml", &a), node("b.yaml", &b)];
+        let m = analyse(&mut nodes, 10.0);
+        assert_eq!(codes(&m), vec!["M001", "M007"]);
+    }
+
+    #[test]
+    fn odd_values_never_panic() {
+        let odd = json!({
+            "schema_version": 1, "kind": "doctor-report", "taken_at": -5, "complete": true,
+            "summary": {}, "host": {"hostname": 5, "addresses": "10.0.0.1"},
+            "python": {"interpreters": [1, {"packages": []}, {"packages": {"torch": 2}}]},
+            "environment": {"shell": {"MASTER_ADDR": "", "MASTER_PORT": "99999"},
+                            "training_processes": [1, "x", {"role": "rank", "identity": {"master_port": 99999999, "rank": "a"}},
+                                                   {"role": "rank", "identity": []}]},
+            "ports": {"holders": [{"port": "x", "state": 1}, 3], "jobs": {}, "findings": [null]},
+        });
+        assert!(parse(&serde_json::to_string(&odd).unwrap()).is_ok());
+        let mut nodes = vec![node("odd.yaml", &odd), node("odd2.yaml", &odd)];
+        let m = analyse(&mut nodes, f64::MAX);
+        assert!(m.findings.iter().any(|f| f.code == "M009"));
+        let mut none: Vec<Node> = Vec::new();
+        let m = analyse(&mut none, 0.0);
+        assert!(m.findings.is_empty());
+    }
+
+    #[test]
+    fn bad_documents() {
+        assert!(parse("").is_err());
+        assert!(parse("a: [1, 2").is_err());
+        let e = parse("schema_version: 99\nkind: doctor-report\n").unwrap_err();
+        assert!(e.0.contains("schema_version 99"), "{e:?}");
+        let e = parse("name: something\nitems: [1]\n").unwrap_err();
+        assert!(e.0.contains("not a doctor report"), "{e:?}");
+        let full =
+            serde_yaml::to_string(&report("a", "10.0.0.1", json!([]), "2.15.0", 1.0)).unwrap();
+        assert!(parse(&full).is_ok());
+        let cut = &full[..full.len() / 2];
+        assert!(parse(cut).is_err(), "{cut}");
+    }
+}

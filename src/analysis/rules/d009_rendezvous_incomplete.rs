@@ -1,0 +1,123 @@
+//! D009: a job's store has fewer ranks connected than its world size, for longer than a healthy
+//! start takes: the job hangs at rendezvous. Names the missing ranks and what each live rank is
+//! blocked in.
+
+use super::*;
+use crate::analysis::hang::Hang;
+use crate::model::finding::Finding;
+
+pub fn check(a: &Analysis) -> Vec<Finding> {
+    a.hangs().into_iter().map(|h| finding(a, &h)).collect()
+}
+
+fn finding(a: &Analysis, h: &Hang) -> Finding {
+    let job = &a.jobs[h.job];
+    let mut parts = vec![format!(
+        "{} (root pid {}) has waited at rendezvous for at least {:.0}s: its store on port {} has {} of {} ranks \
+         connected",
+        job.id, job.root, h.waited, h.port, h.connected, h.world
+    )];
+    if !h.missing.is_empty() {
+        parts.push(format!(
+            "missing: {} (no live process on this host carries {})",
+            rank_list(&h.missing),
+            if h.missing.len() == 1 {
+                "that identity"
+            } else {
+                "those identities"
+            }
+        ));
+    }
+    for &(pid, rank) in &h.unconnected {
+        parts.push(format!(
+            "rank {rank} {} is alive but not connected: {}",
+            describe(a, pid),
+            blocked_in(a, pid)
+        ));
+    }
+    let waiting: Vec<String> = h
+        .waiting
+        .iter()
+        .map(|&(pid, _)| format!("{} waits in {}", describe(a, pid), blocked_in(a, pid)))
+        .collect();
+    if !waiting.is_empty() {
+        parts.push(format!("the connected ranks: {}", waiting.join("; ")));
+    }
+    let mut pids: Vec<i32> = h.waiting.iter().map(|(p, _)| *p).collect();
+    pids.extend(h.unconnected.iter().map(|(p, _)| *p));
+    Finding::new("D009", parts.join("; "), pids, vec![h.port], fix(a, h))
+}
+
+fn fix(a: &Analysis, h: &Hang) -> String {
+    let job = &a.jobs[h.job];
+    let addr = job
+        .master_addr
+        .clone()
+        .unwrap_or_else(|| "127.0.0.1".into());
+    let mut out = Vec::new();
+    if !h.missing.is_empty() {
+        out.push(format!(
+            "start {} with MASTER_ADDR={addr} MASTER_PORT={} WORLD_SIZE={} (and check it can reach {addr}:{}), or \
+             relaunch with WORLD_SIZE equal to the number of ranks you start ({} here)",
+            rank_list(&h.missing),
+            h.port,
+            h.world,
+            h.port,
+            h.waiting.len() + h.unconnected.len()
+        ));
+    }
+    for &(pid, _) in &h.unconnected {
+        let state = a.process(pid).map(|p| p.state.as_str()).unwrap_or("");
+        if state == "T" || state == "t" {
+            out.push(format!("resume the stopped rank with `kill -CONT {pid}`"));
+        } else {
+            out.push(format!(
+                "see why pid {pid} does not connect (`py-spy dump --pid {pid}`; a wrong MASTER_ADDR/MASTER_PORT in its \
+                 environment; a firewall)"
+            ));
+        }
+    }
+    if out.is_empty() {
+        out.push(format!(
+            "{} rank(s) from other hosts never connected: check they started with MASTER_ADDR={addr} MASTER_PORT={} \
+             and can reach it",
+            h.world - h.connected,
+            h.port
+        ));
+    }
+    out.join("; ")
+}
+
+fn rank_list(ranks: &[i64]) -> String {
+    let shown: Vec<String> = ranks.iter().take(8).map(|r| r.to_string()).collect();
+    let more = if ranks.len() > 8 {
+        format!(" and {} more", ranks.len() - 8)
+    } else {
+        String::new()
+    };
+    let word = if ranks.len() == 1 { "rank" } else { "ranks" };
+    format!("{word} {}{more}", shown.join(", "))
+}
+
+/// `stopped (state T)`, or `syscall futex (wchan futex_wait_queue); Python: f (x.py:1) <- ...`.
+fn blocked_in(a: &Analysis, pid: i32) -> String {
+    let Some(p) = a.process(pid) else {
+        return "unknown".into();
+    };
+    let mut s = match p.state.as_str() {
+        "T" => "stopped (state T, e.g. SIGSTOP or Ctrl-Z)".to_string(),
+        "t" => "stopped by a debugger (state t)".to_string(),
+        "D" => "uninterruptible sleep (state D)".to_string(),
+        _ => match (&p.syscall, &p.wchan) {
+            (Some(sc), Some(w)) => format!("syscall {sc} (wchan {w})"),
+            (Some(sc), None) => format!("syscall {sc}"),
+            (None, Some(w)) => format!("wchan {w}"),
+            (None, None) => format!("state {}", p.state),
+        },
+    };
+    if !p.py_stack.is_empty() {
+        let frames: Vec<&str> = p.py_stack.iter().take(4).map(String::as_str).collect();
+        s.push_str(&format!("; Python: {}", frames.join(" <- ")));
+    }
+    s
+}

@@ -1,0 +1,173 @@
+//! Times in documents: RFC 3339 UTC strings (`2026-12-01T20:41:08.250Z`). Readers also accept
+//! the Unix seconds of schema 1.
+
+use serde::{Deserialize, Deserializer, Serializer};
+
+/// Days since 1970-01-01 of a civil date (Howard Hinnant's days_from_civil).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// (year, month, day) of days since 1970-01-01 (civil_from_days).
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// Unix seconds as RFC 3339 UTC with milliseconds.
+pub fn rfc3339(t: f64) -> String {
+    let ms = (t.max(0.0) * 1000.0).round() as i64;
+    let (secs, ms) = (ms.div_euclid(1000), ms.rem_euclid(1000));
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+/// Parse `YYYY-MM-DDTHH:MM:SS[.fff](Z|±HH:MM)` into Unix seconds.
+pub fn parse_rfc3339(s: &str) -> Option<f64> {
+    let s = s.trim();
+    if s.len() < 20 || !s.as_bytes()[..20].is_ascii() {
+        return None;
+    }
+    let (date, rest) = s.split_at(10);
+    let num = |x: &str| x.parse::<i64>().ok();
+    let mut dp = date.split('-');
+    let (y, mo, d) = (num(dp.next()?)?, num(dp.next()?)?, num(dp.next()?)?);
+    if !rest.starts_with(['T', 't', ' ']) || !(1..=12).contains(&mo) || !(1..=31).contains(&d) {
+        return None;
+    }
+    let (h, mi, sec) = (num(&rest[1..3])?, num(&rest[4..6])?, num(&rest[7..9])?);
+    if h > 23 || mi > 59 || sec > 60 {
+        return None;
+    }
+    let mut tail = &rest[9..];
+    let mut frac = 0.0;
+    if let Some(f) = tail.strip_prefix('.') {
+        let digits = f.bytes().take_while(u8::is_ascii_digit).count().min(9);
+        frac = format!("0.{}", &f[..digits]).parse().ok()?;
+        tail = &f[digits..];
+    }
+    let offset = match tail {
+        "Z" | "z" => 0,
+        t if t.len() == 6 && (t.starts_with('+') || t.starts_with('-')) => {
+            let v = num(&t[1..3])? * 3600 + num(&t[4..6])? * 60;
+            if t.starts_with('-') { -v } else { v }
+        }
+        _ => return None,
+    };
+    let secs = days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + sec - offset;
+    Some(secs as f64 + frac)
+}
+
+/// `#[serde(with = "crate::model::time::serde_rfc3339")]` for an `f64` of Unix seconds.
+pub mod serde_rfc3339 {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(t: &f64, ser: S) -> Result<S::Ok, S::Error> {
+        ser.serialize_str(&rfc3339(*t))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(de: D) -> Result<f64, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum T {
+            Seconds(f64),
+            Text(String),
+        }
+        match T::deserialize(de)? {
+            T::Seconds(s) => Ok(s),
+            T::Text(s) => parse_rfc3339(&s)
+                .ok_or_else(|| serde::de::Error::custom(format!("'{s}' is not an RFC 3339 time"))),
+        }
+    }
+}
+
+/// A document's time value (RFC 3339 string, or schema 1's Unix seconds) as Unix seconds.
+pub fn seconds_of(v: &serde_json::Value) -> Option<f64> {
+    v.as_f64().or_else(|| v.as_str().and_then(parse_rfc3339))
+}
+
+/// A human age: `45s`, `12m`, `3h05m`, `2d04h`.
+pub fn age(seconds: f64) -> String {
+    let s = seconds.max(0.0) as u64;
+    match s {
+        0..=119 => format!("{s}s"),
+        120..=3599 => format!("{}m", s / 60),
+        3600..=86_399 => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+        _ => format!("{}d{:02}h", s / 86_400, (s % 86_400) / 3600),
+    }
+}
+
+/// A UNIX time as an RFC 3339 UTC string.
+pub fn utc(t: f64) -> String {
+    let secs = t.max(0.0) as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        for t in [0.0, 951_782_400.0, 1_800_000_000.25, 1_764_621_668.5] {
+            let s = rfc3339(t);
+            assert_eq!(parse_rfc3339(&s), Some(t), "{s}");
+        }
+        assert_eq!(rfc3339(951_782_400.0), "2000-02-29T00:00:00.000Z");
+        assert_eq!(
+            parse_rfc3339("2000-02-29T01:00:00+01:00"),
+            Some(951_782_400.0)
+        );
+        for bad in [
+            "",
+            "2000-13-01T00:00:00Z",
+            "yesterday",
+            "2000-02-29T00:00:00",
+            "2000-02-29T00:00:00ZZ",
+        ] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn utc_formats() {
+        assert_eq!(utc(0.0), "1970-01-01T00:00:00Z");
+        assert_eq!(utc(1_800_000_000.0), "2027-01-15T08:00:00Z");
+        assert_eq!(utc(951_782_400.0), "2000-02-29T00:00:00Z");
+    }
+}

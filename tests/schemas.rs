@@ -1,0 +1,177 @@
+//! Every JSON document doctor writes validates against its schema in docs/schema/, on real
+//! outputs of every command (a real rank holding a port, a real run, a real scan).
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use serde_json::Value;
+
+fn schema(name: &str) -> Value {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("docs/schema/{name}.schema.json"));
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap())
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+const SCHEMAS: &[&str] = &[
+    "finding",
+    "ports",
+    "ports-check",
+    "tree",
+    "snapshot",
+    "scan",
+    "run",
+    "report",
+    "merge",
+];
+
+/// Errors of `doc` against `docs/schema/NAME.schema.json` (the other schemas resolvable by $id).
+fn errors(name: &str, doc: &Value) -> Vec<String> {
+    let mut registry = jsonschema::Registry::new();
+    for s in SCHEMAS {
+        let v = schema(s);
+        let id = v["$id"].as_str().unwrap().to_string();
+        registry = registry.add(id, v).expect("schema registers");
+    }
+    let registry = registry.prepare().expect("registry prepares");
+    let validator = jsonschema::options()
+        .with_registry(&registry)
+        .build(&schema(name))
+        .unwrap_or_else(|e| panic!("{name} schema compiles: {e}"));
+    validator
+        .iter_errors(doc)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect()
+}
+
+fn assert_valid(name: &str, doc: &Value) {
+    let errs = errors(name, doc);
+    assert!(errs.is_empty(), "{name}: {errs:#?}");
+}
+
+#[test]
+fn every_command_output_matches_its_schema() {
+    let port = free_low_port();
+    let _s = Situation::start("d001", port);
+    let p = port.to_string();
+    let (ports, code) = json(&["ports", "--port", &p, "--format", "json"]);
+    assert_eq!(code, 1, "D001 is found");
+    assert!(!ports["findings"].as_array().unwrap().is_empty());
+    assert_valid("ports", &ports);
+    let (check, _) = json(&["ports", "--check", &p, "--format", "json"]);
+    assert_valid("ports-check", &check);
+    let (tree, _) = json(&["tree", "--port", &p, "--format", "json"]);
+    assert_valid("tree", &tree);
+    let (snap, _) = json(&["snapshot", "--format", "json"]);
+    assert_valid("snapshot", &snap);
+    let (report, _) = json(&["report", "--port", &p, "--format", "json"]);
+    assert_valid("report", &report);
+    let dir = tempfile::tempdir().unwrap();
+    let report_file = dir.path().join("r.json");
+    std::fs::write(&report_file, report.to_string()).unwrap();
+    let (merge, _) = json(&["merge", report_file.to_str().unwrap(), "--format", "json"]);
+    assert_valid("merge", &merge);
+    // A v1 report from an older node merges into the same shape.
+    let old =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/reports/report-node-a.yaml");
+    let (merge, _) = json(&["merge", old.to_str().unwrap(), "--format", "json"]);
+    assert_valid("merge", &merge);
+    let (scan, _) = json(&["scan", "--format", "json", "tests/fixtures/scan/seed.py"]);
+    assert!(!scan["findings"].as_array().unwrap().is_empty());
+    assert_valid("scan", &scan);
+    // A run that fails with a leftover, recorded.
+    let record = dir.path().join("run.json");
+    let out = run(&[
+        "run",
+        "-o",
+        record.to_str().unwrap(),
+        "--",
+        "sh",
+        "-c",
+        "sleep 30 & exit 3",
+    ]);
+    assert_eq!(out.status.code(), Some(3));
+    let rec: Value = serde_json::from_str(&std::fs::read_to_string(&record).unwrap()).unwrap();
+    assert_valid("run", &rec);
+}
+
+/// `repro` with a cheap custom script (no torch needed), and `repro --list`.
+#[test]
+fn repro_documents_match_their_schemas() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("quick_case.py");
+    std::fs::write(&script, "print('ok')\n").unwrap();
+    let out = doctor()
+        .args([
+            "repro",
+            script.to_str().unwrap(),
+            "--ctx",
+            "spawn",
+            "--no-setup",
+        ])
+        .args(["--no-progress", "--format", "json"])
+        .env("DOCTOR_PYTHON", python())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_valid("repro", &doc);
+    let (list, _) = json(&["repro", "--list", "--format", "json"]);
+    assert_valid("repro-list", &list);
+}
+
+#[test]
+fn the_schemas_reject_the_old_shapes() {
+    let old = serde_json::json!({
+        "code": "D001", "name": "duplicate-init", "severity": "error", "message": "m",
+        "pids": [1], "ports": [29500], "fix": "a string, as in schema 1"
+    });
+    assert!(!errors("finding", &old).is_empty());
+    let old_scan = serde_json::json!({"schema_version": 1, "diagnostics": [], "files_scanned": 0,
+        "files_skipped": [], "assumed": {"python_version": "3.11", "platform": "linux",
+        "default_start_method": "fork"}});
+    assert!(!errors("scan", &old_scan).is_empty());
+    let (mut snap, _) = json(&["snapshot", "--format", "json"]);
+    snap["taken_at"] = serde_json::json!(1_764_000_000.0);
+    assert!(
+        !errors("snapshot", &snap).is_empty(),
+        "times are RFC 3339 strings"
+    );
+}
+
+/// A schema 1 snapshot (Unix-second times) still loads; what is written from it is schema 2.
+#[test]
+fn schema_1_snapshots_still_load() {
+    let (mut snap, _) = json(&["snapshot", "--format", "json"]);
+    snap["schema_version"] = 1.into();
+    snap["taken_at"] = 1_764_000_000.5.into();
+    for p in snap["processes"].as_array_mut().unwrap() {
+        p["start_time"] = 1_763_999_000.25.into();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("v1.json");
+    std::fs::write(&file, snap.to_string()).unwrap();
+    let (doc, code) = json(&[
+        "ports",
+        "--from",
+        file.to_str().unwrap(),
+        "--format",
+        "json",
+        "--all",
+    ]);
+    assert!(code == 0 || code == 1, "{doc}");
+    assert_valid("ports", &doc);
+    let holder_age = doc["holders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|h| h["age_seconds"].as_f64());
+    if let Some(age) = holder_age {
+        assert!(
+            (age - 1000.3).abs() < 0.2,
+            "ages from the numeric times: {age}"
+        );
+    }
+}
