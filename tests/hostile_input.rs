@@ -59,7 +59,8 @@ fn huge_durations_are_usage_errors() {
         ("--timeout", "0"),
     ] {
         for trace in [&[][..], &["--no-trace"][..]] {
-            let mut args = vec!["run", flag, value];
+            let flag_value = format!("{flag}={value}");
+            let mut args = vec!["run", flag_value.as_str()];
             args.extend_from_slice(trace);
             args.extend_from_slice(&["--", "sh", "-c", &touch]);
             usage_error(&args, flag);
