@@ -6,6 +6,7 @@
 pub mod diagnostic;
 
 mod decode;
+pub mod fix;
 mod reach;
 pub mod render;
 mod rules;
@@ -90,21 +91,27 @@ const SMALL_SOURCE: usize = 2048;
 /// Diagnostics for one source text (`path` is only used in the diagnostics). Never panics, and
 /// never overflows the stack: long sources are analysed on a thread with a big stack.
 pub fn scan_source(path: &str, source: &str, opts: &ScanOptions) -> Vec<Diagnostic> {
-    if source.len() <= SMALL_SOURCE || ON_BIG_STACK.with(|b| b.get()) {
-        return scan_source_here(path, source, opts);
+    on_big_stack(source.len(), || scan_source_here(path, source, opts))
+}
+
+/// Run `work` (over a source of `len` bytes) on a thread with [`BIG_STACK`] unless the source is
+/// short or this thread already has one.
+pub(crate) fn on_big_stack<R: Send>(len: usize, work: impl FnOnce() -> R + Send + Copy) -> R {
+    if len <= SMALL_SOURCE || ON_BIG_STACK.with(|b| b.get()) {
+        return work();
     }
     let spawned = std::thread::scope(|scope| {
         std::thread::Builder::new()
             .stack_size(BIG_STACK)
-            .spawn_scoped(scope, || scan_source_here(path, source, opts))
+            .spawn_scoped(scope, work)
             .ok()
             .map(|h| h.join())
     });
     match spawned {
-        Some(Ok(diags)) => diags,
+        Some(Ok(out)) => out,
         Some(Err(panic)) => std::panic::resume_unwind(panic),
         // No thread could be started: try on this one.
-        None => scan_source_here(path, source, opts),
+        None => work(),
     }
 }
 
