@@ -3,6 +3,7 @@
 
 pub mod facts;
 pub mod holders;
+pub mod outcome;
 pub mod rules;
 pub mod traceback;
 pub mod tree;

@@ -1,6 +1,7 @@
 //! Every operating-system access: /proc, sockets, host facts, process supervision, ptrace
 //! tracing, Python discovery. Nothing above this layer opens a file under /proc.
 
+pub mod case;
 pub mod host;
 pub mod observe;
 pub mod pyenv;
