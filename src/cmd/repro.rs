@@ -20,6 +20,8 @@ use crate::sys::case::{self as sys_case, CaseCommand, CaseRun};
 use crate::sys::pyenv;
 use crate::sys::supervise::{self, Killed};
 
+mod verify_fix;
+
 pub const SCHEMA_VERSION: u32 = 1;
 
 /// Default per-case timeout: a case takes 5-10 s on an idle 2-core CPU machine and several times
@@ -94,6 +96,12 @@ pub struct ReproArgs {
     #[arg(long)]
     pub no_setup: bool,
 
+    /// Fix your script with `doctor scan --fix` (a copy; your file is not touched), run the
+    /// original and the fixed copy under each context, and say whether the fix is verified.
+    /// `{ctx}` in ARGS is replaced by the context of each run
+    #[arg(long, conflicts_with_all = ["list", "show", "setup", "variant"])]
+    pub verify_fix: bool,
+
     /// Arguments for your own scripts (after `--`)
     #[arg(last = true, value_name = "ARGS")]
     pub script_args: Vec<String>,
@@ -139,6 +147,8 @@ pub enum Variant {
     Fixed,
     /// A script given by path.
     Custom,
+    /// `--verify-fix`: the user's script as it is (the fixed copy is `Fixed`).
+    Original,
 }
 
 impl Variant {
@@ -147,6 +157,7 @@ impl Variant {
             Variant::Buggy => "buggy",
             Variant::Fixed => "fixed",
             Variant::Custom => "custom",
+            Variant::Original => "original",
         }
     }
 }
@@ -236,6 +247,8 @@ struct CaseSpec {
     expected: &'static [Outcome],
     /// Extra environment for the case (the forced start method of --verify-fix).
     env: Vec<(String, String)>,
+    /// A bundled script (takes --ctx/--accelerator/--devices, prints DOCTOR_RESULT per rank).
+    bundled: bool,
 }
 
 /// The result of one case, as in the JSON/YAML document.
@@ -327,6 +340,9 @@ pub fn main(args: ReproArgs) -> anyhow::Result<i32> {
         })?),
         None => None,
     };
+    if args.verify_fix {
+        return verify_fix::main(&args, python.as_deref());
+    }
     // Resolve names before the (possibly slow) environment check, so typos fail fast.
     let selection = select(&args)?;
     let env = python_env(&args, python.as_deref(), &selection)?;
@@ -643,6 +659,7 @@ fn select(args: &ReproArgs) -> anyhow::Result<Vec<CaseSpec>> {
                             &[Outcome::Ok]
                         },
                         env: Vec::new(),
+                        bundled: true,
                     });
                 }
             }
@@ -662,6 +679,7 @@ fn select(args: &ReproArgs) -> anyhow::Result<Vec<CaseSpec>> {
                     script: abs.clone(),
                     expected: &[Outcome::Ok],
                     env: Vec::new(),
+                    bundled: false,
                 });
             }
             continue;
@@ -680,7 +698,7 @@ fn select(args: &ReproArgs) -> anyhow::Result<Vec<CaseSpec>> {
 /// Write bundled scripts into `dir` and point the cases at them.
 fn materialise(mut cases: Vec<CaseSpec>, dir: &Path) -> anyhow::Result<Vec<CaseSpec>> {
     for case in &mut cases {
-        if case.variant == Variant::Custom {
+        if !case.bundled {
             continue;
         }
         let file = case.script.to_string_lossy().to_string();
@@ -782,7 +800,11 @@ fn case_argv(case: &CaseSpec, ctx: &RunCtx, port: u16) -> Vec<String> {
     }
     argv.push(case.script.display().to_string());
     match case.variant {
-        Variant::Custom => argv.extend(ctx.script_args.iter().cloned()),
+        _ if !case.bundled => argv.extend(
+            ctx.script_args
+                .iter()
+                .map(|a| a.replace("{ctx}", case.ctx.as_str())),
+        ),
         _ => {
             argv.extend([
                 "--ctx".into(),
@@ -911,9 +933,11 @@ fn run_case(case: &CaseSpec, ctx: &RunCtx, index: usize) -> anyhow::Result<CaseR
         scrub_env: SCRUB_ENV,
         env,
     })?;
-    let expected_ranks = match case.variant {
-        Variant::Buggy | Variant::Fixed => ctx.devices as usize,
-        _ => 0,
+    // Bundled scripts print one DOCTOR_RESULT line per rank; scripts of one's own need not.
+    let expected_ranks = if case.bundled {
+        ctx.devices as usize
+    } else {
+        0
     };
     let judged = outcome::judge(&run, port, expected_ranks, ctx.timeout);
     Ok(case_result(case, port, argv, run, judged))

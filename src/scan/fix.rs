@@ -56,15 +56,20 @@ impl FileFix {
 
     /// `--fix`: write the fixed text back, in the file's own encoding.
     pub fn write(&self) -> anyhow::Result<()> {
+        self.write_to(std::path::Path::new(&self.path))
+    }
+
+    /// Write the fixed text to `dest`, encoded as the original file is.
+    pub fn write_to(&self, dest: &std::path::Path) -> anyhow::Result<()> {
         use anyhow::Context;
         let Fix::Fixed(after) = &self.outcome else {
             return Ok(());
         };
-        let path = std::path::Path::new(&self.path);
-        let original = std::fs::read(path).with_context(|| format!("cannot read {}", self.path))?;
+        let original =
+            std::fs::read(&self.path).with_context(|| format!("cannot read {}", self.path))?;
         let bytes = super::decode::encode_like(&original, after)
             .map_err(|e| anyhow::anyhow!("cannot encode the fix of {}: {e}", self.path))?;
-        std::fs::write(path, bytes).with_context(|| format!("cannot write {}", self.path))
+        std::fs::write(dest, bytes).with_context(|| format!("cannot write {}", dest.display()))
     }
 }
 
