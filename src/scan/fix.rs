@@ -239,8 +239,9 @@ fn is_plain_guard(test: &Expr) -> bool {
     matches!(test, Expr::Compare(_))
 }
 
-/// A kept statement that binds or reads, when defined, a moved name must move too (repeat until
-/// nothing changes: moving a def moves its name).
+/// A kept statement that binds or reads, when defined, a moved name must move too, and so must
+/// one that rebinds a name an earlier moved statement reads (it would run before that statement
+/// otherwise). Repeat until nothing changes: moving a def moves its name.
 fn settle_dependencies(items: &mut [Item]) {
     loop {
         let moved: HashSet<&str> = items
@@ -248,12 +249,21 @@ fn settle_dependencies(items: &mut [Item]) {
             .filter(|i| i.role != Role::Keep)
             .flat_map(|i| i.names.bound.iter().map(String::as_str))
             .collect();
-        let depends = |i: &Item| {
-            i.names.bound.iter().any(|n| moved.contains(n.as_str()))
+        let read_before = |k: usize, name: &str| {
+            items[..k]
+                .iter()
+                .any(|i| i.role != Role::Keep && i.names.reads.contains(name))
+        };
+        let depends = |k: usize| {
+            let i = &items[k];
+            i.names
+                .bound
+                .iter()
+                .any(|n| moved.contains(n.as_str()) || read_before(k, n))
                 || i.names.reads.iter().any(|n| moved.contains(n.as_str()))
         };
         let to_move: Vec<usize> = (0..items.len())
-            .filter(|&k| items[k].role == Role::Keep && depends(&items[k]))
+            .filter(|&k| items[k].role == Role::Keep && depends(k))
             .collect();
         if to_move.is_empty() {
             return;

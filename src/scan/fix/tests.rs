@@ -144,3 +144,14 @@ fn nothing_to_fix() {
     assert_eq!(fix_source("x = 1\n"), Fix::Unchanged);
     assert_eq!(fix_source("def (:\n"), Fix::Unchanged);
 }
+
+#[test]
+fn a_definition_that_rebinds_a_name_read_earlier_moves() {
+    let src = "import torch.distributed as dist\n\n\ndef helper():\n    return 1\n\n\ndist.init_process_group('gloo')\nx = helper()\n\n\ndef helper():\n    return 2\n";
+    let out = fixed(src);
+    assert!(out.contains("    global x, helper\n"), "{out}");
+    assert!(
+        out.find("x = helper()").unwrap() < out.rfind("def helper").unwrap(),
+        "{out}"
+    );
+}
