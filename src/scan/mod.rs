@@ -179,7 +179,11 @@ fn scan_bytes(path: String, bytes: &[u8], opts: &ScanOptions) -> FileReport {
     }
     match decode::decode(bytes) {
         Ok(source) => {
-            let diagnostics = scan_source(&path, &source, opts);
+            let diagnostics = if may_report(source.as_bytes()) {
+                scan_source(&path, &source, opts)
+            } else {
+                Vec::new()
+            };
             FileReport {
                 path,
                 diagnostics,
@@ -189,6 +193,34 @@ fn scan_bytes(path: String, bytes: &[u8], opts: &ScanOptions) -> FileReport {
         }
         Err(reason) => skipped(path, reason),
     }
+}
+
+/// Names of which a file must contain at least one for S001-S003 to report anything: the callees
+/// and classes that `symbols.rs` classifies as a launch or CUDA work (qualified names need them
+/// spelled out in the file, an alias still imports them by name). A file with none of them is not
+/// parsed (so it gets no S900 either). Keep in step with `Symbols::launch_label` and `cuda_label`.
+pub const NEEDLES: &[&str] = &[
+    "init_process_group",
+    "TCPStore",
+    "spawn",
+    "start_processes",
+    "elastic_launch",
+    "Accelerator",
+    "notebook_launcher",
+    "deepspeed",
+    "LightningCLI",
+    "Fabric",
+    "Trainer",
+    "cuda",
+];
+
+static PREFILTER: std::sync::LazyLock<aho_corasick::AhoCorasick> = std::sync::LazyLock::new(|| {
+    aho_corasick::AhoCorasick::new(NEEDLES).expect("static needles build an automaton")
+});
+
+/// One pass over the bytes: could any rule but S900 report something in this source?
+pub fn may_report(source: &[u8]) -> bool {
+    PREFILTER.is_match(source)
 }
 
 fn skipped(path: String, reason: String) -> FileReport {
@@ -415,6 +447,27 @@ mod tests {
                 .skipped
                 .is_some_and(|r| r.contains("not valid UTF-8"))
         );
+    }
+
+    #[test]
+    fn every_fixture_with_a_finding_passes_the_prefilter() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        let mut checked = 0;
+        for sub in ["scan", "scan_fix"] {
+            for entry in std::fs::read_dir(dir.join(sub)).expect("fixtures") {
+                let path = entry.expect("entry").path();
+                let Ok(source) = std::fs::read_to_string(&path) else {
+                    continue;
+                };
+                let found = scan_source("f.py", &source, &ScanOptions::default());
+                if found.iter().any(|d| d.code != "S900") {
+                    assert!(may_report(source.as_bytes()), "{}", path.display());
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked >= 40, "{checked}");
+        assert!(!may_report(b"import torch\nx = torch.zeros(3)\n"));
     }
 
     #[test]
