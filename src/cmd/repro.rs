@@ -35,6 +35,7 @@ Examples:
   doctor repro --ctx spawn              one context
   doctor repro torchrun --timeout 60    the plain-PyTorch pair under torchrun
   doctor repro ./train.py --ctx spawn   your own script, supervised the same way
+  doctor repro ./train.py --verify-fix  fix a copy (doctor scan --fix), run both, before/after
   doctor repro --list | --show fabric   what is bundled
   doctor repro --setup                  create doctor's Python environment (torch + lightning)
 
