@@ -211,6 +211,19 @@ fn exit_codes_follow_ruff() {
     assert_eq!(common::run(&["scan", "--fix", &p]).status.code(), Some(0));
     assert_eq!(common::run(&["scan", &p]).status.code(), Some(0));
     assert_eq!(common::run(&["scan", "--diff", &p]).status.code(), Some(0));
+    // --exit-zero wins over a diff.
+    std::fs::write(&fixable, src).unwrap();
+    assert_eq!(
+        common::run(&["scan", "--diff", "--exit-zero", &p])
+            .status
+            .code(),
+        Some(0)
+    );
+    // --fix and --diff together are a usage error.
+    assert_eq!(
+        common::run(&["scan", "--fix", "--diff", &p]).status.code(),
+        Some(2)
+    );
 
     // --fix with a refusal -> 1, file untouched.
     let refused = fixtures("scan_fix").join("refuse_exec.py");

@@ -94,7 +94,8 @@ pub struct Assumed {
     pub default_start_method: &'static str,
 }
 
-pub fn scan(args: ScanArgs) -> anyhow::Result<i32> {
+/// --select/--ignore name known codes.
+fn check_codes(args: &ScanArgs) -> anyhow::Result<()> {
     for code in args.select.iter().chain(&args.ignore) {
         if !crate::scan::diagnostic::RULES
             .iter()
@@ -107,6 +108,11 @@ pub fn scan(args: ScanArgs) -> anyhow::Result<i32> {
             ));
         }
     }
+    Ok(())
+}
+
+pub fn scan(args: ScanArgs) -> anyhow::Result<i32> {
+    check_codes(&args)?;
     let opts = ScanOptions {
         python_version: args.python_version.unwrap_or_else(local_python_version),
         platform: args.platform.unwrap_or_else(Platform::current),
@@ -117,11 +123,8 @@ pub fn scan(args: ScanArgs) -> anyhow::Result<i32> {
     if args.fix || args.diff {
         let fixes = apply_fixes(&mut reports, &args, &opts)?;
         if args.diff {
-            return Ok(if fixes > 0 || remaining(&reports) && !args.exit_zero {
-                1
-            } else {
-                0
-            });
+            let changes = fixes > 0 || remaining(&reports);
+            return Ok(if changes && !args.exit_zero { 1 } else { 0 });
         }
     }
 
