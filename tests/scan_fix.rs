@@ -249,6 +249,8 @@ fn crlf_and_latin1_are_kept_on_disk() {
     .unwrap();
     let latin = dir.path().join("latin.py");
     std::fs::copy(fixtures("scan_fix").join("keep_shebang_cookie.py"), &latin).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&latin, std::fs::Permissions::from_mode(0o755)).unwrap();
     let out = common::run(&[
         "scan",
         "--fix",
@@ -268,6 +270,13 @@ fn crlf_and_latin1_are_kept_on_disk() {
         bytes.windows(4).any(|w| w == b"caf\xe9"),
         "latin-1 byte kept"
     );
+    let mode = std::fs::metadata(&latin).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o755, "the script stays executable");
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.len(), 2, "no temporary file left: {names:?}");
     py_compile(&crlf).unwrap();
     py_compile(&latin).unwrap();
 }

@@ -69,8 +69,34 @@ impl FileFix {
             std::fs::read(&self.path).with_context(|| format!("cannot read {}", self.path))?;
         let bytes = super::decode::encode_like(&original, after)
             .map_err(|e| anyhow::anyhow!("cannot encode the fix of {}: {e}", self.path))?;
-        std::fs::write(dest, bytes).with_context(|| format!("cannot write {}", dest.display()))
+        replace_file(dest, &bytes).with_context(|| format!("cannot write {}", dest.display()))
     }
+}
+
+/// Write `bytes` to a temporary file beside `dest` (the target of a symlink), with its
+/// permissions, then rename it over: an interrupted fix never leaves a half-written script.
+fn replace_file(dest: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dest = std::fs::canonicalize(dest).unwrap_or_else(|_| dest.to_path_buf());
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dest.with_file_name(format!(".{name}.doctor-fix-{}", std::process::id()));
+    std::fs::write(&tmp, bytes)?;
+    let done = std::fs::metadata(&dest)
+        .and_then(|m| std::fs::set_permissions(&tmp, m.permissions()))
+        .or_else(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Ok(())
+            } else {
+                Err(e)
+            }
+        })
+        .and_then(|()| std::fs::rename(&tmp, &dest));
+    if done.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    done
 }
 
 /// The fix for a scanned file: only files with S001/S002 findings are rewritten.
