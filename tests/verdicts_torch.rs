@@ -307,7 +307,13 @@ fn world_of_three_with_two_ranks_started_hangs_with_rank_two_missing() {
             "py-spy is missing from the managed environment (repro/requirements.txt)"
         );
     }
-    assert!(f["fix"]["message"].as_str().unwrap().contains("WORLD_SIZE=3"), "{f}");
+    assert!(
+        f["fix"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("WORLD_SIZE=3"),
+        "{f}"
+    );
     // One job, not two: the plain subprocess launcher's ranks share the rendezvous.
     assert!(findings(&doc, "D002", port).is_empty(), "{doc:#}");
 }
