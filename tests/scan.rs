@@ -273,7 +273,8 @@ fn write(dir: &Path, name: &str, bytes: &[u8]) {
 fn bad_inputs_are_reported_and_the_rest_is_scanned() {
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
-    write(d, "a_broken.py", b"import torch\ndef f(:\n    pass\n");
+    // Parsed (it names `cuda`), so its syntax error is reported; see scan::NEEDLES.
+    write(d, "a_broken.py", b"import torch.cuda\ndef f(:\n    pass\n");
     write(
         d,
         "b_flagged.py",

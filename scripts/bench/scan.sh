@@ -4,6 +4,7 @@
 #
 #   scripts/bench/scan.sh            # venv at ~/.cache/ddp-doctor/venv
 #   DOCTOR_VENV=/path/to/venv RUNS=5 scripts/bench/scan.sh
+#   DOCTOR_BASELINE=/path/to/older/doctor scripts/bench/scan.sh   # also time and count an older build
 set -euo pipefail
 
 RUNS="${RUNS:-5}"
@@ -49,13 +50,27 @@ RUFF_CMD="$RUFF check --isolated --no-cache --select E9 --exit-zero --extend-exc
 D_FILES=$($DOCTOR_CMD 2>/dev/null | "$VENV/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["files_scanned"])')
 R_FILES=$(eval "$RUFF check --isolated --no-cache --select E9 --extend-exclude '*.pyi' --extend-exclude '*.ipynb' --show-files ${DIRS[*]}" | grep -c '\.py$' || true)
 echo "files scanned: doctor $D_FILES, ruff $R_FILES"
+# Findings by code: the prefilter (files naming none of scan::NEEDLES are not parsed) must not
+# change them; compare with a run of an older build (DOCTOR_BASELINE=/path/to/doctor).
+counts() { $1 scan --exit-zero --format json --python-version 3.11 --platform linux ${DIRS[*]} 2>/dev/null \
+    | "$VENV/bin/python" -c 'import json,sys,collections; d=json.load(sys.stdin)["diagnostics"]; print(dict(sorted(collections.Counter(x["code"] for x in d).items())))'; }
+echo "findings: doctor $(counts "$DOCTOR")"
+if [[ -n "${DOCTOR_BASELINE:-}" ]]; then
+    echo "findings: baseline $(counts "$DOCTOR_BASELINE")"
+fi
+PARSED=$(find "${DIRS[@]}" -name '*.py' -type f -print0 | xargs -0 grep -l -E 'init_process_group|TCPStore|spawn|start_processes|elastic_launch|Accelerator|notebook_launcher|deepspeed|LightningCLI|Fabric|Trainer|cuda' | wc -l)
+echo "files doctor parses (naming a rule's needle): $PARSED of $FILES"
 
 median() { sort -n | awk '{a[NR]=$1} END {m=(NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2; printf "%.3f\n", m}'; }
 
 if command -v hyperfine >/dev/null; then
+    BASE=()
+    if [[ -n "${DOCTOR_BASELINE:-}" ]]; then
+        BASE=(-n "baseline doctor scan" "${DOCTOR_CMD/#$DOCTOR/$DOCTOR_BASELINE} > /dev/null 2>&1")
+    fi
     hyperfine --warmup 1 --runs "$RUNS" --style basic --export-json "$TMP/h.json" \
         -n "doctor scan" "$DOCTOR_CMD > /dev/null 2>&1" \
-        -n "ruff check --select E9" "$RUFF_CMD > /dev/null 2>&1"
+        -n "ruff check --select E9" "$RUFF_CMD > /dev/null 2>&1" "${BASE[@]}"
     read -r D R < <(python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))["results"]; print(r[0]["median"], r[1]["median"])' "$TMP/h.json")
 else
     run() { for _ in $(seq "$RUNS"); do s=$(date +%s.%N); eval "$1" >/dev/null 2>&1; e=$(date +%s.%N); echo "$e - $s" | bc -l; done | median; }

@@ -5,6 +5,7 @@ pub mod cluster;
 pub mod facts;
 pub mod hang;
 pub mod holders;
+pub mod outcome;
 mod rendezvous;
 pub mod rules;
 pub mod run_diagnosis;

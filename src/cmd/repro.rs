@@ -3,9 +3,7 @@
 //! its own free rendezvous port, and say whether the fix is verified.
 
 use std::collections::BTreeSet;
-use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -14,11 +12,15 @@ use anyhow::Context;
 use comfy_table::{ContentArrangement, Table};
 use serde::Serialize;
 
-use crate::analysis::traceback::{self, RankResult};
+use crate::analysis::outcome::{self, Judged};
+use crate::analysis::traceback::RankResult;
 use crate::error::user_error;
 use crate::render::{self, Format, Paint, progress};
+use crate::sys::case::{self as sys_case, CaseCommand, CaseRun};
 use crate::sys::pyenv;
-use crate::sys::supervise::{self, Killed, Tree, Waited};
+use crate::sys::supervise::{self, Killed};
+
+mod verify_fix;
 
 /// The version of repro's documents: the same as every doctor document (docs/changelog.md).
 pub const SCHEMA_VERSION: u32 = crate::model::snapshot::SCHEMA_VERSION;
@@ -34,6 +36,7 @@ Examples:
   doctor repro --ctx spawn              one context
   doctor repro torchrun --timeout 60    the plain-PyTorch pair under torchrun
   doctor repro ./train.py --ctx spawn   your own script, supervised the same way
+  doctor repro ./train.py --verify-fix  fix a copy (doctor scan --fix), run both, before/after
   doctor repro --list | --show fabric   what is bundled
   doctor repro --setup                  create doctor's Python environment (torch + lightning)
 
@@ -100,6 +103,12 @@ pub struct ReproArgs {
     #[arg(long)]
     pub no_setup: bool,
 
+    /// Fix your script with `doctor scan --fix` (a copy; your file is not touched), run the
+    /// original and the fixed copy under each context, and say whether the fix is verified.
+    /// `{ctx}` in ARGS is replaced by the context of each run
+    #[arg(long, conflicts_with_all = ["list", "show", "setup", "variant"])]
+    pub verify_fix: bool,
+
     /// Arguments for your own scripts (after `--`)
     #[arg(last = true, value_name = "ARGS")]
     pub script_args: Vec<String>,
@@ -145,6 +154,8 @@ pub enum Variant {
     Fixed,
     /// A script given by path.
     Custom,
+    /// `--verify-fix`: the user's script as it is (the fixed copy is `Fixed`).
+    Original,
 }
 
 impl Variant {
@@ -153,6 +164,7 @@ impl Variant {
             Variant::Buggy => "buggy",
             Variant::Fixed => "fixed",
             Variant::Custom => "custom",
+            Variant::Original => "original",
         }
     }
 }
@@ -164,25 +176,7 @@ pub enum Accel {
     Cuda,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Outcome {
-    Ok,
-    Eaddrinuse,
-    Hang,
-    Error,
-}
-
-impl Outcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Ok => "ok",
-            Outcome::Eaddrinuse => "eaddrinuse",
-            Outcome::Hang => "hang",
-            Outcome::Error => "error",
-        }
-    }
-}
+pub use crate::analysis::outcome::Outcome;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Launcher {
@@ -258,6 +252,10 @@ struct CaseSpec {
     /// The script on disk (written to the run's temp dir for bundled ones).
     script: PathBuf,
     expected: &'static [Outcome],
+    /// Extra environment for the case (the forced start method of --verify-fix).
+    env: Vec<(String, String)>,
+    /// A bundled script (takes --ctx/--accelerator/--devices, prints DOCTOR_RESULT per rank).
+    bundled: bool,
 }
 
 /// The result of one case, as in the JSON/YAML document.
@@ -339,6 +337,77 @@ pub fn main(args: ReproArgs) -> anyhow::Result<i32> {
     if let Some(name) = &args.show {
         return show(name);
     }
+    check_numbers(&args)?;
+    let python = match &args.python {
+        Some(p) => Some(pyenv::resolve(p).ok_or_else(|| {
+            user_error(
+                format!("--python {}: no such file", p.display()),
+                "give the path of a Python interpreter, e.g. --python .venv/bin/python",
+            )
+        })?),
+        None => None,
+    };
+    if args.verify_fix {
+        return verify_fix::main(&args, python.as_deref());
+    }
+    // Resolve names before the (possibly slow) environment check, so typos fail fast.
+    let selection = select(&args)?;
+    let env = python_env(&args, python.as_deref(), &selection)?;
+    if args.setup {
+        eprintln!("doctor: using {} [{}]", env.summary(), env.source);
+        render::print(&format!("{}\n", env.path.display()));
+        return Ok(0);
+    }
+    render::note(&format!("doctor: using {} [{}]", env.summary(), env.source));
+    let (accel, jobs) = plan_resources(&args, selection.len())?;
+    supervise::init()?;
+    let workdir = TempDir::new()?;
+    let cases = materialise(selection, workdir.path())?;
+    render::note(&format!(
+        "doctor: {} case(s), {} at a time, {} x{} ({}), timeout {}s each",
+        cases.len(),
+        jobs,
+        accel.kind,
+        accel.devices,
+        accel.backend,
+        args.timeout
+    ));
+    let ctx = RunCtx {
+        python: env.path.clone(),
+        accel_kind: accel.kind,
+        devices: accel.devices,
+        timeout: Duration::from_secs_f64(args.timeout),
+        workdir: workdir.path().to_path_buf(),
+        script_args: args.script_args.clone(),
+    };
+    let results = run_all(&cases, &ctx, jobs, progress::Mode::choose(args.no_progress));
+    if supervise::interrupted() {
+        return Ok(report_interrupted(&results));
+    }
+    let mut results: Vec<CaseResult> = results.into_iter().flatten().collect();
+    results.sort_by(|a, b| (&a.name, a.ctx, a.variant).cmp(&(&b.name, b.ctx, b.variant)));
+    let verdict = verdict(&results);
+    let mut doc = Document {
+        schema_version: SCHEMA_VERSION,
+        python: PythonInfo::of(&env),
+        accelerator: accel,
+        jobs,
+        timeout_s: args.timeout,
+        cases: results,
+        verdict,
+    };
+    if !render::settings().show_secrets {
+        redact_cases(&mut doc.cases);
+    }
+    match args.format.unwrap_or(Format::Table) {
+        Format::Table => render::print(&render_table(&doc)),
+        f => render::print(&render::document(&doc, f)?),
+    }
+    Ok(if doc.verdict.matches_expected { 0 } else { 1 })
+}
+
+/// --timeout, --jobs and --devices make sense.
+fn check_numbers(args: &ReproArgs) -> anyhow::Result<()> {
     if !(args.timeout.is_finite() && args.timeout > 0.0 && args.timeout <= 7.0 * 86_400.0) {
         return Err(user_error(
             format!(
@@ -363,18 +432,15 @@ pub fn main(args: ReproArgs) -> anyhow::Result<i32> {
             "give --devices 1 or more (2 on CPU shows the bug best)",
         ));
     }
-    let python = match &args.python {
-        Some(p) => Some(pyenv::resolve(p).ok_or_else(|| {
-            user_error(
-                format!("--python {}: no such file", p.display()),
-                "give the path of a Python interpreter, e.g. --python .venv/bin/python",
-            )
-        })?),
-        None => None,
-    };
-    // Resolve names before the (possibly slow) environment check, so typos fail fast.
-    let selection = select(&args)?;
+    Ok(())
+}
 
+/// The interpreter the cases need (torch, lightning, or anything for scripts of one's own).
+fn python_env(
+    args: &ReproArgs,
+    python: Option<&Path>,
+    selection: &[CaseSpec],
+) -> anyhow::Result<pyenv::PythonEnv> {
     let need = if args.setup {
         pyenv::Need::TorchAndLightning
     } else if selection.iter().all(|s| s.variant == Variant::Custom) {
@@ -387,16 +453,11 @@ pub fn main(args: ReproArgs) -> anyhow::Result<i32> {
     } else {
         pyenv::Need::TorchAndLightning
     };
-    let env = pyenv::find_python_for(python.as_deref(), !args.no_setup, need)?;
-    if args.setup {
-        eprintln!("doctor: using {} [{}]", env.summary(), env.source);
-        render::print(&format!("{}\n", env.path.display()));
-        return Ok(0);
-    }
-    render::note(&format!("doctor: using {} [{}]", env.summary(), env.source));
-    if selection
-        .iter()
-        .any(|s| s.launcher == Launcher::Direct && s.variant != Variant::Custom)
+    let env = pyenv::find_python_for(python, !args.no_setup, need)?;
+    if !args.setup
+        && selection
+            .iter()
+            .any(|s| s.launcher == Launcher::Direct && s.variant != Variant::Custom)
         && env.lightning.is_none()
     {
         return Err(user_error(
@@ -404,13 +465,12 @@ pub fn main(args: ReproArgs) -> anyhow::Result<i32> {
             "install lightning there, or run `doctor repro torchrun` (plain PyTorch)",
         ));
     }
+    Ok(env)
+}
 
+/// The accelerator and how many cases run at once.
+fn plan_resources(args: &ReproArgs, cases: usize) -> anyhow::Result<(Accelerator, usize)> {
     let (kind, devices) = accelerator(args.accelerator, args.devices)?;
-    let accel = Accelerator {
-        kind,
-        backend: if kind == "cuda" { "nccl" } else { "gloo" },
-        devices,
-    };
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     // Never more torch ranks at once than CPUs by default (each case starts `devices` ranks).
     let jobs = args
@@ -420,76 +480,46 @@ pub fn main(args: ReproArgs) -> anyhow::Result<i32> {
         } else {
             (cpus / devices.max(1) as usize).clamp(1, 6)
         })
-        .min(selection.len().max(1));
-
-    supervise::init()?;
-    let workdir = TempDir::new()?;
-    let cases = materialise(selection, workdir.path())?;
-    render::note(&format!(
-        "doctor: {} case(s), {} at a time, {} x{} ({}), timeout {}s each",
-        cases.len(),
-        jobs,
-        accel.kind,
-        accel.devices,
-        accel.backend,
-        args.timeout
-    ));
-
-    let ctx = RunCtx {
-        python: env.path.clone(),
-        accel_kind: kind,
+        .min(cases.max(1));
+    let accel = Accelerator {
+        kind,
+        backend: if kind == "cuda" { "nccl" } else { "gloo" },
         devices,
-        timeout: Duration::from_secs_f64(args.timeout),
-        workdir: workdir.path().to_path_buf(),
-        script_args: args.script_args.clone(),
     };
-    let results = run_all(&cases, &ctx, jobs, progress::Mode::choose(args.no_progress));
-    if supervise::interrupted() {
-        let done: Vec<&CaseResult> = results.iter().flatten().collect();
-        let killed: usize = done.iter().map(|r| r.killed.len()).sum();
-        let left: Vec<&String> = done.iter().flat_map(|r| r.leftovers.iter()).collect();
-        if left.is_empty() {
-            eprintln!(
-                "doctor: interrupted; killed {killed} process(es) of the running cases, none left running"
-            );
-        } else {
-            eprintln!(
-                "doctor: interrupted; killed {killed} process(es), but these are left: {}",
-                left.iter()
-                    .map(|s| s.as_str())
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            );
-        }
-        return Ok(supervise::interrupt_exit_code());
-    }
-    let mut results: Vec<CaseResult> = results.into_iter().flatten().collect();
-    results.sort_by(|a, b| (&a.name, a.ctx, a.variant).cmp(&(&b.name, b.ctx, b.variant)));
-    let verdict = verdict(&results);
+    Ok((accel, jobs))
+}
 
-    let mut doc = Document {
-        schema_version: SCHEMA_VERSION,
-        python: PythonInfo {
+/// Ctrl-C: say what was killed and whether anything is left; the exit code.
+fn report_interrupted(results: &[Option<CaseResult>]) -> i32 {
+    let done: Vec<&CaseResult> = results.iter().flatten().collect();
+    let killed: usize = done.iter().map(|r| r.killed.len()).sum();
+    let left: Vec<&String> = done.iter().flat_map(|r| r.leftovers.iter()).collect();
+    if left.is_empty() {
+        eprintln!(
+            "doctor: interrupted; killed {killed} process(es) of the running cases, none left running"
+        );
+    } else {
+        eprintln!(
+            "doctor: interrupted; killed {killed} process(es), but these are left: {}",
+            left.iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
+    }
+    supervise::interrupt_exit_code()
+}
+
+impl PythonInfo {
+    fn of(env: &pyenv::PythonEnv) -> PythonInfo {
+        PythonInfo {
             path: env.path.display().to_string(),
             python_version: env.python_version.clone(),
             torch: env.torch.clone(),
             lightning: env.lightning.clone(),
             source: env.source.clone(),
-        },
-        accelerator: accel,
-        jobs,
-        timeout_s: args.timeout,
-        cases: results,
-        verdict,
-    };
-    if !render::settings().show_secrets {
-        redact_cases(&mut doc.cases);
+        }
     }
-    match args.format.unwrap_or(Format::Table) {
-        Format::Table => render::print(&render_table(&doc)),
-        f => render::print(&render::document(&doc, f)?),
-    }
-    Ok(if doc.verdict.matches_expected { 0 } else { 1 })
 }
 
 fn list(format: Option<Format>) -> anyhow::Result<i32> {
@@ -640,6 +670,8 @@ fn select(args: &ReproArgs) -> anyhow::Result<Vec<CaseSpec>> {
                         } else {
                             &[Outcome::Ok]
                         },
+                        env: Vec::new(),
+                        bundled: true,
                     });
                 }
             }
@@ -658,6 +690,8 @@ fn select(args: &ReproArgs) -> anyhow::Result<Vec<CaseSpec>> {
                     launcher: Launcher::Direct,
                     script: abs.clone(),
                     expected: &[Outcome::Ok],
+                    env: Vec::new(),
+                    bundled: false,
                 });
             }
             continue;
@@ -676,7 +710,7 @@ fn select(args: &ReproArgs) -> anyhow::Result<Vec<CaseSpec>> {
 /// Write bundled scripts into `dir` and point the cases at them.
 fn materialise(mut cases: Vec<CaseSpec>, dir: &Path) -> anyhow::Result<Vec<CaseSpec>> {
     for case in &mut cases {
-        if case.variant == Variant::Custom {
+        if !case.bundled {
             continue;
         }
         let file = case.script.to_string_lossy().to_string();
@@ -778,7 +812,11 @@ fn case_argv(case: &CaseSpec, ctx: &RunCtx, port: u16) -> Vec<String> {
     }
     argv.push(case.script.display().to_string());
     match case.variant {
-        Variant::Custom => argv.extend(ctx.script_args.iter().cloned()),
+        _ if !case.bundled => argv.extend(
+            ctx.script_args
+                .iter()
+                .map(|a| a.replace("{ctx}", case.ctx.as_str())),
+        ),
         _ => {
             argv.extend([
                 "--ctx".into(),
@@ -928,132 +966,76 @@ fn run_case(case: &CaseSpec, ctx: &RunCtx, index: usize) -> anyhow::Result<CaseR
         case.variant.as_str(),
         case.ctx.as_str()
     );
-    let log_path = ctx.workdir.join(format!("case{index}.log"));
-    let log =
-        File::create(&log_path).with_context(|| format!("cannot create {}", log_path.display()))?;
-    let mut cmd = Command::new(&argv[0]);
-    cmd.args(&argv[1..])
-        .current_dir(&ctx.workdir)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log);
-    for v in SCRUB_ENV {
-        cmd.env_remove(v);
-    }
-    cmd.env("MASTER_ADDR", "127.0.0.1")
-        .env("MASTER_PORT", port.to_string())
-        .env("DOCTOR_REPRO_CTX", case.ctx.as_str())
-        .env("PYTHONUNBUFFERED", "1")
-        .env("PYTHONDONTWRITEBYTECODE", "1");
-    let tag = supervise::new_tag(&label);
-    let mut tree = Tree::spawn(cmd, &tag)?;
-    progress::phase("running");
-    let waited = tree.wait(ctx.timeout);
-    progress::phase("cleaning up");
-    let seconds = tree.elapsed().as_secs_f64();
-    // What the case printed on its own, before doctor's signals made it print more.
-    let printed = std::fs::metadata(&log_path).map_or(0, |m| m.len() as usize);
-    // A run that passed may leave helpers that end on their own a moment later (the resource
-    // tracker); a failed one leaves orphans that never will.
-    let settle = match waited {
-        Waited::Exited(supervise::Exit::Code(0)) => Duration::from_millis(1500),
-        Waited::Exited(_) => Duration::from_millis(300),
-        _ => Duration::ZERO,
-    };
-    let killed = tree.terminate(settle, Duration::from_secs(3));
-    let left = tree.leftovers(Some(port));
-    let leftovers = if left.is_empty() {
-        Vec::new()
-    } else {
-        left.describe()
-    };
-    progress::phase("reading the output");
-    let mut text = std::fs::read(&log_path).unwrap_or_default();
-    if !matches!(waited, Waited::Exited(_)) {
-        text.truncate(printed);
-    }
-    let text = String::from_utf8_lossy(&text);
-
-    let exit_code = match waited {
-        Waited::Exited(e) => Some(e.shell_code()),
-        _ => None,
-    };
-    let ranks = traceback::results(&text);
-    let bind = traceback::bind_failure(&text);
-    let expected_ranks = if case.variant == Variant::Custom {
-        0
-    } else {
+    let mut env = vec![(
+        "DOCTOR_REPRO_CTX".to_string(),
+        case.ctx.as_str().to_string(),
+    )];
+    env.extend(case.env.iter().cloned());
+    let run = sys_case::run(&CaseCommand {
+        argv: &argv,
+        workdir: &ctx.workdir,
+        log_path: ctx.workdir.join(format!("case{index}.log")),
+        label: &label,
+        port,
+        timeout: ctx.timeout,
+        scrub_env: SCRUB_ENV,
+        env,
+        on_phase: &progress::phase,
+    })?;
+    // Bundled scripts print one DOCTOR_RESULT line per rank; scripts of one's own need not.
+    let expected_ranks = if case.bundled {
         ctx.devices as usize
-    };
-    let digests: BTreeSet<&str> = ranks.iter().map(|r| r.digest.as_str()).collect();
-    let all_ranks = ranks.len() >= expected_ranks;
-    let outcome = if bind.is_some() {
-        Outcome::Eaddrinuse
-    } else if waited == Waited::TimedOut {
-        Outcome::Hang
-    } else if exit_code == Some(0) && all_ranks && digests.len() <= 1 {
-        Outcome::Ok
     } else {
-        Outcome::Error
+        0
     };
-    let mut error = traceback::first_error(&text);
-    if outcome == Outcome::Error && error.is_none() {
-        error = Some(if waited == Waited::Interrupted {
-            "interrupted".to_string()
-        } else if exit_code == Some(0) && !all_ranks {
-            format!(
-                "exited 0 but only {} of {} ranks printed a DOCTOR_RESULT line",
-                ranks.len(),
-                expected_ranks
-            )
-        } else if digests.len() > 1 {
-            "ranks disagree on the trained weights".to_string()
-        } else {
-            format!("exited with {}", exit_code.unwrap_or(-1))
-        });
-    }
-    if outcome == Outcome::Hang && error.is_none() {
-        error = Some(format!(
-            "no exit after {:.0}s; killed the whole tree",
-            ctx.timeout.as_secs_f64()
-        ));
-    }
-    let frame = bind
-        .as_ref()
-        .and_then(|_| traceback::relaunch_frame(&text))
-        .map(|f| f.location());
-    Ok(CaseResult {
+    let judged = outcome::judge(&run, port, expected_ranks, ctx.timeout);
+    Ok(case_result(case, port, argv, run, judged))
+}
+
+/// The document's record of one case.
+fn case_result(
+    case: &CaseSpec,
+    port: u16,
+    command: Vec<String>,
+    run: CaseRun,
+    judged: Judged,
+) -> CaseResult {
+    let outcome = judged.outcome;
+    CaseResult {
         name: case.name.clone(),
         variant: case.variant,
         ctx: case.ctx,
         outcome,
         expected: case.expected.to_vec(),
-        matches_expected: case.expected.contains(&outcome) && leftovers.is_empty(),
+        matches_expected: case.expected.contains(&outcome) && run.leftovers.is_empty(),
         port,
-        exit_code,
-        seconds: (seconds * 1000.0).round() / 1000.0,
-        result_digest: (outcome == Outcome::Ok && digests.len() == 1)
-            .then(|| digests.iter().next().map(|d| d.to_string()))
-            .flatten(),
-        ranks,
-        eaddrinuse_port: bind.as_ref().map(|b| b.port.unwrap_or(port)),
-        frame,
-        error: if outcome == Outcome::Ok { None } else { error },
-        killed,
-        leftovers,
-        command: argv,
+        exit_code: run.exit_code,
+        seconds: (run.seconds * 1000.0).round() / 1000.0,
+        result_digest: judged.digest,
+        ranks: judged.ranks,
+        eaddrinuse_port: judged.eaddrinuse_port,
+        frame: judged.frame,
+        error: judged.error,
+        killed: run.killed,
+        leftovers: run.leftovers,
+        command,
         log_tail: if outcome == Outcome::Ok {
             Vec::new()
         } else {
-            let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-            lines[lines.len().saturating_sub(25)..]
-                .iter()
-                .map(|l| render::shorten(l, 300))
-                .collect()
+            log_tail(&run.text)
         },
-        pid: tree.pid(),
-        tag: tree.tag().to_string(),
-    })
+        pid: run.pid,
+        tag: run.tag,
+    }
+}
+
+/// The last 25 non-blank lines a failed case printed.
+fn log_tail(text: &str) -> Vec<String> {
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(25)..]
+        .iter()
+        .map(|l| render::shorten(l, 300))
+        .collect()
 }
 
 fn short_frame(frame: &str) -> String {
@@ -1063,28 +1045,7 @@ fn short_frame(frame: &str) -> String {
 }
 
 fn verdict(cases: &[CaseResult]) -> Verdict {
-    let mut mismatches: Vec<String> = Vec::new();
-    for c in cases {
-        if !c.expected.contains(&c.outcome) {
-            mismatches.push(format!(
-                "{} {} {}: {} (expected {})",
-                c.name,
-                c.variant.as_str(),
-                c.ctx.as_str(),
-                c.outcome.as_str(),
-                expected_str(&c.expected)
-            ));
-        }
-        if !c.leftovers.is_empty() {
-            mismatches.push(format!(
-                "{} {} {}: left behind {}",
-                c.name,
-                c.variant.as_str(),
-                c.ctx.as_str(),
-                c.leftovers.join("; ")
-            ));
-        }
-    }
+    let mismatches = mismatches(cases);
     let mut parts: Vec<String> = Vec::new();
     let mut fix_verified = !cases.is_empty();
     let names: BTreeSet<&str> = cases.iter().map(|c| c.name.as_str()).collect();
@@ -1095,136 +1056,14 @@ fn verdict(cases: &[CaseResult]) -> Verdict {
                 .filter(|c| c.name == name && c.variant == v)
                 .collect()
         };
-        let (buggy, fixed, custom) = (of(Variant::Buggy), of(Variant::Fixed), of(Variant::Custom));
-        let ctx_list = |v: &[&CaseResult]| -> String {
-            let names: Vec<&str> = v.iter().map(|c| c.ctx.as_str()).collect();
-            join_and(&names)
+        let custom = of(Variant::Custom);
+        let (part, verified) = if custom.is_empty() {
+            pair_part(name, &of(Variant::Buggy), &of(Variant::Fixed))
+        } else {
+            custom_part(name, &custom)
         };
-        if !custom.is_empty() {
-            let ok: Vec<&CaseResult> = custom
-                .iter()
-                .copied()
-                .filter(|c| c.outcome == Outcome::Ok)
-                .collect();
-            let bad: Vec<&CaseResult> = custom
-                .iter()
-                .copied()
-                .filter(|c| c.outcome != Outcome::Ok)
-                .collect();
-            fix_verified &= bad.is_empty();
-            if bad.is_empty() {
-                parts.push(format!("{name} passes under {}", ctx_list(&ok)));
-            } else {
-                let what: Vec<String> = bad
-                    .iter()
-                    .map(|c| format!("{} under {}", c.outcome.as_str(), c.ctx.as_str()))
-                    .collect();
-                parts.push(format!("{name}: {}", what.join(", ")));
-            }
-            continue;
-        }
-        let buggy_fails: Vec<&CaseResult> = buggy
-            .iter()
-            .copied()
-            .filter(|c| c.outcome != Outcome::Ok)
-            .collect();
-        let buggy_as_expected = buggy.iter().all(|c| c.expected.contains(&c.outcome));
-        let fixed_ok = fixed
-            .iter()
-            .all(|c| c.outcome == Outcome::Ok && c.leftovers.is_empty());
-        let fixed_digests: BTreeSet<Option<&str>> =
-            fixed.iter().map(|c| c.result_digest.as_deref()).collect();
-        let identical = fixed_digests.len() == 1 && !fixed_digests.contains(&None);
-        let this_verified = !fixed.is_empty()
-            && fixed_ok
-            && identical
-            && buggy_as_expected
-            && !buggy_fails.is_empty();
-        fix_verified &= this_verified;
-        let mut s = String::new();
-        if !buggy.is_empty() {
-            let lucky: Vec<&CaseResult> = buggy
-                .iter()
-                .copied()
-                .filter(|c| c.outcome == Outcome::Ok && c.expected.len() > 1)
-                .collect();
-            if buggy_fails.is_empty() {
-                s.push_str(&format!(
-                    "the buggy {name} program passes under {}{}",
-                    ctx_list(&buggy),
-                    if lucky.is_empty() {
-                        ""
-                    } else {
-                        " (this time: it is a race)"
-                    }
-                ));
-            } else {
-                let outcomes: BTreeSet<Outcome> = buggy_fails.iter().map(|c| c.outcome).collect();
-                let phrase = |o: Outcome| match o {
-                    Outcome::Eaddrinuse => "with EADDRINUSE on the rendezvous port",
-                    Outcome::Hang => "by hanging (a duplicate rank joins the store)",
-                    Outcome::Error => "with an error",
-                    Outcome::Ok => "",
-                };
-                if outcomes.len() == 1 {
-                    s.push_str(&format!(
-                        "the module-level launch ({name}) fails under {} {}",
-                        ctx_list(&buggy_fails),
-                        phrase(buggy_fails[0].outcome)
-                    ));
-                } else {
-                    let each: Vec<String> = buggy_fails
-                        .iter()
-                        .map(|c| format!("{} ({})", c.ctx.as_str(), c.outcome.as_str()))
-                        .collect();
-                    let each: Vec<&str> = each.iter().map(String::as_str).collect();
-                    s.push_str(&format!(
-                        "the module-level launch ({name}) fails under {}",
-                        join_and(&each)
-                    ));
-                }
-                if !lucky.is_empty() {
-                    s.push_str(&format!(
-                        " and happened to pass under {} (a race)",
-                        ctx_list(&lucky)
-                    ));
-                }
-            }
-        }
-        if !fixed.is_empty() {
-            if !s.is_empty() {
-                s.push_str("; ");
-            }
-            if fixed_ok {
-                s.push_str(&format!(
-                    "the guarded launch passes under {}{}",
-                    match fixed.len() {
-                        3 => "all three contexts".to_string(),
-                        _ => ctx_list(&fixed),
-                    },
-                    if fixed.len() > 1 {
-                        if identical {
-                            ", with identical weights"
-                        } else {
-                            ", but the weights differ between contexts"
-                        }
-                    } else {
-                        ""
-                    }
-                ));
-            } else {
-                let bad: Vec<String> = fixed
-                    .iter()
-                    .filter(|c| c.outcome != Outcome::Ok)
-                    .map(|c| format!("{} under {}", c.outcome.as_str(), c.ctx.as_str()))
-                    .collect();
-                s.push_str(&format!(
-                    "the guarded launch still fails: {}",
-                    bad.join(", ")
-                ));
-            }
-        }
-        parts.push(s);
+        fix_verified &= verified;
+        parts.push(part);
     }
     let matches_expected = mismatches.is_empty() && !cases.is_empty();
     let head = if fix_verified {
@@ -1244,6 +1083,156 @@ fn verdict(cases: &[CaseResult]) -> Verdict {
         summary,
         mismatches,
     }
+}
+
+/// Cases whose outcome was not among the expected ones, or that left something behind.
+fn mismatches(cases: &[CaseResult]) -> Vec<String> {
+    let mut out = Vec::new();
+    for c in cases {
+        let what = format!("{} {} {}", c.name, c.variant.as_str(), c.ctx.as_str());
+        if !c.expected.contains(&c.outcome) {
+            out.push(format!(
+                "{what}: {} (expected {})",
+                c.outcome.as_str(),
+                expected_str(&c.expected)
+            ));
+        }
+        if !c.leftovers.is_empty() {
+            out.push(format!("{what}: left behind {}", c.leftovers.join("; ")));
+        }
+    }
+    out
+}
+
+fn ctx_list(cases: &[&CaseResult]) -> String {
+    let names: Vec<&str> = cases.iter().map(|c| c.ctx.as_str()).collect();
+    join_and(&names)
+}
+
+/// A script of one's own: it must pass everywhere.
+fn custom_part(name: &str, custom: &[&CaseResult]) -> (String, bool) {
+    let (ok, bad): (Vec<&CaseResult>, Vec<&CaseResult>) =
+        custom.iter().partition(|c| c.outcome == Outcome::Ok);
+    if bad.is_empty() {
+        return (format!("{name} passes under {}", ctx_list(&ok)), true);
+    }
+    let what: Vec<String> = bad
+        .iter()
+        .map(|c| format!("{} under {}", c.outcome.as_str(), c.ctx.as_str()))
+        .collect();
+    (format!("{name}: {}", what.join(", ")), false)
+}
+
+/// A bundled pair: verified when the buggy one fails as expected and the fixed one passes
+/// everywhere with identical weights.
+fn pair_part(name: &str, buggy: &[&CaseResult], fixed: &[&CaseResult]) -> (String, bool) {
+    let buggy_fails: Vec<&CaseResult> = buggy
+        .iter()
+        .copied()
+        .filter(|c| c.outcome != Outcome::Ok)
+        .collect();
+    let buggy_as_expected = buggy.iter().all(|c| c.expected.contains(&c.outcome));
+    let fixed_ok = fixed
+        .iter()
+        .all(|c| c.outcome == Outcome::Ok && c.leftovers.is_empty());
+    let fixed_digests: BTreeSet<Option<&str>> =
+        fixed.iter().map(|c| c.result_digest.as_deref()).collect();
+    let identical = fixed_digests.len() == 1 && !fixed_digests.contains(&None);
+    let verified =
+        !fixed.is_empty() && fixed_ok && identical && buggy_as_expected && !buggy_fails.is_empty();
+    let mut s = String::new();
+    if !buggy.is_empty() {
+        s = buggy_text(name, buggy, &buggy_fails);
+    }
+    if !fixed.is_empty() {
+        if !s.is_empty() {
+            s.push_str("; ");
+        }
+        s.push_str(&fixed_text(fixed, fixed_ok, identical));
+    }
+    (s, verified)
+}
+
+/// How the module-level launch fared.
+fn buggy_text(name: &str, buggy: &[&CaseResult], fails: &[&CaseResult]) -> String {
+    let lucky: Vec<&CaseResult> = buggy
+        .iter()
+        .copied()
+        .filter(|c| c.outcome == Outcome::Ok && c.expected.len() > 1)
+        .collect();
+    if fails.is_empty() {
+        return format!(
+            "the buggy {name} program passes under {}{}",
+            ctx_list(buggy),
+            if lucky.is_empty() {
+                ""
+            } else {
+                " (this time: it is a race)"
+            }
+        );
+    }
+    let outcomes: BTreeSet<Outcome> = fails.iter().map(|c| c.outcome).collect();
+    let mut s = if outcomes.len() == 1 {
+        format!(
+            "the module-level launch ({name}) fails under {} {}",
+            ctx_list(fails),
+            failure_phrase(fails[0].outcome)
+        )
+    } else {
+        let each: Vec<String> = fails
+            .iter()
+            .map(|c| format!("{} ({})", c.ctx.as_str(), c.outcome.as_str()))
+            .collect();
+        let each: Vec<&str> = each.iter().map(String::as_str).collect();
+        format!(
+            "the module-level launch ({name}) fails under {}",
+            join_and(&each)
+        )
+    };
+    if !lucky.is_empty() {
+        s.push_str(&format!(
+            " and happened to pass under {} (a race)",
+            ctx_list(&lucky)
+        ));
+    }
+    s
+}
+
+fn failure_phrase(o: Outcome) -> &'static str {
+    match o {
+        Outcome::Eaddrinuse => "with EADDRINUSE on the rendezvous port",
+        Outcome::Hang => "by hanging (a duplicate rank joins the store)",
+        Outcome::Error => "with an error",
+        Outcome::Ok => "",
+    }
+}
+
+/// How the guarded launch fared.
+fn fixed_text(fixed: &[&CaseResult], fixed_ok: bool, identical: bool) -> String {
+    if !fixed_ok {
+        let bad: Vec<String> = fixed
+            .iter()
+            .filter(|c| c.outcome != Outcome::Ok)
+            .map(|c| format!("{} under {}", c.outcome.as_str(), c.ctx.as_str()))
+            .collect();
+        return format!("the guarded launch still fails: {}", bad.join(", "));
+    }
+    format!(
+        "the guarded launch passes under {}{}",
+        match fixed.len() {
+            3 => "all three contexts".to_string(),
+            _ => ctx_list(fixed),
+        },
+        if fixed.len() > 1 {
+            if identical {
+                ", with identical weights"
+            } else {
+                ", but the weights differ between contexts"
+            }
+        } else {
+            ""
+        }
+    )
 }
 
 fn expected_str(expected: &[Outcome]) -> String {

@@ -4,10 +4,11 @@ use serde::Serialize;
 
 use crate::error::user_error;
 use crate::render as output;
+use crate::scan::fix::{self, Fix};
 use crate::scan::render as scan_render;
 use crate::scan::{
-    Diagnostic, Platform, ScanOptions, Severity, default_start_method, local_python_version,
-    parse_version, scan_paths,
+    Diagnostic, FileReport, Platform, ScanOptions, Severity, default_start_method,
+    local_python_version, parse_version, scan_paths,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -25,7 +26,9 @@ pub enum ScanFormat {
 #[derive(clap::Args, Debug)]
 #[command(
     after_help = "Rules: S001 module-level-launch, S002 spawn-reimports-main, S003 module-level-cuda, \
-S900 parse-error. Exit codes: 0 nothing at warning level or worse, 1 found something, 2 usage error."
+S900 parse-error. Exit codes: 0 nothing at warning level or worse, 1 found something, 2 usage error. \
+With --fix: 0 when nothing is left after fixing, 1 when findings remain. With --diff: 1 when a file would change \
+or findings would remain."
 )]
 pub struct ScanArgs {
     /// Python files or directories (searched for *.py, honouring .gitignore); `-` reads stdin
@@ -56,6 +59,15 @@ pub struct ScanArgs {
     /// Exit 0 even when problems are found
     #[arg(long)]
     pub exit_zero: bool,
+
+    /// Rewrite files in place: move an import-time launch (S001/S002) into `main()` under
+    /// `if __name__ == "__main__":`; files where that cannot be shown safe are left as they are
+    #[arg(long, conflicts_with = "diff")]
+    pub fix: bool,
+
+    /// Print the fixes as a unified diff and write nothing
+    #[arg(long)]
+    pub diff: bool,
 }
 
 /// The scan's result, as the JSON document has it.
@@ -82,7 +94,8 @@ pub struct Assumed {
     pub default_start_method: &'static str,
 }
 
-pub fn scan(args: ScanArgs) -> anyhow::Result<i32> {
+/// --select/--ignore name known codes.
+fn check_codes(args: &ScanArgs) -> anyhow::Result<()> {
     for code in args.select.iter().chain(&args.ignore) {
         if !crate::scan::diagnostic::RULES
             .iter()
@@ -95,13 +108,25 @@ pub fn scan(args: ScanArgs) -> anyhow::Result<i32> {
             ));
         }
     }
+    Ok(())
+}
+
+pub fn scan(args: ScanArgs) -> anyhow::Result<i32> {
+    check_codes(&args)?;
     let opts = ScanOptions {
         python_version: args.python_version.unwrap_or_else(local_python_version),
         platform: args.platform.unwrap_or_else(Platform::current),
         select: args.select.clone(),
         ignore: args.ignore.clone(),
     };
-    let reports = scan_paths(&args.paths, &opts)?;
+    let mut reports = scan_paths(&args.paths, &opts)?;
+    if args.fix || args.diff {
+        let fixes = apply_fixes(&mut reports, &args, &opts)?;
+        if args.diff {
+            let changes = fixes > 0 || remaining(&reports);
+            return Ok(if changes && !args.exit_zero { 1 } else { 0 });
+        }
+    }
 
     let diags: Vec<&Diagnostic> = reports.iter().flat_map(|r| r.diagnostics.iter()).collect();
     let color = output::stdout_color();
@@ -167,6 +192,56 @@ pub fn scan(args: ScanArgs) -> anyhow::Result<i32> {
             "pass a readable, UTF-8 (or PEP 263 encoded) Python file, or a directory to scan what it holds",
         ));
     }
-    let found = diags.iter().any(|d| d.severity >= Severity::Warning);
-    Ok(if found && !args.exit_zero { 1 } else { 0 })
+    Ok(if remaining(&reports) && !args.exit_zero {
+        1
+    } else {
+        0
+    })
+}
+
+fn remaining(reports: &[FileReport]) -> bool {
+    reports
+        .iter()
+        .flat_map(|r| &r.diagnostics)
+        .any(|d| d.severity >= Severity::Warning)
+}
+
+/// `--fix` / `--diff`: rewrite (or show) each fixable file, say why the others are left alone,
+/// and rescan what was fixed. Returns how many files were (or would be) changed.
+fn apply_fixes(
+    reports: &mut [FileReport],
+    args: &ScanArgs,
+    opts: &ScanOptions,
+) -> anyhow::Result<usize> {
+    let ecolor = output::stderr_color();
+    let mut changed = 0;
+    for report in reports.iter_mut() {
+        let Some(fix) = fix::fix_report(report) else {
+            continue;
+        };
+        match &fix.outcome {
+            Fix::Fixed(after) if args.diff => {
+                output::print(&fix.diff());
+                changed += 1;
+                // What would remain after the fix.
+                report.diagnostics = crate::scan::scan_source(&report.path, after, opts);
+            }
+            Fix::Fixed(after) => {
+                fix.write()?;
+                changed += 1;
+                report.diagnostics = crate::scan::scan_source(&report.path, after, opts);
+                report.source = Some(after.clone());
+            }
+            Fix::Refused(why) => eprintln!(
+                "{} not fixed {}: {why}",
+                output::paint("warning:", output::Paint::Yellow, ecolor),
+                fix.path
+            ),
+            Fix::Unchanged => {}
+        }
+    }
+    let verb = if args.diff { "Would fix" } else { "Fixed" };
+    let noun = if changed == 1 { "file" } else { "files" };
+    eprintln!("{verb} {changed} {noun}.");
+    Ok(changed)
 }

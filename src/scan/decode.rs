@@ -72,6 +72,40 @@ pub fn decode(bytes: &[u8]) -> Result<String, String> {
     }
 }
 
+/// Encode `text` the way `original` was encoded (BOM, PEP 263 cookie): the inverse of [`decode`]
+/// for a rewrite of that file.
+pub fn encode_like(original: &[u8], text: &str) -> Result<Vec<u8>, String> {
+    let (bom, body) = match original.strip_prefix(b"\xef\xbb\xbf") {
+        Some(rest) => (true, rest),
+        None => (false, original),
+    };
+    let encoding = coding_cookie(body).map_or_else(|| "utf-8".to_string(), |n| normal_name(&n));
+    let mut out = if bom {
+        b"\xef\xbb\xbf".to_vec()
+    } else {
+        Vec::new()
+    };
+    let unencodable = |c: char| format!("'{c}' cannot be written in {encoding}");
+    match encoding.as_str() {
+        "iso-8859-1" | "ascii" | "cp1252" => {
+            for c in text.chars() {
+                if c.is_ascii() {
+                    out.push(c as u8);
+                    continue;
+                }
+                let byte = (0..=255u8).find(|&b| match encoding.as_str() {
+                    "cp1252" => cp1252(b) == Some(c),
+                    "ascii" => b.is_ascii() && char::from(b) == c,
+                    _ => char::from(b) == c,
+                });
+                out.push(byte.ok_or_else(|| unencodable(c))?);
+            }
+        }
+        _ => out.extend_from_slice(text.as_bytes()),
+    }
+    Ok(out)
+}
+
 /// The encoding named by a PEP 263 cookie on line 1, or on line 2 when line 1 is blank or a comment.
 fn coding_cookie(body: &[u8]) -> Option<String> {
     let mut lines = body.split(|&b| b == b'\n');

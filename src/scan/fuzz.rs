@@ -1,4 +1,5 @@
-//! Fuzzing: no input, however broken, makes the scanner panic or overflow its stack.
+//! Fuzzing: no input, however broken, makes the scanner or the fixer panic or overflow its stack;
+//! what the fixer writes parses, and a second fix finds nothing to do.
 //!
 //! Case count: `DOCTOR_FUZZ_CASES` (default 64 per property, a few seconds in a debug build).
 
@@ -19,7 +20,7 @@ const FIXTURES: [&[u8]; 8] = [
 ];
 
 /// Python-ish pieces that reach the rules (random bytes rarely parse).
-const TOKENS: [&str; 40] = [
+const TOKENS: [&str; 48] = [
     "import torch.distributed as dist\n",
     "import lightning as L\n",
     "from torch.utils.data import DataLoader\n",
@@ -60,6 +61,14 @@ const TOKENS: [&str; 40] = [
     "(w := L.Fabric())\n",
     "'''",
     "\\\n",
+    "x: int = 1\n",
+    "exec('')\n",
+    "from os import *\n",
+    "main = 1\n",
+    "def main():\n",
+    "\r\n",
+    "\t",
+    "# note\n",
 ];
 
 fn runner() -> TestRunner {
@@ -87,6 +96,31 @@ fn scan_everything(bytes: &[u8]) {
             assert!(d.line >= 1 && d.column >= 1, "{d:?}");
             assert!((d.end_line, d.end_column) >= (d.line, d.column), "{d:?}");
         }
+    }
+    if let Ok(source) = std::str::from_utf8(bytes) {
+        check_fix(source);
+    }
+}
+
+thread_local! {
+    /// Sources the fixer rewrote on this thread (the structured property checks that it
+    /// reaches the fixer at all).
+    static FIXED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+fn check_fix(source: &str) {
+    use super::fix::{Fix, fix_source};
+    if let Fix::Fixed(out) = fix_source(source) {
+        FIXED.with(|n| n.set(n.get() + 1));
+        assert!(
+            ruff_python_parser::parse_module(&out).is_ok(),
+            "the fix does not parse:\n--- before\n{source}\n--- after\n{out}"
+        );
+        assert_eq!(
+            fix_source(&out),
+            Fix::Unchanged,
+            "a second fix changes:\n--- before\n{source}\n--- after\n{out}"
+        );
     }
 }
 
@@ -183,5 +217,85 @@ fn deep_nesting_does_not_overflow_the_stack() {
     ];
     for source in &cases {
         let _ = scan_source("deep.py", source, &opts);
+        let _ = super::fix::fix_source(source);
     }
+}
+
+/// Whole statements, so that most programs parse and the fixer has something to move.
+const SIMPLE: [&str; 16] = [
+    "import torch.distributed as dist",
+    "import lightning as L",
+    "fabric = L.Fabric(devices=2)",
+    "fabric.launch()",
+    "dist.init_process_group('gloo')",
+    "x = 1",
+    "y = f(x)  # note",
+    "f()",
+    "print(x, y)",
+    "del x",
+    "doc = '''a\n  b\n'''",
+    "z = [i for i in range(3) if (k := i)]",
+    "main = 2",
+    "C().run()",
+    "x += 1",
+    "assert x",
+];
+
+const HEADERS: [&str; 10] = [
+    "def f(a=1):",
+    "class C:",
+    "if __name__ == '__main__':",
+    "if x:",
+    "for i in range(2):",
+    "with open('p') as h:",
+    "try:",
+    "while False:",
+    "def run(self):",
+    "@staticmethod\ndef g():",
+];
+
+#[test]
+fn structured_programs_fix_cleanly() {
+    let block = (
+        proptest::option::of(0..HEADERS.len()),
+        proptest::collection::vec(0..SIMPLE.len(), 1..4),
+        0..3usize,
+    );
+    let before = FIXED.with(|n| n.get());
+    let mut runner = runner();
+    let cases = runner.config().cases as usize;
+    runner
+        .run(&proptest::collection::vec(block, 1..12), |blocks| {
+            let mut source = String::new();
+            for (header, body, blank) in blocks {
+                let indent = match header {
+                    Some(h) => {
+                        source.push_str(HEADERS[h]);
+                        source.push('\n');
+                        "    "
+                    }
+                    None => "",
+                };
+                for &b in &body {
+                    for line in SIMPLE[b].split_inclusive('\n') {
+                        source.push_str(indent);
+                        source.push_str(line);
+                    }
+                    source.push('\n');
+                }
+                if header == Some(6) {
+                    source.push_str("except Exception as e:\n    pass\n");
+                }
+                source.push_str(&"\n".repeat(blank));
+            }
+            check_fix(&source);
+            Ok(())
+        })
+        .expect("fixes parse and are stable");
+    let fixed = FIXED.with(|n| n.get()) - before;
+    eprintln!("{fixed} of {cases} generated programs were fixed");
+    assert!(
+        fixed * 10 >= cases,
+        "only {fixed} of {cases} programs reached the fixer"
+    );
 }

@@ -6,6 +6,7 @@
 pub mod diagnostic;
 
 mod decode;
+pub mod fix;
 mod noqa;
 mod reach;
 pub mod render;
@@ -91,21 +92,27 @@ const SMALL_SOURCE: usize = 2048;
 /// Diagnostics for one source text (`path` is only used in the diagnostics). Never panics, and
 /// never overflows the stack: long sources are analysed on a thread with a big stack.
 pub fn scan_source(path: &str, source: &str, opts: &ScanOptions) -> Vec<Diagnostic> {
-    if source.len() <= SMALL_SOURCE || ON_BIG_STACK.with(|b| b.get()) {
-        return scan_source_here(path, source, opts);
+    on_big_stack(source.len(), || scan_source_here(path, source, opts))
+}
+
+/// Run `work` (over a source of `len` bytes) on a thread with [`BIG_STACK`] unless the source is
+/// short or this thread already has one.
+pub(crate) fn on_big_stack<R: Send>(len: usize, work: impl FnOnce() -> R + Send + Copy) -> R {
+    if len <= SMALL_SOURCE || ON_BIG_STACK.with(|b| b.get()) {
+        return work();
     }
     let spawned = std::thread::scope(|scope| {
         std::thread::Builder::new()
             .stack_size(BIG_STACK)
-            .spawn_scoped(scope, || scan_source_here(path, source, opts))
+            .spawn_scoped(scope, work)
             .ok()
             .map(|h| h.join())
     });
     match spawned {
-        Some(Ok(diags)) => diags,
+        Some(Ok(out)) => out,
         Some(Err(panic)) => std::panic::resume_unwind(panic),
         // No thread could be started: try on this one.
-        None => scan_source_here(path, source, opts),
+        None => work(),
     }
 }
 
@@ -181,7 +188,11 @@ fn scan_bytes(path: String, bytes: &[u8], opts: &ScanOptions) -> FileReport {
     }
     match decode::decode(bytes) {
         Ok(source) => {
-            let diagnostics = scan_source(&path, &source, opts);
+            let diagnostics = if may_report(source.as_bytes()) {
+                scan_source(&path, &source, opts)
+            } else {
+                Vec::new()
+            };
             FileReport {
                 path,
                 diagnostics,
@@ -191,6 +202,45 @@ fn scan_bytes(path: String, bytes: &[u8], opts: &ScanOptions) -> FileReport {
         }
         Err(reason) => skipped(path, reason),
     }
+}
+
+/// Names of which a file must contain at least one for S001-S003 to report anything: the callees
+/// and classes that `symbols.rs` classifies as a launch or CUDA work (qualified names need them
+/// spelled out in the file, an alias still imports them by name). A file with none of them is not
+/// parsed (so it gets no S900 either). Keep in step with `Symbols::launch_label` and `cuda_label`.
+pub const NEEDLES: &[&str] = &[
+    "init_process_group",
+    "TCPStore",
+    "spawn",
+    "start_processes",
+    "elastic_launch",
+    "Accelerator",
+    "notebook_launcher",
+    "deepspeed",
+    "LightningCLI",
+    "Fabric",
+    "Trainer",
+    "cuda",
+    // Entry points of launch_label (symbols.rs) that contain none of the names above.
+    "init_device_mesh",
+    "DeviceMesh",
+    "init_rpc",
+    "launch_agent",
+    "PartialState",
+    "debug_launcher",
+    "distributed.run",
+    "distributed.launch",
+    "distributed import run",
+    "distributed import launch",
+];
+
+static PREFILTER: std::sync::LazyLock<aho_corasick::AhoCorasick> = std::sync::LazyLock::new(|| {
+    aho_corasick::AhoCorasick::new(NEEDLES).expect("static needles build an automaton")
+});
+
+/// One pass over the bytes: could any rule but S900 report something in this source?
+pub fn may_report(source: &[u8]) -> bool {
+    PREFILTER.is_match(source)
 }
 
 fn skipped(path: String, reason: String) -> FileReport {
@@ -417,6 +467,64 @@ mod tests {
                 .skipped
                 .is_some_and(|r| r.contains("not valid UTF-8"))
         );
+    }
+
+    #[test]
+    fn every_fixture_with_a_finding_passes_the_prefilter() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        let mut checked = 0;
+        for sub in ["scan", "scan_fix"] {
+            for entry in std::fs::read_dir(dir.join(sub)).expect("fixtures") {
+                let path = entry.expect("entry").path();
+                let Ok(source) = std::fs::read_to_string(&path) else {
+                    continue;
+                };
+                let found = scan_source("f.py", &source, &ScanOptions::default());
+                if found.iter().any(|d| d.code != "S900") {
+                    assert!(may_report(source.as_bytes()), "{}", path.display());
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked >= 40, "{checked}");
+        assert!(!may_report(b"import torch\nx = torch.zeros(3)\n"));
+    }
+
+    /// Every launch entry point of `symbols::launch_label`, written the way scripts import it: the
+    /// scan finds the launch, and the prefilter does not skip the file.
+    #[test]
+    fn every_launch_entry_point_passes_the_prefilter() {
+        let sources = [
+            "import torch.distributed as dist\ndist.init_process_group('gloo')\n",
+            "from torch.distributed.device_mesh import init_device_mesh\nm = init_device_mesh('cpu', (2,))\n",
+            "from torch.distributed.device_mesh import DeviceMesh\nm = DeviceMesh('cpu', [0, 1])\n",
+            "import torch.distributed.rpc as rpc\nrpc.init_rpc('w', rank=0, world_size=2)\n",
+            "from torch.distributed.launcher.api import launch_agent\nlaunch_agent(c, f, [])\n",
+            "from torch.distributed.launcher.api import elastic_launch\nelastic_launch(c, f)()\n",
+            "from torch.distributed import TCPStore\ns = TCPStore('127.0.0.1', 29500, 2, True)\n",
+            "import torch.multiprocessing as mp\nmp.spawn(f, nprocs=2)\n",
+            "from torch.distributed.elastic.multiprocessing import start_processes\nstart_processes('x', f, {}, {})\n",
+            "from torch.distributed.run import main\nmain(['--nproc-per-node', '2', 't.py'])\n",
+            "from torch.distributed import run\nrun.main(['t.py'])\n",
+            "import torch.distributed.launch as launch\nlaunch.main()\n",
+            "from accelerate import Accelerator\na = Accelerator()\n",
+            "from accelerate import PartialState\ns = PartialState()\n",
+            "from accelerate.state import AcceleratorState\ns = AcceleratorState()\n",
+            "from accelerate import notebook_launcher\nnotebook_launcher(f, num_processes=2)\n",
+            "from accelerate import debug_launcher\ndebug_launcher(f)\n",
+            "import deepspeed\ndeepspeed.init_distributed()\n",
+            "from deepspeed import zero\nwith zero.Init():\n    pass\n",
+            "from lightning.pytorch.cli import LightningCLI\nLightningCLI(M)\n",
+            "from lightning.fabric import Fabric\nfabric = Fabric(devices=2)\nfabric.launch()\n",
+        ];
+        for src in sources {
+            let found = scan_source("t.py", src, &ScanOptions::default());
+            assert!(
+                found.iter().any(|d| d.code == "S001"),
+                "no S001 for:\n{src}"
+            );
+            assert!(may_report(src.as_bytes()), "prefilter skips:\n{src}");
+        }
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! tracing, Python discovery. Nothing above this layer opens a file under /proc.
 
 pub mod blocked;
+pub mod case;
 pub mod cgroup;
 pub mod freeport;
 pub mod host;

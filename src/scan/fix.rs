@@ -1,0 +1,533 @@
+//! `doctor scan --fix`: moves the import-time launch (S001/S002) under a main guard.
+//!
+//! The module-level statements from the first one that launches to the end of the file go into
+//! `def main():`, called from `if __name__ == "__main__":`. Imports, functions and classes among
+//! them stay at module level (spawn children unpickle by qualified name) unless they depend on a
+//! moved name when they are defined. `main()` declares `global` every name the moved statements
+//! bind, so functions that read them still work. Edits are textual, by the parser's ranges: the
+//! rest of the file (comments, blank lines, indentation, line endings, cookie, shebang) is kept.
+//! Where safety cannot be shown the file is left alone and [`Fix::Refused`] says why.
+
+mod layout;
+mod names;
+
+use std::collections::HashSet;
+
+use ruff_python_ast::{self as ast, Expr, Stmt};
+use ruff_source_file::LineIndex;
+use ruff_text_size::{Ranged, TextRange};
+
+use super::reach::{Kind, Reach};
+use super::symbols::{Guard, Symbols, main_guard};
+use layout::{line_end, line_start};
+use names::Names;
+
+/// What `--fix` does to one source text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fix {
+    /// Nothing to fix (no import-time launch, or the file does not parse).
+    Unchanged,
+    /// The rewritten source.
+    Fixed(String),
+    /// A launch at import time that cannot be moved safely, and why.
+    Refused(String),
+}
+
+/// One file's fix, as `doctor scan --fix/--diff` reports it.
+pub struct FileFix {
+    pub path: String,
+    pub outcome: Fix,
+    /// The source before the fix.
+    pub before: String,
+}
+
+impl FileFix {
+    /// `--diff`: a unified diff of the fix (empty when nothing changes).
+    pub fn diff(&self) -> String {
+        let Fix::Fixed(after) = &self.outcome else {
+            return String::new();
+        };
+        similar::TextDiff::from_lines(self.before.as_str(), after.as_str())
+            .unified_diff()
+            .context_radius(3)
+            .header(&self.path, &self.path)
+            .to_string()
+    }
+
+    /// `--fix`: write the fixed text back, in the file's own encoding.
+    pub fn write(&self) -> anyhow::Result<()> {
+        self.write_to(std::path::Path::new(&self.path))
+    }
+
+    /// Write the fixed text to `dest`, encoded as the original file is.
+    pub fn write_to(&self, dest: &std::path::Path) -> anyhow::Result<()> {
+        use anyhow::Context;
+        let Fix::Fixed(after) = &self.outcome else {
+            return Ok(());
+        };
+        let original =
+            std::fs::read(&self.path).with_context(|| format!("cannot read {}", self.path))?;
+        let bytes = super::decode::encode_like(&original, after)
+            .map_err(|e| anyhow::anyhow!("cannot encode the fix of {}: {e}", self.path))?;
+        replace_file(dest, &bytes).with_context(|| format!("cannot write {}", dest.display()))
+    }
+}
+
+/// Write `bytes` to a temporary file beside `dest` (the target of a symlink), with its
+/// permissions, then rename it over: an interrupted fix never leaves a half-written script.
+fn replace_file(dest: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dest = std::fs::canonicalize(dest).unwrap_or_else(|_| dest.to_path_buf());
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dest.with_file_name(format!(".{name}.doctor-fix-{}", std::process::id()));
+    std::fs::write(&tmp, bytes)?;
+    let done = std::fs::metadata(&dest)
+        .and_then(|m| std::fs::set_permissions(&tmp, m.permissions()))
+        .or_else(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Ok(())
+            } else {
+                Err(e)
+            }
+        })
+        .and_then(|()| std::fs::rename(&tmp, &dest));
+    if done.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    done
+}
+
+/// The fix for a scanned file: only files with S001/S002 findings are rewritten.
+pub fn fix_report(report: &super::FileReport) -> Option<FileFix> {
+    let source = report.source.as_deref()?;
+    if !report
+        .diagnostics
+        .iter()
+        .any(|d| d.code == "S001" || d.code == "S002")
+    {
+        return None;
+    }
+    let outcome = if report.path == "<stdin>" {
+        Fix::Refused("stdin cannot be rewritten in place; use --diff".to_string())
+    } else {
+        fix_source(source)
+    };
+    Some(FileFix {
+        path: report.path.clone(),
+        outcome,
+        before: source.to_string(),
+    })
+}
+
+/// The rewrite of `source` that moves its import-time launch under a main guard.
+pub fn fix_source(source: &str) -> Fix {
+    super::on_big_stack(source.len(), || fix_here(source))
+}
+
+fn fix_here(source: &str) -> Fix {
+    let Ok(parsed) = ruff_python_parser::parse_module(source) else {
+        return Fix::Unchanged;
+    };
+    let body = &parsed.syntax().body;
+    let sym = Symbols::collect(body);
+    let launches: Vec<TextRange> = Reach::new(&sym)
+        .module_events(body)
+        .into_iter()
+        .filter(|e| e.kind == Kind::Launch)
+        .map(|e| e.site)
+        .collect();
+    if launches.is_empty() {
+        return Fix::Unchanged;
+    }
+    let file = File {
+        src: source,
+        lines: LineIndex::from_source_text(source),
+        inside: layout::lines_inside_tokens(source, parsed.tokens()),
+    };
+    let Some(first) = body
+        .iter()
+        .position(|s| launches.iter().any(|l| s.range().contains_range(*l)))
+    else {
+        return Fix::Refused("the launch is not in a module-level statement".to_string());
+    };
+    match plan(&file, body, first, &launches) {
+        Ok(items) => Fix::Fixed(render(&file, body, &items)),
+        Err(why) => Fix::Refused(why),
+    }
+}
+
+/// The source with what the planning needs to know about its text.
+struct File<'s> {
+    src: &'s str,
+    lines: LineIndex,
+    /// Line starts inside multi-line strings.
+    inside: HashSet<usize>,
+}
+
+impl File<'_> {
+    fn line_of(&self, off: usize) -> usize {
+        self.lines
+            .line_index(ruff_text_size::TextSize::try_from(off).unwrap_or_default())
+            .get()
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    /// Stays at module level (import, def, class).
+    Keep,
+    /// Goes into `main()`.
+    Move,
+    /// An `if __name__ == "__main__":` block whose body goes into `main()`.
+    Fold,
+}
+
+struct Item<'a> {
+    stmt: &'a Stmt,
+    role: Role,
+    names: Names,
+    /// The statement's lines, with the comment lines right above it.
+    span: (usize, usize),
+}
+
+/// Decide, for each statement from the first launch on, where it goes; or why nothing can move.
+fn plan<'a>(
+    file: &File,
+    body: &'a [Stmt],
+    first: usize,
+    launches: &[TextRange],
+) -> Result<Vec<Item<'a>>, String> {
+    let mut items = Vec::new();
+    let mut prev_end = body[..first]
+        .last()
+        .map_or(0, |s| line_end(file.src, usize::from(s.end())));
+    for stmt in &body[first..] {
+        check_own_lines(file, stmt)?;
+        let launches_here = launches.iter().any(|l| stmt.range().contains_range(*l));
+        let role = initial_role(file, stmt, launches_here)?;
+        let span = (
+            attach_comments(file, stmt, prev_end),
+            line_end(file.src, usize::from(stmt.end())),
+        );
+        prev_end = span.1;
+        items.push(Item {
+            stmt,
+            role,
+            names: Names::of(stmt),
+            span,
+        });
+    }
+    settle_dependencies(&mut items);
+    for item in &items {
+        check_movable(file, item)?;
+    }
+    Ok(items)
+}
+
+/// The role before dependencies are known; refuses launches that cannot move.
+fn initial_role(file: &File, stmt: &Stmt, launches_here: bool) -> Result<Role, String> {
+    let line = file.line_of(usize::from(stmt.start()));
+    match stmt {
+        Stmt::ClassDef(c) if launches_here => Err(format!(
+            "the launch runs in the body of class `{}` (line {line}); a class body cannot move into a function",
+            c.name
+        )),
+        Stmt::FunctionDef(f) if launches_here => Err(format!(
+            "the launch runs in a decorator or default argument of `{}` (line {line}); moving the function would hide it from spawn children",
+            f.name
+        )),
+        Stmt::If(i) => match main_guard(&i.test) {
+            Some(Guard::IsMain) if !i.elif_else_clauses.is_empty() => Err(format!(
+                "`if __name__ == \"__main__\":` on line {line} has an else/elif branch, which spawn children run"
+            )),
+            Some(Guard::IsMain) if is_plain_guard(&i.test) => Ok(Role::Fold),
+            Some(Guard::NotMain) => Err(format!(
+                "`if __name__ != \"__main__\":` on line {line} runs only in children; moving it would change what they do"
+            )),
+            _ => Ok(Role::Move),
+        },
+        Stmt::FunctionDef(_) | Stmt::ClassDef(_) | Stmt::Import(_) | Stmt::TypeAlias(_) => {
+            Ok(Role::Keep)
+        }
+        Stmt::ImportFrom(i) if i.names.iter().any(|a| a.name.as_str() == "*") => Err(format!(
+            "`from {} import *` on line {line} comes after the launch and hides which names it binds",
+            i.module.as_ref().map_or("", |m| m.as_str())
+        )),
+        Stmt::ImportFrom(_) => Ok(Role::Keep),
+        _ => Ok(Role::Move),
+    }
+}
+
+/// `__name__ == "__main__"` itself (not combined with `and`).
+fn is_plain_guard(test: &Expr) -> bool {
+    matches!(test, Expr::Compare(_))
+}
+
+/// A kept statement that binds or reads, when defined, a moved name must move too, and so must
+/// one that rebinds a name an earlier moved statement reads (it would run before that statement
+/// otherwise). Repeat until nothing changes: moving a def moves its name.
+fn settle_dependencies(items: &mut [Item]) {
+    loop {
+        let moved: HashSet<&str> = items
+            .iter()
+            .filter(|i| i.role != Role::Keep)
+            .flat_map(|i| i.names.bound.iter().map(String::as_str))
+            .collect();
+        let read_before = |k: usize, name: &str| {
+            items[..k]
+                .iter()
+                .any(|i| i.role != Role::Keep && i.names.reads.contains(name))
+        };
+        let depends = |k: usize| {
+            let i = &items[k];
+            i.names
+                .bound
+                .iter()
+                .any(|n| moved.contains(n.as_str()) || read_before(k, n))
+                || i.names.reads.iter().any(|n| moved.contains(n.as_str()))
+        };
+        let to_move: Vec<usize> = (0..items.len())
+            .filter(|&k| items[k].role == Role::Keep && depends(k))
+            .collect();
+        if to_move.is_empty() {
+            return;
+        }
+        for k in to_move {
+            items[k].role = Role::Move;
+        }
+    }
+}
+
+/// Refuse statements whose meaning would change inside a function.
+fn check_movable(file: &File, item: &Item) -> Result<(), String> {
+    if item.role == Role::Keep {
+        return Ok(());
+    }
+    let line = file.line_of(usize::from(item.stmt.start()));
+    if let Some(h) = item.names.hazards.first() {
+        return Err(format!("line {line} uses {h}"));
+    }
+    if item.role == Role::Move
+        && let Some(name) = item.names.nested_defs.first()
+    {
+        return Err(format!(
+            "`{name}` is defined inside a block on line {line}, after the launch; inside `main()` spawn children could not import it"
+        ));
+    }
+    Ok(())
+}
+
+/// The statement must have its lines to itself (no `a; b`, nothing before it on its line).
+fn check_own_lines(file: &File, stmt: &Stmt) -> Result<(), String> {
+    let (s, e) = (usize::from(stmt.start()), usize::from(stmt.end()));
+    let before = &file.src[line_start(file.src, s)..s];
+    let after = file.src[e..line_end(file.src, e)].trim();
+    if before.trim().is_empty() && (after.is_empty() || after.starts_with('#')) {
+        return Ok(());
+    }
+    Err(format!(
+        "line {} holds several statements; split them first",
+        file.line_of(s)
+    ))
+}
+
+/// Where a statement's text begins: the comment lines directly above it go with it.
+fn attach_comments(file: &File, stmt: &Stmt, floor: usize) -> usize {
+    let mut start = line_start(file.src, usize::from(stmt.start()));
+    while start > floor {
+        let above = line_start(file.src, start - 1);
+        if above < floor
+            || file.inside.contains(&above)
+            || !layout::is_comment_line(file.src, above, start)
+        {
+            break;
+        }
+        start = above;
+    }
+    start
+}
+
+/// The new text: kept statements in place, then `def main():` with the moved ones, then the guard.
+fn render(file: &File, body: &[Stmt], items: &[Item]) -> String {
+    let src = file.src;
+    let nl = layout::newline(src);
+    let unit = layout::indent_unit(src, body);
+    let gap = |k: usize| -> (usize, &str) {
+        let from = if k == 0 {
+            items[0].span.0
+        } else {
+            items[k - 1].span.1
+        };
+        (from, &src[from..items[k].span.0])
+    };
+    let mut out = src[..items[0].span.0].to_string();
+    for (k, item) in items
+        .iter()
+        .enumerate()
+        .filter(|(_, i)| i.role == Role::Keep)
+    {
+        out.push_str(gap(k).1);
+        push_line(&mut out, &src[item.span.0..item.span.1], nl);
+    }
+    end_block(&mut out, nl);
+    let moved: Vec<usize> = (0..items.len())
+        .filter(|&k| items[k].role != Role::Keep)
+        .collect();
+    let call = match single_call(items, &moved) {
+        Some(k) => layout::reindent(
+            &src[items[k].span.0..items[k].span.1],
+            items[k].span.0,
+            "",
+            &unit,
+            &file.inside,
+        ),
+        None => {
+            let name = main_name(body);
+            out.push_str(&format!("def {name}():{nl}"));
+            push_globals(&mut out, items, &moved, &unit, nl);
+            for (j, &k) in moved.iter().enumerate() {
+                if j > 0 {
+                    let (from, text) = gap(k);
+                    // Blank lines that separated a kept definition are not the moved code's own;
+                    // inside a function one blank line separates (PEP 8).
+                    let ours = items[k - 1].role != Role::Keep;
+                    let text = layout::reindent(text, from, "", &unit, &file.inside);
+                    let mut blank = false;
+                    for line in text.split_inclusive('\n') {
+                        let is_blank = line.trim().is_empty();
+                        if !is_blank || ours && !blank {
+                            out.push_str(line);
+                        }
+                        blank = is_blank;
+                    }
+                }
+                push_line(&mut out, &moved_text(file, &items[k], &unit), nl);
+            }
+            end_block(&mut out, nl);
+            format!("{unit}{name}(){nl}")
+        }
+    };
+    out.push_str(&format!("if __name__ == \"__main__\":{nl}"));
+    push_line(&mut out, &call, nl);
+    let tail = &src[items[items.len() - 1].span.1..];
+    if !tail.trim().is_empty() {
+        out.push_str(tail);
+    }
+    out
+}
+
+/// The moved statements are one call of a plain name (`main()`, `run(cfg)`): the guard calls it
+/// directly instead of through a `main()` that only calls it.
+fn single_call(items: &[Item], moved: &[usize]) -> Option<usize> {
+    let [k] = moved else { return None };
+    let item = &items[*k];
+    let is_call = matches!(item.stmt, Stmt::Expr(e)
+        if matches!(&*e.value, Expr::Call(c) if matches!(&*c.func, Expr::Name(_))));
+    (item.role == Role::Move && is_call && item.names.bound.is_empty()).then_some(*k)
+}
+
+/// A moved statement's text, indented one level; a folded guard gives its body.
+fn moved_text(file: &File, item: &Item, unit: &str) -> String {
+    let src = file.src;
+    let (Role::Fold, Stmt::If(guard)) = (item.role, item.stmt) else {
+        return layout::reindent(
+            &src[item.span.0..item.span.1],
+            item.span.0,
+            "",
+            unit,
+            &file.inside,
+        );
+    };
+    // Comment lines above the guard, then the guard's body without the guard's own indentation.
+    let header_end = line_end(src, usize::from(guard.test.end()));
+    let comments = layout::reindent(
+        &src[item.span.0..line_start(src, usize::from(guard.start()))],
+        item.span.0,
+        "",
+        unit,
+        &file.inside,
+    );
+    let b0 = guard
+        .body
+        .first()
+        .map_or(header_end, |s| usize::from(s.start()));
+    let (from, strip) = if b0 >= header_end {
+        (header_end, &src[line_start(src, b0)..b0])
+    } else {
+        (b0, "")
+    };
+    comments + &layout::reindent(&src[from..item.span.1], from, strip, unit, &file.inside)
+}
+
+/// `global a, b, c` lines for the names the moved statements bind.
+fn push_globals(out: &mut String, items: &[Item], moved: &[usize], unit: &str, nl: &str) {
+    let mut seen = HashSet::new();
+    let names: Vec<&str> = moved
+        .iter()
+        .flat_map(|&k| items[k].names.bound.iter())
+        .filter(|n| seen.insert(n.as_str()))
+        .map(String::as_str)
+        .collect();
+    let mut line = String::new();
+    for name in names {
+        if !line.is_empty() && unit.len() + 7 + line.len() + name.len() + 2 > 88 {
+            out.push_str(&format!("{unit}global {line}{nl}"));
+            line.clear();
+        }
+        if !line.is_empty() {
+            line.push_str(", ");
+        }
+        line.push_str(name);
+    }
+    if !line.is_empty() {
+        out.push_str(&format!("{unit}global {line}{nl}"));
+    }
+}
+
+/// `main`, unless the module already uses that name (or a star import may bind it).
+fn main_name(body: &[Stmt]) -> String {
+    let ids = names::identifiers(body);
+    let star = body.iter().any(|s| {
+        matches!(s, Stmt::ImportFrom(i) if i.names.iter().any(|a: &ast::Alias| a.name.as_str() == "*"))
+    });
+    if !star && !ids.contains("main") {
+        return "main".to_string();
+    }
+    (1..)
+        .map(|n| {
+            if n == 1 {
+                "_doctor_main".to_string()
+            } else {
+                format!("_doctor_main_{n}")
+            }
+        })
+        .find(|n| !ids.contains(n))
+        .unwrap_or_default()
+}
+
+fn push_line(out: &mut String, text: &str, nl: &str) {
+    out.push_str(text);
+    if !text.ends_with('\n') {
+        out.push_str(nl);
+    }
+}
+
+/// Drop trailing blank lines, then leave two (PEP 8 between top-level blocks); none at file start.
+fn end_block(out: &mut String, nl: &str) {
+    while let Some(without) = out.strip_suffix('\n') {
+        let start = line_start(without, without.len());
+        if !without[start..].trim().is_empty() {
+            break;
+        }
+        out.truncate(start);
+    }
+    if !out.is_empty() {
+        out.push_str(nl);
+        out.push_str(nl);
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,258 @@
+//! What one module-level statement binds and reads when it runs, and what would change meaning
+//! if it ran inside a function instead (`exec`, `locals()`, `global`, annotated names).
+
+use std::collections::HashSet;
+
+use ruff_python_ast::visitor::{self, Visitor};
+use ruff_python_ast::{self as ast, Expr, ExprContext, Pattern, Stmt};
+
+use crate::scan::symbols::MAX_DEPTH;
+
+/// The names one statement binds in the module scope and reads while it runs.
+#[derive(Default)]
+pub struct Names {
+    /// Bound in the module scope, in order of first binding.
+    pub bound: Vec<String>,
+    /// Read while the statement runs (for a def: decorators, defaults, annotations only).
+    pub reads: HashSet<String>,
+    /// Why this statement cannot run inside a function unchanged.
+    pub hazards: Vec<String>,
+    /// Functions and classes defined inside a block (not as the statement itself).
+    pub nested_defs: Vec<String>,
+    /// `from M import *`.
+    pub star_import: bool,
+    seen: HashSet<String>,
+    depth: usize,
+    class_depth: usize,
+    comprehension_depth: usize,
+}
+
+impl Names {
+    pub fn of(stmt: &Stmt) -> Names {
+        let mut names = Names::default();
+        names.visit_stmt(stmt);
+        names
+    }
+
+    fn bind(&mut self, name: &str) {
+        if self.class_depth == 0 && self.seen.insert(name.to_string()) {
+            self.bound.push(name.to_string());
+        }
+    }
+
+    fn hazard(&mut self, why: String) {
+        if self.class_depth == 0 && !self.hazards.contains(&why) {
+            self.hazards.push(why);
+        }
+    }
+
+    fn def_header(&mut self, decorators: &[ast::Decorator], params: Option<&ast::Parameters>) {
+        for d in decorators {
+            self.visit_expr(&d.expression);
+        }
+        if let Some(params) = params {
+            for p in params.iter() {
+                if let Some(a) = p.annotation() {
+                    self.visit_expr(a);
+                }
+                if let Some(d) = p.default() {
+                    self.visit_expr(d);
+                }
+            }
+        }
+    }
+
+    fn on_def(&mut self, name: &str) {
+        if self.depth > 1 && self.class_depth == 0 {
+            self.nested_defs.push(name.to_string());
+        }
+        self.bind(name);
+    }
+}
+
+impl<'a> Visitor<'a> for Names {
+    fn visit_stmt(&mut self, stmt: &'a Stmt) {
+        if self.depth > MAX_DEPTH {
+            self.hazard("nested too deep to analyse".to_string());
+            return;
+        }
+        self.depth += 1;
+        match stmt {
+            Stmt::FunctionDef(f) => {
+                self.def_header(&f.decorator_list, Some(&f.parameters));
+                if let Some(r) = &f.returns {
+                    self.visit_expr(r);
+                }
+                self.on_def(f.name.as_str());
+            }
+            Stmt::ClassDef(c) => {
+                self.def_header(&c.decorator_list, None);
+                if let Some(args) = &c.arguments {
+                    self.visit_arguments(args);
+                }
+                self.class_depth += 1;
+                self.visit_body(&c.body);
+                self.class_depth -= 1;
+                self.on_def(c.name.as_str());
+            }
+            Stmt::Import(i) => {
+                for a in &i.names {
+                    let name = a.asname.as_ref().unwrap_or(&a.name).as_str();
+                    self.bind(name.split('.').next().unwrap_or(name));
+                }
+            }
+            Stmt::ImportFrom(i) => {
+                for a in &i.names {
+                    if a.name.as_str() == "*" {
+                        self.star_import = true;
+                    } else {
+                        self.bind(a.asname.as_ref().unwrap_or(&a.name).as_str());
+                    }
+                }
+            }
+            Stmt::Global(_) | Stmt::Nonlocal(_) => {
+                self.hazard("a module-level `global` statement".to_string());
+            }
+            Stmt::AnnAssign(a) => {
+                if let Expr::Name(n) = &*a.target {
+                    self.hazard(format!(
+                        "the annotated assignment to `{}` (an annotated name cannot be declared `global`)",
+                        n.id
+                    ));
+                }
+                visitor::walk_stmt(self, stmt);
+            }
+            _ => visitor::walk_stmt(self, stmt),
+        }
+        self.depth -= 1;
+    }
+
+    fn visit_expr(&mut self, expr: &'a Expr) {
+        if self.depth > MAX_DEPTH {
+            return;
+        }
+        self.depth += 1;
+        match expr {
+            Expr::Name(n) => match n.ctx {
+                ExprContext::Load => {
+                    self.reads.insert(n.id.to_string());
+                }
+                ExprContext::Store | ExprContext::Del if self.comprehension_depth == 0 => {
+                    self.bind(n.id.as_str());
+                }
+                _ => {}
+            },
+            Expr::Named(named) => {
+                if let Expr::Name(n) = &*named.target {
+                    // A walrus binds in the enclosing scope, even inside a comprehension.
+                    let saved = std::mem::take(&mut self.comprehension_depth);
+                    self.bind(n.id.as_str());
+                    self.comprehension_depth = saved;
+                }
+                self.visit_expr(&named.value);
+            }
+            // A lambda's body runs when it is called; its defaults now.
+            Expr::Lambda(l) => {
+                if let Some(params) = &l.parameters {
+                    for p in params.iter() {
+                        if let Some(d) = p.default() {
+                            self.visit_expr(d);
+                        }
+                    }
+                }
+            }
+            Expr::ListComp(_) | Expr::SetComp(_) | Expr::DictComp(_) | Expr::Generator(_) => {
+                self.comprehension_depth += 1;
+                visitor::walk_expr(self, expr);
+                self.comprehension_depth -= 1;
+            }
+            Expr::Call(c) => {
+                if let Expr::Name(n) = &*c.func
+                    && matches!(n.id.as_str(), "exec" | "eval" | "locals" | "vars")
+                {
+                    self.hazard(format!(
+                        "`{}()` (it would see the function's variables instead of the module's)",
+                        n.id
+                    ));
+                }
+                visitor::walk_expr(self, expr);
+            }
+            _ => visitor::walk_expr(self, expr),
+        }
+        self.depth -= 1;
+    }
+
+    fn visit_except_handler(&mut self, handler: &'a ast::ExceptHandler) {
+        let ast::ExceptHandler::ExceptHandler(h) = handler;
+        if let Some(name) = &h.name {
+            self.bind(name.as_str());
+        }
+        visitor::walk_except_handler(self, handler);
+    }
+
+    fn visit_pattern(&mut self, pattern: &'a Pattern) {
+        let name = match pattern {
+            Pattern::MatchAs(p) => p.name.as_ref(),
+            Pattern::MatchStar(p) => p.name.as_ref(),
+            Pattern::MatchMapping(p) => p.rest.as_ref(),
+            _ => None,
+        };
+        if let Some(name) = name {
+            self.bind(name.as_str());
+        }
+        visitor::walk_pattern(self, pattern);
+    }
+}
+
+/// Every identifier the module uses anywhere (names, definitions, imports, parameters).
+pub fn identifiers(body: &[Stmt]) -> HashSet<String> {
+    struct All {
+        ids: HashSet<String>,
+        depth: usize,
+    }
+    impl<'a> Visitor<'a> for All {
+        fn visit_stmt(&mut self, stmt: &'a Stmt) {
+            if self.depth > MAX_DEPTH {
+                return;
+            }
+            self.depth += 1;
+            match stmt {
+                Stmt::FunctionDef(f) => {
+                    self.ids.insert(f.name.to_string());
+                }
+                Stmt::ClassDef(c) => {
+                    self.ids.insert(c.name.to_string());
+                }
+                _ => {}
+            }
+            visitor::walk_stmt(self, stmt);
+            self.depth -= 1;
+        }
+        fn visit_expr(&mut self, expr: &'a Expr) {
+            if self.depth > MAX_DEPTH {
+                return;
+            }
+            self.depth += 1;
+            if let Expr::Name(n) = expr {
+                self.ids.insert(n.id.to_string());
+            }
+            visitor::walk_expr(self, expr);
+            self.depth -= 1;
+        }
+        fn visit_alias(&mut self, alias: &'a ast::Alias) {
+            let name = alias.asname.as_ref().unwrap_or(&alias.name).as_str();
+            self.ids
+                .insert(name.split('.').next().unwrap_or(name).to_string());
+        }
+        fn visit_parameter(&mut self, p: &'a ast::Parameter) {
+            self.ids.insert(p.name.to_string());
+            visitor::walk_parameter(self, p);
+        }
+    }
+    let mut all = All {
+        ids: HashSet::new(),
+        depth: 0,
+    };
+    all.visit_body(body);
+    all.ids
+}
