@@ -304,6 +304,9 @@ pub fn find_python_for(
     {
         env.source = "managed".to_string();
         if env.has_all() {
+            if allow_setup {
+                complete_tools(&venv);
+            }
             return check_torch(env);
         }
     }
@@ -358,6 +361,38 @@ fn pins() -> Vec<String> {
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .map(String::from)
         .collect()
+}
+
+/// A managed venv made before a pinned tool joined the pins (py-spy, for what a hung rank is
+/// blocked in) gets it now; torch and lightning are never reinstalled here. Best effort: a
+/// failure is said on stderr and the venv stays usable.
+fn complete_tools(venv: &Path) {
+    let py_spy = pins().into_iter().find(|p| p.starts_with("py-spy"));
+    let Some(pin) = py_spy.filter(|_| !venv.join("bin").join("py-spy").exists()) else {
+        return;
+    };
+    eprintln!(
+        "doctor: adding {pin} to the managed environment {}",
+        venv.display()
+    );
+    let ok = Command::new(venv_python(venv))
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--disable-pip-version-check",
+            "-q",
+            &pin,
+        ])
+        .stdin(Stdio::null())
+        .stdout(stderr_stdio())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!(
+            "doctor: could not install {pin}; hung ranks are shown without their Python stack"
+        );
+    }
 }
 
 fn stderr_stdio() -> Stdio {
