@@ -372,22 +372,13 @@ pub fn main(args: ReproArgs) -> anyhow::Result<i32> {
         accel.backend,
         args.timeout
     ));
-    let ctx = RunCtx {
-        python: env.path.clone(),
-        accel_kind: accel.kind,
-        devices: accel.devices,
-        timeout: Duration::from_secs_f64(args.timeout),
-        workdir: workdir.path().to_path_buf(),
-        script_args: args.script_args.clone(),
+    let mut results = match run_cases(&cases, &env, &accel, jobs, workdir.path(), &args) {
+        Ok(results) => results,
+        Err(code) => return Ok(code),
     };
-    let results = run_all(&cases, &ctx, jobs, progress::Mode::choose(args.no_progress));
-    if supervise::interrupted() {
-        return Ok(report_interrupted(&results));
-    }
-    let mut results: Vec<CaseResult> = results.into_iter().flatten().collect();
     results.sort_by(|a, b| (&a.name, a.ctx, a.variant).cmp(&(&b.name, b.ctx, b.variant)));
     let verdict = verdict(&results);
-    let mut doc = Document {
+    let doc = Document {
         schema_version: SCHEMA_VERSION,
         python: PythonInfo::of(&env),
         accelerator: accel,
@@ -396,9 +387,6 @@ pub fn main(args: ReproArgs) -> anyhow::Result<i32> {
         cases: results,
         verdict,
     };
-    if !render::settings().show_secrets {
-        redact_cases(&mut doc.cases);
-    }
     match args.format.unwrap_or(Format::Table) {
         Format::Table => render::print(&render_table(&doc)),
         f => render::print(&render::document(&doc, f)?),
@@ -487,6 +475,35 @@ fn plan_resources(args: &ReproArgs, cases: usize) -> anyhow::Result<(Accelerator
         devices,
     };
     Ok((accel, jobs))
+}
+
+/// Run the cases (live progress unless `--no-progress`), their secrets redacted; `Err(exit code)`
+/// when interrupted.
+fn run_cases(
+    cases: &[CaseSpec],
+    env: &pyenv::PythonEnv,
+    accel: &Accelerator,
+    jobs: usize,
+    workdir: &Path,
+    args: &ReproArgs,
+) -> Result<Vec<CaseResult>, i32> {
+    let ctx = RunCtx {
+        python: env.path.clone(),
+        accel_kind: accel.kind,
+        devices: accel.devices,
+        timeout: Duration::from_secs_f64(args.timeout),
+        workdir: workdir.to_path_buf(),
+        script_args: args.script_args.clone(),
+    };
+    let results = run_all(cases, &ctx, jobs, progress::Mode::choose(args.no_progress));
+    if supervise::interrupted() {
+        return Err(report_interrupted(&results));
+    }
+    let mut results: Vec<CaseResult> = results.into_iter().flatten().collect();
+    if !render::settings().show_secrets {
+        redact_cases(&mut results);
+    }
+    Ok(results)
 }
 
 /// Ctrl-C: say what was killed and whether anything is left; the exit code.

@@ -1,4 +1,4 @@
-//! Times in documents: RFC 3339 UTC strings (`2026-12-01T20:41:08.250Z`). Readers also accept
+//! Times: ages (`3h05m`); in documents RFC 3339 UTC strings (`2026-12-01T20:41:08.250Z`). Readers also accept
 //! the Unix seconds of schema 1.
 
 use serde::{Deserialize, Deserializer, Serializer};
@@ -116,20 +116,11 @@ pub fn age(seconds: f64) -> String {
     }
 }
 
-/// A UNIX time as an RFC 3339 UTC string.
+/// A UNIX time as an RFC 3339 UTC string to the second (for messages people read).
 pub fn utc(t: f64) -> String {
     let secs = t.max(0.0) as i64;
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
+    let (y, m, d) = civil_from_days(days);
     format!(
         "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
         rem / 3600,

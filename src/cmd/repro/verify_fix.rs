@@ -5,18 +5,17 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use comfy_table::{ContentArrangement, Table};
 use serde::Serialize;
 
 use super::{
-    Accelerator, CaseResult, CaseSpec, Ctx, Launcher, Outcome, PythonInfo, ReproArgs, RunCtx,
+    Accelerator, CaseResult, CaseSpec, Ctx, Launcher, Outcome, PythonInfo, ReproArgs,
     SCHEMA_VERSION, TempDir, Variant, buggy_text, contexts, ctx_list, mismatches, plan_resources,
-    report_interrupted, run_all,
+    run_cases,
 };
 use crate::error::user_error;
-use crate::render::{self, Format, Paint, progress};
+use crate::render::{self, Format, Paint};
 use crate::scan::fix::{self, FileFix, Fix};
 use crate::sys::{pyenv, supervise};
 
@@ -52,32 +51,23 @@ pub fn main(args: &ReproArgs, python: Option<&Path>) -> anyhow::Result<i32> {
     let fix = fixed_copy(&script)?;
     let need = needs(&fix.before);
     let env = pyenv::find_python_for(python, !args.no_setup, need)?;
-    eprintln!("doctor: using {} [{}]", env.summary(), env.source);
+    render::note(&format!("doctor: using {} [{}]", env.summary(), env.source));
     let ctxs = contexts(&args.ctx);
     let (accel, jobs) = plan_resources(args, ctxs.len() * 2)?;
     supervise::init()?;
     let workdir = TempDir::new()?;
     let cases = write_cases(&script, &fix, &ctxs, workdir.path())?;
-    eprintln!(
+    render::note(&format!(
         "doctor: verifying the fix of {} ({} case(s), {} at a time, timeout {}s each)",
         script.display(),
         cases.len(),
         jobs,
         args.timeout
-    );
-    let ctx = RunCtx {
-        python: env.path.clone(),
-        accel_kind: accel.kind,
-        devices: accel.devices,
-        timeout: Duration::from_secs_f64(args.timeout),
-        workdir: workdir.path().to_path_buf(),
-        script_args: args.script_args.clone(),
+    ));
+    let mut results = match run_cases(&cases, &env, &accel, jobs, workdir.path(), args) {
+        Ok(results) => results,
+        Err(code) => return Ok(code),
     };
-    let results = run_all(&cases, &ctx, jobs, progress::Mode::choose(args.no_progress));
-    if supervise::interrupted() {
-        return Ok(report_interrupted(&results));
-    }
-    let mut results: Vec<CaseResult> = results.into_iter().flatten().collect();
     results.sort_by_key(|c| (c.ctx, c.variant));
     let doc = VerifyDocument {
         schema_version: SCHEMA_VERSION,
