@@ -433,7 +433,8 @@ fn pre_commit_hook_fails_on_a_module_level_launch_then_passes_after_the_fix() {
     let text = format!("{}{}", stdout(&out), String::from_utf8_lossy(&out.stderr));
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
     assert!(text.contains("Failed"), "{}", show(&out));
-    assert!(text.contains("train.py:6:1: S001"), "{}", show(&out));
+    assert!(text.contains("error[S001]"), "{}", show(&out));
+    assert!(text.contains("--> train.py:6:1"), "{}", show(&out));
 
     // The launch moved under the main guard: the hook passes.
     fs::copy(fixtures.join("seed_fixed.py"), user.join("train.py")).unwrap();
