@@ -8,7 +8,7 @@ use ruff_text_size::{TextRange, TextSize};
 use super::ScanOptions;
 use super::diagnostic::{Diagnostic, Related, Rule, S001, S002, S003, S900, Severity};
 use super::reach::{Event, Kind, Reach, SpawnCollector};
-use super::symbols::{Symbols, spawnlike_default};
+use super::symbols::{Evidence, Symbols, spawnlike_default};
 
 /// Line/column lookups for one source text.
 pub struct Locator<'s> {
@@ -96,10 +96,22 @@ pub fn check(module: &ModModule, source: &str, path: &str, opts: &ScanOptions) -
         return Vec::new();
     }
     let loc = Locator::new(source);
-    let default = spawnlike_default(opts.platform, opts.python_version);
+    let evidence = spawn_evidence(module, &sym, opts);
+    let mut out = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for event in &events {
+        if seen.insert((event.kind, event.site)) {
+            out.extend(diagnose(&loc, path, event, &evidence));
+        }
+    }
+    out
+}
+
+/// Where the program makes spawn or forkserver children, in source order, once each.
+fn spawn_evidence(module: &ModModule, sym: &Symbols, opts: &ScanOptions) -> Vec<Evidence> {
     let mut spawn = SpawnCollector {
-        sym: &sym,
-        default,
+        sym,
+        default: spawnlike_default(opts.platform, opts.python_version),
         found: Vec::new(),
         depth: 0,
     };
@@ -107,89 +119,84 @@ pub fn check(module: &ModModule, source: &str, path: &str, opts: &ScanOptions) -
     let mut evidence = spawn.found;
     evidence.sort_by_key(|e| e.range.start());
     evidence.dedup_by_key(|e| e.range);
+    evidence
+}
 
-    let mut out = Vec::new();
-    let mut seen = std::collections::HashSet::new();
-    for event in &events {
-        if !seen.insert((event.kind, event.site)) {
-            continue;
-        }
-        let mut chain = Vec::new();
-        if let Some(o) = &event.origin {
-            let inside = o
-                .function
-                .as_deref()
-                .map(|f| format!(", inside `{f}()`"))
-                .unwrap_or_default();
-            chain.push(loc.related(o.range, format!("`{}` is called here{inside}", o.label)));
-        }
-        let label = &event.label;
-        let via = match &event.origin {
-            Some(o) => format!(
-                " through `{}` (line {})",
-                o.label,
-                loc.line_col(o.range.start()).0
-            ),
-            None => String::new(),
-        };
-        let guarded = guarded_form(&loc, event);
-        match event.kind {
-            Kind::Launch => {
-                let mut d = loc.diagnostic(
-                    &S001,
-                    path,
-                    event.site,
-                    format!("`{label}` starts distributed work at import time{via}, outside `if __name__ == \"__main__\":`"),
-                    format!("move it under a main guard:\n{guarded}"),
-                );
-                d.related = chain.clone();
-                if !evidence.is_empty() {
-                    d.severity = Severity::Error;
-                    let mut s2 = loc.diagnostic(
-                        &S002,
-                        path,
-                        event.site,
-                        format!(
-                            "spawn/forkserver children re-import this file and run `{label}`{via} again: it binds the \
-                             rendezvous port its parent already holds (EADDRINUSE) or joins as a duplicate rank"
-                        ),
-                        format!(
-                            "children re-import the main file as `__mp_main__`; keep the launch under the main \
-                             guard so that they skip it:\n{guarded}\n(a \"fork\" context also avoids the re-import, \
-                             on Linux only)"
-                        ),
-                    );
-                    s2.related = evidence
-                        .iter()
-                        .take(3)
-                        .map(|e| {
-                            loc.related(
-                                e.range,
-                                format!("spawn/forkserver children are made here: {}", e.what),
-                            )
-                        })
-                        .chain(chain)
-                        .collect();
-                    out.push(d);
-                    out.push(s2);
-                } else {
-                    out.push(d);
-                }
+/// The findings of one import-time event: S001 (an error with S002 beside it when the program
+/// makes spawn/forkserver children), or S003.
+fn diagnose(loc: &Locator, path: &str, event: &Event, evidence: &[Evidence]) -> Vec<Diagnostic> {
+    let mut chain = Vec::new();
+    if let Some(o) = &event.origin {
+        let inside = o
+            .function
+            .as_deref()
+            .map(|f| format!(", inside `{f}()`"))
+            .unwrap_or_default();
+        chain.push(loc.related(o.range, format!("`{}` is called here{inside}", o.label)));
+    }
+    let label = &event.label;
+    let via = match &event.origin {
+        Some(o) => format!(
+            " through `{}` (line {})",
+            o.label,
+            loc.line_col(o.range.start()).0
+        ),
+        None => String::new(),
+    };
+    let guarded = guarded_form(loc, event);
+    match event.kind {
+        Kind::Launch => {
+            let mut d = loc.diagnostic(
+                &S001,
+                path,
+                event.site,
+                format!("`{label}` starts distributed work at import time{via}, outside `if __name__ == \"__main__\":`"),
+                format!("move it under a main guard:\n{guarded}"),
+            );
+            d.related = chain.clone();
+            if evidence.is_empty() {
+                return vec![d];
             }
-            Kind::Cuda => {
-                let mut d = loc.diagnostic(
-                    &S003,
-                    path,
-                    event.site,
-                    format!("`{label}` does CUDA work at import time{via}; every spawn/forkserver child repeats it"),
-                    format!("move it under a main guard:\n{guarded}"),
-                );
-                d.related = chain;
-                out.push(d);
-            }
+            d.severity = Severity::Error;
+            let mut s2 = loc.diagnostic(
+                &S002,
+                path,
+                event.site,
+                format!(
+                    "spawn/forkserver children re-import this file and run `{label}`{via} again: it binds the \
+                     rendezvous port its parent already holds (EADDRINUSE) or joins as a duplicate rank"
+                ),
+                format!(
+                    "children re-import the main file as `__mp_main__`; keep the launch under the main \
+                     guard so that they skip it:\n{guarded}\n(a \"fork\" context also avoids the re-import, \
+                     on Linux only)"
+                ),
+            );
+            s2.related = evidence
+                .iter()
+                .take(3)
+                .map(|e| {
+                    loc.related(
+                        e.range,
+                        format!("spawn/forkserver children are made here: {}", e.what),
+                    )
+                })
+                .chain(chain)
+                .collect();
+            vec![d, s2]
+        }
+        Kind::Cuda => {
+            let mut d = loc.diagnostic(
+                &S003,
+                path,
+                event.site,
+                format!("`{label}` does CUDA work at import time{via}; every spawn/forkserver child repeats it"),
+                format!("move it under a main guard:\n{guarded}"),
+            );
+            d.related = chain;
+            vec![d]
         }
     }
-    out
 }
 
 /// The fix, spelled out: the flagged call moved into `main()` under the guard.

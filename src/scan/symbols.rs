@@ -294,32 +294,7 @@ impl<'a> Symbols<'a> {
         default: Option<&str>,
         out: &mut Vec<Evidence>,
     ) {
-        let args = &call.arguments;
-        let spawnlike = |s: &str| matches!(s, "spawn" | "forkserver");
-        for kw in args.keywords.iter() {
-            let Some(arg) = kw.arg.as_ref().map(|a| a.as_str()) else {
-                continue;
-            };
-            if !matches!(
-                arg,
-                "multiprocessing_context" | "mp_context" | "start_method" | "strategy"
-            ) {
-                continue;
-            }
-            if let Some(v) = str_value(&kw.value) {
-                let hit = if arg == "strategy" {
-                    v.contains("spawn")
-                } else {
-                    spawnlike(v)
-                };
-                if hit {
-                    out.push(Evidence {
-                        range: kw.range(),
-                        what: format!("{arg}=\"{v}\""),
-                    });
-                }
-            }
-        }
+        keyword_evidence(&call.arguments, out);
         let func = &*call.func;
         let last = match func {
             Expr::Attribute(a) => a.attr.as_str(),
@@ -327,68 +302,44 @@ impl<'a> Symbols<'a> {
             _ => return,
         };
         let q = self.qualname(func).unwrap_or_default();
+        let args = &call.arguments;
+        let evidence = |what: String| Evidence {
+            range: call.range(),
+            what,
+        };
+        let with_default = |d: &str| {
+            format!(
+                "{}() with the platform default start method \"{d}\"",
+                text(func)
+            )
+        };
         match last {
             "set_start_method" | "get_context" => match args.find_argument_value("method", 0) {
                 Some(v) => {
-                    if let Some(s) = str_value(v).filter(|s| spawnlike(s)) {
-                        out.push(Evidence {
-                            range: call.range(),
-                            what: format!("{}(\"{s}\")", text(func)),
-                        });
+                    if let Some(s) = str_value(v).filter(|s| is_spawnlike(s)) {
+                        out.push(evidence(format!("{}(\"{s}\")", text(func))));
                     }
                 }
                 None if last == "get_context" => {
-                    if let Some(d) = default {
-                        out.push(Evidence {
-                            range: call.range(),
-                            what: format!(
-                                "{}() with the platform default start method \"{d}\"",
-                                text(func)
-                            ),
-                        });
-                    }
+                    out.extend(default.map(|d| evidence(with_default(d))));
                 }
                 None => {}
             },
             "spawn" if q.starts_with("torch.multiprocessing.") => {
-                out.push(Evidence {
-                    range: call.range(),
-                    what: format!("{}() starts spawn children", text(func)),
-                });
+                out.push(evidence(format!("{}() starts spawn children", text(func))));
             }
             "start_processes"
                 if q.starts_with("torch.multiprocessing.")
                     && args.find_keyword("start_method").is_none() =>
             {
-                out.push(Evidence {
-                    range: call.range(),
-                    what: format!(
-                        "{}() starts spawn children (its default start method)",
-                        text(func)
-                    ),
-                });
+                out.push(evidence(format!(
+                    "{}() starts spawn children (its default start method)",
+                    text(func)
+                )));
             }
             "DataLoader" => {
-                let Some(d) = default else { return };
-                if args.find_keyword("multiprocessing_context").is_some() {
-                    return;
-                }
-                let Some(workers) = args.find_argument_value("num_workers", 5) else {
-                    return;
-                };
-                let n = int_value(workers);
-                if n.is_none_or(|n| n > 0) {
-                    let shown = n.map_or_else(
-                        || "num_workers=<not a literal>".to_string(),
-                        |n| format!("num_workers={n}"),
-                    );
-                    out.push(Evidence {
-                        range: call.range(),
-                        what: format!(
-                            "{}({shown}) with the platform default start method \"{d}\"",
-                            text(func)
-                        ),
-                    });
+                if let Some(what) = default.and_then(|d| dataloader_evidence(func, args, d)) {
+                    out.push(evidence(what));
                 }
             }
             "Process" | "Pool" | "ProcessPoolExecutor"
@@ -402,19 +353,63 @@ impl<'a> Symbols<'a> {
                         | "concurrent.futures.process.ProcessPoolExecutor"
                 ) && args.find_keyword("mp_context").is_none() =>
             {
-                if let Some(d) = default {
-                    out.push(Evidence {
-                        range: call.range(),
-                        what: format!(
-                            "{}() with the platform default start method \"{d}\"",
-                            text(func)
-                        ),
-                    });
-                }
+                out.extend(default.map(|d| evidence(with_default(d))));
             }
             _ => {}
         }
     }
+}
+
+fn is_spawnlike(s: &str) -> bool {
+    matches!(s, "spawn" | "forkserver")
+}
+
+/// A keyword that chooses spawn or forkserver: `multiprocessing_context=`, `mp_context=`,
+/// `start_method=`, or a Lightning `strategy=` naming spawn.
+fn keyword_evidence(args: &ast::Arguments, out: &mut Vec<Evidence>) {
+    for kw in args.keywords.iter() {
+        let Some(arg) = kw.arg.as_ref().map(|a| a.as_str()) else {
+            continue;
+        };
+        if !matches!(
+            arg,
+            "multiprocessing_context" | "mp_context" | "start_method" | "strategy"
+        ) {
+            continue;
+        }
+        if let Some(v) = str_value(&kw.value) {
+            let hit = if arg == "strategy" {
+                v.contains("spawn")
+            } else {
+                is_spawnlike(v)
+            };
+            if hit {
+                out.push(Evidence {
+                    range: kw.range(),
+                    what: format!("{arg}=\"{v}\""),
+                });
+            }
+        }
+    }
+}
+
+/// A DataLoader with workers (`num_workers` not a literal 0) and no context of its own starts
+/// children with the platform default `d`.
+fn dataloader_evidence(func: &Expr, args: &ast::Arguments, d: &str) -> Option<String> {
+    if args.find_keyword("multiprocessing_context").is_some() {
+        return None;
+    }
+    let n = int_value(args.find_argument_value("num_workers", 5)?);
+    n.is_none_or(|n| n > 0).then(|| {
+        let shown = n.map_or_else(
+            || "num_workers=<not a literal>".to_string(),
+            |n| format!("num_workers={n}"),
+        );
+        format!(
+            "{}({shown}) with the platform default start method \"{d}\"",
+            text(func)
+        )
+    })
 }
 
 /// `deepspeed.init_inference(..., mp_size=N)` or `tensor_parallel=...` with more than one rank
