@@ -271,13 +271,22 @@ pub fn first_error(log: &str) -> Option<String> {
         .iter()
         .position(|l| l.starts_with("Traceback (most recent call last)"))
     {
-        for l in &lines[start + 1..] {
-            if l.is_empty() || l.starts_with(' ') || l.starts_with('\t') || l.starts_with('^') {
-                continue;
+        // Other ranks' output may interleave with the traceback: the exception line is the one
+        // shaped like `SomeError: ...`; only without one is the first unindented line taken.
+        let unindented = lines[start + 1..].iter().filter(|l| {
+            !(l.is_empty()
+                || l.starts_with([' ', '\t', '^'])
+                || l.starts_with("Traceback")
+                || l.starts_with("During handling"))
+        });
+        let mut first = None;
+        for l in unindented {
+            if EXC.is_match(l.trim()) {
+                return Some(l.to_string());
             }
-            if l.starts_with("Traceback") || l.starts_with("During handling") {
-                continue;
-            }
+            first.get_or_insert(*l);
+        }
+        if let Some(l) = first {
             return Some(l.to_string());
         }
     }
@@ -290,6 +299,17 @@ pub fn first_error(log: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn first_error_skips_lines_of_other_ranks_inside_a_traceback() {
+        let log = "Traceback (most recent call last):\n  File \"t.py\", line 3, in <module>\n\
+                   Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2\n    fabric.launch()\n\
+                   torch.distributed.DistNetworkError: The server socket has failed to listen\n";
+        assert_eq!(
+            first_error(log).as_deref(),
+            Some("torch.distributed.DistNetworkError: The server socket has failed to listen")
+        );
+    }
 
     const SPAWN_LOG: &str = r#"Initializing distributed: GLOBAL_RANK: 0, MEMBER: 1/2
 Traceback (most recent call last):

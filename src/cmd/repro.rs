@@ -1294,7 +1294,7 @@ fn render_table(doc: &Document) -> String {
                 short_frame(f)
             )
         } else if let Some(e) = &c.error {
-            render::shorten(e, 70)
+            render::escape_control(&render::shorten(e, 70)).into_owned()
         } else {
             String::new()
         };

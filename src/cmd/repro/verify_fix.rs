@@ -327,16 +327,19 @@ fn render_matrix(doc: &VerifyDocument) -> String {
                         )
                     })
                     .or_else(|| {
-                        c.error
-                            .as_ref()
-                            .map(|e| format!("original: {}", render::shorten(e, 60)))
+                        c.error.as_ref().map(|e| {
+                            format!(
+                                "original: {}",
+                                render::escape_control(&render::shorten(e, 60))
+                            )
+                        })
                     })
             })
             .into_iter()
             .chain(fixed.and_then(|c| {
                 c.error
                     .as_ref()
-                    .map(|e| format!("fixed: {}", render::shorten(e, 60)))
+                    .map(|e| format!("fixed: {}", render::escape_control(&render::shorten(e, 60))))
             }))
             .collect::<Vec<_>>()
             .join("; ");
