@@ -22,34 +22,15 @@ import os
 import socket
 import subprocess
 import sys
-import time
 
 
-def listen(port):
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(("127.0.0.1", port))
-    s.listen(16)
-    return s
+# The socket helpers shared with situations.py (this folder is on sys.path: the script's own).
+from situations import forever, listen, ready
+from situations import connect as _connect
 
 
 def connect(port, retries=200):
-    for _ in range(retries):
-        try:
-            return socket.create_connection(("127.0.0.1", port))
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"cannot connect to {port}")
-
-
-def ready(**pids):
-    print("PIDS " + " ".join(f"{k}={v}" for k, v in pids.items()), flush=True)
-    print("READY", flush=True)
-
-
-def forever():
-    while True:
-        time.sleep(3600)
+    return _connect(port, retries)
 
 
 def wait_ready(p):
