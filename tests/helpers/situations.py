@@ -31,6 +31,16 @@ def connect(port, retries=100):
     raise SystemExit(f"cannot connect to {port}")
 
 
+def outgoing_from(port):
+    """An outgoing connection whose local port is `port` (to a listener of our own on another
+    port), with its accepted end; nobody listens on `port`."""
+    server = listen(0)
+    c = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    c.bind(("127.0.0.1", port))
+    c.connect(server.getsockname())
+    return server, c, server.accept()[0]
+
+
 def ready(**pids):
     print("PIDS " + " ".join(f"{k}={v}" for k, v in pids.items()), flush=True)
     print("READY", flush=True)
@@ -116,11 +126,7 @@ def main():
 
     if situation == "d005":
         # An outgoing connection whose local port is the rendezvous port; nobody listens on it.
-        server = listen(0)
-        c = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        c.bind(("127.0.0.1", port))
-        c.connect(server.getsockname())
-        conn = server.accept()[0]
+        held = outgoing_from(port)  # noqa: F841 (kept open until killed)
         ready(client=os.getpid())
         forever()
 

@@ -25,7 +25,7 @@ import sys
 
 
 # The socket helpers shared with situations.py (this folder is on sys.path: the script's own).
-from situations import forever, listen, ready
+from situations import forever, listen, outgoing_from, ready
 from situations import connect as _connect
 
 
@@ -131,11 +131,7 @@ def main():
         forever()
 
     if situation == "foreign-outgoing":
-        server = listen(0)
-        c = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        c.bind(("127.0.0.1", port))
-        c.connect(server.getsockname())
-        conn = server.accept()[0]
+        held = outgoing_from(port)  # noqa: F841 (kept open until killed)
         ready(client=os.getpid())
         forever()
 
