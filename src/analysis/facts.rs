@@ -183,6 +183,9 @@ pub struct Analysis<'a> {
     pub job_of: HashMap<i32, usize>,
     /// socket inode -> pids holding it.
     pub holders: HashMap<u64, Vec<i32>>,
+    /// socket inode -> indices of its entries in `snap.sockets` (one lookup per inode instead of
+    /// a pass over every socket per process).
+    socket_entries: HashMap<u64, Vec<usize>>,
     /// Ports treated as rendezvous ports: every MASTER_PORT seen, launcher flags, the defaults,
     /// and the ones asked for.
     pub rendezvous_ports: BTreeSet<u16>,
@@ -244,6 +247,12 @@ impl<'a> Analysis<'a> {
                 holders.entry(inode).or_default().push(p.pid);
             }
         }
+        let mut socket_entries: HashMap<u64, Vec<usize>> = HashMap::new();
+        for (i, s) in snap.sockets.iter().enumerate() {
+            if s.inode != 0 {
+                socket_entries.entry(s.inode).or_default().push(i);
+            }
+        }
         let mut a = Analysis {
             snap,
             roles: HashMap::new(),
@@ -252,6 +261,7 @@ impl<'a> Analysis<'a> {
             jobs: Vec::new(),
             job_of: HashMap::new(),
             holders,
+            socket_entries,
             rendezvous_ports: BTreeSet::new(),
             used_ports: BTreeSet::new(),
             fixed_ports: BTreeSet::new(),
@@ -323,11 +333,17 @@ impl<'a> Analysis<'a> {
         let Some(p) = self.process(pid) else {
             return Vec::new();
         };
-        self.snap
-            .sockets
+        let mut at: Vec<usize> = p
+            .socket_inodes
             .iter()
-            .filter(|s| s.inode != 0 && p.socket_inodes.binary_search(&s.inode).is_ok())
-            .collect()
+            .filter_map(|i| self.socket_entries.get(i))
+            .flatten()
+            .copied()
+            .collect();
+        // Snapshot order, each entry once (as a pass over `snap.sockets` gives them).
+        at.sort_unstable();
+        at.dedup();
+        at.into_iter().map(|i| &self.snap.sockets[i]).collect()
     }
 
     /// Whether `p` holds a TCP socket listening on `port`.

@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
-use comfy_table::{ContentArrangement, Table};
 use serde::Serialize;
 
 use crate::analysis::outcome::{self, Judged};
@@ -1271,12 +1270,7 @@ fn join_and(items: &[&str]) -> String {
 
 fn render_table(doc: &Document) -> String {
     let color = render::stdout_color();
-    let mut table = Table::new();
-    table.load_style(comfy_table::presets::NOTHING);
-    table.set_content_arrangement(ContentArrangement::Disabled);
-    table.set_header(vec![
-        "REPRO", "CTX", "VARIANT", "OUTCOME", "EXPECTED", "SECONDS", "DIGEST", "DETAIL",
-    ]);
+    let mut rows: Vec<[String; 8]> = Vec::new();
     for c in &doc.cases {
         let outcome = render::paint(
             c.outcome.as_str(),
@@ -1309,7 +1303,7 @@ fn render_table(doc: &Document) -> String {
         if !c.leftovers.is_empty() {
             detail.push_str(&format!("; LEFT BEHIND: {}", c.leftovers.join(", ")));
         }
-        table.add_row(vec![
+        rows.push([
             render::shorten(&c.name, 24),
             c.ctx.as_str().to_string(),
             c.variant.as_str().to_string(),
@@ -1322,11 +1316,11 @@ fn render_table(doc: &Document) -> String {
             detail,
         ]);
     }
-    let mut out = String::new();
-    for line in table.to_string().lines() {
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
+    let header = [
+        "REPRO", "CTX", "VARIANT", "OUTCOME", "EXPECTED", "SECONDS", "DIGEST", "DETAIL",
+    ];
+    let mut out = render::grid::grid(&header, &rows);
+    out.push('\n');
     let v = &doc.verdict;
     out.push('\n');
     let head_paint = if v.fix_verified || v.matches_expected {

@@ -8,6 +8,7 @@ use serde::Serialize;
 use crate::model::snapshot::Snapshot;
 
 pub mod findings;
+pub mod grid;
 pub mod merge;
 pub mod progress;
 pub mod redact;

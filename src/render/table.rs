@@ -3,9 +3,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use comfy_table::{ContentArrangement, Table};
-
 use crate::analysis::holders::Holder;
+use crate::render::grid::{grid, width};
 use crate::render::{self, escape_control, terminal_width};
 
 const HEADER: [&str; 10] = [
@@ -113,31 +112,25 @@ pub fn ports_table(rows: &[Holder], scope: &[u16], users: &BTreeMap<u32, String>
             format!("no sockets on the rendezvous ports ({list})\n")
         };
     }
-    let rows: Vec<[String; 10]> = group(rows).iter().map(|g| cells(g, users)).collect();
-    let last = HEADER.len() - 1;
-    // Column widths as comfy-table lays them out (content + one space each side).
-    let fixed: usize = (0..last)
-        .map(|c| {
-            rows.iter()
-                .map(|r| r[c].chars().count())
-                .chain([HEADER[c].len()])
-                .max()
-                .unwrap_or(0)
-                + 2
-        })
-        .sum();
-    let width = terminal_width();
-    let mut table = Table::new();
-    table.load_style(comfy_table::presets::NOTHING);
-    table.set_header(HEADER);
-    table.set_content_arrangement(ContentArrangement::Disabled);
-    for mut r in rows {
-        if let Some(w) = width {
+    let mut rows: Vec<[String; 10]> = group(rows).iter().map(|g| cells(g, users)).collect();
+    if let Some(w) = terminal_width() {
+        let last = HEADER.len() - 1;
+        // Every column but the command, with one space each side: the command gets the rest.
+        let fixed: usize = (0..last)
+            .map(|c| {
+                rows.iter()
+                    .map(|r| width(&r[c]))
+                    .chain([HEADER[c].len()])
+                    .max()
+                    .unwrap_or(0)
+                    + 2
+            })
+            .sum();
+        for r in &mut rows {
             r[last] = render::shorten(&r[last], w.saturating_sub(fixed + 1).max(20));
         }
-        table.add_row(r);
     }
-    let mut s = table.trim_fmt();
+    let mut s = grid(&HEADER, &rows);
     s.push('\n');
     s
 }

@@ -12,21 +12,20 @@ const PY_SPY_TIMEOUT: Duration = Duration::from_secs(8);
 
 /// Fill `wchan` and `syscall` (cheap reads).
 pub fn annotate(p: &mut Process) {
-    p.wchan = wchan(p.pid);
-    p.syscall = syscall(p.pid);
+    let pid = p.pid;
+    annotate_with(p, &mut |name| crate::sys::proc::text(pid, name));
 }
 
-/// `/proc/PID/wchan`; `None` when unreadable, empty or `0` (running, or hidden by the kernel).
-pub fn wchan(pid: i32) -> Option<String> {
-    crate::sys::proc::text(pid, "wchan").filter(|t| t != "0")
+/// [`annotate`] through `read`, which gives the trimmed text of one of the process's own
+/// `/proc/PID` files (the walk passes a reader on the directory it already holds open).
+pub fn annotate_with(p: &mut Process, read: &mut crate::sys::proc::ReadText<'_>) {
+    p.wchan = read(c"wchan").filter(|t| t != "0");
+    p.syscall = read(c"syscall").and_then(|t| syscall_text(&t));
 }
 
-/// The system call `pid` is blocked in, by name where known (`futex`, `accept4`, ...), `running`,
-/// or `syscall N`.
-pub fn syscall(pid: i32) -> Option<String> {
-    syscall_text(&crate::sys::proc::text(pid, "syscall")?)
-}
-
+/// The system call in `/proc/PID/syscall` text, by name where known (`futex`, `accept4`, ...),
+/// `running`, or `syscall N`. (`wchan` is `None` when unreadable, empty or `0`: running, or
+/// hidden by the kernel.)
 pub fn syscall_text(text: &str) -> Option<String> {
     let first = text.split_whitespace().next()?;
     if first == "running" {
@@ -180,10 +179,14 @@ mod tests {
     #[test]
     fn syscall_of_a_sleeping_child() {
         let mut child = Command::new("sleep").arg("5").spawn().unwrap();
-        let pid = child.id() as i32;
+        let mut p = Process {
+            pid: child.id() as i32,
+            ..Process::default()
+        };
         let mut seen = None;
         for _ in 0..100 {
-            seen = syscall(pid).zip(wchan(pid));
+            annotate(&mut p);
+            seen = p.syscall.clone().zip(p.wchan.clone());
             if seen.as_ref().is_some_and(|(s, _)| s != "running") {
                 break;
             }

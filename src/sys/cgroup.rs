@@ -5,23 +5,19 @@ use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 
 use crate::model::snapshot::Process;
+use crate::sys::proc::ReadText;
 
 /// Fill the owner facts doctor's findings cite: user and cgroup for processes that hold sockets,
 /// and what a rank is blocked in (see [`crate::sys::blocked`]) for processes with a rendezvous
-/// identity. Cheap reads; nothing is fatal.
-pub fn annotate(p: &mut Process) {
+/// identity. Cheap reads through `read` (the process's own `/proc/PID` files); nothing is fatal.
+pub fn annotate(p: &mut Process, read: &mut ReadText<'_>) {
     if !p.socket_inodes.is_empty() {
         p.user = user_name(p.uid);
-        p.cgroup = read(p.pid);
+        p.cgroup = read(c"cgroup");
     }
     if !p.env.is_empty() && !p.is_zombie() {
-        crate::sys::blocked::annotate(p);
+        crate::sys::blocked::annotate_with(p, read);
     }
-}
-
-/// `/proc/PID/cgroup`, trimmed; `None` when unreadable or empty.
-pub fn read(pid: i32) -> Option<String> {
-    crate::sys::proc::text(pid, "cgroup")
 }
 
 /// The name of `uid` from the user database, cached (one lookup per uid per run).
@@ -48,7 +44,7 @@ mod tests {
     #[test]
     fn reads_own_cgroup_and_user() {
         let me = std::process::id() as i32;
-        assert!(read(me).is_some());
+        assert!(crate::sys::proc::text(me, c"cgroup").is_some());
         let uid = nix::unistd::getuid().as_raw();
         if uid == 0 {
             assert_eq!(user_name(0).as_deref(), Some("root"));

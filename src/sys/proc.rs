@@ -292,7 +292,9 @@ fn read_process(
         ..Process::default()
     };
     let mut process = process;
-    crate::sys::cgroup::annotate(&mut process);
+    crate::sys::cgroup::annotate(&mut process, &mut |name| {
+        text_at(dir, name, &mut scratch.file)
+    });
     (Some(process), unreadable)
 }
 
@@ -407,9 +409,22 @@ pub fn net_ns(pid: Option<i32>) -> io::Result<PathBuf> {
 
 /// The text of `/proc/PID/NAME` (`cgroup`, `wchan`, `syscall`, ...), trimmed; `None` when it
 /// cannot be read or is empty.
-pub fn text(pid: i32, name: &str) -> Option<String> {
-    let t = fs::read_to_string(format!("/proc/{pid}/{name}")).ok()?;
-    let t = t.trim();
+pub fn text(pid: i32, name: &CStr) -> Option<String> {
+    let t = fs::read(format!("/proc/{pid}/{}", name.to_string_lossy())).ok()?;
+    trimmed(&t)
+}
+
+/// A reader of one process's `/proc/PID/NAME` files, as [`text`] gives them.
+pub type ReadText<'a> = dyn FnMut(&CStr) -> Option<String> + 'a;
+
+/// `/proc/PID/NAME` through the open `/proc/PID` directory `dir`, as [`text`] gives it.
+fn text_at(dir: BorrowedFd<'_>, name: &CStr, buf: &mut Vec<u8>) -> Option<String> {
+    read_at(dir, name, buf, Until::Eof).ok()?;
+    trimmed(buf)
+}
+
+fn trimmed(raw: &[u8]) -> Option<String> {
+    let t = std::str::from_utf8(raw).ok()?.trim();
     (!t.is_empty()).then(|| t.to_string())
 }
 

@@ -6,7 +6,6 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use comfy_table::{ContentArrangement, Table};
 use serde::Serialize;
 
 use super::{
@@ -292,10 +291,7 @@ fn verdict(name: &str, cases: &[CaseResult]) -> super::Verdict {
 /// CTX | ORIGINAL | FIXED | DETAIL, then the verdict.
 fn render_matrix(doc: &VerifyDocument) -> String {
     let color = render::stdout_color();
-    let mut table = Table::new();
-    table.load_style(comfy_table::presets::NOTHING);
-    table.set_content_arrangement(ContentArrangement::Disabled);
-    table.set_header(vec!["CTX", "ORIGINAL", "FIXED", "DIGEST", "DETAIL"]);
+    let mut rows: Vec<[String; 5]> = Vec::new();
     let ctxs: BTreeSet<Ctx> = doc.cases.iter().map(|c| c.ctx).collect();
     for ctx in ctxs {
         let find = |v: Variant| doc.cases.iter().find(|c| c.ctx == ctx && c.variant == v);
@@ -343,7 +339,7 @@ fn render_matrix(doc: &VerifyDocument) -> String {
             }))
             .collect::<Vec<_>>()
             .join("; ");
-        table.add_row(vec![
+        rows.push([
             ctx.as_str().to_string(),
             cell(orig, false),
             cell(fixed, true),
@@ -353,11 +349,8 @@ fn render_matrix(doc: &VerifyDocument) -> String {
             detail,
         ]);
     }
-    let mut out = format!("{}\n", doc.script);
-    for line in table.to_string().lines() {
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
+    let header = ["CTX", "ORIGINAL", "FIXED", "DIGEST", "DETAIL"];
+    let mut out = format!("{}\n{}\n", doc.script, render::grid::grid(&header, &rows));
     let paint = if doc.verdict.fix_verified {
         Paint::Green
     } else {
