@@ -129,6 +129,16 @@ pub enum Proto {
     Udp,
 }
 
+impl Proto {
+    /// `tcp` or `udp`, as documents spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Socket {
     pub proto: Proto,

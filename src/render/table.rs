@@ -1,6 +1,7 @@
 //! The `doctor ports` table, as readable as `ss`: one row per (process, port, state), the
 //! number of sockets when several, the command cut to the terminal's width on a terminal.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::analysis::holders::Holder;
@@ -76,6 +77,7 @@ fn cells(g: &Group, users: &BTreeMap<u32, String>) -> [String; 10] {
     } else {
         "-"
     };
+    let or_dash = |s: Option<&String>| s.map_or_else(|| "-".to_string(), String::clone);
     [
         one_of(&g.locals, "-", "addresses"),
         one_of(&g.peers, peer_none, "peers"),
@@ -91,11 +93,14 @@ fn cells(g: &Group, users: &BTreeMap<u32, String>) -> [String; 10] {
             .map(|i| i.label())
             .filter(|l| !l.is_empty())
             .unwrap_or("-".into()),
-        h.job.clone().unwrap_or("-".into()),
+        or_dash(h.job.as_ref()),
         h.age_seconds.map_or("-".into(), render::age),
-        h.command.clone().unwrap_or("-".into()),
+        or_dash(h.command.as_ref()),
     ]
-    .map(|c| escape_control(&c).into_owned())
+    .map(|c| match escape_control(&c) {
+        Cow::Borrowed(_) => c,
+        Cow::Owned(escaped) => escaped,
+    })
 }
 
 /// The table; `users` names the uids (a uid without a name is shown as the number).
@@ -112,7 +117,8 @@ pub fn ports_table(rows: &[Holder], scope: &[u16], users: &BTreeMap<u32, String>
             format!("no sockets on the rendezvous ports ({list})\n")
         };
     }
-    let mut rows: Vec<[String; 10]> = group(rows).iter().map(|g| cells(g, users)).collect();
+    use rayon::prelude::*;
+    let mut rows: Vec<[String; 10]> = group(rows).par_iter().map(|g| cells(g, users)).collect();
     if let Some(w) = terminal_width() {
         let last = HEADER.len() - 1;
         // Every column but the command, with one space each side: the command gets the rest.
