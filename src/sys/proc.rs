@@ -417,9 +417,11 @@ pub fn text(pid: i32, name: &CStr) -> Option<String> {
 /// A reader of one process's `/proc/PID/NAME` files, as [`text`] gives them.
 pub type ReadText<'a> = dyn FnMut(&CStr) -> Option<String> + 'a;
 
-/// `/proc/PID/NAME` through the open `/proc/PID` directory `dir`, as [`text`] gives it.
+/// `/proc/PID/NAME` through the open `/proc/PID` directory `dir`, as [`text`] gives it. For the
+/// one-record files it is used on (`cgroup`, `wchan`, `syscall`: one `show` call each, which
+/// the kernel hands over whole), so a short read is the end.
 fn text_at(dir: BorrowedFd<'_>, name: &CStr, buf: &mut Vec<u8>) -> Option<String> {
-    read_at(dir, name, buf, Until::Eof).ok()?;
+    read_at(dir, name, buf, Until::ShortRead).ok()?;
     trimmed(buf)
 }
 
