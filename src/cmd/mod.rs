@@ -71,21 +71,29 @@ pub fn load_or_observe(from: &Option<PathBuf>) -> anyhow::Result<Snapshot> {
     Ok(snap)
 }
 
-/// The snapshot to analyse: loaded (`--from`), or this machine now, where the ranks of a job that
-/// may hang at rendezvous are also asked what they are blocked in (wchan, syscall, py-spy).
-pub fn load_or_inspect(from: &Option<PathBuf>, ports: &[u16]) -> anyhow::Result<Snapshot> {
+/// The snapshot to analyse (loaded with `--from`, or this machine now) and its analysis, handed
+/// to `f`. Live, when a job may hang at rendezvous, its ranks are asked what they are blocked in
+/// (wchan, syscall, py-spy) and the analysis is made again with those facts; otherwise (nearly
+/// always) the analysis is made once.
+pub fn with_analysis<R>(
+    from: &Option<PathBuf>,
+    ports: &[u16],
+    f: impl FnOnce(&Analysis) -> R,
+) -> anyhow::Result<R> {
     let mut snap = load_or_observe(from)?;
-    if from.is_none() {
-        let suspects = Analysis::facts(&snap, ports).hang_suspects();
-        if !suspects.is_empty() {
-            blocked::inspect(&mut snap, &suspects);
-        }
+    let live = from.is_none();
+    let mut a = analyse(&snap, ports, live);
+    let suspects = if live { a.hang_suspects() } else { Vec::new() };
+    if !suspects.is_empty() {
+        drop(a);
+        blocked::inspect(&mut snap, &suspects);
+        a = analyse(&snap, ports, live);
     }
-    Ok(snap)
+    Ok(f(&a))
 }
 
 /// Facts and findings; for a live snapshot (`live`), fixes name a port a bind proved free now.
-pub fn analyse<'a>(snap: &'a Snapshot, ports: &[u16], live: bool) -> Analysis<'a> {
+fn analyse<'a>(snap: &'a Snapshot, ports: &[u16], live: bool) -> Analysis<'a> {
     if live {
         Analysis::live(snap, ports, freeport::pick)
     } else {

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::analysis::holders::{Holder, holders};
 use crate::analysis::{Analysis, Job};
-use crate::cmd::{analyse, load_or_inspect, parse_port};
+use crate::cmd::{parse_port, with_analysis};
 use crate::model::finding::{Finding, worth_exit_1};
 use crate::model::snapshot::{SCHEMA_VERSION, Unreadable};
 use crate::render::findings::render_findings;
@@ -57,9 +57,13 @@ pub fn ports(args: PortsArgs) -> anyhow::Result<i32> {
     if args.free {
         return Ok(free(&args.port));
     }
-    let snap = load_or_inspect(&args.from, &args.port)?;
-    let a = analyse(&snap, &args.port, args.from.is_none());
-    let mut rows = holders(&a, args.all);
+    with_analysis(&args.from, &args.port, |a| show(&args, a))?
+}
+
+/// The table or document of `doctor ports` for analysis `a`; the exit code.
+fn show(args: &PortsArgs, a: &Analysis) -> anyhow::Result<i32> {
+    let snap = a.snap;
+    let mut rows = holders(a, args.all);
     let mut findings = a.findings.clone();
     let mut scope: Vec<u16> = a.rendezvous_ports.iter().copied().collect();
     // `--port` filters (rows and the findings about other ports); `--all` widens again.
@@ -95,7 +99,7 @@ pub fn ports(args: PortsArgs) -> anyhow::Result<i32> {
         )?,
     };
     render::print(&text);
-    permission_note(&snap);
+    permission_note(snap);
     Ok(if worth_exit_1(&findings) { 1 } else { 0 })
 }
 

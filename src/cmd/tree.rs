@@ -8,7 +8,7 @@ use serde::Serialize;
 use crate::analysis::holders::holders;
 use crate::analysis::tree::{TreeNode, build_node, tree_root};
 use crate::analysis::{Analysis, Job};
-use crate::cmd::{analyse, load_or_inspect, parse_port};
+use crate::cmd::{parse_port, with_analysis};
 use crate::error::user_error;
 use crate::model::finding::{Finding, worth_exit_1};
 use crate::model::snapshot::{SCHEMA_VERSION, Unreadable};
@@ -43,8 +43,12 @@ struct TreeDoc<'a> {
 
 pub fn tree(args: TreeArgs) -> anyhow::Result<i32> {
     let extra: Vec<u16> = args.port.into_iter().collect();
-    let snap = load_or_inspect(&args.from, &extra)?;
-    let a = analyse(&snap, &extra, args.from.is_none());
+    with_analysis(&args.from, &extra, |a| draw_trees(&args, a))?
+}
+
+/// The trees or document of `doctor tree` for analysis `a`; the exit code.
+fn draw_trees(args: &TreeArgs, a: &Analysis) -> anyhow::Result<i32> {
+    let snap = a.snap;
     let (roots, focus): (Vec<i32>, Option<BTreeSet<i32>>) = if let Some(pid) = args.pid {
         if a.process(pid).is_none() {
             return Err(user_error(
@@ -56,22 +60,22 @@ pub fn tree(args: TreeArgs) -> anyhow::Result<i32> {
                 },
             ));
         }
-        let root = tree_root(&a, pid);
+        let root = tree_root(a, pid);
         let mut focus: BTreeSet<i32> = a.ancestors(pid).into_iter().collect();
         focus.extend(a.subtree(pid));
         (vec![root], Some(focus))
     } else if let Some(port) = args.port {
-        let holder_pids: BTreeSet<i32> = holders(&a, false)
+        let holder_pids: BTreeSet<i32> = holders(a, false)
             .into_iter()
             .filter(|h| h.port == port)
             .filter_map(|h| h.pid)
             .collect();
         if holder_pids.is_empty() {
             render::print(&format!("nobody visible holds port {port}\n"));
-            permission_note(&snap);
+            permission_note(snap);
             return Ok(0);
         }
-        let mut roots: Vec<i32> = holder_pids.iter().map(|&p| tree_root(&a, p)).collect();
+        let mut roots: Vec<i32> = holder_pids.iter().map(|&p| tree_root(a, p)).collect();
         roots.sort_unstable();
         roots.dedup();
         (roots, None)
@@ -84,7 +88,7 @@ pub fn tree(args: TreeArgs) -> anyhow::Result<i32> {
                 .as_ref()
                 .is_some_and(|_| args.pid.is_some_and(|p| a.ancestors(pid).contains(&p)))
     };
-    let trees: Vec<TreeNode> = roots.iter().map(|&r| build_node(&a, r, &keep, 0)).collect();
+    let trees: Vec<TreeNode> = roots.iter().map(|&r| build_node(a, r, &keep, 0)).collect();
     // Around a pid or a port, only the findings about what is drawn.
     let mut shown = BTreeSet::new();
     trees.iter().for_each(|t| t.collect_pids(&mut shown));
@@ -98,7 +102,7 @@ pub fn tree(args: TreeArgs) -> anyhow::Result<i32> {
         a.findings.clone()
     };
     let text = match args.format {
-        Format::Table => tree_text(&a, &trees, &roots, &findings),
+        Format::Table => tree_text(a, &trees, &roots, &findings),
         f => render::document(
             &TreeDoc {
                 schema_version: SCHEMA_VERSION,
@@ -112,7 +116,7 @@ pub fn tree(args: TreeArgs) -> anyhow::Result<i32> {
         )?,
     };
     render::print(&text);
-    permission_note(&snap);
+    permission_note(snap);
     Ok(if worth_exit_1(&findings) { 1 } else { 0 })
 }
 
