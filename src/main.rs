@@ -6,12 +6,6 @@ use ddp_doctor::cmd::{merge, ports, report, repro, run, snapshot, tree};
 use ddp_doctor::error::UserError;
 use ddp_doctor::render;
 
-/// mimalloc instead of glibc's malloc: `doctor ports --all` on a busy node makes some 200,000
-/// small allocations (rows, cells, maps) and glibc returns large blocks to the kernel only to
-/// fault them in again (docs/performance.md, "Allocator").
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// The exit-code contract, word for word the same in README.md (a test compares them).
 const EXIT_CODES: &str = "Exit codes: 0 nothing at warning level or worse was found, 1 a finding at warning level or \
      worse, 2 usage, input or internal error (an `error:` and a `hint:` line); `doctor run` exits with the \
