@@ -76,16 +76,22 @@ pub(crate) fn diag_sockets(family: libc::c_int, proto: Proto) -> io::Result<Vec<
     let seq: u32 = 1;
     send_dump_request(&sock, family, proto, seq)?;
     let mut sockets = Vec::new();
-    // A dump comes in datagrams of at most 32 KiB (the kernel caps them there).
-    let mut buf = vec![0u8; 64 * 1024];
+    // A dump comes in datagrams of at most 32 KiB (the kernel caps them there). Not zeroed: on a
+    // quiet machine a datagram is a few hundred bytes, and only the pages written are touched.
+    let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
     loop {
-        let n = match rustix::net::recv(&sock, &mut buf[..], RecvFlags::empty()) {
+        buf.clear();
+        match rustix::net::recv(
+            &sock,
+            rustix::buffer::spare_capacity(&mut buf),
+            RecvFlags::empty(),
+        ) {
             Ok((0, _)) => return Err(io::Error::from(ErrorKind::UnexpectedEof)),
-            Ok((n, _)) => n,
+            Ok(_) => {}
             Err(Errno::INTR) => continue,
             Err(e) => return Err(e.into()),
         };
-        if let Done::Yes = read_datagram(&buf[..n], proto, seq, &mut sockets)? {
+        if let Done::Yes = read_datagram(&buf, proto, seq, &mut sockets)? {
             return Ok(sockets);
         }
     }
