@@ -2,6 +2,7 @@
 //! between them in the process tree, the line of the user's script that ran again, and the
 //! findings of the observed tree. Pure: everything it needs is passed in.
 
+use nix::errno::Errno;
 use serde::Serialize;
 
 use crate::analysis::traceback::OutputFacts;
@@ -54,7 +55,7 @@ pub fn diagnose(
     let failed_bind = seen
         .events
         .iter()
-        .find(|e| e.syscall == "bind" && e.errno == Some(libc::EADDRINUSE));
+        .find(|e| e.syscall == "bind" && e.errno == Some(Errno::EADDRINUSE as i32));
     let port = failed_bind
         .and_then(|e| e.port)
         .or_else(|| seen.output.bind_errors.iter().find_map(|b| b.port));
@@ -96,7 +97,7 @@ fn name_the_failure(
         d.failing_pid = Some(e.pid);
         d.errno = Some(format!(
             "errno {} {}",
-            libc::EADDRINUSE,
+            Errno::EADDRINUSE as i32,
             e.errno_name.clone().unwrap_or_default()
         ));
         let addr = e.addr.map(|x| x.to_string()).unwrap_or_default();

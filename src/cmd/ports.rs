@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
+use nix::errno::Errno;
 use serde::Serialize;
 
 use crate::analysis::holders::{Holder, holders};
@@ -116,12 +117,14 @@ struct CheckDoc {
 fn check(port: u16, format: Format) -> anyhow::Result<i32> {
     // EACCES is "not permitted for this user", not "taken".
     if let Some(err) = crate::sys::sockets::bind_error(port)
-        && matches!(err.raw_os_error(), Some(libc::EACCES | libc::EPERM))
+        && matches!(
+            err.raw_os_error().map(Errno::from_raw),
+            Some(Errno::EACCES | Errno::EPERM)
+        )
         && !crate::sys::supervise::listening_ports().contains(&port)
     {
-        let start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
-            .map(|s| s.trim().to_string())
-            .unwrap_or_else(|_| "1024".into());
+        let start = crate::sys::proc::sysctl("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+            .unwrap_or_else(|| "1024".into());
         eprintln!(
             "port {port} is not permitted for this user ({err}): it is not in use, but binding \
              ports below {start} needs root or CAP_NET_BIND_SERVICE; choose a port above it"

@@ -748,9 +748,7 @@ fn materialise(mut cases: Vec<CaseSpec>, dir: &Path) -> anyhow::Result<Vec<CaseS
 
 /// Visible NVIDIA GPUs, honouring CUDA_VISIBLE_DEVICES, without importing torch.
 fn visible_gpus() -> u32 {
-    let installed = std::fs::read_dir("/proc/driver/nvidia/gpus")
-        .map(|d| d.count() as u32)
-        .unwrap_or(0);
+    let installed = crate::sys::host::nvidia_gpus_installed();
     if installed == 0 {
         return 0;
     }

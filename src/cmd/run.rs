@@ -103,8 +103,7 @@ pub fn main(args: RunArgs) -> anyhow::Result<i32> {
     let start = Instant::now();
     let tag = supervise::new_tag("run");
     let mask = block_forwarded_signals()?;
-    // SAFETY: prctl with PR_SET_CHILD_SUBREAPER only changes how our own orphans are re-parented.
-    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    supervise::become_subreaper()?;
     // In a pipeline (`doctor run -- CMD | less`) the command stays in the pipeline's process
     // group, as it would without doctor: the other members keep the terminal. Alone, it gets a
     // group of its own and the terminal's foreground.
@@ -157,8 +156,8 @@ fn decide_tracing(args: &RunArgs) -> (bool, Vec<String>) {
         );
         return (false, Vec::new());
     }
-    if let Some(exe) = setuid_program(&args.command[0])
-        && !has_cap_sys_admin()
+    if let Some(exe) = trace::setuid_program(&args.command[0])
+        && !trace::has_cap_sys_admin()
     {
         let note = format!(
             "{} is setuid/setgid: tracing would run it without its privileges (no_new_privs), so \
@@ -169,34 +168,6 @@ fn decide_tracing(args: &RunArgs) -> (bool, Vec<String>) {
         return (false, vec![note]);
     }
     (true, Vec::new())
-}
-
-/// The program `argv0` names (through PATH), when it has the setuid or setgid bit.
-fn setuid_program(argv0: &OsString) -> Option<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    let name = Path::new(argv0);
-    let candidates: Vec<PathBuf> = if name.components().count() > 1 {
-        vec![name.to_path_buf()]
-    } else {
-        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
-            .map(|d| d.join(name))
-            .collect()
-    };
-    let exe = candidates.into_iter().find(|p| p.is_file())?;
-    let mode = std::fs::metadata(&exe).ok()?.permissions().mode();
-    (mode & 0o6000 != 0).then_some(exe)
-}
-
-/// CAP_SYS_ADMIN in doctor's effective set (then the filter needs no no_new_privs).
-fn has_cap_sys_admin() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("CapEff:"))
-                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        })
-        .is_some_and(|caps| caps & (1 << 21) != 0) // bit 21: CAP_SYS_ADMIN
 }
 
 /// The child's report before exec: a status byte and, when traced, the filter's listener.
@@ -222,27 +193,11 @@ fn spawn(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let status_fd = theirs.as_raw_fd();
-    let tty_fd = tty.map_or(-1, |t| t.raw_fd());
-    let doctor_pgrp = tty.map_or(-1, |t| t.own);
-    // Only what doctor changed is set back: an inherited SIG_IGN stays for the command.
-    let reset_ttou = tty.is_some_and(|t| !t.ttou_was_ignored);
+    let job = supervise::JobControl::new(tty, own_group);
     // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
-            if own_group {
-                libc::setpgid(0, 0);
-            }
-            // Take the terminal's foreground as a shell gives it to a job (doctor ignores
-            // SIGTTOU, and so does this child until the line after).
-            if tty_fd >= 0 && libc::tcgetpgrp(tty_fd) == doctor_pgrp {
-                libc::tcsetpgrp(tty_fd, libc::getpid());
-            }
-            if reset_ttou {
-                libc::signal(libc::SIGTTOU, libc::SIG_DFL);
-            }
-            let mut empty: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut empty);
-            libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+            job.enter();
             if want_trace {
                 trace::install_in_child(status_fd);
             } else {

@@ -401,6 +401,11 @@ pub fn gpus() -> Gpus {
     }
 }
 
+/// NVIDIA GPUs the driver sees (`/proc/driver/nvidia/gpus`); 0 without the driver.
+pub fn nvidia_gpus_installed() -> u32 {
+    std::fs::read_dir("/proc/driver/nvidia/gpus").map_or(0, |d| d.count() as u32)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -463,8 +468,11 @@ mod tests {
         }
         let left = !gone(pid);
         if left {
-            // SAFETY: kill(2) on the sleep this test started, so the test leaves nothing behind.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
+            // The sleep this test started, by pid, so the test leaves nothing behind.
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
         }
         assert!(!left, "the interpreter's child {pid} was left behind");
     }

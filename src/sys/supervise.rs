@@ -48,7 +48,7 @@ static PORTS: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
 static SEQ: AtomicU64 = AtomicU64::new(0);
 static INIT: OnceLock<()> = OnceLock::new();
 
-extern "C" fn on_signal(sig: libc::c_int) {
+extern "C" fn on_signal(sig: std::ffi::c_int) {
     LAST_SIGNAL.store(sig as u64, Ordering::SeqCst);
     INTERRUPTED.store(true, Ordering::SeqCst);
 }
@@ -58,14 +58,7 @@ pub fn init() -> anyhow::Result<()> {
     if INIT.get().is_some() {
         return Ok(());
     }
-    // SAFETY: prctl with integer arguments only.
-    let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong, 0, 0, 0) };
-    if rc != 0 {
-        anyhow::bail!(
-            "cannot become a child subreaper: {}",
-            std::io::Error::last_os_error()
-        );
-    }
+    become_subreaper()?;
     let action = SigAction::new(
         SigHandler::Handler(on_signal),
         SaFlags::SA_RESTART,
@@ -78,6 +71,11 @@ pub fn init() -> anyhow::Result<()> {
     }
     let _ = INIT.set(());
     Ok(())
+}
+
+/// Orphans of doctor's descendants re-parent to doctor instead of PID 1 (or a container's init).
+pub fn become_subreaper() -> anyhow::Result<()> {
+    nix::sys::prctl::set_child_subreaper(true).context("cannot become a child subreaper")
 }
 
 /// True once SIGINT, SIGTERM or SIGHUP has arrived.
@@ -324,17 +322,9 @@ impl Tree {
         // SAFETY: only async-signal-safe calls between fork and exec.
         unsafe {
             cmd.pre_exec(|| {
-                if libc::setsid() < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
+                nix::unistd::setsid()?;
                 // Die with the thread that started us if doctor itself is killed outright.
-                libc::prctl(
-                    libc::PR_SET_PDEATHSIG,
-                    libc::SIGKILL as libc::c_ulong,
-                    0,
-                    0,
-                    0,
-                );
+                let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
                 Ok(())
             });
         }
@@ -906,25 +896,19 @@ pub struct Terminal {
 impl Terminal {
     /// The controlling terminal, when there is one (not in CI, a pipe or a daemon).
     pub fn open() -> Option<Terminal> {
-        use std::os::fd::{FromRawFd, OwnedFd};
-        // SAFETY: open(2) of a path literal; the fd is owned from here on.
-        let fd = unsafe {
-            libc::open(
-                c"/dev/tty".as_ptr(),
-                libc::O_RDWR | libc::O_CLOEXEC | libc::O_NOCTTY,
-            )
-        };
-        if fd < 0 {
-            return None;
-        }
-        // SAFETY: fd was just opened by us.
-        let tty = unsafe { OwnedFd::from_raw_fd(fd) };
-        // SAFETY: signal(2) with SIG_IGN; the child sets SIGTTOU back before exec.
-        let before = unsafe { libc::signal(libc::SIGTTOU, libc::SIG_IGN) };
+        use nix::fcntl::OFlag;
+        let tty = nix::fcntl::open(
+            c"/dev/tty",
+            OFlag::O_RDWR | OFlag::O_CLOEXEC | OFlag::O_NOCTTY,
+            nix::sys::stat::Mode::empty(),
+        )
+        .ok()?;
+        // SAFETY: SIG_IGN installs no handler; the child sets SIGTTOU back before exec.
+        let before = unsafe { signal::signal(Signal::SIGTTOU, SigHandler::SigIgn) };
         Some(Terminal {
             tty,
             own: nix::unistd::getpgrp().as_raw(),
-            ttou_was_ignored: before == libc::SIG_IGN,
+            ttou_was_ignored: matches!(before, Ok(SigHandler::SigIgn)),
         })
     }
 
@@ -934,8 +918,7 @@ impl Terminal {
 
     /// The terminal's foreground process group.
     pub fn foreground(&self) -> Option<i32> {
-        // SAFETY: tcgetpgrp on our fd.
-        let pg = unsafe { libc::tcgetpgrp(self.raw_fd()) };
+        let pg = nix::unistd::tcgetpgrp(&self.tty).ok()?.as_raw();
         (pg > 0).then_some(pg)
     }
 
@@ -945,21 +928,68 @@ impl Terminal {
     }
 
     pub fn give_to(&self, pgrp: i32) {
-        // SAFETY: tcsetpgrp on our fd; SIGTTOU is ignored, so no stop from the background.
-        unsafe { libc::tcsetpgrp(self.raw_fd(), pgrp) };
+        // SIGTTOU is ignored, so no stop from the background.
+        let _ = nix::unistd::tcsetpgrp(&self.tty, Pid::from_raw(pgrp));
+    }
+}
+
+/// What a command started by `doctor run` does between fork and exec to be a shell's job: a
+/// process group of its own (not in a pipeline), the terminal's foreground when doctor held it,
+/// SIGTTOU back to its default when doctor changed it, and no blocked signals.
+#[derive(Clone, Copy)]
+pub struct JobControl {
+    own_group: bool,
+    /// The terminal (-1: none) and doctor's group, which must hold its foreground to hand it on.
+    tty_fd: std::os::fd::RawFd,
+    doctor_pgrp: i32,
+    /// Only what doctor changed is set back: an inherited SIG_IGN stays for the command.
+    reset_ttou: bool,
+}
+
+impl JobControl {
+    pub fn new(tty: Option<&Terminal>, own_group: bool) -> JobControl {
+        JobControl {
+            own_group,
+            tty_fd: tty.map_or(-1, Terminal::raw_fd),
+            doctor_pgrp: tty.map_or(-1, |t| t.own),
+            reset_ttou: tty.is_some_and(|t| !t.ttou_was_ignored),
+        }
+    }
+
+    /// Run in the child, after fork and before exec: async-signal-safe calls only.
+    pub fn enter(&self) {
+        use nix::unistd::{getpid, setpgid, tcgetpgrp, tcsetpgrp};
+        if self.own_group {
+            let _ = setpgid(Pid::from_raw(0), Pid::from_raw(0));
+        }
+        if self.tty_fd >= 0 {
+            // SAFETY: the terminal's descriptor stays open in the child until exec (CLOEXEC).
+            let tty = unsafe { std::os::fd::BorrowedFd::borrow_raw(self.tty_fd) };
+            // Take the foreground as a shell gives it to a job (SIGTTOU is still ignored here).
+            if tcgetpgrp(tty).is_ok_and(|p| p.as_raw() == self.doctor_pgrp) {
+                let _ = tcsetpgrp(tty, getpid());
+            }
+        }
+        if self.reset_ttou {
+            // SAFETY: SIG_DFL installs no handler.
+            let _ = unsafe { signal::signal(Signal::SIGTTOU, SigHandler::SigDfl) };
+        }
+        let _ = signal::sigprocmask(
+            signal::SigmaskHow::SIG_SETMASK,
+            Some(&SigSet::empty()),
+            None,
+        );
     }
 }
 
 /// CPU time (user + system) of this process's threads so far.
 pub fn own_cpu_seconds() -> f64 {
-    // SAFETY: getrusage writes into the struct we pass.
-    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: as above.
-    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) } != 0 {
+    use nix::sys::resource::{UsageWho, getrusage};
+    use nix::sys::time::TimeValLike;
+    let Ok(u) = getrusage(UsageWho::RUSAGE_SELF) else {
         return 0.0;
-    }
-    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
-    t(u.ru_utime) + t(u.ru_stime)
+    };
+    (u.user_time().num_microseconds() + u.system_time().num_microseconds()) as f64 / 1e6
 }
 
 #[cfg(test)]

@@ -452,6 +452,26 @@ pub fn errno_name(errno: i32) -> String {
     }
 }
 
+/// The program `argv0` names (through PATH), when it has the setuid or setgid bit.
+pub fn setuid_program(argv0: &std::ffi::OsStr) -> Option<std::path::PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let exe = which::which(argv0).ok()?;
+    let mode = std::fs::metadata(&exe).ok()?.permissions().mode();
+    (mode & 0o6000 != 0).then_some(exe)
+}
+
+/// CAP_SYS_ADMIN in doctor's effective set (then the filter needs no no_new_privs).
+pub fn has_cap_sys_admin() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .is_some_and(|caps| caps & (1 << 21) != 0) // bit 21: CAP_SYS_ADMIN
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
