@@ -347,8 +347,12 @@ fn read_fds(pid_dir: BorrowedFd<'_>, scratch: &mut Scratch) -> io::Result<(Vec<u
         if name.to_bytes().first() == Some(&b'.') {
             continue; // "." and ".."
         }
-        if read_link_at(fd_dir.as_fd(), name, link).is_err() {
-            continue;
+        match read_link_at(fd_dir.as_fd(), name, link) {
+            Ok(()) => {}
+            // The kernel asks the same question for every descriptor (may we look into this
+            // process?): one refusal is all of them (pid 1 of a container: hundreds of calls).
+            Err(e) if e.raw_os_error() == Some(Errno::ACCESS.raw_os_error()) => return Err(e),
+            Err(_) => continue, // closed since the listing
         }
         let t = link.as_slice();
         if let Some(rest) = t.strip_prefix(b"socket:[") {
