@@ -394,6 +394,17 @@ pub fn main(args: ReproArgs) -> anyhow::Result<i32> {
 }
 
 /// --timeout, --jobs and --devices make sense.
+/// `--no-setup` forbids creating the managed venv; `-q` keeps its creation quiet.
+fn setup_mode(no_setup: bool) -> pyenv::Setup {
+    if no_setup {
+        pyenv::Setup::Forbidden
+    } else {
+        pyenv::Setup::Allowed {
+            quiet: render::settings().quiet,
+        }
+    }
+}
+
 fn check_numbers(args: &ReproArgs) -> anyhow::Result<()> {
     if !(args.timeout.is_finite() && args.timeout > 0.0 && args.timeout <= 7.0 * 86_400.0) {
         return Err(user_error(
@@ -440,7 +451,7 @@ fn python_env(
     } else {
         pyenv::Need::TorchAndLightning
     };
-    let env = pyenv::find_python_for(python, !args.no_setup, need)?;
+    let env = pyenv::find_python_for(python, setup_mode(args.no_setup), need)?;
     if !args.setup
         && selection
             .iter()

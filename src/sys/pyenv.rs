@@ -224,11 +224,21 @@ pub enum Need {
     Anything,
 }
 
+/// Whether the managed venv may be created (or completed), and how much to say while doing it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Setup {
+    /// `--no-setup`: only look.
+    Forbidden,
+    /// Create it when needed; `quiet` (`-q`): no phase lines, pip with `-q` and no progress bar
+    /// (its errors still show).
+    Allowed { quiet: bool },
+}
+
 /// Find an interpreter with torch and lightning; create the managed venv when none has them and
-/// `allow_setup` is true. An interpreter named explicitly (argument or `DOCTOR_PYTHON`) must work.
+/// `setup` allows it. An interpreter named explicitly (argument or `DOCTOR_PYTHON`) must work.
 #[allow(dead_code)] // public API, for `doctor report` and `doctor run`
-pub fn find_python(explicit: Option<&Path>, allow_setup: bool) -> anyhow::Result<PythonEnv> {
-    find_python_for(explicit, allow_setup, Need::TorchAndLightning)
+pub fn find_python(explicit: Option<&Path>, setup: Setup) -> anyhow::Result<PythonEnv> {
+    find_python_for(explicit, setup, Need::TorchAndLightning)
 }
 
 /// The interpreter named by `--python` or `DOCTOR_PYTHON`: it must have what `need` asks for.
@@ -261,7 +271,7 @@ fn named_python(path: &Path, source: &str, need: Need) -> anyhow::Result<PythonE
 /// itself always looks for torch and lightning.
 pub fn find_python_for(
     explicit: Option<&Path>,
-    allow_setup: bool,
+    setup: Setup,
     need: Need,
 ) -> anyhow::Result<PythonEnv> {
     let named = explicit.map(|p| (p.to_path_buf(), "--python")).or_else(|| {
@@ -304,8 +314,8 @@ pub fn find_python_for(
     {
         env.source = "managed".to_string();
         if env.has_all() {
-            if allow_setup {
-                complete_tools(&venv);
+            if let Setup::Allowed { quiet } = setup {
+                complete_tools(&venv, quiet);
             }
             return check_torch(env);
         }
@@ -316,7 +326,7 @@ pub fn find_python_for(
             "install Python 3.9 or newer (e.g. `apt-get install python3 python3-venv`), or give one with --python PATH",
         ));
     };
-    if !allow_setup {
+    let Setup::Allowed { quiet } = setup else {
         return Err(user_error(
             format!(
                 "no interpreter with torch and lightning found ({}), and --no-setup forbids creating {}",
@@ -325,8 +335,8 @@ pub fn find_python_for(
             ),
             "run `doctor repro --setup` once (downloads about 5 GB), or give --python PATH of an environment that has torch and lightning",
         ));
-    }
-    create_venv(&base, &venv)?;
+    };
+    create_venv(&base, &venv, quiet)?;
     let mut env = probe(&py)?;
     env.source = "managed".to_string();
     if !env.has_all() {
@@ -366,15 +376,20 @@ fn pins() -> Vec<String> {
 /// A managed venv made before a pinned tool joined the pins (py-spy, for what a hung rank is
 /// blocked in) gets it now; torch and lightning are never reinstalled here. Best effort: a
 /// failure is said on stderr and the venv stays usable.
-fn complete_tools(venv: &Path) {
+fn complete_tools(venv: &Path, quiet: bool) {
     let py_spy = pins().into_iter().find(|p| p.starts_with("py-spy"));
     let Some(pin) = py_spy.filter(|_| !venv.join("bin").join("py-spy").exists()) else {
         return;
     };
-    eprintln!(
+    let say = |line: String| {
+        if !quiet {
+            eprintln!("{line}");
+        }
+    };
+    say(format!(
         "doctor: adding {pin} to the managed environment {}",
         venv.display()
-    );
+    ));
     let ok = Command::new(venv_python(venv))
         .args([
             "-m",
@@ -389,9 +404,9 @@ fn complete_tools(venv: &Path) {
         .status()
         .is_ok_and(|s| s.success());
     if !ok {
-        eprintln!(
+        say(format!(
             "doctor: could not install {pin}; hung ranks are shown without their Python stack"
-        );
+        ));
     }
 }
 
@@ -404,18 +419,20 @@ fn stderr_stdio() -> Stdio {
         .unwrap_or_else(|_| Stdio::inherit())
 }
 
-/// Create `venv` with `base -m venv` and pip-install the pinned torch and lightning into it,
-/// showing pip's progress on stderr.
-fn create_venv(base: &Path, venv: &Path) -> anyhow::Result<()> {
+/// Create `venv` with `base -m venv` and pip-install the pinned torch and lightning into it, in
+/// two phases said on stderr with pip's own progress; `quiet`: neither (pip's errors still show).
+fn create_venv(base: &Path, venv: &Path, quiet: bool) -> anyhow::Result<()> {
     let pins = pins();
-    eprintln!(
-        "doctor: no interpreter with torch and lightning found; creating {}",
+    let say = |line: String| {
+        if !quiet {
+            eprintln!("{line}");
+        }
+    };
+    say("doctor: no interpreter with torch and lightning found".into());
+    say(format!(
+        "doctor: [1/2] creating the virtual environment {}",
         venv.display()
-    );
-    eprintln!(
-        "doctor: this installs {} with pip: about 5 GB of wheels (CUDA libraries included; they also run on CPU), about a minute on a fast link",
-        pins.join(" ")
-    );
+    ));
     if let Some(parent) = venv.parent() {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("cannot create {}", parent.display()))?;
@@ -424,7 +441,7 @@ fn create_venv(base: &Path, venv: &Path) -> anyhow::Result<()> {
         .args(["-m", "venv", "--clear"])
         .arg(venv)
         .stdin(Stdio::null())
-        .stdout(stderr_stdio())
+        .stdout(if quiet { Stdio::null() } else { stderr_stdio() })
         .status()
         .with_context(|| format!("cannot run {} -m venv", base.display()))?;
     if !status.success() {
@@ -433,16 +450,14 @@ fn create_venv(base: &Path, venv: &Path) -> anyhow::Result<()> {
             "install the venv module (Debian/Ubuntu: `apt-get install python3-venv`), or give --python PATH",
         ));
     }
+    say(format!(
+        "doctor: [2/2] installing {} with pip: about 5 GB of wheels (CUDA libraries included; they also run on CPU), about a minute on a fast link",
+        pins.join(" ")
+    ));
     let py = venv_python(venv);
     let status = Command::new(&py)
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--progress-bar",
-            "on",
-            "--disable-pip-version-check",
-        ])
+        .args(["-m", "pip", "install", "--disable-pip-version-check"])
+        .args(pip_output_args(quiet))
         .args(&pins)
         .stdin(Stdio::null())
         .stdout(stderr_stdio())
@@ -459,8 +474,17 @@ fn create_venv(base: &Path, venv: &Path) -> anyhow::Result<()> {
             "pip's own message is above; without network access to PyPI, give --python PATH of an environment that already has torch and lightning",
         ));
     }
-    eprintln!("doctor: created {}", venv.display());
+    say(format!("doctor: created {}", venv.display()));
     Ok(())
+}
+
+/// pip's progress bar on stderr, or (`quiet`) only its warnings and errors.
+fn pip_output_args(quiet: bool) -> [&'static str; 2] {
+    if quiet {
+        ["-q", "--progress-bar=off"]
+    } else {
+        ["--progress-bar", "on"]
+    }
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::{
     Accelerator, CaseResult, CaseSpec, Ctx, Launcher, Outcome, PythonInfo, ReproArgs,
     SCHEMA_VERSION, TempDir, Variant, buggy_text, contexts, ctx_list, mismatches, plan_resources,
-    run_cases,
+    run_cases, setup_mode,
 };
 use crate::error::user_error;
 use crate::render::{self, Format, Paint};
@@ -49,7 +49,7 @@ pub fn main(args: &ReproArgs, python: Option<&Path>) -> anyhow::Result<i32> {
     let script = the_script(args)?;
     let fix = fixed_copy(&script)?;
     let need = needs(&fix.before);
-    let env = pyenv::find_python_for(python, !args.no_setup, need)?;
+    let env = pyenv::find_python_for(python, setup_mode(args.no_setup), need)?;
     render::note(&format!("doctor: using {} [{}]", env.summary(), env.source));
     let ctxs = contexts(&args.ctx);
     let (accel, jobs) = plan_resources(args, ctxs.len() * 2)?;

@@ -1,0 +1,87 @@
+//! `doctor repro --setup` creating the managed environment with the package index out of reach:
+//! a real `python -m venv` and a real pip that fails at once. Without `-q` doctor says its two
+//! phases; with `-q` it says neither and pip prints only its errors. Either way the failure ends
+//! in an `error:` and a `hint:`, exit 2.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::skip_or_fail;
+
+/// The real interpreter behind `python3` on PATH, when it lacks torch (so that doctor has to make
+/// its own environment).
+fn base_python() -> Option<PathBuf> {
+    let out = Command::new("python3")
+        .args(["-c", "import sys, importlib.util as u; print(sys.executable); print(u.find_spec('torch') is None)"])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let mut lines = text.lines();
+    let exe = PathBuf::from(lines.next()?);
+    (lines.next()? == "True").then_some(exe)
+}
+
+fn setup(quiet: bool, cache: &Path, bin: &Path) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_doctor"));
+    if quiet {
+        c.arg("-q");
+    }
+    c.args(["repro", "--setup"])
+        .env("NO_COLOR", "1")
+        .env("DOCTOR_CACHE_DIR", cache)
+        .env("PATH", bin) // only that python3
+        .env_remove("DOCTOR_PYTHON")
+        .env_remove("VIRTUAL_ENV")
+        .env_remove("CONDA_PREFIX")
+        .env("PIP_INDEX_URL", "http://127.0.0.1:9/simple") // discard port: refused at once
+        .env("PIP_RETRIES", "0")
+        .env("PIP_TIMEOUT", "2")
+        .env("PIP_CONFIG_FILE", "/dev/null")
+        .env("PIP_NO_INPUT", "1")
+        .env_remove("PIP_FIND_LINKS") // a local wheel folder could hold the real torch
+        .env_remove("PIP_EXTRA_INDEX_URL")
+        .output()
+        .expect("doctor runs")
+}
+
+#[test]
+fn setup_says_its_phases_and_quiet_setup_says_none() {
+    let Some(python) = base_python() else {
+        skip_or_fail("python3 on PATH has torch: doctor would not create its environment");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    std::os::unix::fs::symlink(&python, bin.join("python3")).unwrap();
+
+    let loud = setup(false, &dir.path().join("cache-a"), &bin);
+    let err = String::from_utf8_lossy(&loud.stderr);
+    assert_eq!(loud.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("doctor: [1/2] creating the virtual environment"),
+        "{err}"
+    );
+    assert!(err.contains("doctor: [2/2] installing torch=="), "{err}");
+    assert!(err.contains("error: installing torch=="), "{err}");
+    assert!(err.contains("hint: "), "{err}");
+    assert!(
+        err.contains("Looking in indexes"),
+        "pip speaks without -q: {err}"
+    );
+    // The environment itself was made (by the real venv module) before pip failed.
+    assert!(dir.path().join("cache-a/venv/bin/python").exists(), "{err}");
+
+    let quiet = setup(true, &dir.path().join("cache-b"), &bin);
+    let err = String::from_utf8_lossy(&quiet.stderr);
+    assert_eq!(quiet.status.code(), Some(2), "{err}");
+    assert!(!err.contains("[1/2]") && !err.contains("[2/2]"), "{err}");
+    assert!(!err.contains("no interpreter with torch"), "{err}");
+    assert!(err.contains("error: installing torch=="), "{err}");
+    assert!(err.contains("hint: "), "{err}");
+    // pip under -q: its error, no progress and no "Looking in indexes" chatter.
+    assert!(!err.contains("Looking in indexes"), "{err}");
+    assert!(err.contains("ERROR"), "{err}");
+}
