@@ -68,13 +68,7 @@ fn d002_port_held_by_another_job() {
     assert_eq!(d002.len(), 1, "{doc:#}");
     assert_eq!(pids_of(d002[0])[0], s.pid("holder") as i64);
     assert!(pids_of(d002[0]).contains(&(s.pid("other") as i64)));
-    let jobs: Vec<_> = doc["jobs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|j| j["master_port"] == port)
-        .collect();
-    assert_eq!(jobs.len(), 2, "two jobs on one port");
+    assert_eq!(jobs_on(&doc, port).len(), 2, "two jobs on one port");
 }
 
 #[test]

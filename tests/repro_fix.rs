@@ -3,51 +3,19 @@
 //! and `doctor repro SCRIPT --verify-fix` says so on its own. Slow (minutes): one at a time.
 //! Each doctor runs in its own process group, killed on drop; doctor kills its case trees.
 
-use std::os::unix::process::CommandExt;
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
 use std::sync::Mutex;
 
-use nix::sys::signal::{Signal, killpg};
-use nix::unistd::Pid;
 use serde_json::Value;
+
+use common::{json_in_group, run_in_group};
 
 static HEAVY: Mutex<()> = Mutex::new(());
 
-struct Guard(i32, bool);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        if !self.1 {
-            let _ = killpg(Pid::from_raw(self.0), Signal::SIGKILL);
-        }
-    }
-}
-
-fn doctor(args: &[&str]) -> Output {
-    let child = Command::new(env!("CARGO_BIN_EXE_doctor"))
-        .args(args)
-        .env("NO_COLOR", "1")
-        .process_group(0)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("doctor starts");
-    let mut guard = Guard(child.id() as i32, false);
-    let out = child.wait_with_output().expect("doctor runs");
-    guard.1 = true;
-    out
-}
-
 fn json(args: &[&str]) -> Value {
-    let out = doctor(args);
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "no JSON from {args:?} ({e}); exit {:?}; stderr:\n{}",
-            out.status.code(),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
+    json_in_group(args).1
 }
 
 fn buggy() -> String {
@@ -80,7 +48,7 @@ fn scan_fix_of_fabric_buggy_trains_to_the_hand_fixed_weights() {
     let copy = dir.path().join("fabric_buggy.py");
     std::fs::copy(buggy(), &copy).expect("copy");
     let copy = copy.to_string_lossy().into_owned();
-    let fixed = doctor(&["scan", "--fix", &copy]);
+    let fixed = run_in_group(&["scan", "--fix", &copy]);
     assert_eq!(fixed.status.code(), Some(0), "{fixed:?}");
 
     let reference = json(&[
@@ -131,7 +99,7 @@ fn scan_fix_of_fabric_buggy_trains_to_the_hand_fixed_weights() {
 fn verify_fix_on_fabric_buggy_says_fix_verified() {
     let _one = HEAVY.lock().unwrap_or_else(|e| e.into_inner());
     let before = std::fs::read(buggy()).expect("read");
-    let out = doctor(&[
+    let out = run_in_group(&[
         "repro",
         &buggy(),
         "--verify-fix",
@@ -175,7 +143,7 @@ fn verify_fix_on_fabric_buggy_says_fix_verified() {
 fn verify_fix_refuses_what_it_cannot_fix() {
     let refused =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/scan_fix/refuse_exec.py");
-    let out = doctor(&["repro", &refused.to_string_lossy(), "--verify-fix"]);
+    let out = run_in_group(&["repro", &refused.to_string_lossy(), "--verify-fix"]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -183,7 +151,7 @@ fn verify_fix_refuses_what_it_cannot_fix() {
         "{err}"
     );
     let clean = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/scan/defines_only.py");
-    let out = doctor(&["repro", &clean.to_string_lossy(), "--verify-fix"]);
+    let out = run_in_group(&["repro", &clean.to_string_lossy(), "--verify-fix"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no import-time launch"));
 }

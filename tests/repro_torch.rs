@@ -4,60 +4,16 @@
 //! time. Each doctor runs in its own process group, killed on drop whatever happens; doctor
 //! itself kills its case trees.
 
+mod common;
+
 use std::collections::BTreeSet;
-use std::process::{Child, Command, Output, Stdio};
 use std::sync::Mutex;
 
-use nix::sys::signal::{Signal, killpg};
-use nix::unistd::Pid;
 use serde_json::Value;
 
+use common::{json_in_group, run_in_group};
+
 static HEAVY: Mutex<()> = Mutex::new(());
-
-/// Kills doctor's process group on drop unless doctor was seen to exit.
-struct Guard {
-    pgid: i32,
-    exited: bool,
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        if !self.exited {
-            let _ = killpg(Pid::from_raw(self.pgid), Signal::SIGKILL);
-        }
-    }
-}
-
-fn run(args: &[&str]) -> Output {
-    use std::os::unix::process::CommandExt;
-    let child: Child = Command::new(env!("CARGO_BIN_EXE_doctor"))
-        .args(args)
-        .env("NO_COLOR", "1")
-        .process_group(0)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut guard = Guard {
-        pgid: child.id() as i32,
-        exited: false,
-    };
-    let out = child.wait_with_output().unwrap();
-    guard.exited = true;
-    out
-}
-
-fn json(args: &[&str]) -> (Output, Value) {
-    let out = run(args);
-    let doc = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "no JSON from {args:?} ({e}); exit {:?}; stderr:\n{}",
-            out.status.code(),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    (out, doc)
-}
 
 fn case<'a>(doc: &'a Value, variant: &str, ctx: &str) -> &'a Value {
     doc["cases"]
@@ -71,7 +27,7 @@ fn case<'a>(doc: &'a Value, variant: &str, ctx: &str) -> &'a Value {
 #[test]
 fn setup_finds_the_environment_and_prints_versions() {
     let _heavy = HEAVY.lock().unwrap_or_else(|e| e.into_inner());
-    let out = run(&["repro", "--setup"]);
+    let out = run_in_group(&["repro", "--setup"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{err}");
     let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
@@ -85,7 +41,7 @@ fn setup_finds_the_environment_and_prints_versions() {
 #[test]
 fn fabric_cpu_matrix_verifies_the_fix() {
     let _heavy = HEAVY.lock().unwrap_or_else(|e| e.into_inner());
-    let (out, doc) = json(&[
+    let (out, doc) = json_in_group(&[
         "repro",
         "--format",
         "json",
@@ -162,7 +118,7 @@ fn fabric_cpu_matrix_verifies_the_fix() {
 #[test]
 fn torchrun_pair_never_fails_to_bind() {
     let _heavy = HEAVY.lock().unwrap_or_else(|e| e.into_inner());
-    let (out, doc) = json(&[
+    let (out, doc) = json_in_group(&[
         "repro",
         "torchrun",
         "--format",

@@ -17,15 +17,6 @@ fn start(situation: &str, port: u16) -> Situation {
     )
 }
 
-fn jobs_on(doc: &serde_json::Value, port: u16) -> Vec<&serde_json::Value> {
-    doc["jobs"]
-        .as_array()
-        .expect("jobs")
-        .iter()
-        .filter(|j| j["master_port"] == port)
-        .collect()
-}
-
 fn job_pids(job: &serde_json::Value) -> Vec<i64> {
     job["pids"]
         .as_array()

@@ -8,7 +8,7 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -50,22 +50,7 @@ struct Job {
 
 impl Job {
     fn start(cmd: &mut Command) -> Job {
-        use std::os::unix::process::CommandExt;
-        for k in [
-            "MASTER_PORT",
-            "MASTER_ADDR",
-            "LOCAL_RANK",
-            "RANK",
-            "WORLD_SIZE",
-            "NODE_RANK",
-        ] {
-            cmd.env_remove(k);
-        }
-        let mut child = cmd
-            .process_group(0)
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("job starts");
+        let mut child = spawn_clean(cmd);
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -199,13 +184,7 @@ fn assert_healthy(port: u16, pids: &[i64]) {
     if !all_problems {
         assert_eq!(code, 0, "{doc:#}");
     }
-    let jobs: Vec<_> = doc["jobs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|j| j["master_port"] == port)
-        .collect();
-    assert_eq!(jobs.len(), 1, "one job on its port: {doc:#}");
+    assert_eq!(jobs_on(&doc, port).len(), 1, "one job on its port: {doc:#}");
 }
 
 fn up_lines(job: &mut Job, n: usize) -> (u16, Vec<i64>) {

@@ -32,6 +32,86 @@ pub fn json(args: &[&str]) -> (serde_json::Value, i32) {
     (value, code)
 }
 
+/// `doctor ARGS` in a process group of its own (a repro's case trees included), killed whole if
+/// the wait for it fails; stdout and stderr captured.
+pub fn run_in_group(args: &[&str]) -> Output {
+    use std::os::unix::process::CommandExt;
+    let child = doctor()
+        .args(args)
+        .process_group(0)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("doctor starts");
+    let mut group = GroupGuard {
+        pgid: child.id() as i32,
+        exited: false,
+    };
+    let out = child.wait_with_output().expect("doctor runs");
+    group.exited = true;
+    out
+}
+
+/// [`run_in_group`] with its JSON document on stdout.
+pub fn json_in_group(args: &[&str]) -> (Output, serde_json::Value) {
+    let out = run_in_group(args);
+    let doc = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "no JSON from {args:?} ({e}); exit {:?}; stderr:\n{}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out, doc)
+}
+
+/// Kills a process group on drop unless its leader was seen to exit.
+struct GroupGuard {
+    pgid: i32,
+    exited: bool,
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if !self.exited {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(self.pgid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+/// Start `cmd` in a process group of its own with stdout piped and no rendezvous variables
+/// inherited from the test's environment (a helper sets its own).
+pub fn spawn_clean(cmd: &mut Command) -> Child {
+    use std::os::unix::process::CommandExt;
+    for k in [
+        "MASTER_PORT",
+        "MASTER_ADDR",
+        "LOCAL_RANK",
+        "RANK",
+        "WORLD_SIZE",
+        "NODE_RANK",
+    ] {
+        cmd.env_remove(k);
+    }
+    cmd.process_group(0)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("helper starts")
+}
+
+/// The jobs of a `ports`/`tree` document whose MASTER_PORT is `port`.
+pub fn jobs_on(doc: &serde_json::Value, port: u16) -> Vec<&serde_json::Value> {
+    doc["jobs"]
+        .as_array()
+        .expect("jobs")
+        .iter()
+        .filter(|j| j["master_port"] == port)
+        .collect()
+}
+
 pub fn helper(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/helpers")
@@ -60,22 +140,7 @@ impl Situation {
     }
 
     pub fn start_cmd(cmd: &mut Command) -> Situation {
-        use std::os::unix::process::CommandExt;
-        for k in [
-            "MASTER_PORT",
-            "MASTER_ADDR",
-            "LOCAL_RANK",
-            "RANK",
-            "WORLD_SIZE",
-            "NODE_RANK",
-        ] {
-            cmd.env_remove(k);
-        }
-        let mut child = cmd
-            .process_group(0)
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("helper starts");
+        let mut child = spawn_clean(cmd);
         let stdout = child.stdout.take().expect("piped");
         let mut sit = Situation {
             child,

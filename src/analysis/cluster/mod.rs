@@ -419,24 +419,20 @@ mod tests {
 
     #[test]
     fn master_mismatch_only_between_nodes() {
-        let r = |pid: i64, rank: i64, port: u16| {
-            json!({"pid": pid, "role": "rank", "identity": {"master_addr": "10.0.0.1", "master_port": port,
-                   "rank": rank, "world_size": 2}, "command": "t.py"})
-        };
         // One node running two unrelated jobs: no disagreement between nodes.
         let a = report(
             "a",
             "10.0.0.1",
-            json!([r(10, 0, 29500), r(11, 0, 29600)]),
+            json!([rank(10, 0, 29500), rank(11, 0, 29600)]),
             "2.15.0",
             1.0,
         );
         let m = analyse(&mut [node("a.yaml", &a)], 10.0);
         assert!(!codes(&m).contains(&"M008"), "{:?}", m.findings);
         // node-b's rank looks for another port than the job's.
-        let a = report("a", "10.0.0.1", json!([r(10, 0, 29500)]), "2.15.0", 1.0);
-        let b = report("b", "10.0.0.2", json!([r(20, 1, 29501)]), "2.15.0", 1.0);
-        let c = report("c", "10.0.0.3", json!([r(30, 1, 29500)]), "2.15.0", 1.0);
+        let a = report("a", "10.0.0.1", json!([rank(10, 0, 29500)]), "2.15.0", 1.0);
+        let b = report("b", "10.0.0.2", json!([rank(20, 1, 29501)]), "2.15.0", 1.0);
+        let c = report("c", "10.0.0.3", json!([rank(30, 1, 29500)]), "2.15.0", 1.0);
         let m = analyse(&mut [node("a", &a), node("b", &b), node("c", &c)], 10.0);
         let m008: Vec<_> = m.findings.iter().filter(|f| f.code == "M008").collect();
         assert_eq!(m008.len(), 1, "{:?}", m.findings);
