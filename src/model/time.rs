@@ -30,11 +30,19 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
 /// Unix seconds as RFC 3339 UTC with milliseconds.
 pub fn rfc3339(t: f64) -> String {
     let ms = (t.max(0.0) * 1000.0).round() as i64;
-    let (secs, ms) = (ms.div_euclid(1000), ms.rem_euclid(1000));
+    format!(
+        "{}.{:03}Z",
+        date_time(ms.div_euclid(1000)),
+        ms.rem_euclid(1000)
+    )
+}
+
+/// `YYYY-MM-DDTHH:MM:SS` of Unix seconds, UTC.
+fn date_time(secs: i64) -> String {
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     let (y, m, d) = civil_from_days(days);
     format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z",
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}",
         rem / 3600,
         (rem % 3600) / 60,
         rem % 60
@@ -118,15 +126,7 @@ pub fn age(seconds: f64) -> String {
 
 /// A UNIX time as an RFC 3339 UTC string to the second (for messages people read).
 pub fn utc(t: f64) -> String {
-    let secs = t.max(0.0) as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
+    format!("{}Z", date_time(t.max(0.0) as i64))
 }
 
 #[cfg(test)]
