@@ -8,9 +8,10 @@
 //! The trade-offs are in docs/architecture.md, "Tracing mechanism".
 
 use std::collections::HashMap;
-use std::io;
+use std::io::{self, IoSlice, IoSliceMut};
+use std::mem::MaybeUninit;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Instant;
 
 pub use crate::model::run::SyscallEvent;
@@ -72,8 +73,8 @@ pub fn install_in_child(sock: RawFd) {
 
 /// The status byte alone (tracing not asked for, or it failed).
 pub fn send_status(sock: RawFd, byte: u8) {
-    // SAFETY: write(2) of one byte from a local.
-    unsafe { libc::write(sock, [byte].as_ptr() as *const _, 1) };
+    // SAFETY: the status socket is open in this process until exec.
+    let _ = rustix::io::write(unsafe { BorrowedFd::borrow_raw(sock) }, &[byte]);
 }
 
 fn install_filter() -> io::Result<(RawFd, bool)> {
@@ -145,79 +146,51 @@ fn install_filter() -> io::Result<(RawFd, bool)> {
     Ok((fd as RawFd, nnp))
 }
 
-/// sendmsg(2) of one byte with `fd` attached (SCM_RIGHTS); async-signal-safe.
+/// sendmsg(2) of one byte with `fd` attached (SCM_RIGHTS); async-signal-safe (rustix makes the
+/// system call itself, the control buffer is on the stack).
 fn send_fd(sock: RawFd, byte: u8, fd: RawFd) -> bool {
-    let mut data = [byte];
-    let mut iov = libc::iovec {
-        iov_base: data.as_mut_ptr() as *mut _,
-        iov_len: 1,
-    };
-    // Room for one fd, aligned for cmsghdr.
-    let mut space = [0u64; 4];
-    // SAFETY: the message points at locals that outlive the call; CMSG_* compute offsets in it.
-    unsafe {
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = space.as_mut_ptr() as *mut _;
-        msg.msg_controllen = libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) as _;
-        let cmsg = libc::CMSG_FIRSTHDR(&msg);
-        (*cmsg).cmsg_level = libc::SOL_SOCKET;
-        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as _;
-        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg) as *mut RawFd, fd);
-        libc::sendmsg(sock, &msg, 0) == 1
-    }
+    use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags, sendmsg};
+    // SAFETY: both descriptors are open in this process until exec.
+    let (sock, fd) = unsafe { (BorrowedFd::borrow_raw(sock), BorrowedFd::borrow_raw(fd)) };
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    let fds = [fd];
+    control.push(SendAncillaryMessage::ScmRights(&fds))
+        && sendmsg(
+            sock,
+            &[IoSlice::new(&[byte])],
+            &mut control,
+            SendFlags::empty(),
+        ) == Ok(1)
 }
 
 /// A connected pair of unix sockets (close-on-exec): doctor's end and the child's.
 pub fn status_channel() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0 as RawFd; 2];
-    // SAFETY: socketpair(2) fills two fds that we own from here on.
-    unsafe {
-        if libc::socketpair(
-            libc::AF_UNIX,
-            libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
-            0,
-            fds.as_mut_ptr(),
-        ) != 0
-        {
-            return Err(io::Error::last_os_error());
-        }
-        Ok((OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])))
-    }
+    use rustix::net::{AddressFamily, SocketFlags, SocketType, socketpair};
+    Ok(socketpair(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )?)
 }
 
 /// The parent's side: the status byte and, when traced, the listener.
 pub fn receive_status(sock: &OwnedFd) -> (Option<u8>, Option<OwnedFd>) {
+    use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, recvmsg};
     let mut data = [0u8];
-    let mut iov = libc::iovec {
-        iov_base: data.as_mut_ptr() as *mut _,
-        iov_len: 1,
-    };
-    let mut space = [0u64; 4];
-    // SAFETY: as in `send_fd`; a received fd is owned by us from here on.
-    unsafe {
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = space.as_mut_ptr() as *mut _;
-        msg.msg_controllen = std::mem::size_of_val(&space) as _;
-        let n = libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC);
-        if n != 1 {
-            return (None, None);
-        }
-        let cmsg = libc::CMSG_FIRSTHDR(&msg);
-        let fd = (!cmsg.is_null()
-            && (*cmsg).cmsg_level == libc::SOL_SOCKET
-            && (*cmsg).cmsg_type == libc::SCM_RIGHTS)
-            .then(|| {
-                OwnedFd::from_raw_fd(std::ptr::read_unaligned(
-                    libc::CMSG_DATA(cmsg) as *const RawFd
-                ))
-            });
-        (Some(data[0]), fd)
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let iov = &mut [IoSliceMut::new(&mut data)];
+    match recvmsg(sock, iov, &mut control, RecvFlags::CMSG_CLOEXEC) {
+        Ok(msg) if msg.bytes == 1 => {}
+        _ => return (None, None),
     }
+    let fd = control.drain().find_map(|m| match m {
+        RecvAncillaryMessage::ScmRights(mut fds) => fds.next(),
+        _ => None,
+    });
+    (Some(data[0]), fd)
 }
 
 /// The tracer's state: what was seen, for the diagnosis.
