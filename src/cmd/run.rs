@@ -100,6 +100,9 @@ struct Watching {
 }
 
 pub fn main(args: RunArgs) -> anyhow::Result<i32> {
+    if let Some(path) = &args.output {
+        crate::sys::output::check_writable(path)?;
+    }
     let start = Instant::now();
     let tag = supervise::new_tag("run");
     let mask = block_forwarded_signals()?;
@@ -508,12 +511,7 @@ fn write_record(
     if !render::settings().show_secrets {
         render::redact::redact(&mut value);
     }
-    std::fs::write(path, render::document(&value, format)?).map_err(|e| {
-        user_error(
-            format!("cannot write {}: {e}", path.display()),
-            "--record takes a path in a writable directory",
-        )
-    })?;
+    crate::sys::output::write_atomic(path, render::document(&value, format)?.as_bytes())?;
     render::note(&format!(
         "doctor: wrote the timeline and diagnosis to {}",
         path.display()

@@ -7,6 +7,7 @@ pub mod cgroup;
 pub mod freeport;
 pub mod host;
 pub mod observe;
+pub mod output;
 pub mod proc;
 pub mod pyenv;
 pub mod python;
