@@ -215,6 +215,7 @@ fn apply_fixes(
 ) -> anyhow::Result<usize> {
     let ecolor = output::stderr_color();
     let mut changed = 0;
+    let mut broken: Vec<(String, String)> = Vec::new();
     for report in reports.iter_mut() {
         let Some(fix) = fix::fix_report(report) else {
             continue;
@@ -237,8 +238,24 @@ fn apply_fixes(
                 output::paint("warning:", output::Paint::Yellow, ecolor),
                 fix.path
             ),
+            Fix::Broken(why) => broken.push((fix.path.clone(), why.clone())),
             Fix::Unchanged => {}
         }
+    }
+    if let Some((path, why)) = broken.first() {
+        // The fixer's own check failed: nothing of that file was written, and it is not "Fixed".
+        let others = if broken.len() > 1 {
+            format!(" (and {} more files)", broken.len() - 1)
+        } else {
+            String::new()
+        };
+        return Err(user_error(
+            format!(
+                "the fix of {} failed its own check: {why}; the file was left as it was{others}",
+                output::escape_control(path)
+            ),
+            "move the launch under `if __name__ == \"__main__\":` by hand, and please report the file (doctor scan --diff shows nothing for it)",
+        ));
     }
     let verb = if args.diff { "Would fix" } else { "Fixed" };
     let noun = if changed == 1 { "file" } else { "files" };

@@ -1,15 +1,21 @@
 //! `doctor scan --fix`: moves the import-time launch (S001/S002) under a main guard.
 //!
-//! The module-level statements from the first one that launches to the end of the file go into
-//! `def main():`, called from `if __name__ == "__main__":`. Imports, functions and classes among
-//! them stay at module level (spawn children unpickle by qualified name) unless they depend on a
-//! moved name when they are defined. `main()` declares `global` every name the moved statements
-//! bind, so functions that read them still work. Edits are textual, by the parser's ranges: the
-//! rest of the file (comments, blank lines, indentation, line endings, cookie, shebang) is kept.
-//! Where safety cannot be shown the file is left alone and [`Fix::Refused`] says why.
+//! What moves is decided by def-use analysis of the module (docs/scan-fix.md): the launch and
+//! every later statement go into `def main():`, called from `if __name__ == "__main__":`, except
+//! what spawn children need when they import the module: imports, functions, classes, and the
+//! statements binding the module names those functions, classes, decorators and default
+//! arguments read. Those stay at module level unless they depend on the launch (they launch,
+//! call the distributed stack, or read a name that depends on it); then they move with it, and a
+//! needed name that must move without depending on the launch refuses the fix with its line.
+//! `main()` declares `global` every name the moved statements bind. A launch marked `# noqa`
+//! never moves. Edits are textual, by the parser's ranges: the rest of the file (comments, blank
+//! lines, indentation, line endings, cookie, shebang) is kept. The result is parsed and scanned
+//! again before anyone may write it ([`Fix::Broken`] when that fails). Where safety cannot be
+//! shown the file is left alone and [`Fix::Refused`] says why.
 
 mod layout;
 mod names;
+mod uses;
 
 use std::collections::HashSet;
 
@@ -31,6 +37,9 @@ pub enum Fix {
     Fixed(String),
     /// A launch at import time that cannot be moved safely, and why.
     Refused(String),
+    /// The rewrite failed the fixer's own check (it does not parse, or still launches at
+    /// import): nothing may be written. A bug of the fixer, reported as an error.
+    Broken(String),
 }
 
 /// One file's fix, as `doctor scan --fix/--diff` reports it.
@@ -132,30 +141,66 @@ fn fix_here(source: &str) -> Fix {
     };
     let body = &parsed.syntax().body;
     let sym = Symbols::collect(body);
-    let launches: Vec<TextRange> = Reach::new(&sym)
-        .module_events(body)
-        .into_iter()
-        .filter(|e| e.kind == Kind::Launch)
-        .map(|e| e.site)
-        .collect();
-    if launches.is_empty() {
-        return Fix::Unchanged;
-    }
     let file = File {
         src: source,
         lines: LineIndex::from_source_text(source),
         inside: layout::lines_inside_tokens(source, parsed.tokens()),
     };
+    // A launch whose line says `# noqa` (for S001 or S002) stays where it is.
+    let (quiet, live): (Vec<TextRange>, Vec<TextRange>) = launch_sites(&sym, body)
+        .into_iter()
+        .partition(|site| file.suppressed(*site));
+    if live.is_empty() {
+        return Fix::Unchanged;
+    }
     let Some(first) = body
         .iter()
-        .position(|s| launches.iter().any(|l| s.range().contains_range(*l)))
+        .position(|s| live.iter().any(|l| s.range().contains_range(*l)))
     else {
         return Fix::Refused("the launch is not in a module-level statement".to_string());
     };
-    match plan(&file, body, first, &launches) {
-        Ok(items) => Fix::Fixed(render(&file, body, &items)),
-        Err(why) => Fix::Refused(why),
+    let items = match plan(&file, &sym, body, first, &live, &quiet) {
+        Ok(items) => items,
+        Err(why) => return Fix::Refused(why),
+    };
+    let out = render(&file, body, &items);
+    match verify(&out) {
+        Ok(()) => Fix::Fixed(out),
+        Err(why) => Fix::Broken(why),
     }
+}
+
+/// Where the module launches at import time.
+fn launch_sites(sym: &Symbols, body: &[Stmt]) -> Vec<TextRange> {
+    Reach::new(sym)
+        .module_events(body)
+        .into_iter()
+        .filter(|e| e.kind == Kind::Launch)
+        .map(|e| e.site)
+        .collect()
+}
+
+/// The fixer's own output must parse and launch nothing at import (but what `# noqa` keeps).
+fn verify(out: &str) -> Result<(), String> {
+    let parsed = ruff_python_parser::parse_module(out)
+        .map_err(|e| format!("the rewritten text does not parse ({})", e.error))?;
+    let body = &parsed.syntax().body;
+    let sym = Symbols::collect(body);
+    let file = File {
+        src: out,
+        lines: LineIndex::from_source_text(out),
+        inside: HashSet::new(),
+    };
+    if let Some(site) = launch_sites(&sym, body)
+        .into_iter()
+        .find(|s| !file.suppressed(*s))
+    {
+        return Err(format!(
+            "the rewritten text still launches at import time (line {})",
+            file.line_of(usize::from(site.start()))
+        ));
+    }
+    Ok(())
 }
 
 /// The source with what the planning needs to know about its text.
@@ -172,11 +217,18 @@ impl File<'_> {
             .line_index(ruff_text_size::TextSize::try_from(off).unwrap_or_default())
             .get()
     }
+
+    /// Whether the line a finding at `site` is reported on has a `# noqa` for S001 or S002.
+    fn suppressed(&self, site: TextRange) -> bool {
+        let s = usize::from(site.start()).min(self.src.len());
+        let line = &self.src[line_start(self.src, s)..line_end(self.src, s)];
+        super::noqa::suppresses(line, "S001") || super::noqa::suppresses(line, "S002")
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Role {
-    /// Stays at module level (import, def, class).
+    /// Stays at module level (import, def, class, and what functions read at import).
     Keep,
     /// Goes into `main()`.
     Move,
@@ -190,23 +242,80 @@ struct Item<'a> {
     names: Names,
     /// The statement's lines, with the comment lines right above it.
     span: (usize, usize),
+    /// Names read while it runs, with what the module functions it calls read (transitively).
+    reads: HashSet<String>,
+    /// It depends on the launch: it launches, calls the distributed stack, or reads a name an
+    /// earlier dependent statement binds.
+    tainted: bool,
+    /// Why it has to move (set once; a statement that has to move never goes back).
+    forced: Option<String>,
+    /// The functions it defines and the module names they read when called.
+    fns: Vec<uses::FnReads>,
 }
 
 /// Decide, for each statement from the first launch on, where it goes; or why nothing can move.
+///
+/// The launch moves into `main()`, and so does everything after it, except what the module's
+/// functions, classes and kept statements read at import (the spawn child imports the module and
+/// calls them): such a statement stays at module level unless it depends on the launch. A name
+/// that has to move although a function reads it and it does not depend on the launch refuses
+/// the fix. Statement order among the moved and among the kept is kept; a kept statement that
+/// would then read or rebind a name differently moves instead.
 fn plan<'a>(
     file: &File,
+    sym: &Symbols,
     body: &'a [Stmt],
     first: usize,
-    launches: &[TextRange],
+    live: &[TextRange],
+    quiet: &[TextRange],
 ) -> Result<Vec<Item<'a>>, String> {
-    let mut items = Vec::new();
+    let calls = uses::Callables::collect(sym, body);
+    let mut needed_before: Vec<(String, String)> = Vec::new();
+    for stmt in &body[..first] {
+        for f in uses::functions_of(stmt) {
+            needed_before.extend(
+                f.free
+                    .into_iter()
+                    .map(|n| (n, format!("function `{}`", f.name))),
+            );
+        }
+    }
+    let mut items: Vec<Item> = Vec::new();
     let mut prev_end = body[..first]
         .last()
         .map_or(0, |s| line_end(file.src, usize::from(s.end())));
     for stmt in &body[first..] {
         check_own_lines(file, stmt)?;
-        let launches_here = launches.iter().any(|l| stmt.range().contains_range(*l));
-        let role = initial_role(file, stmt, launches_here)?;
+        let line = file.line_of(usize::from(stmt.start()));
+        let live_here = live.iter().any(|l| stmt.range().contains_range(*l));
+        let quiet_here = quiet.iter().any(|l| stmt.range().contains_range(*l));
+        if quiet_here {
+            let first_line = file.line_of(usize::from(body[first].start()));
+            return Err(if live_here {
+                format!(
+                    "line {line} holds a launch marked `# noqa` and one that is not; split them first"
+                )
+            } else {
+                format!(
+                    "the launch on line {line} is marked `# noqa`, so it stays at module level, but it comes after the launch on line {first_line}, which would then run after it"
+                )
+            });
+        }
+        let mut role = initial_role(file, stmt, live_here)?;
+        let names = Names::of(stmt);
+        let reads = calls.closure(&names.reads);
+        let tainted = live_here
+            || role == Role::Fold
+            || uses::touches_dist(sym, stmt, false)
+            || calls.reach_dist(&names.reads);
+        let forced = match role {
+            Role::Move if live_here => Some("it launches".to_string()),
+            Role::Fold => Some("it is the main guard's body".to_string()),
+            _ => None,
+        };
+        if live_here && role == Role::Keep {
+            role = Role::Move;
+        }
         let span = (
             attach_comments(file, stmt, prev_end),
             line_end(file.src, usize::from(stmt.end())),
@@ -215,15 +324,138 @@ fn plan<'a>(
         items.push(Item {
             stmt,
             role,
-            names: Names::of(stmt),
+            names,
             span,
+            reads,
+            tainted,
+            forced,
+            fns: uses::functions_of(stmt),
         });
     }
-    settle_dependencies(&mut items);
+    // Dependence on the launch flows forward through the names dependent statements bind.
+    for k in 0..items.len() {
+        if !items[k].tainted {
+            let hit = items[..k]
+                .iter()
+                .any(|j| j.tainted && j.names.bound.iter().any(|n| items[k].reads.contains(n)));
+            items[k].tainted = hit;
+        }
+    }
+    settle(file, &mut items, &needed_before);
+    // What a function or a kept statement reads at import must still be bound there, to the
+    // value the program gives it last, unless that value depends on the launch.
+    for (name, user) in &needed_names(&items, &needed_before) {
+        let Some(last) = items.iter().rev().find(|i| i.names.bound.contains(name)) else {
+            continue;
+        };
+        if last.role == Role::Keep || last.tainted {
+            continue;
+        }
+        let why = last
+            .forced
+            .as_deref()
+            .unwrap_or("it cannot run at module level");
+        return Err(format!(
+            "`{name}` (line {}) is read by {user}, which spawn children can call after importing the module, but that line has to move into `main()`: {why}; bind `{name}` before the launch",
+            file.line_of(usize::from(last.stmt.start()))
+        ));
+    }
     for item in &items {
         check_movable(file, item)?;
     }
     Ok(items)
+}
+
+/// Module names read at import: by the functions defined before the launch and by the kept
+/// statements (their own work and the functions they define), with who reads each.
+fn needed_names(items: &[Item], before: &[(String, String)]) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = before.to_vec();
+    for i in items.iter().filter(|i| i.role == Role::Keep) {
+        for f in &i.fns {
+            out.extend(
+                f.free
+                    .iter()
+                    .map(|n| (n.clone(), format!("function `{}`", f.name))),
+            );
+        }
+        out.extend(i.reads.iter().map(|n| {
+            (
+                n.clone(),
+                "a statement that stays at module level".to_string(),
+            )
+        }));
+    }
+    let mut seen = HashSet::new();
+    out.retain(|(n, _)| seen.insert(n.clone()));
+    out.sort();
+    out
+}
+
+/// Move what must move, keep what functions need, until nothing changes (a statement that has
+/// to move never returns, so this ends).
+fn settle(file: &File, items: &mut [Item], before: &[(String, String)]) {
+    loop {
+        let needed: HashSet<String> = needed_names(items, before)
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        let mut changed = false;
+        for item in items.iter_mut() {
+            if item.role == Role::Move
+                && item.forced.is_none()
+                && !item.tainted
+                && item.names.hazards.is_empty()
+                && item.names.nested_defs.is_empty()
+                && !item.names.star_import
+                && item.names.bound.iter().any(|n| needed.contains(n))
+            {
+                item.role = Role::Keep;
+                changed = true;
+            }
+        }
+        for k in 0..items.len() {
+            if items[k].role != Role::Keep {
+                continue;
+            }
+            if let Some(why) = must_move(file, items, k) {
+                items[k].role = Role::Move;
+                items[k].forced = Some(why);
+                changed = true;
+            }
+        }
+        if !changed {
+            return;
+        }
+    }
+}
+
+/// Why kept statement `k` cannot run before `main()`.
+fn must_move(file: &File, items: &[Item], k: usize) -> Option<String> {
+    let item = &items[k];
+    if item.tainted {
+        return Some("it depends on the launch".to_string());
+    }
+    let line = |i: &Item| file.line_of(usize::from(i.stmt.start()));
+    for j in items[..k].iter().filter(|j| j.role != Role::Keep) {
+        if let Some(n) = j.names.bound.iter().find(|n| item.reads.contains(*n)) {
+            return Some(format!(
+                "it reads `{n}`, which line {} binds inside `main()`",
+                line(j)
+            ));
+        }
+        if let Some(n) = item
+            .names
+            .bound
+            .iter()
+            .find(|n| j.reads.contains(*n) || j.names.bound.contains(*n))
+        {
+            return Some(format!(
+                "it rebinds `{n}`, which line {} uses before it inside `main()`",
+                line(j)
+            ));
+        }
+    }
+    None
 }
 
 /// The role before dependencies are known; refuses launches that cannot move.
@@ -263,41 +495,6 @@ fn initial_role(file: &File, stmt: &Stmt, launches_here: bool) -> Result<Role, S
 /// `__name__ == "__main__"` itself (not combined with `and`).
 fn is_plain_guard(test: &Expr) -> bool {
     matches!(test, Expr::Compare(_))
-}
-
-/// A kept statement that binds or reads, when defined, a moved name must move too, and so must
-/// one that rebinds a name an earlier moved statement reads (it would run before that statement
-/// otherwise). Repeat until nothing changes: moving a def moves its name.
-fn settle_dependencies(items: &mut [Item]) {
-    loop {
-        let moved: HashSet<&str> = items
-            .iter()
-            .filter(|i| i.role != Role::Keep)
-            .flat_map(|i| i.names.bound.iter().map(String::as_str))
-            .collect();
-        let read_before = |k: usize, name: &str| {
-            items[..k]
-                .iter()
-                .any(|i| i.role != Role::Keep && i.names.reads.contains(name))
-        };
-        let depends = |k: usize| {
-            let i = &items[k];
-            i.names
-                .bound
-                .iter()
-                .any(|n| moved.contains(n.as_str()) || read_before(k, n))
-                || i.names.reads.iter().any(|n| moved.contains(n.as_str()))
-        };
-        let to_move: Vec<usize> = (0..items.len())
-            .filter(|&k| items[k].role == Role::Keep && depends(k))
-            .collect();
-        if to_move.is_empty() {
-            return;
-        }
-        for k in to_move {
-            items[k].role = Role::Move;
-        }
-    }
 }
 
 /// Refuse statements whose meaning would change inside a function.

@@ -128,6 +128,10 @@ fn fixed_copy(script: &Path) -> anyhow::Result<FileFix> {
                 "move the launch under `if __name__ == \"__main__\":` by hand, then run `doctor repro {shown}`"
             ),
         )),
+        Fix::Broken(why) => Err(user_error(
+            format!("the fix of {shown} failed its own check: {why}; nothing was run"),
+            "please report this with the script; move the launch under the main guard by hand",
+        )),
         Fix::Unchanged => Err(user_error(
             format!("{shown}: the fix changes nothing"),
             format!("run it as it is: doctor repro {shown}"),

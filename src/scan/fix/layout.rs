@@ -92,6 +92,13 @@ pub fn reindent(
         } else if content.trim().is_empty() {
             out.push_str(ending);
         } else {
+            // Python's tokenizer restarts the column count at a form feed in the indentation:
+            // only what follows the last one indents.
+            let lead = content.len() - content.trim_start_matches([' ', '\t', '\x0c']).len();
+            let content = match content[..lead].rfind('\x0c') {
+                Some(ff) => &content[ff + 1..],
+                None => content,
+            };
             let rest = content
                 .strip_prefix(strip)
                 .unwrap_or_else(|| content.trim_start_matches([' ', '\t']));

@@ -113,6 +113,13 @@ impl<'a> Visitor<'a> for Names {
             Stmt::Global(_) | Stmt::Nonlocal(_) => {
                 self.hazard("a module-level `global` statement".to_string());
             }
+            Stmt::AugAssign(a) => {
+                // `x += 1` reads `x` before it binds it.
+                if let Expr::Name(n) = &*a.target {
+                    self.reads.insert(n.id.to_string());
+                }
+                visitor::walk_stmt(self, stmt);
+            }
             Stmt::AnnAssign(a) => {
                 if let Expr::Name(n) = &*a.target {
                     self.hazard(format!(
@@ -168,7 +175,8 @@ impl<'a> Visitor<'a> for Names {
             }
             Expr::Call(c) => {
                 if let Expr::Name(n) = &*c.func
-                    && matches!(n.id.as_str(), "exec" | "eval" | "locals" | "vars")
+                    && matches!(n.id.as_str(), "exec" | "eval" | "locals" | "vars" | "dir")
+                    && (n.id.as_str() != "dir" && n.id.as_str() != "vars" || c.arguments.is_empty())
                 {
                     self.hazard(format!(
                         "`{}()` (it would see the function's variables instead of the module's)",

@@ -39,6 +39,7 @@ fn moves_the_launch_and_folds_the_guard() {
 import lightning as L
 
 fabric = L.Fabric(devices=2)
+steps = 10
 
 
 def train():
@@ -46,10 +47,8 @@ def train():
 
 
 def main():
-    global steps
     # start the workers
     fabric.launch()
-    steps = 10
     train()
 
 
@@ -84,7 +83,9 @@ fn a_used_main_gets_another_name_and_a_bare_call_is_guarded() {
 
 #[test]
 fn definitions_that_need_moved_names_move_too() {
-    let src = "import torch.distributed as dist\ndist.init_process_group('gloo')\nSIZE = 3\n\n\ndef f(n=SIZE):\n    return n\n\n\nclass Model:\n    pass\n";
+    // `SIZE` depends on the launch (it asks the process group), so `f`, whose default reads it,
+    // moves with it; `Model` does not need it and stays importable.
+    let src = "import torch.distributed as dist\ndist.init_process_group('gloo')\nSIZE = dist.get_world_size()\n\n\ndef f(n=SIZE):\n    return n\n\n\nclass Model:\n    pass\n";
     let out = fixed(src);
     assert!(
         out.contains("class Model:\n    pass\n\n\ndef main():\n    global SIZE, f\n"),
@@ -94,6 +95,73 @@ fn definitions_that_need_moved_names_move_too() {
         out.contains("    def f(n=SIZE):\n        return n\n"),
         "{out}"
     );
+}
+
+/// Issue 19, item 1: what a worker function reads stays defined at import; the pool that
+/// starts the workers moves.
+#[test]
+fn names_functions_read_stay_at_module_level() {
+    let src = "import torch.distributed as dist\nimport multiprocessing as mp\ndist.init_process_group(\"gloo\")\nweights = {\"w\": 3}\nmodel = [1, 2]\ndef work(i):\n    return weights[\"w\"] * i + len(model)\nwith mp.get_context(\"spawn\").Pool(2) as p:\n    print(p.map(work, range(4)))\n";
+    assert_eq!(
+        fixed(src),
+        "import torch.distributed as dist\nimport multiprocessing as mp\nweights = {\"w\": 3}\nmodel = [1, 2]\ndef work(i):\n    return weights[\"w\"] * i + len(model)\n\n\ndef main():\n    global p\n    dist.init_process_group(\"gloo\")\n    with mp.get_context(\"spawn\").Pool(2) as p:\n        print(p.map(work, range(4)))\n\n\nif __name__ == \"__main__\":\n    main()\n"
+    );
+    // A name that needs the process group moves with the launch (children never had it).
+    let src = "import torch.distributed as dist\ndist.init_process_group('gloo')\nrank = dist.get_rank()\nscale = rank + 1\ndef work(i):\n    return scale * i\nwork(2)\n";
+    let out = fixed(src);
+    assert!(out.contains("    global rank, scale\n"), "{out}");
+    // Through a same-file helper that asks the process group.
+    let src = "import torch.distributed as dist\ndef world():\n    return dist.get_world_size()\ndist.init_process_group('gloo')\nn = world()\ndef work(i):\n    return n * i\nwork(2)\n";
+    assert!(fixed(src).contains("    global n\n"));
+}
+
+#[test]
+fn a_name_a_function_needs_that_must_move_is_refused_with_its_line() {
+    // `cfg` is read by `work`, but the second binding must stay after the `print` that reads the
+    // first one: it cannot be hoisted, and it does not depend on the launch.
+    let src = "import torch.distributed as dist\ndist.init_process_group('gloo')\ncfg = 1\nprint(cfg)\ncfg = 2\ndef work():\n    return cfg\n";
+    let why = refused(src);
+    assert!(why.contains("`cfg` (line 5)"), "{why}");
+    assert!(why.contains("function `work`"), "{why}");
+}
+
+#[test]
+fn form_feeds_in_the_indentation_are_kept_legal() {
+    let src = "import torch.distributed as dist\ndist.init_process_group('gloo')\n\x0c\nif True:\n\x0c    x = 1\n    \x0cprint(x)\n";
+    let out = fixed(src);
+    assert!(out.contains("    if True:\n        x = 1\n"), "{out:?}");
+    assert!(ruff_python_parser::parse_module(&out).is_ok(), "{out:?}");
+}
+
+#[test]
+fn noqa_launches_never_move() {
+    // A suppressed launch before an unsuppressed one stays where it is.
+    let src = "import torch.distributed as dist\ndist.init_process_group('gloo')  # noqa: S001\nstore = dist.TCPStore('127.0.0.1', 29500, 2, True)\n";
+    let out = fixed(src);
+    assert!(
+        out.starts_with(
+            "import torch.distributed as dist\ndist.init_process_group('gloo')  # noqa: S001\n"
+        ),
+        "{out}"
+    );
+    // After one, it would have to run before the moved launch: refused.
+    let src = "import torch.distributed as dist\nstore = dist.TCPStore('127.0.0.1', 29500, 2, True)\ndist.init_process_group('gloo')  # noqa\n";
+    assert!(refused(src).contains("`# noqa`"));
+    // Only suppressed launches: nothing to fix.
+    assert_eq!(
+        fix_source("import torch.distributed as dist\ndist.init_process_group('gloo')  # noqa\n"),
+        Fix::Unchanged
+    );
+}
+
+#[test]
+fn dir_without_arguments_is_refused_like_locals() {
+    let launch = "import torch.distributed as dist\ndist.init_process_group('gloo')\n";
+    assert!(refused(&format!("{launch}print(dir())\n")).contains("dir()"));
+    assert!(!matches!(
+        fix_source(&format!("{launch}print(dir(dist))\n")),
+        Fix::Refused(_)
+    ));
 }
 
 #[test]

@@ -1,0 +1,424 @@
+//! Def-use facts the fixer decides from: which module-level names the functions of a statement
+//! read when they are called (their free variables, Python's scoping rules), and whether a
+//! statement's run-time work calls into the distributed stack (so it depends on the launch).
+
+use std::collections::{HashMap, HashSet};
+
+use ruff_python_ast::visitor::{self, Visitor};
+use ruff_python_ast::{self as ast, Expr, ExprContext, Stmt};
+
+use crate::scan::symbols::{MAX_DEPTH, Symbols, dotted};
+
+/// One function (or lambda) defined when a module-level statement runs, and the module-level
+/// names its body reads when called.
+pub struct FnReads {
+    pub name: String,
+    pub free: HashSet<String>,
+}
+
+/// The functions a module-level statement defines (defs, methods of classes, lambdas, at any
+/// depth of blocks), each with its free variables (names it reads from the module).
+pub fn functions_of(stmt: &Stmt) -> Vec<FnReads> {
+    let mut v = Free::default();
+    v.visit_stmt(stmt);
+    v.found
+}
+
+#[derive(Default)]
+struct Frame {
+    name: String,
+    loads: HashSet<String>,
+    locals: HashSet<String>,
+    globals: HashSet<String>,
+    /// A comprehension: its free names go to the enclosing frame, it is not recorded.
+    comprehension: bool,
+}
+
+#[derive(Default)]
+struct Free {
+    stack: Vec<Frame>,
+    /// Dotted prefix of the classes being defined at module level (`Model.` for methods).
+    class_prefix: Vec<String>,
+    found: Vec<FnReads>,
+    depth: usize,
+}
+
+impl Free {
+    fn local(&mut self, name: &str) {
+        if let Some(f) = self.stack.last_mut() {
+            f.locals.insert(name.to_string());
+        }
+    }
+
+    fn load(&mut self, name: &str) {
+        if let Some(f) = self.stack.last_mut() {
+            f.loads.insert(name.to_string());
+        }
+    }
+
+    fn push(&mut self, name: String, params: Option<&ast::Parameters>, comprehension: bool) {
+        let mut frame = Frame {
+            name,
+            comprehension,
+            ..Frame::default()
+        };
+        if let Some(p) = params {
+            for param in p.iter() {
+                frame.locals.insert(param.name().to_string());
+            }
+        }
+        self.stack.push(frame);
+    }
+
+    fn pop(&mut self) {
+        let Some(frame) = self.stack.pop() else {
+            return;
+        };
+        let free: HashSet<String> = frame
+            .loads
+            .into_iter()
+            .filter(|n| !frame.locals.contains(n) || frame.globals.contains(n))
+            .collect();
+        match self.stack.last_mut() {
+            Some(parent) => parent.loads.extend(free),
+            None if !frame.comprehension => self.found.push(FnReads {
+                name: frame.name,
+                free,
+            }),
+            None => {}
+        }
+    }
+
+    /// Decorators, defaults and annotations run in the enclosing scope when the def runs.
+    fn header(&mut self, decorators: &[ast::Decorator], params: Option<&ast::Parameters>) {
+        for d in decorators {
+            self.visit_expr(&d.expression);
+        }
+        if let Some(params) = params {
+            for p in params.iter() {
+                if let Some(a) = p.annotation() {
+                    self.visit_expr(a);
+                }
+                if let Some(d) = p.default() {
+                    self.visit_expr(d);
+                }
+            }
+        }
+    }
+
+    fn qualified(&self, name: &str) -> String {
+        if self.stack.is_empty() && !self.class_prefix.is_empty() {
+            format!("{}.{name}", self.class_prefix.join("."))
+        } else {
+            name.to_string()
+        }
+    }
+}
+
+impl<'a> Visitor<'a> for Free {
+    fn visit_stmt(&mut self, stmt: &'a Stmt) {
+        if self.depth > MAX_DEPTH {
+            return;
+        }
+        self.depth += 1;
+        match stmt {
+            Stmt::FunctionDef(f) => {
+                self.header(&f.decorator_list, Some(&f.parameters));
+                if let Some(r) = &f.returns {
+                    self.visit_expr(r);
+                }
+                self.local(f.name.as_str());
+                let name = self.qualified(f.name.as_str());
+                self.push(name, Some(&f.parameters), false);
+                self.visit_body(&f.body);
+                self.pop();
+            }
+            Stmt::ClassDef(c) => {
+                self.header(&c.decorator_list, None);
+                if let Some(args) = &c.arguments {
+                    self.visit_arguments(args);
+                }
+                self.local(c.name.as_str());
+                let at_module = self.stack.is_empty();
+                if at_module {
+                    self.class_prefix.push(c.name.to_string());
+                }
+                self.visit_body(&c.body);
+                if at_module {
+                    self.class_prefix.pop();
+                }
+            }
+            Stmt::Global(g) => {
+                if let Some(f) = self.stack.last_mut() {
+                    f.globals.extend(g.names.iter().map(|n| n.to_string()));
+                }
+            }
+            Stmt::Nonlocal(n) => {
+                for name in &n.names {
+                    self.local(name.as_str());
+                }
+            }
+            Stmt::Import(i) => {
+                for a in &i.names {
+                    let name = a.asname.as_ref().unwrap_or(&a.name).as_str();
+                    self.local(name.split('.').next().unwrap_or(name));
+                }
+            }
+            Stmt::ImportFrom(i) => {
+                for a in &i.names {
+                    self.local(a.asname.as_ref().unwrap_or(&a.name).as_str());
+                }
+            }
+            Stmt::AugAssign(a) => {
+                if let Expr::Name(n) = &*a.target {
+                    self.load(n.id.as_str());
+                }
+                visitor::walk_stmt(self, stmt);
+            }
+            _ => visitor::walk_stmt(self, stmt),
+        }
+        self.depth -= 1;
+    }
+
+    fn visit_expr(&mut self, expr: &'a Expr) {
+        if self.depth > MAX_DEPTH {
+            return;
+        }
+        self.depth += 1;
+        match expr {
+            Expr::Name(n) => match n.ctx {
+                ExprContext::Load => self.load(n.id.as_str()),
+                _ => self.local(n.id.as_str()),
+            },
+            Expr::Lambda(l) => {
+                if let Some(params) = &l.parameters {
+                    for p in params.iter() {
+                        if let Some(d) = p.default() {
+                            self.visit_expr(d);
+                        }
+                    }
+                }
+                self.push("<lambda>".to_string(), l.parameters.as_deref(), false);
+                self.visit_expr(&l.body);
+                self.pop();
+            }
+            Expr::ListComp(_) | Expr::SetComp(_) | Expr::DictComp(_) | Expr::Generator(_)
+                if !self.stack.is_empty() =>
+            {
+                self.push(String::new(), None, true);
+                visitor::walk_expr(self, expr);
+                self.pop();
+            }
+            _ => visitor::walk_expr(self, expr),
+        }
+        self.depth -= 1;
+    }
+
+    fn visit_except_handler(&mut self, handler: &'a ast::ExceptHandler) {
+        let ast::ExceptHandler::ExceptHandler(h) = handler;
+        if let Some(name) = &h.name {
+            self.local(name.as_str());
+        }
+        visitor::walk_except_handler(self, handler);
+    }
+
+    fn visit_pattern(&mut self, pattern: &'a ast::Pattern) {
+        let name = match pattern {
+            ast::Pattern::MatchAs(p) => p.name.as_ref(),
+            ast::Pattern::MatchStar(p) => p.name.as_ref(),
+            ast::Pattern::MatchMapping(p) => p.rest.as_ref(),
+            _ => None,
+        };
+        if let Some(name) = name {
+            self.local(name.as_str());
+        }
+        visitor::walk_pattern(self, pattern);
+    }
+}
+
+/// Module roots whose calls need (or make) the distributed state: after the launch, a call into
+/// them depends on it (`dist.get_rank()` raises before `init_process_group`), and a statement
+/// making one cannot run at import in a child.
+const DIST_ROOTS: &[&str] = &[
+    "torch.distributed",
+    "torch.multiprocessing",
+    "torch.cuda",
+    "multiprocessing",
+    "concurrent.futures",
+    "accelerate",
+    "deepspeed",
+];
+
+/// Whether a call's callee belongs to the distributed stack (see [`DIST_ROOTS`]), launches,
+/// or is a method of a `Fabric`/multi-process `Trainer` object.
+fn dist_call(sym: &Symbols, call: &ast::ExprCall) -> bool {
+    if sym
+        .launch_label(&call.func, Some(&call.arguments))
+        .is_some()
+    {
+        return true;
+    }
+    if let Some(q) = sym.qualname(&call.func)
+        && DIST_ROOTS
+            .iter()
+            .any(|r| q == *r || q.starts_with(&format!("{r}.")))
+    {
+        return true;
+    }
+    if let Expr::Attribute(a) = &*call.func
+        && let Some(recv) = dotted(&a.value)
+    {
+        return sym.fabric_vars.contains(&recv) || sym.trainer_vars.contains_key(&recv);
+    }
+    false
+}
+
+/// Whether `stmt`'s own work, or (with `bodies`) any function body in it, makes a
+/// distributed-stack call.
+pub fn touches_dist(sym: &Symbols, stmt: &Stmt, bodies: bool) -> bool {
+    struct Touch<'s, 'a> {
+        sym: &'s Symbols<'a>,
+        bodies: bool,
+        hit: bool,
+        depth: usize,
+    }
+    impl<'a> Visitor<'a> for Touch<'_, 'a> {
+        fn visit_stmt(&mut self, stmt: &'a Stmt) {
+            if self.hit || self.depth > MAX_DEPTH {
+                return;
+            }
+            self.depth += 1;
+            match stmt {
+                Stmt::FunctionDef(f) if !self.bodies => {
+                    for d in &f.decorator_list {
+                        self.visit_expr(&d.expression);
+                    }
+                    for p in f.parameters.iter() {
+                        if let Some(d) = p.default() {
+                            self.visit_expr(d);
+                        }
+                    }
+                }
+                _ => visitor::walk_stmt(self, stmt),
+            }
+            self.depth -= 1;
+        }
+        fn visit_expr(&mut self, expr: &'a Expr) {
+            if self.hit || self.depth > MAX_DEPTH {
+                return;
+            }
+            self.depth += 1;
+            match expr {
+                Expr::Lambda(_) if !self.bodies => {}
+                Expr::Call(c) if dist_call(self.sym, c) => self.hit = true,
+                _ => visitor::walk_expr(self, expr),
+            }
+            self.depth -= 1;
+        }
+    }
+    let mut t = Touch {
+        sym,
+        bodies,
+        hit: false,
+        depth: 0,
+    };
+    t.visit_stmt(stmt);
+    t.hit
+}
+
+/// What the module's functions and classes do when called: free reads and distributed calls.
+#[derive(Default)]
+pub struct Callables {
+    /// Function or class name -> the module names it reads when called (a class: all methods).
+    pub free: HashMap<String, HashSet<String>>,
+    /// Names whose call makes a distributed-stack call (directly).
+    pub touches: HashSet<String>,
+}
+
+impl Callables {
+    pub fn collect(sym: &Symbols, body: &[Stmt]) -> Callables {
+        let mut c = Callables::default();
+        for stmt in body {
+            for f in functions_of(stmt) {
+                let key = f.name.split('.').next().unwrap_or(&f.name).to_string();
+                c.free.entry(key).or_default().extend(f.free);
+            }
+            let name = match stmt {
+                Stmt::FunctionDef(f) => f.name.as_str(),
+                Stmt::ClassDef(c) => c.name.as_str(),
+                _ => continue,
+            };
+            if touches_dist(sym, stmt, true) {
+                c.touches.insert(name.to_string());
+            }
+        }
+        c
+    }
+
+    /// `reads` and everything the module functions and classes among them read when called,
+    /// transitively.
+    pub fn closure(&self, reads: &HashSet<String>) -> HashSet<String> {
+        let mut all = reads.clone();
+        let mut todo: Vec<String> = reads.iter().cloned().collect();
+        while let Some(n) = todo.pop() {
+            if let Some(free) = self.free.get(&n) {
+                for m in free {
+                    if all.insert(m.clone()) {
+                        todo.push(m.clone());
+                    }
+                }
+            }
+        }
+        all
+    }
+
+    /// Whether calling any of `names` (read by a statement) reaches a distributed-stack call.
+    pub fn reach_dist(&self, names: &HashSet<String>) -> bool {
+        self.closure(names).iter().any(|n| self.touches.contains(n))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn free_of(src: &str) -> Vec<(String, Vec<String>)> {
+        let parsed = ruff_python_parser::parse_module(src).expect("parses");
+        parsed
+            .syntax()
+            .body
+            .iter()
+            .flat_map(functions_of)
+            .map(|f| {
+                let mut v: Vec<String> = f.free.into_iter().collect();
+                v.sort();
+                (f.name, v)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn free_variables_follow_python_scopes() {
+        let got = free_of(
+            "def work(i, k=D):\n    j = i + weights['w']\n    def inner(z):\n        return z + model + j\n    return [x * scale for x in range(j)]\n",
+        );
+        assert_eq!(
+            got,
+            [(
+                "work".to_string(),
+                vec!["model", "range", "scale", "weights"]
+                    .into_iter()
+                    .map(String::from)
+                    .collect()
+            )]
+        );
+        let got = free_of("def f():\n    global n\n    n += 1\n    t = 0\n    t += 1\n");
+        assert_eq!(got[0].1, ["n"]);
+        let got =
+            free_of("class M:\n    size = 3\n    def fwd(self):\n        return size + cfg\n");
+        assert_eq!(got[0].0, "M.fwd");
+        assert_eq!(got[0].1, ["cfg", "size"]);
+        let got = free_of("f = lambda a: a + w\n");
+        assert_eq!(got[0].1, ["w"]);
+    }
+}
