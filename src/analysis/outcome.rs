@@ -7,8 +7,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::traceback::{self, RankResult};
-use crate::sys::case::CaseRun;
-use crate::sys::supervise::Waited;
+use crate::model::run::{CaseRun, Waited};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]

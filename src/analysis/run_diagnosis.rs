@@ -2,13 +2,12 @@
 //! between them in the process tree, the line of the user's script that ran again, and the
 //! findings of the observed tree. Pure: everything it needs is passed in.
 
-use nix::errno::Errno;
 use serde::Serialize;
 
 use crate::analysis::traceback::OutputFacts;
 use crate::analysis::{Analysis, Role};
 use crate::model::finding::Finding;
-use crate::model::run::{SyscallEvent, Timeline};
+use crate::model::run::{EADDRINUSE, SyscallEvent, Timeline};
 use crate::model::snapshot::Snapshot;
 
 #[derive(Default, Serialize)]
@@ -18,8 +17,15 @@ pub struct Diagnosis {
     pub failing_pid: Option<i32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
+    /// The errno of the failing bind (98 for EADDRINUSE), its name, and whether doctor inferred
+    /// it from the machine's state rather than from the call (`doctor run` never answers a call
+    /// itself: docs/run-tracing.md).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub errno: Option<String>,
+    pub errno: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errno_name: Option<String>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub errno_inferred: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub holder_pid: Option<i32>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -31,9 +37,6 @@ pub struct Diagnosis {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub code: Option<String>,
     pub findings: Vec<Finding>,
-    /// `doctor scan` on the script that was run.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub static_findings: Vec<crate::scan::Diagnostic>,
 }
 
 /// What the run left to explain.
@@ -55,7 +58,7 @@ pub fn diagnose(
     let failed_bind = seen
         .events
         .iter()
-        .find(|e| e.syscall == "bind" && e.errno == Some(Errno::EADDRINUSE as i32));
+        .find(|e| e.syscall == "bind" && e.errno == Some(EADDRINUSE));
     let port = failed_bind
         .and_then(|e| e.port)
         .or_else(|| seen.output.bind_errors.iter().find_map(|b| b.port));
@@ -95,14 +98,17 @@ fn name_the_failure(
 ) {
     if let Some(e) = failed_bind {
         d.failing_pid = Some(e.pid);
-        d.errno = Some(format!(
-            "errno {} {}",
-            Errno::EADDRINUSE as i32,
-            e.errno_name.clone().unwrap_or_default()
-        ));
+        d.errno = Some(EADDRINUSE);
+        d.errno_name = Some("EADDRINUSE".into());
+        d.errno_inferred = e.errno_inferred;
         let addr = e.addr.map(|x| x.to_string()).unwrap_or_default();
+        let how = if e.errno_inferred {
+            " (its socket stayed unbound while another held the port: errno inferred)"
+        } else {
+            ""
+        };
         d.summary.push(format!(
-            "{} failed bind({addr}:{}) with errno 98 EADDRINUSE at {:.2}s",
+            "{} failed bind({addr}:{}) with errno 98 EADDRINUSE at {:.2}s{how}",
             describe(a, e.pid),
             e.port.unwrap_or(0),
             e.t

@@ -73,12 +73,21 @@ struct RunDoc<'a> {
     sockets: Vec<serde_json::Value>,
     syscalls: &'a [SyscallEvent],
     output: &'a OutputFacts,
-    diagnosis: &'a Diagnosis,
+    diagnosis: DiagnosisDoc<'a>,
     killed: &'a [Killed],
     leftovers: &'a [String],
     output_bytes_dropped: usize,
     /// CPU time doctor itself used (all its threads; the command's is not counted).
     doctor_cpu_seconds: f64,
+}
+
+/// The diagnosis as the record shows it, with `doctor scan` of the script that was run.
+#[derive(Serialize)]
+struct DiagnosisDoc<'a> {
+    #[serde(flatten)]
+    diagnosis: &'a Diagnosis,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    static_findings: &'a [crate::scan::Diagnostic],
 }
 
 /// How the command ended.
@@ -130,8 +139,13 @@ pub fn main(args: RunArgs) -> anyhow::Result<i32> {
         t.give_to(t.own);
     }
     let outcome = finish(&args, &w, threads, root_status);
-    let (diagnosis, facts) = explain(&args, &w, &outcome);
-    report(&args, &w, &outcome, &diagnosis, &facts, &watching)?;
+    let (diagnosis, facts) = explain(&w, &outcome);
+    let scanned = scan_the_script(&args.command);
+    let d = DiagnosisDoc {
+        diagnosis: &diagnosis,
+        static_findings: &scanned,
+    };
+    report(&args, &w, &outcome, &d, &facts, &watching)?;
     Ok(outcome.exit_status)
 }
 
@@ -378,7 +392,7 @@ fn join_until(handle: JoinHandle<()>, until: Instant) {
 }
 
 /// The diagnosis of what was seen, and the facts read from the output.
-fn explain(args: &RunArgs, w: &RunWatch, o: &Outcome) -> (Diagnosis, OutputFacts) {
+fn explain(w: &RunWatch, o: &Outcome) -> (Diagnosis, OutputFacts) {
     let text = {
         let out = w.output.lock().unwrap_or_else(|e| e.into_inner());
         String::from_utf8_lossy(&out.0).into_owned()
@@ -403,8 +417,7 @@ fn explain(args: &RunArgs, w: &RunWatch, o: &Outcome) -> (Diagnosis, OutputFacts
         events: &o.traced.events,
         output: &facts,
     };
-    let mut d = run_diagnosis::diagnose(&seen, observe::snapshot, crate::sys::freeport::pick);
-    d.static_findings = scan_the_script(&args.command);
+    let d = run_diagnosis::diagnose(&seen, observe::snapshot, crate::sys::freeport::pick);
     (d, facts)
 }
 
@@ -437,7 +450,7 @@ fn report(
     args: &RunArgs,
     w: &RunWatch,
     o: &Outcome,
-    d: &Diagnosis,
+    d: &DiagnosisDoc,
     facts: &OutputFacts,
     watching: &Watching,
 ) -> anyhow::Result<()> {
@@ -447,12 +460,26 @@ fn report(
     let failed = o.exit_status != 0 && !pipeline_end;
     if failed
         || args.explain
-        || !d.findings.is_empty()
+        || !d.diagnosis.findings.is_empty()
         || !o.killed.is_empty()
         || !o.leftovers.is_empty()
     {
+        let static_findings: Vec<render::run::ScriptFinding> = d
+            .static_findings
+            .iter()
+            .map(|f| render::run::ScriptFinding {
+                severity: f.severity,
+                code: f.code,
+                name: f.name,
+                message: &f.message,
+                path: &f.path,
+                line: f.line,
+                column: f.column,
+            })
+            .collect();
         let shown = render::run::Explained {
-            diagnosis: d,
+            diagnosis: d.diagnosis,
+            static_findings: &static_findings,
             exit_status: o.exit_status,
             seconds: o.seconds,
             killed: &o.killed,
@@ -474,7 +501,7 @@ fn write_record(
     args: &RunArgs,
     w: &RunWatch,
     o: &Outcome,
-    d: &Diagnosis,
+    d: &DiagnosisDoc,
     facts: &OutputFacts,
     tracing: &str,
 ) -> anyhow::Result<()> {
@@ -500,7 +527,10 @@ fn write_record(
             .collect(),
         syscalls: &o.traced.events,
         output: facts,
-        diagnosis: d,
+        diagnosis: DiagnosisDoc {
+            diagnosis: d.diagnosis,
+            static_findings: d.static_findings,
+        },
         killed: &o.killed,
         leftovers: &o.leftovers,
         output_bytes_dropped: w.output.lock().unwrap_or_else(|e| e.into_inner()).1,

@@ -2,12 +2,25 @@
 //! path between them, the line that ran again, the findings, and what was cleaned up.
 
 use crate::analysis::run_diagnosis::Diagnosis;
+use crate::model::finding::Severity;
+use crate::model::run::Killed;
 use crate::render::{Paint, findings, paint};
-use crate::sys::supervise::Killed;
+
+/// A finding of `doctor scan` on the script that was run, as the explanation quotes it.
+pub struct ScriptFinding<'a> {
+    pub severity: Severity,
+    pub code: &'a str,
+    pub name: &'a str,
+    pub message: &'a str,
+    pub path: &'a str,
+    pub line: usize,
+    pub column: usize,
+}
 
 /// Everything the explanation shows.
 pub struct Explained<'a> {
     pub diagnosis: &'a Diagnosis,
+    pub static_findings: &'a [ScriptFinding<'a>],
     pub exit_status: i32,
     pub seconds: f64,
     pub killed: &'a [Killed],
@@ -20,6 +33,7 @@ pub struct Explained<'a> {
 pub fn explanation(e: &Explained, color: bool) -> String {
     let Explained {
         diagnosis: d,
+        static_findings,
         exit_status,
         seconds,
         killed,
@@ -52,7 +66,7 @@ pub fn explanation(e: &Explained, color: bool) -> String {
         ));
     }
     // The static view of the same script, in the one finding style.
-    for f in &d.static_findings {
+    for f in static_findings {
         let same = d
             .script_line
             .as_deref()

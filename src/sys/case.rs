@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use super::supervise::{self, Exit, Killed, Tree, Waited};
+pub use crate::model::run::CaseRun;
+
+use super::supervise::{self, Exit, Tree, Waited};
 
 /// What to run and how.
 pub struct CaseCommand<'a> {
@@ -27,21 +29,6 @@ pub struct CaseCommand<'a> {
     pub env: Vec<(String, String)>,
     /// Told each phase as it starts (`running`, `cleaning up`, `reading the output`).
     pub on_phase: &'a dyn Fn(&'static str),
-}
-
-/// How the case ended, and what it printed.
-pub struct CaseRun {
-    pub waited: Waited,
-    /// The launcher's exit status (128+signal when killed); None when it was still running.
-    pub exit_code: Option<i32>,
-    pub seconds: f64,
-    /// The log; when the case did not exit on its own, only what it printed before doctor's
-    /// signals made it print more.
-    pub text: String,
-    pub killed: Vec<Killed>,
-    pub leftovers: Vec<String>,
-    pub pid: i32,
-    pub tag: String,
 }
 
 /// Run one case to its end (exit, timeout or interrupt), kill its tree, check for leftovers.

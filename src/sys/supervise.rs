@@ -26,6 +26,8 @@ use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
+
+pub use crate::model::run::{Exit, Killed, Waited};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -88,23 +90,6 @@ pub fn interrupt_exit_code() -> i32 {
     match LAST_SIGNAL.load(Ordering::SeqCst) {
         0 => 130,
         s => 128 + s as i32,
-    }
-}
-
-/// How a process ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-pub enum Exit {
-    Code(i32),
-    Signal(i32),
-}
-
-impl Exit {
-    /// Shell convention: the code, or 128 + signal.
-    pub fn shell_code(self) -> i32 {
-        match self {
-            Exit::Code(c) => c,
-            Exit::Signal(s) => 128 + s,
-        }
     }
 }
 
@@ -251,15 +236,6 @@ pub fn signal_all(members: &[ProcInfo], sig: Signal, killed: &mut BTreeMap<i32, 
     }
 }
 
-/// What [`Tree::terminate`] had to kill.
-#[derive(Clone, Debug, Serialize, PartialEq)]
-pub struct Killed {
-    pub pid: i32,
-    pub command: String,
-    /// `SIGTERM` or `SIGKILL`: the strongest signal that was needed.
-    pub signal: String,
-}
-
 /// What is still there after a tree was terminated. Empty means clean.
 #[derive(Clone, Debug, Default, Serialize, PartialEq)]
 pub struct Leftovers {
@@ -285,14 +261,6 @@ impl Leftovers {
         }
         out
     }
-}
-
-/// How a wait ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Waited {
-    Exited(Exit),
-    TimedOut,
-    Interrupted,
 }
 
 /// A supervised command tree.

@@ -205,6 +205,12 @@ pub struct Traced {
 /// Answer the listener's notifications until `done()` says so or no process uses the filter any
 /// more, collecting into `traced` (shared, so that what was seen is there even if this thread
 /// is still blocked in the kernel when doctor ends). Runs on its own thread.
+///
+/// Every call is let through (`SECCOMP_USER_NOTIF_FLAG_CONTINUE`): the kernel carries it out in
+/// the caller's own context, with the caller's credentials, capabilities, namespaces and LSM
+/// policy, and checks its arguments, exactly as without doctor. doctor only looks: the address
+/// the caller passed (read before the call goes on), and afterwards the socket's state, from
+/// which the result of `bind` and `listen` is learned (docs/run-tracing.md).
 pub fn serve(
     listener: OwnedFd,
     start: Instant,
@@ -212,22 +218,34 @@ pub fn serve(
     traced: &std::sync::Mutex<Traced>,
 ) {
     let fd = listener.as_raw_fd();
+    let mut pending: Vec<Pending> = Vec::new();
     loop {
         let mut pfd = libc::pollfd {
             fd,
             events: libc::POLLIN,
             revents: 0,
         };
+        // While a call's result is still to be learned, look again within a millisecond.
+        let wait = if pending.is_empty() { 100 } else { 1 };
         // SAFETY: poll(2) on one pollfd we own.
-        let n = unsafe { libc::poll(&mut pfd, 1, 100) };
+        let n = unsafe { libc::poll(&mut pfd, 1, wait) };
         if n > 0 && pfd.revents & libc::POLLIN != 0 {
             if let Some(req) = receive(fd) {
+                let tid = req.pid as i32;
                 let mut t = traced.lock().unwrap_or_else(|e| e.into_inner());
-                let (resp, event) = answer(fd, &req, start, &mut t);
-                send(fd, &resp);
-                t.events.extend(event);
+                // A new call of the same thread: its previous one is over.
+                settle(&mut pending, &mut t, |p| p.tid == tid);
+                let seen = observe(fd, &req, start, &mut t);
+                send(fd, &let_through(req.id));
+                if let Some(p) = seen {
+                    pending.push(p);
+                }
             }
             continue;
+        }
+        if !pending.is_empty() {
+            let mut t = traced.lock().unwrap_or_else(|e| e.into_inner());
+            settle(&mut pending, &mut t, Pending::call_is_over);
         }
         if n > 0 && pfd.revents & (libc::POLLHUP | libc::POLLERR) != 0 {
             break; // every process with the filter is gone
@@ -236,6 +254,8 @@ pub fn serve(
             break;
         }
     }
+    let mut t = traced.lock().unwrap_or_else(|e| e.into_inner());
+    settle(&mut pending, &mut t, |_| true);
 }
 
 fn receive(fd: RawFd) -> Option<libc::seccomp_notif> {
@@ -251,6 +271,7 @@ fn send(fd: RawFd, resp: &libc::seccomp_notif_resp) {
     unsafe { libc::ioctl(fd, libc::SECCOMP_IOCTL_NOTIF_SEND, resp) };
 }
 
+/// The only answer doctor ever gives: carry out the call as the caller made it.
 fn let_through(id: u64) -> libc::seccomp_notif_resp {
     libc::seccomp_notif_resp {
         id,
@@ -260,14 +281,157 @@ fn let_through(id: u64) -> libc::seccomp_notif_resp {
     }
 }
 
-/// Decide one notification: `bind` and `listen` on inet sockets are done here on a duplicate of
-/// the caller's socket (exact result, no race on the address), everything else is let through.
-fn answer(
+/// A `bind` or `listen` that was let through and whose result is still to be learned.
+struct Pending {
+    /// Index of its event in `Traced::events`.
+    event: usize,
+    pid: i32,
+    tid: i32,
+    nr: i32,
+    fd: i32,
+    /// The socket's inode at the call: a later socket on the same fd number is not this one.
+    inode: Option<u64>,
+    /// For a `bind`, the caller's socket itself, held from the notification until the call is
+    /// over (a few microseconds to a millisecond): a process that fails its bind and exits at
+    /// once still leaves its socket to be looked at. Not held for `listen`, so that a listening
+    /// socket never outlives its process because of doctor.
+    sock: Option<OwnedFd>,
+    /// The port the socket already had before the call (a second `bind` fails with EINVAL).
+    port_before: Option<u16>,
+    since: Instant,
+}
+
+impl Pending {
+    /// Whether the thread has left this call: `/proc/PID/task/TID/syscall` shows another call
+    /// (or user space); "running" counts as over once a bind's few microseconds have surely
+    /// passed, and an unreadable file (thread gone) as over.
+    fn call_is_over(&self) -> bool {
+        let path = format!("/proc/{}/task/{}/syscall", self.pid, self.tid);
+        match std::fs::read_to_string(path) {
+            Ok(s) if s.starts_with("running") => self.since.elapsed().as_micros() >= 200,
+            Ok(s) => !s.starts_with(&format!("{} {:#x} ", self.nr, self.fd)),
+            Err(_) => true,
+        }
+    }
+}
+
+/// Learn the result of every pending call that `over` says has ended, from the socket's state.
+fn settle(pending: &mut Vec<Pending>, traced: &mut Traced, over: impl Fn(&Pending) -> bool) {
+    let (ended, waiting): (Vec<Pending>, Vec<Pending>) = pending.drain(..).partition(over);
+    *pending = waiting;
+    for p in ended {
+        if let Some(event) = traced.events.get_mut(p.event) {
+            learn_result(&p, event);
+        }
+    }
+}
+
+/// Fill in `result` and `errno` of a call that has ended. The result is read from the socket
+/// (bound to the port asked for; listening), never from a call of doctor's own; an errno is
+/// inferred from the machine's state and marked so.
+fn learn_result(p: &Pending, event: &mut SyscallEvent) {
+    event.result_from = Some("socket-state".into());
+    let state = socket_of(p).map(|s| (local_addr(&s).map(|a| a.1), accepts_connections(&s)));
+    let succeeded = match (&state, event.syscall.as_str()) {
+        (Some((_, listening)), "listen") => {
+            // A listen on an unbound socket binds a port of the kernel's choosing.
+            if *listening && let Some((Some(port), _)) = state {
+                event.port = Some(port);
+            }
+            *listening
+        }
+        (Some((Some(port), _)), _) => {
+            *port != 0
+                && p.port_before.unwrap_or(0) == 0
+                && event.port.is_none_or(|want| want == 0 || want == *port)
+        }
+        (Some((None, _)), _) => false,
+        (None, _) => {
+            // The socket is gone (closed, or its process ended): the result cannot be read.
+            event.result_from = None;
+            if let Some(errno) = infer_errno(p, event) {
+                event.result = Some(-1);
+                set_errno(event, errno, true);
+            }
+            return;
+        }
+    };
+    if succeeded {
+        event.result = Some(0);
+        if event.syscall == "bind"
+            && event.port == Some(0)
+            && let Some((Some(port), _)) = state
+        {
+            event.port = Some(port);
+        }
+    } else {
+        event.result = Some(-1);
+        if let Some(errno) = infer_errno(p, event) {
+            set_errno(event, errno, true);
+        }
+    }
+}
+
+fn set_errno(event: &mut SyscallEvent, errno: i32, inferred: bool) {
+    event.errno = Some(errno);
+    event.errno_name = Some(errno_name(errno));
+    event.errno_inferred = inferred;
+}
+
+/// Why a `bind`/`listen` failed, as the machine's state explains it: the socket was bound
+/// already (EINVAL); a port below `ip_unprivileged_port_start` without CAP_NET_BIND_SERVICE in
+/// the caller (EACCES); another socket on the port (EADDRINUSE). None when nothing explains it.
+fn infer_errno(p: &Pending, event: &SyscallEvent) -> Option<i32> {
+    let port = event.port.filter(|&port| port != 0)?;
+    if event.syscall == "bind" && p.port_before.is_some_and(|b| b != 0) {
+        return Some(libc::EINVAL);
+    }
+    let unprivileged_start =
+        crate::sys::proc::sysctl("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+            .and_then(|v| v.parse::<u32>().ok())
+            .unwrap_or(1024);
+    if event.syscall == "bind" && u32::from(port) < unprivileged_start && !may_bind_low_ports(p.pid)
+    {
+        return Some(libc::EACCES);
+    }
+    let other_holds = crate::sys::sockets::read_sockets().iter().any(|s| {
+        s.local_port == port
+            && Some(s.inode) != p.inode
+            && s.inode != 0
+            && !matches!(s.state.as_str(), "TIME_WAIT" | "CLOSE" | "FIN_WAIT2")
+    });
+    other_holds.then_some(libc::EADDRINUSE)
+}
+
+/// CAP_NET_BIND_SERVICE (bit 10) in the effective set of `pid`.
+fn may_bind_low_ports(pid: i32) -> bool {
+    effective_caps(pid).is_some_and(|caps| caps & (1 << 10) != 0)
+}
+
+/// The caller's socket, duplicated into doctor (`pidfd_getfd`) for one look and closed at once,
+/// when it is still the socket of the call.
+fn socket_of(p: &Pending) -> Option<OwnedFd> {
+    if let Some(sock) = &p.sock {
+        return sock.try_clone().ok();
+    }
+    let sock = duplicate_fd(p.pid, p.fd)?;
+    let same = rustix::fs::fstat(&sock).ok().map(|st| st.st_ino);
+    (p.inode.is_none() || same == p.inode).then_some(sock)
+}
+
+/// SO_ACCEPTCONN: the socket listens.
+fn accepts_connections(sock: &OwnedFd) -> bool {
+    rustix::net::sockopt::socket_acceptconn(sock).unwrap_or(false)
+}
+
+/// Record one notification: the call, its address, the process; returns what is needed to
+/// learn the result of a `bind` or `listen` once the call is over.
+fn observe(
     listener: RawFd,
     req: &libc::seccomp_notif,
     start: Instant,
     traced: &mut Traced,
-) -> (libc::seccomp_notif_resp, Option<SyscallEvent>) {
+) -> Option<Pending> {
     let tid = req.pid as i32;
     let args = req.data.args;
     let fd = args[0] as i32;
@@ -275,7 +439,7 @@ fn answer(
         arch::NR_BIND => "bind",
         arch::NR_CONNECT => "connect",
         arch::NR_LISTEN => "listen",
-        _ => return (let_through(req.id), None),
+        _ => return None,
     };
     let t = start.elapsed().as_secs_f64();
     let raw = if syscall == "listen" {
@@ -286,7 +450,7 @@ fn answer(
     let addr = parse_sockaddr(&raw);
     // AF_UNIX and other families are not ours to report; a stale id means the caller is gone.
     if (syscall != "listen" && addr.is_none()) || !id_valid(listener, req) {
-        return (let_through(req.id), None);
+        return None;
     }
     let pid = crate::sys::proc::tgid(tid).unwrap_or(tid);
     if !traced.processes.contains_key(&pid)
@@ -305,43 +469,38 @@ fn answer(
         result: None,
         errno: None,
         errno_name: None,
+        errno_inferred: false,
+        result_from: None,
     };
     if syscall == "connect" {
-        return (let_through(req.id), Some(event));
+        traced.events.push(event);
+        return None;
     }
-    let Some(sock) = duplicate_fd(pid, fd) else {
-        return (let_through(req.id), Some(event));
-    };
+    // One look at the socket while its caller waits: its inode and what it is bound to now.
+    let sock = duplicate_fd(pid, fd);
+    let inode = sock
+        .as_ref()
+        .and_then(|s| rustix::fs::fstat(s).ok().map(|st| st.st_ino));
+    let bound = sock.as_ref().and_then(local_addr);
     if syscall == "listen" {
-        let Some(local) = local_addr(&sock) else {
-            return (let_through(req.id), None); // listen on a unix socket
+        let Some(local) = bound else {
+            return None; // listen on a unix socket, or on a socket already gone
         };
         event.addr = Some(local.0);
         event.port = Some(local.1);
     }
-    // SAFETY: bind/listen on our duplicate of the caller's socket, with the bytes it passed.
-    let rc = unsafe {
-        if syscall == "bind" {
-            libc::bind(sock.as_raw_fd(), raw.as_ptr() as *const _, raw.len() as u32)
-        } else {
-            libc::listen(sock.as_raw_fd(), args[1] as i32)
-        }
-    };
-    let errno = (rc != 0).then(|| {
-        io::Error::last_os_error()
-            .raw_os_error()
-            .unwrap_or(libc::EIO)
-    });
-    event.result = Some(if rc == 0 { 0 } else { -1 });
-    event.errno = errno;
-    event.errno_name = errno.map(errno_name);
-    let resp = libc::seccomp_notif_resp {
-        id: req.id,
-        val: 0,
-        error: errno.map_or(0, |e| -e),
-        flags: 0,
-    };
-    (resp, Some(event))
+    traced.events.push(event);
+    Some(Pending {
+        event: traced.events.len() - 1,
+        pid,
+        tid,
+        nr: req.data.nr,
+        fd,
+        inode,
+        port_before: bound.map(|b| b.1),
+        sock: sock.filter(|_| syscall == "bind"),
+        since: Instant::now(),
+    })
 }
 
 /// Whether the notification is still live (its caller has not died, its pid not been reused):
@@ -435,14 +594,16 @@ pub fn setuid_program(argv0: &std::ffi::OsStr) -> Option<std::path::PathBuf> {
 
 /// CAP_SYS_ADMIN in doctor's effective set (then the filter needs no no_new_privs).
 pub fn has_cap_sys_admin() -> bool {
-    std::fs::read_to_string("/proc/self/status")
+    effective_caps(std::process::id() as i32).is_some_and(|caps| caps & (1 << 21) != 0)
+}
+
+/// The effective capability set of `pid` (`CapEff` of `/proc/PID/status`, parsed by procfs-core).
+fn effective_caps(pid: i32) -> Option<u64> {
+    use procfs_core::FromRead;
+    let file = std::fs::File::open(format!("/proc/{pid}/status")).ok()?;
+    procfs_core::process::Status::from_read(file)
         .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("CapEff:"))
-                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        })
-        .is_some_and(|caps| caps & (1 << 21) != 0) // bit 21: CAP_SYS_ADMIN
+        .map(|s| s.capeff)
 }
 
 #[cfg(test)]
