@@ -130,6 +130,7 @@ pub fn main(args: RunArgs) -> anyhow::Result<i32> {
         && t.doctor_in_foreground()
     {
         t.give_to(root);
+        w.command_has_terminal.store(true, Ordering::SeqCst);
     }
     let threads = start_watchers(&args, &w, &mut child, mask, watching.listener.take());
     let root_status = supervise::wait_for_root(&w, tty.as_ref());
@@ -138,6 +139,7 @@ pub fn main(args: RunArgs) -> anyhow::Result<i32> {
     {
         t.give_to(t.own);
     }
+    w.command_has_terminal.store(false, Ordering::SeqCst);
     let outcome = finish(&args, &w, threads, root_status);
     let (diagnosis, facts) = explain(&w, &outcome);
     let scanned = scan_the_script(&args.command);
@@ -173,11 +175,12 @@ fn decide_tracing(args: &RunArgs) -> (bool, Vec<String>) {
         );
         return (false, Vec::new());
     }
-    if let Some(exe) = trace::setuid_program(&args.command[0])
+    if let Some(exe) = trace::privileged_program(&args.command[0])
         && !trace::has_cap_sys_admin()
     {
         let note = format!(
-            "{} is setuid/setgid: tracing would run it without its privileges (no_new_privs), so \
+            "{} is setuid/setgid or has file capabilities: tracing would run it without its \
+             privileges (no_new_privs), so \
              it is watched by polling; pass --no-trace to ask for that",
             exe.display()
         );

@@ -81,7 +81,7 @@ pub fn explanation(e: &Explained, color: bool) -> String {
         ));
         s.push_str(&findings::location_line(
             1,
-            &f.path,
+            f.path,
             f.line as u64,
             f.column as u64,
             color,

@@ -462,6 +462,8 @@ pub struct RunWatch {
     pub done: AtomicBool,
     pub timed_out: AtomicBool,
     pub interrupts: AtomicI32,
+    /// The command's process group holds the terminal's foreground (a hangup reaches it).
+    pub command_has_terminal: AtomicBool,
     /// Doctor's stdout or stderr is a closed pipe (`doctor run -- yes | head -1`).
     pub pipe_closed: AtomicBool,
     /// The newest output bytes, and how many older ones were dropped.
@@ -478,6 +480,7 @@ impl RunWatch {
             done: AtomicBool::new(false),
             timed_out: AtomicBool::new(false),
             interrupts: AtomicI32::new(0),
+            command_has_terminal: AtomicBool::new(false),
             pipe_closed: AtomicBool::new(false),
             output: Mutex::new((Vec::new(), 0)),
             timeline: Mutex::new(Timeline::default()),
@@ -678,25 +681,48 @@ pub fn note_gone(w: &RunWatch, pid: i32) {
     }
 }
 
-/// Forward SIGINT/SIGTERM/SIGHUP (blocked in every thread, taken here) to the command's process
-/// group; a second one stops the whole tree.
+/// Pass SIGINT/SIGTERM/SIGHUP (blocked in every thread, read here from a signalfd, which tells
+/// who sent each) on to the command exactly when it did not get them itself, so that it sees
+/// each signal once, as without doctor:
+/// - the command shares doctor's process group (a pipeline): whatever was sent to the group (the
+///   terminal's Ctrl-C, `kill -INT -PGID`, a shell's `kill %1`) reached it directly, so nothing
+///   is passed on; a second signal sent to doctor by a process stops the whole tree;
+/// - the command has a group of its own: the terminal's signals go to the foreground group, which
+///   is the command's while it runs (doctor sees none of them); what reaches doctor was sent to
+///   doctor (its pid or its group) and is passed on to the command's group, except a hangup while
+///   the command held the terminal (the kernel sent it there too); a second one stops the tree.
 pub fn signal_loop(w: Arc<RunWatch>, mask: SigSet, grace: f64) {
+    use nix::sys::signalfd::{SfdFlags, SignalFd};
+    let Ok(fd) = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC) else {
+        return;
+    };
     loop {
-        let Ok(sig) = mask.wait() else { return };
+        let info = match fd.read_signal() {
+            Ok(Some(info)) => info,
+            Ok(None) | Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return,
+        };
+        let Ok(sig) = Signal::try_from(info.ssi_signo as i32) else {
+            continue;
+        };
         if w.done.load(Ordering::SeqCst) {
             continue;
         }
-        let n = w.interrupts.fetch_add(1, Ordering::SeqCst);
         let root = w.root.load(Ordering::SeqCst);
+        let shared =
+            nix::unistd::getpgid(Some(Pid::from_raw(root))).ok() == Some(nix::unistd::getpgrp());
+        let from_terminal = info.ssi_code == libc::SI_KERNEL;
+        if shared && from_terminal {
+            continue; // the terminal signalled the whole foreground group, the command included
+        }
+        let hangup_seen = sig == Signal::SIGHUP && w.command_has_terminal.load(Ordering::SeqCst);
+        let n = w.interrupts.fetch_add(1, Ordering::SeqCst);
         if n == 0 {
-            // The command's group, or the command alone when it shares doctor's (a pipeline).
-            let target = if signal::kill(Pid::from_raw(-root), sig).is_ok() {
-                -root
-            } else {
-                let _ = signal::kill(Pid::from_raw(root), sig);
-                root
-            };
-            let _ = signal::kill(Pid::from_raw(target), Signal::SIGCONT);
+            if shared || hangup_seen {
+                continue;
+            }
+            let _ = signal::killpg(Pid::from_raw(root), sig);
+            let _ = signal::killpg(Pid::from_raw(root), Signal::SIGCONT);
         } else {
             eprintln!("doctor: {sig} again: stopping the whole command tree");
             terminate_tree(&w, grace);

@@ -584,12 +584,17 @@ pub fn errno_name(errno: i32) -> String {
     }
 }
 
-/// The program `argv0` names (through PATH), when it has the setuid or setgid bit.
-pub fn setuid_program(argv0: &std::ffi::OsStr) -> Option<std::path::PathBuf> {
+/// The program `argv0` names (through PATH), when exec gives it privileges: the setuid or
+/// setgid bit, or file capabilities (`security.capability`). Under no_new_privs it would run
+/// without them.
+pub fn privileged_program(argv0: &std::ffi::OsStr) -> Option<std::path::PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     let exe = which::which(argv0).ok()?;
     let mode = std::fs::metadata(&exe).ok()?.permissions().mode();
-    (mode & 0o6000 != 0).then_some(exe)
+    let mut buf = [0u8; 64];
+    let file_caps =
+        rustix::fs::getxattr(&exe, "security.capability", &mut buf).is_ok_and(|n| n > 0);
+    (mode & 0o6000 != 0 || file_caps).then_some(exe)
 }
 
 /// CAP_SYS_ADMIN in doctor's effective set (then the filter needs no no_new_privs).

@@ -1,0 +1,123 @@
+//! Signals reach the command of `doctor run` exactly once, as they would without doctor: a
+//! real handler counts them. Alone (doctor forwards what is sent to it), in a pipeline (the
+//! command shares the pipeline's process group: a group signal reaches it directly and doctor
+//! adds nothing), in the background (`kill %1` signals doctor's group, doctor forwards), and in
+//! a real terminal (Ctrl-C goes to the foreground group only), traced and `--no-trace`.
+
+mod common;
+
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const DOCTOR: &str = env!("CARGO_BIN_EXE_doctor");
+const MODES: [&[&str]; 2] = [&[], &["--no-trace"]];
+
+fn counts(file: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(file).unwrap_or_default())
+        .unwrap_or(serde_json::Value::Null)
+}
+
+fn wait_ready(file: &Path) {
+    let until = Instant::now() + Duration::from_secs(30);
+    while !file.exists() {
+        assert!(Instant::now() < until, "the counter never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Start `doctor run [mode] -- python count_signals.py FILE` in a process group of its own
+/// (the test plays the shell), stdout a pipe (`piped`) or a file; send `sig` to the group or to
+/// doctor's pid; return the counts when the command is over.
+fn deliver(mode: &[&str], piped: bool, to_group: bool, sig: i32) -> serde_json::Value {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("counts.json");
+    let log = std::fs::File::create(dir.path().join("out.txt")).unwrap();
+    let mut cmd = Command::new(DOCTOR);
+    cmd.arg("run")
+        .args(mode)
+        .args(["--", &common::python()])
+        .arg(common::helper("count_signals.py"))
+        .arg(&file)
+        .arg("1")
+        .stdin(Stdio::null())
+        .stdout(if piped {
+            Stdio::piped()
+        } else {
+            log.try_clone().unwrap().into()
+        })
+        .stderr(log)
+        .process_group(0);
+    let mut child = cmd.spawn().unwrap();
+    let pid = child.id() as i32;
+    wait_ready(&file);
+    // SAFETY: kill(2) on the group or pid this test started.
+    unsafe { libc::kill(if to_group { -pid } else { pid }, sig) };
+    let out = child.wait_with_output().unwrap();
+    // SAFETY: as above; nothing of the group may outlive the test.
+    unsafe { libc::kill(-pid, libc::SIGKILL) };
+    let _ = out;
+    counts(&file)
+}
+
+#[test]
+fn a_signal_reaches_the_command_once_alone_in_a_pipeline_and_in_the_background() {
+    for mode in MODES {
+        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            let name = match sig {
+                libc::SIGINT => "SIGINT",
+                libc::SIGTERM => "SIGTERM",
+                _ => "SIGHUP",
+            };
+            for (label, piped, to_group) in [
+                ("alone, kill PID", false, false),
+                ("in the background, kill %1 (the group)", false, true),
+                ("in a pipeline, kill -PGID", true, true),
+            ] {
+                let c = deliver(mode, piped, to_group, sig);
+                assert_eq!(c[name], 1, "{mode:?} {label} {name}: {c}");
+            }
+        }
+    }
+}
+
+/// Ctrl-C in a real terminal, doctor alone in the foreground and as the first member of a
+/// pipeline: the handler runs once.
+#[test]
+fn ctrl_c_at_a_terminal_reaches_the_command_once() {
+    for mode in ["", "--no-trace"] {
+        for tail in ["", " | cat"] {
+            let dir = tempfile::tempdir().unwrap();
+            let file = dir.path().join("counts.json");
+            let py = common::python();
+            let counter = common::helper("count_signals.py");
+            let steps = serde_json::json!([
+                [
+                    "send",
+                    format!(
+                        "$D run {mode} -- {py} {} {} 2{tail}\n",
+                        counter.display(),
+                        file.display()
+                    )
+                ],
+                ["expect", "ready", 20],
+                ["send", "\u{3}"],
+                // bash drops the rest of a line whose job Ctrl-C ended: ask afterwards.
+                ["send", "echo rc=done\n"],
+                ["expect", "rc=done", 20],
+            ]);
+            let out = Command::new("timeout")
+                .args(["-s", "KILL", "60", &py])
+                .arg(common::helper("pty_session.py"))
+                .arg(steps.to_string())
+                .env("D", DOCTOR)
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(out.status.success(), "{text}");
+            let c = counts(&file);
+            assert_eq!(c["SIGINT"], 1, "mode {mode:?}, tail {tail:?}: {c}\n{text}");
+        }
+    }
+}
