@@ -49,7 +49,7 @@ fn deliver(mode: &[&str], piped: bool, to_group: bool, sig: i32) -> serde_json::
         })
         .stderr(log)
         .process_group(0);
-    let mut child = cmd.spawn().unwrap();
+    let child = cmd.spawn().unwrap();
     let pid = child.id() as i32;
     wait_ready(&file);
     // SAFETY: kill(2) on the group or pid this test started.
