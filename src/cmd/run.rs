@@ -116,17 +116,27 @@ pub fn main(args: RunArgs) -> anyhow::Result<i32> {
     let tag = supervise::new_tag("run");
     let mask = block_forwarded_signals()?;
     supervise::become_subreaper()?;
-    // In a pipeline (`doctor run -- CMD | less`) the command stays in the pipeline's process
-    // group, as it would without doctor: the other members keep the terminal. Alone, it gets a
-    // group of its own and the terminal's foreground.
+    // In a pipeline that a job-control shell started in the terminal's foreground
+    // (`doctor run -- CMD | less`), the command stays in the pipeline's process group, as it
+    // would without doctor: the other members keep the terminal, and the terminal's signals
+    // reach the command directly. Otherwise it gets a group of its own (and, when doctor is
+    // alone in the foreground, the terminal's foreground), and doctor passes signals on.
     let in_pipeline = supervise::in_pipeline();
-    let tty = if in_pipeline { None } else { Terminal::open() };
+    let shared = in_pipeline && supervise::in_foreground_job_of_a_shell();
+    let tty = if shared { None } else { Terminal::open() };
     let (want_trace, mut notes) = decide_tracing(&args);
-    let (mut child, status) = spawn(&args, &tag, tty.as_ref(), !in_pipeline, want_trace)?;
+    let (mut child, status) = spawn(
+        &args,
+        &tag,
+        tty.as_ref().filter(|_| !in_pipeline),
+        !shared,
+        want_trace,
+    )?;
     let mut watching = watching(&args, want_trace, &status, &mut notes);
     let root = child.id() as i32;
     let w = RunWatch::new(start, &tag, root);
     if let Some(t) = &tty
+        && !in_pipeline
         && t.doctor_in_foreground()
     {
         t.give_to(root);

@@ -876,6 +876,16 @@ pub fn in_pipeline() -> bool {
         .any(|fd| std::fs::metadata(fd).is_ok_and(|m| m.file_type().is_fifo()))
 }
 
+/// Whether doctor's process group is the terminal's foreground job made by a job-control shell
+/// (the shell, doctor's parent, is in another group): an interactive pipeline. A pipe to a
+/// parent in doctor's own group (a script without job control, `subprocess.Popen`, a test
+/// harness) is not one.
+pub fn in_foreground_job_of_a_shell() -> bool {
+    let own = nix::unistd::getpgrp();
+    let parent = nix::unistd::getpgid(Some(nix::unistd::getppid())).ok();
+    Terminal::open().is_some_and(|t| t.doctor_in_foreground()) && parent != Some(own)
+}
+
 /// doctor's controlling terminal, for job control as a shell does it: the command's process group
 /// gets the foreground while it runs (so pdb, `input()` and Ctrl-Z work) and doctor takes it back
 /// after. SIGTTOU is ignored in doctor so that it may do so from the background.

@@ -237,15 +237,25 @@ pub fn serve(
                 settle(&mut pending, &mut t, |p| p.tid == tid);
                 let seen = observe(fd, &req, start, &mut t);
                 send(fd, &let_through(req.id));
-                if let Some(p) = seen {
+                if let Some(mut p) = seen {
+                    p.since = Instant::now();
+                    // A bind or listen takes microseconds: wait for it here, so that its socket
+                    // and the port's other holders are looked at before the process can go on
+                    // (a failed bind is often followed by exit at once). A call still not over
+                    // after 5 ms is looked at later.
+                    let until = Instant::now() + std::time::Duration::from_millis(5);
+                    while p.over() == Over::No && Instant::now() < until {
+                        std::thread::yield_now();
+                    }
                     pending.push(p);
+                    settle(&mut pending, &mut t, |_| false);
                 }
             }
             continue;
         }
         if !pending.is_empty() {
             let mut t = traced.lock().unwrap_or_else(|e| e.into_inner());
-            settle(&mut pending, &mut t, Pending::call_is_over);
+            settle(&mut pending, &mut t, |_| false);
         }
         if n > 0 && pfd.revents & (libc::POLLHUP | libc::POLLERR) != 0 {
             break; // every process with the filter is gone
@@ -296,79 +306,107 @@ struct Pending {
     /// once still leaves its socket to be looked at. Not held for `listen`, so that a listening
     /// socket never outlives its process because of doctor.
     sock: Option<OwnedFd>,
-    /// The port the socket already had before the call (a second `bind` fails with EINVAL).
-    port_before: Option<u16>,
+    /// What would explain a failure of the call, read before it went on.
+    explanation: Option<i32>,
     since: Instant,
 }
 
+/// Whether a call let through has ended.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Over {
+    Yes,
+    /// The thread is on a CPU ("running"): inside the call still, or past it.
+    Maybe,
+    No,
+}
+
 impl Pending {
-    /// Whether the thread has left this call: `/proc/PID/task/TID/syscall` shows another call
-    /// (or user space); "running" counts as over once a bind's few microseconds have surely
-    /// passed, and an unreadable file (thread gone) as over.
-    fn call_is_over(&self) -> bool {
+    /// Whether the thread has left this call, from `/proc/PID/task/TID/syscall`: another call
+    /// or user space ("-1 ...") is over, this call is not, "running" may be either, and an
+    /// unreadable file (the thread is gone) is over.
+    fn over(&self) -> Over {
         let path = format!("/proc/{}/task/{}/syscall", self.pid, self.tid);
         match std::fs::read_to_string(path) {
-            Ok(s) if s.starts_with("running") => self.since.elapsed().as_micros() >= 200,
-            Ok(s) => !s.starts_with(&format!("{} {:#x} ", self.nr, self.fd)),
-            Err(_) => true,
+            Ok(s) if s.starts_with("running") => Over::Maybe,
+            Ok(s) if s.starts_with(&format!("{} {:#x} ", self.nr, self.fd)) => Over::No,
+            _ => Over::Yes,
         }
     }
 }
 
-/// Learn the result of every pending call that `over` says has ended, from the socket's state.
-fn settle(pending: &mut Vec<Pending>, traced: &mut Traced, over: impl Fn(&Pending) -> bool) {
-    let (ended, waiting): (Vec<Pending>, Vec<Pending>) = pending.drain(..).partition(over);
-    *pending = waiting;
-    for p in ended {
-        if let Some(event) = traced.events.get_mut(p.event) {
-            learn_result(&p, event);
-        }
-    }
+/// What the socket of a call shows afterwards.
+enum Look {
+    /// Bound to the port asked for (any port for port 0) / listening: the call succeeded. The
+    /// port is the socket's own.
+    Succeeded(Option<u16>),
+    Failed,
+    /// The socket is gone (closed, or its process ended): nothing can be read.
+    Gone,
 }
 
-/// Fill in `result` and `errno` of a call that has ended. The result is read from the socket
-/// (bound to the port asked for; listening), never from a call of doctor's own; an errno is
-/// inferred from the machine's state and marked so.
-fn learn_result(p: &Pending, event: &mut SyscallEvent) {
-    event.result_from = Some("socket-state".into());
-    let state = socket_of(p).map(|s| (local_addr(&s).map(|a| a.1), accepts_connections(&s)));
-    let succeeded = match (&state, event.syscall.as_str()) {
-        (Some((_, listening)), "listen") => {
-            // A listen on an unbound socket binds a port of the kernel's choosing.
-            if *listening && let Some((Some(port), _)) = state {
-                event.port = Some(port);
-            }
-            *listening
-        }
-        (Some((Some(port), _)), _) => {
-            *port != 0
-                && p.port_before.unwrap_or(0) == 0
-                && event.port.is_none_or(|want| want == 0 || want == *port)
-        }
-        (Some((None, _)), _) => false,
-        (None, _) => {
-            // The socket is gone (closed, or its process ended): the result cannot be read.
-            event.result_from = None;
-            if let Some(errno) = infer_errno(p, event) {
-                event.result = Some(-1);
-                set_errno(event, errno, true);
-            }
-            return;
-        }
+fn look(p: &Pending, syscall: &str, asked: Option<u16>) -> Look {
+    let Some(sock) = socket_of(p) else {
+        return Look::Gone;
+    };
+    let port = local_addr(&sock).map(|a| a.1).filter(|&port| port != 0);
+    let succeeded = if syscall == "listen" {
+        accepts_connections(&sock)
+    } else {
+        port.is_some()
+            && p.explanation != Some(libc::EINVAL)
+            && asked.is_none_or(|want| want == 0 || Some(want) == port)
     };
     if succeeded {
-        event.result = Some(0);
-        if event.syscall == "bind"
-            && event.port == Some(0)
-            && let Some((Some(port), _)) = state
-        {
-            event.port = Some(port);
-        }
+        Look::Succeeded(port)
     } else {
-        event.result = Some(-1);
-        if let Some(errno) = infer_errno(p, event) {
-            set_errno(event, errno, true);
+        Look::Failed
+    }
+}
+
+/// Learn the result of every pending call that has ended (or that `force` says has), from the
+/// socket's state. A success is certain as soon as the socket shows it; a failure only once
+/// the thread has surely left the call (or 20 ms after it was let through, when the thread
+/// keeps running).
+fn settle(pending: &mut Vec<Pending>, traced: &mut Traced, force: impl Fn(&Pending) -> bool) {
+    pending.retain(|p| {
+        let over = if force(p) { Over::Yes } else { p.over() };
+        if over == Over::No {
+            return true;
         }
+        let Some(event) = traced.events.get_mut(p.event) else {
+            return false;
+        };
+        let seen = look(p, &event.syscall, event.port);
+        let waited_enough = p.since.elapsed().as_millis() >= 20;
+        if over == Over::Maybe && matches!(seen, Look::Failed) && !waited_enough {
+            return true;
+        }
+        record_result(p, event, seen);
+        false
+    });
+}
+
+/// Fill in `result` and `errno` of a call that has ended. The result is read from the socket,
+/// never from a call of doctor's own; an errno is the explanation read before the call went on,
+/// marked as inferred.
+fn record_result(p: &Pending, event: &mut SyscallEvent, seen: Look) {
+    match seen {
+        Look::Succeeded(port) => {
+            event.result = Some(0);
+            event.result_from = Some("socket-state".into());
+            // A bind to port 0, or a listen on an unbound socket: the kernel chose the port.
+            if event.port.is_none_or(|want| want == 0) && port.is_some() {
+                event.port = port;
+            }
+        }
+        Look::Failed => {
+            event.result = Some(-1);
+            event.result_from = Some("socket-state".into());
+            if let Some(errno) = p.explanation {
+                set_errno(event, errno, true);
+            }
+        }
+        Look::Gone => {}
     }
 }
 
@@ -378,27 +416,40 @@ fn set_errno(event: &mut SyscallEvent, errno: i32, inferred: bool) {
     event.errno_inferred = inferred;
 }
 
-/// Why a `bind`/`listen` failed, as the machine's state explains it: the socket was bound
-/// already (EINVAL); a port below `ip_unprivileged_port_start` without CAP_NET_BIND_SERVICE in
-/// the caller (EACCES); another socket on the port (EADDRINUSE). None when nothing explains it.
-fn infer_errno(p: &Pending, event: &SyscallEvent) -> Option<i32> {
-    let port = event.port.filter(|&port| port != 0)?;
-    if event.syscall == "bind" && p.port_before.is_some_and(|b| b != 0) {
+/// Why a `bind`/`listen` would fail, as the machine's state explains it, read while the caller
+/// still waits (a process whose bind failed may exit at once, and its holder with it): the
+/// socket is bound already (EINVAL); a port below `ip_unprivileged_port_start` without
+/// CAP_NET_BIND_SERVICE in the caller (EACCES); another socket on the port (EADDRINUSE; for
+/// `listen`, another listener). None when nothing would explain a failure.
+fn explain_a_failure(
+    pid: i32,
+    syscall: &str,
+    port: u16,
+    inode: Option<u64>,
+    port_before: Option<u16>,
+) -> Option<i32> {
+    if syscall == "bind" && port_before.is_some_and(|b| b != 0) {
         return Some(libc::EINVAL);
+    }
+    if port == 0 {
+        return None;
     }
     let unprivileged_start =
         crate::sys::proc::sysctl("/proc/sys/net/ipv4/ip_unprivileged_port_start")
             .and_then(|v| v.parse::<u32>().ok())
             .unwrap_or(1024);
-    if event.syscall == "bind" && u32::from(port) < unprivileged_start && !may_bind_low_ports(p.pid)
-    {
+    if syscall == "bind" && u32::from(port) < unprivileged_start && !may_bind_low_ports(pid) {
         return Some(libc::EACCES);
     }
     let other_holds = crate::sys::sockets::read_sockets().iter().any(|s| {
         s.local_port == port
-            && Some(s.inode) != p.inode
+            && Some(s.inode) != inode
             && s.inode != 0
-            && !matches!(s.state.as_str(), "TIME_WAIT" | "CLOSE" | "FIN_WAIT2")
+            && if syscall == "listen" {
+                s.state == "LISTEN"
+            } else {
+                !matches!(s.state.as_str(), "TIME_WAIT" | "CLOSE" | "FIN_WAIT2")
+            }
     });
     other_holds.then_some(libc::EADDRINUSE)
 }
@@ -489,6 +540,13 @@ fn observe(
         event.addr = Some(local.0);
         event.port = Some(local.1);
     }
+    let explanation = explain_a_failure(
+        pid,
+        syscall,
+        event.port.unwrap_or(0),
+        inode,
+        bound.map(|b| b.1),
+    );
     traced.events.push(event);
     Some(Pending {
         event: traced.events.len() - 1,
@@ -497,7 +555,7 @@ fn observe(
         nr: req.data.nr,
         fd,
         inode,
-        port_before: bound.map(|b| b.1),
+        explanation,
         sock: sock.filter(|_| syscall == "bind"),
         since: Instant::now(),
     })
