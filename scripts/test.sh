@@ -6,8 +6,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cargo build --locked
-# doctor run's tests check that a tracer inside the command (strace) still works.
-command -v strace >/dev/null || { apt-get update -qq && apt-get install -y -qq strace; }
+# doctor run's tests check that a tracer inside the command (strace) still works, and run the
+# differential rows as nobody (setpriv, util-linux) with a file capability (setcap, libcap2-bin).
+missing=()
+command -v strace >/dev/null || missing+=(strace)
+command -v setpriv >/dev/null || missing+=(util-linux)
+command -v setcap >/dev/null || [ -x /usr/sbin/setcap ] || [ -x /sbin/setcap ] || missing+=(libcap2-bin)
+if [ ${#missing[@]} -gt 0 ]; then apt-get update -qq && apt-get install -y -qq "${missing[@]}"; fi
 ./target/debug/doctor repro --setup
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
