@@ -5,10 +5,9 @@
 //! `sys::trace`, the explanation in `analysis::run_diagnosis` and `render::run`.
 
 use std::ffi::OsString;
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -27,7 +26,7 @@ use crate::model::snapshot::{SCHEMA_VERSION, Snapshot};
 use crate::render;
 use crate::sys::observe;
 use crate::sys::supervise::{self, Killed, RunWatch, Terminal};
-use crate::sys::trace::{self, Traced};
+use crate::sys::trace::{self, ChildStatus, Traced};
 
 #[derive(clap::Args)]
 pub struct RunArgs {
@@ -200,14 +199,8 @@ fn decide_tracing(args: &RunArgs) -> (bool, Vec<String>) {
     (true, Vec::new())
 }
 
-/// The child's report before exec: a status byte and, when traced, the filter's listener.
-struct ChildStatus {
-    byte: Option<u8>,
-    listener: Option<OwnedFd>,
-}
-
-/// Start the command in its own process group, with the terminal's foreground when doctor has
-/// it, output piped through doctor, and (when asked) the seccomp filter installed.
+/// Start the command (`sys::trace::spawn_watched`); a command that cannot start is the user's
+/// error.
 fn spawn(
     args: &RunArgs,
     tag: &str,
@@ -215,28 +208,8 @@ fn spawn(
     own_group: bool,
     want_trace: bool,
 ) -> anyhow::Result<(Child, ChildStatus)> {
-    let (ours, theirs) = trace::status_channel().context("socketpair")?;
-    let mut cmd = Command::new(&args.command[0]);
-    cmd.args(&args.command[1..])
-        .env(supervise::TAG_VAR, tag)
-        .stdin(Stdio::inherit())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let status_fd = theirs.as_raw_fd();
     let job = supervise::JobControl::new(tty, own_group);
-    // SAFETY: only async-signal-safe calls between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            job.enter();
-            if want_trace {
-                trace::install_in_child(status_fd);
-            } else {
-                trace::send_status(status_fd, trace::NOT_ASKED);
-            }
-            Ok(())
-        });
-    }
-    let child = cmd.spawn().map_err(|e| {
+    trace::spawn_watched(&args.command, tag, job, want_trace).map_err(|e| {
         let name = args.command[0].to_string_lossy();
         let hint = if e.kind() == std::io::ErrorKind::NotFound {
             "check the spelling and PATH; use `doctor run -- python train.py`"
@@ -244,10 +217,7 @@ fn spawn(
             "check that the program is executable; `doctor run -- CMD` runs CMD as your shell would"
         };
         user_error(format!("cannot run `{name}`: {e}"), hint)
-    })?;
-    drop(theirs);
-    let (byte, listener) = trace::receive_status(&ours);
-    Ok((child, ChildStatus { byte, listener }))
+    })
 }
 
 /// What the child's report means for how the run is watched; says so when tracing was refused.

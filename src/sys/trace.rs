@@ -52,12 +52,12 @@ pub const TRACED: u8 = b'T';
 /// Traced, but `no_new_privs` had to be set (no CAP_SYS_ADMIN): setuid bits have no effect.
 pub const TRACED_NO_NEW_PRIVS: u8 = b'P';
 /// Not traced because the caller asked for polling.
-pub const NOT_ASKED: u8 = b'N';
+const NOT_ASKED: u8 = b'N';
 
 /// Called in the child between fork and exec: install the filter and send its listener to the
 /// parent over `sock` (one status byte plus the fd). Only async-signal-safe calls. On failure the
 /// child runs untraced and the status byte is the errno.
-pub fn install_in_child(sock: RawFd) {
+fn install_in_child(sock: RawFd) {
     let status = match install_filter() {
         Ok((listener, nnp)) => {
             let byte = if nnp { TRACED_NO_NEW_PRIVS } else { TRACED };
@@ -72,7 +72,7 @@ pub fn install_in_child(sock: RawFd) {
 }
 
 /// The status byte alone (tracing not asked for, or it failed).
-pub fn send_status(sock: RawFd, byte: u8) {
+fn send_status(sock: RawFd, byte: u8) {
     // SAFETY: the status socket is open in this process until exec.
     let _ = rustix::io::write(unsafe { BorrowedFd::borrow_raw(sock) }, &[byte]);
 }
@@ -164,8 +164,51 @@ fn send_fd(sock: RawFd, byte: u8, fd: RawFd) -> bool {
         ) == Ok(1)
 }
 
+/// The child's report before exec: a status byte and, when traced, the filter's listener.
+pub struct ChildStatus {
+    pub byte: Option<u8>,
+    pub listener: Option<OwnedFd>,
+}
+
+/// Start `argv` with `DOCTOR_TAG=tag`, stdin inherited and output piped, its job control set up
+/// by `job`, and (when `trace`) the seccomp filter installed between fork and exec; returns the
+/// child and what it reported before exec.
+pub fn spawn_watched(
+    argv: &[std::ffi::OsString],
+    tag: &str,
+    job: crate::sys::supervise::JobControl,
+    trace: bool,
+) -> io::Result<(std::process::Child, ChildStatus)> {
+    use std::os::unix::process::CommandExt;
+    use std::process::Stdio;
+    let (ours, theirs) = status_channel()?;
+    let mut cmd = std::process::Command::new(&argv[0]);
+    cmd.args(&argv[1..])
+        .env(crate::sys::supervise::TAG_VAR, tag)
+        .stdin(Stdio::inherit())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let status_fd = theirs.as_raw_fd();
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            job.enter();
+            if trace {
+                install_in_child(status_fd);
+            } else {
+                send_status(status_fd, NOT_ASKED);
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn()?;
+    drop(theirs);
+    let (byte, listener) = receive_status(&ours);
+    Ok((child, ChildStatus { byte, listener }))
+}
+
 /// A connected pair of unix sockets (close-on-exec): doctor's end and the child's.
-pub fn status_channel() -> io::Result<(OwnedFd, OwnedFd)> {
+fn status_channel() -> io::Result<(OwnedFd, OwnedFd)> {
     use rustix::net::{AddressFamily, SocketFlags, SocketType, socketpair};
     Ok(socketpair(
         AddressFamily::UNIX,
@@ -176,7 +219,7 @@ pub fn status_channel() -> io::Result<(OwnedFd, OwnedFd)> {
 }
 
 /// The parent's side: the status byte and, when traced, the listener.
-pub fn receive_status(sock: &OwnedFd) -> (Option<u8>, Option<OwnedFd>) {
+fn receive_status(sock: &OwnedFd) -> (Option<u8>, Option<OwnedFd>) {
     use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, recvmsg};
     let mut data = [0u8];
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
