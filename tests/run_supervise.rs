@@ -283,3 +283,27 @@ fn timeout_kills_the_tree() {
     assert!(err.contains("timeout after 1 s"), "{err}");
     assert!(pids_written(&dir).iter().all(|&p| !alive(p)));
 }
+
+/// Libraries inside a rank (MPI's daemons, UCX) bind fixed ports of their own; when a child
+/// collides on one of those first and then on the rendezvous port, the diagnosis is about the
+/// port torch's error names (seen on a CUDA machine whose image starts OpenMPI's orted).
+#[test]
+fn the_failing_bind_is_the_one_the_error_names() {
+    let (a, b) = (free_low_port(), free_low_port());
+    let (out, doc, _d) =
+        doctor_run_recorded(&[], &["two-collisions", &a.to_string(), &b.to_string()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    if doc["tracing"] != "seccomp-notify" {
+        skip_or_fail("tracing (seccomp-notify) is not allowed on this machine");
+        return;
+    }
+    let failed: Vec<_> = doc["syscalls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["errno"] == 98)
+        .collect();
+    assert_eq!(failed.len(), 2, "{doc:#}");
+    assert_eq!(doc["diagnosis"]["port"], b, "{:#}", doc["diagnosis"]);
+}

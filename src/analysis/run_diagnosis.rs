@@ -55,10 +55,22 @@ pub fn diagnose(
     live: impl FnOnce() -> Snapshot,
     pick: crate::analysis::PortPicker,
 ) -> Diagnosis {
+    // The failing bind of the rendezvous port the output names (torch's error), when there is
+    // one: other libraries in a rank (MPI's daemons, UCX) bind fixed ports of their own, and
+    // their collisions are not the rendezvous failure. Else the first failing bind.
+    let named: Vec<u16> = seen
+        .output
+        .bind_errors
+        .iter()
+        .filter_map(|b| b.port)
+        .collect();
+    let failing = |e: &&SyscallEvent| e.syscall == "bind" && e.errno == Some(EADDRINUSE);
     let failed_bind = seen
         .events
         .iter()
-        .find(|e| e.syscall == "bind" && e.errno == Some(EADDRINUSE));
+        .filter(failing)
+        .find(|e| e.port.is_some_and(|p| named.contains(&p)))
+        .or_else(|| seen.events.iter().find(failing));
     let port = failed_bind
         .and_then(|e| e.port)
         .or_else(|| seen.output.bind_errors.iter().find_map(|b| b.port));

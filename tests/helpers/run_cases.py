@@ -91,6 +91,28 @@ def main():
             os._exit(0)
         _, status = os.waitpid(pid, 0)
         return os.waitstatus_to_exitcode(status)
+    if case == "two-collisions":
+        # A fork child collides first on a library's fixed port (A), then on the rendezvous
+        # port (B) and reports that one as torch does: the diagnosis is about B.
+        a, b = int(sys.argv[2]), int(sys.argv[3])
+        sa, sb = listen(a), listen(b)
+        pid = os.fork()
+        if pid == 0:
+            for port in (a, b):
+                try:
+                    socket.socket().bind(("127.0.0.1", port))
+                except OSError:
+                    pass
+            print(
+                "torch.distributed.DistNetworkError: The server socket has failed to listen on any "
+                f"local network address. port: {b}, useIpv6: false, code: -98, name: EADDRINUSE, "
+                "message: address already in use",
+                file=sys.stderr,
+                flush=True,
+            )
+            os._exit(1)
+        _, status = os.waitpid(pid, 0)
+        return os.waitstatus_to_exitcode(status)
     if case == "short-listener":
         # A process that listens for N ms and exits: does doctor see it?
         port, ms = int(sys.argv[2]), int(sys.argv[3])
