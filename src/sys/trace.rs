@@ -445,7 +445,12 @@ fn record_result(p: &Pending, event: &mut SyscallEvent, seen: Look) {
         Look::Failed => {
             event.result = Some(-1);
             event.result_from = Some("socket-state".into());
-            if let Some(errno) = p.explanation {
+            let explanation = if event.syscall == "listen" {
+                explain_a_failure(p.pid, "listen", event.port.unwrap_or(0), p.inode, None)
+            } else {
+                p.explanation
+            };
+            if let Some(errno) = explanation {
                 set_errno(event, errno, true);
             }
         }
@@ -583,13 +588,20 @@ fn observe(
         event.addr = Some(local.0);
         event.port = Some(local.1);
     }
-    let explanation = explain_a_failure(
-        pid,
-        syscall,
-        event.port.unwrap_or(0),
-        inode,
-        bound.map(|b| b.1),
-    );
+    // A bind's explanation is read now, while the caller waits (a failing bind is often
+    // followed by exit, and its holder may go with it). A listen rarely fails and is often part
+    // of a bind-heavy loop: its explanation is read only when it failed.
+    let explanation = if syscall == "bind" {
+        explain_a_failure(
+            pid,
+            syscall,
+            event.port.unwrap_or(0),
+            inode,
+            bound.map(|b| b.1),
+        )
+    } else {
+        None
+    };
     traced.events.push(event);
     Some(Pending {
         event: traced.events.len() - 1,
