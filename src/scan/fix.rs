@@ -395,24 +395,31 @@ fn needed_names(items: &[Item], before: &[(String, String)]) -> Vec<(String, Str
 /// to move never returns, so this ends).
 fn settle(file: &File, items: &mut [Item], before: &[(String, String)]) {
     loop {
-        let needed: HashSet<String> = needed_names(items, before)
-            .into_iter()
-            .map(|(n, _)| n)
-            .collect();
-        let mut changed = false;
-        for item in items.iter_mut() {
-            if item.role == Role::Move
-                && item.forced.is_none()
-                && !item.tainted
-                && item.names.hazards.is_empty()
-                && item.names.nested_defs.is_empty()
-                && !item.names.star_import
-                && item.names.bound.iter().any(|n| needed.contains(n))
-            {
-                item.role = Role::Keep;
-                changed = true;
+        // Keep what is needed, and then what that needs, before deciding what must move.
+        loop {
+            let needed: HashSet<String> = needed_names(items, before)
+                .into_iter()
+                .map(|(n, _)| n)
+                .collect();
+            let mut grew = false;
+            for item in items.iter_mut() {
+                if item.role == Role::Move
+                    && item.forced.is_none()
+                    && !item.tainted
+                    && item.names.hazards.is_empty()
+                    && item.names.nested_defs.is_empty()
+                    && !item.names.star_import
+                    && item.names.bound.iter().any(|n| needed.contains(n))
+                {
+                    item.role = Role::Keep;
+                    grew = true;
+                }
+            }
+            if !grew {
+                break;
             }
         }
+        let mut forced = false;
         for k in 0..items.len() {
             if items[k].role != Role::Keep {
                 continue;
@@ -420,10 +427,10 @@ fn settle(file: &File, items: &mut [Item], before: &[(String, String)]) {
             if let Some(why) = must_move(file, items, k) {
                 items[k].role = Role::Move;
                 items[k].forced = Some(why);
-                changed = true;
+                forced = true;
             }
         }
-        if !changed {
+        if !forced {
             return;
         }
     }
@@ -481,6 +488,10 @@ fn initial_role(file: &File, stmt: &Stmt, launches_here: bool) -> Result<Role, S
             _ => Ok(Role::Move),
         },
         Stmt::FunctionDef(_) | Stmt::ClassDef(_) | Stmt::Import(_) | Stmt::TypeAlias(_) => {
+            Ok(Role::Keep)
+        }
+        // `f = lambda ...` defines a function as a def does.
+        Stmt::Assign(a) if a.value.is_lambda_expr() && a.targets.iter().all(Expr::is_name_expr) => {
             Ok(Role::Keep)
         }
         Stmt::ImportFrom(i) if i.names.iter().any(|a| a.name.as_str() == "*") => Err(format!(

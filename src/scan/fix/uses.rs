@@ -239,14 +239,18 @@ impl<'a> Visitor<'a> for Free {
 /// Module roots whose calls need (or make) the distributed state: after the launch, a call into
 /// them depends on it (`dist.get_rank()` raises before `init_process_group`), and a statement
 /// making one cannot run at import in a child.
-const DIST_ROOTS: &[&str] = &[
-    "torch.distributed",
-    "torch.multiprocessing",
-    "torch.cuda",
-    "multiprocessing",
-    "concurrent.futures",
-    "accelerate",
-    "deepspeed",
+const DIST_ROOTS: &[&str] = &["torch.distributed", "torch.cuda", "accelerate", "deepspeed"];
+
+/// Callees that start processes (from `multiprocessing`, `torch.multiprocessing`,
+/// `concurrent.futures`, or a context object): a statement calling one cannot run at import in
+/// a child (the "bootstrapping phase" error). Choosing a context (`get_context`) starts nothing.
+const STARTS_PROCESSES: &[&str] = &[
+    "Process",
+    "Pool",
+    "Manager",
+    "ProcessPoolExecutor",
+    "spawn",
+    "start_processes",
 ];
 
 /// Whether a call's callee belongs to the distributed stack (see [`DIST_ROOTS`]), launches,
@@ -263,6 +267,14 @@ fn dist_call(sym: &Symbols, call: &ast::ExprCall) -> bool {
             .iter()
             .any(|r| q == *r || q.starts_with(&format!("{r}.")))
     {
+        return true;
+    }
+    let last = match &*call.func {
+        Expr::Attribute(a) => a.attr.as_str(),
+        Expr::Name(n) => n.id.as_str(),
+        _ => "",
+    };
+    if STARTS_PROCESSES.contains(&last) {
         return true;
     }
     if let Expr::Attribute(a) = &*call.func

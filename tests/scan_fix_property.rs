@@ -1,0 +1,483 @@
+//! The property `scan --fix` promises (issue 19), checked by running the programs: for every
+//! fixture and every module of a seeded generated corpus that the fixer rewrites,
+//! - a real spawn child (multiprocessing's spawn context, the test Python) that imports the fixed
+//!   module as `__mp_main__` makes no launch call, and finds defined every module-level name a
+//!   function of the module reads, unless that name depends on the launch (its value, in the
+//!   original, came from a distributed call);
+//! - run as `__main__`, the fixed program makes the same distributed calls, in the same order,
+//!   as the original.
+//!
+//! The launch libraries are replaced by recorders for the test harness only
+//! (tests/helpers/fix_property.py): a recorder call does nothing but record. The standard library,
+//! the spawn machinery and the interpreter are real. Each refusal must name a line.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use ddp_doctor::scan::fix::{Fix, fix_source};
+use serde_json::Value;
+
+/// A small deterministic generator (xorshift64*), so that a failure names its seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+    fn pick<'a, T: ?Sized>(&mut self, items: &'a [&'a T]) -> &'a T {
+        items[self.below(items.len())]
+    }
+    fn pick_owned<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len())]
+    }
+}
+
+/// One generated module: imports, statements before the launch, the launch, and a random mix of
+/// what scripts do after it (constants and names derived from them, names from the process
+/// group and derived from those, functions, classes, lambdas, decorators and default arguments
+/// reading any of them, rebinding, `+=`, blocks, calls, prints, more distributed calls), then
+/// sometimes a main guard. Every module-level read is bound when it runs, so the original runs
+/// as `__main__` without error.
+fn generate(seed: u64) -> String {
+    let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let mut out = String::from(
+        "import torch.distributed as dist\nimport os\n\n\ndef deco(f):\n    return f\n\n\ndef world():\n    return dist.get_world_size()\n\n\n",
+    );
+    // Names bound so far at module level (all ints or int-like stubs).
+    let mut bound: Vec<String> = Vec::new();
+    // Functions and lambdas bound so far (not values to add to).
+    let mut callables: Vec<String> = Vec::new();
+    // Functions defined so far with the names they read.
+    let mut funcs: Vec<(String, Vec<String>)> = Vec::new();
+    let mut counter = 0;
+    let mut fresh = |p: &str| {
+        counter += 1;
+        format!("{p}{counter}")
+    };
+    // Names functions may read: decided up front, bound somewhere at module level below.
+    let planned: Vec<String> = (0..4).map(|i| format!("g{i}")).collect();
+    let mut unbound_planned: Vec<String> = planned.clone();
+    for _ in 0..rng.below(3) {
+        let n = fresh("pre");
+        out.push_str(&format!("{n} = {}\n", rng.below(9)));
+        bound.push(n);
+    }
+    if rng.below(3) == 0 {
+        let g = unbound_planned.remove(0);
+        out.push_str(&format!("{g} = {}\n", rng.below(9)));
+        bound.push(g);
+    }
+    out.push_str(rng.pick(&[
+        "dist.init_process_group(\"gloo\")\n",
+        "dist.init_process_group(backend=\"gloo\", world_size=2, rank=0)\n",
+        "store = dist.TCPStore(\"127.0.0.1\", 29500, 2, True)\n",
+    ]));
+    if out.contains("store = ") {
+        bound.push("store".to_string());
+    }
+    let n_after = 3 + rng.below(9);
+    for step in 0..n_after {
+        // The planned names that functions read are all bound before the end.
+        let must_bind = unbound_planned.len() >= n_after - step;
+        let kind = if must_bind { 0 } else { rng.below(16) };
+        let any_read = |rng: &mut Rng, bound: &[String]| -> String {
+            if bound.is_empty() {
+                "1".to_string()
+            } else {
+                rng.pick_owned(bound).clone()
+            }
+        };
+        let fn_reads = |rng: &mut Rng| -> Vec<String> {
+            let k = 1 + rng.below(2);
+            (0..k).map(|_| rng.pick_owned(&planned).clone()).collect()
+        };
+        match kind {
+            0 | 1 => {
+                // Bind a planned name: a constant, derived from a bound name, or from the
+                // process group (then it depends on the launch).
+                let g = if unbound_planned.is_empty() {
+                    rng.pick_owned(&planned).clone()
+                } else {
+                    unbound_planned.remove(0)
+                };
+                let value = match rng.below(4) {
+                    0 => format!("{}", rng.below(100)),
+                    1 => format!("{} + 1", any_read(&mut rng, &bound)),
+                    2 => "dist.get_rank()".to_string(),
+                    _ => "world() * 2".to_string(),
+                };
+                out.push_str(&format!("{g} = {value}\n"));
+                bound.push(g);
+            }
+            2 => {
+                let f = fresh("f");
+                let reads = fn_reads(&mut rng);
+                out.push_str(&format!(
+                    "\n\ndef {f}(x):\n    return x + {}\n\n\n",
+                    reads.join(" + ")
+                ));
+                funcs.push((f.clone(), reads));
+                callables.push(f);
+            }
+            3 => {
+                let k = fresh("K");
+                let reads = fn_reads(&mut rng);
+                out.push_str(&format!(
+                    "\n\nclass {k}:\n    size = {}\n\n    def get(self, x):\n        return x + self.size + {}\n\n\n",
+                    any_read(&mut rng, &bound),
+                    reads.join(" + ")
+                ));
+                funcs.push((format!("{k}().get"), reads));
+            }
+            4 => {
+                let l = fresh("l");
+                let reads = fn_reads(&mut rng);
+                out.push_str(&format!("{l} = lambda x: x + {}\n", reads.join(" + ")));
+                funcs.push((l.clone(), reads));
+                callables.push(l);
+            }
+            5 => {
+                let f = fresh("f");
+                let reads = fn_reads(&mut rng);
+                out.push_str(&format!(
+                    "\n\n@deco\ndef {f}(x, y={}):\n    return x + y + {}\n\n\n",
+                    any_read(&mut rng, &bound),
+                    reads.join(" + ")
+                ));
+                funcs.push((f.clone(), reads));
+                callables.push(f);
+            }
+            6 => out.push_str(rng.pick(&[
+                "dist.barrier()\n",
+                "dist.all_reduce(1)\n",
+                "os.environ[\"SEEN\"] = \"1\"\n",
+            ])),
+            7 => out.push_str(&format!("print({})\n", any_read(&mut rng, &bound))),
+            8 if !bound.is_empty() => {
+                let n = rng.pick_owned(&bound).clone();
+                out.push_str(&format!("{n} += 1\n"));
+            }
+            9 => {
+                let n = fresh("c");
+                out.push_str(&format!("if True:\n    {n} = {}\n", rng.below(7)));
+                bound.push(n);
+            }
+            10 => {
+                let n = fresh("i");
+                out.push_str(&format!("for {n} in range(2):\n    acc = {n}\n"));
+                bound.push(n);
+                bound.push("acc".to_string());
+            }
+            11 => {
+                // Call a function whose reads are all bound by now.
+                let ready: Vec<&(String, Vec<String>)> = funcs
+                    .iter()
+                    .filter(|(f, r)| {
+                        r.iter().all(|n| bound.contains(n))
+                            && (f.contains('(') || callables.contains(f))
+                    })
+                    .collect();
+                if let Some((f, _)) = ready.get(rng.below(ready.len().max(1))) {
+                    let r = fresh("v");
+                    out.push_str(&format!("{r} = {f}(1)\n"));
+                    bound.push(r);
+                }
+            }
+            12 => {
+                let n = fresh("c");
+                out.push_str(&format!("{n} = {}\n", rng.below(50)));
+                bound.push(n);
+            }
+            13 => {
+                let n = fresh("r");
+                out.push_str(&format!(
+                    "{n} = dist.get_rank() + {}\n",
+                    any_read(&mut rng, &bound)
+                ));
+                bound.push(n);
+            }
+            _ => {}
+        }
+    }
+    for g in unbound_planned {
+        out.push_str(&format!("{g} = 0\n"));
+    }
+    if rng.below(2) == 0 && !funcs.is_empty() {
+        let (f, _) = rng.pick_owned(&funcs);
+        out.push_str(&format!(
+            "\nif __name__ == \"__main__\":\n    print({f}(2))\n"
+        ));
+    }
+    out
+}
+
+fn fixtures() -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for dir in ["scan", "scan_fix"] {
+        let d = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(dir);
+        for entry in std::fs::read_dir(d).expect("fixtures") {
+            let path = entry.expect("entry").path();
+            if path.extension().is_some_and(|e| e == "py")
+                && let Ok(text) = std::fs::read_to_string(&path)
+            {
+                out.push((
+                    format!("{dir}/{}", path.file_name().unwrap().to_string_lossy()),
+                    text,
+                ));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// (name, fixed text, harness report) per fixed source, and (name, why) per refusal.
+type Checked = (Vec<(String, String, Value)>, Vec<(String, String)>);
+
+/// Fix every source; run the harness over the fixed ones. Returns (name, report) per fixed
+/// source and the refusals (name, why).
+fn check_all(sources: &[(String, String)], dir: &Path) -> Checked {
+    let mut pairs: Vec<(PathBuf, PathBuf)> = Vec::new();
+    let mut names: Vec<(String, String)> = Vec::new();
+    let mut refused = Vec::new();
+    for (k, (name, src)) in sources.iter().enumerate() {
+        match fix_source(src) {
+            Fix::Fixed(after) => {
+                let sub = dir.join(format!("m{k}"));
+                std::fs::create_dir_all(sub.join("orig")).expect("dir");
+                std::fs::create_dir_all(sub.join("fixed")).expect("dir");
+                let (o, f) = (sub.join("orig/prog.py"), sub.join("fixed/prog.py"));
+                std::fs::write(&o, src).expect("write");
+                std::fs::write(&f, &after).expect("write");
+                pairs.push((o, f));
+                names.push((name.clone(), after));
+            }
+            Fix::Refused(why) => refused.push((name.clone(), why)),
+            Fix::Broken(why) => panic!("{name}: the fixer's own check failed: {why}\n{src}"),
+            Fix::Unchanged => {}
+        }
+    }
+    let list = dir.join("pairs.json");
+    std::fs::write(&list, serde_json::to_vec(&pairs).expect("json")).expect("write");
+    let out = Command::new(common::python())
+        .arg(common::helper("fix_property.py"))
+        .arg(&list)
+        .output()
+        .expect("the harness runs");
+    assert!(
+        out.status.success(),
+        "harness failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let reports: Vec<Value> = serde_json::from_slice(&out.stdout).expect("harness JSON");
+    assert_eq!(reports.len(), names.len());
+    (
+        names
+            .into_iter()
+            .zip(reports)
+            .map(|((n, after), r)| (n, after, r))
+            .collect(),
+        refused,
+    )
+}
+
+fn strs(v: &Value) -> BTreeSet<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The property for one fixed program; `strict`: every name a function reads must be defined
+/// in the child unless it depends on the launch (the generated corpus binds all of them),
+/// otherwise only what the original's child had (a fixture may read a name it never binds).
+fn violations(name: &str, fixed_src: &str, r: &Value, strict: bool) -> Vec<String> {
+    let mut bad = Vec::new();
+    let (oc, fc) = (&r["original"]["child"], &r["fixed"]["child"]);
+    // No launch on import, but those the user kept there with `# noqa`.
+    let lines: Vec<&str> = fixed_src.lines().collect();
+    let calls = fc["calls"].as_array().cloned().unwrap_or_default();
+    let call_lines = fc["call_lines"].as_array().cloned().unwrap_or_default();
+    for (k, call) in calls.iter().enumerate() {
+        let line = call_lines.get(k).and_then(Value::as_u64).unwrap_or(0) as usize;
+        let text = lines.get(line.wrapping_sub(1)).copied().unwrap_or("");
+        if !text.to_ascii_lowercase().contains("# noqa") {
+            bad.push(format!(
+                "{name}: the spawn child's import launched {call} on line {line}: {text}"
+            ));
+        }
+    }
+    if fc["calls"].is_null() {
+        bad.push(format!(
+            "{name}: no report from the spawn child: {}",
+            fc["error"]
+        ));
+    }
+    if !fc["error"].is_null() && oc["error"].is_null() {
+        bad.push(format!(
+            "{name}: the spawn child's import fails: {}",
+            fc["error"]
+        ));
+    }
+    let (o_names, f_names, o_dist) = (
+        strs(&oc["names"]),
+        strs(&fc["names"]),
+        strs(&oc["dist_names"]),
+    );
+    let (o_reads, f_reads) = (oc["reads"].as_object(), fc["reads"].as_object());
+    // The program's own functions (not the `main()` the fix adds): still there, unless they
+    // depend on the launch, and what they read is defined.
+    for (func, _) in o_reads.into_iter().flatten() {
+        let top = func.split('.').next().unwrap_or(func);
+        if f_reads.is_none_or(|f| !f.contains_key(func)) && !o_dist.contains(top) {
+            bad.push(format!(
+                "{name}: the spawn child lost the function `{func}`"
+            ));
+        }
+    }
+    for (func, names) in f_reads.into_iter().flatten() {
+        if o_reads.is_none_or(|o| !o.contains_key(func)) {
+            continue;
+        }
+        for n in strs(names) {
+            let missing = !f_names.contains(&n) && !o_dist.contains(&n);
+            if missing && (strict || o_names.contains(&n)) {
+                bad.push(format!(
+                    "{name}: `{func}` reads `{n}`, not defined in the spawn child (the original's child had it: {})",
+                    o_names.contains(&n)
+                ));
+            }
+        }
+    }
+    let (om, fm) = (&r["original"]["main"], &r["fixed"]["main"]);
+    if om["error"].is_null() && om["calls"].is_array() {
+        if !fm["error"].is_null() {
+            bad.push(format!(
+                "{name}: the fixed program fails as __main__: {}",
+                fm["error"]
+            ));
+        } else if om["calls"] != fm["calls"] {
+            bad.push(format!(
+                "{name}: calls as __main__ differ:\n  original {}\n  fixed    {}",
+                om["calls"], fm["calls"]
+            ));
+        }
+    }
+    bad
+}
+
+fn needs_python() -> bool {
+    let ok = Command::new(common::python())
+        .arg("-c")
+        .arg("import multiprocessing, dis, runpy")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        common::skip_or_fail("no python3 with the standard library");
+    }
+    ok
+}
+
+#[test]
+fn every_fixed_fixture_keeps_its_behaviour_in_spawn_children_and_as_main() {
+    if !needs_python() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sources = fixtures();
+    let (reports, refused) = check_all(&sources, dir.path());
+    let mut bad = Vec::new();
+    let mut compared_main = 0;
+    for (name, after, r) in &reports {
+        bad.extend(violations(name, after, r, false));
+        compared_main += usize::from(r["original"]["main"]["error"].is_null());
+    }
+    for (name, why) in &refused {
+        assert!(
+            why.contains("line "),
+            "{name}: a refusal names no line: {why}"
+        );
+    }
+    eprintln!(
+        "fixtures: {} fixed and checked ({compared_main} compared as __main__), {} refused",
+        reports.len(),
+        refused.len()
+    );
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+    assert!(
+        reports.len() >= 30,
+        "only {} fixtures were fixed",
+        reports.len()
+    );
+    assert!(compared_main >= 20, "only {compared_main} ran as __main__");
+}
+
+#[test]
+fn generated_modules_keep_their_behaviour_in_spawn_children_and_as_main() {
+    if !needs_python() {
+        return;
+    }
+    let count: u64 = std::env::var("DOCTOR_FIX_PROPERTY_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(120);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sources: Vec<(String, String)> = (1..=count)
+        .map(|seed| (format!("seed {seed}"), generate(seed)))
+        .collect();
+    let (reports, refused) = check_all(&sources, dir.path());
+    let mut bad = Vec::new();
+    for (name, after, r) in &reports {
+        // The generator's programs run as __main__ without error; the property is strict.
+        assert!(
+            r["original"]["main"]["error"].is_null(),
+            "{name}: the generated original fails: {}\n{}",
+            r["original"]["main"]["error"],
+            sources
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, s)| s.as_str())
+                .unwrap_or("")
+        );
+        for v in violations(name, after, r, true) {
+            let src = &sources.iter().find(|(n, _)| n == name).expect("source").1;
+            bad.push(format!("{v}\n--- source ---\n{src}"));
+        }
+    }
+    for (name, why) in &refused {
+        assert!(
+            why.contains("line "),
+            "{name}: a refusal names no line: {why}"
+        );
+        eprintln!("refused {name}: {why}");
+    }
+    eprintln!(
+        "generated: {} modules, {} fixed and checked, {} refused",
+        sources.len(),
+        reports.len(),
+        refused.len()
+    );
+    assert!(bad.is_empty(), "{}", bad.join("\n\n"));
+    // Most generated modules are fixable (a refusal is for a real conflict, not a default).
+    assert!(
+        reports.len() * 10 >= sources.len() * 7,
+        "only {} of {} fixed; refusals: {:?}",
+        reports.len(),
+        sources.len(),
+        &refused[..refused.len().min(5)]
+    );
+}
