@@ -279,7 +279,13 @@ fn a_named_file_that_cannot_be_scanned_is_an_error() {
     for f in [&bad, &binary, &big] {
         usage_error(&["scan", f.to_str().unwrap()], "cannot scan");
     }
-    // In a directory the same files are skipped with a warning, and the scan goes on.
+    // A directory of only such files scanned nothing: an error, not "No problems found".
+    usage_error(
+        &["scan", dir.path().to_str().unwrap()],
+        "nothing was scanned",
+    );
+    // Beside a good file they are skipped with a warning, and the scan goes on.
+    std::fs::write(dir.path().join("ok.py"), "x = 1\n").unwrap();
     let out = guarded(&["scan", dir.path().to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stderr).contains("skipped"));

@@ -573,13 +573,89 @@ fn huge_files_are_skipped() {
     let mut big = b"import torch.distributed as dist\ndist.init_process_group('gloo')\n".to_vec();
     big.resize(11 * 1024 * 1024, b'\n');
     write(dir.path(), "huge.py", &big);
+    // Only files over the limit: nothing was checked, which is an error, not a pass.
+    let out = doctor()
+        .args([
+            "scan",
+            "--format",
+            "json",
+            dir.path().to_str().expect("utf-8"),
+        ])
+        .output()
+        .expect("runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("error: nothing was scanned"), "{err}");
+    assert!(err.contains("hint: files over 10 MiB"), "{err}");
+    assert!(out.stdout.is_empty());
+    // Beside a file that is scanned, the big one is skipped with its reason.
+    write(dir.path(), "small.py", b"x = 1\n");
     let (doc, out) = scan_json(&[dir.path().to_str().expect("utf-8")]);
     assert_eq!(
         out.status.code(),
         Some(0),
         "a skipped file is not a finding"
     );
-    assert_eq!(doc["files_scanned"], 0);
+    assert_eq!(doc["files_scanned"], 1);
     let reason = doc["files_skipped"][0]["reason"].as_str().unwrap_or("");
-    assert!(reason.contains("larger than 10 MiB"), "{reason}");
+    assert!(reason.contains("larger than the 10 MiB limit"), "{reason}");
+}
+
+/// A FIFO, a socket or a device named on the command line: a prompt `error:` and `hint:` (exit
+/// 2), never a read that blocks; inside a directory they are not picked up.
+#[test]
+fn special_files_are_refused_without_blocking() {
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fifo = dir.path().join("pipe.py");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644)).expect("mkfifo");
+    let sock = dir.path().join("sock.py");
+    let _listener = std::os::unix::net::UnixListener::bind(&sock).expect("bind");
+    for (path, kind) in [
+        (fifo.to_str().unwrap(), "a FIFO"),
+        (sock.to_str().unwrap(), "a socket"),
+        ("/dev/zero", "a device"),
+    ] {
+        for fix in [false, true] {
+            let mut cmd = common::doctor();
+            cmd.arg("scan").arg(path).process_group(0);
+            if fix {
+                cmd.arg("--fix");
+            }
+            let mut child = cmd
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("doctor starts");
+            let start = std::time::Instant::now();
+            while child.try_wait().expect("wait").is_none() {
+                if start.elapsed() > std::time::Duration::from_secs(10) {
+                    let _ = nix::sys::signal::killpg(
+                        nix::unistd::Pid::from_raw(child.id() as i32),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                    let _ = child.wait();
+                    panic!("doctor scan {path} blocked");
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            let out = child.wait_with_output().expect("output");
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{path}: {err}");
+            assert!(
+                err.contains("error: cannot scan") && err.contains(kind),
+                "{err}"
+            );
+            assert!(err.contains("hint: "), "{err}");
+            assert!(
+                !err.contains("No problems found") && !err.contains("Fixed"),
+                "{err}"
+            );
+        }
+    }
+    // In a directory, with a real file beside them, they are not scanned and nothing blocks.
+    std::fs::write(dir.path().join("ok.py"), "x = 1\n").expect("write");
+    let out = common::run(&["scan", dir.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("1 file scanned"));
 }

@@ -120,6 +120,12 @@ pub fn scan(args: ScanArgs) -> anyhow::Result<i32> {
         ignore: args.ignore.clone(),
     };
     let mut reports = scan_paths(&args.paths, &opts)?;
+    // A named file that could not be scanned, or nothing scanned at all, is an error, not a
+    // pass: said before anything is printed or fixed.
+    if let Some(err) = unscanned(&reports, &args) {
+        warn_skipped(&reports);
+        return Err(err);
+    }
     if args.fix || args.diff {
         let fixes = apply_fixes(&mut reports, &args, &opts)?;
         if args.diff {
@@ -163,8 +169,20 @@ pub fn scan(args: ScanArgs) -> anyhow::Result<i32> {
         ScanFormat::Sarif => output::print(&scan_render::sarif(&diags)?),
         ScanFormat::Github => output::print(&scan_render::github(&diags)),
     }
+    warn_skipped(&reports);
+    if args.format == ScanFormat::Text {
+        eprintln!("{}", scan_render::summary(&reports));
+    }
+    Ok(if remaining(&reports) && !args.exit_zero {
+        1
+    } else {
+        0
+    })
+}
+
+fn warn_skipped(reports: &[FileReport]) {
     let ecolor = output::stderr_color();
-    for r in &reports {
+    for r in reports {
         if let Some(reason) = &r.skipped {
             eprintln!(
                 "{} skipped {}: {reason}",
@@ -173,30 +191,51 @@ pub fn scan(args: ScanArgs) -> anyhow::Result<i32> {
             );
         }
     }
-    if args.format == ScanFormat::Text {
-        eprintln!("{}", scan_render::summary(&reports));
-    }
-    // A file named on the command line that could not be scanned is an error, not a pass.
+}
+
+/// The error for input that was not scanned: a file named on the command line that was
+/// skipped, or arguments whose every file was skipped (a directory holding only files over the
+/// size limit must not read as "No problems found").
+fn unscanned(reports: &[FileReport], args: &ScanArgs) -> Option<anyhow::Error> {
     let named = |path: &str| {
         args.paths
             .iter()
             .any(|p| p == path && !std::path::Path::new(p).is_dir())
     };
-    if let Some((path, reason)) = reports
+    if let Some(r) = reports
         .iter()
-        .find_map(|r| r.skipped.as_deref().map(|why| (&r.path, why)))
-        .filter(|(path, _)| named(path))
+        .find(|r| r.skipped.is_some() && named(&r.path))
     {
-        return Err(user_error(
-            format!("cannot scan {path}: {reason}"),
-            "pass a readable, UTF-8 (or PEP 263 encoded) Python file, or a directory to scan what it holds",
+        return Some(user_error(
+            format!(
+                "cannot scan {}: {}",
+                output::escape_control(&r.path),
+                r.skipped.as_deref().unwrap_or_default()
+            ),
+            "pass a readable, regular, UTF-8 (or PEP 263 encoded) Python file, or a directory to scan what it holds",
         ));
     }
-    Ok(if remaining(&reports) && !args.exit_zero {
-        1
-    } else {
-        0
-    })
+    let skipped = reports.iter().filter(|r| r.skipped.is_some()).count();
+    if skipped > 0 && skipped == reports.len() {
+        let too_big = reports.iter().all(|r| {
+            r.skipped
+                .as_deref()
+                .is_some_and(|w| w.starts_with("larger than"))
+        });
+        let files = if skipped == 1 { "file" } else { "files" };
+        return Some(user_error(
+            format!(
+                "nothing was scanned: the {skipped} Python {files} found {} skipped (see the warnings above)",
+                if skipped == 1 { "was" } else { "were all" }
+            ),
+            if too_big {
+                "files over 10 MiB are not scanned (generated code or data); scan the script that launches, or split the file"
+            } else {
+                "each warning says why a file was skipped; pass readable, UTF-8 (or PEP 263 encoded) Python files"
+            },
+        ));
+    }
+    None
 }
 
 fn remaining(reports: &[FileReport]) -> bool {
@@ -215,11 +254,14 @@ fn apply_fixes(
 ) -> anyhow::Result<usize> {
     let ecolor = output::stderr_color();
     let mut changed = 0;
+    let mut attempted = 0;
     let mut broken: Vec<(String, String)> = Vec::new();
+    let mut unwritten: Vec<crate::sys::inplace::Refusal> = Vec::new();
     for report in reports.iter_mut() {
         let Some(fix) = fix::fix_report(report) else {
             continue;
         };
+        attempted += 1;
         match &fix.outcome {
             Fix::Fixed(after) if args.diff => {
                 output::print(&fix.diff());
@@ -228,10 +270,15 @@ fn apply_fixes(
                 report.diagnostics = crate::scan::scan_source(&report.path, after, opts);
             }
             Fix::Fixed(after) => {
-                fix.write()?;
-                changed += 1;
-                report.diagnostics = crate::scan::scan_source(&report.path, after, opts);
-                report.source = Some(after.clone());
+                let path = std::path::Path::new(&fix.path);
+                match crate::sys::inplace::rewrite(path, |current| fix.encoded(current)) {
+                    Ok(()) => {
+                        changed += 1;
+                        report.diagnostics = crate::scan::scan_source(&report.path, after, opts);
+                        report.source = Some(after.clone());
+                    }
+                    Err(refusal) => unwritten.push(refusal),
+                }
             }
             Fix::Refused(why) => eprintln!(
                 "{} not fixed {}: {why}",
@@ -241,6 +288,21 @@ fn apply_fixes(
             Fix::Broken(why) => broken.push((fix.path.clone(), why.clone())),
             Fix::Unchanged => {}
         }
+    }
+    let verb = if args.diff { "Would fix" } else { "Fixed" };
+    let noun = if changed == 1 { "file" } else { "files" };
+    if let Some(first) = unwritten.first() {
+        for r in &unwritten[1..] {
+            eprintln!(
+                "{} {}",
+                output::paint("warning:", output::Paint::Yellow, ecolor),
+                output::escape_control(&r.error)
+            );
+        }
+        if changed > 0 {
+            eprintln!("{verb} {changed} {noun}.");
+        }
+        return Err(user_error(output::escape_control(&first.error), first.hint));
     }
     if let Some((path, why)) = broken.first() {
         // The fixer's own check failed: nothing of that file was written, and it is not "Fixed".
@@ -257,8 +319,8 @@ fn apply_fixes(
             "move the launch under `if __name__ == \"__main__\":` by hand, and please report the file (doctor scan --diff shows nothing for it)",
         ));
     }
-    let verb = if args.diff { "Would fix" } else { "Fixed" };
-    let noun = if changed == 1 { "file" } else { "files" };
-    eprintln!("{verb} {changed} {noun}.");
+    if attempted > 0 {
+        eprintln!("{verb} {changed} {noun}.");
+    }
     Ok(changed)
 }

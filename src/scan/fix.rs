@@ -63,49 +63,37 @@ impl FileFix {
             .to_string()
     }
 
-    /// `--fix`: write the fixed text back, in the file's own encoding.
-    pub fn write(&self) -> anyhow::Result<()> {
-        self.write_to(std::path::Path::new(&self.path))
+    /// The bytes to write over a file that now holds `current`: the fixed text in the file's
+    /// own encoding, provided `current` is still the text that was fixed.
+    pub fn encoded(&self, current: &[u8]) -> Result<Vec<u8>, String> {
+        let Fix::Fixed(after) = &self.outcome else {
+            return Err("there is no fix to write".to_string());
+        };
+        match super::decode::decode(current) {
+            Ok(text) if text == self.before => {}
+            _ => return Err("it changed since it was scanned".to_string()),
+        }
+        super::decode::encode_like(current, after)
+            .map_err(|e| format!("the fix cannot be encoded like the file: {e}"))
     }
 
-    /// Write the fixed text to `dest`, encoded as the original file is.
+    /// Write the fixed text to a new file `dest` (in a directory of doctor's own, for a copy
+    /// of the script), encoded as the original file is. Never replaces an existing file.
     pub fn write_to(&self, dest: &std::path::Path) -> anyhow::Result<()> {
         use anyhow::Context;
-        let Fix::Fixed(after) = &self.outcome else {
-            return Ok(());
-        };
+        use std::io::Write;
         let original =
             std::fs::read(&self.path).with_context(|| format!("cannot read {}", self.path))?;
-        let bytes = super::decode::encode_like(&original, after)
-            .map_err(|e| anyhow::anyhow!("cannot encode the fix of {}: {e}", self.path))?;
-        replace_file(dest, &bytes).with_context(|| format!("cannot write {}", dest.display()))
+        let bytes = self
+            .encoded(&original)
+            .map_err(|e| anyhow::anyhow!("cannot write the fix of {}: {e}", self.path))?;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(dest)
+            .and_then(|mut f| f.write_all(&bytes))
+            .with_context(|| format!("cannot write {}", dest.display()))
     }
-}
-
-/// Write `bytes` to a temporary file beside `dest` (the target of a symlink), with its
-/// permissions, then rename it over: an interrupted fix never leaves a half-written script.
-fn replace_file(dest: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dest = std::fs::canonicalize(dest).unwrap_or_else(|_| dest.to_path_buf());
-    let name = dest
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dest.with_file_name(format!(".{name}.doctor-fix-{}", std::process::id()));
-    std::fs::write(&tmp, bytes)?;
-    let done = std::fs::metadata(&dest)
-        .and_then(|m| std::fs::set_permissions(&tmp, m.permissions()))
-        .or_else(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                Ok(())
-            } else {
-                Err(e)
-            }
-        })
-        .and_then(|()| std::fs::rename(&tmp, &dest));
-    if done.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    done
 }
 
 /// The fix for a scanned file: only files with S001/S002 findings are rewritten.

@@ -153,30 +153,63 @@ pub struct FileReport {
 /// Read, decode (PEP 263) and scan one file.
 pub fn scan_path(path: &Path, opts: &ScanOptions) -> FileReport {
     let shown = path.display().to_string();
-    let bytes = match std::fs::metadata(path) {
-        Ok(m) if m.len() > decode::MAX_FILE_BYTES => {
-            return skipped(
-                shown,
-                format!(
-                    "larger than {} MiB ({} bytes)",
-                    decode::MAX_FILE_BYTES >> 20,
-                    m.len()
-                ),
-            );
-        }
-        // Read at most one byte past the limit: a device or a growing file cannot make us hang.
-        Ok(_) => {
-            let mut buf = Vec::new();
-            let read = std::fs::File::open(path)
-                .and_then(|f| f.take(decode::MAX_FILE_BYTES + 1).read_to_end(&mut buf));
-            match read {
-                Ok(_) => buf,
-                Err(e) => return skipped(shown, format!("cannot read: {e}")),
-            }
-        }
-        Err(e) => return skipped(shown, format!("cannot read: {e}")),
+    match read_source_file(path) {
+        Ok(bytes) => scan_bytes(shown, &bytes, opts),
+        Err(reason) => skipped(shown, reason),
+    }
+}
+
+/// What a file type is called in a skip reason.
+fn kind_of(t: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_char_device() || t.is_block_device() {
+        "a device"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// The bytes of a regular file of at most [`decode::MAX_FILE_BYTES`]; a FIFO, socket or device
+/// is refused without blocking (opened non-blocking, checked on the open descriptor).
+fn read_source_file(path: &Path) -> Result<Vec<u8>, String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read: {e}"))?;
+    if !meta.is_file() {
+        return Err(format!("{}, not a regular file", kind_of(meta.file_type())));
+    }
+    let too_big = |len: u64| {
+        format!(
+            "larger than the {} MiB limit ({len} bytes); split it, or scan the part that launches",
+            decode::MAX_FILE_BYTES >> 20
+        )
     };
-    scan_bytes(shown, &bytes, opts)
+    if meta.len() > decode::MAX_FILE_BYTES {
+        return Err(too_big(meta.len()));
+    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(|e| format!("cannot read: {e}"))?;
+    let meta = file.metadata().map_err(|e| format!("cannot read: {e}"))?;
+    if !meta.is_file() {
+        return Err(format!("{}, not a regular file", kind_of(meta.file_type())));
+    }
+    // Read at most one byte past the limit: a growing file cannot make us read forever.
+    let mut buf = Vec::new();
+    file.take(decode::MAX_FILE_BYTES + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| format!("cannot read: {e}"))?;
+    if buf.len() as u64 > decode::MAX_FILE_BYTES {
+        return Err(too_big(buf.len() as u64));
+    }
+    Ok(buf)
 }
 
 fn scan_bytes(path: String, bytes: &[u8], opts: &ScanOptions) -> FileReport {

@@ -6,6 +6,7 @@ pub mod case;
 pub mod cgroup;
 pub mod freeport;
 pub mod host;
+pub mod inplace;
 pub mod observe;
 pub mod output;
 pub mod proc;
