@@ -199,7 +199,7 @@ fn check_installed(doctor: &Path) {
     let buggy = root().join("tests/fixtures/scan/seed.py");
     let out = command(doctor).arg("scan").arg(&buggy).output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
-    assert!(stdout(&out).contains("S001"), "{}", show(&out));
+    assert!(stdout(&out).contains("S002"), "{}", show(&out));
 
     let out = command(doctor).arg("ports").output().unwrap();
     assert!(
@@ -433,7 +433,7 @@ fn pre_commit_hook_fails_on_a_module_level_launch_then_passes_after_the_fix() {
     let text = format!("{}{}", stdout(&out), String::from_utf8_lossy(&out.stderr));
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
     assert!(text.contains("Failed"), "{}", show(&out));
-    assert!(text.contains("error[S001]"), "{}", show(&out));
+    assert!(text.contains("error[S002]"), "{}", show(&out));
     assert!(text.contains("--> train.py:6:1"), "{}", show(&out));
 
     // The launch moved under the main guard: the hook passes.

@@ -150,17 +150,17 @@ fn seed_is_an_error_with_spawn_evidence() {
     ]);
     assert_eq!(out.status.code(), Some(1));
     let diags = doc["findings"].as_array().expect("array");
-    assert_eq!(diags.len(), 2);
-    assert_eq!(diags[0]["code"], "S001");
+    // One finding for the launch line, the spawn evidence attached as a note (issue 19).
+    assert_eq!(diags.len(), 1);
+    assert_eq!(diags[0]["code"], "S002");
+    assert_eq!(diags[0]["severity"], "error");
     assert_eq!(
-        diags[0]["severity"], "error",
-        "S001 is an error when S002 holds"
-    );
-    assert_eq!(diags[1]["code"], "S002");
-    assert_eq!(
-        diags[1]["related"][0]["line"], 10,
+        diags[0]["related"][0]["line"], 10,
         "evidence: the spawn DataLoader line"
     );
+    // The help keeps the real call, with its arguments.
+    let fix = diags[0]["fix"]["message"].as_str().expect("fix");
+    assert!(fix.contains("        fabric.launch()\n"), "{fix}");
     assert_eq!(doc["schema_version"], 2);
     assert_eq!(doc["files_scanned"], 1);
 }
@@ -255,9 +255,7 @@ fn stdin_is_scanned_as_stdin() {
     assert_eq!(doc["findings"][0]["location"]["path"], "<stdin>");
     assert_eq!(
         codes_lines(&doc),
-        [("S001".into(), 6), ("S002".into(), 6)]
-            .into_iter()
-            .collect()
+        [("S002".into(), 6)].into_iter().collect()
     );
 }
 
@@ -420,10 +418,14 @@ fn sarif_has_rule_metadata_and_locations() {
         }
     }
     let results = run["results"].as_array().expect("results");
-    assert_eq!(results.len(), 2);
-    assert_eq!(results[1]["ruleId"], "S002");
-    assert_eq!(results[1]["level"], "error");
-    let loc = &results[1]["locations"][0]["physicalLocation"];
+    assert_eq!(results.len(), 1);
+    assert_eq!(results[0]["ruleId"], "S002");
+    assert_eq!(results[0]["level"], "error");
+    assert_eq!(
+        results[0]["relatedLocations"][0]["physicalLocation"]["region"]["startLine"],
+        10
+    );
+    let loc = &results[0]["locations"][0]["physicalLocation"];
     assert_eq!(
         loc["artifactLocation"]["uri"],
         "tests/fixtures/scan/seed.py"
@@ -453,13 +455,13 @@ fn github_annotations() {
     let first = text.lines().next().expect("a line");
     assert!(
         first.starts_with(
-            "::error file=tests/fixtures/scan/seed.py,line=6,col=1,endLine=6,endColumn=16,title=S001 module-level-launch::"
+            "::error file=tests/fixtures/scan/seed.py,line=6,col=1,endLine=6,endColumn=16,title=S002 spawn-reimports-main::"
         ),
         "{first}"
     );
     assert_eq!(
         text.lines().count(),
-        2,
+        1,
         "one line per diagnostic (newlines escaped)"
     );
 }
@@ -490,6 +492,20 @@ fn select_ignore_and_exit_zero() {
         seed,
     ]);
     assert!(codes_lines(&doc).is_empty());
+    // Without S002 selected, the launch line is still reported, as S001.
+    let (doc, _) = scan_json(&[
+        "--platform",
+        "linux",
+        "--python-version",
+        "3.11",
+        "--select",
+        "S001",
+        seed,
+    ]);
+    assert_eq!(
+        codes_lines(&doc),
+        [("S001".into(), 6)].into_iter().collect()
+    );
     let out = doctor()
         .args(["scan", "--exit-zero", seed])
         .output()

@@ -121,14 +121,26 @@ fn scan_source_here(path: &str, source: &str, opts: &ScanOptions) -> Vec<Diagnos
         Ok(parsed) => rules::check(parsed.syntax(), source, path, opts),
         Err(error) => vec![rules::parse_error(path, source, &error)],
     };
+    // S002 is S001 with spawn children: with S002 not selected, the launch is still an S001.
+    for d in &mut diags {
+        if d.code == "S002" && !opts.wants("S002") && opts.wants("S001") {
+            d.code = diagnostic::S001.code;
+            d.name = diagnostic::S001.entry().name;
+        }
+    }
     diags.retain(|d| opts.wants(d.code));
     // `# noqa` / `# noqa: S001` on the finding's line, as in ruff (S900 cannot be silenced).
+    // A launch line's one finding is silenced by either of its codes, S001 or S002.
     let lines: Vec<&str> = source.lines().collect();
     diags.retain(|d| {
-        d.code == "S900"
-            || !lines
-                .get(d.line.wrapping_sub(1))
-                .is_some_and(|l| noqa::suppresses(l, d.code))
+        let Some(line) = lines.get(d.line.wrapping_sub(1)) else {
+            return true;
+        };
+        match d.code {
+            "S900" => true,
+            "S001" | "S002" => !noqa::suppresses(line, "S001") && !noqa::suppresses(line, "S002"),
+            code => !noqa::suppresses(line, code),
+        }
     });
     diags.sort_by(|a, b| (a.line, a.column, a.code).cmp(&(b.line, b.column, b.code)));
     diags
@@ -448,11 +460,8 @@ mod tests {
         let diags = scan_source("train.py", SEED, &ScanOptions::default());
         let got: Vec<(&str, usize, Severity)> =
             diags.iter().map(|d| (d.code, d.line, d.severity)).collect();
-        assert_eq!(
-            got,
-            [("S001", 6, Severity::Error), ("S002", 6, Severity::Error)]
-        );
-        let s002 = &diags[1];
+        assert_eq!(got, [("S002", 6, Severity::Error)]);
+        let s002 = &diags[0];
         assert_eq!((s002.column, s002.end_line, s002.end_column), (1, 6, 16));
         assert_eq!(s002.related[0].line, 10);
         assert!(s002.fix.contains("if __name__ == \"__main__\":"));
@@ -553,8 +562,8 @@ mod tests {
         for src in sources {
             let found = scan_source("t.py", src, &ScanOptions::default());
             assert!(
-                found.iter().any(|d| d.code == "S001"),
-                "no S001 for:\n{src}"
+                found.iter().any(|d| d.code == "S001" || d.code == "S002"),
+                "no S001/S002 for:\n{src}"
             );
             assert!(may_report(src.as_bytes()), "prefilter skips:\n{src}");
         }

@@ -6,7 +6,7 @@ use ruff_source_file::LineIndex;
 use ruff_text_size::{TextRange, TextSize};
 
 use super::ScanOptions;
-use super::diagnostic::{Diagnostic, Related, Rule, S001, S002, S003, S900, Severity};
+use super::diagnostic::{Diagnostic, Related, Rule, S001, S002, S003, S900};
 use super::reach::{Event, Kind, Reach, SpawnCollector};
 use super::symbols::{Evidence, Symbols, spawnlike_default};
 
@@ -34,11 +34,6 @@ impl<'s> Locator<'s> {
             .index
             .line_column(TextSize::try_from(at).unwrap_or_default(), self.source);
         (lc.line.get(), lc.column.get())
-    }
-
-    fn slice(&self, range: TextRange) -> &'s str {
-        let (s, e) = (usize::from(range.start()), usize::from(range.end()));
-        self.source.get(s..e).unwrap_or("")
     }
 
     fn diagnostic(
@@ -98,9 +93,10 @@ pub fn check(module: &ModModule, source: &str, path: &str, opts: &ScanOptions) -
     let loc = Locator::new(source);
     let evidence = spawn_evidence(module, &sym, opts);
     let mut out = Vec::new();
+    // One diagnostic per kind and line: a line with two launches is one finding.
     let mut seen = std::collections::HashSet::new();
     for event in &events {
-        if seen.insert((event.kind, event.site)) {
+        if seen.insert((event.kind, loc.line_col(event.site.start()).0)) {
             out.extend(diagnose(&loc, path, event, &evidence));
         }
     }
@@ -122,8 +118,9 @@ fn spawn_evidence(module: &ModModule, sym: &Symbols, opts: &ScanOptions) -> Vec<
     evidence
 }
 
-/// The findings of one import-time event: S001 (an error with S002 beside it when the program
-/// makes spawn/forkserver children), or S003.
+/// The finding of one import-time event: S001 (a warning), or, when the program makes
+/// spawn/forkserver children, one S002 (an error) with the places that make them as notes; or
+/// S003. One diagnostic per launch line, as ruff attaches secondary spans.
 fn diagnose(loc: &Locator, path: &str, event: &Event, evidence: &[Evidence]) -> Vec<Diagnostic> {
     let mut chain = Vec::new();
     if let Some(o) = &event.origin {
@@ -145,7 +142,7 @@ fn diagnose(loc: &Locator, path: &str, event: &Event, evidence: &[Evidence]) -> 
     };
     let guarded = guarded_form(loc, event);
     match event.kind {
-        Kind::Launch => {
+        Kind::Launch if evidence.is_empty() => {
             let mut d = loc.diagnostic(
                 &S001,
                 path,
@@ -153,27 +150,38 @@ fn diagnose(loc: &Locator, path: &str, event: &Event, evidence: &[Evidence]) -> 
                 format!("`{label}` starts distributed work at import time{via}, outside `if __name__ == \"__main__\":`"),
                 format!("move it under a main guard:\n{guarded}"),
             );
-            d.related = chain.clone();
-            if evidence.is_empty() {
-                return vec![d];
-            }
-            d.severity = Severity::Error;
-            let mut s2 = loc.diagnostic(
+            d.related = chain;
+            vec![d]
+        }
+        Kind::Launch => {
+            let what = if starts_spawn_children(event) {
+                format!(
+                    "`{label}` starts spawn children at import time{via}: each child re-imports this file as \
+                     `__mp_main__`, reaches this line again while it is still starting, and fails with \
+                     \"RuntimeError: An attempt has been made to start a new process before the current \
+                     process has finished its bootstrapping phase\""
+                )
+            } else {
+                format!(
+                    "`{label}` starts distributed work at import time{via}, and this program makes \
+                     spawn/forkserver children, which re-import the file as `__mp_main__` and run it again: \
+                     the child binds the rendezvous port its parent already holds (EADDRINUSE), or, where a \
+                     launcher's agent hosts the store (torchrun), joins as a duplicate rank and hangs"
+                )
+            };
+            let mut d = loc.diagnostic(
                 &S002,
                 path,
                 event.site,
+                what,
                 format!(
-                    "spawn/forkserver children re-import this file and run `{label}`{via} again: it binds the \
-                     rendezvous port its parent already holds (EADDRINUSE) or joins as a duplicate rank"
-                ),
-                format!(
-                    "children re-import the main file as `__mp_main__`; keep the launch under the main \
-                     guard so that they skip it:\n{guarded}\n(a \"fork\" context also avoids the re-import, \
-                     on Linux only)"
+                    "keep the launch under the main guard, which children skip:\n{guarded}\n(a \"fork\" \
+                     context also avoids the re-import, on Linux only)"
                 ),
             );
-            s2.related = evidence
+            d.related = evidence
                 .iter()
+                .filter(|e| e.range != event.site)
                 .take(3)
                 .map(|e| {
                     loc.related(
@@ -183,7 +191,7 @@ fn diagnose(loc: &Locator, path: &str, event: &Event, evidence: &[Evidence]) -> 
                 })
                 .chain(chain)
                 .collect();
-            vec![d, s2]
+            vec![d]
         }
         Kind::Cuda => {
             let mut d = loc.diagnostic(
@@ -199,15 +207,138 @@ fn diagnose(loc: &Locator, path: &str, event: &Event, evidence: &[Evidence]) -> 
     }
 }
 
-/// The fix, spelled out: the flagged call moved into `main()` under the guard.
+/// Whether the launch itself starts multiprocessing children (`mp.spawn`, `start_processes`):
+/// a child re-running it fails in its bootstrapping phase instead of binding the port.
+fn starts_spawn_children(event: &Event) -> bool {
+    let callee = event.label.trim_end_matches("()");
+    let last = callee.rsplit('.').next().unwrap_or(callee);
+    event.origin.is_none() && matches!(last, "spawn" | "start_processes")
+}
+
+/// The fix, spelled out with the flagged statement's own text: a call of a same-file function
+/// that launches is guarded where it is; anything else moves into `main()`.
 fn guarded_form(loc: &Locator, event: &Event) -> String {
-    let text = loc.slice(event.site);
-    let shown = if text.is_empty() || text.contains('\n') || text.chars().count() > 60 {
-        event.label.as_str()
-    } else {
-        text
-    };
+    let text = statement_text(loc, event.site);
+    if event.origin.is_some() {
+        return format!(
+            "    if __name__ == \"__main__\":\n{}",
+            indent(&text, "        ")
+        );
+    }
     format!(
-        "    def main():\n        {shown}\n        ...\n\n    if __name__ == \"__main__\":\n        main()"
+        "    def main():\n{}\n        ...\n\n    if __name__ == \"__main__\":\n        main()",
+        indent(&text, "        ")
     )
+}
+
+/// The source lines of the flagged call (whole lines, so an assignment keeps its target), at
+/// most 8 of them; the common indentation removed.
+fn statement_text(loc: &Locator, site: TextRange) -> String {
+    let src = loc.source;
+    let (s, e) = (
+        usize::from(site.start()).min(src.len()),
+        usize::from(site.end()).min(src.len()),
+    );
+    let start = src[..s].rfind('\n').map_or(0, |i| i + 1);
+    let end = src[e..].find('\n').map_or(src.len(), |i| e + i);
+    let lines: Vec<&str> = src[start..end].lines().collect();
+    let strip = lines
+        .iter()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.len() - l.trim_start().len())
+        .min()
+        .unwrap_or(0);
+    let mut out: Vec<String> = lines
+        .iter()
+        .take(8)
+        .map(|l| {
+            let l = l.get(strip..).unwrap_or(l.trim_start()).trim_end();
+            if l.chars().count() > 120 {
+                format!("{}…", l.chars().take(120).collect::<String>())
+            } else {
+                l.to_string()
+            }
+        })
+        .collect();
+    if lines.len() > 8 {
+        out.push("...".to_string());
+    }
+    out.join("\n")
+}
+
+fn indent(text: &str, by: &str) -> String {
+    text.lines()
+        .map(|l| format!("{by}{l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::scan::{ScanOptions, scan_source};
+
+    fn one(src: &str) -> crate::scan::Diagnostic {
+        let d = scan_source("t.py", src, &ScanOptions::default());
+        assert_eq!(d.len(), 1, "{d:#?}");
+        d.into_iter().next().unwrap()
+    }
+
+    #[test]
+    fn a_module_level_mp_spawn_says_the_bootstrapping_error() {
+        let d = one(
+            "import torch.multiprocessing as mp\ndef work(i):\n    pass\nmp.spawn(work, nprocs=2)\n",
+        );
+        assert_eq!(d.code, "S002");
+        assert!(d.message.contains("bootstrapping phase"), "{}", d.message);
+        assert!(!d.message.contains("EADDRINUSE"), "{}", d.message);
+        // The launch itself is the evidence: no note that repeats the flagged line.
+        assert!(d.related.is_empty(), "{:?}", d.related);
+        assert!(
+            d.fix.contains("        mp.spawn(work, nprocs=2)\n"),
+            "{}",
+            d.fix
+        );
+    }
+
+    #[test]
+    fn init_with_spawn_children_says_the_port_is_bound_again() {
+        let d = one(
+            "import torch.distributed as dist\nimport multiprocessing as mp\ndist.init_process_group(\"gloo\", rank=0,\n    world_size=2)\nif __name__ == '__main__':\n    mp.get_context('spawn').Process(target=print).start()\n",
+        );
+        assert_eq!(d.code, "S002");
+        assert!(d.message.contains("EADDRINUSE"), "{}", d.message);
+        assert_eq!(d.related.len(), 1);
+        assert_eq!(d.related[0].line, 6);
+        // The snippet is the real call, both lines, with its arguments.
+        assert!(
+            d.fix.contains(
+                "        dist.init_process_group(\"gloo\", rank=0,\n            world_size=2)\n"
+            ),
+            "{}",
+            d.fix
+        );
+    }
+
+    #[test]
+    fn a_bare_call_of_a_launching_function_is_guarded_where_it_is() {
+        let d = one(
+            "import torch.distributed as dist\ndef main():\n    dist.init_process_group('gloo')\nmain()\n",
+        );
+        assert_eq!(d.code, "S001");
+        assert!(!d.fix.contains("def main()"), "{}", d.fix);
+        assert!(
+            d.fix
+                .contains("    if __name__ == \"__main__\":\n        main()"),
+            "{}",
+            d.fix
+        );
+    }
+
+    #[test]
+    fn noqa_for_either_code_silences_the_launch_line() {
+        let src = "import torch.multiprocessing as mp\ndef work(i):\n    pass\nmp.spawn(work, nprocs=2)  # noqa: S001\n";
+        assert!(scan_source("t.py", src, &ScanOptions::default()).is_empty());
+        let two = "import torch.distributed as dist\ndist.init_process_group('gloo'); dist.init_process_group('gloo')\n";
+        assert_eq!(scan_source("t.py", two, &ScanOptions::default()).len(), 1);
+    }
 }
