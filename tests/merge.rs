@@ -476,3 +476,96 @@ fn bad_input_is_exit_2_with_a_hint() {
     let out = run(&["merge"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// `doctor merge DIR` (the srun pattern: one report per node written into a shared directory)
+/// merges exactly what naming the report files does; other documents there are skipped with a
+/// note, a broken report stops it, a directory without reports is exit 2.
+#[test]
+fn merge_of_a_directory_equals_merge_of_its_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (
+        fixtures().join("report-node-a.yaml"),
+        fixtures().join("report-node-b.yaml"),
+    );
+    let (ca, cb) = (
+        dir.path().join("report-node-a.yaml"),
+        dir.path().join("report-node-b.json"),
+    );
+    std::fs::copy(&a, &ca).unwrap();
+    // The same report as JSON: a directory takes both formats.
+    let doc_b: serde_json::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(&b).unwrap()).unwrap();
+    std::fs::write(&cb, serde_json::to_string(&doc_b).unwrap()).unwrap();
+    // What else a shared directory holds: a snapshot, another program's YAML, an earlier merge,
+    // a half-written temporary of an atomic write, a log.
+    let snap = dir.path().join("snap.yaml");
+    assert_eq!(
+        run(&["snapshot", "-o", snap.to_str().unwrap()])
+            .status
+            .code(),
+        Some(0)
+    );
+    std::fs::write(dir.path().join("values.yml"), "replicas: 2\n").unwrap();
+    std::fs::write(dir.path().join(".doctor-x1.yaml"), "schema_version: 1\nki").unwrap();
+    std::fs::write(dir.path().join("slurm-1.out"), "log\n").unwrap();
+    let (by_files, code_files) = merge_json(&[&a, &b], &[]);
+    let merged = run(&["merge", "--format", "json", dir.path().to_str().unwrap()]);
+    std::fs::write(dir.path().join("merged.json"), &merged.stdout).unwrap();
+    let (by_dir, code_dir) = merge_json(&[dir.path()], &[]);
+    assert_eq!(code_dir, code_files);
+    assert_eq!(by_dir["findings"], by_files["findings"]);
+    assert_eq!(by_dir["rendezvous"], by_files["rendezvous"]);
+    let names = |d: &serde_json::Value| -> Vec<String> {
+        d["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(names(&by_dir), names(&by_files));
+    let out = run(&["merge", "--format", "json", dir.path().to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    for skipped in ["snap.yaml", "values.yml", "merged.json"] {
+        assert!(
+            err.contains(&format!("skipped {}", dir.path().join(skipped).display())),
+            "{err}"
+        );
+    }
+    assert!(
+        !err.contains(".doctor-x1") && !err.contains("slurm-1.out"),
+        "{err}"
+    );
+
+    // A directory and a file together; the directory's reports in name order.
+    let (mixed, _) = merge_json(&[dir.path(), &a], &[]);
+    assert_eq!(mixed["summary"]["nodes"], 3);
+    assert!(codes(&mixed).contains(&"M009".to_string()), "node-a twice");
+
+    // A truncated report in the directory is an error, never skipped.
+    let full = std::fs::read_to_string(&a).unwrap();
+    std::fs::write(
+        dir.path().join("report-node-c.yaml"),
+        &full[..full.len() / 2],
+    )
+    .unwrap();
+    let out = run(&["merge", dir.path().to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("report-node-c.yaml") && err.contains("\nhint: "),
+        "{err}"
+    );
+
+    // No report at all.
+    let empty = tempfile::tempdir().unwrap();
+    std::fs::write(empty.path().join("values.yml"), "replicas: 2\n").unwrap();
+    let out = run(&["merge", empty.path().to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("holds no doctor report") && err.contains("\nhint: "),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty());
+}

@@ -17,13 +17,15 @@ use crate::render::{self, Format};
 
 #[derive(clap::Args)]
 #[command(
-    after_help = "Take the reports with `srun --ntasks-per-node=1 doctor report -o report-%N.yaml` \
-(or pdsh / torchrun on each node), then `doctor merge report-*.yaml`.\n\
+    after_help = "Take the reports with `srun --ntasks-per-node=1 doctor report -o DIR/report-%N.yaml` \
+(or pdsh / kubectl exec on each node), then `doctor merge DIR` (every *.yaml, *.yml, *.json in it) \
+or `doctor merge DIR/report-*.yaml`.\n\
 Exit codes: 0 nothing found, 1 a finding at warning level or worse (merged or on a node), 2 bad input."
 )]
 pub struct MergeArgs {
-    /// Reports written by `doctor report -o FILE` on each node (YAML or JSON)
-    #[arg(required = true, value_name = "REPORT")]
+    /// Reports written by `doctor report -o FILE` on each node (YAML or JSON), or directories
+    /// holding them (every *.yaml, *.yml and *.json file; other documents there are skipped)
+    #[arg(required = true, value_name = "REPORT|DIR")]
     files: Vec<PathBuf>,
     /// table (default on a terminal), yaml or json
     #[arg(long, value_enum)]
@@ -43,6 +45,64 @@ pub fn load(path: &Path) -> anyhow::Result<Value> {
         )
     })?;
     parse(&text).map_err(|(msg, hint)| user_error(format!("{shown}: {msg}"), hint))
+}
+
+/// Every report of a directory (one per node, as `srun ... doctor report -o DIR/report-%N.yaml`
+/// leaves them). Other doctor documents there (a merge, a snapshot) and YAML that is no doctor
+/// document are skipped with a note; a report that is truncated or unreadable stops the merge.
+fn load_dir(dir: &Path) -> anyhow::Result<Vec<Node>> {
+    let shown = dir.display();
+    let files = crate::model::load::documents_in(dir).map_err(|e| {
+        user_error(
+            format!("cannot read the directory {shown}: {e}"),
+            "pass a directory you can read, or the report files themselves",
+        )
+    })?;
+    let mut nodes = Vec::new();
+    for path in &files {
+        let text = crate::model::load::read_document(path).map_err(|e| {
+            user_error(
+                format!("cannot read {}: {e}", path.display()),
+                "remove it from the directory, or pass the report files one by one",
+            )
+        })?;
+        match parse(&text) {
+            Ok(doc) => nodes.push(cluster::node(&path.display().to_string(), &doc)),
+            Err((msg, _)) if is_other_document(&text) => {
+                render::note(&format!("note: skipped {}: {msg}", path.display()))
+            }
+            Err((msg, hint)) => {
+                return Err(user_error(format!("{}: {msg}", path.display()), hint));
+            }
+        }
+    }
+    if nodes.is_empty() {
+        return Err(user_error(
+            format!("{shown} holds no doctor report (*.yaml, *.yml or *.json)"),
+            "write one report per node into it: `srun --ntasks-per-node=1 doctor report -o \
+             DIR/report-%N.yaml`, or `doctor report -o DIR/report-$(hostname).yaml` on each node",
+        ));
+    }
+    Ok(nodes)
+}
+
+/// A complete document that is not a report: another doctor kind (a merge, a snapshot with its
+/// `processes`), or YAML/JSON of another program (no `schema_version`).
+fn is_other_document(text: &str) -> bool {
+    let doc: Option<Value> = if text.trim_start().starts_with('{') {
+        serde_json::from_str(text).ok()
+    } else {
+        serde_yaml::from_str(text).ok()
+    };
+    let Some(doc) = doc else { return false };
+    match doc.get("kind").and_then(Value::as_str) {
+        Some(kind) => kind != crate::model::report::REPORT_KIND,
+        None => {
+            !doc.is_object()
+                || doc.get("schema_version").is_none()
+                || doc.get("processes").is_some()
+        }
+    }
 }
 
 fn severity_of(v: &Value) -> Severity {
@@ -66,8 +126,12 @@ pub fn merge(args: MergeArgs) -> anyhow::Result<i32> {
     };
     let mut nodes = Vec::new();
     for path in &args.files {
-        let doc = load(path)?;
-        nodes.push(cluster::node(&path.display().to_string(), &doc));
+        if path.is_dir() {
+            nodes.extend(load_dir(path)?);
+        } else {
+            let doc = load(path)?;
+            nodes.push(cluster::node(&path.display().to_string(), &doc));
+        }
     }
     let merged = cluster::analyse(&mut nodes, args.max_spread);
     let (doc, exit_1) = document(&nodes, &merged);

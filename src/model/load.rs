@@ -31,6 +31,24 @@ pub fn read_document(path: &Path) -> io::Result<String> {
     Ok(text)
 }
 
+/// The report files of a directory, sorted by name: regular files (or links to them) named
+/// `*.yaml`, `*.yml` or `*.json`, hidden names (`.doctor-*` temporaries of atomic writes among
+/// them) left out.
+pub fn documents_in(dir: &Path) -> io::Result<Vec<std::path::PathBuf>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        let ext = path.extension().unwrap_or_default().to_string_lossy();
+        if name.starts_with('.') || !matches!(&*ext, "yaml" | "yml" | "json") || !path.is_file() {
+            continue;
+        }
+        out.push(path);
+    }
+    out.sort();
+    Ok(out)
+}
+
 /// Fails when flow collections (`[`, `{`) or block collections (indentation, `- - -`) nest deeper
 /// than [`MAX_DEPTH`]. One linear pass; brackets inside quoted scalars and comments do not count.
 /// Approximate for YAML (a plain scalar such as `a[b` counts), erring on the side of parsing.
