@@ -675,3 +675,71 @@ fn special_files_are_refused_without_blocking() {
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("1 file scanned"));
 }
+
+/// `from utils import *` follows the sibling module (and its own star imports, relative ones
+/// too); with no sibling, a name the file never binds is read as the library it spells; a name
+/// the file binds itself is never guessed (issue 19).
+#[test]
+fn star_imports_are_followed_to_siblings_or_read_as_the_library() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/scan_star");
+    let copy = |rel: &str| {
+        let to = dir.path().join(rel);
+        std::fs::create_dir_all(to.parent().unwrap()).expect("mkdir");
+        std::fs::copy(src.join(rel), &to).expect("copy");
+    };
+    for rel in [
+        "utils.py",
+        "pkg/__init__.py",
+        "pkg/helpers.py",
+        "train.py",
+        "guess.py",
+        "shadowed.py",
+    ] {
+        copy(rel);
+    }
+    let (doc, _) = scan_json(&[dir.path().to_str().unwrap()]);
+    let found: BTreeSet<(String, String, u64)> = doc["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .map(|f| {
+            let p = f["location"]["path"].as_str().unwrap();
+            let name = Path::new(p)
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            (
+                name,
+                f["code"].as_str().unwrap().to_string(),
+                f["location"]["line"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let expected: BTreeSet<(String, String, u64)> = [
+        ("guess.py", 4),
+        ("guess.py", 5),
+        ("train.py", 3),
+        ("train.py", 6),
+    ]
+    .into_iter()
+    .map(|(f, l)| (f.to_string(), "S001".to_string(), l))
+    .collect();
+    assert_eq!(found, expected);
+    // --fix sees the same launches through the sibling, and its output scans clean.
+    let out = doctor()
+        .args(["scan", "--fix", "train.py"])
+        .current_dir(dir.path())
+        .output()
+        .expect("runs");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let fixed = std::fs::read_to_string(dir.path().join("train.py")).expect("read");
+    assert!(fixed.starts_with("from utils import *\n"), "{fixed}");
+    assert!(fixed.contains("    fabric.launch()\n"), "{fixed}");
+}

@@ -96,6 +96,11 @@ impl FileFix {
     }
 }
 
+/// Every name `body` binds, at any depth (what a star import cannot be the source of).
+pub fn bound_names(body: &[Stmt]) -> HashSet<String> {
+    uses::bound_anywhere(body)
+}
+
 /// The fix for a scanned file: only files with S001/S002 findings are rewritten.
 pub fn fix_report(report: &super::FileReport) -> Option<FileFix> {
     let source = report.source.as_deref()?;
@@ -109,7 +114,7 @@ pub fn fix_report(report: &super::FileReport) -> Option<FileFix> {
     let outcome = if report.path == "<stdin>" {
         Fix::Refused("stdin cannot be rewritten in place; use --diff".to_string())
     } else {
-        fix_source(source)
+        fix_source_at(source, std::path::Path::new(&report.path))
     };
     Some(FileFix {
         path: report.path.clone(),
@@ -120,15 +125,23 @@ pub fn fix_report(report: &super::FileReport) -> Option<FileFix> {
 
 /// The rewrite of `source` that moves its import-time launch under a main guard.
 pub fn fix_source(source: &str) -> Fix {
-    super::on_big_stack(source.len(), || fix_here(source))
+    super::on_big_stack(source.len(), || fix_here(source, None))
 }
 
-fn fix_here(source: &str) -> Fix {
+/// [`fix_source`] for the file at `path`, whose star imports of sibling modules count.
+pub fn fix_source_at(source: &str, path: &std::path::Path) -> Fix {
+    super::on_big_stack(source.len(), || fix_here(source, Some(path)))
+}
+
+fn fix_here(source: &str, path: Option<&std::path::Path>) -> Fix {
     let Ok(parsed) = ruff_python_parser::parse_module(source) else {
         return Fix::Unchanged;
     };
     let body = &parsed.syntax().body;
-    let sym = Symbols::collect(body);
+    let imported = path
+        .map(|p| super::star_imported(p, body))
+        .unwrap_or_default();
+    let sym = Symbols::collect_with(body, &imported);
     let file = File {
         src: source,
         lines: LineIndex::from_source_text(source),
@@ -152,7 +165,7 @@ fn fix_here(source: &str) -> Fix {
         Err(why) => return Fix::Refused(why),
     };
     let out = render(&file, body, &items);
-    match verify(&out) {
+    match verify(&out, &imported) {
         Ok(()) => Fix::Fixed(out),
         Err(why) => Fix::Broken(why),
     }
@@ -169,11 +182,11 @@ fn launch_sites(sym: &Symbols, body: &[Stmt]) -> Vec<TextRange> {
 }
 
 /// The fixer's own output must parse and launch nothing at import (but what `# noqa` keeps).
-fn verify(out: &str) -> Result<(), String> {
+fn verify(out: &str, imported: &std::collections::HashMap<String, String>) -> Result<(), String> {
     let parsed = ruff_python_parser::parse_module(out)
         .map_err(|e| format!("the rewritten text does not parse ({})", e.error))?;
     let body = &parsed.syntax().body;
-    let sym = Symbols::collect(body);
+    let sym = Symbols::collect_with(body, imported);
     let file = File {
         src: out,
         lines: LineIndex::from_source_text(out),

@@ -118,7 +118,13 @@ pub(crate) fn on_big_stack<R: Send>(len: usize, work: impl FnOnce() -> R + Send 
 
 fn scan_source_here(path: &str, source: &str, opts: &ScanOptions) -> Vec<Diagnostic> {
     let mut diags = match ruff_python_parser::parse_module(source) {
-        Ok(parsed) => rules::check(parsed.syntax(), source, path, opts),
+        Ok(parsed) => match rules::rejected_future(parsed.syntax(), source, path) {
+            Some(d) => vec![d],
+            None => {
+                let imported = star_imported(Path::new(path), &parsed.syntax().body);
+                rules::check(parsed.syntax(), source, path, opts, &imported)
+            }
+        },
         Err(error) => vec![rules::parse_error(path, source, &error)],
     };
     // S002 is S001 with spawn children: with S002 not selected, the launch is still an S001.
@@ -144,6 +150,77 @@ fn scan_source_here(path: &str, source: &str, opts: &ScanOptions) -> Vec<Diagnos
     });
     diags.sort_by(|a, b| (a.line, a.column, a.code).cmp(&(b.line, b.column, b.code)));
     diags
+}
+
+/// What `from X import *` brings into a file at `path` from sibling modules (`X.py` or
+/// `X/__init__.py` beside it, relative imports too): the imports of those modules (name ->
+/// qualified name), following their own star imports three levels deep. Names starting with
+/// `_` are not exported by a star import and are left out.
+pub fn star_imported(
+    path: &Path,
+    body: &[ruff_python_ast::Stmt],
+) -> std::collections::HashMap<String, String> {
+    let mut out = std::collections::HashMap::new();
+    let Some(dir) = path.parent().filter(|_| path.is_file()) else {
+        return out;
+    };
+    let mut seen = std::collections::HashSet::new();
+    star_from(dir, body, 0, &mut seen, &mut out);
+    out
+}
+
+fn star_from(
+    dir: &Path,
+    body: &[ruff_python_ast::Stmt],
+    depth: usize,
+    seen: &mut std::collections::HashSet<PathBuf>,
+    out: &mut std::collections::HashMap<String, String>,
+) {
+    use ruff_python_ast::Stmt;
+    if depth > 3 {
+        return;
+    }
+    for stmt in body {
+        let Stmt::ImportFrom(f) = stmt else { continue };
+        if !f.names.iter().any(|a| a.name.as_str() == "*") || f.level > 1 {
+            continue;
+        }
+        let module = f.module.as_ref().map_or("", |m| m.as_str());
+        if module.is_empty() {
+            continue;
+        }
+        let rel = module.replace('.', "/");
+        let candidates = [
+            dir.join(format!("{rel}.py")),
+            dir.join(&rel).join("__init__.py"),
+        ];
+        let Some(file) = candidates.into_iter().find(|c| {
+            std::fs::metadata(c).is_ok_and(|m| m.is_file() && m.len() <= decode::MAX_FILE_BYTES)
+        }) else {
+            continue;
+        };
+        if !seen.insert(file.clone()) {
+            continue;
+        }
+        let Ok(bytes) = read_source_file(&file) else {
+            continue;
+        };
+        let Ok(text) = decode::decode(&bytes) else {
+            continue;
+        };
+        let Ok(parsed) = ruff_python_parser::parse_module(&text) else {
+            continue;
+        };
+        let sibling = &parsed.syntax().body;
+        let sym = symbols::Symbols::collect(sibling);
+        for (name, q) in &sym.aliases {
+            if !name.starts_with('_') {
+                out.entry(name.clone()).or_insert_with(|| q.clone());
+            }
+        }
+        let next = file.parent().unwrap_or(dir).to_path_buf();
+        star_from(&next, sibling, depth + 1, seen, out);
+    }
 }
 
 /// Diagnostics for one file; a file that cannot be read or decoded yields none (see [`scan_path`]).

@@ -82,9 +82,76 @@ pub fn parse_error(path: &str, source: &str, error: &ruff_python_parser::ParseEr
     loc.diagnostic(&S900, path, error.location, message, fix)
 }
 
+/// The `from __future__` features Python knows (`braces` is its joke: "not a chance").
+const FUTURE_FEATURES: &[&str] = &[
+    "nested_scopes",
+    "generators",
+    "division",
+    "absolute_import",
+    "with_statement",
+    "print_function",
+    "unicode_literals",
+    "barry_as_FLUFL",
+    "generator_stop",
+    "annotations",
+];
+
+/// S900 for what the parser accepts and Python's compiler rejects: a `from __future__` import
+/// after other code (only the docstring and other future imports may come first), or a feature
+/// Python does not have.
+pub fn rejected_future(module: &ModModule, source: &str, path: &str) -> Option<Diagnostic> {
+    use ruff_python_ast::{Expr, Stmt};
+    use ruff_text_size::Ranged;
+    let loc = Locator::new(source);
+    let mut at_top = true;
+    for (i, stmt) in module.body.iter().enumerate() {
+        let future = match stmt {
+            Stmt::ImportFrom(f) if f.level == 0 && f.module.as_deref() == Some("__future__") => f,
+            Stmt::Expr(e) if i == 0 && matches!(&*e.value, Expr::StringLiteral(_)) => continue,
+            _ => {
+                at_top = false;
+                continue;
+            }
+        };
+        let fix = "Python rejects this file before running it (`python -m py_compile FILE` says the same); the file was not analysed".to_string();
+        if !at_top {
+            return Some(
+                loc.diagnostic(
+                    &S900,
+                    path,
+                    stmt.range(),
+                    "syntax error: from __future__ imports must occur at the beginning of the file"
+                        .to_string(),
+                    format!("move it above every other statement (after the docstring). {fix}"),
+                ),
+            );
+        }
+        if let Some(a) = future
+            .names
+            .iter()
+            .find(|a| !FUTURE_FEATURES.contains(&a.name.as_str()))
+        {
+            return Some(loc.diagnostic(
+                &S900,
+                path,
+                a.range(),
+                format!("syntax error: future feature {} is not defined", a.name),
+                fix,
+            ));
+        }
+    }
+    None
+}
+
 /// S001-S003 for a parsed module.
-pub fn check(module: &ModModule, source: &str, path: &str, opts: &ScanOptions) -> Vec<Diagnostic> {
-    let sym = Symbols::collect(&module.body);
+pub fn check(
+    module: &ModModule,
+    source: &str,
+    path: &str,
+    opts: &ScanOptions,
+    star_imported: &std::collections::HashMap<String, String>,
+) -> Vec<Diagnostic> {
+    let sym = Symbols::collect_with(&module.body, star_imported);
     let reach = Reach::new(&sym);
     let events = reach.module_events(&module.body);
     if events.is_empty() {
@@ -332,6 +399,32 @@ mod tests {
             "{}",
             d.fix
         );
+    }
+
+    #[test]
+    fn a_late_future_import_is_the_syntax_error_python_reports() {
+        let d = one(
+            "\"\"\"doc\"\"\"\nimport os\nfrom __future__ import annotations\nimport torch.distributed as dist\ndist.init_process_group('gloo')\n",
+        );
+        assert_eq!((d.code, d.line), ("S900", 3));
+        assert!(d.message.contains("beginning of the file"), "{}", d.message);
+        let d = one("from __future__ import braces\n");
+        assert_eq!(d.code, "S900");
+        let ok = "\"\"\"doc\"\"\"\nfrom __future__ import annotations\nfrom __future__ import division\nimport os\n";
+        assert!(scan_source("t.py", ok, &ScanOptions::default()).is_empty());
+        // Python agrees, where a python3 is at hand.
+        for (src, rejected) in [
+            ("import os\nfrom __future__ import annotations\n", true),
+            ("'''d'''\nfrom __future__ import annotations\n", false),
+            ("from __future__ import braces\n", true),
+        ] {
+            if let Ok(out) = std::process::Command::new("python3")
+                .args(["-c", "import sys; compile(sys.argv[1], 'f', 'exec')", src])
+                .output()
+            {
+                assert_eq!(!out.status.success(), rejected, "{src}");
+            }
+        }
     }
 
     #[test]

@@ -72,16 +72,34 @@ pub struct Symbols<'a> {
     pub classes: HashMap<&'a str, &'a ast::StmtClassDef>,
     /// Dotted targets assigned an instance of a module-level class (`runner = Runner()`).
     pub instances: HashMap<String, &'a str>,
+    /// Modules the file star-imports (`from M import *`, absolute ones).
+    pub star_modules: Vec<String>,
+    /// Every name the file binds anywhere (imports, defs, classes, assignments, parameters).
+    pub bound: HashSet<String>,
 }
 
 impl<'a> Symbols<'a> {
     pub fn collect(body: &'a [Stmt]) -> Self {
+        Self::collect_with(body, &HashMap::new())
+    }
+
+    /// [`Symbols::collect`], with the names star imports bring from sibling modules
+    /// (`from utils import *` where utils.py imports torch): each is an alias unless the file
+    /// binds that name itself.
+    pub fn collect_with(body: &'a [Stmt], star_imported: &HashMap<String, String>) -> Self {
         let mut sym = Symbols::default();
         let mut imports = ImportCollector {
             aliases: &mut sym.aliases,
+            star: &mut sym.star_modules,
             depth: 0,
         };
         imports.visit_body(body);
+        sym.bound = crate::scan::fix::bound_names(body);
+        for (name, q) in star_imported {
+            if !sym.bound.contains(name) {
+                sym.aliases.entry(name.clone()).or_insert_with(|| q.clone());
+            }
+        }
         collect_defs(body, &mut sym.functions, &mut sym.classes, 0);
         let mut assigns = AssignCollector {
             sym: &mut sym,
@@ -98,12 +116,48 @@ impl<'a> Symbols<'a> {
             Some((head, rest)) => (head, Some(rest)),
             None => (name.as_str(), None),
         };
-        let mut s = self.aliases.get(head)?.clone();
+        let mut s = match self.aliases.get(head) {
+            Some(q) => q.clone(),
+            None => self.star_guess(head)?,
+        };
         if let Some(rest) = rest {
             s.push('.');
             s.push_str(rest);
         }
         Some(s)
+    }
+
+    /// A name the file never binds while it star-imports something (a sibling module that was
+    /// not found, say): taken as the library it is spelled like (`torch`, `dist` for
+    /// torch.distributed, `L` for lightning), or, after `from torch.distributed import *`, as
+    /// that module's member.
+    fn star_guess(&self, head: &str) -> Option<String> {
+        if self.star_modules.is_empty() || self.bound.contains(head) {
+            return None;
+        }
+        let spelled = match head {
+            "torch" | "lightning" | "pytorch_lightning" | "lightning_fabric" | "accelerate"
+            | "deepspeed" => Some(head),
+            "dist" => Some("torch.distributed"),
+            "pl" => Some("pytorch_lightning"),
+            "L" => Some("lightning"),
+            _ => None,
+        };
+        if let Some(q) = spelled {
+            return Some(q.to_string());
+        }
+        let library = [
+            "torch",
+            "lightning",
+            "pytorch_lightning",
+            "lightning_fabric",
+            "accelerate",
+            "deepspeed",
+        ];
+        self.star_modules
+            .iter()
+            .find(|m| library.contains(&m.split('.').next().unwrap_or("")))
+            .map(|m| format!("{m}.{head}"))
     }
 
     /// Classify a call as a distributed launch or init; the label names it for people.
@@ -548,6 +602,7 @@ pub const MAX_DEPTH: usize = 400;
 
 struct ImportCollector<'m> {
     aliases: &'m mut HashMap<String, String>,
+    star: &'m mut Vec<String>,
     depth: usize,
 }
 
@@ -576,6 +631,7 @@ impl<'a> Visitor<'a> for ImportCollector<'_> {
                 for alias in &f.names {
                     let name = alias.name.as_str();
                     if name == "*" {
+                        self.star.push(module.to_string());
                         continue;
                     }
                     let local = alias.asname.as_ref().map_or(name, |a| a.as_str());
