@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use ddp_doctor::scan::fix::{Fix, fix_source};
-use ddp_doctor::scan::{ScanOptions, scan_file};
+use ddp_doctor::scan::{Rule, ScanOptions, scan_file};
 
 fn fixtures(dir: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -36,7 +36,7 @@ fn corpus(into: &Path) -> BTreeMap<String, Vec<u8>> {
 fn launch_codes(path: &Path) -> Vec<String> {
     scan_file(path, &ScanOptions::default())
         .into_iter()
-        .filter(|d| d.code == "S001" || d.code == "S002")
+        .filter(|d| matches!(d.code, Rule::S001 | Rule::S002))
         .map(|d| format!("{}:{}", d.code, d.line))
         .collect()
 }

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use ddp_doctor::scan::{ScanOptions, may_report, scan_path, scan_source};
+use ddp_doctor::scan::{Rule, ScanOptions, may_report, scan_path, scan_source};
 
 fn corpus() -> Vec<PathBuf> {
     let home = std::env::var_os("HOME").expect("HOME is set");
@@ -50,8 +50,8 @@ fn prefilter_changes_no_finding_on_torch_and_lightning() {
     let files = corpus();
     assert!(files.len() > 1000, "only {} files", files.len());
     let (mut parsed, mut counts_full, mut counts_filtered) = (0, [0usize; 4], [0usize; 4]);
-    let slot = |code: &str| {
-        ["S001", "S002", "S003", "S900"]
+    let slot = |code: Rule| {
+        [Rule::S001, Rule::S002, Rule::S003, Rule::S900]
             .iter()
             .position(|c| *c == code)
             .unwrap_or(3)
@@ -72,7 +72,7 @@ fn prefilter_changes_no_finding_on_torch_and_lightning() {
             parsed += 1;
             assert_eq!(full.len(), report.diagnostics.len(), "{}", path.display());
         } else {
-            let non_syntax: Vec<_> = full.iter().filter(|d| d.code != "S900").collect();
+            let non_syntax: Vec<_> = full.iter().filter(|d| d.code != Rule::S900).collect();
             assert!(
                 non_syntax.is_empty(),
                 "prefilter skipped {}: {non_syntax:?}",

@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use crate::analysis::traceback::OutputFacts;
 use crate::analysis::{Analysis, Role};
-use crate::model::finding::Finding;
+use crate::model::finding::{Finding, Rule};
 use crate::model::run::{EADDRINUSE, SyscallEvent, Timeline};
 use crate::model::snapshot::Snapshot;
 
@@ -252,7 +252,7 @@ fn explain_a_rerun_launch(d: &mut Diagnosis, a: &Analysis) {
         .clone()
         .unwrap_or_else(|| "the distributed launch".into());
     let mut f = Finding::new(
-        "D001",
+        Rule::D001,
         format!(
             "{} re-ran `{launch}`{line} and tried to bind the rendezvous port {} of rank {}; it failed with \
              EADDRINUSE because the rank holds it",
@@ -280,7 +280,7 @@ fn explain_a_rerun_launch(d: &mut Diagnosis, a: &Analysis) {
 /// rather than what happened: they are not part of explaining this run.
 fn add_tree_findings(d: &mut Diagnosis, findings: Vec<Finding>) {
     for f in findings {
-        let about_the_run = !matches!(f.code, "D003" | "D004" | "D007");
+        let about_the_run = !matches!(f.code, Rule::D003 | Rule::D004 | Rule::D007);
         if about_the_run
             && !d
                 .findings

@@ -6,6 +6,7 @@ use std::collections::{BTreeSet, HashSet};
 use serde::Serialize;
 
 use crate::analysis::{Analysis, Identity};
+use crate::model::finding::Rule;
 
 #[derive(Serialize)]
 pub struct TreeNode {
@@ -17,7 +18,7 @@ pub struct TreeNode {
     pub command: String,
     pub sockets: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub findings: Vec<&'static str>,
+    pub findings: Vec<Rule>,
     pub children: Vec<TreeNode>,
 }
 

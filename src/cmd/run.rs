@@ -424,7 +424,7 @@ fn scan_the_script(command: &[OsString]) -> Vec<crate::scan::Diagnostic> {
     };
     crate::scan::scan_file(path, &opts)
         .into_iter()
-        .filter(|f| f.code != "S900")
+        .filter(|f| f.code != crate::model::finding::Rule::S900)
         .collect()
 }
 
@@ -452,8 +452,8 @@ fn report(
             .iter()
             .map(|f| render::run::ScriptFinding {
                 severity: f.severity,
-                code: f.code,
-                name: f.name,
+                code: f.code.code(),
+                name: f.code.name(),
                 message: &f.message,
                 path: &f.path,
                 line: f.line,

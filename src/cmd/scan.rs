@@ -99,7 +99,7 @@ fn check_codes(args: &ScanArgs) -> anyhow::Result<()> {
     for code in args.select.iter().chain(&args.ignore) {
         if !crate::scan::diagnostic::RULES
             .iter()
-            .any(|r| r.code.starts_with(code.as_str()))
+            .any(|r| r.code.code().starts_with(code.as_str()))
             || code.is_empty()
         {
             return Err(user_error(

@@ -1,5 +1,5 @@
-//! What a finding is, for every kind of check: one [`Severity`] and one registry of codes
-//! (runtime D, cluster M, static S). A new rule adds one line to [`CODES`].
+//! What a finding is, for every kind of check: one [`Severity`] and one enum of codes, [`Rule`]
+//! (runtime D, cluster M, static S). A new rule adds one line to the `rules!` table.
 
 use serde::{Deserialize, Serialize};
 
@@ -36,182 +36,117 @@ impl Severity {
     }
 }
 
-/// One finding code: its fixed name, default severity, one-line summary and doc page.
-#[derive(Clone, Copy, Debug)]
-pub struct Code {
-    pub code: &'static str,
-    pub name: &'static str,
-    pub severity: Severity,
-    pub summary: &'static str,
-}
+/// Declares [`Rule`] and its table: one line per code (code, name, default severity, summary).
+macro_rules! rules {
+    ($($rule:ident, $name:literal, $severity:ident, $summary:literal;)*) => {
+        /// One finding code, like ruff's `Rule`: runtime D, cluster M, static S. Its name, default
+        /// severity, summary and doc page hang off it; documents spell it as its code ("D001").
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub enum Rule {
+            $($rule,)*
+        }
 
-impl Code {
-    /// The page that explains it (what, why, fix, an example).
-    pub fn doc_page(&self) -> String {
-        format!("docs/findings/{}.md", self.code)
-    }
-}
+        impl Rule {
+            /// Every code doctor can report, in code order. Names and codes are a contract
+            /// (docs/findings/).
+            pub const ALL: &'static [Rule] = &[$(Rule::$rule,)*];
 
-const fn code(
-    code: &'static str,
-    name: &'static str,
-    severity: Severity,
-    summary: &'static str,
-) -> Code {
-    Code {
-        code,
-        name,
-        severity,
-        summary,
-    }
+            /// The code as documents spell it: "D001".
+            pub fn code(self) -> &'static str {
+                match self {
+                    $(Rule::$rule => stringify!($rule),)*
+                }
+            }
+
+            /// The fixed kebab-case name: "duplicate-init".
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(Rule::$rule => $name,)*
+                }
+            }
+
+            /// The severity a finding of this code has unless its rule says otherwise.
+            pub fn severity(self) -> Severity {
+                match self {
+                    $(Rule::$rule => $severity,)*
+                }
+            }
+
+            /// One line: what the code means.
+            pub fn summary(self) -> &'static str {
+                match self {
+                    $(Rule::$rule => $summary,)*
+                }
+            }
+        }
+    };
 }
 
 use Severity::{Error, Info, Warning};
 
-/// Every finding code doctor can report. Names and codes are a contract (docs/findings/).
-pub const CODES: &[Code] = &[
-    code(
-        "D001",
-        "duplicate-init",
-        Error,
-        "a descendant of a rank initialises distributed again",
-    ),
-    code(
-        "D002",
-        "port-held-by-other-job",
-        Error,
-        "the rendezvous port of one job is held by another job",
-    ),
-    code(
-        "D003",
-        "stale-holder",
-        Error,
-        "the port is held by an orphaned, zombie or stuck process",
-    ),
-    code(
-        "D004",
-        "port-in-ephemeral-range",
-        Warning,
-        "a rendezvous port lies inside the ephemeral port range",
-    ),
-    code(
-        "D005",
-        "ephemeral-collision",
-        Error,
-        "an outgoing connection uses the rendezvous port as its local port",
-    ),
-    code(
-        "D006",
-        "duplicate-rank",
-        Error,
-        "two live processes of one job claim the same rank",
-    ),
-    code(
-        "D007",
-        "time-wait-only",
-        Info,
-        "only TIME_WAIT sockets use the port (harmless)",
-    ),
-    code(
-        "D008",
-        "port-held-by-foreign-process",
-        Warning,
-        "a rendezvous port is held by a process that belongs to no training job",
-    ),
-    code(
-        "D009",
-        "rendezvous-incomplete",
-        Error,
-        "a job's store has fewer ranks connected than its world size",
-    ),
-    code(
-        "M001",
-        "master-not-found",
-        Error,
-        "no node of the cluster hosts the master",
-    ),
-    code(
-        "M002",
-        "master-port-not-listening",
-        Warning,
-        "nothing listens on the master port on the master node",
-    ),
-    code(
-        "M003",
-        "port-held-by-other-job",
-        Error,
-        "the master port is held by another job on some node",
-    ),
-    code(
-        "M004",
-        "duplicate-rank-across-nodes",
-        Error,
-        "two nodes claim the same global rank",
-    ),
-    code(
-        "M005",
-        "version-mismatch",
-        Error,
-        "torch / CUDA / NCCL / Lightning versions differ across nodes",
-    ),
-    code(
-        "M006",
-        "mixed-jobs",
-        Warning,
-        "the reports belong to different jobs",
-    ),
-    code(
-        "M007",
-        "stale-reports",
-        Warning,
-        "the reports were taken far apart in time",
-    ),
-    code(
-        "M008",
-        "master-mismatch",
-        Error,
-        "nodes use different rendezvous endpoints",
-    ),
-    code(
-        "M009",
-        "duplicate-node",
-        Warning,
-        "the same node was reported twice",
-    ),
-    code(
-        "M010",
-        "missing-ranks",
-        Info,
-        "fewer ranks were seen than WORLD_SIZE",
-    ),
-    code(
-        "S001",
-        "module-level-launch",
-        Warning,
-        "Distributed launch or init reachable at import time",
-    ),
-    code(
-        "S002",
-        "spawn-reimports-main",
-        Error,
-        "Spawn or forkserver children re-run the module-level launch",
-    ),
-    code(
-        "S003",
-        "module-level-cuda",
-        Warning,
-        "CUDA work at import time",
-    ),
-    code("S900", "parse-error", Error, "The file could not be parsed"),
-];
+rules! {
+    D001, "duplicate-init", Error, "a descendant of a rank initialises distributed again";
+    D002, "port-held-by-other-job", Error, "the rendezvous port of one job is held by another job";
+    D003, "stale-holder", Error, "the port is held by an orphaned, zombie or stuck process";
+    D004, "port-in-ephemeral-range", Warning, "a rendezvous port lies inside the ephemeral port range";
+    D005, "ephemeral-collision", Error, "an outgoing connection uses the rendezvous port as its local port";
+    D006, "duplicate-rank", Error, "two live processes of one job claim the same rank";
+    D007, "time-wait-only", Info, "only TIME_WAIT sockets use the port (harmless)";
+    D008, "port-held-by-foreign-process", Warning, "a rendezvous port is held by a process that belongs to no training job";
+    D009, "rendezvous-incomplete", Error, "a job's store has fewer ranks connected than its world size";
+    M001, "master-not-found", Error, "no node of the cluster hosts the master";
+    M002, "master-port-not-listening", Warning, "nothing listens on the master port on the master node";
+    M003, "port-held-by-other-job", Error, "the master port is held by another job on some node";
+    M004, "duplicate-rank-across-nodes", Error, "two nodes claim the same global rank";
+    M005, "version-mismatch", Error, "torch / CUDA / NCCL / Lightning versions differ across nodes";
+    M006, "mixed-jobs", Warning, "the reports belong to different jobs";
+    M007, "stale-reports", Warning, "the reports were taken far apart in time";
+    M008, "master-mismatch", Error, "nodes use different rendezvous endpoints";
+    M009, "duplicate-node", Warning, "the same node was reported twice";
+    M010, "missing-ranks", Info, "fewer ranks were seen than WORLD_SIZE";
+    S001, "module-level-launch", Warning, "Distributed launch or init reachable at import time";
+    S002, "spawn-reimports-main", Error, "Spawn or forkserver children re-run the module-level launch";
+    S003, "module-level-cuda", Warning, "CUDA work at import time";
+    S900, "parse-error", Error, "The file could not be parsed";
+}
 
-/// The registry entry of `code`. Panics on a code missing from [`CODES`]: a programming error
-/// that the registry test catches for every rule.
-pub fn lookup(code: &str) -> &'static Code {
-    CODES
-        .iter()
-        .find(|c| c.code == code)
-        .unwrap_or_else(|| panic!("finding code {code} is not in the registry"))
+impl Rule {
+    /// The rule a code names ("D001"), if any.
+    pub fn from_code(code: &str) -> Option<Rule> {
+        Rule::ALL.iter().copied().find(|r| r.code() == code)
+    }
+
+    /// The page that explains it (what, why, fix, an example).
+    pub fn doc_page(self) -> String {
+        format!("docs/findings/{}.md", self.code())
+    }
+}
+
+impl std::fmt::Display for Rule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+impl Serialize for Rule {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        ser.serialize_str(self.code())
+    }
+}
+
+/// `#[serde(flatten, serialize_with = "code_and_name")]` on a `Rule` field: the two keys
+/// `"code"` and `"name"` every finding document starts with.
+pub fn code_and_name<S: serde::Serializer>(rule: &Rule, ser: S) -> Result<S::Ok, S::Error> {
+    #[derive(Serialize)]
+    struct CodeAndName {
+        code: &'static str,
+        name: &'static str,
+    }
+    CodeAndName {
+        code: rule.code(),
+        name: rule.name(),
+    }
+    .serialize(ser)
 }
 
 #[cfg(test)]
@@ -221,18 +156,25 @@ mod tests {
     #[test]
     fn codes_are_unique_and_documented() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-        for (i, c) in CODES.iter().enumerate() {
+        for (i, r) in Rule::ALL.iter().enumerate() {
+            assert!(Rule::ALL[..i].iter().all(|d| d < r), "{r} out of order");
             assert!(
-                CODES[..i].iter().all(|d| d.code != c.code),
-                "{} twice",
-                c.code
+                Rule::ALL[..i]
+                    .iter()
+                    .all(|d| d.name() != r.name() || d.code()[..1] != r.code()[..1]),
+                "{r}: name {} twice in one family",
+                r.name()
             );
-            assert!(
-                root.join(c.doc_page()).is_file(),
-                "{} has no doc page",
-                c.code
+            assert_eq!(Rule::from_code(r.code()), Some(*r));
+            assert!(root.join(r.doc_page()).is_file(), "{r} has no doc page");
+            assert_eq!(
+                serde_json::to_string(r).unwrap(),
+                format!("\"{}\"", r.code())
             );
         }
+        assert_eq!(Rule::from_code("D000"), None);
+        assert_eq!(Rule::D001.code(), "D001");
+        assert_eq!(Rule::S900.name(), "parse-error");
     }
 
     #[test]
@@ -263,8 +205,8 @@ pub struct FixDoc<'a> {
 /// scan): docs/schema/finding.schema.json.
 #[derive(Serialize)]
 pub struct FindingDoc<'a> {
-    pub code: &'a str,
-    pub name: &'a str,
+    #[serde(flatten, serialize_with = "code_and_name")]
+    pub code: Rule,
     pub severity: Severity,
     pub message: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -277,12 +219,10 @@ pub struct FindingDoc<'a> {
 }
 
 impl<'a> FindingDoc<'a> {
-    pub fn new(code: &'a str, message: &'a str, fix: &'a str) -> FindingDoc<'a> {
-        let entry = CODES.iter().find(|c| c.code == code);
+    pub fn new(code: Rule, message: &'a str, fix: &'a str) -> FindingDoc<'a> {
         FindingDoc {
             code,
-            name: entry.map_or("", |c| c.name),
-            severity: entry.map_or(Severity::Info, |c| c.severity),
+            severity: code.severity(),
             message,
             location: None,
             pids: &[],
@@ -291,7 +231,7 @@ impl<'a> FindingDoc<'a> {
                 message: fix,
                 edits: [],
             },
-            url: entry.map_or_else(String::new, Code::doc_page),
+            url: code.doc_page(),
         }
     }
 }
@@ -300,8 +240,7 @@ impl<'a> FindingDoc<'a> {
 /// Serialised as a [`FindingDoc`] (plus `chain`, D001's ancestry).
 #[derive(Clone, Debug)]
 pub struct Finding {
-    pub code: &'static str,
-    pub name: &'static str,
+    pub code: Rule,
     pub severity: Severity,
     pub message: String,
     pub pids: Vec<i32>,
@@ -314,17 +253,15 @@ pub struct Finding {
 impl Finding {
     /// A finding of a registered code, with the registry's name and severity.
     pub fn new(
-        code: &'static str,
+        code: Rule,
         message: String,
         pids: Vec<i32>,
         ports: Vec<u16>,
         fix: String,
     ) -> Finding {
-        let entry = lookup(code);
         Finding {
-            code: entry.code,
-            name: entry.name,
-            severity: entry.severity,
+            code,
+            severity: code.severity(),
             message,
             pids,
             ports,
@@ -344,7 +281,6 @@ impl Serialize for Finding {
             chain: &'a [i32],
         }
         let mut doc = FindingDoc::new(self.code, &self.message, &self.fix);
-        doc.name = self.name;
         doc.severity = self.severity;
         doc.pids = &self.pids;
         doc.ports = &self.ports;

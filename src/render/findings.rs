@@ -8,7 +8,7 @@
 
 use serde_json::Value;
 
-use crate::model::finding::{CODES, Finding, Severity};
+use crate::model::finding::{Finding, Rule, Severity};
 use crate::render::value_text as s;
 use crate::render::{Paint, escape_control, paint};
 
@@ -69,7 +69,13 @@ pub fn render_findings(findings: &[Finding], color: bool) -> String {
     }
     s.push('\n');
     for f in findings {
-        s.push_str(&heading(f.severity, f.code, f.name, &f.message, color));
+        s.push_str(&heading(
+            f.severity,
+            f.code.code(),
+            f.code.name(),
+            &f.message,
+            color,
+        ));
         s.push_str(&fix_lines(2, &f.fix, color));
     }
     s
@@ -150,9 +156,9 @@ fn normalize_one(f: &mut Value) {
     let entry = m
         .get("code")
         .and_then(Value::as_str)
-        .and_then(|c| CODES.iter().find(|x| x.code == c));
+        .and_then(Rule::from_code);
     if let Some(e) = entry {
-        m.entry("name").or_insert_with(|| e.name.into());
+        m.entry("name").or_insert_with(|| e.name().into());
         m.entry("url").or_insert_with(|| e.doc_page().into());
     }
 }

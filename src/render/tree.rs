@@ -32,7 +32,14 @@ pub fn draw(node: &TreeNode, prefix: &str, last: bool, top: bool, out: &mut Stri
         String::new()
     } else {
         paint(
-            &format!("  <- {}", node.findings.join(" ")),
+            &format!(
+                "  <- {}",
+                node.findings
+                    .iter()
+                    .map(|r| r.code())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ),
             Paint::Red,
             color,
         )

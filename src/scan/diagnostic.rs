@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-pub use crate::model::finding::Severity;
+pub use crate::model::finding::{Rule, Severity};
 
 /// Other evidence a finding cites: a line elsewhere in the same file.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -18,8 +18,7 @@ pub struct Related {
 /// the one finding shape (`model::finding::FindingDoc`, with `location`) plus `related`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Diagnostic {
-    pub code: &'static str,
-    pub name: &'static str,
+    pub code: Rule,
     pub severity: Severity,
     pub path: String,
     pub line: usize,
@@ -42,7 +41,6 @@ impl Serialize for Diagnostic {
             related: &'a [Related],
         }
         let mut doc = FindingDoc::new(self.code, &self.message, &self.fix);
-        doc.name = self.name;
         doc.severity = self.severity;
         doc.location = Some(Location {
             path: self.path.clone(),
@@ -59,45 +57,39 @@ impl Serialize for Diagnostic {
     }
 }
 
-/// A static rule: its registry entry (code, name, default severity, summary) and the long
+/// A static rule: its code (name, default severity and summary hang off it) and the long
 /// description SARIF carries.
-pub struct Rule {
-    pub code: &'static str,
+pub struct StaticRule {
+    pub code: Rule,
     pub full: &'static str,
 }
 
-impl Rule {
-    pub fn entry(&self) -> &'static crate::model::finding::Code {
-        crate::model::finding::lookup(self.code)
-    }
-}
-
-pub const S001: Rule = Rule {
-    code: "S001",
+pub const S001: StaticRule = StaticRule {
+    code: Rule::S001,
     full: "A distributed launch or process-group init (fabric.launch(), a multi-process Trainer.fit(), \
            init_process_group, TCPStore, torch.multiprocessing.spawn, Accelerator(), deepspeed.initialize) \
            runs when the file is imported, outside `if __name__ == \"__main__\":`. Every process that \
            re-imports the file launches again. An error when S002 holds for the same program.",
 };
 
-pub const S002: Rule = Rule {
-    code: "S002",
+pub const S002: StaticRule = StaticRule {
+    code: Rule::S002,
     full: "The program starts spawn or forkserver children (an explicit context, set_start_method, or the \
            platform default with DataLoader num_workers > 0). Such children re-import the main file as \
            `__mp_main__`, re-run its module-level launch, and bind the rendezvous port a second time: \
            EADDRINUSE, or a duplicate rank that hangs.",
 };
 
-pub const S003: Rule = Rule {
-    code: "S003",
+pub const S003: StaticRule = StaticRule {
+    code: Rule::S003,
     full: "CUDA calls (torch.cuda.*, .cuda(), .to(\"cuda\"), device=\"cuda\") run when the file is imported, \
            so every spawn or forkserver child repeats them: extra CUDA contexts, memory on the wrong GPU, \
            or a crash in DataLoader workers.",
 };
 
-pub const S900: Rule = Rule {
-    code: "S900",
+pub const S900: StaticRule = StaticRule {
+    code: Rule::S900,
     full: "The Python file has a syntax error; it was not analysed. Other files are still scanned.",
 };
 
-pub const RULES: [&Rule; 4] = [&S001, &S002, &S003, &S900];
+pub const RULES: [&StaticRule; 4] = [&S001, &S002, &S003, &S900];

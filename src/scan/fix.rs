@@ -23,6 +23,7 @@ use ruff_python_ast::{self as ast, Expr, Stmt};
 use ruff_source_file::LineIndex;
 use ruff_text_size::{Ranged, TextRange};
 
+use super::Rule;
 use super::reach::{Kind, Reach};
 use super::symbols::{Guard, Symbols, main_guard};
 use layout::{line_end, line_start};
@@ -107,7 +108,7 @@ pub fn fix_report(report: &super::FileReport) -> Option<FileFix> {
     if !report
         .diagnostics
         .iter()
-        .any(|d| d.code == "S001" || d.code == "S002")
+        .any(|d| d.code == Rule::S001 || d.code == Rule::S002)
     {
         return None;
     }
@@ -223,7 +224,7 @@ impl File<'_> {
     fn suppressed(&self, site: TextRange) -> bool {
         let s = usize::from(site.start()).min(self.src.len());
         let line = &self.src[line_start(self.src, s)..line_end(self.src, s)];
-        super::noqa::suppresses(line, "S001") || super::noqa::suppresses(line, "S002")
+        super::noqa::suppresses(line, Rule::S001) || super::noqa::suppresses(line, Rule::S002)
     }
 }
 

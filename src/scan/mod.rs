@@ -24,7 +24,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 #[allow(unused_imports)] // part of the library surface `doctor run` will use
-pub use diagnostic::{Diagnostic, Related, Severity};
+pub use diagnostic::{Diagnostic, Related, Rule, Severity};
 
 /// The operating system whose default multiprocessing start method is assumed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
@@ -71,7 +71,8 @@ impl Default for ScanOptions {
 }
 
 impl ScanOptions {
-    fn wants(&self, code: &str) -> bool {
+    fn wants(&self, rule: Rule) -> bool {
+        let code = rule.code();
         (self.select.is_empty() || self.select.iter().any(|s| code.starts_with(s.as_str())))
             && !self.ignore.iter().any(|s| code.starts_with(s.as_str()))
     }
@@ -129,9 +130,8 @@ fn scan_source_here(path: &str, source: &str, opts: &ScanOptions) -> Vec<Diagnos
     };
     // S002 is S001 with spawn children: with S002 not selected, the launch is still an S001.
     for d in &mut diags {
-        if d.code == "S002" && !opts.wants("S002") && opts.wants("S001") {
-            d.code = diagnostic::S001.code;
-            d.name = diagnostic::S001.entry().name;
+        if d.code == Rule::S002 && !opts.wants(Rule::S002) && opts.wants(Rule::S001) {
+            d.code = Rule::S001;
         }
     }
     diags.retain(|d| opts.wants(d.code));
@@ -143,12 +143,14 @@ fn scan_source_here(path: &str, source: &str, opts: &ScanOptions) -> Vec<Diagnos
             return true;
         };
         match d.code {
-            "S900" => true,
-            "S001" | "S002" => !noqa::suppresses(line, "S001") && !noqa::suppresses(line, "S002"),
+            Rule::S900 => true,
+            Rule::S001 | Rule::S002 => {
+                !noqa::suppresses(line, Rule::S001) && !noqa::suppresses(line, Rule::S002)
+            }
             code => !noqa::suppresses(line, code),
         }
     });
-    diags.sort_by(|a, b| (a.line, a.column, a.code).cmp(&(b.line, b.column, b.code)));
+    diags.sort_by_key(|d| (d.line, d.column, d.code));
     diags
 }
 
@@ -535,9 +537,9 @@ mod tests {
     #[test]
     fn library_api_reports_the_seed() {
         let diags = scan_source("train.py", SEED, &ScanOptions::default());
-        let got: Vec<(&str, usize, Severity)> =
+        let got: Vec<(Rule, usize, Severity)> =
             diags.iter().map(|d| (d.code, d.line, d.severity)).collect();
-        assert_eq!(got, [("S002", 6, Severity::Error)]);
+        assert_eq!(got, [(Rule::S002, 6, Severity::Error)]);
         let s002 = &diags[0];
         assert_eq!((s002.column, s002.end_line, s002.end_column), (1, 6, 16));
         assert_eq!(s002.related[0].line, 10);
@@ -555,7 +557,7 @@ mod tests {
         assert_eq!(diags.len(), 1);
         assert_eq!(
             (diags[0].code, diags[0].severity),
-            ("S001", Severity::Warning)
+            (Rule::S001, Severity::Warning)
         );
         // On macOS the default start method is spawn, but this program chose fork explicitly.
         let mac = ScanOptions {
@@ -577,7 +579,7 @@ mod tests {
         let diags = scan_file(&path, &ScanOptions::default());
         assert_eq!(
             diags.iter().map(|d| (d.code, d.line)).collect::<Vec<_>>(),
-            [("S003", 4)]
+            [(Rule::S003, 4)]
         );
         std::fs::write(&path, b"x = '\xe9'\n").expect("write");
         let report = scan_path(&path, &ScanOptions::default());
@@ -599,7 +601,7 @@ mod tests {
                     continue;
                 };
                 let found = scan_source("f.py", &source, &ScanOptions::default());
-                if found.iter().any(|d| d.code != "S900") {
+                if found.iter().any(|d| d.code != Rule::S900) {
                     assert!(may_report(source.as_bytes()), "{}", path.display());
                     checked += 1;
                 }
@@ -639,7 +641,9 @@ mod tests {
         for src in sources {
             let found = scan_source("t.py", src, &ScanOptions::default());
             assert!(
-                found.iter().any(|d| d.code == "S001" || d.code == "S002"),
+                found
+                    .iter()
+                    .any(|d| d.code == Rule::S001 || d.code == Rule::S002),
                 "no S001/S002 for:\n{src}"
             );
             assert!(may_report(src.as_bytes()), "prefilter skips:\n{src}");

@@ -1,6 +1,8 @@
 //! `# noqa` comments, as ruff reads them: a bare `# noqa` on a finding's line suppresses every
 //! finding there; `# noqa: S001, S003` only those codes (case-insensitive, `#noqa` too).
 
+use crate::model::finding::Rule;
+
 /// What a line's `# noqa` comment suppresses.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Noqa {
@@ -43,7 +45,8 @@ fn is_code(c: &str) -> bool {
 }
 
 /// Whether `code` is suppressed on `line`.
-pub fn suppresses(line: &str, code: &str) -> bool {
+pub fn suppresses(line: &str, rule: Rule) -> bool {
+    let code = rule.code();
     match directive(line) {
         Some(Noqa::All) => true,
         Some(Noqa::Codes(codes)) => codes.iter().any(|c| c.eq_ignore_ascii_case(code)),
@@ -57,13 +60,16 @@ mod tests {
 
     #[test]
     fn reads_noqa_like_ruff() {
-        assert!(suppresses("fabric.launch()  # noqa", "S001"));
-        assert!(suppresses("fabric.launch()  #noqa", "S003"));
-        assert!(suppresses("fabric.launch()  # noqa: S001", "S001"));
-        assert!(suppresses("fabric.launch()  # NOQA:S001,S003", "S003"));
-        assert!(suppresses("x()  # noqa: E501, S001 trailing words", "S001"));
-        assert!(!suppresses("fabric.launch()  # noqa: S003", "S001"));
-        assert!(!suppresses("fabric.launch()  # launch", "S001"));
-        assert!(!suppresses("fabric.launch()", "S001"));
+        assert!(suppresses("fabric.launch()  # noqa", Rule::S001));
+        assert!(suppresses("fabric.launch()  #noqa", Rule::S003));
+        assert!(suppresses("fabric.launch()  # noqa: S001", Rule::S001));
+        assert!(suppresses("fabric.launch()  # NOQA:S001,S003", Rule::S003));
+        assert!(suppresses(
+            "x()  # noqa: E501, S001 trailing words",
+            Rule::S001
+        ));
+        assert!(!suppresses("fabric.launch()  # noqa: S003", Rule::S001));
+        assert!(!suppresses("fabric.launch()  # launch", Rule::S001));
+        assert!(!suppresses("fabric.launch()", Rule::S001));
     }
 }

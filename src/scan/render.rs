@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use serde_json::json;
 
 use super::FileReport;
-use super::diagnostic::{Diagnostic, RULES, Severity};
+use super::diagnostic::{Diagnostic, RULES, Rule, Severity};
 use crate::render::{Paint, escape_control, findings, paint};
 
 /// rustc-style, the same as every doctor finding: `warning[S001] name: message`, ` --> path:line:col`,
@@ -42,7 +42,11 @@ fn render_one(out: &mut String, d: &Diagnostic, lines: &[&str], color: bool) {
     let bar = paint("|", Paint::Blue, color);
     let pad = " ".repeat(width);
     out.push_str(&findings::heading(
-        d.severity, d.code, d.name, &d.message, color,
+        d.severity,
+        d.code.code(),
+        d.code.name(),
+        &d.message,
+        color,
     ));
     out.push_str(&findings::location_line(
         width,
@@ -227,17 +231,17 @@ fn uri(path: &str) -> String {
 
 /// SARIF 2.1.0 with rule metadata.
 pub fn sarif(diags: &[&Diagnostic]) -> anyhow::Result<String> {
-    let index: HashMap<&str, usize> = RULES.iter().enumerate().map(|(i, r)| (r.code, i)).collect();
+    let index: HashMap<Rule, usize> = RULES.iter().enumerate().map(|(i, r)| (r.code, i)).collect();
     let rules: Vec<_> = RULES
         .iter()
         .map(|r| {
             json!({
                 "id": r.code,
-                "name": r.entry().name,
-                "shortDescription": { "text": r.entry().summary },
+                "name": r.code.name(),
+                "shortDescription": { "text": r.code.summary() },
                 "fullDescription": { "text": r.full },
                 "help": { "text": format!("See docs/findings/{}.md. {}", r.code, r.full) },
-                "defaultConfiguration": { "level": sarif_level(r.entry().severity) },
+                "defaultConfiguration": { "level": sarif_level(r.code.severity()) },
             })
         })
         .collect();
@@ -262,7 +266,7 @@ pub fn sarif(diags: &[&Diagnostic]) -> anyhow::Result<String> {
                 .collect();
             json!({
                 "ruleId": d.code,
-                "ruleIndex": index.get(d.code).copied().unwrap_or(0),
+                "ruleIndex": index.get(&d.code).copied().unwrap_or(0),
                 "level": sarif_level(d.severity),
                 "message": { "text": format!("{}\nhelp: {}", d.message, d.fix) },
                 "locations": [{
@@ -318,7 +322,7 @@ pub fn github(diags: &[&Diagnostic]) -> String {
             d.column,
             d.end_line,
             d.end_column,
-            escape_property(&format!("{} {}", d.code, d.name)),
+            escape_property(&format!("{} {}", d.code, d.code.name())),
             escape_data(&format!("{}\nhelp: {}", d.message, d.fix)),
         );
     }

@@ -6,7 +6,7 @@ use ruff_source_file::LineIndex;
 use ruff_text_size::{TextRange, TextSize};
 
 use super::ScanOptions;
-use super::diagnostic::{Diagnostic, Related, Rule, S001, S002, S003, S900};
+use super::diagnostic::{Diagnostic, Related, S001, S002, S003, S900, StaticRule};
 use super::reach::{Event, Kind, Reach, SpawnCollector};
 use super::symbols::{Evidence, Symbols, spawnlike_default};
 
@@ -38,7 +38,7 @@ impl<'s> Locator<'s> {
 
     fn diagnostic(
         &self,
-        rule: &Rule,
+        rule: &StaticRule,
         path: &str,
         range: TextRange,
         message: String,
@@ -48,8 +48,7 @@ impl<'s> Locator<'s> {
         let (end_line, end_column) = self.line_col(range.end());
         Diagnostic {
             code: rule.code,
-            name: rule.entry().name,
-            severity: rule.entry().severity,
+            severity: rule.code.severity(),
             path: path.to_string(),
             line,
             column,
@@ -342,7 +341,7 @@ fn indent(text: &str, by: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use crate::scan::{ScanOptions, scan_source};
+    use crate::scan::{Rule, ScanOptions, scan_source};
 
     fn one(src: &str) -> crate::scan::Diagnostic {
         let d = scan_source("t.py", src, &ScanOptions::default());
@@ -355,7 +354,7 @@ mod tests {
         let d = one(
             "import torch.multiprocessing as mp\ndef work(i):\n    pass\nmp.spawn(work, nprocs=2)\n",
         );
-        assert_eq!(d.code, "S002");
+        assert_eq!(d.code, Rule::S002);
         assert!(d.message.contains("bootstrapping phase"), "{}", d.message);
         assert!(!d.message.contains("EADDRINUSE"), "{}", d.message);
         // The launch itself is the evidence: no note that repeats the flagged line.
@@ -372,7 +371,7 @@ mod tests {
         let d = one(
             "import torch.distributed as dist\nimport multiprocessing as mp\ndist.init_process_group(\"gloo\", rank=0,\n    world_size=2)\nif __name__ == '__main__':\n    mp.get_context('spawn').Process(target=print).start()\n",
         );
-        assert_eq!(d.code, "S002");
+        assert_eq!(d.code, Rule::S002);
         assert!(d.message.contains("EADDRINUSE"), "{}", d.message);
         assert_eq!(d.related.len(), 1);
         assert_eq!(d.related[0].line, 6);
@@ -391,7 +390,7 @@ mod tests {
         let d = one(
             "import torch.distributed as dist\ndef main():\n    dist.init_process_group('gloo')\nmain()\n",
         );
-        assert_eq!(d.code, "S001");
+        assert_eq!(d.code, Rule::S001);
         assert!(!d.fix.contains("def main()"), "{}", d.fix);
         assert!(
             d.fix
@@ -406,10 +405,10 @@ mod tests {
         let d = one(
             "\"\"\"doc\"\"\"\nimport os\nfrom __future__ import annotations\nimport torch.distributed as dist\ndist.init_process_group('gloo')\n",
         );
-        assert_eq!((d.code, d.line), ("S900", 3));
+        assert_eq!((d.code, d.line), (Rule::S900, 3));
         assert!(d.message.contains("beginning of the file"), "{}", d.message);
         let d = one("from __future__ import braces\n");
-        assert_eq!(d.code, "S900");
+        assert_eq!(d.code, Rule::S900);
         let ok = "\"\"\"doc\"\"\"\nfrom __future__ import annotations\nfrom __future__ import division\nimport os\n";
         assert!(scan_source("t.py", ok, &ScanOptions::default()).is_empty());
         // Python agrees, where a python3 is at hand.

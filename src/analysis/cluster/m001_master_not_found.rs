@@ -2,7 +2,7 @@
 //! several nodes.
 
 use super::{Context, MergeFinding, finding, is_loopback};
-use crate::model::finding::Severity;
+use crate::model::finding::{Rule, Severity};
 
 pub fn check(c: &Context) -> Vec<MergeFinding> {
     let Some((addr, port)) = &c.master else {
@@ -20,7 +20,7 @@ pub fn check(c: &Context) -> Vec<MergeFinding> {
         }
         let nodes_with_ranks = with_ranks.len();
         return vec![finding(
-            "M001",
+            Rule::M001,
             Severity::Error,
             format!(
                 "MASTER_ADDR is {addr}, a loopback address, but ranks run on {nodes_with_ranks} nodes: \
@@ -36,7 +36,7 @@ pub fn check(c: &Context) -> Vec<MergeFinding> {
         return Vec::new();
     }
     vec![finding(
-        "M001",
+        Rule::M001,
         Severity::Warning,
         format!(
             "MASTER_ADDR {addr} is not the host name or an address of any of the {} reports",

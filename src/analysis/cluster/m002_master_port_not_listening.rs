@@ -1,7 +1,7 @@
 //! M002: nothing listens on MASTER_PORT on the master node while ranks run.
 
 use super::{Context, MergeFinding, finding};
-use crate::model::finding::Severity;
+use crate::model::finding::{Rule, Severity};
 
 pub fn check(c: &Context) -> Vec<MergeFinding> {
     let (Some(i), Some(port)) = (c.master_node, c.master_port()) else {
@@ -13,7 +13,7 @@ pub fn check(c: &Context) -> Vec<MergeFinding> {
         return Vec::new();
     }
     vec![finding(
-        "M002",
+        Rule::M002,
         Severity::Warning,
         format!(
             "nothing listens on MASTER_PORT {port} on the master node {}: rank 0's store \

@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use super::reports::str_of;
 use super::{Context, MergeFinding, Node, finding};
-use crate::model::finding::Severity;
+use crate::model::finding::{Rule, Severity};
 
 pub fn check(c: &Context) -> Vec<MergeFinding> {
     let Some(port) = c.master_port() else {
@@ -67,7 +67,7 @@ fn foreign_holder(c: &Context, i: usize, n: &Node, h: &Value, port: u16) -> Opti
     };
     let is_master = c.master_node == Some(i);
     Some(finding(
-        "M003",
+        Rule::M003,
         if is_master {
             Severity::Error
         } else {

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::{Context, MergeFinding, finding};
-use crate::model::finding::Severity;
+use crate::model::finding::{Rule, Severity};
 
 type ByRank = BTreeMap<i64, BTreeSet<String>>;
 type ByLocal = BTreeMap<(i64, i64), BTreeSet<String>>;
@@ -38,7 +38,7 @@ pub fn check(c: &Context) -> Vec<MergeFinding> {
     let mut out = Vec::new();
     for (g, names) in by_rank.iter().filter(|(_, n)| n.len() > 1) {
         out.push(finding(
-            "M004",
+            Rule::M004,
             Severity::Error,
             format!("RANK {g} runs on {} nodes: {}", names.len(), names.iter().cloned().collect::<Vec<_>>().join(", ")),
             names.iter().cloned().collect(),
@@ -50,7 +50,7 @@ pub fn check(c: &Context) -> Vec<MergeFinding> {
     }
     for ((node_rank, l), names) in by_local.iter().filter(|(_, n)| n.len() > 1) {
         out.push(finding(
-            "M004",
+            Rule::M004,
             Severity::Error,
             format!(
                 "NODE_RANK {node_rank} LOCAL_RANK {l} runs on {} nodes: {}",

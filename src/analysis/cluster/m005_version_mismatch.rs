@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::{Context, MergeFinding, Node, Versions, finding};
-use crate::model::finding::Severity;
+use crate::model::finding::{Rule, Severity};
 
 type Get = fn(&Versions) -> Option<String>;
 
@@ -53,7 +53,7 @@ pub fn check(c: &Context) -> Vec<MergeFinding> {
                 .map(|(v, names)| format!("{v} on {}", names.join(", ")))
                 .collect();
             out.push(finding(
-                "M005",
+                Rule::M005,
                 sev,
                 format!("{what} differs between nodes: {}", detail.join("; ")),
                 values.values().flatten().cloned().collect(),

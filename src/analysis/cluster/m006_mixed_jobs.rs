@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 
 use super::{Context, MergeFinding, finding};
-use crate::model::finding::Severity;
+use crate::model::finding::{Rule, Severity};
 
 const SLURM_FIX: &str = "merge the reports of one job only: take them inside the job's allocation \
                          (`srun --jobid=$SLURM_JOB_ID --ntasks-per-node=1 doctor report -o report-%N.yaml`)";
@@ -22,7 +22,7 @@ pub fn check(c: &Context) -> Vec<MergeFinding> {
                 .map(|(id, names)| format!("{id} on {}", names.join(", ")))
                 .collect();
             out.push(finding(
-                "M006",
+                Rule::M006,
                 Severity::Warning,
                 format!(
                     "the reports come from different jobs: {what} {}",

@@ -1,7 +1,7 @@
 //! M007: the reports were taken further apart than `--max-spread` minutes.
 
 use super::{Context, MergeFinding, finding};
-use crate::model::finding::Severity;
+use crate::model::finding::{Rule, Severity};
 use crate::model::time::{age, utc};
 
 pub fn check(c: &Context) -> Vec<MergeFinding> {
@@ -29,7 +29,7 @@ pub fn check(c: &Context) -> Vec<MergeFinding> {
     };
     let (oldest, newest) = (name_at(lo), name_at(hi));
     vec![finding(
-        "M007",
+        Rule::M007,
         Severity::Warning,
         format!(
             "the reports were taken {} apart ({oldest} at {}, {newest} at {}), more than {max_spread_minutes} minutes: \

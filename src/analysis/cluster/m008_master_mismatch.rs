@@ -2,7 +2,7 @@
 //! are that node's business (D002), not a disagreement between nodes.
 
 use super::{Context, MergeFinding, finding};
-use crate::model::finding::Severity;
+use crate::model::finding::{Rule, Severity};
 
 pub fn check(c: &Context) -> Vec<MergeFinding> {
     let Some((ma, mp)) = &c.master else {
@@ -35,7 +35,7 @@ pub fn check(c: &Context) -> Vec<MergeFinding> {
     names.sort();
     names.dedup();
     vec![finding(
-        "M008",
+        Rule::M008,
         Severity::Error,
         format!(
             "the nodes do not agree on the rendezvous: the job's is {ma}:{mp} (on {}), but {}",

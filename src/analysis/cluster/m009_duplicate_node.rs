@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use super::{Context, MergeFinding, finding, is_loopback};
-use crate::model::finding::Severity;
+use crate::model::finding::{Rule, Severity};
 
 pub fn check(c: &Context) -> Vec<MergeFinding> {
     let mut seen: BTreeMap<(String, Vec<String>), Vec<String>> = BTreeMap::new();
@@ -23,7 +23,7 @@ pub fn check(c: &Context) -> Vec<MergeFinding> {
         .filter(|(_, names)| names.len() > 1)
         .map(|((host, _), names)| {
             finding(
-                "M009",
+                Rule::M009,
                 Severity::Warning,
                 format!("{} reports come from the same node {host}", names.len()),
                 names.clone(),

@@ -1,13 +1,13 @@
 //! M010: fewer ranks of the job than WORLD_SIZE in the reports.
 
 use super::{Context, MergeFinding, finding};
-use crate::model::finding::Severity;
+use crate::model::finding::{Rule, Severity};
 
 pub fn check(c: &Context) -> Vec<MergeFinding> {
     let ranks_visible = c.ranks_visible;
     match c.world_size {
         Some(w) if ranks_visible > 0 && (ranks_visible as i64) < w => vec![finding(
-            "M010",
+            Rule::M010,
             Severity::Info,
             format!(
                 "WORLD_SIZE is {w} but the reports show {ranks_visible} ranks (Lightning's rank 0 shows only once it has started children)"

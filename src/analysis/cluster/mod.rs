@@ -2,7 +2,7 @@
 //! report` wrote on each node. [`reports`] reads a report into a [`Node`]; [`Context`] derives
 //! once what every rule reads (the job's rendezvous, its master node, its ids); then one file per
 //! rule, each a `check` over the context, registered in [`RULES`]. Codes, names and severities
-//! live in the one registry, [`crate::model::finding::CODES`].
+//! hang off the one enum of codes, [`crate::model::finding::Rule`].
 
 mod m001_master_not_found;
 mod m002_master_port_not_listening;
@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::model::finding::{self, Severity};
+use crate::model::finding::{self, Rule, Severity};
 pub use crate::model::report::{Node, Rank, Versions, is_loopback};
 pub use reports::{node, parse};
 
@@ -41,8 +41,8 @@ pub const RULES: &[fn(&Context) -> Vec<MergeFinding>] = &[
 
 #[derive(Clone, Debug, Serialize)]
 pub struct MergeFinding {
-    pub code: &'static str,
-    pub name: &'static str,
+    #[serde(flatten, serialize_with = "finding::code_and_name")]
+    pub code: Rule,
     pub severity: Severity,
     pub message: String,
     pub nodes: Vec<String>,
@@ -52,17 +52,15 @@ pub struct MergeFinding {
 }
 
 pub(crate) fn finding(
-    code: &'static str,
+    code: Rule,
     severity: Severity,
     message: String,
     nodes: Vec<String>,
     ports: Vec<u16>,
     fix: String,
 ) -> MergeFinding {
-    let name = finding::lookup(code).name;
     MergeFinding {
         code,
-        name,
         severity,
         message,
         nodes,
@@ -372,7 +370,7 @@ mod tests {
                "rank": rank, "world_size": 2}, "command": "python train.py"})
     }
 
-    fn codes(m: &Merged) -> Vec<&str> {
+    fn codes(m: &Merged) -> Vec<Rule> {
         m.findings.iter().map(|f| f.code).collect()
     }
 
@@ -396,10 +394,10 @@ mod tests {
         let m = analyse(&mut nodes, 10.0);
         assert_eq!(m.master_node.as_deref(), Some("a"));
         let c = codes(&m);
-        assert!(c.contains(&"M004"), "{c:?}");
-        assert!(c.contains(&"M005"), "{c:?}");
-        assert!(c.contains(&"M002"), "{c:?}");
-        assert!(!c.contains(&"M007"), "{c:?}");
+        assert!(c.contains(&Rule::M004), "{c:?}");
+        assert!(c.contains(&Rule::M005), "{c:?}");
+        assert!(c.contains(&Rule::M002), "{c:?}");
+        assert!(!c.contains(&Rule::M007), "{c:?}");
     }
 
     #[test]
@@ -412,7 +410,7 @@ mod tests {
         let b = report("b", "10.0.0.2", json!([r(20, 1)]), "2.15.0", 100.0);
         let mut nodes = vec![node("a.yaml", &a), node("b.yaml", &b)];
         let m = analyse(&mut nodes, 10.0);
-        let m004: Vec<_> = m.findings.iter().filter(|f| f.code == "M004").collect();
+        let m004: Vec<_> = m.findings.iter().filter(|f| f.code == Rule::M004).collect();
         assert_eq!(m004.len(), 1, "{:?}", m.findings);
         assert!(m004[0].message.contains("NODE_RANK 0 LOCAL_RANK 0"));
     }
@@ -428,13 +426,13 @@ mod tests {
             1.0,
         );
         let m = analyse(&mut [node("a.yaml", &a)], 10.0);
-        assert!(!codes(&m).contains(&"M008"), "{:?}", m.findings);
+        assert!(!codes(&m).contains(&Rule::M008), "{:?}", m.findings);
         // node-b's rank looks for another port than the job's.
         let a = report("a", "10.0.0.1", json!([rank(10, 0, 29500)]), "2.15.0", 1.0);
         let b = report("b", "10.0.0.2", json!([rank(20, 1, 29501)]), "2.15.0", 1.0);
         let c = report("c", "10.0.0.3", json!([rank(30, 1, 29500)]), "2.15.0", 1.0);
         let m = analyse(&mut [node("a", &a), node("b", &b), node("c", &c)], 10.0);
-        let m008: Vec<_> = m.findings.iter().filter(|f| f.code == "M008").collect();
+        let m008: Vec<_> = m.findings.iter().filter(|f| f.code == Rule::M008).collect();
         assert_eq!(m008.len(), 1, "{:?}", m.findings);
         assert!(
             m008[0].message.contains("b uses 10.0.0.1:29501"),
@@ -462,7 +460,7 @@ mod tests {
         );
         let mut nodes = vec![node("a.yaml", &a), node("b.yaml", &b)];
         let m = analyse(&mut nodes, 10.0);
-        assert_eq!(codes(&m), vec!["M001", "M007"]);
+        assert_eq!(codes(&m), vec![Rule::M001, Rule::M007]);
     }
 
     #[test]
@@ -479,7 +477,7 @@ mod tests {
         assert!(parse(&serde_json::to_string(&odd).unwrap()).is_ok());
         let mut nodes = vec![node("odd.yaml", &odd), node("odd2.yaml", &odd)];
         let m = analyse(&mut nodes, f64::MAX);
-        assert!(m.findings.iter().any(|f| f.code == "M009"));
+        assert!(m.findings.iter().any(|f| f.code == Rule::M009));
         let mut none: Vec<Node> = Vec::new();
         let m = analyse(&mut none, 0.0);
         assert!(m.findings.is_empty());

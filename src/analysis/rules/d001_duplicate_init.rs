@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 
 use super::*;
-use crate::model::finding::Finding;
+use crate::model::finding::{Finding, Rule};
 
 pub fn check(a: &Analysis) -> Vec<Finding> {
     let mut out = Vec::new();
@@ -54,7 +54,7 @@ pub fn check(a: &Analysis) -> Vec<Finding> {
             describe(a, p.pid)
         );
         let mut f = Finding::new(
-            "D001",
+            Rule::D001,
             message,
             vec![rank, p.pid],
             vec![port],

@@ -1,7 +1,7 @@
 //! D002: the rendezvous port of one job is held by a process outside that job.
 
 use super::*;
-use crate::model::finding::Finding;
+use crate::model::finding::{Finding, Rule};
 
 pub fn check(a: &Analysis) -> Vec<Finding> {
     let mut out = Vec::new();
@@ -42,7 +42,7 @@ pub fn check(a: &Analysis) -> Vec<Finding> {
                 a.port_advice.number(),
                 kill_group_hint(a, holder)
             );
-            out.push(Finding::new("D002", message, pids, vec![port], fix));
+            out.push(Finding::new(Rule::D002, message, pids, vec![port], fix));
         }
     }
     out

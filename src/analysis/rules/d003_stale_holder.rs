@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 
 use super::*;
-use crate::model::finding::Finding;
+use crate::model::finding::{Finding, Rule};
 
 pub fn check(a: &Analysis) -> Vec<Finding> {
     let mut out = Vec::new();
@@ -62,7 +62,7 @@ pub fn check(a: &Analysis) -> Vec<Finding> {
                 )
             };
             out.push(Finding::new(
-                "D003",
+                Rule::D003,
                 message,
                 vec![pid],
                 vec![s.local_port],

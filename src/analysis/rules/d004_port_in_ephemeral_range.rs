@@ -3,7 +3,7 @@
 //! was free when picked and is held by the job: that is no risk of the user's making.
 
 use super::*;
-use crate::model::finding::Finding;
+use crate::model::finding::{Finding, Rule};
 
 pub fn check(a: &Analysis) -> Vec<Finding> {
     let [lo, hi] = a.snap.host.ephemeral_range;
@@ -28,7 +28,7 @@ pub fn check(a: &Analysis) -> Vec<Finding> {
                  (add to /etc/sysctl.d to keep it)",
                 a.port_advice.text()
             );
-            Finding::new("D004", message, pids, vec![port], fix)
+            Finding::new(Rule::D004, message, pids, vec![port], fix)
         })
         .collect()
 }

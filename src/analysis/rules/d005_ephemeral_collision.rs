@@ -1,7 +1,7 @@
 //! D005: a connection (not a listener) uses a rendezvous port as its local port while nobody listens there: the kernel handed the port to an outgoing connection.
 
 use super::*;
-use crate::model::finding::Finding;
+use crate::model::finding::{Finding, Rule};
 
 pub fn check(a: &Analysis) -> Vec<Finding> {
     let mut out = Vec::new();
@@ -30,7 +30,7 @@ pub fn check(a: &Analysis) -> Vec<Finding> {
                  `sysctl -w net.ipv4.ip_local_reserved_ports={port}`; the connection frees it when it closes",
                 a.port_advice.text()
             );
-            out.push(Finding::new("D005", message, pids, vec![port], fix));
+            out.push(Finding::new(Rule::D005, message, pids, vec![port], fix));
         }
     }
     out

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use super::*;
-use crate::model::finding::Finding;
+use crate::model::finding::{Finding, Rule};
 
 pub fn check(a: &Analysis) -> Vec<Finding> {
     let mut out = Vec::new();
@@ -37,7 +37,7 @@ pub fn check(a: &Analysis) -> Vec<Finding> {
                 "every process needs its own RANK: start one launcher per node and let it assign ranks"
             };
             out.push(Finding::new(
-                "D006",
+                Rule::D006,
                 message,
                 pids,
                 job.master_port.into_iter().collect(),

@@ -1,7 +1,7 @@
 //! D007: only TIME_WAIT sockets use the port: harmless, TCPStore binds with SO_REUSEADDR.
 
 use super::*;
-use crate::model::finding::Finding;
+use crate::model::finding::{Finding, Rule};
 
 pub fn check(a: &Analysis) -> Vec<Finding> {
     a.rendezvous_ports
@@ -12,7 +12,7 @@ pub fn check(a: &Analysis) -> Vec<Finding> {
         })
         .map(|&port| {
             Finding::new(
-                "D007",
+                Rule::D007,
                 format!("only TIME_WAIT sockets use port {port}: closed connections the kernel keeps for a while"),
                 Vec::new(),
                 vec![port],

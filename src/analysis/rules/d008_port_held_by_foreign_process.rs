@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::*;
-use crate::model::finding::{Finding, Severity};
+use crate::model::finding::{Finding, Rule, Severity};
 use crate::model::snapshot::Process;
 
 pub fn check(a: &Analysis) -> Vec<Finding> {
@@ -62,7 +62,7 @@ pub fn check(a: &Analysis) -> Vec<Finding> {
                         .take(4),
                 );
             }
-            let mut f = Finding::new("D008", message, pids, vec![port], fix);
+            let mut f = Finding::new(Rule::D008, message, pids, vec![port], fix);
             if !wanted_by.is_empty() || a.failed_binds.contains(&port) {
                 f.severity = Severity::Error;
             }

@@ -4,7 +4,7 @@
 
 use super::*;
 use crate::analysis::hang::Hang;
-use crate::model::finding::Finding;
+use crate::model::finding::{Finding, Rule};
 
 pub fn check(a: &Analysis) -> Vec<Finding> {
     a.hangs().into_iter().map(|h| finding(a, &h)).collect()
@@ -45,7 +45,7 @@ fn finding(a: &Analysis, h: &Hang) -> Finding {
     }
     let mut pids: Vec<i32> = h.waiting.iter().map(|(p, _)| *p).collect();
     pids.extend(h.unconnected.iter().map(|(p, _)| *p));
-    Finding::new("D009", parts.join("; "), pids, vec![h.port], fix(a, h))
+    Finding::new(Rule::D009, parts.join("; "), pids, vec![h.port], fix(a, h))
 }
 
 fn fix(a: &Analysis, h: &Hang) -> String {

@@ -1,6 +1,6 @@
 //! Runtime findings D001-D009: one file per rule, each a `check` over an [`Analysis`] that cites
 //! its evidence (pids, ports) and a concrete fix. Codes, names and severities live in the one
-//! registry, [`crate::model::finding::CODES`]. A new rule is a new file here plus its line in
+//! enum, [`crate::model::finding::Rule`]. A new rule is a new file here plus its line in
 //! [`RULES`], its registry line and its doc page.
 
 mod d001_duplicate_init;
@@ -102,6 +102,7 @@ mod tests {
     use std::net::IpAddr;
 
     use super::*;
+    use crate::model::finding::Rule;
     use crate::model::finding::worth_exit_1;
     use crate::model::snapshot::{Host, Process, Snapshot, Socket};
 
@@ -160,7 +161,7 @@ mod tests {
         }
     }
 
-    fn codes(s: &Snapshot, extra: &[u16]) -> Vec<&'static str> {
+    fn codes(s: &Snapshot, extra: &[u16]) -> Vec<Rule> {
         Analysis::new(s, extra)
             .findings
             .iter()
@@ -241,7 +242,7 @@ mod tests {
         let (p, s) = lightning(&[4]);
         let snap = snap(p, s);
         let a = Analysis::new(&snap, &[]);
-        let f: Vec<_> = a.findings.iter().filter(|f| f.code == "D001").collect();
+        let f: Vec<_> = a.findings.iter().filter(|f| f.code == Rule::D001).collect();
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].pids, vec![100, 110]);
         assert_eq!(f[0].path, vec![100, 110]);
@@ -259,7 +260,7 @@ mod tests {
         let d001: Vec<_> = Analysis::new(&snap, &[])
             .findings
             .into_iter()
-            .filter(|f| f.code == "D001")
+            .filter(|f| f.code == Rule::D001)
             .collect();
         assert_eq!(d001.len(), 1);
         assert_eq!(d001[0].pids, vec![101, 111]);
@@ -309,7 +310,7 @@ mod tests {
         let a = Analysis::new(&snap, &[]);
         assert_eq!(a.role(200), Role::Launcher);
         assert_eq!(a.role(201), Role::Rank);
-        let d006: Vec<_> = a.findings.iter().filter(|f| f.code == "D006").collect();
+        let d006: Vec<_> = a.findings.iter().filter(|f| f.code == Rule::D006).collect();
         assert_eq!(d006.len(), 1);
         assert_eq!(d006[0].pids, vec![202, 203]);
         assert_eq!(a.jobs.len(), 1);
@@ -336,11 +337,11 @@ mod tests {
         let a = Analysis::new(&snap, &[]);
         // A holder in no job is no other job: D008 (error, since the job wants the port).
         assert!(
-            a.findings.iter().all(|f| f.code != "D002"),
+            a.findings.iter().all(|f| f.code != Rule::D002),
             "{:?}",
             a.findings
         );
-        let d008: Vec<_> = a.findings.iter().filter(|f| f.code == "D008").collect();
+        let d008: Vec<_> = a.findings.iter().filter(|f| f.code == Rule::D008).collect();
         assert_eq!(d008.len(), 1, "{:?}", a.findings);
         assert_eq!(d008[0].pids, vec![300, 101]);
         assert_eq!(d008[0].severity, crate::model::finding::Severity::Error);
@@ -363,7 +364,7 @@ mod tests {
         let s = snap(procs, vec![sock("LISTEN", 29500, 0, 1)]);
         let a = Analysis::new(&s, &[]);
         assert!(a.jobs[0].launcher_gone);
-        assert_eq!(codes(&s, &[]), vec!["D003"]);
+        assert_eq!(codes(&s, &[]), vec![Rule::D003]);
 
         // Its parent exited but was never reaped.
         let mut parent = proc_(500, 1, "python train.py", &[]);
@@ -389,7 +390,10 @@ mod tests {
         ];
         let s = snap(procs, vec![sock("LISTEN", 29500, 0, 1)]);
         let f = Analysis::new(&s, &[]).findings;
-        assert_eq!(f.iter().map(|f| f.code).collect::<Vec<_>>(), vec!["D003"]);
+        assert_eq!(
+            f.iter().map(|f| f.code).collect::<Vec<_>>(),
+            vec![Rule::D003]
+        );
         assert!(f[0].fix.contains("/proc/600/stack"));
     }
 
@@ -401,7 +405,7 @@ mod tests {
             with_sockets(proc_(700, 50, "python train.py", env), &[1]),
         ];
         let mut s = snap(procs, vec![sock("LISTEN", 45000, 0, 1)]);
-        assert_eq!(codes(&s, &[]), vec!["D004"]);
+        assert_eq!(codes(&s, &[]), vec![Rule::D004]);
         s.host.reserved_ports = vec![[44000, 46000]];
         assert!(codes(&s, &[]).is_empty());
         // The default ports are below the range: never D004 just for being defaults.
@@ -418,7 +422,7 @@ mod tests {
         ];
         let s = snap(procs, vec![sock("ESTABLISHED", 29500, 443, 1)]);
         // The mechanism (D005) and the holder outside every job with its two fixes (D008).
-        assert_eq!(codes(&s, &[]), vec!["D005", "D008"]);
+        assert_eq!(codes(&s, &[]), vec![Rule::D005, Rule::D008]);
         // With a listener on the port the same local port is an accepted connection.
         let (p, so) = lightning(&[]);
         assert!(codes(&snap(p, so), &[]).is_empty());
@@ -454,17 +458,20 @@ mod tests {
         assert!(codes(&s, &[]).is_empty(), "{:?}", codes(&s, &[]));
         // The user exported MASTER_PORT=45000 before starting rank 0.
         let s = lightning_on(45000, "2", true);
-        assert_eq!(codes(&s, &[]), vec!["D004"]);
+        assert_eq!(codes(&s, &[]), vec![Rule::D004]);
         // Asked with --port: chosen by the user too.
         let s = lightning_on(45000, "2", false);
-        assert_eq!(codes(&s, &[45000]), vec!["D004"]);
+        assert_eq!(codes(&s, &[45000]), vec![Rule::D004]);
     }
 
     #[test]
     fn d009_names_the_missing_rank_after_a_while_only() {
         let mut s = lightning_on(29500, "3", false);
         let f = Analysis::new(&s, &[]).findings;
-        assert_eq!(f.iter().map(|f| f.code).collect::<Vec<_>>(), vec!["D009"]);
+        assert_eq!(
+            f.iter().map(|f| f.code).collect::<Vec<_>>(),
+            vec![Rule::D009]
+        );
         assert!(
             f[0].message.contains("2 of 3 ranks connected"),
             "{}",
@@ -515,7 +522,7 @@ mod tests {
         assert_eq!(a.job(201).unwrap().root, 201, "rooted where the store is");
         // The other world's rank wants a port another job holds: D002, genuinely.
         assert!(
-            a.findings.iter().any(|f| f.code == "D002"),
+            a.findings.iter().any(|f| f.code == Rule::D002),
             "{:?}",
             a.findings
         );
@@ -528,7 +535,10 @@ mod tests {
             vec![sock("TIME_WAIT", 29500, 40000, 0)],
         );
         let f = Analysis::new(&s, &[]).findings;
-        assert_eq!(f.iter().map(|f| f.code).collect::<Vec<_>>(), vec!["D007"]);
+        assert_eq!(
+            f.iter().map(|f| f.code).collect::<Vec<_>>(),
+            vec![Rule::D007]
+        );
         assert!(!worth_exit_1(&f), "information only");
     }
 
