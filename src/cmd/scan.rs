@@ -11,6 +11,24 @@ use crate::scan::{
     local_python_version, parse_version, scan_paths,
 };
 
+/// `--platform`: the command-line face of [`Platform`] (clap stays in cmd).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum PlatformArg {
+    Linux,
+    Macos,
+    Windows,
+}
+
+impl From<PlatformArg> for Platform {
+    fn from(p: PlatformArg) -> Platform {
+        match p {
+            PlatformArg::Linux => Platform::Linux,
+            PlatformArg::Macos => Platform::Macos,
+            PlatformArg::Windows => Platform::Windows,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum ScanFormat {
     /// path:line:col: CODE message, with the source line and a help: line
@@ -46,7 +64,7 @@ pub struct ScanArgs {
 
     /// Platform to assume for the default start method (macos, windows: spawn) [default: this one]
     #[arg(long, value_enum)]
-    pub platform: Option<Platform>,
+    pub platform: Option<PlatformArg>,
 
     /// Report only these codes or code prefixes (comma-separated, e.g. S001,S002)
     #[arg(long, value_delimiter = ',', value_name = "CODES")]
@@ -115,7 +133,7 @@ pub fn scan(args: ScanArgs) -> anyhow::Result<i32> {
     check_codes(&args)?;
     let opts = ScanOptions {
         python_version: args.python_version.unwrap_or_else(local_python_version),
-        platform: args.platform.unwrap_or_else(Platform::current),
+        platform: args.platform.map_or_else(Platform::current, Platform::from),
         select: args.select.clone(),
         ignore: args.ignore.clone(),
     };

@@ -27,7 +27,7 @@ use serde::Serialize;
 pub use diagnostic::{Diagnostic, Related, Rule, Severity};
 
 /// The operating system whose default multiprocessing start method is assumed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Platform {
     Linux,

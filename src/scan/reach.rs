@@ -9,7 +9,7 @@ use ruff_python_ast::visitor::{self, Visitor};
 use ruff_python_ast::{self as ast, Expr, Stmt};
 use ruff_text_size::{Ranged, TextRange, TextSize};
 
-use super::symbols::{Guard, MAX_DEPTH, Symbols, dotted, main_guard, text};
+use super::symbols::{Depth, Guard, Symbols, dotted, main_guard, text};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kind {
@@ -65,7 +65,7 @@ impl<'s, 'a> Reach<'s, 'a> {
             class: None,
             reach: self,
             events: Vec::new(),
-            depth: 0,
+            depth: Depth::default(),
         };
         exec.visit_body(body);
         exec.events
@@ -92,7 +92,7 @@ impl<'s, 'a> Reach<'s, 'a> {
                 class,
                 reach: self,
                 events: Vec::new(),
-                depth: 0,
+                depth: Depth::default(),
             };
             exec.visit_body(&f.body);
             exec.events
@@ -126,7 +126,7 @@ struct Exec<'r, 's, 'a> {
     class: Option<&'a ast::StmtClassDef>,
     reach: &'r Reach<'s, 'a>,
     events: Vec<Event>,
-    depth: usize,
+    depth: Depth,
 }
 
 impl<'a> Exec<'_, '_, 'a> {
@@ -228,10 +228,10 @@ impl<'a> Exec<'_, '_, 'a> {
 
 impl<'a> Visitor<'a> for Exec<'_, '_, 'a> {
     fn visit_stmt(&mut self, stmt: &'a Stmt) {
-        if self.depth > MAX_DEPTH {
+        if self.depth.too_deep() {
             return;
         }
-        self.depth += 1;
+        self.depth.enter();
         match stmt {
             // A def runs its decorators and default arguments, not its body.
             Stmt::FunctionDef(f) => {
@@ -268,14 +268,14 @@ impl<'a> Visitor<'a> for Exec<'_, '_, 'a> {
             },
             _ => visitor::walk_stmt(self, stmt),
         }
-        self.depth -= 1;
+        self.depth.leave();
     }
 
     fn visit_expr(&mut self, expr: &'a Expr) {
-        if self.depth > MAX_DEPTH {
+        if self.depth.too_deep() {
             return;
         }
-        self.depth += 1;
+        self.depth.enter();
         match expr {
             // A lambda's body runs when it is called, its defaults now.
             Expr::Lambda(l) => {
@@ -293,7 +293,7 @@ impl<'a> Visitor<'a> for Exec<'_, '_, 'a> {
             }
             _ => visitor::walk_expr(self, expr),
         }
-        self.depth -= 1;
+        self.depth.leave();
     }
 }
 
@@ -302,28 +302,28 @@ pub struct SpawnCollector<'s, 'a> {
     pub sym: &'s Symbols<'a>,
     pub default: Option<&'static str>,
     pub found: Vec<super::symbols::Evidence>,
-    pub depth: usize,
+    pub depth: Depth,
 }
 
 impl<'a> Visitor<'a> for SpawnCollector<'_, 'a> {
     fn visit_stmt(&mut self, stmt: &'a Stmt) {
-        if self.depth > MAX_DEPTH {
+        if self.depth.too_deep() {
             return;
         }
-        self.depth += 1;
+        self.depth.enter();
         visitor::walk_stmt(self, stmt);
-        self.depth -= 1;
+        self.depth.leave();
     }
 
     fn visit_expr(&mut self, expr: &'a Expr) {
-        if self.depth > MAX_DEPTH {
+        if self.depth.too_deep() {
             return;
         }
         if let Expr::Call(call) = expr {
             self.sym.spawn_evidence(call, self.default, &mut self.found);
         }
-        self.depth += 1;
+        self.depth.enter();
         visitor::walk_expr(self, expr);
-        self.depth -= 1;
+        self.depth.leave();
     }
 }

@@ -175,7 +175,7 @@ fn spawn_evidence(module: &ModModule, sym: &Symbols, opts: &ScanOptions) -> Vec<
         sym,
         default: spawnlike_default(opts.platform, opts.python_version),
         found: Vec::new(),
-        depth: 0,
+        depth: super::symbols::Depth::default(),
     };
     spawn.visit_body(&module.body);
     let mut evidence = spawn.found;
@@ -432,5 +432,42 @@ mod tests {
         assert!(scan_source("t.py", src, &ScanOptions::default()).is_empty());
         let two = "import torch.distributed as dist\ndist.init_process_group('gloo'); dist.init_process_group('gloo')\n";
         assert_eq!(scan_source("t.py", two, &ScanOptions::default()).len(), 1);
+    }
+
+    /// The text a person reads for `src`, for the rule's snapshot.
+    fn shown(src: &str) -> String {
+        let report = crate::scan::FileReport {
+            path: "train.py".to_string(),
+            diagnostics: scan_source("train.py", src, &ScanOptions::default()),
+            skipped: None,
+            source: Some(src.to_string()),
+        };
+        crate::scan::render::text(std::slice::from_ref(&report), false)
+    }
+
+    #[test]
+    fn s001_module_level_launch() {
+        insta::assert_snapshot!(shown(
+            "import torch.distributed as dist\n\ndist.init_process_group(\"gloo\", rank=0, world_size=2)\n"
+        ));
+    }
+
+    #[test]
+    fn s002_spawn_reimports_main() {
+        insta::assert_snapshot!(shown(
+            "import lightning as L\nfrom torch.utils.data import DataLoader\n\nfabric = L.Fabric(devices=2)\nfabric.launch()\n\nif __name__ == \"__main__\":\n    loader = DataLoader(range(4), num_workers=1, multiprocessing_context=\"spawn\")\n"
+        ));
+    }
+
+    #[test]
+    fn s003_module_level_cuda() {
+        insta::assert_snapshot!(shown("import torch\n\ntorch.cuda.set_device(0)\n"));
+    }
+
+    #[test]
+    fn s900_parse_error() {
+        insta::assert_snapshot!(shown(
+            "import torch.distributed as dist\ndef main(:\n    dist.init_process_group(\"gloo\")\n"
+        ));
     }
 }

@@ -91,7 +91,7 @@ impl<'a> Symbols<'a> {
         let mut imports = ImportCollector {
             aliases: &mut sym.aliases,
             star: &mut sym.star_modules,
-            depth: 0,
+            depth: Depth::default(),
         };
         imports.visit_body(body);
         sym.bound = crate::scan::fix::bound_names(body);
@@ -100,10 +100,10 @@ impl<'a> Symbols<'a> {
                 sym.aliases.entry(name.clone()).or_insert_with(|| q.clone());
             }
         }
-        collect_defs(body, &mut sym.functions, &mut sym.classes, 0);
+        collect_defs(body, &mut sym.functions, &mut sym.classes, Depth::default());
         let mut assigns = AssignCollector {
             sym: &mut sym,
-            depth: 0,
+            depth: Depth::default(),
         };
         assigns.visit_body(body);
         sym
@@ -600,15 +600,41 @@ pub fn text(expr: &Expr) -> String {
 /// Deep enough for any real program; deeper trees are not descended (no stack overflow).
 pub const MAX_DEPTH: usize = 400;
 
+/// The one depth guard of every syntax-tree walk in `scan/`: a walk checks `too_deep()` before
+/// descending, `enter()`s, and `leave()`s on the way out; past [`MAX_DEPTH`] it stops, whatever
+/// the input (`((((...` 100k deep), so no visitor can overflow the stack.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Depth(usize);
+
+impl Depth {
+    pub fn too_deep(self) -> bool {
+        self.0 > MAX_DEPTH
+    }
+    pub fn enter(&mut self) {
+        self.0 += 1;
+    }
+    pub fn leave(&mut self) {
+        self.0 -= 1;
+    }
+    /// How many levels deep the walk is.
+    pub fn level(self) -> usize {
+        self.0
+    }
+    /// One level further down (for a recursive function rather than a visitor).
+    pub fn next(self) -> Depth {
+        Depth(self.0 + 1)
+    }
+}
+
 struct ImportCollector<'m> {
     aliases: &'m mut HashMap<String, String>,
     star: &'m mut Vec<String>,
-    depth: usize,
+    depth: Depth,
 }
 
 impl<'a> Visitor<'a> for ImportCollector<'_> {
     fn visit_stmt(&mut self, stmt: &'a Stmt) {
-        if self.depth > MAX_DEPTH {
+        if self.depth.too_deep() {
             return;
         }
         match stmt {
@@ -640,9 +666,9 @@ impl<'a> Visitor<'a> for ImportCollector<'_> {
                 }
             }
             _ => {
-                self.depth += 1;
+                self.depth.enter();
                 visitor::walk_stmt(self, stmt);
-                self.depth -= 1;
+                self.depth.leave();
             }
         }
     }
@@ -652,7 +678,7 @@ impl<'a> Visitor<'a> for ImportCollector<'_> {
 
 struct AssignCollector<'m, 'a> {
     sym: &'m mut Symbols<'a>,
-    depth: usize,
+    depth: Depth,
 }
 
 impl AssignCollector<'_, '_> {
@@ -682,7 +708,7 @@ impl AssignCollector<'_, '_> {
 
 impl<'a> Visitor<'a> for AssignCollector<'_, 'a> {
     fn visit_stmt(&mut self, stmt: &'a Stmt) {
-        if self.depth > MAX_DEPTH {
+        if self.depth.too_deep() {
             return;
         }
         match stmt {
@@ -698,21 +724,21 @@ impl<'a> Visitor<'a> for AssignCollector<'_, 'a> {
             }
             _ => {}
         }
-        self.depth += 1;
+        self.depth.enter();
         visitor::walk_stmt(self, stmt);
-        self.depth -= 1;
+        self.depth.leave();
     }
 
     fn visit_expr(&mut self, expr: &'a Expr) {
-        if self.depth > MAX_DEPTH {
+        if self.depth.too_deep() {
             return;
         }
         if let Expr::Named(n) = expr {
             self.record(&n.target, &n.value);
         }
-        self.depth += 1;
+        self.depth.enter();
         visitor::walk_expr(self, expr);
-        self.depth -= 1;
+        self.depth.leave();
     }
 }
 
@@ -721,9 +747,9 @@ fn collect_defs<'a>(
     body: &'a [Stmt],
     functions: &mut HashMap<&'a str, Vec<&'a ast::StmtFunctionDef>>,
     classes: &mut HashMap<&'a str, &'a ast::StmtClassDef>,
-    depth: usize,
+    depth: Depth,
 ) {
-    if depth > MAX_DEPTH {
+    if depth.too_deep() {
         return;
     }
     for stmt in body {
@@ -735,35 +761,35 @@ fn collect_defs<'a>(
             Stmt::If(i) => {
                 let guard = main_guard(&i.test);
                 if guard != Some(Guard::IsMain) {
-                    collect_defs(&i.body, functions, classes, depth + 1);
+                    collect_defs(&i.body, functions, classes, depth.next());
                 }
                 if guard != Some(Guard::NotMain) {
                     for clause in &i.elif_else_clauses {
-                        collect_defs(&clause.body, functions, classes, depth + 1);
+                        collect_defs(&clause.body, functions, classes, depth.next());
                     }
                 }
             }
             Stmt::Try(t) => {
-                collect_defs(&t.body, functions, classes, depth + 1);
+                collect_defs(&t.body, functions, classes, depth.next());
                 for h in &t.handlers {
                     let ast::ExceptHandler::ExceptHandler(h) = h;
-                    collect_defs(&h.body, functions, classes, depth + 1);
+                    collect_defs(&h.body, functions, classes, depth.next());
                 }
-                collect_defs(&t.orelse, functions, classes, depth + 1);
-                collect_defs(&t.finalbody, functions, classes, depth + 1);
+                collect_defs(&t.orelse, functions, classes, depth.next());
+                collect_defs(&t.finalbody, functions, classes, depth.next());
             }
-            Stmt::With(w) => collect_defs(&w.body, functions, classes, depth + 1),
+            Stmt::With(w) => collect_defs(&w.body, functions, classes, depth.next()),
             Stmt::For(f) => {
-                collect_defs(&f.body, functions, classes, depth + 1);
-                collect_defs(&f.orelse, functions, classes, depth + 1);
+                collect_defs(&f.body, functions, classes, depth.next());
+                collect_defs(&f.orelse, functions, classes, depth.next());
             }
             Stmt::While(w) => {
-                collect_defs(&w.body, functions, classes, depth + 1);
-                collect_defs(&w.orelse, functions, classes, depth + 1);
+                collect_defs(&w.body, functions, classes, depth.next());
+                collect_defs(&w.orelse, functions, classes, depth.next());
             }
             Stmt::Match(m) => {
                 for case in &m.cases {
-                    collect_defs(&case.body, functions, classes, depth + 1);
+                    collect_defs(&case.body, functions, classes, depth.next());
                 }
             }
             _ => {}

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use ruff_python_ast::visitor::{self, Visitor};
 use ruff_python_ast::{self as ast, Expr, ExprContext, Pattern, Stmt};
 
-use crate::scan::symbols::MAX_DEPTH;
+use crate::scan::symbols::Depth;
 
 /// The names one statement binds in the module scope and reads while it runs.
 #[derive(Default)]
@@ -22,7 +22,7 @@ pub struct Names {
     /// `from M import *`.
     pub star_import: bool,
     seen: HashSet<String>,
-    depth: usize,
+    depth: Depth,
     class_depth: usize,
     comprehension_depth: usize,
 }
@@ -63,7 +63,7 @@ impl Names {
     }
 
     fn on_def(&mut self, name: &str) {
-        if self.depth > 1 && self.class_depth == 0 {
+        if self.depth.level() > 1 && self.class_depth == 0 {
             self.nested_defs.push(name.to_string());
         }
         self.bind(name);
@@ -72,11 +72,11 @@ impl Names {
 
 impl<'a> Visitor<'a> for Names {
     fn visit_stmt(&mut self, stmt: &'a Stmt) {
-        if self.depth > MAX_DEPTH {
+        if self.depth.too_deep() {
             self.hazard("nested too deep to analyse".to_string());
             return;
         }
-        self.depth += 1;
+        self.depth.enter();
         match stmt {
             Stmt::FunctionDef(f) => {
                 self.def_header(&f.decorator_list, Some(&f.parameters));
@@ -131,14 +131,14 @@ impl<'a> Visitor<'a> for Names {
             }
             _ => visitor::walk_stmt(self, stmt),
         }
-        self.depth -= 1;
+        self.depth.leave();
     }
 
     fn visit_expr(&mut self, expr: &'a Expr) {
-        if self.depth > MAX_DEPTH {
+        if self.depth.too_deep() {
             return;
         }
-        self.depth += 1;
+        self.depth.enter();
         match expr {
             Expr::Name(n) => match n.ctx {
                 ExprContext::Load => {
@@ -187,7 +187,7 @@ impl<'a> Visitor<'a> for Names {
             }
             _ => visitor::walk_expr(self, expr),
         }
-        self.depth -= 1;
+        self.depth.leave();
     }
 
     fn visit_except_handler(&mut self, handler: &'a ast::ExceptHandler) {
@@ -216,14 +216,14 @@ impl<'a> Visitor<'a> for Names {
 pub fn identifiers(body: &[Stmt]) -> HashSet<String> {
     struct All {
         ids: HashSet<String>,
-        depth: usize,
+        depth: Depth,
     }
     impl<'a> Visitor<'a> for All {
         fn visit_stmt(&mut self, stmt: &'a Stmt) {
-            if self.depth > MAX_DEPTH {
+            if self.depth.too_deep() {
                 return;
             }
-            self.depth += 1;
+            self.depth.enter();
             match stmt {
                 Stmt::FunctionDef(f) => {
                     self.ids.insert(f.name.to_string());
@@ -234,18 +234,18 @@ pub fn identifiers(body: &[Stmt]) -> HashSet<String> {
                 _ => {}
             }
             visitor::walk_stmt(self, stmt);
-            self.depth -= 1;
+            self.depth.leave();
         }
         fn visit_expr(&mut self, expr: &'a Expr) {
-            if self.depth > MAX_DEPTH {
+            if self.depth.too_deep() {
                 return;
             }
-            self.depth += 1;
+            self.depth.enter();
             if let Expr::Name(n) = expr {
                 self.ids.insert(n.id.to_string());
             }
             visitor::walk_expr(self, expr);
-            self.depth -= 1;
+            self.depth.leave();
         }
         fn visit_alias(&mut self, alias: &'a ast::Alias) {
             let name = alias.asname.as_ref().unwrap_or(&alias.name).as_str();
@@ -259,7 +259,7 @@ pub fn identifiers(body: &[Stmt]) -> HashSet<String> {
     }
     let mut all = All {
         ids: HashSet::new(),
-        depth: 0,
+        depth: Depth::default(),
     };
     all.visit_body(body);
     all.ids

@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use ruff_python_ast::visitor::{self, Visitor};
 use ruff_python_ast::{self as ast, Expr, ExprContext, Stmt};
 
-use crate::scan::symbols::{MAX_DEPTH, Symbols, dotted};
+use crate::scan::symbols::{Depth, Symbols, dotted};
 
 /// One function (or lambda) defined when a module-level statement runs, and the module-level
 /// names its body reads when called.
@@ -40,7 +40,7 @@ struct Free {
     /// Dotted prefix of the classes being defined at module level (`Model.` for methods).
     class_prefix: Vec<String>,
     found: Vec<FnReads>,
-    depth: usize,
+    depth: Depth,
 }
 
 impl Free {
@@ -117,10 +117,10 @@ impl Free {
 
 impl<'a> Visitor<'a> for Free {
     fn visit_stmt(&mut self, stmt: &'a Stmt) {
-        if self.depth > MAX_DEPTH {
+        if self.depth.too_deep() {
             return;
         }
-        self.depth += 1;
+        self.depth.enter();
         match stmt {
             Stmt::FunctionDef(f) => {
                 self.header(&f.decorator_list, Some(&f.parameters));
@@ -177,14 +177,14 @@ impl<'a> Visitor<'a> for Free {
             }
             _ => visitor::walk_stmt(self, stmt),
         }
-        self.depth -= 1;
+        self.depth.leave();
     }
 
     fn visit_expr(&mut self, expr: &'a Expr) {
-        if self.depth > MAX_DEPTH {
+        if self.depth.too_deep() {
             return;
         }
-        self.depth += 1;
+        self.depth.enter();
         match expr {
             Expr::Name(n) => match n.ctx {
                 ExprContext::Load => self.load(n.id.as_str()),
@@ -211,7 +211,7 @@ impl<'a> Visitor<'a> for Free {
             }
             _ => visitor::walk_expr(self, expr),
         }
-        self.depth -= 1;
+        self.depth.leave();
     }
 
     fn visit_except_handler(&mut self, handler: &'a ast::ExceptHandler) {
@@ -292,14 +292,14 @@ pub fn touches_dist(sym: &Symbols, stmt: &Stmt, bodies: bool) -> bool {
         sym: &'s Symbols<'a>,
         bodies: bool,
         hit: bool,
-        depth: usize,
+        depth: Depth,
     }
     impl<'a> Visitor<'a> for Touch<'_, 'a> {
         fn visit_stmt(&mut self, stmt: &'a Stmt) {
-            if self.hit || self.depth > MAX_DEPTH {
+            if self.hit || self.depth.too_deep() {
                 return;
             }
-            self.depth += 1;
+            self.depth.enter();
             match stmt {
                 Stmt::FunctionDef(f) if !self.bodies => {
                     for d in &f.decorator_list {
@@ -313,26 +313,26 @@ pub fn touches_dist(sym: &Symbols, stmt: &Stmt, bodies: bool) -> bool {
                 }
                 _ => visitor::walk_stmt(self, stmt),
             }
-            self.depth -= 1;
+            self.depth.leave();
         }
         fn visit_expr(&mut self, expr: &'a Expr) {
-            if self.hit || self.depth > MAX_DEPTH {
+            if self.hit || self.depth.too_deep() {
                 return;
             }
-            self.depth += 1;
+            self.depth.enter();
             match expr {
                 Expr::Lambda(_) if !self.bodies => {}
                 Expr::Call(c) if dist_call(self.sym, c) => self.hit = true,
                 _ => visitor::walk_expr(self, expr),
             }
-            self.depth -= 1;
+            self.depth.leave();
         }
     }
     let mut t = Touch {
         sym,
         bodies,
         hit: false,
-        depth: 0,
+        depth: Depth::default(),
     };
     t.visit_stmt(stmt);
     t.hit
@@ -394,14 +394,14 @@ impl Callables {
 pub fn bound_anywhere(body: &[Stmt]) -> HashSet<String> {
     struct Bound {
         names: HashSet<String>,
-        depth: usize,
+        depth: Depth,
     }
     impl<'a> Visitor<'a> for Bound {
         fn visit_stmt(&mut self, stmt: &'a Stmt) {
-            if self.depth > MAX_DEPTH {
+            if self.depth.too_deep() {
                 return;
             }
-            self.depth += 1;
+            self.depth.enter();
             match stmt {
                 Stmt::FunctionDef(f) => {
                     self.names.insert(f.name.to_string());
@@ -412,20 +412,20 @@ pub fn bound_anywhere(body: &[Stmt]) -> HashSet<String> {
                 _ => {}
             }
             visitor::walk_stmt(self, stmt);
-            self.depth -= 1;
+            self.depth.leave();
         }
         fn visit_expr(&mut self, expr: &'a Expr) {
-            if self.depth > MAX_DEPTH {
+            if self.depth.too_deep() {
                 return;
             }
-            self.depth += 1;
+            self.depth.enter();
             if let Expr::Name(n) = expr
                 && n.ctx != ExprContext::Load
             {
                 self.names.insert(n.id.to_string());
             }
             visitor::walk_expr(self, expr);
-            self.depth -= 1;
+            self.depth.leave();
         }
         fn visit_alias(&mut self, alias: &'a ast::Alias) {
             let name = alias.asname.as_ref().unwrap_or(&alias.name).as_str();
@@ -441,7 +441,7 @@ pub fn bound_anywhere(body: &[Stmt]) -> HashSet<String> {
     }
     let mut b = Bound {
         names: HashSet::new(),
-        depth: 0,
+        depth: Depth::default(),
     };
     b.visit_body(body);
     b.names
