@@ -743,3 +743,28 @@ fn star_imports_are_followed_to_siblings_or_read_as_the_library() {
     assert!(fixed.starts_with("from utils import *\n"), "{fixed}");
     assert!(fixed.contains("    fabric.launch()\n"), "{fixed}");
 }
+
+/// One file named several ways (its path, its directory, `./path`, a hard link) is scanned and
+/// fixed once: a second rewrite would find it changed and fail.
+#[test]
+fn a_file_named_twice_is_fixed_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let f = dir.path().join("t.py");
+    std::fs::write(
+        &f,
+        "import torch.distributed as dist\ndist.init_process_group(\"gloo\")\nx = 1\n",
+    )
+    .expect("write");
+    std::fs::hard_link(&f, dir.path().join("u.py")).expect("link");
+    let out = doctor()
+        .args(["scan", "--fix", "t.py", ".", "./t.py", "u.py"])
+        .current_dir(dir.path())
+        .output()
+        .expect("runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("Fixed 1 file.") && err.contains("1 file scanned"),
+        "{err}"
+    );
+}

@@ -519,11 +519,19 @@ fn collect_inputs(paths: &[String]) -> anyhow::Result<(Vec<Input>, Vec<FileRepor
             }
         }
     }
-    // Overlapping arguments (`src src/a.py`) scan a file once.
+    // Overlapping arguments (`src src/a.py`, `a.py .`) scan a file once: compared as the
+    // file they name (device and inode), so that `--fix` never rewrites one file twice.
     let mut seen = std::collections::HashSet::new();
     inputs.retain(|i| match i {
         Input::Stdin => true,
-        Input::File(p) => seen.insert(p.clone()),
+        Input::File(p) => {
+            use std::os::unix::fs::MetadataExt;
+            // Hard links are one file too.
+            let key = std::fs::metadata(p)
+                .map(|m| format!("{}:{}", m.dev(), m.ino()))
+                .unwrap_or_else(|_| p.display().to_string());
+            seen.insert(key)
+        }
     });
     Ok((inputs, skips))
 }
