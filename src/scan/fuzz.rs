@@ -110,7 +110,13 @@ thread_local! {
 
 fn check_fix(source: &str) {
     use super::fix::{Fix, fix_source};
-    if let Fix::Fixed(out) = fix_source(source) {
+    let outcome = fix_source(source);
+    // The fixer's own check failing is a fixer bug: it must refuse, not produce a broken text.
+    assert!(
+        !matches!(outcome, Fix::Broken(_)),
+        "the fixer's own check failed: {outcome:?}\n--- source\n{source}"
+    );
+    if let Fix::Fixed(out) = outcome {
         FIXED.with(|n| n.set(n.get() + 1));
         assert!(
             ruff_python_parser::parse_module(&out).is_ok(),
