@@ -36,6 +36,47 @@ const CORPUS: &[(&str, &str)] = &[
         "--hf-token=hf_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789",
         "hf_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789",
     ),
+    // Issue 21: a secret flag after another flag.
+    ("--verbose", ""),
+    ("--password", ""),
+    ("Hunter2xQ", "Hunter2xQ"),
+    ("--debug", ""),
+    ("--token", ""),
+    ("tokAfterDebugR3", "tokAfterDebugR3"),
+    ("--setcomm", ""),
+    ("--api_key", ""),
+    ("apiAfterSetcommS4", "apiAfterSetcommS4"),
+    // Issue 21: forms never redacted before.
+    ("--header", ""),
+    ("X-Api-Key: hdrValueT5", "hdrValueT5"),
+    ("-H", ""),
+    ("Authorization: Bearer bearerValU6", "bearerValU6"),
+    ("sh -c 'mysql -u root -pMysqlPwV7 mlflow'", "MysqlPwV7"),
+    ("curl -u alice:curlPwW8 https://x.example.com", "curlPwW8"),
+    ("redis-cli -a redisPwX9 ping", "redisPwX9"),
+    (
+        "wandb login 0a1b2c3d4e5f60718293a4b5c6d7e8f9feedbeef",
+        "feedbeef",
+    ),
+    ("http_proxy=user:proxyPwY1@proxy:3128", "proxyPwY1"),
+    // Issue 21: useful values that must stay (checked by `KEEP`).
+    ("--key-frames", ""),
+    ("10", ""),
+    ("--auth-mode", ""),
+    ("none", ""),
+    ("--private-key-file", ""),
+    ("/etc/keys/id_rsa", ""),
+    ("--model", ""),
+    ("sk-learn-baseline-model-v2", ""),
+];
+
+/// Values of the holder's argv that every output must keep readable (issue 21).
+const KEEP: &[&str] = &[
+    "--key-frames 10",
+    "--auth-mode none",
+    "--private-key-file /etc/keys/id_rsa",
+    "--model sk-learn-baseline-model-v2",
+    "--verbose --password [redacted]",
 ];
 
 const ENV_SECRETS: &[(&str, &str, &str)] = &[
@@ -87,6 +128,32 @@ fn doctor_all(args: &[&str]) -> (String, i32) {
     (text, out.status.code().unwrap_or(-1))
 }
 
+/// Every string of a JSON document that holds a command line (argv joined, or `command`).
+fn command_lines(text: &str) -> Vec<String> {
+    fn walk(v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Array(items) => {
+                if items.iter().all(serde_json::Value::is_string) && !items.is_empty() {
+                    let words: Vec<&str> = items.iter().filter_map(|i| i.as_str()).collect();
+                    out.push(words.join(" "));
+                }
+                items.iter().for_each(|i| walk(i, out));
+            }
+            serde_json::Value::Object(m) => m.values().for_each(|i| walk(i, out)),
+            serde_json::Value::String(s) => out.push(s.clone()),
+            _ => {}
+        }
+    }
+    let start = text.find('{').unwrap_or(0);
+    let mut de =
+        serde_json::Deserializer::from_str(&text[start..]).into_iter::<serde_json::Value>();
+    let mut out = Vec::new();
+    if let Some(Ok(v)) = de.next() {
+        walk(&v, &mut out);
+    }
+    out
+}
+
 fn assert_clean(what: &str, text: &str) {
     let leaked: Vec<&str> = secrets().into_iter().filter(|s| text.contains(s)).collect();
     assert!(leaked.is_empty(), "{what} leaks {leaked:?}:\n{text}");
@@ -136,6 +203,17 @@ fn no_secret_in_any_command_or_format() {
         let (text, _) = doctor_all(&["report", "--port", &p, "--format", format]);
         assert_clean(&format!("report --format {format}"), &text);
     }
+    // The useful values stay in every document (a false redaction would hide them).
+    for cmd in ["ports", "tree", "report"] {
+        let (text, _) = doctor_all(&[cmd, "--port", &p, "--format", "json"]);
+        let joined = command_lines(&text);
+        for keep in KEEP {
+            assert!(
+                joined.iter().any(|c| c.contains(keep)),
+                "{cmd} --format json lost {keep:?}: {joined:?}"
+            );
+        }
+    }
     // An unredacted report, merged: the merge redacts it.
     let (_, _) = doctor_all(&[
         "--show-secrets",
@@ -173,6 +251,28 @@ fn no_secret_in_any_command_or_format() {
     assert!(rec.contains("sys.exit(3)"), "the record has the command");
     assert_clean("run", &text);
     assert_clean("run -o record", &rec);
+    // The record, included in a report (shown unredacted first, so redaction has work to do).
+    let raw_record = dir.path().join("run-raw.json");
+    let mut raw_args = vec!["--show-secrets", "run", "-o", raw_record.to_str().unwrap()];
+    raw_args.extend(["--", "python3", "-c", "import sys; sys.exit(3)"]);
+    raw_args.extend(CORPUS.iter().map(|(a, _)| *a));
+    let (_, code) = doctor_all(&raw_args);
+    assert_eq!(code, 3);
+    assert!(
+        std::fs::read_to_string(&raw_record)
+            .unwrap()
+            .contains("Hunter2xQ")
+    );
+    for format in ["table", "json", "yaml"] {
+        let (text, _) = doctor_all(&[
+            "report",
+            "--include-run",
+            raw_record.to_str().unwrap(),
+            "--format",
+            format,
+        ]);
+        assert_clean(&format!("report --include-run --format {format}"), &text);
+    }
     drop(sit);
 }
 

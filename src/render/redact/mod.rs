@@ -9,6 +9,10 @@
 //!   `AKIA`, `sk-`, `xoxb-`, JWTs, PEM private keys, ...), `--password X` / `--token=X` argument
 //!   pairs and `NAME=value` assignments whose NAME suggests a secret.
 
+mod args;
+
+pub use args::{harmless_value, is_path, looks_random, name_secrecy};
+
 use std::collections::BTreeMap;
 use std::sync::{LazyLock, OnceLock};
 
@@ -22,9 +26,9 @@ pub const WHAT_REDACTION_COVERS: &str = "values of variables and keys named like
      CREDENTIAL, AUTH, COOKIE, PRIVATE, SESSION), credentials in URLs, and token shapes (hf_, ghp_, github_pat_, AKIA, sk-, \
      xox?-, JWT, PEM private keys, --password/--token arguments) in command lines, environment and the included run file";
 
-/// Words that make a variable or key name secret when they are a whole part of the name
-/// (`HF_TOKEN`, `aws_secret_access_key`, `apiKey`), so `MONKEY_PATCH` or `TOKENIZERS_PARALLELISM`
-/// stay readable.
+/// Last words that make a variable or key name secret (`HF_TOKEN`, `aws_secret_access_key`,
+/// `apiKey`, `SSH_PRIVATE`), so `MONKEY_PATCH`, `TOKENIZERS_PARALLELISM`, `KEY_FRAMES` or
+/// `XDG_SESSION_TYPE` stay readable: the last word says what the value is.
 const SECRET_WORDS: &[&str] = &[
     "TOKEN",
     "SECRET",
@@ -46,6 +50,7 @@ const SECRET_WORDS: &[&str] = &[
     "AUTH",
     "OAUTH",
     "AUTHTOKEN",
+    "ACCESSTOKEN",
     "AUTHORIZATION",
     "COOKIE",
     "COOKIES",
@@ -57,17 +62,21 @@ const SECRET_WORDS: &[&str] = &[
     "BEARER",
 ];
 
-/// Substrings that make a name secret wherever they appear (`HFTOKEN`, `DBPASSWORD`).
+/// Secret words glued into a longer last word (`DBPASSWORD`, `HFAPIKEY`).
 const SECRET_SUBSTRINGS: &[&str] = &[
     "PASSWORD",
     "PASSWD",
     "SECRET",
     "CREDENTIAL",
     "APIKEY",
-    "API_KEY",
     "ACCESSTOKEN",
     "AUTHTOKEN",
     "PRIVATEKEY",
+];
+
+/// Last words that qualify the word before them (`AWS_ACCESS_KEY_ID`, `SSH_KEY_DATA`).
+const QUALIFIERS: &[&str] = &[
+    "ID", "IDS", "VALUE", "DATA", "STRING", "B64", "BASE64", "HEX", "JSON", "RAW", "ENCODED",
 ];
 
 /// Split a name into upper-case words at `_`, `-`, `.`, spaces and camelCase boundaries.
@@ -95,27 +104,32 @@ fn words(name: &str) -> Vec<String> {
     out
 }
 
-/// Whether a variable or key name suggests its value is a secret.
+/// Whether a variable or key name suggests its value is a secret: its last word (or the word
+/// before a qualifier like `_ID`) is a secret word.
 pub fn is_secret_name(name: &str) -> bool {
     if name.is_empty() || name.len() > 128 {
         return false;
     }
-    let upper = name.to_ascii_uppercase();
-    if SECRET_SUBSTRINGS.iter().any(|s| upper.contains(s)) {
-        return true;
-    }
     let w = words(name);
-    // `XDG_SESSION_TYPE=tty` and friends are the desktop's, not a secret, but SESSION is in the
-    // list on purpose: better an over-redacted harmless value than a leaked session cookie.
+    let Some(mut last) = w.last() else {
+        return false;
+    };
+    if w.len() >= 2 && QUALIFIERS.contains(&last.as_str()) {
+        last = &w[w.len() - 2];
+    }
     // `PWD` alone is the working directory; as part of a name (`MYSQL_PWD`) it is a password.
-    w.iter().any(|x| SECRET_WORDS.contains(&x.as_str()))
-        || (w.len() > 1 && w.iter().any(|x| x == "PWD"))
-        || w.windows(2).any(|p| {
-            matches!(
-                (p[0].as_str(), p[1].as_str()),
-                ("API", "KEY") | ("ACCESS", "KEY") | ("PRIVATE", "KEY")
-            )
-        })
+    SECRET_WORDS.contains(&last.as_str())
+        || SECRET_SUBSTRINGS.iter().any(|s| last.contains(s))
+        || (w.len() > 1 && last == "PWD")
+}
+
+/// Whether a secret name holds a password, secret even when it is a number (`DB_PASSWORD`,
+/// `MYSQL_PWD`); a `KEY_FRAMES=10` or `XDG_SESSION_ID=3` count stays.
+fn is_password_name(name: &str) -> bool {
+    name_secrecy(name) == Some(true) || {
+        let w = words(name);
+        w.len() > 1 && w.last().is_some_and(|l| l == "PWD")
+    }
 }
 
 /// A token shape: its regex, compiled on first need, and literals every match contains (a
@@ -128,6 +142,8 @@ struct Pattern {
     needles: &'static [&'static str],
     /// The needles match in any ASCII case (the regex is `(?i)`).
     any_case: bool,
+    /// A match is replaced only when this holds for its group `s` (the secret's shape).
+    only: Option<fn(&str) -> bool>,
     compiled: OnceLock<Regex>,
 }
 
@@ -138,8 +154,14 @@ impl Pattern {
             with,
             needles,
             any_case: false,
+            only: None,
             compiled: OnceLock::new(),
         }
+    }
+
+    const fn only(mut self, f: fn(&str) -> bool) -> Self {
+        self.only = Some(f);
+        self
     }
 
     const fn any_case(mut self) -> Self {
@@ -169,7 +191,7 @@ impl Pattern {
     }
 }
 
-static PATTERNS: [Pattern; 15] = [
+static PATTERNS: [Pattern; 17] = [
     // PEM private keys, whole block (or to the end when the block is cut).
     Pattern::new(
         r"(?s)-----BEGIN[A-Z0-9 ]*PRIVATE KEY( BLOCK)?-----.*?(?:-----END[A-Z0-9 ]*PRIVATE KEY( BLOCK)?-----|\z)",
@@ -183,6 +205,20 @@ static PATTERNS: [Pattern; 15] = [
         r"(?i)\b([a-z][a-z0-9+.\-]*://)[^/\s:@'\x22]*:[^/\s'\x22]*@",
         "${1}[redacted]@",
         &["://"],
+    ),
+    // A token as the only user information (`https://TOKEN@github.com`, git credential URLs):
+    // redacted when it looks generated; `ssh://git@host` stays.
+    Pattern::new(
+        r"(?i)\b([a-z][a-z0-9+.\-]*://)(?P<s>[A-Za-z0-9_\-.~%+]{16,})@",
+        "${1}[redacted]@",
+        &["://"],
+    )
+    .only(|u| looks_random(u) || u.len() >= 32),
+    // Credentials without a scheme: `http_proxy=user:pw@proxy:3128`, `user:pw@host`.
+    Pattern::new(
+        r"(^|[\s='\x22,(\[])[^\s/:@='\x22]+:[^\s/@'\x22]+@([A-Za-z0-9\[][A-Za-z0-9.\-:\]]*)",
+        "${1}[redacted]@${2}",
+        &["@"],
     ),
     // JWTs (header.payload.signature, both first parts base64url JSON).
     Pattern::new(
@@ -204,13 +240,32 @@ static PATTERNS: [Pattern; 15] = [
     ),
     Pattern::new(r"\bglpat-[A-Za-z0-9_\-]{20,}", REDACTED, &["glpat-"]),
     Pattern::new(r"\bnpm_[A-Za-z0-9]{30,}", REDACTED, &["npm_"]),
-    Pattern::new(r"\bpypi-[A-Za-z0-9_\-]{40,}", REDACTED, &["pypi-"]),
-    Pattern::new(r"\bxox[abposr]-[A-Za-z0-9\-]{10,}", REDACTED, &["xox"]),
     Pattern::new(
-        r"\bsk-(?:proj-|ant-|svcacct-|admin-)?[A-Za-z0-9_\-]{20,}",
+        r"\bpypi-(?:AgE[A-Za-z0-9_\-]{16,}|[A-Za-z0-9_\-]{40,})",
+        REDACTED,
+        &["pypi-"],
+    ),
+    Pattern::new(r"\bxox[abposr]-[A-Za-z0-9\-]{10,}", REDACTED, &["xox"]),
+    // OpenAI and Anthropic keys are generated: mixed case and digits, not words
+    // (`--model sk-learn-baseline-model-v2` stays).
+    Pattern::new(
+        r"\b(?P<s>sk-(?:proj-|ant-|svcacct-|admin-)?[A-Za-z0-9_\-]{20,})",
         REDACTED,
         &["sk-"],
-    ),
+    )
+    .only(|k| {
+        let body = k.trim_start_matches("sk-");
+        let mixed = body.bytes().any(|b| b.is_ascii_uppercase())
+            && body.bytes().any(|b| b.is_ascii_lowercase())
+            && body.bytes().any(|b| b.is_ascii_digit());
+        // Or one long run of letters and digits, as no model or package name has.
+        mixed
+            || body.split(['-', '_']).any(|part| {
+                part.len() >= 16
+                    && part.bytes().any(|b| b.is_ascii_digit())
+                    && part.bytes().any(|b| b.is_ascii_alphabetic())
+            })
+    }),
     Pattern::new(
         r"\b[sr]k_(?:live|test)_[A-Za-z0-9]{16,}",
         REDACTED,
@@ -244,67 +299,16 @@ static QUOTED_PAIR: LazyLock<Regex> = LazyLock::new(|| {
         .expect("valid regex")
 });
 
-/// `--flag=value` or `--flag value` inside a string.
-static FLAG_PAIR: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(^|\s)(--?)([A-Za-z][A-Za-z0-9_.\-]*)(=|\s+)([^\s'\x22]+)").expect("valid regex")
-});
-
-/// `'--password', 'value'` inside a string: an argv printed as a Python or JSON list.
-static QUOTED_FLAG: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r#"(["'])(--?[A-Za-z][A-Za-z0-9_.\-]*)(["']\s*,\s*)(["'])([^"']*)(["'])"#)
-        .expect("valid regex")
-});
-
-/// A flag whose *next* argument is a secret (`--password X`, `--hf-token X`, `--wandb-key X`).
-/// Stricter than `is_secret_name`, since a boolean flag (`--private`) may be followed by an
-/// ordinary positional argument; `--max-tokens 512` and `--tokenizer gpt2` are not secrets.
+/// Whether `flag` (`--hf-token`, `-p`) names a secret that the next argument holds.
 pub fn is_secret_flag(flag: &str) -> bool {
-    // `-p PW` (mysql, many CLIs); `-p 22` (a port) is kept by `secret_follows`.
-    if flag == "-p" {
-        return true;
-    }
-    let name = flag.trim_start_matches('-');
-    if name.is_empty() || name.contains('=') {
-        return false;
-    }
-    if matches!(name.to_ascii_uppercase().as_str(), "PW" | "PWD") && flag.starts_with("--") {
-        return true;
-    }
-    let upper = name.to_ascii_uppercase();
-    [
-        "PASSWORD",
-        "PASSWD",
-        "PASSPHRASE",
-        "SECRET",
-        "APIKEY",
-        "AUTHTOKEN",
-        "ACCESSTOKEN",
-    ]
-    .iter()
-    .any(|s| upper.contains(s))
-        || words(name).iter().any(|w| {
-            matches!(
-                w.as_str(),
-                "TOKEN"
-                    | "KEY"
-                    | "CREDENTIAL"
-                    | "CREDENTIALS"
-                    | "CREDS"
-                    | "AUTH"
-                    | "COOKIE"
-                    | "BEARER"
-                    | "PASS"
-            )
-        })
+    flag == "-p" || (flag.starts_with('-') && name_secrecy(flag).is_some())
 }
 
-/// Whether `value`, the argument after `flag`, is the secret the flag names. A flag is followed by
-/// its secret unless the next word is another flag; after the ambiguous `-p` a number is a port.
+/// Whether `value`, the argument after `flag`, is the secret the flag names.
 pub fn secret_follows(flag: &str, value: &str) -> bool {
-    if !flag.starts_with('-') || !is_secret_flag(flag) || value.starts_with('-') {
-        return false;
-    }
-    !(flag == "-p" && !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()))
+    let mut words = vec![flag.to_string(), value.to_string()];
+    args::redact_words(&mut words);
+    words[1] != value
 }
 
 /// Remove secrets from free text (a command line, a URL, a value of any key).
@@ -318,35 +322,35 @@ fn scrub(text: &str, gated: bool) -> String {
     let mut s = text.to_string();
     for pat in &PATTERNS {
         if (!gated || pat.may_match(&s)) && pat.regex().is_match(&s) {
-            s = pat.regex().replace_all(&s, pat.with).into_owned();
+            s = match pat.only {
+                None => pat.regex().replace_all(&s, pat.with).into_owned(),
+                Some(only) => pat
+                    .regex()
+                    .replace_all(&s, |c: &regex::Captures| {
+                        if c.name("s").is_some_and(|m| only(m.as_str())) {
+                            let mut out = String::new();
+                            c.expand(pat.with, &mut out);
+                            out
+                        } else {
+                            c[0].to_string()
+                        }
+                    })
+                    .into_owned(),
+            };
         }
     }
-    // Each regex below needs its punctuation, and the first two a secret-looking name; without
+    // Words: flag values, program conventions, headers, random-looking words.
+    s = args::scrub_words(&s);
+    // Each regex below needs its punctuation, and the first a secret-looking name; without
     // them it is neither compiled nor run.
-    if (!gated || has_secret_flag(&s)) && FLAG_PAIR.is_match(&s) {
-        s = FLAG_PAIR
-            .replace_all(&s, |c: &regex::Captures| {
-                let (name, sep, value) = (&c[3], &c[4], &c[5]);
-                let flag = format!("{}{name}", &c[2]);
-                let secret = if sep == "=" {
-                    is_secret_name(name) || is_secret_flag(&flag)
-                } else {
-                    secret_follows(&flag, value)
-                };
-                if secret && value != REDACTED {
-                    format!("{}{}{name}{sep}{REDACTED}", &c[1], &c[2])
-                } else {
-                    c[0].to_string()
-                }
-            })
-            .into_owned();
-    }
     if (!gated || has_secret_assignment(&s)) && ASSIGNMENT.is_match(&s) {
         s = ASSIGNMENT
             .replace_all(&s, |c: &regex::Captures| {
                 // In a connection string (`...;Pwd=x;`) PWD is a password, not the working dir.
                 let pwd = &c[3] == ";" && c[1].eq_ignore_ascii_case("pwd");
-                if (is_secret_name(&c[1]) || pwd) && &c[2] != REDACTED {
+                if (is_secret_name(&c[1]) || pwd)
+                    && !harmless_value(&c[2], pwd || is_password_name(&c[1]))
+                {
                     format!("{}={REDACTED}{}", &c[1], &c[3])
                 } else {
                     c[0].to_string()
@@ -355,17 +359,6 @@ fn scrub(text: &str, gated: bool) -> String {
             .into_owned();
     }
     let quoted = |s: &str, also: char| s.contains(['\'', '"']) && s.contains(also);
-    if (!gated || quoted(&s, '-')) && QUOTED_FLAG.is_match(&s) {
-        s = QUOTED_FLAG
-            .replace_all(&s, |c: &regex::Captures| {
-                if secret_follows(&c[2], &c[5]) && &c[5] != REDACTED {
-                    format!("{}{}{}{}{REDACTED}{}", &c[1], &c[2], &c[3], &c[4], &c[6])
-                } else {
-                    c[0].to_string()
-                }
-            })
-            .into_owned();
-    }
     if (!gated || quoted(&s, ':')) && QUOTED_PAIR.is_match(&s) {
         s = QUOTED_PAIR
             .replace_all(&s, |c: &regex::Captures| {
@@ -378,26 +371,6 @@ fn scrub(text: &str, gated: bool) -> String {
             .into_owned();
     }
     s
-}
-
-/// Whether some word of `text` is a flag [`FLAG_PAIR`] could redact the value of: `-name` or
-/// `--name` (the name as the regex takes it) whose name or flag is secret. Necessary for a change.
-fn has_secret_flag(text: &str) -> bool {
-    text.split_whitespace().any(|w| {
-        let dashes = if w.starts_with("--") {
-            2
-        } else {
-            usize::from(w.starts_with('-'))
-        };
-        let rest = &w[dashes..];
-        let end = rest
-            .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
-            .unwrap_or(rest.len());
-        let name = &rest[..end];
-        dashes > 0
-            && name.starts_with(|c: char| c.is_ascii_alphabetic())
-            && (is_secret_name(name) || is_secret_flag(&w[..dashes + end]))
-    })
 }
 
 /// Whether some `name=` in `text` has a name [`ASSIGNMENT`] could redact after: any tail of the
@@ -430,7 +403,7 @@ fn walk(value: &mut Value, secret: bool) {
     match value {
         Value::String(s) => {
             if secret {
-                if !s.is_empty() {
+                if !harmless_value(s, true) {
                     *s = REDACTED.into();
                 }
             } else {
@@ -447,14 +420,23 @@ fn walk(value: &mut Value, secret: bool) {
         }
         Value::Null => {}
         Value::Array(items) => {
-            let mut prev_flag: Option<String> = None;
+            // The strings of an array are words of one command line: a flag's value is the
+            // next string (`["--password", "x"]`), a program's conventions apply.
+            if !secret && items.iter().any(Value::is_string) {
+                let mut strings: Vec<String> = items
+                    .iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect();
+                args::redact_words(&mut strings);
+                let mut clean = strings.into_iter();
+                for item in items.iter_mut().filter(|i| i.is_string()) {
+                    if let Some(c) = clean.next() {
+                        *item = Value::String(c);
+                    }
+                }
+            }
             for item in items.iter_mut() {
-                let after_flag = match (&prev_flag, item.as_str()) {
-                    (Some(f), Some(v)) => secret_follows(f, v),
-                    _ => false,
-                };
-                prev_flag = item.as_str().map(str::to_string);
-                walk(item, secret || after_flag);
+                walk(item, secret);
             }
         }
         Value::Object(map) => {
@@ -493,7 +475,7 @@ pub fn redact_process(p: &mut crate::model::snapshot::Process) {
     redact_argv(&mut p.argv);
     for (k, v) in p.env.iter_mut() {
         if is_secret_name(k) {
-            if !v.is_empty() {
+            if !harmless_value(v, is_password_name(k)) {
                 *v = REDACTED.into();
             }
         } else {
@@ -951,8 +933,8 @@ mod tests {
             "argv ['t.py', '--password', '[redacted]', '--lr', '0.1']"
         );
         assert_eq!(
-            scrub_text("mysql -p shortPW1 --pw=shortPW2 -p 3306"),
-            "mysql -p [redacted] --pw=[redacted] -p 3306"
+            scrub_text("mysql -pshortPW1 --pw=shortPW2 -p 3306"),
+            "mysql -p[redacted] --pw=[redacted] -p 3306"
         );
     }
 
