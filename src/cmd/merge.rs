@@ -189,14 +189,20 @@ fn document(nodes: &[Node], merged: &Merged) -> (Value, bool) {
             "run_ids": merged.run_ids,
         },
         "findings": merged.findings,
-        "nodes": nodes.iter().map(|n| json!({
+        "nodes": nodes.iter().enumerate().map(|(i, n)| json!({
             "name": n.name,
             "file": n.file,
             "hostname": n.hostname,
             "master": master_index.as_deref() == Some(n.name.as_str()),
             "addresses": n.addresses,
             "taken_at": crate::model::time::rfc3339(n.taken_at),
-            "ranks": n.ranks,
+            "pid_namespace": n.pid_namespace,
+            "agents": n.launchers,
+            "ranks": n.ranks.iter().enumerate().map(|(k, r)| {
+                let mut v = json!(r);
+                v["of_this_job"] = json!(merged.in_job.get(i).and_then(|x| x.get(k)).copied().unwrap_or(true));
+                v
+            }).collect::<Vec<_>>(),
             "versions": n.versions,
             "findings": n.findings,
         })).collect::<Vec<_>>(),

@@ -69,7 +69,45 @@ fn rank_label(r: &Value) -> String {
             r["node_rank"].as_i64().unwrap_or(0)
         ));
     }
-    format!("{l} (pid {})", r["pid"])
+    if r["of_this_job"] == false {
+        let id = match (r["slurm_job_id"].as_str(), r["run_id"].as_str()) {
+            (Some(j), _) => format!(", SLURM job {j}"),
+            (None, Some(run)) => format!(", run id {run}"),
+            _ => String::new(),
+        };
+        format!("{l} (pid {}, another job{id})", r["pid"])
+    } else {
+        format!("{l} (pid {})", r["pid"])
+    }
+}
+
+/// One launcher as `torchrun pid 4 (static 10.0.0.1:29500, node rank 1)`.
+fn agent_label(l: &Value) -> String {
+    let mut what = Vec::new();
+    if let Some(e) = l["endpoint"].as_array() {
+        what.push(format!(
+            "{} {}:{}",
+            l["rdzv_backend"].as_str().unwrap_or("static"),
+            s(&e[0]),
+            s(&e[1])
+        ));
+    }
+    if let Some(r) = l["node_rank"].as_i64() {
+        what.push(format!("node rank {r}"));
+    }
+    if let Some(nn) = l["nnodes"].as_str() {
+        what.push(format!("nnodes {nn}"));
+    }
+    let name = if l["endpoint"].is_null() && l["nnodes"].is_null() {
+        "launcher"
+    } else {
+        "torchrun"
+    };
+    if what.is_empty() {
+        format!("{name} pid {}", l["pid"])
+    } else {
+        format!("{name} pid {} ({})", l["pid"], what.join(", "))
+    }
 }
 
 /// One node: name, addresses, versions, ranks, then its own findings indented.
@@ -80,9 +118,15 @@ fn node_block(n: &Value, color: bool, o: &mut String) {
         .flatten()
         .map(rank_label)
         .collect();
+    let agents: Vec<String> = n["agents"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(agent_label)
+        .collect();
     let v = &n["versions"];
     o.push_str(&format!(
-        "{}{}  {}  torch {} nccl {} lightning {}\n  ranks: {}\n",
+        "{}{}  {}  torch {} nccl {} lightning {}\n{}  agents: {}\n  ranks: {}\n",
         paint(&s(&n["name"]), Paint::Bold, color),
         if n["master"] == true { " (master)" } else { "" },
         n["addresses"]
@@ -97,6 +141,18 @@ fn node_block(n: &Value, color: bool, o: &mut String) {
         s(&v["torch"]),
         s(&v["nccl"]),
         s(&v["lightning"]),
+        match &n["pid_namespace"] {
+            ns if ns["init"] == false => format!(
+                "  pids of PID namespace pid:[{}] (a container's or pod's, not host pids)\n",
+                s(&ns["inode"])
+            ),
+            _ => String::new(),
+        },
+        if agents.is_empty() {
+            "none".into()
+        } else {
+            agents.join(", ")
+        },
         if ranks.is_empty() {
             "none".into()
         } else {

@@ -25,6 +25,8 @@ pub struct HostFacts {
     pub user: Option<String>,
     pub uid: u32,
     pub container: Container,
+    /// The PID namespace the report's pids belong to.
+    pub pid_namespace: Option<crate::model::report::PidNamespace>,
     pub ip_local_port_range: [u16; 2],
     pub ip_local_reserved_ports: Vec<[u16; 2]>,
 }
@@ -197,9 +199,27 @@ pub fn host_facts(base: &crate::model::snapshot::Host) -> HostFacts {
         user: user_name(base.observer_uid),
         uid: base.observer_uid,
         container: container(),
+        pid_namespace: pid_namespace(),
         ip_local_port_range: base.ephemeral_range,
         ip_local_reserved_ports: base.reserved_ports.clone(),
     }
+}
+
+/// This process's PID namespace: the inode of `/proc/self/ns/pid` (`pid:[4026531836]`) and
+/// whether it is the initial one (the kernel gives the initial one a fixed inode).
+pub fn pid_namespace() -> Option<crate::model::report::PidNamespace> {
+    use crate::model::report::{INIT_PID_NS_INODE, PidNamespace};
+    let link = fs::read_link("/proc/self/ns/pid").ok()?;
+    let inode = parse_ns_link(&link.to_string_lossy())?;
+    Some(PidNamespace {
+        inode,
+        init: inode == INIT_PID_NS_INODE,
+    })
+}
+
+/// `pid:[4026531836]` -> 4026531836.
+pub fn parse_ns_link(link: &str) -> Option<u64> {
+    link.strip_prefix("pid:[")?.strip_suffix(']')?.parse().ok()
 }
 
 /// Run a command with a time limit; stdout on success, an error text otherwise.

@@ -6,8 +6,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::{Context, MergeFinding, finding};
 use crate::model::finding::{Rule, Severity};
 
-type ByRank = BTreeMap<i64, BTreeSet<String>>;
-type ByLocal = BTreeMap<(i64, i64), BTreeSet<String>>;
+/// Ranks are keyed by their run id too: two jobs on one rendezvous address and port (a leftover
+/// of an earlier run and the new one) are separate jobs, not a duplicate rank.
+type ByRank = BTreeMap<(Option<String>, i64), BTreeSet<String>>;
+type ByLocal = BTreeMap<(Option<String>, i64, i64), BTreeSet<String>>;
 
 /// The nodes of each global rank and of each (NODE_RANK, LOCAL_RANK) of the job.
 fn ranks_per_node(c: &Context) -> (ByRank, ByLocal) {
@@ -16,7 +18,10 @@ fn ranks_per_node(c: &Context) -> (ByRank, ByLocal) {
     for n in c.nodes {
         for r in n.ranks.iter().filter(|r| c.in_job(r)) {
             if let Some(g) = r.rank {
-                by_rank.entry(g).or_default().insert(n.name.clone());
+                by_rank
+                    .entry((r.run_id.clone(), g))
+                    .or_default()
+                    .insert(n.name.clone());
             }
             // NODE_RANK + LOCAL_RANK: always for ranks without RANK (Lightning), and for the
             // others when they state their node rank.
@@ -24,7 +29,7 @@ fn ranks_per_node(c: &Context) -> (ByRank, ByLocal) {
                 && (r.rank.is_none() || r.node_rank.is_some())
             {
                 by_local
-                    .entry((r.node_rank.unwrap_or(0), l))
+                    .entry((r.run_id.clone(), r.node_rank.unwrap_or(0), l))
                     .or_default()
                     .insert(n.name.clone());
             }
@@ -33,10 +38,45 @@ fn ranks_per_node(c: &Context) -> (ByRank, ByLocal) {
     (by_rank, by_local)
 }
 
+/// torchrun agents of the job (static rendezvous) started with the same --node-rank on several
+/// nodes: each takes itself for that node, and the job never assembles.
+fn launcher_node_ranks(c: &Context) -> Vec<MergeFinding> {
+    let mut by_node_rank: BTreeMap<i64, BTreeSet<String>> = BTreeMap::new();
+    for n in c.nodes {
+        for l in &n.launchers {
+            if let (Some(r), true) = (l.node_rank, l.endpoint.is_some() && l.endpoint == c.master) {
+                by_node_rank.entry(r).or_default().insert(n.name.clone());
+            }
+        }
+    }
+    by_node_rank
+        .into_iter()
+        .filter(|(_, names)| names.len() > 1)
+        .map(|(r, names)| {
+            let list: Vec<String> = names.iter().cloned().collect();
+            finding(
+                Rule::M004,
+                Severity::Error,
+                format!(
+                    "torchrun runs with --node-rank {r} on {} nodes: {}; each hosts or joins the store as \
+                     node {r}, so the job waits for nodes that never come",
+                    list.len(),
+                    list.join(", ")
+                ),
+                list,
+                c.master_port().into_iter().collect(),
+                "give each node its own --node-rank (0 on the master node, 1.. on the others: \
+                 --node-rank=$SLURM_NODEID), or use --rdzv-backend=c10d, which assigns them"
+                    .into(),
+            )
+        })
+        .collect()
+}
+
 pub fn check(c: &Context) -> Vec<MergeFinding> {
     let (by_rank, by_local) = ranks_per_node(c);
-    let mut out = Vec::new();
-    for (g, names) in by_rank.iter().filter(|(_, n)| n.len() > 1) {
+    let mut out = launcher_node_ranks(c);
+    for ((_, g), names) in by_rank.iter().filter(|(_, n)| n.len() > 1) {
         out.push(finding(
             Rule::M004,
             Severity::Error,
@@ -48,7 +88,7 @@ pub fn check(c: &Context) -> Vec<MergeFinding> {
                 .into(),
         ));
     }
-    for ((node_rank, l), names) in by_local.iter().filter(|(_, n)| n.len() > 1) {
+    for ((_, node_rank, l), names) in by_local.iter().filter(|(_, n)| n.len() > 1) {
         out.push(finding(
             Rule::M004,
             Severity::Error,

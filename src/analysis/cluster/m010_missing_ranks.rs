@@ -1,9 +1,110 @@
-//! M010: fewer ranks of the job than WORLD_SIZE in the reports.
+//! M010: fewer ranks of the job than WORLD_SIZE in the reports, or fewer nodes with the job's
+//! torchrun agent than its --nnodes (a node never started: the others wait for it).
 
 use super::{Context, MergeFinding, finding};
 use crate::model::finding::{Rule, Severity};
 
+/// The largest --nnodes of the job's agents (`2`, or `1:3` for elastic: its maximum).
+fn nnodes(c: &Context) -> Option<usize> {
+    c.nodes
+        .iter()
+        .flat_map(|n| &n.launchers)
+        .filter(|l| l.endpoint.is_some() && l.endpoint == c.master)
+        .filter_map(|l| {
+            l.nnodes
+                .as_deref()?
+                .rsplit(':')
+                .next()?
+                .parse::<usize>()
+                .ok()
+        })
+        .max()
+}
+
+/// Nodes whose ranks of the job run without their agent (killed, crashed) while other nodes
+/// still have theirs: nothing restarts those ranks or notices their failure.
+fn orphans(c: &Context) -> Vec<MergeFinding> {
+    let agents_elsewhere = |me: &str| {
+        c.nodes
+            .iter()
+            .any(|n| n.name != me && n.launchers.iter().any(|l| l.endpoint == c.master))
+    };
+    let mut out = Vec::new();
+    for n in c.nodes {
+        let orphaned: Vec<String> = n
+            .ranks
+            .iter()
+            .filter(|r| c.in_job(r))
+            .filter(|r| {
+                n.jobs
+                    .iter()
+                    .any(|j| j["id"].as_str() == r.job.as_deref() && j["launcher_gone"] == true)
+            })
+            .map(|r| r.pid.to_string())
+            .collect();
+        if orphaned.is_empty() || !n.launchers.is_empty() || !agents_elsewhere(&n.name) {
+            continue;
+        }
+        out.push(finding(
+            Rule::M010,
+            Severity::Warning,
+            format!(
+                "on {}, the job's ranks (pid {}) run without their torchrun agent (killed or crashed) \
+                 while the other nodes' agents still run: nobody restarts them or reports their failure, \
+                 and the next rendezvous round waits for {}",
+                n.name,
+                orphaned.join(", "),
+                n.name
+            ),
+            vec![n.name.clone()],
+            c.master_port().into_iter().collect(),
+            format!(
+                "on {}: `kill -TERM {}` (pids of its report), then restart torchrun there with the \
+                 same arguments; check its log or dmesg for why the agent died (OOM killer?)",
+                n.name,
+                orphaned.join(" ")
+            ),
+        ));
+    }
+    out
+}
+
 pub fn check(c: &Context) -> Vec<MergeFinding> {
+    let orphaned = orphans(c);
+    if !orphaned.is_empty() {
+        return orphaned;
+    }
+    if let Some(want) = nnodes(c) {
+        // Nodes with a torchrun agent at all: one that looks elsewhere is M008's.
+        let with: Vec<String> = c
+            .nodes
+            .iter()
+            .filter(|n| n.launchers.iter().any(|l| l.endpoint.is_some()))
+            .map(|n| n.name.clone())
+            .collect();
+        if with.len() < want {
+            return vec![finding(
+                Rule::M010,
+                Severity::Warning,
+                format!(
+                    "torchrun expects {want} nodes (--nnodes) but only {} show its agent ({}): the agents \
+                     wait at the rendezvous for the missing {}",
+                    with.len(),
+                    with.join(", "),
+                    if want - with.len() == 1 {
+                        "node"
+                    } else {
+                        "nodes"
+                    }
+                ),
+                with,
+                c.master_port().into_iter().collect(),
+                "start torchrun on the missing node (scheduler log: did its task start? `srun -N` \
+                 and --nnodes must agree), or add its report if it runs"
+                    .into(),
+            )];
+        }
+    }
     let ranks_visible = c.ranks_visible;
     match c.world_size {
         Some(w) if ranks_visible > 0 && (ranks_visible as i64) < w => vec![finding(

@@ -92,6 +92,8 @@ pub struct Context<'a> {
     pub runs: IdsByNode,
     pub world_size: Option<i64>,
     pub ranks_visible: usize,
+    /// The SLURM job ids of the shells the reports were taken in (`srun` inside the job).
+    pub shell_slurm: BTreeSet<String>,
 }
 
 impl<'a> Context<'a> {
@@ -114,6 +116,10 @@ impl<'a> Context<'a> {
             runs: IdsByNode::new(),
             world_size: None,
             ranks_visible: 0,
+            shell_slurm: nodes
+                .iter()
+                .filter_map(|n| n.shell.get("SLURM_JOB_ID").cloned())
+                .collect(),
         };
         c.job_ids();
         c.ranks_of_job();
@@ -124,12 +130,19 @@ impl<'a> Context<'a> {
         self.master.as_ref().map(|(_, p)| *p)
     }
 
-    /// Whether a rank belongs to the job (its rendezvous is the job's, or unknown).
+    /// Whether a rank belongs to the job: its rendezvous is the job's (or unknown), and it is
+    /// not of another SLURM job than the one the reports were taken in (a leftover of an
+    /// earlier job on the same port is not one of this job's ranks).
     pub fn in_job(&self, r: &Rank) -> bool {
-        match (&self.master, &r.master_addr, r.master_port) {
-            (Some((a, p)), Some(ra), Some(rp)) => a == ra && *p == rp,
+        let same_rendezvous = match (&self.master, r.rendezvous()) {
+            (Some(m), Some(rv)) => *m == rv,
             _ => true,
-        }
+        };
+        let other_slurm = r
+            .slurm_job_id
+            .as_ref()
+            .is_some_and(|s| !self.shell_slurm.is_empty() && !self.shell_slurm.contains(s));
+        same_rendezvous && !other_slurm
     }
 
     /// The rows of a node's report that listen on `port`.
@@ -153,6 +166,7 @@ impl<'a> Context<'a> {
             .flat_map(|n| {
                 n.ranks
                     .iter()
+                    .filter(|r| self.in_job(r))
                     .filter_map(|r| r.slurm_job_id.clone())
                     .chain(n.shell.get("SLURM_JOB_ID").cloned())
             })
@@ -160,7 +174,12 @@ impl<'a> Context<'a> {
         self.job_runs = self
             .nodes
             .iter()
-            .flat_map(|n| n.ranks.iter().filter_map(|r| r.run_id.clone()))
+            .flat_map(|n| {
+                n.ranks
+                    .iter()
+                    .filter(|r| self.in_job(r))
+                    .filter_map(|r| r.run_id.clone())
+            })
             .collect();
         self.slurm = self.per_node_ids(&|n: &Node| {
             n.shell
@@ -221,10 +240,13 @@ fn rendezvous_pairs(nodes: &[Node]) -> (Pairs, Vec<BTreeSet<(String, u16)>>) {
     let mut pairs = Pairs::new();
     let mut node_pairs: Vec<BTreeSet<(String, u16)>> = Vec::new();
     for n in nodes {
+        // The rendezvous the node's ranks and launchers joined (a rank's launcher's endpoint
+        // under torchrun, its MASTER_ADDR:MASTER_PORT otherwise).
         let mine: BTreeSet<(String, u16)> = n
             .ranks
             .iter()
-            .filter_map(|r| Some((r.master_addr.clone()?, r.master_port?)))
+            .filter_map(Rank::rendezvous)
+            .chain(n.launchers.iter().filter_map(|l| l.endpoint.clone()))
             .collect();
         let shell = match (
             n.shell.get("MASTER_ADDR"),
@@ -305,6 +327,10 @@ pub struct Merged {
     pub world_size: Option<i64>,
     pub ranks_visible: usize,
     pub findings: Vec<MergeFinding>,
+    /// Per node (same order), per rank: whether it is one of this job's ranks (a leftover of
+    /// another job on the same port is not).
+    #[serde(skip)]
+    pub in_job: Vec<Vec<bool>>,
 }
 
 /// Give two reports of one host name distinct labels: `hostname (file)`.
@@ -345,6 +371,10 @@ pub fn analyse(nodes: &mut [Node], max_spread_minutes: f64) -> Merged {
         run_ids: c.runs.keys().cloned().collect(),
         world_size: c.world_size,
         ranks_visible: c.ranks_visible,
+        in_job: nodes
+            .iter()
+            .map(|n| n.ranks.iter().map(|r| c.in_job(r)).collect())
+            .collect(),
         findings: out,
     }
 }

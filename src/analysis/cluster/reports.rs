@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use crate::model::report::{Node, REPORT_KIND, Rank, Versions};
+use crate::model::report::{Launcher, Node, REPORT_KIND, Rank, Versions};
 use crate::model::snapshot::{READS_SCHEMA_VERSIONS, SCHEMA_VERSION};
 
 pub(crate) fn str_of(v: &Value) -> Option<String> {
@@ -100,8 +100,105 @@ fn versions(doc: &Value) -> Versions {
     }
 }
 
+/// What a torchrun command line says (`torchrun ...`, `python -m torch.distributed.run ...`):
+/// its endpoint, node rank, node count and rendezvous backend. `None` for other launchers.
+pub fn torchrun_args(command: &str) -> Option<Launcher> {
+    let words: Vec<&str> = command.split_whitespace().collect();
+    let at = words.iter().position(|w| {
+        w.ends_with("/torchrun")
+            || *w == "torchrun"
+            || *w == "torch.distributed.run"
+            || *w == "torch.distributed.launch"
+    })?;
+    let mut opts: std::collections::BTreeMap<String, String> = Default::default();
+    let mut i = at + 1;
+    while i < words.len() {
+        let w = words[i];
+        let Some(flag) = w.strip_prefix("--") else {
+            break; // the training script: torchrun's own options end here
+        };
+        let (k, v) = match flag.split_once('=') {
+            Some((k, v)) => (k.to_string(), Some(v.to_string())),
+            None => (flag.to_string(), None),
+        };
+        let k = k.replace('_', "-");
+        let takes_value = !matches!(
+            k.as_str(),
+            "standalone" | "no-python" | "module" | "run-path"
+        );
+        let v = match v {
+            Some(v) => v,
+            None if takes_value && i + 1 < words.len() => {
+                i += 1;
+                words[i].to_string()
+            }
+            None => String::new(),
+        };
+        opts.insert(k, v);
+        i += 1;
+    }
+    let backend = opts.get("rdzv-backend").cloned();
+    let endpoint = match backend.as_deref() {
+        Some(b) if b != "static" => opts.get("rdzv-endpoint").and_then(|e| {
+            let (h, p) = match e.rsplit_once(':') {
+                Some((h, p)) => (h, p.parse().ok()?),
+                None => (e.as_str(), 29400),
+            };
+            Some((h.to_string(), p))
+        }),
+        _ => Some((
+            opts.get("master-addr")
+                .cloned()
+                .unwrap_or_else(|| "127.0.0.1".into()),
+            opts.get("master-port")
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(29500),
+        )),
+    };
+    Some(Launcher {
+        pid: 0,
+        command: command.to_string(),
+        job: None,
+        endpoint: if opts.contains_key("standalone") {
+            None
+        } else {
+            endpoint
+        },
+        node_rank: opts.get("node-rank").and_then(|n| n.parse().ok()),
+        nnodes: opts.get("nnodes").cloned(),
+        rdzv_backend: backend,
+    })
+}
+
 pub fn node(file: &str, doc: &Value) -> Node {
     let id_int = |p: &Value, k: &str| p["identity"][k].as_i64();
+    let launchers: Vec<Launcher> = doc["environment"]["training_processes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["role"] == "launcher")
+        .map(|p| {
+            let command = str_of(&p["command"]).unwrap_or_default();
+            let mut l = torchrun_args(&command).unwrap_or(Launcher {
+                pid: 0,
+                command: command.clone(),
+                job: None,
+                endpoint: None,
+                node_rank: None,
+                nnodes: None,
+                rdzv_backend: None,
+            });
+            l.pid = p["pid"].as_i64().unwrap_or(0);
+            l.job = str_of(&p["job"]);
+            l
+        })
+        .collect();
+    let endpoint_of = |job: &Option<String>| {
+        launchers
+            .iter()
+            .find(|l| job.is_some() && l.job == *job)
+            .and_then(|l| l.endpoint.clone())
+    };
     let ranks = doc["environment"]["training_processes"]
         .as_array()
         .into_iter()
@@ -120,6 +217,8 @@ pub fn node(file: &str, doc: &Value) -> Node {
             run_id: str_of(&p["identity"]["run_id"]),
             slurm_job_id: str_of(&p["identity"]["slurm_job_id"]),
             command: str_of(&p["command"]).unwrap_or_default(),
+            job: str_of(&p["job"]),
+            endpoint: endpoint_of(&str_of(&p["job"])),
         })
         .collect();
     let arr = |v: &Value| v.as_array().cloned().unwrap_or_default();
@@ -146,5 +245,45 @@ pub fn node(file: &str, doc: &Value) -> Node {
         jobs: arr(&doc["ports"]["jobs"]),
         findings: arr(&doc["ports"]["findings"]),
         versions: versions(doc),
+        pid_namespace: serde_json::from_value(doc["host"]["pid_namespace"].clone()).ok(),
+        launchers,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::torchrun_args;
+
+    #[test]
+    fn torchrun_command_lines() {
+        let ep = |c: &str| torchrun_args(c).and_then(|l| l.endpoint);
+        let e = |a: &str, p: u16| Some((a.to_string(), p));
+        assert_eq!(
+            ep(
+                "/v/bin/python /v/bin/torchrun --nnodes=2 --node-rank=1 --master-addr=10.0.0.1 --master-port=29577 t.py --master-port 1"
+            ),
+            e("10.0.0.1", 29577)
+        );
+        assert_eq!(
+            ep("python -m torch.distributed.run --nnodes 2 --master_addr n1 --master_port 23 t.py"),
+            e("n1", 23)
+        );
+        assert_eq!(
+            ep("torchrun --nproc-per-node=2 t.py"),
+            e("127.0.0.1", 29500)
+        );
+        assert_eq!(
+            ep("torchrun --rdzv-backend=c10d --rdzv-endpoint=n1:29400 --rdzv-id=j t.py"),
+            e("n1", 29400)
+        );
+        assert_eq!(
+            ep("torchrun --rdzv_backend c10d --rdzv_endpoint n1 t.py"),
+            e("n1", 29400)
+        );
+        assert_eq!(ep("torchrun --standalone --nproc-per-node=2 t.py"), None);
+        assert!(torchrun_args("accelerate launch t.py").is_none());
+        assert!(torchrun_args("python train.py --torchrun").is_none());
+        let l = torchrun_args("torchrun --nnodes=1:3 --node_rank 2 t.py").unwrap();
+        assert_eq!((l.nnodes.as_deref(), l.node_rank), (Some("1:3"), Some(2)));
     }
 }

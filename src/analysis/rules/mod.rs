@@ -77,8 +77,27 @@ pub(super) fn listeners(a: &Analysis, port: u16) -> Vec<i32> {
     pids
 }
 
+/// How to stop `pid` and its group, with ids valid where the snapshot was taken: process group 0
+/// (a leader outside this PID namespace: a process entered by `nsenter`, `docker exec`, `kubectl
+/// exec`) or 1 (the namespace's init) is never named; the pid is, with its children.
 pub(super) fn kill_group_hint(a: &Analysis, pid: i32) -> String {
     match a.process(pid) {
+        Some(p) if p.pgid <= 1 => {
+            let mut pids = vec![pid];
+            pids.extend(
+                a.snap
+                    .processes
+                    .iter()
+                    .filter(|c| c.ppid == pid && c.pid > 1)
+                    .map(|c| c.pid),
+            );
+            let list: Vec<String> = pids.iter().map(i32::to_string).collect();
+            format!(
+                "`kill -TERM {}` (its process group {} is not one of this PID namespace's)",
+                list.join(" "),
+                p.pgid
+            )
+        }
         Some(p) => format!(
             "`kill -TERM -- -{}` (process group {} of pid {pid})",
             p.pgid, p.pgid
