@@ -432,6 +432,127 @@ impl<'a> Analysis<'a> {
                 self.roles.insert(pid, Role::Rank);
             }
         }
+        self.spawn_launchers(&order);
+        self.rank_wrappers(&order);
+    }
+
+    /// `mp.spawn`, Lightning `ddp_spawn` and `ddp_notebook`/`ddp_fork`: a Python process that is
+    /// no rank itself and whose spawn or fork children (two or more) share one rendezvous port
+    /// (their MASTER_PORT, or one child listens where a sibling connects) started those children
+    /// as the ranks of one job: it is their launcher and they are its ranks.
+    fn spawn_launchers(&mut self, order: &[i32]) {
+        for &pid in order {
+            if !matches!(self.roles[&pid], Role::Python | Role::Other)
+                || self.identity.get(&pid).is_some_and(Identity::has_rank)
+            {
+                continue;
+            }
+            let kids: Vec<i32> = self
+                .children(pid)
+                .iter()
+                .copied()
+                .filter(|c| {
+                    matches!(self.roles[c], Role::SpawnChild | Role::ForkChild)
+                        && !self.identity.get(c).is_some_and(Identity::has_rank)
+                })
+                .collect();
+            if kids.len() < 2 {
+                continue;
+            }
+            let Some(port) = self.shared_rendezvous(&kids) else {
+                continue;
+            };
+            self.roles.insert(pid, Role::Launcher);
+            for c in kids {
+                let mut id = self.identity.get(&c).cloned().unwrap_or_default();
+                if id.master_port.is_some_and(|p| p != port) {
+                    continue;
+                }
+                if id.master_port.is_none() {
+                    id.master_port = Some(port);
+                    id.inferred = true;
+                }
+                self.roles.insert(c, Role::Rank);
+                self.identity.insert(c, id);
+            }
+        }
+    }
+
+    /// The port two or more of `kids` rendezvous on: a MASTER_PORT they share, else a port one of
+    /// them listens on and another one is connected to.
+    fn shared_rendezvous(&self, kids: &[i32]) -> Option<u16> {
+        let mut by_env: BTreeMap<u16, usize> = BTreeMap::new();
+        for c in kids {
+            if let Some(port) = self.identity.get(c).and_then(|i| i.master_port) {
+                *by_env.entry(port).or_default() += 1;
+            }
+        }
+        if let Some((&port, _)) = by_env.iter().find(|(_, n)| **n >= 2) {
+            return Some(port);
+        }
+        for &c in kids {
+            for s in self.sockets_of(c) {
+                if s.state != "LISTEN" {
+                    continue;
+                }
+                let joined = kids.iter().filter(|&&o| o != c).any(|&o| {
+                    self.sockets_of(o)
+                        .iter()
+                        .any(|t| t.state == "ESTABLISHED" && t.remote_port == s.local_port)
+                });
+                if joined {
+                    return Some(s.local_port);
+                }
+            }
+        }
+        None
+    }
+
+    /// A shell, `env`, `srun` step or any process that carries a rank's environment but only
+    /// waits for a child with the same identity (`RANK=0 bash -c "python train.py; true"`) is
+    /// not a rank: the child is. (A process that `exec`s the rank is the rank already.) A rank
+    /// that runs a tool (`bash -c nvidia-smi`) stays the rank: the wrapped child must be Python
+    /// or use the rendezvous port, and a Python wrapper only counts when its child uses the port.
+    fn rank_wrappers(&mut self, order: &[i32]) {
+        // Children first, so a chain of wrappers (srun -> bash -> python) resolves to the last.
+        for &pid in order.iter().rev() {
+            if self.roles[&pid] != Role::Rank {
+                continue;
+            }
+            let Some(id) = self.identity.get(&pid) else {
+                continue;
+            };
+            let Some(port) = id.master_port else { continue };
+            let Some(me) = self.process(pid) else {
+                continue;
+            };
+            if self.uses_port(pid, port) {
+                continue;
+            }
+            let wraps = self.children(pid).iter().any(|&c| {
+                let same = self.identity.get(&c).is_some_and(|ci| {
+                    ci.rank_key().is_some() && ci.same_rendezvous(id) && !ci.inferred
+                });
+                let Some(child) = self.process(c) else {
+                    return false;
+                };
+                same && match self.roles[&c] {
+                    Role::Other => true,
+                    Role::Rank => self.uses_port(c, port) || (!is_python(me) && is_python(child)),
+                    _ => false,
+                }
+            });
+            if wraps {
+                self.roles.insert(pid, Role::Other);
+            }
+        }
+    }
+
+    /// Whether `pid` has a TCP socket on `port` (listening, or either end of a connection).
+    fn uses_port(&self, pid: i32, port: u16) -> bool {
+        self.sockets_of(pid)
+            .iter()
+            .any(|s| s.local_port == port || s.remote_port == port)
     }
 
     fn topological_order(&self) -> Vec<i32> {
@@ -761,6 +882,156 @@ mod tests {
 
     fn v(s: &str) -> Vec<String> {
         s.split(' ').map(str::to_string).collect()
+    }
+
+    mod jobs_from_what_processes_share {
+        use std::net::IpAddr;
+
+        use super::super::*;
+        use crate::model::snapshot::{Host, Proto};
+
+        fn proc_(pid: i32, ppid: i32, argv: &str, env: &[(&str, &str)], inodes: &[u64]) -> Process {
+            Process {
+                pid,
+                ppid,
+                pgid: ppid.max(1),
+                sid: 1,
+                state: "S".into(),
+                comm: argv
+                    .split(' ')
+                    .next()
+                    .unwrap_or("")
+                    .rsplit('/')
+                    .next()
+                    .unwrap()
+                    .into(),
+                exe: None,
+                argv: argv.split(' ').map(str::to_string).collect(),
+                env: env
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                start_time: 1000.0,
+                socket_inodes: inodes.to_vec(),
+                ..Process::default()
+            }
+        }
+
+        fn sock(state: &str, local: u16, remote: u16, inode: u64) -> Socket {
+            let lo: IpAddr = "127.0.0.1".parse().unwrap();
+            Socket {
+                proto: Proto::Tcp,
+                state: state.into(),
+                local_addr: lo,
+                local_port: local,
+                remote_addr: lo,
+                remote_port: remote,
+                inode,
+                uid: 0,
+            }
+        }
+
+        fn snap(mut processes: Vec<Process>) -> Snapshot {
+            processes.sort_by_key(|p| p.pid);
+            Snapshot {
+                schema_version: 1,
+                taken_at: 2000.0,
+                host: Host {
+                    ephemeral_range: [32768, 60999],
+                    ..Host::default()
+                },
+                processes,
+                sockets: vec![
+                    sock("LISTEN", 29500, 0, 1),
+                    sock("ESTABLISHED", 29500, 40001, 2),
+                    sock("ESTABLISHED", 40001, 29500, 3),
+                    sock("ESTABLISHED", 40002, 29500, 4),
+                ],
+                unreadable: Vec::new(),
+            }
+        }
+
+        const SPAWN: &str = "python -c from multiprocessing.spawn import spawn_main; spawn_main(tracker_fd=5, pipe_handle=7) --multiprocessing-fork";
+        const PORT: &[(&str, &str)] = &[("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", "29500")];
+
+        fn rank(r: &str) -> Vec<(&'static str, &str)> {
+            let mut v = PORT.to_vec();
+            v.push(("RANK", r));
+            v.push(("WORLD_SIZE", "2"));
+            v
+        }
+
+        #[test]
+        fn mp_spawn_children_sharing_a_rendezvous_are_one_job() {
+            for env in [PORT, &[][..]] {
+                let s = snap(vec![
+                    proc_(100, 1, "python train.py", &[], &[]),
+                    proc_(110, 100, SPAWN, env, &[1, 2, 3]),
+                    proc_(111, 100, SPAWN, env, &[4]),
+                ]);
+                let a = Analysis::new(&s, &[]);
+                assert_eq!(a.role(100), Role::Launcher);
+                assert_eq!((a.role(110), a.role(111)), (Role::Rank, Role::Rank));
+                assert_eq!(a.jobs.len(), 1, "{:?}", a.jobs);
+                assert_eq!(a.jobs[0].master_port, Some(29500));
+                assert!(a.findings.is_empty(), "{:?}", a.findings);
+            }
+        }
+
+        #[test]
+        fn spawn_workers_that_share_no_rendezvous_make_no_job() {
+            // A plain script's DataLoader workers: spawn children, no port between them.
+            let s = snap(vec![
+                proc_(100, 1, "python eval.py", &[], &[]),
+                proc_(110, 100, SPAWN, &[], &[]),
+                proc_(111, 100, SPAWN, &[], &[]),
+            ]);
+            let a = Analysis::new(&s, &[]);
+            assert_eq!(a.role(100), Role::Python);
+            assert!(a.jobs.is_empty(), "{:?}", a.jobs);
+        }
+
+        #[test]
+        fn a_shell_that_waits_for_the_rank_is_not_a_rank() {
+            let (r0, r1) = (rank("0"), rank("1"));
+            let s = snap(vec![
+                proc_(100, 1, "python launch.py", &[], &[]),
+                proc_(101, 100, "bash -c python train.py; true", &r0, &[]),
+                proc_(102, 101, "python train.py", &r0, &[1, 2, 3]),
+                proc_(
+                    103,
+                    100,
+                    "srun --ntasks=1 bash -c python train.py; true",
+                    &r1,
+                    &[],
+                ),
+                proc_(104, 103, "bash -c python train.py; true", &r1, &[]),
+                proc_(105, 104, "python train.py", &r1, &[4]),
+            ]);
+            let a = Analysis::new(&s, &[]);
+            for w in [101, 103, 104] {
+                assert_eq!(a.role(w), Role::Other, "pid {w}");
+            }
+            assert_eq!((a.role(102), a.role(105)), (Role::Rank, Role::Rank));
+            assert!(a.findings.is_empty(), "{:?}", a.findings);
+            assert_eq!(a.jobs.len(), 1, "{:?}", a.jobs);
+        }
+
+        #[test]
+        fn a_rank_running_a_tool_stays_the_rank() {
+            // Rank 1 (not yet connected) runs `bash -c nvidia-smi`, rank 0 runs a Python helper.
+            let (r0, r1) = (rank("0"), rank("1"));
+            let s = snap(vec![
+                proc_(100, 1, "python launch.py", &[], &[]),
+                proc_(101, 100, "python train.py", &r0, &[1, 2, 3]),
+                proc_(102, 101, "python -c import torch", &r0, &[]),
+                proc_(103, 100, "python train.py", &r1, &[]),
+                proc_(104, 103, "bash -c nvidia-smi", &r1, &[]),
+                proc_(105, 104, "nvidia-smi", &r1, &[]),
+            ]);
+            let a = Analysis::new(&s, &[]);
+            assert_eq!((a.role(101), a.role(103)), (Role::Rank, Role::Rank));
+        }
     }
 
     #[test]
