@@ -233,8 +233,9 @@ impl PortAdvice {
 }
 
 impl<'a> Analysis<'a> {
-    /// Roles, identities, jobs and ports; no findings yet (see `Analysis::new`).
-    pub fn facts(snap: &'a Snapshot, extra_ports: &[u16]) -> Analysis<'a> {
+    /// Roles, identities and the jobs the process tree shows; the caller
+    /// ([`Analysis::facts`]) then joins jobs by rendezvous and collects the ports.
+    pub(super) fn tree_facts(snap: &'a Snapshot, extra_ports: &[u16]) -> Analysis<'a> {
         let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
         for p in &snap.processes {
             if p.pid != p.ppid {
@@ -275,8 +276,6 @@ impl<'a> Analysis<'a> {
         };
         a.classify();
         a.find_jobs();
-        a.join_jobs_by_rendezvous();
-        a.collect_ports(extra_ports);
         a
     }
 
@@ -687,7 +686,7 @@ impl<'a> Analysis<'a> {
         out
     }
 
-    fn collect_ports(&mut self, extra: &[u16]) {
+    pub(super) fn collect_ports(&mut self, extra: &[u16]) {
         for id in self.identity.values() {
             self.used_ports.extend(id.master_port);
         }

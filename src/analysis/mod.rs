@@ -23,6 +23,15 @@ use crate::model::snapshot::{Host, Snapshot};
 pub type PortPicker = fn(&Host, &BTreeSet<u16>) -> Option<u16>;
 
 impl<'a> Analysis<'a> {
+    /// Roles, identities, jobs (those of the process tree, then joined by rendezvous) and ports;
+    /// no findings yet (see [`Analysis::new`]).
+    pub fn facts(snap: &'a Snapshot, extra_ports: &[u16]) -> Analysis<'a> {
+        let mut a = Analysis::tree_facts(snap, extra_ports);
+        a.join_jobs_by_rendezvous();
+        a.collect_ports(extra_ports);
+        a
+    }
+
     /// The facts of `snap` and every runtime finding over them, for a snapshot that may come
     /// from another machine: fixes name "a free port below N", never a number.
     pub fn new(snap: &'a Snapshot, extra_ports: &[u16]) -> Analysis<'a> {

@@ -1,5 +1,6 @@
 //! One file per subcommand: arguments, orchestration, exit code. Commands never import each other.
 
+pub mod args;
 pub mod merge;
 pub mod ports;
 pub mod report;

@@ -3,7 +3,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
-use nix::errno::Errno;
 use serde::Serialize;
 
 use crate::analysis::holders::{Holder, holders};
@@ -115,12 +114,9 @@ struct CheckDoc {
 /// `--check N`: exit 0 when free, 1 when taken; the holders on stderr, or a document on
 /// stdout with `--format json/yaml`.
 fn check(port: u16, format: Format) -> anyhow::Result<i32> {
-    // EACCES is "not permitted for this user", not "taken".
+    // EACCES/EPERM (std's PermissionDenied) is "not permitted for this user", not "taken".
     if let Some(err) = crate::sys::sockets::bind_error(port)
-        && matches!(
-            err.raw_os_error().map(Errno::from_raw),
-            Some(Errno::EACCES | Errno::EPERM)
-        )
+        && err.kind() == std::io::ErrorKind::PermissionDenied
         && !crate::sys::supervise::listening_ports().contains(&port)
     {
         let start = crate::sys::proc::sysctl("/proc/sys/net/ipv4/ip_unprivileged_port_start")

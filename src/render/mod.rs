@@ -19,8 +19,9 @@ pub mod tree;
 
 pub use crate::model::time::{age, utc};
 
-/// `--format` for the commands whose documents are tables, JSON or YAML.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+/// `--format` for the commands whose documents are tables, JSON or YAML (its command-line
+/// spelling is `cmd::args`: no clap below cmd).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
     Table,
     Json,
@@ -28,7 +29,7 @@ pub enum Format {
 }
 
 /// `--format` for documents that are only data (snapshots, run records): no table.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DocFormat {
     Json,
     Yaml,
@@ -108,9 +109,10 @@ pub fn print(text: &str) {
 }
 
 /// `--color`: when to use colour.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ColorChoice {
     /// On a terminal, unless NO_COLOR is set; FORCE_COLOR or CLICOLOR_FORCE force it
+    /// (`cmd::args` shows this line in `--help`).
     #[default]
     Auto,
     Always,

@@ -1,99 +1,15 @@
-//! What a live rank is blocked in: the kernel wait channel (`/proc/PID/wchan`), the system call
-//! (`/proc/PID/syscall`), and the Python stack (`py-spy dump`, when py-spy is installed).
+//! What a live rank is blocked in: the kernel wait channel and system call read again
+//! ([`proc::wait_state`]), and the Python stack (`py-spy dump`, when py-spy is installed).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::model::snapshot::{Process, Snapshot};
+use crate::sys::proc;
 
 /// How long one `py-spy dump` may take before doctor gives up on it.
 const PY_SPY_TIMEOUT: Duration = Duration::from_secs(8);
-
-/// Fill `wchan` and `syscall` (cheap reads).
-pub fn annotate(p: &mut Process) {
-    let pid = p.pid;
-    annotate_with(p, &mut |name| crate::sys::proc::text(pid, name));
-}
-
-/// [`annotate`] through `read`, which gives the trimmed text of one of the process's own
-/// `/proc/PID` files (the walk passes a reader on the directory it already holds open).
-pub fn annotate_with(p: &mut Process, read: &mut crate::sys::proc::ReadText<'_>) {
-    p.wchan = read(c"wchan").filter(|t| t != "0");
-    p.syscall = read(c"syscall").and_then(|t| syscall_text(&t));
-}
-
-/// The system call in `/proc/PID/syscall` text, by name where known (`futex`, `accept4`, ...),
-/// `running`, or `syscall N`. (`wchan` is `None` when unreadable, empty or `0`: running, or
-/// hidden by the kernel.)
-pub fn syscall_text(text: &str) -> Option<String> {
-    let first = text.split_whitespace().next()?;
-    if first == "running" {
-        return Some("running".into());
-    }
-    let n: i64 = first.parse().ok()?;
-    if n < 0 {
-        return Some("not in a system call".into());
-    }
-    Some(
-        syscall_name(n)
-            .map(str::to_string)
-            .unwrap_or_else(|| format!("syscall {n}")),
-    )
-}
-
-#[cfg(target_arch = "x86_64")]
-const SYSCALLS: &[(i64, &str)] = &[
-    (0, "read"),
-    (1, "write"),
-    (7, "poll"),
-    (23, "select"),
-    (34, "pause"),
-    (35, "nanosleep"),
-    (42, "connect"),
-    (43, "accept"),
-    (45, "recvfrom"),
-    (47, "recvmsg"),
-    (61, "wait4"),
-    (130, "rt_sigsuspend"),
-    (202, "futex"),
-    (230, "clock_nanosleep"),
-    (232, "epoll_wait"),
-    (247, "waitid"),
-    (270, "pselect6"),
-    (271, "ppoll"),
-    (281, "epoll_pwait"),
-    (288, "accept4"),
-    (441, "epoll_pwait2"),
-];
-
-#[cfg(target_arch = "aarch64")]
-const SYSCALLS: &[(i64, &str)] = &[
-    (22, "epoll_pwait"),
-    (63, "read"),
-    (64, "write"),
-    (72, "pselect6"),
-    (73, "ppoll"),
-    (95, "waitid"),
-    (98, "futex"),
-    (101, "nanosleep"),
-    (115, "clock_nanosleep"),
-    (133, "rt_sigsuspend"),
-    (202, "accept"),
-    (203, "connect"),
-    (207, "recvfrom"),
-    (212, "recvmsg"),
-    (242, "accept4"),
-    (260, "wait4"),
-    (441, "epoll_pwait2"),
-];
-
-#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-const SYSCALLS: &[(i64, &str)] = &[];
-
-fn syscall_name(n: i64) -> Option<&'static str> {
-    SYSCALLS.iter().find(|(k, _)| *k == n).map(|(_, v)| *v)
-}
 
 /// At most this many processes get a `py-spy dump` per run (they run in parallel).
 const MAX_DUMPS: usize = 16;
@@ -107,7 +23,7 @@ pub fn inspect(snap: &mut Snapshot, pids: &[i32]) {
         .par_iter_mut()
         .filter(|p| wanted.contains(&p.pid))
         .for_each(|p| {
-            annotate(p);
+            proc::wait_state(p);
             p.py_stack = py_stack(p).unwrap_or_default();
         });
 }
@@ -185,7 +101,7 @@ mod tests {
         };
         let mut seen = None;
         for _ in 0..100 {
-            annotate(&mut p);
+            proc::wait_state(&mut p);
             seen = p.syscall.clone().zip(p.wchan.clone());
             if seen.as_ref().is_some_and(|(s, _)| s != "running") {
                 break;
@@ -207,7 +123,5 @@ mod tests {
             parse_dump(text),
             vec!["wait (torch/x.py:10)", "main (t.py:3)"]
         );
-        assert_eq!(syscall_text("-1 0x0"), Some("not in a system call".into()));
-        assert_eq!(syscall_text("running"), Some("running".into()));
     }
 }

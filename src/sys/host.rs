@@ -3,10 +3,12 @@
 //! hints from `/proc`, GPUs from `nvidia-smi`.
 //! Every read may fail; a missing fact is `null` (or a note), never an abort.
 
+use std::collections::HashMap;
 use std::fs;
 use std::net::{IpAddr, Ipv6Addr};
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -126,20 +128,22 @@ pub fn parse_fib_trie(text: &str) -> Vec<IpAddr> {
     out
 }
 
-/// The account name of `uid` from the user database, or None (no fallback).
+/// The account name of `uid` from the user database, or None (no fallback); cached, one
+/// lookup per uid per run.
 pub fn account_name(uid: u32) -> Option<String> {
-    nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+    static CACHE: OnceLock<Mutex<HashMap<u32, Option<String>>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
+    if let Some(hit) = cache.lock().ok().and_then(|c| c.get(&uid).cloned()) {
+        return hit;
+    }
+    let name = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
         .ok()
         .flatten()
-        .map(|u| u.name)
-}
-
-fn user_name(uid: u32) -> Option<String> {
-    nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
-        .ok()
-        .flatten()
-        .map(|u| u.name)
-        .or_else(|| std::env::var("USER").ok())
+        .map(|u| u.name);
+    if let Ok(mut c) = cache.lock() {
+        c.insert(uid, name.clone());
+    }
+    name
 }
 
 pub fn container() -> Container {
@@ -196,7 +200,7 @@ pub fn host_facts(base: &crate::model::snapshot::Host) -> HostFacts {
             .unwrap_or(0),
         memory_total_bytes,
         addresses: addresses(),
-        user: user_name(base.observer_uid),
+        user: account_name(base.observer_uid).or_else(|| std::env::var("USER").ok()),
         uid: base.observer_uid,
         container: container(),
         pid_namespace: pid_namespace(),

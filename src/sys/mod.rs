@@ -3,7 +3,6 @@
 
 pub mod blocked;
 pub mod case;
-pub mod cgroup;
 pub mod freeport;
 pub mod host;
 pub mod inplace;
@@ -14,4 +13,5 @@ pub mod pyenv;
 pub mod python;
 pub mod sockets;
 pub mod supervise;
+pub mod syscalls;
 pub mod trace;

@@ -292,7 +292,7 @@ fn read_process(
         ..Process::default()
     };
     let mut process = process;
-    crate::sys::cgroup::annotate(&mut process, &mut |name| {
+    annotate(&mut process, &mut |name| {
         text_at(dir, name, &mut scratch.file)
     });
     (Some(process), unreadable)
@@ -421,6 +421,32 @@ pub fn text(pid: i32, name: &CStr) -> Option<String> {
 /// A reader of one process's `/proc/PID/NAME` files, as [`text`] gives them.
 pub type ReadText<'a> = dyn FnMut(&CStr) -> Option<String> + 'a;
 
+/// Fill the owner facts doctor's findings cite: user and control group (`/proc/PID/cgroup`,
+/// which tells a systemd service or a container apart from a program someone started by hand)
+/// for processes that hold sockets, and what a process with a rendezvous identity is blocked in.
+/// Cheap reads through `read` (the process's own `/proc/PID` files); nothing is fatal.
+fn annotate(p: &mut Process, read: &mut ReadText<'_>) {
+    if !p.socket_inodes.is_empty() {
+        p.user = crate::sys::host::account_name(p.uid);
+        p.cgroup = read(c"cgroup");
+    }
+    if !p.env.is_empty() && !p.is_zombie() {
+        wait_state_with(p, read);
+    }
+}
+
+/// Read `wchan` and `syscall` of `p` again (cheap reads): what it is blocked in now.
+pub fn wait_state(p: &mut Process) {
+    let pid = p.pid;
+    wait_state_with(p, &mut |name| text(pid, name));
+}
+
+/// [`wait_state`] through `read` (the walk passes a reader on the directory it holds open).
+fn wait_state_with(p: &mut Process, read: &mut ReadText<'_>) {
+    p.wchan = read(c"wchan").filter(|t| t != "0");
+    p.syscall = read(c"syscall").and_then(|t| crate::sys::syscalls::syscall_text(&t));
+}
+
 /// `/proc/PID/NAME` through the open `/proc/PID` directory `dir`, as [`text`] gives it. For the
 /// one-record files it is used on (`cgroup`, `wchan`, `syscall`: one `show` call each, which
 /// the kernel hands over whole), so a short read is the end.
@@ -442,6 +468,16 @@ pub fn sysctl(path: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[test]
+    fn reads_own_cgroup_and_user() {
+        let me = std::process::id() as i32;
+        assert!(text(me, c"cgroup").is_some());
+        let uid = nix::unistd::getuid().as_raw();
+        if uid == 0 {
+            assert_eq!(crate::sys::host::account_name(0).as_deref(), Some("root"));
+        }
+    }
+
     #[test]
     fn stat_with_spaces_and_parens_in_comm() {
         // A whole line as Linux 6.x writes it (52 fields).
