@@ -41,8 +41,6 @@ const ALLOWED: &[(&str, &str)] = &[
     // The scan engineer (issue 19) gives scan its own render: scan/render.rs uses the main
     // render's paint, escape_control, document and findings::heading today.
     ("src/scan/render.rs", "render"),
-    // ... and moves scan's `--format` ValueEnum up into cmd/scan.rs (render's are in cmd/args.rs).
-    ("src/scan/mod.rs", "clap"),
     // scan/mod.rs opens files with O_NONBLOCK|O_NOCTTY through libc: an OS access for sys/.
     ("src/scan/mod.rs", "libc"),
 ];
