@@ -65,3 +65,17 @@ pub fn check(a: &Analysis) -> Vec<Finding> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::model::finding::Rule;
+
+    /// On the snapshot recorded from its real situation: only D001, and what it says.
+    #[test]
+    fn on_its_recorded_situation() {
+        let found = super::super::on_recorded("d001", 29611, super::check);
+        assert!(!found.is_empty(), "no D001 on its own situation");
+        assert!(found.iter().all(|f| f.code == Rule::D001));
+        insta::assert_json_snapshot!(found);
+    }
+}

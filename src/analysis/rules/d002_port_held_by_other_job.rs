@@ -47,3 +47,17 @@ pub fn check(a: &Analysis) -> Vec<Finding> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::model::finding::Rule;
+
+    /// On the snapshot recorded from its real situation: only D002, and what it says.
+    #[test]
+    fn on_its_recorded_situation() {
+        let found = super::super::on_recorded("d002", 29612, super::check);
+        assert!(!found.is_empty(), "no D002 on its own situation");
+        assert!(found.iter().all(|f| f.code == Rule::D002));
+        insta::assert_json_snapshot!(found);
+    }
+}

@@ -72,3 +72,17 @@ pub fn check(a: &Analysis) -> Vec<Finding> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::model::finding::Rule;
+
+    /// On the snapshot recorded from its real situation: only D003, and what it says.
+    #[test]
+    fn on_its_recorded_situation() {
+        let found = super::super::on_recorded("d003", 29613, super::check);
+        assert!(!found.is_empty(), "no D003 on its own situation");
+        assert!(found.iter().all(|f| f.code == Rule::D003));
+        insta::assert_json_snapshot!(found);
+    }
+}

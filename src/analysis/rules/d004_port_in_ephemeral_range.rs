@@ -32,3 +32,17 @@ pub fn check(a: &Analysis) -> Vec<Finding> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::model::finding::Rule;
+
+    /// On the snapshot recorded from its real situation: only D004, and what it says.
+    #[test]
+    fn on_its_recorded_situation() {
+        let found = super::super::on_recorded("d004", 40614, super::check);
+        assert!(!found.is_empty(), "no D004 on its own situation");
+        assert!(found.iter().all(|f| f.code == Rule::D004));
+        insta::assert_json_snapshot!(found);
+    }
+}

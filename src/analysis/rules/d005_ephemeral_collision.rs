@@ -35,3 +35,17 @@ pub fn check(a: &Analysis) -> Vec<Finding> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::model::finding::Rule;
+
+    /// On the snapshot recorded from its real situation: only D005, and what it says.
+    #[test]
+    fn on_its_recorded_situation() {
+        let found = super::super::on_recorded("d005", 29615, super::check);
+        assert!(!found.is_empty(), "no D005 on its own situation");
+        assert!(found.iter().all(|f| f.code == Rule::D005));
+        insta::assert_json_snapshot!(found);
+    }
+}

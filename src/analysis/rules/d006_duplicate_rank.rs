@@ -47,3 +47,17 @@ pub fn check(a: &Analysis) -> Vec<Finding> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::model::finding::Rule;
+
+    /// On the snapshot recorded from its real situation: only D006, and what it says.
+    #[test]
+    fn on_its_recorded_situation() {
+        let found = super::super::on_recorded("d006", 29616, super::check);
+        assert!(!found.is_empty(), "no D006 on its own situation");
+        assert!(found.iter().all(|f| f.code == Rule::D006));
+        insta::assert_json_snapshot!(found);
+    }
+}

@@ -23,3 +23,17 @@ pub fn check(a: &Analysis) -> Vec<Finding> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::model::finding::Rule;
+
+    /// On the snapshot recorded from its real situation: only D007, and what it says.
+    #[test]
+    fn on_its_recorded_situation() {
+        let found = super::super::on_recorded("d007", 29617, super::check);
+        assert!(!found.is_empty(), "no D007 on its own situation");
+        assert!(found.iter().all(|f| f.code == Rule::D007));
+        insta::assert_json_snapshot!(found);
+    }
+}

@@ -242,3 +242,17 @@ mod tests {
         assert_eq!(age(3725.0), "1h 2m");
     }
 }
+
+#[cfg(test)]
+mod recorded {
+    use crate::model::finding::Rule;
+
+    /// On the snapshot recorded from its real situation: only D008, and what it says.
+    #[test]
+    fn on_its_recorded_situation() {
+        let found = super::super::on_recorded("d008", 29500, super::check);
+        assert!(!found.is_empty(), "no D008 on its own situation");
+        assert!(found.iter().all(|f| f.code == Rule::D008));
+        insta::assert_json_snapshot!(found);
+    }
+}

@@ -116,6 +116,23 @@ pub(super) fn listeners_any(a: &Analysis, port: u16) -> Vec<u64> {
         .collect()
 }
 
+/// The findings of one rule's `check` over a snapshot recorded from its real situation
+/// (`tests/fixtures/snapshots/NAME.json`, scripts/fixtures/record_rule_snapshots.py), with `port`
+/// asked as with `--port`.
+#[cfg(test)]
+pub(super) fn on_recorded(
+    name: &str,
+    port: u16,
+    check: fn(&Analysis) -> Vec<Finding>,
+) -> Vec<Finding> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/snapshots")
+        .join(format!("{name}.json"));
+    let snap = crate::model::snapshot::Snapshot::load(&path).expect("recorded snapshot loads");
+    let snap = Box::leak(Box::new(snap));
+    check(&Analysis::facts(snap, &[port]))
+}
+
 #[cfg(test)]
 mod tests {
     use std::net::IpAddr;
