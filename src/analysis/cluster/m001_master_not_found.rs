@@ -50,3 +50,22 @@ pub fn check(c: &Context) -> Vec<MergeFinding> {
         ),
     )]
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::model::finding::Rule;
+
+    /// On the reports recorded on two nodes, MASTER_ADDR names no node of the reports.
+    #[test]
+    fn on_recorded_reports() {
+        let mut docs = super::super::recorded_reports();
+        for d in &mut docs {
+            super::super::each_identity(d, &|i| i["master_addr"] = "10.99.0.9".into());
+            super::super::set_env(d, "MASTER_ADDR", "10.99.0.9");
+        }
+        let found = super::super::check_reports(&docs, super::check);
+        assert!(!found.is_empty(), "no M001");
+        assert!(found.iter().all(|f| f.code == Rule::M001));
+        insta::assert_json_snapshot!(found);
+    }
+}

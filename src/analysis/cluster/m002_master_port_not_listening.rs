@@ -29,3 +29,19 @@ pub fn check(c: &Context) -> Vec<MergeFinding> {
         ),
     )]
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::model::finding::Rule;
+
+    /// On the reports recorded on two nodes, the master node shows no listener on the master port.
+    #[test]
+    fn on_recorded_reports() {
+        let mut docs = super::super::recorded_reports();
+        docs[0]["ports"]["holders"] = serde_json::json!([]);
+        let found = super::super::check_reports(&docs, super::check);
+        assert!(!found.is_empty(), "no M002");
+        assert!(found.iter().all(|f| f.code == Rule::M002));
+        insta::assert_json_snapshot!(found);
+    }
+}

@@ -243,3 +243,18 @@ fn foreign_holder(c: &Context, i: usize, n: &Node, h: &Value, port: u16) -> Opti
         ),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::model::finding::Rule;
+
+    /// On the reports recorded on two nodes, as recorded: the master port is held by another job on one node.
+    #[test]
+    fn on_recorded_reports() {
+        let docs = super::super::recorded_reports();
+        let found = super::super::check_reports(&docs, super::check);
+        assert!(!found.is_empty(), "no M003");
+        assert!(found.iter().all(|f| f.code == Rule::M003));
+        insta::assert_json_snapshot!(found);
+    }
+}

@@ -106,3 +106,18 @@ pub fn check(c: &Context) -> Vec<MergeFinding> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::model::finding::Rule;
+
+    /// On the reports recorded on two nodes, as recorded: two nodes claim the same global rank.
+    #[test]
+    fn on_recorded_reports() {
+        let docs = super::super::recorded_reports();
+        let found = super::super::check_reports(&docs, super::check);
+        assert!(!found.is_empty(), "no M004");
+        assert!(found.iter().all(|f| f.code == Rule::M004));
+        insta::assert_json_snapshot!(found);
+    }
+}

@@ -67,3 +67,18 @@ pub fn check(c: &Context) -> Vec<MergeFinding> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::model::finding::Rule;
+
+    /// On the reports recorded on two nodes, as recorded: torch and CUDA versions differ.
+    #[test]
+    fn on_recorded_reports() {
+        let docs = super::super::recorded_reports();
+        let found = super::super::check_reports(&docs, super::check);
+        assert!(!found.is_empty(), "no M005");
+        assert!(found.iter().all(|f| f.code == Rule::M005));
+        insta::assert_json_snapshot!(found);
+    }
+}

@@ -41,3 +41,24 @@ pub fn check(c: &Context) -> Vec<MergeFinding> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::model::finding::Rule;
+
+    /// On the reports recorded on two nodes, the second node's ranks belong to another SLURM job and run.
+    #[test]
+    fn on_recorded_reports() {
+        let mut docs = super::super::recorded_reports();
+        super::super::each_identity(&mut docs[1], &|i| {
+            i["slurm_job_id"] = "9999".into();
+            i["run_id"] = "job-99".into();
+        });
+        super::super::set_env(&mut docs[1], "SLURM_JOB_ID", "9999");
+        super::super::set_env(&mut docs[1], "TORCHELASTIC_RUN_ID", "job-99");
+        let found = super::super::check_reports(&docs, super::check);
+        assert!(!found.is_empty(), "no M006");
+        assert!(found.iter().all(|f| f.code == Rule::M006));
+        insta::assert_json_snapshot!(found);
+    }
+}

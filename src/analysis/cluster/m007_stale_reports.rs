@@ -49,3 +49,20 @@ pub fn check(c: &Context) -> Vec<MergeFinding> {
             .into(),
     )]
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::model::finding::Rule;
+
+    /// On the reports recorded on two nodes, the second report taken two hours after the first.
+    #[test]
+    fn on_recorded_reports() {
+        let mut docs = super::super::recorded_reports();
+        let t = docs[0]["taken_at"].as_f64().unwrap();
+        docs[1]["taken_at"] = (t + 7200.0).into();
+        let found = super::super::check_reports(&docs, super::check);
+        assert!(!found.is_empty(), "no M007");
+        assert!(found.iter().all(|f| f.code == Rule::M007));
+        insta::assert_json_snapshot!(found);
+    }
+}

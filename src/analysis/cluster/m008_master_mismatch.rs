@@ -49,3 +49,19 @@ pub fn check(c: &Context) -> Vec<MergeFinding> {
             .into(),
     )]
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::model::finding::Rule;
+
+    /// On the reports recorded on two nodes, the second node's ranks use another master port.
+    #[test]
+    fn on_recorded_reports() {
+        let mut docs = super::super::recorded_reports();
+        super::super::each_identity(&mut docs[1], &|i| i["master_port"] = 29999.into());
+        let found = super::super::check_reports(&docs, super::check);
+        assert!(!found.is_empty(), "no M008");
+        assert!(found.iter().all(|f| f.code == Rule::M008));
+        insta::assert_json_snapshot!(found);
+    }
+}

@@ -33,3 +33,19 @@ pub fn check(c: &Context) -> Vec<MergeFinding> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::model::finding::Rule;
+
+    /// On the reports recorded on two nodes, the first node reported twice.
+    #[test]
+    fn on_recorded_reports() {
+        let mut docs = super::super::recorded_reports();
+        docs[1] = docs[0].clone();
+        let found = super::super::check_reports(&docs, super::check);
+        assert!(!found.is_empty(), "no M009");
+        assert!(found.iter().all(|f| f.code == Rule::M009));
+        insta::assert_json_snapshot!(found);
+    }
+}

@@ -120,3 +120,21 @@ pub fn check(c: &Context) -> Vec<MergeFinding> {
         _ => Vec::new(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::model::finding::Rule;
+
+    /// On the reports recorded on two nodes, a world size of 8, fewer ranks seen.
+    #[test]
+    fn on_recorded_reports() {
+        let mut docs = super::super::recorded_reports();
+        for d in &mut docs {
+            super::super::each_identity(d, &|i| i["world_size"] = 8.into());
+        }
+        let found = super::super::check_reports(&docs, super::check);
+        assert!(!found.is_empty(), "no M010");
+        assert!(found.iter().all(|f| f.code == Rule::M010));
+        insta::assert_json_snapshot!(found);
+    }
+}

@@ -379,6 +379,62 @@ pub fn analyse(nodes: &mut [Node], max_spread_minutes: f64) -> Merged {
     }
 }
 
+/// The reports recorded on two nodes (network namespaces, tests/fixtures/reports), as JSON
+/// values, for the M-rule tests; each test edits them into its situation.
+#[cfg(test)]
+pub(super) fn recorded_reports() -> Vec<Value> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/reports");
+    ["report-node-a.yaml", "report-node-b.yaml"]
+        .iter()
+        .map(|f| parse(&std::fs::read_to_string(dir.join(f)).unwrap()).unwrap())
+        .collect()
+}
+
+/// One M-rule's `check` over reports (their nodes named uniquely as `doctor merge` does, and
+/// `--max-spread` at its default of 10 minutes).
+#[cfg(test)]
+pub(super) fn check_reports(
+    docs: &[Value],
+    check: fn(&Context) -> Vec<MergeFinding>,
+) -> Vec<MergeFinding> {
+    let mut nodes: Vec<Node> = docs
+        .iter()
+        .enumerate()
+        .map(|(i, d)| node(&format!("report-{i}.yaml"), d))
+        .collect();
+    unique_names(&mut nodes);
+    check(&Context::new(&nodes, 10.0))
+}
+
+/// Every rank of a report (`environment.training_processes`) and every holder, edited by `f`.
+#[cfg(test)]
+pub(super) fn each_identity(doc: &mut Value, f: &dyn Fn(&mut Value)) {
+    for list in ["/environment/training_processes", "/ports/holders"] {
+        if let Some(Value::Array(items)) = doc.pointer_mut(list) {
+            for p in items {
+                if p["identity"].is_object() {
+                    f(&mut p["identity"]);
+                }
+            }
+        }
+    }
+}
+
+/// `KEY=value` in the shell and every training process of a report, where the key is set.
+#[cfg(test)]
+pub(super) fn set_env(doc: &mut Value, key: &str, value: &str) {
+    if let Some(Value::Array(items)) = doc.pointer_mut("/environment/training_processes") {
+        for p in items {
+            if p["env"].get(key).is_some() {
+                p["env"][key] = value.into();
+            }
+        }
+    }
+    if doc["environment"]["shell"].get(key).is_some() {
+        doc["environment"]["shell"][key] = value.into();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
