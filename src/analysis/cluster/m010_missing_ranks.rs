@@ -59,10 +59,17 @@ fn orphans(c: &Context) -> Vec<MergeFinding> {
             vec![n.name.clone()],
             c.master_port().into_iter().collect(),
             format!(
-                "on {}: `kill -TERM {}` (pids of its report), then restart torchrun there with the \
-                 same arguments; check its log or dmesg for why the agent died (OOM killer?)",
+                "on {}: `kill -TERM {}` ({}), then restart torchrun there with the same arguments; \
+                 check its log or dmesg for why the agent died (OOM killer?)",
                 n.name,
-                orphaned.join(" ")
+                orphaned.join(" "),
+                match &n.pid_namespace {
+                    Some(ns) if !ns.init => format!(
+                        "pids of {}'s PID namespace pid:[{}], not host pids: run it there",
+                        n.name, ns.inode
+                    ),
+                    _ => "pids of its report".to_string(),
+                }
             ),
         ));
     }
@@ -83,24 +90,46 @@ pub fn check(c: &Context) -> Vec<MergeFinding> {
             .map(|n| n.name.clone())
             .collect();
         if with.len() < want {
+            // Reports without an agent: the agent exited there (EADDRINUSE, a crash) or never
+            // started; nodes without a report may simply not have been asked.
+            let without: Vec<String> = c
+                .nodes
+                .iter()
+                .filter(|n| !with.contains(&n.name))
+                .map(|n| n.name.clone())
+                .collect();
+            let unreported = want.saturating_sub(c.nodes.len());
+            let mut gaps = Vec::new();
+            if !without.is_empty() {
+                gaps.push(format!(
+                    "no agent in the report of {} (it exited, e.g. on EADDRINUSE, or never started)",
+                    without.join(", ")
+                ));
+            }
+            if unreported > 0 {
+                gaps.push(format!(
+                    "{unreported} node{} without a report",
+                    if unreported == 1 { "" } else { "s" }
+                ));
+            }
+            let mut nodes = with.clone();
+            nodes.extend(without);
+            nodes.sort();
             return vec![finding(
                 Rule::M010,
                 Severity::Warning,
                 format!(
-                    "torchrun expects {want} nodes (--nnodes) but only {} show its agent ({}): the agents \
-                     wait at the rendezvous for the missing {}",
+                    "torchrun expects {want} nodes (--nnodes) but only {} run its agent ({}): {}; the \
+                     agents wait at the rendezvous until every node has joined",
                     with.len(),
                     with.join(", "),
-                    if want - with.len() == 1 {
-                        "node"
-                    } else {
-                        "nodes"
-                    }
+                    gaps.join("; ")
                 ),
-                with,
+                nodes,
                 c.master_port().into_iter().collect(),
-                "start torchrun on the missing node (scheduler log: did its task start? `srun -N` \
-                 and --nnodes must agree), or add its report if it runs"
+                "start torchrun on every node of the job (scheduler log: did each task start? \
+                 `srun -N` and --nnodes must agree); add the reports of the nodes not merged; on a node \
+                 whose agent exited, its log says why"
                     .into(),
             )];
         }
