@@ -185,6 +185,11 @@ fn usage_error(err: clap::Error) -> ! {
     for line in text.lines() {
         let trimmed = line.trim_start();
         if let Some(tip) = trimmed.strip_prefix("tip: ") {
+            // clap's "to pass '--x' as a value, use '-- --x'" is about positional values, which
+            // is not what someone typing an option meant: say the option does not exist here.
+            if tip.starts_with("to pass '") && tip.contains("as a value, use '-- ") {
+                continue;
+            }
             hint.get_or_insert_with(|| tip.to_string());
         } else if let Some(values) = trimmed
             .strip_prefix("[possible values: ")
@@ -208,12 +213,36 @@ fn usage_error(err: clap::Error) -> ! {
     for l in &lines[1.min(lines.len())..] {
         eprintln!("{l}");
     }
-    let hint = hint.unwrap_or_else(|| "see `doctor --help` or `doctor COMMAND --help`".into());
+    let hint = hint.unwrap_or_else(|| unknown_option_hint(&err, &text));
     eprintln!(
         "{} {hint}",
         render::paint("hint:", render::Paint::Blue, color)
     );
     std::process::exit(2);
+}
+
+/// The hint for an option the command does not have: which command, and where its options are.
+fn unknown_option_hint(err: &clap::Error, text: &str) -> String {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    // "Usage: doctor scan [OPTIONS] ..." names the command.
+    let command = text
+        .lines()
+        .find_map(|l| l.trim_start().strip_prefix("Usage: "))
+        .map(|u| {
+            u.split_whitespace()
+                .take_while(|w| !w.starts_with(['[', '<', '-']))
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .filter(|c| !c.is_empty())
+        .unwrap_or_else(|| "doctor".into());
+    if err.kind() == ErrorKind::UnknownArgument
+        && let Some(ContextValue::String(arg)) = err.get(ContextKind::InvalidArg)
+    {
+        let arg = render::escape_control(arg.split('=').next().unwrap_or(arg)).into_owned();
+        return format!("`{command}` has no option {arg}; `{command} --help` lists its options");
+    }
+    format!("see `{command} --help`")
 }
 
 fn report_error(err: &anyhow::Error) {

@@ -3,7 +3,6 @@
 //! M001-M010 are [`crate::analysis::cluster`] (docs/findings/M0xx.md), the table
 //! [`crate::render::merge`].
 
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
@@ -27,9 +26,11 @@ pub struct MergeArgs {
     /// holding them (every *.yaml, *.yml and *.json file; other documents there are skipped)
     #[arg(required = true, value_name = "REPORT|DIR")]
     files: Vec<PathBuf>,
-    /// table (default on a terminal), yaml or json
-    #[arg(long, value_enum)]
+    /// table (default), yaml or json (or from the -o extension)
+    #[arg(long, value_enum, alias = "output-format")]
     format: Option<Format>,
+    #[command(flatten)]
+    out: super::OutputArg,
     /// Flag reports taken more than this many minutes apart (M007)
     #[arg(long, value_name = "MINUTES", default_value_t = 10.0, value_parser = super::parse_minutes)]
     max_spread: f64,
@@ -119,11 +120,9 @@ pub fn merge(args: MergeArgs) -> anyhow::Result<i32> {
             "e.g. --max-spread 10",
         ));
     }
-    let format = match args.format {
-        Some(f) => f,
-        None if std::io::stdout().is_terminal() => Format::Table,
-        None => Format::Yaml,
-    };
+    args.out.check()?;
+    // The same rule as every command: a pipe gets what a terminal gets.
+    let format = args.out.format(args.format, Format::Table);
     let mut nodes = Vec::new();
     for path in &args.files {
         if path.is_dir() {
@@ -143,11 +142,11 @@ pub fn merge(args: MergeArgs) -> anyhow::Result<i32> {
     let text = match format {
         Format::Table => {
             render::escape_document(&mut doc);
-            merge_table(&doc, render::stdout_color())
+            merge_table(&doc, args.out.color())
         }
         f => render::document(&doc, f)?,
     };
-    render::print(&text);
+    args.out.emit(&text)?;
     Ok(i32::from(exit_1))
 }
 

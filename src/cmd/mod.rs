@@ -14,7 +14,63 @@ use std::path::PathBuf;
 
 use crate::analysis::Analysis;
 use crate::model::snapshot::Snapshot;
+use crate::render::Format;
 use crate::sys::{blocked, freeport, observe};
+
+/// `-o/--output FILE` of every command that prints a document: the path is checked before any
+/// work starts (`check`) and the document written atomically (`emit`).
+#[derive(clap::Args, Debug, Default, Clone)]
+pub struct OutputArg {
+    /// Write the output to FILE instead of stdout (format from --format, else from the
+    /// extension: .json JSON, .yaml/.yml YAML, else a table)
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+impl OutputArg {
+    /// An unusable path is an `error:` + `hint:` before the command runs.
+    pub fn check(&self) -> anyhow::Result<()> {
+        match &self.output {
+            Some(p) => crate::sys::output::check_writable(p),
+            None => Ok(()),
+        }
+    }
+
+    /// The format asked for, else the one the file's extension names, else `default`. Never
+    /// from whether stdout is a terminal: a pipe gets what a terminal gets.
+    pub fn format(&self, asked: Option<Format>, default: Format) -> Format {
+        if let Some(f) = asked {
+            return f;
+        }
+        let ext = self
+            .output
+            .as_ref()
+            .and_then(|p| p.extension())
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase);
+        match ext.as_deref() {
+            Some("json") => Format::Json,
+            Some("yaml" | "yml") => Format::Yaml,
+            _ => default,
+        }
+    }
+
+    /// The document to the file (atomically) or stdout.
+    pub fn emit(&self, text: &str) -> anyhow::Result<()> {
+        match &self.output {
+            Some(p) => crate::sys::output::write_atomic(p, text.as_bytes()),
+            None => {
+                crate::render::print(text);
+                Ok(())
+            }
+        }
+    }
+
+    /// Colour only on a terminal, never in a file.
+    pub fn color(&self) -> bool {
+        self.output.is_none() && crate::render::stdout_color()
+    }
+}
 
 /// A port number from the command line: 1-65535.
 pub fn parse_port(s: &str) -> Result<u16, String> {

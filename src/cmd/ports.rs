@@ -32,8 +32,11 @@ pub struct PortsArgs {
     /// and named by no job; exit 1 when there is none
     #[arg(long, conflicts_with_all = ["all", "from", "check"])]
     free: bool,
-    #[arg(long, value_enum, default_value = "table")]
-    format: Format,
+    /// table (default), json or yaml
+    #[arg(long, value_enum, alias = "output-format")]
+    format: Option<Format>,
+    #[command(flatten)]
+    out: super::OutputArg,
     /// Analyse a snapshot written by `doctor snapshot` instead of this machine
     #[arg(long, value_name = "FILE")]
     from: Option<PathBuf>,
@@ -51,8 +54,9 @@ struct PortsDoc<'a> {
 }
 
 pub fn ports(args: PortsArgs) -> anyhow::Result<i32> {
+    args.out.check()?;
     if let Some(port) = args.check {
-        return check(port, args.format);
+        return check(port, args.out.format(args.format, Format::Table), &args.out);
     }
     if args.free {
         return Ok(free(&args.port));
@@ -72,7 +76,7 @@ fn show(args: &PortsArgs, a: &Analysis) -> anyhow::Result<i32> {
         findings.retain(|f| f.ports.is_empty() || f.ports.iter().any(|p| args.port.contains(p)));
         scope = args.port.clone();
     }
-    let text = match args.format {
+    let text = match args.out.format(args.format, Format::Table) {
         Format::Table => {
             let users: BTreeMap<u32, String> = rows
                 .iter()
@@ -82,7 +86,7 @@ fn show(args: &PortsArgs, a: &Analysis) -> anyhow::Result<i32> {
                 .filter_map(|uid| host::account_name(uid).map(|n| (uid, n)))
                 .collect();
             let mut t = ports_table(&rows, if args.all { &[] } else { &scope }, &users);
-            t.push_str(&render_findings(&findings, render::stdout_color()));
+            t.push_str(&render_findings(&findings, args.out.color()));
             t
         }
         f => render::document(
@@ -98,7 +102,7 @@ fn show(args: &PortsArgs, a: &Analysis) -> anyhow::Result<i32> {
             f,
         )?,
     };
-    render::print(&text);
+    args.out.emit(&text)?;
     permission_note(snap);
     Ok(if worth_exit_1(&findings) { 1 } else { 0 })
 }
@@ -113,7 +117,7 @@ struct CheckDoc {
 
 /// `--check N`: exit 0 when free, 1 when taken; the holders on stderr, or a document on
 /// stdout with `--format json/yaml`.
-fn check(port: u16, format: Format) -> anyhow::Result<i32> {
+fn check(port: u16, format: Format, out: &super::OutputArg) -> anyhow::Result<i32> {
     // EACCES/EPERM (std's PermissionDenied) is "not permitted for this user", not "taken".
     if let Some(err) = crate::sys::sockets::bind_error(port)
         && err.kind() == std::io::ErrorKind::PermissionDenied
@@ -151,7 +155,7 @@ fn check(port: u16, format: Format) -> anyhow::Result<i32> {
             free,
             holders: rows,
         };
-        render::print(&render::document(&doc, format)?);
+        out.emit(&render::document(&doc, format)?)?;
         return Ok(code);
     }
     if !free && rows.is_empty() {

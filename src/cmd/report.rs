@@ -5,10 +5,8 @@
 //! and every format (table, YAML, JSON) is rendered from that same value.
 
 use std::collections::BTreeMap;
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -28,7 +26,7 @@ use crate::sys::observe;
 #[derive(clap::Args)]
 #[command(
     after_help = "Format: --format, else from the -o extension (.json: JSON, else YAML), \
-else a table on a terminal and YAML when stdout is a file or pipe.\n\
+else a table (on a terminal and in a pipe alike).\n\
 Exit codes: 0 nothing found, 1 a finding at warning level or worse, 2 usage or internal error."
 )]
 pub struct ReportArgs {
@@ -36,7 +34,7 @@ pub struct ReportArgs {
     #[arg(short, long, value_name = "FILE")]
     output: Option<PathBuf>,
     /// table (the summary, one screen), yaml (the attachment) or json
-    #[arg(long, value_enum)]
+    #[arg(long, value_enum, alias = "output-format")]
     format: Option<Format>,
     /// Also run `doctor scan` on this Python file or directory (repeatable)
     #[arg(long, value_name = "PATH")]
@@ -44,8 +42,8 @@ pub struct ReportArgs {
     /// Embed this YAML or JSON file (e.g. from `doctor run --record`) in the report
     #[arg(long, value_name = "FILE")]
     include_run: Option<PathBuf>,
-    /// Keep secrets (tokens, passwords, keys) in the output; prints what it turns off
-    #[arg(long)]
+    /// Deprecated name of the global --show-secrets (kept for scripts)
+    #[arg(long, hide = true)]
     no_redact: bool,
     /// Replace host names and user names by stable pseudonyms (host-xxxxxx, user-xxxxxx)
     #[arg(long)]
@@ -454,12 +452,15 @@ fn show_secrets(args: &ReportArgs) -> bool {
 }
 
 pub fn report(args: ReportArgs) -> anyhow::Result<i32> {
+    if let Some(p) = &args.output {
+        crate::sys::output::check_writable(p)?;
+    }
     let format = match (args.format, &args.output) {
         (Some(f), _) => f,
         (None, Some(p)) if p.extension().is_some_and(|e| e == "json") => Format::Json,
         (None, Some(_)) => Format::Yaml,
-        (None, None) if std::io::stdout().is_terminal() => Format::Table,
-        (None, None) => Format::Yaml,
+        // A pipe gets what a terminal gets, as in every command.
+        (None, None) => Format::Table,
     };
     let included = match &args.include_run {
         Some(p) => Some(read_included(p)?),
@@ -488,14 +489,11 @@ pub fn report(args: ReportArgs) -> anyhow::Result<i32> {
     };
     match &args.output {
         Some(path) => {
-            std::fs::write(path, &text)
-                .with_context(|| format!("cannot write {}", path.display()))?;
+            crate::sys::output::write_atomic(path, text.as_bytes())?;
             render::note(&format!(
-                "wrote {}: {} errors, {} warnings, {} info; merge reports of several nodes with `doctor merge report-*.yaml`",
+                "wrote {}: {}; merge reports of several nodes with `doctor merge report-*.yaml`",
                 path.display(),
-                doc["summary"]["errors"],
-                doc["summary"]["warnings"],
-                doc["summary"]["info"]
+                render::counts(&doc["summary"])
             ));
         }
         None => render::print(&text),

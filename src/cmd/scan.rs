@@ -33,7 +33,7 @@ impl From<PlatformArg> for Platform {
 pub enum ScanFormat {
     /// path:line:col: CODE message, with the source line and a help: line
     Text,
-    /// one JSON document (schema_version 1)
+    /// one JSON document (schema_version 2, docs/schema/scan.schema.json)
     Json,
     /// SARIF 2.1.0, for code-scanning dashboards
     Sarif,
@@ -53,9 +53,12 @@ pub struct ScanArgs {
     #[arg(default_value = ".")]
     pub paths: Vec<String>,
 
-    /// Output format
-    #[arg(long, value_enum, default_value_t = ScanFormat::Text)]
+    /// Output format (`--output-format`, ruff's name, is the same option)
+    #[arg(long, value_enum, default_value_t = ScanFormat::Text, alias = "output-format")]
     pub format: ScanFormat,
+
+    #[command(flatten)]
+    pub out: super::OutputArg,
 
     /// Python version to assume for the default start method (3.14+ on Linux: forkserver)
     /// [default: the version of `python3` on PATH, else 3.11]
@@ -131,6 +134,7 @@ fn check_codes(args: &ScanArgs) -> anyhow::Result<()> {
 
 pub fn scan(args: ScanArgs) -> anyhow::Result<i32> {
     check_codes(&args)?;
+    args.out.check()?;
     let opts = ScanOptions {
         python_version: args.python_version.unwrap_or_else(local_python_version),
         platform: args.platform.map_or_else(Platform::current, Platform::from),
@@ -153,13 +157,13 @@ pub fn scan(args: ScanArgs) -> anyhow::Result<i32> {
     }
 
     let diags: Vec<&Diagnostic> = reports.iter().flat_map(|r| r.diagnostics.iter()).collect();
-    let color = output::stdout_color();
+    let color = args.out.color();
     let default_start_method = default_start_method(&opts);
     match args.format {
         ScanFormat::Text => {
             let text = scan_render::text(&reports, color);
-            if !text.is_empty() {
-                output::print(&text);
+            if !text.is_empty() || args.out.output.is_some() {
+                args.out.emit(&text)?;
             }
         }
         ScanFormat::Json => {
@@ -182,13 +186,15 @@ pub fn scan(args: ScanArgs) -> anyhow::Result<i32> {
                     default_start_method,
                 },
             };
-            output::print(&output::document(&doc, output::Format::Json)?);
+            args.out
+                .emit(&output::document(&doc, output::Format::Json)?)?;
         }
-        ScanFormat::Sarif => output::print(&scan_render::sarif(&diags)?),
-        ScanFormat::Github => output::print(&scan_render::github(&diags)),
+        ScanFormat::Sarif => args.out.emit(&scan_render::sarif(&diags)?)?,
+        ScanFormat::Github => args.out.emit(&scan_render::github(&diags))?,
     }
     warn_skipped(&reports);
-    if args.format == ScanFormat::Text {
+    // `-q`: only the document and errors.
+    if args.format == ScanFormat::Text && !output::settings().quiet {
         eprintln!("{}", scan_render::summary(&reports));
     }
     Ok(if remaining(&reports) && !args.exit_zero {

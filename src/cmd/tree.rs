@@ -24,8 +24,11 @@ pub struct TreeArgs {
     /// The trees around the holders of this port
     #[arg(long, value_parser = parse_port)]
     port: Option<u16>,
-    #[arg(long, value_enum, default_value = "table")]
-    format: Format,
+    /// table (default), json or yaml
+    #[arg(long, value_enum, alias = "output-format")]
+    format: Option<Format>,
+    #[command(flatten)]
+    out: super::OutputArg,
     /// Analyse a snapshot written by `doctor snapshot` instead of this machine
     #[arg(long, value_name = "FILE")]
     from: Option<PathBuf>,
@@ -42,6 +45,7 @@ struct TreeDoc<'a> {
 }
 
 pub fn tree(args: TreeArgs) -> anyhow::Result<i32> {
+    args.out.check()?;
     let extra: Vec<u16> = args.port.into_iter().collect();
     with_analysis(&args.from, &extra, |a| draw_trees(&args, a))?
 }
@@ -70,8 +74,9 @@ fn draw_trees(args: &TreeArgs, a: &Analysis) -> anyhow::Result<i32> {
             .filter(|h| h.port == port)
             .filter_map(|h| h.pid)
             .collect();
-        if holder_pids.is_empty() {
-            render::print(&format!("nobody visible holds port {port}\n"));
+        if holder_pids.is_empty() && args.out.format(args.format, Format::Table) == Format::Table {
+            args.out
+                .emit(&format!("nobody visible holds port {port}\n"))?;
             permission_note(snap);
             return Ok(0);
         }
@@ -101,8 +106,8 @@ fn draw_trees(args: &TreeArgs, a: &Analysis) -> anyhow::Result<i32> {
     } else {
         a.findings.clone()
     };
-    let text = match args.format {
-        Format::Table => tree_text(a, &trees, &roots, &findings),
+    let text = match args.out.format(args.format, Format::Table) {
+        Format::Table => tree_text(a, &trees, &roots, &findings, args.out.color()),
         f => render::document(
             &TreeDoc {
                 schema_version: SCHEMA_VERSION,
@@ -115,14 +120,19 @@ fn draw_trees(args: &TreeArgs, a: &Analysis) -> anyhow::Result<i32> {
             f,
         )?,
     };
-    render::print(&text);
+    args.out.emit(&text)?;
     permission_note(snap);
     Ok(if worth_exit_1(&findings) { 1 } else { 0 })
 }
 
 /// The trees as text: each job's heading, the tree, D001's ancestry, then the findings.
-fn tree_text(a: &Analysis, trees: &[TreeNode], roots: &[i32], findings: &[Finding]) -> String {
-    let color = render::stdout_color();
+fn tree_text(
+    a: &Analysis,
+    trees: &[TreeNode],
+    roots: &[i32],
+    findings: &[Finding],
+    color: bool,
+) -> String {
     let mut s = String::new();
     if trees.is_empty() {
         s.push_str("no training jobs found (no launcher, rank or process with MASTER_PORT/RANK in its environment)\n");

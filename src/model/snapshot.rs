@@ -198,7 +198,19 @@ impl Snapshot {
                     "schema_version {v} is not supported (this doctor reads {SCHEMA_VERSION})"
                 ));
             }
-            None => return Err("no schema_version field".into()),
+            None => {
+                return Err(match value.get("schema_version") {
+                    None => "no schema_version field".into(),
+                    Some(other) => format!(
+                        "schema_version {} is not a version (a whole number: this doctor reads {})",
+                        serde_json::to_string(other).unwrap_or_default(),
+                        READS_SCHEMA_VERSIONS
+                            .map(|v| v.to_string())
+                            .collect::<Vec<_>>()
+                            .join(" and ")
+                    ),
+                });
+            }
         }
         let mut snap: Snapshot = serde_json::from_value(value).map_err(|e| e.to_string())?;
         snap.processes.sort_by_key(|p| p.pid);

@@ -18,11 +18,9 @@ pub fn merge_table(doc: &Value, color: bool) -> String {
     let sm = &doc["summary"];
     let f = doc["findings"].as_array().cloned().unwrap_or_default();
     o.push_str(&format!(
-        "\n{} {} errors, {} warnings, {} info (nodes' own findings included)\n",
+        "\n{} {} (nodes' own findings included)\n",
         paint("summary:", Paint::Bold, color),
-        sm["errors"],
-        sm["warnings"],
-        sm["info"]
+        super::counts(sm)
     ));
     render_finding_values(&f, color, &mut o);
     o

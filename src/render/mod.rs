@@ -293,6 +293,17 @@ pub fn terminal_width() -> Option<usize> {
         .filter(|&w| w > 0)
 }
 
+/// `1 error, 2 warnings, 0 info` from a document's `summary` counts.
+pub fn counts(summary: &serde_json::Value) -> String {
+    let n = |k: &str| summary[k].as_u64().unwrap_or(0) as usize;
+    format!(
+        "{}, {}, {} info",
+        plural(n("errors"), "error", "errors"),
+        plural(n("warnings"), "warning", "warnings"),
+        n("info")
+    )
+}
+
 /// `1 process`, `2 processes`.
 pub fn plural(n: usize, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })

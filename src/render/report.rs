@@ -48,11 +48,9 @@ fn gib(bytes: &Value) -> String {
 /// The counts, then at most three findings of each code (one screen), the rest counted.
 fn summary(sm: &Value, color: bool, o: &mut String) {
     o.push_str(&format!(
-        "\n{} {} errors, {} warnings, {} info\n",
+        "\n{} {}\n",
         paint("summary:", Paint::Bold, color),
-        sm["errors"],
-        sm["warnings"],
-        sm["info"]
+        super::counts(sm)
     ));
     let Some(f) = sm["findings"].as_array() else {
         return;
