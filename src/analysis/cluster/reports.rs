@@ -146,14 +146,13 @@ pub fn torchrun_args(command: &str) -> Option<Launcher> {
             };
             Some((h.to_string(), p))
         }),
-        _ => Some((
-            opts.get("master-addr")
-                .cloned()
-                .unwrap_or_else(|| "127.0.0.1".into()),
-            opts.get("master-port")
-                .and_then(|p| p.parse().ok())
-                .unwrap_or(29500),
-        )),
+        // Static: only what the arguments say. torchrun also reads PET_MASTER_ADDR and
+        // PET_MASTER_PORT from its environment, which reports do not carry, so a default
+        // (127.0.0.1:29500) is never guessed: that would be a false M008.
+        _ => match (opts.get("master-addr"), opts.get("master-port")) {
+            (Some(a), Some(p)) => p.parse().ok().map(|p| (a.clone(), p)),
+            _ => None,
+        },
     };
     Some(Launcher {
         pid: 0,
@@ -268,10 +267,10 @@ mod tests {
             ep("python -m torch.distributed.run --nnodes 2 --master_addr n1 --master_port 23 t.py"),
             e("n1", 23)
         );
-        assert_eq!(
-            ep("torchrun --nproc-per-node=2 t.py"),
-            e("127.0.0.1", 29500)
-        );
+        // Nothing guessed: torchrun may take them from PET_MASTER_ADDR / PET_MASTER_PORT.
+        assert_eq!(ep("torchrun --nproc-per-node=2 t.py"), None);
+        assert_eq!(ep("torchrun --master-addr=n1 t.py"), None);
+        assert_eq!(ep("torchrun --master-addr=n1 --master-port=x t.py"), None);
         assert_eq!(
             ep("torchrun --rdzv-backend=c10d --rdzv-endpoint=n1:29400 --rdzv-id=j t.py"),
             e("n1", 29400)
