@@ -75,6 +75,12 @@ pub struct Host {
     /// The pid that took the snapshot, left out of the analysis.
     #[serde(default)]
     pub observer_pid: i32,
+    /// The process group and session of the process that took the snapshot: a kill fix never
+    /// names them (it would stop the caller, its shell or its terminal). 0: not known.
+    #[serde(default)]
+    pub observer_pgid: i32,
+    #[serde(default)]
+    pub observer_sid: i32,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]

@@ -57,6 +57,8 @@ pub fn host_facts() -> Host {
         reserved_ports,
         observer_uid: nix::unistd::geteuid().as_raw(),
         observer_pid: std::process::id() as i32,
+        observer_pgid: nix::unistd::getpgrp().as_raw(),
+        observer_sid: nix::unistd::getsid(None).map(|p| p.as_raw()).unwrap_or(0),
     }
 }
 

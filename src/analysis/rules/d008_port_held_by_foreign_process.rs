@@ -46,7 +46,7 @@ pub fn check(a: &Analysis) -> Vec<Finding> {
             let stop = service
                 .as_ref()
                 .map(|s| s.stop.clone())
-                .unwrap_or_else(|| format!("`kill {pid}`"));
+                .unwrap_or_else(|| format!("`kill {}`", join_spaced(&sharing_holders(a, pid))));
             let fix = format!(
                 "either stop it: {stop}; or launch the job on a free port: {} (torchrun --master-port {})",
                 a.port_advice.text(),

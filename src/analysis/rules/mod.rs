@@ -80,30 +80,97 @@ pub(super) fn listeners(a: &Analysis, port: u16) -> Vec<i32> {
 /// How to stop `pid` and its group, with ids valid where the snapshot was taken: process group 0
 /// (a leader outside this PID namespace: a process entered by `nsenter`, `docker exec`, `kubectl
 /// exec`) or 1 (the namespace's init) is never named; the pid is, with its children.
+/// A kill command for the holder `pid`, safe by construction: it names every holder of the
+/// listening sockets `pid` holds (a forked child that inherited the socket keeps the port
+/// otherwise), and it names process groups only when each is safe to stop whole: never group 0
+/// or 1 (or a group of another PID namespace), never the caller's own group or its session
+/// leader's (the login shell, the terminal's job control), never a
+/// group with a process of another job in it. Otherwise it names the pids.
 pub(super) fn kill_group_hint(a: &Analysis, pid: i32) -> String {
-    match a.process(pid) {
-        Some(p) if p.pgid <= 1 => {
-            let mut pids = vec![pid];
-            pids.extend(
-                a.snap
-                    .processes
-                    .iter()
-                    .filter(|c| c.ppid == pid && c.pid > 1)
-                    .map(|c| c.pid),
-            );
-            let list: Vec<String> = pids.iter().map(i32::to_string).collect();
-            format!(
-                "`kill -TERM {}` (its process group {} is not one of this PID namespace's)",
-                list.join(" "),
-                p.pgid
-            )
-        }
-        Some(p) => format!(
-            "`kill -TERM -- -{}` (process group {} of pid {pid})",
-            p.pgid, p.pgid
-        ),
-        None => format!("`kill {pid}`"),
+    let Some(p) = a.process(pid) else {
+        return format!("`kill {pid}`");
+    };
+    let holders = sharing_holders(a, pid);
+    let mine = a.job_of.get(&pid);
+    let host = &a.snap.host;
+    let group_safe = |g: i32| {
+        g > 1
+            && g != host.observer_pgid
+            && g != host.observer_sid
+            && a.snap.processes.iter().filter(|q| q.pgid == g).all(|q| {
+                q.pid != host.observer_pid
+                    && (holders.contains(&q.pid)
+                        || a.job_of.get(&q.pid).is_none_or(|j| Some(j) == mine))
+            })
+    };
+    let mut groups: Vec<i32> = holders
+        .iter()
+        .filter_map(|&h| a.process(h))
+        .map(|q| q.pgid)
+        .collect();
+    groups.sort_unstable();
+    groups.dedup();
+    if groups.iter().all(|&g| group_safe(g)) {
+        let list: Vec<String> = groups.iter().map(|g| format!("-{g}")).collect();
+        let whose = if holders.len() == 1 {
+            format!("pid {pid}")
+        } else {
+            format!("pids {}, which share its socket", join(&holders))
+        };
+        let what = if groups.len() == 1 {
+            format!("process group {} of {whose}", groups[0])
+        } else {
+            format!("process groups {} of {whose}", join(&groups))
+        };
+        return format!("`kill -TERM -- {}` ({what})", list.join(" "));
     }
+    // Name pids: the holders and their children (which a group kill would have reached).
+    let mut pids = holders.clone();
+    for &h in &holders {
+        pids.extend(
+            a.snap
+                .processes
+                .iter()
+                .filter(|c| c.ppid == h && c.pid > 1 && c.pid != host.observer_pid)
+                .map(|c| c.pid),
+        );
+    }
+    pids.sort_unstable();
+    pids.dedup();
+    let why = if p.pgid <= 1 {
+        format!(
+            "its process group {} is not one of this PID namespace's",
+            p.pgid
+        )
+    } else {
+        format!(
+            "not its process group {}: other processes share it (this shell, or another job)",
+            p.pgid
+        )
+    };
+    format!("`kill -TERM {}` ({why})", join_spaced(&pids))
+}
+
+/// `pid` and every process that shares one of its listening TCP sockets (the same inode: a
+/// forked child that inherited it, a parent that kept it), sorted.
+pub(super) fn sharing_holders(a: &Analysis, pid: i32) -> Vec<i32> {
+    let mut holders = vec![pid];
+    for s in a.sockets_of(pid) {
+        if s.proto == Proto::Tcp && s.state == "LISTEN" {
+            holders.extend(a.holders.get(&s.inode).into_iter().flatten().copied());
+        }
+    }
+    holders.sort_unstable();
+    holders.dedup();
+    holders
+}
+
+fn join(v: &[i32]) -> String {
+    v.iter().map(i32::to_string).collect::<Vec<_>>().join(", ")
+}
+
+pub(super) fn join_spaced(v: &[i32]) -> String {
+    v.iter().map(i32::to_string).collect::<Vec<_>>().join(" ")
 }
 
 /// Every LISTEN socket on `port`, held or not (another user's listener may have no visible holder).
@@ -388,6 +455,154 @@ mod tests {
             "{}",
             d008[0].fix
         );
+    }
+
+    /// Every kill command in `f`'s fix: (process groups, pids).
+    fn kills(fix: &str) -> Vec<(Vec<i32>, Vec<i32>)> {
+        fix.split("`kill ")
+            .skip(1)
+            .map(|rest| {
+                let cmd = rest.split('`').next().unwrap_or("");
+                let words: Vec<&str> = cmd.split_whitespace().filter(|w| *w != "-TERM").collect();
+                match words.iter().position(|w| *w == "--") {
+                    Some(i) => (
+                        words[i + 1..]
+                            .iter()
+                            .map(|w| w.trim_start_matches('-').parse().expect("group"))
+                            .collect(),
+                        Vec::new(),
+                    ),
+                    None => (
+                        Vec::new(),
+                        words.iter().map(|w| w.parse().expect("pid")).collect(),
+                    ),
+                }
+            })
+            .collect()
+    }
+
+    /// The safety properties of every kill command of every finding of `a`.
+    fn assert_kills_safe(a: &Analysis) -> usize {
+        let mut seen = 0;
+        for f in &a.findings {
+            let holder = f.pids[0];
+            for (groups, pids) in kills(&f.fix) {
+                seen += 1;
+                let host = &a.snap.host;
+                for &g in &groups {
+                    assert!(g > 1, "group {g} in {}", f.fix);
+                    assert_ne!(g, host.observer_pgid, "caller's group in {}", f.fix);
+                    assert_ne!(g, host.observer_sid, "caller's session leader in {}", f.fix);
+                    for q in a.snap.processes.iter().filter(|q| q.pgid == g) {
+                        let other_job = a
+                            .job_of
+                            .get(&q.pid)
+                            .is_some_and(|j| a.job_of.get(&holder) != Some(j));
+                        assert!(
+                            !other_job || sharing_holders(a, holder).contains(&q.pid),
+                            "group {g} of {} reaches pid {} of another job",
+                            f.fix,
+                            q.pid
+                        );
+                    }
+                }
+                // Every process sharing the holder's listening socket is stopped.
+                for h in sharing_holders(a, holder) {
+                    let pg = a.process(h).unwrap().pgid;
+                    assert!(
+                        pids.contains(&h) || groups.contains(&pg),
+                        "holder {h} not stopped by {}",
+                        f.fix
+                    );
+                }
+            }
+        }
+        seen
+    }
+
+    #[test]
+    fn kill_fixes_are_safe_by_construction() {
+        // Job A (Lightning, rank 0 pid 100 holds 29500 on inode 1); job B (pid 300) wants 29500.
+        // Vary what shares the holder's group and socket; every fix must stay safe.
+        let job_b = |pgid: i32| {
+            let mut p = proc_(300, 1, "python other.py", RANK0);
+            p.pgid = pgid;
+            p
+        };
+        let mut kinds = 0;
+        for variant in 0..6 {
+            let (mut procs, sockets) = lightning(&[]);
+            let mut host_pgid = 0;
+            let mut host_sid = 0;
+            match variant {
+                // Job B started in job A's process group (one script starting both).
+                1 => procs.push(job_b(100)),
+                // The caller (doctor) runs in the holder's group / session.
+                2 => host_pgid = 100,
+                3 => host_sid = 100,
+                // A forked child of the holder inherited the listening socket.
+                4 => {
+                    let mut c = with_sockets(proc_(120, 100, "python train.py", &[]), &[1]);
+                    c.pgid = 777;
+                    procs.push(c);
+                }
+                // The holder's group is init's (a container's PID 1 group).
+                5 => procs
+                    .iter_mut()
+                    .filter(|p| p.pid >= 100)
+                    .for_each(|p| p.pgid = 1),
+                _ => {}
+            }
+            if variant != 1 {
+                procs.push(job_b(300));
+            }
+            let mut s = snap(procs, sockets);
+            s.host.observer_pgid = host_pgid;
+            s.host.observer_sid = host_sid;
+            let a = Analysis::new(&s, &[]);
+            assert!(
+                a.findings.iter().any(|f| f.code == Rule::D002),
+                "variant {variant}: {:?}",
+                a.findings
+            );
+            kinds += assert_kills_safe(&a);
+            let d002 = a.findings.iter().find(|f| f.code == Rule::D002).unwrap();
+            if variant == 4 {
+                assert!(
+                    d002.fix.contains("100") && d002.fix.contains("120"),
+                    "{}",
+                    d002.fix
+                );
+            }
+            if matches!(variant, 1 | 2 | 3 | 5) {
+                assert!(
+                    !d002.fix.contains("kill -TERM --"),
+                    "variant {variant}: {}",
+                    d002.fix
+                );
+            }
+        }
+        assert!(kinds >= 6);
+
+        // D008: an unrelated server and the child that inherited its socket; both are named.
+        let procs = vec![
+            proc_(1, 0, "/sbin/init", &[]),
+            with_sockets(proc_(400, 1, "python -m http.server 29500", &[]), &[7]),
+            with_sockets(
+                proc_(401, 400, "python -m http.server 29500 --worker", &[]),
+                &[7],
+            ),
+            proc_(300, 1, "python other.py", RANK0),
+        ];
+        let s = snap(procs, vec![sock("LISTEN", 29500, 0, 7)]);
+        let a = Analysis::new(&s, &[]);
+        let d008 = a
+            .findings
+            .iter()
+            .find(|f| f.code == Rule::D008)
+            .expect("D008");
+        assert!(d008.fix.contains("`kill 400 401`"), "{}", d008.fix);
+        assert!(assert_kills_safe(&a) >= 1);
     }
 
     #[test]
