@@ -628,3 +628,29 @@ fn the_checker_finds_planted_breaches() {
     g.remove("blocked");
     assert_eq!(find_cycle(&g), None);
 }
+
+/// Each D and M code is made in its own rule file only (`Finding::new(Rule::D001, ..)` in
+/// `d001_*.rs`, `finding(Rule::M001, ..)` in `m001_*.rs`), so one file says what it means.
+#[test]
+fn each_code_is_made_in_its_rule_file() {
+    let made = regex::Regex::new(r"(?:Finding::new|\bfinding)\(\s*Rule::([DM]\d{3})\b").unwrap();
+    let mut wrong = Vec::new();
+    let mut seen = BTreeSet::new();
+    for f in files() {
+        let text = std::fs::read_to_string(src().join(f.rel.trim_start_matches("src/"))).unwrap();
+        for c in made.captures_iter(&text) {
+            let code = c[1].to_lowercase();
+            seen.insert(code.clone());
+            let file = f.rel.rsplit('/').next().unwrap_or_default();
+            if !file.starts_with(&format!("{code}_")) {
+                wrong.push(format!("  {} makes {}", f.rel, &c[1]));
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "codes made outside their rule file:\n{}",
+        wrong.join("\n")
+    );
+    assert!(seen.len() >= 19, "the check saw only {seen:?}");
+}

@@ -4,6 +4,7 @@
 
 use serde::Serialize;
 
+use crate::analysis::rules::{self, describe};
 use crate::analysis::traceback::OutputFacts;
 use crate::analysis::{Analysis, Role};
 use crate::model::finding::{Finding, Rule};
@@ -88,17 +89,6 @@ pub fn diagnose(
     explain_a_rerun_launch(&mut d, &a);
     add_tree_findings(&mut d, a.findings);
     d
-}
-
-/// `pid N (role, rank r/w)`.
-fn describe(a: &Analysis, pid: i32) -> String {
-    let id = a
-        .identity(pid)
-        .map(|i| i.label())
-        .filter(|l| !l.is_empty())
-        .map(|l| format!(", {l}"))
-        .unwrap_or_default();
-    format!("pid {pid} ({}{id})", a.role(pid).name())
 }
 
 /// The failing bind, exact from tracing or as the output reports it.
@@ -242,36 +232,7 @@ fn explain_a_rerun_launch(d: &mut Diagnosis, a: &Analysis) {
     else {
         return;
     };
-    let line = d
-        .script_line
-        .clone()
-        .map(|l| format!(" at {l}"))
-        .unwrap_or_default();
-    let launch = d
-        .code
-        .clone()
-        .unwrap_or_else(|| "the distributed launch".into());
-    let mut f = Finding::new(
-        Rule::D001,
-        format!(
-            "{} re-ran `{launch}`{line} and tried to bind the rendezvous port {} of rank {}; it failed with \
-             EADDRINUSE because the rank holds it",
-            describe(a, w),
-            d.port.unwrap_or(0),
-            describe(a, r)
-        ),
-        vec![r, w],
-        d.port.into_iter().collect(),
-        format!(
-            "move `{launch}`{line} into `main()` under `if __name__ == \"__main__\":` so spawn/forkserver \
-             children (DataLoader workers) do not run it again"
-        ),
-    );
-    let mut path: Vec<i32> = ancestors.iter().take_while(|&&q| q != r).copied().collect();
-    path.push(r);
-    path.reverse();
-    path.push(w);
-    f.path = path;
+    let f = rules::d001_rerun_launch(a, r, w, d.port, d.code.as_deref(), d.script_line.as_deref());
     d.findings.insert(0, f);
 }
 

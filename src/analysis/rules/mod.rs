@@ -4,6 +4,7 @@
 //! [`RULES`], its registry line and its doc page.
 
 mod d001_duplicate_init;
+pub use d001_duplicate_init::rerun_launch as d001_rerun_launch;
 mod d002_port_held_by_other_job;
 mod d003_stale_holder;
 mod d004_port_in_ephemeral_range;
@@ -43,7 +44,8 @@ pub fn evaluate(a: &Analysis) -> Vec<Finding> {
     out
 }
 
-pub(super) fn describe(a: &Analysis, pid: i32) -> String {
+/// `pid N (role, rank r/w)`.
+pub(crate) fn describe(a: &Analysis, pid: i32) -> String {
     let role = a.role(pid).name();
     match a.identity(pid).map(|i| i.label()).filter(|l| !l.is_empty()) {
         Some(label) => format!("pid {pid} ({role}, {label})"),
