@@ -238,7 +238,8 @@ pub fn harmless_value(value: &str, password_like: bool) -> bool {
     if v.starts_with('$') || v.starts_with("%(") {
         return true;
     }
-    if is_path(v) {
+    // A path after a password-like name (`--password /x`) may be the password itself.
+    if is_path(v) && !password_like {
         return true;
     }
     // A count, a size, a port: at most five digits (a longer number may be a PIN or a code).
@@ -410,15 +411,35 @@ pub fn secret_spans(words: &[&str]) -> Vec<Vec<Span>> {
         if let Some(w) = words.get(j).filter(|w| !w.contains(REDACTED)) {
             let s = bare(w);
             let v = sub(w, s);
-            if !is_flag(v) && !harmless_value(v, password) {
+            if !is_flag(v) && v != "--" && !harmless_value(v, password) {
                 out[j].push(s);
             }
         }
     };
     while i < words.len() {
         let w = words[i];
+        if w.contains(REDACTED) {
+            i += 1;
+            continue;
+        }
         let s = bare(w);
         let b = sub(w, s);
+        // `NAME=value` (an environment assignment, quoted or not): the name decides.
+        if let Some(eq) = b.find('=').filter(|&eq| eq > 0 && !b.starts_with('-')) {
+            let name = &b[..eq];
+            let value = b[eq + 1..].trim_matches(|c| c == '\'' || c == '"');
+            if name
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
+                && super::is_secret_name(name)
+            {
+                if !harmless_value(value, super::is_password_name(name)) {
+                    out[i].push((s.0 + eq + 1, s.1));
+                }
+                i += 1;
+                continue;
+            }
+        }
         if matches!(b, "&&" | "||" | "|" | ";" | "&") || w.ends_with(';') {
             program.clear();
             subcommand.clear();
@@ -461,7 +482,10 @@ pub fn secret_spans(words: &[&str]) -> Vec<Vec<Span>> {
             let short = dashes == 1 && flag.len() >= 2;
             let letter = flag.as_bytes().get(1).copied();
             if short && attached.is_none() {
-                let mysql_like = is_mysql(&program) || program == "sshpass";
+                let mysql_like = is_mysql(&program)
+                    || program == "sshpass"
+                    || (matches!(program.as_str(), "docker" | "podman" | "nerdctl")
+                        && subcommand == "login");
                 if letter == Some(b'p') && flag.len() > 2 && mysql_like {
                     out[i].push((s.0 + 2, s.1));
                     i += 1;

@@ -125,7 +125,7 @@ pub fn is_secret_name(name: &str) -> bool {
 
 /// Whether a secret name holds a password, secret even when it is a number (`DB_PASSWORD`,
 /// `MYSQL_PWD`); a `KEY_FRAMES=10` or `XDG_SESSION_ID=3` count stays.
-fn is_password_name(name: &str) -> bool {
+pub(crate) fn is_password_name(name: &str) -> bool {
     name_secrecy(name) == Some(true) || {
         let w = words(name);
         w.len() > 1 && w.last().is_some_and(|l| l == "PWD")
@@ -396,14 +396,16 @@ fn has_secret_assignment(text: &str) -> bool {
 
 /// Redact a whole document in place.
 pub fn redact(value: &mut Value) {
-    walk(value, false);
+    walk(value, false, false);
 }
 
-fn walk(value: &mut Value, secret: bool) {
+/// `secret`: the value is under a secret key; `password`: a password-like one (a path or a
+/// number there is secret too).
+fn walk(value: &mut Value, secret: bool, password: bool) {
     match value {
         Value::String(s) => {
             if secret {
-                if !harmless_value(s, true) {
+                if !harmless_value(s, password) {
                     *s = REDACTED.into();
                 }
             } else {
@@ -436,7 +438,7 @@ fn walk(value: &mut Value, secret: bool) {
                 }
             }
             for item in items.iter_mut() {
-                walk(item, secret);
+                walk(item, secret, password);
             }
         }
         Value::Object(map) => {
@@ -446,12 +448,29 @@ fn walk(value: &mut Value, secret: bool) {
                     .and_then(Value::as_str)
                     .is_some_and(is_secret_name)
             });
+            let map_names: BTreeMap<String, String> = ["name", "key", "Name", "Key"]
+                .iter()
+                .filter_map(|k| {
+                    map.get(*k)
+                        .and_then(Value::as_str)
+                        .map(|v| (k.to_string(), v.to_string()))
+                })
+                .collect();
             let entries = std::mem::take(map);
             for (k, mut v) in entries {
                 let key_secret = secret
                     || is_secret_name(&k)
                     || (named_secret && matches!(k.as_str(), "value" | "Value" | "val"));
-                walk(&mut v, key_secret);
+                // Under a secret key, paths and short numbers stay unless the key (or a key
+                // above it, or the named variable) is password-like.
+                let key_password = password
+                    || (key_secret && !is_secret_name(&k) && !named_secret)
+                    || is_password_name(&k)
+                    || (named_secret
+                        && ["name", "key", "Name", "Key"]
+                            .iter()
+                            .any(|n| map_names.get(*n).is_some_and(|x| is_password_name(x))));
+                walk(&mut v, key_secret, key_password);
                 let mut key = scrub_text(&k);
                 while map.contains_key(&key) {
                     key.push('\'');
