@@ -1,5 +1,6 @@
 //! Every operating-system access: /proc, sockets, host facts, process supervision, ptrace
-//! tracing, Python discovery. Nothing above this layer opens a file under /proc.
+//! tracing, Python discovery. Nothing above this layer opens a file under /proc (`tests/layout.rs`
+//! keeps the OS crates here).
 
 pub mod blocked;
 pub mod case;

@@ -393,16 +393,6 @@ pub fn tgid(tid: i32) -> Option<i32> {
         .map(|s| s.tgid)
 }
 
-/// The socket inode behind fd `fd` of `pid` (`socket:[INODE]`).
-pub fn fd_socket_inode(pid: i32, fd: i32) -> Option<u64> {
-    let link = fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok()?;
-    link.to_str()?
-        .strip_prefix("socket:[")?
-        .strip_suffix(']')?
-        .parse()
-        .ok()
-}
-
 /// The network namespace of a process (`self` for doctor), as the `net:[INODE]` link names it.
 pub fn net_ns(pid: Option<i32>) -> io::Result<PathBuf> {
     match pid {
