@@ -569,3 +569,41 @@ fn merge_of_a_directory_equals_merge_of_its_reports() {
     );
     assert!(out.stdout.is_empty());
 }
+
+/// Reports recorded from the namespace test bed (scripts/testbed/cluster.sh OUT leftover): a
+/// leftover rank 0 of an earlier run holds the master port on node-a, node-b's agent waits on it.
+/// The verdict is the same with and without SLURM (as under Kubernetes: the reports taken with
+/// `kubectl exec` carry no SLURM_JOB_ID): the leftover is told apart by its run id.
+#[test]
+fn leftover_verdict_without_slurm() {
+    let dir = fixtures().join("testbed-leftover");
+    let plain = tempfile::tempdir().unwrap();
+    for n in ["a", "b"] {
+        let text = std::fs::read_to_string(dir.join(format!("report-node-{n}.yaml"))).unwrap();
+        let kept: String = text
+            .lines()
+            .filter(|l| !l.to_ascii_lowercase().contains("slurm"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        std::fs::write(plain.path().join(format!("report-node-{n}.yaml")), kept).unwrap();
+    }
+    for d in [dir.as_path(), plain.path()] {
+        let (doc, code) = merge_json(&[d], &[]);
+        assert_eq!(code, 1);
+        let m003: Vec<_> = doc["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["code"] == "M003")
+            .collect();
+        assert_eq!(m003.len(), 1, "{doc:#}");
+        assert_eq!(m003[0]["nodes"], serde_json::json!(["node-a", "node-b"]));
+        let msg = m003[0]["message"].as_str().unwrap();
+        assert!(
+            msg.contains("node-b (agent pid") && msg.contains("job-old"),
+            "{msg}"
+        );
+        assert_eq!(doc["rendezvous"]["ranks_visible"], 0, "{doc:#}");
+        assert!(!codes(&doc).contains(&"M006".to_string()), "{doc:#}");
+    }
+}

@@ -118,6 +118,9 @@ pub struct Launcher {
     pub nnodes: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rdzv_backend: Option<String>,
+    /// The run id its ranks get as TORCHELASTIC_RUN_ID (`--rdzv-id`, torchrun's default `none`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rdzv_id: Option<String>,
 }
 
 /// Whether an address (or `localhost`) is a loopback address.

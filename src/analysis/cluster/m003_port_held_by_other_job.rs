@@ -79,6 +79,7 @@ fn is_ours(c: &Context, n: &Node, h: &Value, hj: &HolderJob, port: u16) -> bool 
         || rank_ours
         || hj.port == Some(port)
             && !conflicts(&hj.run, &c.job_runs)
+            && !conflicts(&hj.run, &c.agent_runs)
             && !conflicts(&hj.slurm, &c.job_slurm)
 }
 

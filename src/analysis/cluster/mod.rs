@@ -94,6 +94,8 @@ pub struct Context<'a> {
     pub ranks_visible: usize,
     /// The SLURM job ids of the shells the reports were taken in (`srun` inside the job).
     pub shell_slurm: BTreeSet<String>,
+    /// The run ids of the job's torchrun agents (their --rdzv-id, `none` by default).
+    pub agent_runs: BTreeSet<String>,
 }
 
 impl<'a> Context<'a> {
@@ -108,7 +110,7 @@ impl<'a> Context<'a> {
             max_spread_minutes,
             pairs,
             node_pairs,
-            master,
+            master: master.clone(),
             master_node,
             job_slurm: BTreeSet::new(),
             job_runs: BTreeSet::new(),
@@ -116,6 +118,12 @@ impl<'a> Context<'a> {
             runs: IdsByNode::new(),
             world_size: None,
             ranks_visible: 0,
+            agent_runs: nodes
+                .iter()
+                .flat_map(|n| &n.launchers)
+                .filter(|l| l.endpoint.is_some() && l.endpoint == master)
+                .filter_map(|l| l.rdzv_id.clone())
+                .collect(),
             shell_slurm: nodes
                 .iter()
                 .filter_map(|n| n.shell.get("SLURM_JOB_ID").cloned())
@@ -142,7 +150,13 @@ impl<'a> Context<'a> {
             .slurm_job_id
             .as_ref()
             .is_some_and(|s| !self.shell_slurm.is_empty() && !self.shell_slurm.contains(s));
-        same_rendezvous && !other_slurm
+        // Under the job's torchrun agents, ranks carry the agents' run id (--rdzv-id): a rank
+        // with another one (a leftover of an earlier run, with no SLURM to tell) is not the job's.
+        let other_run = r
+            .run_id
+            .as_ref()
+            .is_some_and(|id| !self.agent_runs.is_empty() && !self.agent_runs.contains(id));
+        same_rendezvous && !other_slurm && !other_run
     }
 
     /// The rows of a node's report that listen on `port`.

@@ -166,6 +166,11 @@ pub fn torchrun_args(command: &str) -> Option<Launcher> {
         node_rank: opts.get("node-rank").and_then(|n| n.parse().ok()),
         nnodes: opts.get("nnodes").cloned(),
         rdzv_backend: backend,
+        rdzv_id: Some(
+            opts.get("rdzv-id")
+                .cloned()
+                .unwrap_or_else(|| "none".into()),
+        ),
     })
 }
 
@@ -186,6 +191,7 @@ pub fn node(file: &str, doc: &Value) -> Node {
                 node_rank: None,
                 nnodes: None,
                 rdzv_backend: None,
+                rdzv_id: None,
             });
             l.pid = p["pid"].as_i64().unwrap_or(0);
             l.job = str_of(&p["job"]);
