@@ -443,3 +443,328 @@ fn pre_commit_hook_fails_on_a_module_level_launch_then_passes_after_the_fix() {
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     assert!(stdout(&out).contains("Passed"), "{}", show(&out));
 }
+
+// ---- The `DDP_DOCTOR=1` hook shipped in the wheel (issue 23) ----
+
+/// The managed venv's python (torch, Lightning); None (a failure under CI) when it is missing.
+fn managed_python() -> Option<PathBuf> {
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    let python = home.join(".cache/ddp-doctor/venv/bin/python");
+    if python.is_file() {
+        Some(python)
+    } else {
+        unavailable(&format!(
+            "no managed venv at {} (doctor repro --setup)",
+            python.display()
+        ))
+    }
+}
+
+/// A new venv made by the managed python, with the wheel installed and the managed venv's
+/// site-packages visible (a path line in a .pth file), so torch and Lightning import.
+fn hook_venv(setup: &Setup, dir: &Path) -> Option<PathBuf> {
+    let python = managed_python()?;
+    run_ok(command(&python).args(["-m", "venv"]).arg(dir));
+    let purelib = |py: &Path| {
+        let out = run_ok(command(py).args([
+            "-c",
+            "import sysconfig; print(sysconfig.get_path('purelib'))",
+        ]));
+        PathBuf::from(stdout(&out).trim())
+    };
+    let bin = dir.join("bin");
+    let ours = purelib(&bin.join("python"));
+    fs::write(
+        ours.join("managed-venv.pth"),
+        format!("{}\n", purelib(&python).display()),
+    )
+    .unwrap();
+    run_ok(
+        command(bin.join("pip"))
+            .args(["install", "--no-index", "--no-deps"])
+            .arg(&setup.wheel),
+    );
+    assert!(
+        ours.join("ddp_doctor_hook.pth").is_file(),
+        "no .pth installed"
+    );
+    assert!(ours.join("ddp_doctor_hook/__init__.py").is_file());
+    Some(bin)
+}
+
+/// `cmd` in a process group of its own, killed whole after `limit` or when the test fails;
+/// TMPDIR in `tmp` (the hook's once-per-job lock files).
+fn run_job(cmd: &mut Command, tmp: &Path, limit: std::time::Duration) -> Output {
+    use std::os::unix::process::CommandExt;
+    use std::process::Stdio;
+    let child = cmd
+        .env("TMPDIR", tmp)
+        .env_remove("DDP_DOCTOR_BIN")
+        .env_remove("DDP_DOCTOR_TIMEOUT")
+        .env_remove("MASTER_PORT")
+        .env_remove("MASTER_ADDR")
+        .env_remove("LOCAL_RANK")
+        .env_remove("RANK")
+        .env_remove("WORLD_SIZE")
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the job starts");
+    struct Group(i32);
+    impl Drop for Group {
+        fn drop(&mut self) {
+            // The whole group, the job's leftovers included (a hung rank, its workers).
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(self.0),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+    let group = Group(child.id() as i32);
+    let pgid = group.0;
+    // The watchdog kills the group after `limit`, and stops as soon as the job is done (the
+    // group's id may be reused after that).
+    let (done, finished) = std::sync::mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        if finished.recv_timeout(limit).is_err() {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pgid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    });
+    let out = child.wait_with_output().expect("the job runs");
+    drop(group);
+    let _ = done.send(());
+    watchdog.join().unwrap();
+    out
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn hook_explains_a_module_level_launch_and_writes_a_report() {
+    let Some(setup) = setup() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(bin) = hook_venv(setup, &tmp.path().join("v")) else {
+        return;
+    };
+    let train = tmp.path().join("train.py");
+    fs::copy(root().join("repro/fabric_buggy.py"), &train).unwrap();
+    let launch_line = fs::read_to_string(&train)
+        .unwrap()
+        .lines()
+        .position(|l| l.starts_with("fabric.launch()"))
+        .expect("the module-level launch")
+        + 1;
+    let reports = tmp.path().join("reports");
+    let out = run_job(
+        command(bin.join("python"))
+            .arg(&train)
+            .args(["--ctx", "spawn", "--devices", "1"])
+            .env("DDP_DOCTOR", "1")
+            .env("DDP_DOCTOR_DIR", &reports),
+        tmp.path(),
+        std::time::Duration::from_secs(240),
+    );
+    let err = stderr(&out);
+    // The job fails as it would have: exit 1, torch's error still printed.
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(
+        err.contains("torch.distributed.DistNetworkError: The server socket has failed to listen"),
+        "{}",
+        show(&out)
+    );
+    // The diagnosis, once: D001 with the script's line, the path, the fix.
+    assert_eq!(
+        err.matches("ddp-doctor (DDP_DOCTOR=1): this process")
+            .count(),
+        1,
+        "{}",
+        show(&out)
+    );
+    let at = format!("{}:{launch_line}", train.display());
+    assert!(err.contains("error[D001]"), "{}", show(&out));
+    assert!(
+        err.contains(&format!("re-ran `fabric.launch()` at {at}")),
+        "{}",
+        show(&out)
+    );
+    assert!(err.contains(" rank -> "), "no path: {}", show(&out));
+    assert!(
+        err.contains("= fix: move `fabric.launch()`"),
+        "{}",
+        show(&out)
+    );
+    // The diagnosis comes before the traceback it explains.
+    assert!(
+        err.find("error[D001]").unwrap() < err.find("DistNetworkError").unwrap(),
+        "{}",
+        show(&out)
+    );
+
+    // One report in DDP_DOCTOR_DIR, no temporary file; `doctor merge DIR` exits 1 with D001.
+    let files: Vec<String> = fs::read_dir(&reports)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert!(
+        files[0].starts_with("ddp-doctor-") && files[0].ends_with(".yaml"),
+        "{files:?}"
+    );
+    assert!(err.contains(&format!(
+        "report written to {}",
+        reports.join(&files[0]).display()
+    )));
+    let merged = command(bin.join("doctor"))
+        .args(["merge", "--format", "json"])
+        .arg(&reports)
+        .output()
+        .unwrap();
+    assert_eq!(merged.status.code(), Some(1), "{}", show(&merged));
+    let doc: serde_json::Value = serde_json::from_slice(&merged.stdout).unwrap();
+    let text = doc.to_string();
+    assert!(
+        text.contains(&files[0]),
+        "merge does not name the report: {text}"
+    );
+    assert!(text.contains("\"D001\""), "{text}");
+    assert!(
+        text.contains(&format!("re-ran `fabric.launch()` at {at}")),
+        "{text}"
+    );
+}
+
+/// A TCPStore on a port held by a listener of this test: the hook's output with the variable,
+/// and byte for byte the plain output without it.
+#[test]
+fn hook_is_silent_without_the_variable_and_keeps_the_error_with_it() {
+    let Some(setup) = setup() else { return };
+    let Some(managed) = managed_python() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(bin) = hook_venv(setup, &tmp.path().join("v")) else {
+        return;
+    };
+    let held = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = held.local_addr().unwrap().port();
+    let script = format!(
+        "import torch.distributed as d\nprint('store on', {port}, flush=True)\nd.TCPStore('127.0.0.1', {port}, 1, True)\n"
+    );
+    let limit = std::time::Duration::from_secs(120);
+    let job = |python: &Path, var: bool| {
+        let mut c = command(python);
+        c.args(["-c", &script]);
+        if var {
+            c.env("DDP_DOCTOR", "1");
+        } else {
+            c.env_remove("DDP_DOCTOR");
+        }
+        run_job(&mut c, tmp.path(), limit)
+    };
+    let plain = job(&managed, false);
+    let installed = job(&bin.join("python"), false);
+    assert_ne!(plain.status.code(), Some(0), "{}", show(&plain));
+    assert!(stderr(&plain).contains("EADDRINUSE"), "{}", show(&plain));
+    assert_eq!(installed.status.code(), plain.status.code());
+    assert_eq!(installed.stdout, plain.stdout);
+    assert_eq!(
+        stderr(&installed),
+        stderr(&plain),
+        "the installed package changed the output without DDP_DOCTOR"
+    );
+
+    let hooked = job(&bin.join("python"), true);
+    let err = stderr(&hooked);
+    assert_eq!(
+        hooked.status.code(),
+        plain.status.code(),
+        "{}",
+        show(&hooked)
+    );
+    assert_eq!(hooked.stdout, plain.stdout);
+    // The original error, whole, after the diagnosis.
+    assert!(err.ends_with(&stderr(&plain)), "{}", show(&hooked));
+    assert!(err.contains("error[D008]"), "{}", show(&hooked));
+    assert!(
+        err.contains(&format!(
+            "port {port} is held by pid {}",
+            std::process::id()
+        )),
+        "{}",
+        show(&hooked)
+    );
+    drop(held);
+}
+
+#[test]
+fn hook_in_torchruns_agent_names_the_holder_and_a_free_port() {
+    let Some(setup) = setup() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(bin) = hook_venv(setup, &tmp.path().join("v")) else {
+        return;
+    };
+    let held = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = held.local_addr().unwrap().port();
+    let torchrun = |var: bool| {
+        let mut c = command(bin.join("python"));
+        c.args(["-m", "torch.distributed.run", "--nproc-per-node", "1"])
+            .arg(format!("--master-port={port}"))
+            .arg(root().join("repro/torchrun_buggy.py"))
+            .args(["--ctx", "fork"]);
+        if var {
+            c.env("DDP_DOCTOR", "1");
+        } else {
+            c.env_remove("DDP_DOCTOR");
+        }
+        run_job(&mut c, tmp.path(), std::time::Duration::from_secs(180))
+    };
+    let plain = torchrun(false);
+    let hooked = torchrun(true);
+    let err = stderr(&hooked);
+    assert_ne!(plain.status.code(), Some(0), "{}", show(&plain));
+    assert_eq!(
+        hooked.status.code(),
+        plain.status.code(),
+        "{}",
+        show(&hooked)
+    );
+    assert!(err.contains("EADDRINUSE"), "{}", show(&hooked));
+    assert!(
+        err.contains("error[D008]") || err.contains("error[D002]"),
+        "{}",
+        show(&hooked)
+    );
+    assert!(
+        err.contains(&format!(
+            "port {port} is held by pid {}",
+            std::process::id()
+        )),
+        "{}",
+        show(&hooked)
+    );
+    // The fix names a port that is free.
+    let fix = err
+        .lines()
+        .find(|l| l.contains("= fix:"))
+        .unwrap_or_else(|| panic!("no fix: {}", show(&hooked)));
+    let free: Vec<u16> = fix
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse().ok())
+        .filter(|&n: &u16| n > 1024 && n != port)
+        .collect();
+    assert!(
+        free.iter()
+            .any(|&p| std::net::TcpListener::bind(("0.0.0.0", p)).is_ok()),
+        "no free port in the fix: {fix}"
+    );
+    drop(held);
+}

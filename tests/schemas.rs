@@ -19,6 +19,7 @@ const SCHEMAS: &[&str] = &[
     "finding",
     "ports",
     "ports-check",
+    "ports-failed",
     "tree",
     "snapshot",
     "scan",
@@ -62,6 +63,19 @@ fn every_command_output_matches_its_schema() {
     assert_valid("ports", &ports);
     let (check, _) = json(&["ports", "--check", &p, "--format", "json"]);
     assert_valid("ports-check", &check);
+    // The DDP_DOCTOR=1 hook's call: a live process (the situation's leader) explained.
+    let pid = _s.child.id().to_string();
+    let (failed, _) = json(&[
+        "ports",
+        "--failed-pid",
+        &pid,
+        "--port",
+        &p,
+        "--format",
+        "json",
+    ]);
+    assert_eq!(failed["failed_pid"].to_string(), pid);
+    assert_valid("ports-failed", &failed);
     let (tree, _) = json(&["tree", "--port", &p, "--format", "json"]);
     assert_valid("tree", &tree);
     let (snap, _) = json(&["snapshot", "--format", "json"]);

@@ -91,6 +91,66 @@ pub fn diagnose(
     d
 }
 
+/// A process that is failing right now (the `DDP_DOCTOR=1` hook calls doctor from inside it, while
+/// the holder still exists): `failing` is its pid, `output` what it is about to print (its
+/// traceback), `port` the port it failed on when the caller knows it. `snap` is this machine now.
+pub fn diagnose_live(
+    snap: &Snapshot,
+    failing: i32,
+    port: Option<u16>,
+    output: &OutputFacts,
+    pick: crate::analysis::PortPicker,
+) -> Diagnosis {
+    let port = port.or_else(|| output.bind_errors.iter().find_map(|b| b.port));
+    let a = match port {
+        Some(p) => Analysis::after_failed_bind(snap, p, pick),
+        None => Analysis::live(snap, &[], pick),
+    };
+    let mut d = Diagnosis {
+        port,
+        failing_pid: Some(failing),
+        ..Diagnosis::default()
+    };
+    let bound = !output.bind_errors.is_empty();
+    if bound {
+        d.errno = Some(EADDRINUSE);
+        d.errno_name = Some("EADDRINUSE".into());
+    }
+    match output.bind_errors.first() {
+        Some(b) => d.summary.push(format!(
+            "{} failed to bind the rendezvous port: {}",
+            describe(&a, failing),
+            b.message
+        )),
+        None => d.summary.push(format!(
+            "{} failed at the rendezvous{}",
+            describe(&a, failing),
+            port.map(|p| format!(" on port {p}")).unwrap_or_default()
+        )),
+    }
+    if let Some(port) = port {
+        let holder = crate::analysis::holders::holders(&a, false)
+            .iter()
+            .filter(|h| h.port == port && h.state == "LISTEN" && h.pid != Some(failing))
+            .find_map(|h| h.pid);
+        if let Some(h) = holder {
+            d.holder_pid = Some(h);
+            d.holder_role = Some(a.role(h).name().to_string());
+            d.summary
+                .push(format!("port {port} is held by {}", describe(&a, h)));
+        }
+    }
+    trace_the_path(&mut d, &a);
+    find_the_script_line(&mut d, output);
+    if bound {
+        explain_a_rerun_launch(&mut d, &a);
+    }
+    let about_port = |f: &Finding| port.is_none_or(|p| f.ports.is_empty() || f.ports.contains(&p));
+    let findings: Vec<Finding> = a.findings.into_iter().filter(about_port).collect();
+    add_tree_findings(&mut d, findings);
+    d
+}
+
 /// The failing bind, exact from tracing or as the output reports it.
 fn name_the_failure(
     d: &mut Diagnosis,

@@ -40,6 +40,15 @@ pub struct PortsArgs {
     /// Analyse a snapshot written by `doctor snapshot` instead of this machine
     #[arg(long, value_name = "FILE")]
     from: Option<PathBuf>,
+    /// Explain the rendezvous failure of this live process (the pid that failed to bind or reach
+    /// the store, as the `DDP_DOCTOR=1` hook passes its own): the holder, the path between them,
+    /// the script line, the fix
+    #[arg(long, value_name = "PID", conflicts_with_all = ["all", "from", "check", "free"])]
+    failed_pid: Option<i32>,
+    /// With --failed-pid: the failing process's output or traceback (`-`: stdin), for the port,
+    /// the error and the line of the user's script
+    #[arg(long, value_name = "FILE", requires = "failed_pid")]
+    output_of: Option<PathBuf>,
 }
 
 #[derive(Serialize)]
@@ -60,6 +69,9 @@ pub fn ports(args: PortsArgs) -> anyhow::Result<i32> {
     }
     if args.free {
         return Ok(free(&args.port));
+    }
+    if let Some(pid) = args.failed_pid {
+        return failed(pid, &args);
     }
     with_analysis(&args.from, &args.port, |a| show(&args, a))?
 }
@@ -194,4 +206,70 @@ fn free(also_taken: &[u16]) -> i32 {
             1
         }
     }
+}
+
+/// The document of `--failed-pid` (docs/schema/ports-failed.schema.json).
+#[derive(Serialize)]
+struct FailedDoc<'a> {
+    schema_version: u32,
+    hostname: &'a str,
+    failed_pid: i32,
+    diagnosis: &'a crate::analysis::run_diagnosis::Diagnosis,
+}
+
+/// `--failed-pid PID [--output-of FILE]`: why the live process PID failed at the rendezvous.
+fn failed(pid: i32, args: &PortsArgs) -> anyhow::Result<i32> {
+    let text = match &args.output_of {
+        Some(p) => read_output_of(p)?,
+        None => String::new(),
+    };
+    let output = crate::analysis::traceback::read_output(&text);
+    let snap = crate::cmd::load_or_observe(&None)?;
+    if !snap.processes.iter().any(|p| p.pid == pid) {
+        return Err(crate::error::user_error(
+            format!("process {pid} is not running"),
+            "--failed-pid names a live process: the one failing now (the DDP_DOCTOR=1 hook passes its own pid)",
+        ));
+    }
+    let d = crate::analysis::run_diagnosis::diagnose_live(
+        &snap,
+        pid,
+        args.port.first().copied(),
+        &output,
+        freeport::pick,
+    );
+    let text = match args.out.format(args.format, Format::Table) {
+        Format::Table => crate::render::run::live_explanation(&d, args.out.color()),
+        f => render::document(
+            &FailedDoc {
+                schema_version: SCHEMA_VERSION,
+                hostname: &snap.host.hostname,
+                failed_pid: pid,
+                diagnosis: &d,
+            },
+            f,
+        )?,
+    };
+    args.out.emit(&text)?;
+    permission_note(&snap);
+    Ok(if worth_exit_1(&d.findings) { 1 } else { 0 })
+}
+
+/// The text of `--output-of`: a file or stdin, at most 1 MiB (a traceback, not a whole log).
+fn read_output_of(path: &std::path::Path) -> anyhow::Result<String> {
+    use std::io::Read;
+    const LIMIT: u64 = 1 << 20;
+    let mut bytes = Vec::new();
+    let read = if path.as_os_str() == "-" {
+        std::io::stdin().take(LIMIT).read_to_end(&mut bytes)
+    } else {
+        std::fs::File::open(path).and_then(|f| f.take(LIMIT).read_to_end(&mut bytes))
+    };
+    read.map_err(|e| {
+        crate::error::user_error(
+            format!("cannot read {}: {e}", path.display()),
+            "--output-of takes a readable file with the failing process's output, or - for stdin",
+        )
+    })?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
 }

@@ -51,6 +51,13 @@ pub struct ReportArgs {
     /// Only this port in the ports section (repeatable; a rendezvous port for the analysis too)
     #[arg(long, value_parser = parse_port)]
     port: Vec<u16>,
+    /// Also explain the rendezvous failure of this live process (as `doctor ports --failed-pid`):
+    /// its findings join the report's
+    #[arg(long, value_name = "PID")]
+    failed_pid: Option<i32>,
+    /// With --failed-pid: the failing process's output or traceback (a file)
+    #[arg(long, value_name = "FILE", requires = "failed_pid")]
+    output_of: Option<PathBuf>,
 }
 
 /// `--port`: the ports section shows only those ports, as `doctor ports --port` does.
@@ -360,7 +367,34 @@ fn build(args: &ReportArgs, included: Option<Value>) -> anyhow::Result<(Value, b
     let rows = holders(&a, false);
     let host = crate::sys::host::host_facts(&snap.host);
     let training = training_processes(&snap, &a);
-    let findings: &[Finding] = &a.findings;
+    let mut all = a.findings.clone();
+    if let Some(pid) = args.failed_pid {
+        let text = match &args.output_of {
+            Some(p) => std::fs::read(p)
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .map_err(|e| {
+                    crate::error::user_error(
+                        format!("cannot read {}: {e}", p.display()),
+                        "--output-of takes a readable file with the failing process's output",
+                    )
+                })?,
+            None => String::new(),
+        };
+        let output = crate::analysis::traceback::read_output(&text);
+        let d = crate::analysis::run_diagnosis::diagnose_live(
+            &snap,
+            pid,
+            args.port.first().copied(),
+            &output,
+            crate::sys::freeport::pick,
+        );
+        for f in d.findings {
+            if !all.iter().any(|g| g.code == f.code && g.pids == f.pids) {
+                all.push(f);
+            }
+        }
+    }
+    let findings: &[Finding] = &all;
     // Static findings of the --scan paths count in the summary like runtime ones.
     let (scan, diags) = scan_section(&args.scan)?;
     let (summary, exit_1) = summary(findings, &diags);

@@ -117,3 +117,32 @@ pub fn explanation(e: &Explained, color: bool) -> String {
     }
     s
 }
+
+/// The explanation of a failure seen live (`doctor ports --failed-pid`, the `DDP_DOCTOR=1`
+/// hook): what failed, who holds the port, the path, the line that ran again, the findings.
+pub fn live_explanation(d: &Diagnosis, color: bool) -> String {
+    let label = paint("doctor:", Paint::Bold, color);
+    let e = |t: &str| super::escape_control(t).into_owned();
+    let mut s = String::new();
+    for line in &d.summary {
+        s.push_str(&format!("{label} {}\n", e(line)));
+    }
+    if !d.path.is_empty() {
+        s.push_str(&format!("{label} path: {}\n", e(&d.path.join(" -> "))));
+    }
+    if let Some(l) = &d.script_line {
+        let code = d
+            .code
+            .as_deref()
+            .map(|c| format!("    {}", e(c)))
+            .unwrap_or_default();
+        s.push_str(&format!("{label} the line: {}{code}\n", e(l)));
+    }
+    if d.findings.is_empty() {
+        s.push_str(&format!(
+            "{label} no finding explains it from this machine's processes and sockets\n"
+        ));
+    }
+    s.push_str(&findings::render_findings(&d.findings, color));
+    s
+}
