@@ -756,15 +756,19 @@ fn hook_in_torchruns_agent_names_the_holder_and_a_free_port() {
         .lines()
         .find(|l| l.contains("= fix:"))
         .unwrap_or_else(|| panic!("no fix: {}", show(&hooked)));
-    let free: Vec<u16> = fix
-        .split(|c: char| !c.is_ascii_digit())
-        .filter_map(|n| n.parse().ok())
-        .filter(|&n: &u16| n > 1024 && n != port)
-        .collect();
+    let free: u16 = fix
+        .split_once("MASTER_PORT=")
+        .and_then(|(_, rest)| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no MASTER_PORT=N in the fix: {fix}"));
+    assert_ne!(free, port);
     assert!(
-        free.iter()
-            .any(|&p| std::net::TcpListener::bind(("0.0.0.0", p)).is_ok()),
-        "no free port in the fix: {fix}"
+        fix.contains(&format!("--master-port {free}")),
+        "the fix gives torchrun's flag: {fix}"
+    );
+    assert!(
+        std::net::TcpListener::bind(("0.0.0.0", free)).is_ok(),
+        "the fix's port {free} is not free: {fix}"
     );
     drop(held);
 }

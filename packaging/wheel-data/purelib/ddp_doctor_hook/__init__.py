@@ -259,8 +259,10 @@ def _diagnose(kind, value, tb):
 
 
 def _report(doctor, directory, key, pid, port, text, deadline):
-    """One redacted report of this node into `directory`, written under a temporary name and
-    renamed (atomic on a shared filesystem as well): ddp-doctor-HOST-JOB-PID.yaml."""
+    """One redacted report of this node into `directory`: ddp-doctor-HOST-JOB-PID.yaml, written
+    into a new temporary file of that directory (mkstemp: O_EXCL, mode 0600, never through a
+    link someone left there), synced, then renamed: readers of a shared filesystem see the whole
+    report or none."""
     import hashlib
     import re
     import socket
@@ -269,36 +271,44 @@ def _report(doctor, directory, key, pid, port, text, deadline):
     host = re.sub(r"[^A-Za-z0-9_.-]", "_", socket.gethostname())[:64] or "host"
     job = os.environ.get("SLURM_JOB_ID") or hashlib.sha256(key.encode()).hexdigest()[:12]
     job = re.sub(r"[^A-Za-z0-9_.-]", "_", job)[:64]
-    name = "ddp-doctor-%s-%s-%s.yaml" % (host, job, pid)
-    final = os.path.join(directory, name)
+    final = os.path.join(directory, "ddp-doctor-%s-%s-%s.yaml" % (host, job, pid))
     try:
         os.makedirs(directory, exist_ok=True)
     except OSError as e:
         _note("cannot create DDP_DOCTOR_DIR %s (%s): no report" % (directory, e.strerror))
         return
-    tmp = os.path.join(directory, ".%s.tmp" % name)
     fd, traceback_file = tempfile.mkstemp(prefix="ddp-doctor-tb-", suffix=".txt")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    tmp = None
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        code, _out, err = _run(
-            [doctor, "--color", "never", "-q", "report", "--format", "yaml", "-o", tmp,
+        code, out, err = _run(
+            [doctor, "--color", "never", "-q", "report", "--format", "yaml",
              "--failed-pid", pid, "--output-of", traceback_file] + port,
             "",
             deadline,
         )
-        if code in (0, 1) and os.path.isfile(tmp):
-            os.replace(tmp, final)
-            _note("report written to %s (merge the nodes' reports: doctor merge %s)" % (final, directory))
-        elif code is None:
+        if code is None:
             _note("doctor report did not finish in time (DDP_DOCTOR_TIMEOUT): no report")
-        else:
+            return
+        if code not in (0, 1) or not out:
             _note("doctor report failed (exit %s: %s): no report" % (code, _first_line(err)))
+            return
+        fd, tmp = tempfile.mkstemp(prefix=".ddp-doctor-", suffix=".tmp", dir=directory)
+        os.fchmod(fd, 0o644)  # redacted: readable like any report, by the ticket's people
+        with os.fdopen(fd, "w") as f:
+            f.write(out)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+        tmp = None
+        _note("report written to %s (merge the nodes' reports: doctor merge %s)" % (final, directory))
     except OSError as e:
         _note("cannot write the report into %s (%s)" % (directory, e.strerror))
     finally:
         for p in (traceback_file, tmp):
-            try:
-                os.unlink(p)
-            except OSError:
-                pass
+            if p:
+                try:
+                    os.unlink(p)
+                except OSError:
+                    pass
