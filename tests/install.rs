@@ -604,7 +604,8 @@ fn hook_explains_a_module_level_launch_and_writes_a_report() {
     );
     // The diagnosis comes before the traceback it explains.
     assert!(
-        err.find("error[D001]").unwrap() < err.find("DistNetworkError").unwrap(),
+        err.find("error[D001]").unwrap()
+            < err.find("\ntorch.distributed.DistNetworkError: ").unwrap(),
         "{}",
         show(&out)
     );

@@ -59,7 +59,7 @@ def main():
             for name, py, env in cases:
                 times[name].append(once(py, env))
     base = statistics.median(times[cases[0][0]])
-    print("python: %s, %d runs each, alternating" % (sys.version.split()[0], RUNS))
+    print("python: %s, %d runs each, alternating" % (PY, RUNS))
     print()
     print("| `python -c pass` | median | vs without |")
     print("|---|---|---|")
