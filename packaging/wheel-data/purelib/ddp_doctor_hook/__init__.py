@@ -244,7 +244,7 @@ def _diagnose(kind, value, tb):
     if code is None:
         _note("doctor did not answer within %gs (DDP_DOCTOR_TIMEOUT); the original error follows" % limit)
         return
-    if code not in (0, 1):
+    if code not in (0, 1) or not out.strip():
         _note("doctor failed (exit %s: %s); the original error follows" % (code, _first_line(err)))
         return
     sys.stderr.write(
