@@ -3,7 +3,6 @@
 use clap::{Parser, Subcommand};
 
 use ddp_doctor::cmd::{merge, ports, report, repro, run, snapshot, tree};
-use ddp_doctor::error::UserError;
 use ddp_doctor::render;
 
 /// The exit-code contract, word for word the same in README.md (a test compares them).
@@ -246,14 +245,5 @@ fn unknown_option_hint(err: &clap::Error, text: &str) -> String {
 }
 
 fn report_error(err: &anyhow::Error) {
-    let color = render::stderr_color();
-    let label = render::paint("error:", render::Paint::Red, color);
-    eprintln!("{label} {err:#}");
-    // Every exit-2 error gets a hint: its own, or where to look next.
-    let hint = err
-        .downcast_ref::<UserError>()
-        .and_then(|u| u.hint.as_deref())
-        .unwrap_or("see `doctor --help` and the command's `--help`");
-    let label = render::paint("hint:", render::Paint::Blue, color);
-    eprintln!("{label} {hint}");
+    render::print_error(err);
 }

@@ -136,10 +136,15 @@ pub fn main(args: RunArgs) -> anyhow::Result<i32> {
     let w = RunWatch::new(start, &tag, root);
     if let Some(t) = &tty
         && !in_pipeline
-        && t.doctor_in_foreground()
     {
-        t.give_to(root);
-        w.command_has_terminal.store(true, Ordering::SeqCst);
+        // The child took the foreground itself before exec (JobControl::enter); doctor gives it
+        // here as well, for the case where the child was faster than doctor's own setup.
+        if t.doctor_in_foreground() {
+            t.give_to(root);
+        }
+        if t.foreground() == Some(root) {
+            w.command_has_terminal.store(true, Ordering::SeqCst);
+        }
     }
     let threads = start_watchers(&args, &w, &mut child, mask, watching.listener.take());
     let root_status = supervise::wait_for_root(&w, tty.as_ref());
@@ -163,7 +168,13 @@ pub fn main(args: RunArgs) -> anyhow::Result<i32> {
 /// SIGINT/SIGTERM/SIGHUP go to one thread that forwards them; children get a clean mask back.
 fn block_forwarded_signals() -> anyhow::Result<SigSet> {
     let mut mask = SigSet::empty();
-    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+    for s in [
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+    ] {
         mask.add(s);
     }
     mask.thread_block().context("cannot block signals")?;
@@ -473,8 +484,12 @@ fn report(
         let text = render::run::explanation(&shown, render::stderr_color());
         eprint!("{}", clean_text(&text));
     }
-    if let Some(path) = &args.output {
-        write_record(path, args, w, o, d, facts, watching.tracing)?;
+    // A record that cannot be written after all (the disk filled up meanwhile) is an error
+    // printed as such; doctor still exits with the command's status, which is not lost.
+    if let Some(path) = &args.output
+        && let Err(e) = write_record(path, args, w, o, d, facts, watching.tracing)
+    {
+        render::print_error(&e);
     }
     Ok(())
 }

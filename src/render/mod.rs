@@ -344,6 +344,20 @@ fn permission_text(snap: &Snapshot, verbose: u8) -> Option<String> {
     })
 }
 
+/// An error as doctor prints it: `error:` and a `hint:` line (the error's own hint, or where to
+/// look next), on stderr.
+pub fn print_error(err: &anyhow::Error) {
+    let color = stderr_color();
+    let label = paint("error:", Paint::Red, color);
+    eprintln!("{label} {err:#}");
+    let hint = err
+        .downcast_ref::<crate::error::UserError>()
+        .and_then(|u| u.hint.as_deref())
+        .unwrap_or("see `doctor --help` and the command's `--help`");
+    let label = paint("hint:", Paint::Blue, color);
+    eprintln!("{label} {hint}");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -27,6 +27,20 @@ pub fn check_writable(path: &Path) -> anyhow::Result<()> {
     if path.as_os_str().is_empty() {
         return Err(user_error("the output path is empty", hint));
     }
+    if path.as_os_str().as_encoded_bytes().ends_with(b"/") {
+        return Err(user_error(
+            format!("cannot write {shown}: it names a directory (it ends with /)"),
+            "give -o a file name, e.g. DIR/doctor.json",
+        ));
+    }
+    if let Some(name) = path.file_name()
+        && name.len() > 255
+    {
+        return Err(user_error(
+            format!("cannot write {shown}: the file name is longer than 255 bytes"),
+            hint,
+        ));
+    }
     if let Ok(meta) = std::fs::metadata(path) {
         if meta.is_dir() {
             return Err(user_error(
@@ -40,6 +54,12 @@ pub fn check_writable(path: &Path) -> anyhow::Result<()> {
                 hint,
             ));
         }
+        // An existing file is written in place, as a shell's `>` would: it must open for writing.
+        return std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map(drop)
+            .map_err(|e| user_error(format!("cannot write {shown}: {e}"), hint));
     }
     let dir = parent_of(path);
     match tempfile::Builder::new()
@@ -48,6 +68,13 @@ pub fn check_writable(path: &Path) -> anyhow::Result<()> {
     {
         Ok(probe) => {
             drop(probe); // removes it
+            let full = rustix::fs::statvfs(&dir).is_ok_and(|s| s.f_bavail == 0);
+            if full {
+                return Err(user_error(
+                    format!("cannot write {shown}: no space left in {}", dir.display()),
+                    "free some space or give -o a path on another filesystem",
+                ));
+            }
             Ok(())
         }
         Err(e) => Err(user_error(
@@ -67,7 +94,9 @@ fn describe(e: &std::io::Error, dir: &Path) -> String {
     }
 }
 
-/// Write `bytes` to `path` atomically (temporary sibling, fsync, rename).
+/// Write `bytes` to `path`: a new file atomically (temporary sibling, fsync, rename: a reader on a
+/// shared filesystem sees all of it or nothing); an existing regular file in place, as a shell's
+/// `>` would (its inode, owner, mode and links stay).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let dir = parent_of(path);
     let fail = |e: std::io::Error| {
@@ -76,6 +105,15 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
             "give -o a path in an existing, writable directory with free space",
         )
     };
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file()) {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(path)
+            .map_err(fail)?;
+        f.write_all(bytes).map_err(fail)?;
+        return f.sync_all().map_err(fail);
+    }
     let mut tmp = tempfile::Builder::new()
         .prefix(".doctor-")
         .tempfile_in(&dir)

@@ -214,16 +214,21 @@ pub fn signal_all(members: &[ProcInfo], sig: Signal, killed: &mut BTreeMap<i32, 
             groups.remove(&p.pgid);
         }
     }
-    for g in groups {
-        if g > 1 {
-            let _ = signal::killpg(Pid::from_raw(g), sig);
+    groups.retain(|&g| g > 1);
+    // Each process gets the signal once: by its group when the whole group is ours, else by pid.
+    // A stopped process sees it only once it runs (as `kill` in a shell does): SIGCONT after.
+    for &g in &groups {
+        let _ = signal::killpg(Pid::from_raw(g), sig);
+        if sig != Signal::SIGKILL {
+            let _ = signal::killpg(Pid::from_raw(g), Signal::SIGCONT);
         }
     }
     for p in members {
-        let _ = signal::kill(Pid::from_raw(p.pid), sig);
-        if sig != Signal::SIGKILL {
-            // A stopped process sees the signal only once it runs (as `kill` in a shell does).
-            let _ = signal::kill(Pid::from_raw(p.pid), Signal::SIGCONT);
+        if !groups.contains(&p.pgid) {
+            let _ = signal::kill(Pid::from_raw(p.pid), sig);
+            if sig != Signal::SIGKILL {
+                let _ = signal::kill(Pid::from_raw(p.pid), Signal::SIGCONT);
+            }
         }
         killed.insert(
             p.pid,
@@ -681,7 +686,7 @@ pub fn note_gone(w: &RunWatch, pid: i32) {
     }
 }
 
-/// Pass SIGINT/SIGTERM/SIGHUP (blocked in every thread, read here from a signalfd, which tells
+/// Pass SIGINT/SIGTERM/SIGHUP/SIGUSR1/SIGUSR2 (blocked in every thread, read here from a signalfd, which tells
 /// who sent each) on to the command exactly when it did not get them itself, so that it sees
 /// each signal once, as without doctor:
 /// - the command shares doctor's process group (a pipeline): whatever was sent to the group (the
@@ -691,11 +696,15 @@ pub fn note_gone(w: &RunWatch, pid: i32) {
 ///   is the command's while it runs (doctor sees none of them); what reaches doctor was sent to
 ///   doctor (its pid or its group) and is passed on to the command's group, except a hangup while
 ///   the command held the terminal (the kernel sent it there too); a second one stops the tree.
+/// - one sender's signal that reaches doctor twice within 200 ms (`timeout` signals doctor's pid,
+///   then its group) counts once; SIGUSR1/SIGUSR2 (SLURM's requeue signal, Lightning's handler)
+///   are passed on like the others but never stop the tree.
 pub fn signal_loop(w: Arc<RunWatch>, mask: SigSet, grace: f64) {
     use nix::sys::signalfd::{SfdFlags, SignalFd};
     let Ok(fd) = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC) else {
         return;
     };
+    let mut last: Option<(u32, u32, Instant)> = None;
     loop {
         let info = match fd.read_signal() {
             Ok(Some(info)) => info,
@@ -715,8 +724,23 @@ pub fn signal_loop(w: Arc<RunWatch>, mask: SigSet, grace: f64) {
         if shared && from_terminal {
             continue; // the terminal signalled the whole foreground group, the command included
         }
+        let repeat = last.is_some_and(|(signo, sender, at)| {
+            signo == info.ssi_signo
+                && sender == info.ssi_pid
+                && !from_terminal
+                && at.elapsed() < Duration::from_millis(200)
+        });
+        last = Some((info.ssi_signo, info.ssi_pid, Instant::now()));
+        if repeat {
+            continue; // the same sender's signal again at once: one delivery (pid, then group)
+        }
         let hangup_seen = sig == Signal::SIGHUP && w.command_has_terminal.load(Ordering::SeqCst);
-        let n = w.interrupts.fetch_add(1, Ordering::SeqCst);
+        let user_signal = matches!(sig, Signal::SIGUSR1 | Signal::SIGUSR2);
+        let n = if user_signal {
+            0
+        } else {
+            w.interrupts.fetch_add(1, Ordering::SeqCst)
+        };
         if n == 0 {
             if shared || hangup_seen {
                 continue;
@@ -963,6 +987,9 @@ impl JobControl {
     /// Run in the child, after fork and before exec: async-signal-safe calls only.
     pub fn enter(&self) {
         use nix::unistd::{getpid, setpgid, tcgetpgrp, tcsetpgrp};
+        // Should doctor die (SIGKILL), the command dies with it, as it would have been the one
+        // killed without doctor; nothing of the run is left without its watcher.
+        let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
         if self.own_group {
             let _ = setpgid(Pid::from_raw(0), Pid::from_raw(0));
         }

@@ -1,11 +1,13 @@
-//! Exact tracing of `bind`, `listen` and `connect` in a supervised command tree without ptrace:
-//! a seccomp filter with a user-notification listener (`SECCOMP_RET_USER_NOTIF`) sends only those
-//! three system calls to doctor; everything else runs at full speed. doctor performs `bind` and
-//! `listen` itself on a duplicate of the caller's socket (`pidfd_getfd`), so it knows their exact
-//! result, and lets `connect` through unchanged (`SECCOMP_USER_NOTIF_FLAG_CONTINUE`). ptrace
-//! stays free for the command (strace, gdb, py-spy), stops and job control are untouched, and a
-//! child made with `CLONE_UNTRACED` is answered like any other. x86_64 only; elsewhere polling.
-//! The trade-offs are in docs/architecture.md, "Tracing mechanism".
+//! Watching `bind` and `listen` in a supervised command tree without ptrace: a seccomp filter
+//! with a user-notification listener (`SECCOMP_RET_USER_NOTIF`) sends only those two system calls
+//! to doctor; everything else runs at full speed. doctor never answers a call itself: every call
+//! is let through (`SECCOMP_USER_NOTIF_FLAG_CONTINUE`) and carried out by the kernel in the
+//! caller's own context; doctor reads the address the caller passed and, once the call is over,
+//! the socket's state. `connect` is not watched (its result is not needed for a diagnosis, and
+//! every watched call is one more place a signal could interrupt before doctor receives it).
+//! ptrace stays free for the command (strace, gdb, py-spy), stops and job control are untouched,
+//! and a child made with `CLONE_UNTRACED` is seen like any other. x86_64 only; elsewhere
+//! polling. The trust model: docs/run-tracing.md.
 
 use std::collections::HashMap;
 use std::io::{self, IoSlice, IoSliceMut};
@@ -34,7 +36,6 @@ pub fn kernel_too_old() -> Option<String> {
 #[cfg(target_arch = "x86_64")]
 mod arch {
     pub const AUDIT_ARCH: u32 = 0xC000_003E; // AUDIT_ARCH_X86_64
-    pub const NR_CONNECT: i32 = 42;
     pub const NR_BIND: i32 = 49;
     pub const NR_LISTEN: i32 = 50;
 }
@@ -42,10 +43,12 @@ mod arch {
 #[cfg(not(target_arch = "x86_64"))]
 mod arch {
     pub const AUDIT_ARCH: u32 = 0;
-    pub const NR_CONNECT: i32 = -1;
     pub const NR_BIND: i32 = -1;
     pub const NR_LISTEN: i32 = -1;
 }
+
+/// `SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV` (linux/seccomp.h, 5.19).
+const SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV: libc::c_ulong = 1 << 5;
 
 /// What the child reports through the status socket before it execs.
 pub const TRACED: u8 = b'T';
@@ -95,12 +98,6 @@ fn install_filter() -> io::Result<(RawFd, bool)> {
             libc::BPF_JUMP(
                 (BPF_JMP | BPF_JEQ | BPF_K) as u16,
                 arch::NR_BIND as u32,
-                3,
-                0,
-            ),
-            libc::BPF_JUMP(
-                (BPF_JMP | BPF_JEQ | BPF_K) as u16,
-                arch::NR_CONNECT as u32,
                 2,
                 0,
             ),
@@ -118,16 +115,29 @@ fn install_filter() -> io::Result<(RawFd, bool)> {
         len: filter.len() as u16,
         filter: filter.as_ptr() as *mut _,
     };
+    // Once doctor has received a notification, the caller waits for the answer killably only
+    // (Linux 5.19+): a signal arriving then does not interrupt the call with EINTR, which a bind
+    // never returns without doctor. Older kernels refuse the flag (EINVAL): then without it.
     let install = || {
-        // SAFETY: seccomp(2) with a filter that lives for the call; returns the listener fd.
-        unsafe {
-            libc::syscall(
-                libc::SYS_seccomp,
-                libc::SECCOMP_SET_MODE_FILTER,
-                libc::SECCOMP_FILTER_FLAG_NEW_LISTENER,
-                &prog as *const libc::sock_fprog,
-            )
+        let mut rc = -1;
+        for flags in [
+            libc::SECCOMP_FILTER_FLAG_NEW_LISTENER | SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV,
+            libc::SECCOMP_FILTER_FLAG_NEW_LISTENER,
+        ] {
+            // SAFETY: seccomp(2) with a filter that lives for the call; returns the listener fd.
+            rc = unsafe {
+                libc::syscall(
+                    libc::SYS_seccomp,
+                    libc::SECCOMP_SET_MODE_FILTER,
+                    flags,
+                    &prog as *const libc::sock_fprog,
+                )
+            };
+            if rc >= 0 || io::Error::last_os_error().raw_os_error() != Some(libc::EINVAL) {
+                break;
+            }
         }
+        rc
     };
     // Without CAP_SYS_ADMIN the kernel wants no_new_privs first (then setuid has no effect).
     let mut nnp = false;
@@ -287,11 +297,27 @@ pub fn serve(
                     // (a failed bind is often followed by exit at once). A call still not over
                     // after 5 ms is looked at later.
                     let until = Instant::now() + std::time::Duration::from_millis(5);
-                    while p.over() == Over::No && Instant::now() < until {
+                    // Also while the thread runs and its socket does not show success yet: the
+                    // next notification (another thread's call on the same socket) is then read
+                    // after this call took effect.
+                    while Instant::now() < until {
+                        match p.over() {
+                            Over::No => {}
+                            Over::Maybe
+                                if matches!(
+                                    look(&p, &t.events[p.event].syscall, t.events[p.event].port),
+                                    Look::Failed
+                                ) => {}
+                            _ => break,
+                        }
                         std::thread::yield_now();
                     }
                     pending.push(p);
                     settle(&mut pending, &mut t, |_| false);
+                    // The caller's socket is held only through the call itself.
+                    for q in pending.iter_mut().filter(|q| q.over() != Over::No) {
+                        q.sock = None;
+                    }
                 }
             }
             continue;
@@ -349,8 +375,10 @@ struct Pending {
     /// once still leaves its socket to be looked at. Not held for `listen`, so that a listening
     /// socket never outlives its process because of doctor.
     sock: Option<OwnedFd>,
-    /// What would explain a failure of the call, read before it went on.
+    /// What would explain a failure of the call, read before it went on (bind only).
     explanation: Option<i32>,
+    /// What doctor knew of the call, for a listen's explanation after it failed.
+    facts: CallFacts,
     since: Instant,
 }
 
@@ -396,7 +424,7 @@ fn look(p: &Pending, syscall: &str, asked: Option<u16>) -> Look {
         accepts_connections(&sock)
     } else {
         port.is_some()
-            && p.explanation != Some(libc::EINVAL)
+            && p.facts.port_before.is_none_or(|b| b == 0)
             && asked.is_none_or(|want| want == 0 || Some(want) == port)
     };
     if succeeded {
@@ -446,7 +474,7 @@ fn record_result(p: &Pending, event: &mut SyscallEvent, seen: Look) {
             event.result = Some(-1);
             event.result_from = Some("socket-state".into());
             let explanation = if event.syscall == "listen" {
-                explain_a_failure(p.pid, "listen", event.port.unwrap_or(0), p.inode, None)
+                explain_a_failure(&p.facts)
             } else {
                 p.explanation
             };
@@ -464,42 +492,110 @@ fn set_errno(event: &mut SyscallEvent, errno: i32, inferred: bool) {
     event.errno_inferred = inferred;
 }
 
-/// Why a `bind`/`listen` would fail, as the machine's state explains it, read while the caller
-/// still waits (a process whose bind failed may exit at once, and its holder with it): the
-/// socket is bound already (EINVAL); a port below `ip_unprivileged_port_start` without
-/// CAP_NET_BIND_SERVICE in the caller (EACCES); another socket on the port (EADDRINUSE; for
-/// `listen`, another listener). None when nothing would explain a failure.
-fn explain_a_failure(
+/// What doctor knows of a call's socket and arguments, read while the caller waits.
+struct CallFacts {
     pid: i32,
-    syscall: &str,
+    syscall: &'static str,
+    addr: Option<IpAddr>,
     port: u16,
+    /// The address length the caller passed (a negative one too).
+    addrlen: i64,
+    /// The fd is a socket (false: ENOTSOCK), its family and type, and its inode.
+    is_socket: bool,
+    family: Option<i32>,
+    stream: bool,
     inode: Option<u64>,
+    /// The port the socket had before the call (0: unbound).
     port_before: Option<u16>,
-) -> Option<i32> {
-    if syscall == "bind" && port_before.is_some_and(|b| b != 0) {
-        return Some(libc::EINVAL);
+}
+
+/// Why a `bind`/`listen` would fail, as the kernel checks it, in the kernel's order: the fd is not
+/// a socket (ENOTSOCK); the address length does not fit the family (EINVAL); the address is not
+/// one of this host's (EADDRNOTAVAIL); a port below `ip_unprivileged_port_start` without
+/// CAP_NET_BIND_SERVICE (EACCES); the socket is bound already (EINVAL); another socket on the port
+/// (EADDRINUSE; for `listen`, another listener). None when no single explanation can be given:
+/// the sockaddr's family is not the socket's, or the caller lives in another network or user
+/// namespace than doctor (doctor's tables and capabilities would not be the caller's).
+fn explain_a_failure(f: &CallFacts) -> Option<i32> {
+    if !f.is_socket {
+        return Some(libc::ENOTSOCK);
     }
-    if port == 0 {
+    if f.syscall == "bind" {
+        let needed = match f.family? {
+            libc::AF_INET => 16,
+            libc::AF_INET6 => 24,
+            _ => return None,
+        };
+        if f.addrlen < needed || f.addrlen > 128 {
+            return Some(libc::EINVAL);
+        }
+        let family_matches = match f.addr? {
+            IpAddr::V4(_) => f.family == Some(libc::AF_INET) || f.family == Some(libc::AF_INET6),
+            IpAddr::V6(_) => f.family == Some(libc::AF_INET6),
+        };
+        if !family_matches {
+            return None;
+        }
+    }
+    let same = |ns: &str| {
+        let theirs = std::fs::read_link(format!("/proc/{}/ns/{ns}", f.pid)).ok();
+        theirs.is_some() && theirs == std::fs::read_link(format!("/proc/self/ns/{ns}")).ok()
+    };
+    if !same("net") {
         return None;
     }
-    let unprivileged_start =
-        crate::sys::proc::sysctl("/proc/sys/net/ipv4/ip_unprivileged_port_start")
-            .and_then(|v| v.parse::<u32>().ok())
-            .unwrap_or(1024);
-    if syscall == "bind" && u32::from(port) < unprivileged_start && !may_bind_low_ports(pid) {
-        return Some(libc::EACCES);
+    if f.syscall == "bind" {
+        if let Some(addr) = f.addr
+            && !addr.is_unspecified()
+            && !address_is_local(addr)
+        {
+            return Some(libc::EADDRNOTAVAIL);
+        }
+        let unprivileged_start =
+            crate::sys::proc::sysctl("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+                .and_then(|v| v.parse::<u32>().ok())
+                .unwrap_or(1024);
+        if f.port != 0 && u32::from(f.port) < unprivileged_start {
+            if !same("user") {
+                return None;
+            }
+            if !may_bind_low_ports(f.pid) {
+                return Some(libc::EACCES);
+            }
+        }
+        if f.port_before.is_some_and(|b| b != 0) {
+            return Some(libc::EINVAL);
+        }
     }
+    if f.port == 0 {
+        return None;
+    }
+    let proto = if f.stream {
+        crate::model::snapshot::Proto::Tcp
+    } else {
+        crate::model::snapshot::Proto::Udp
+    };
     let other_holds = crate::sys::sockets::read_sockets().iter().any(|s| {
-        s.local_port == port
-            && Some(s.inode) != inode
+        s.proto == proto
+            && s.local_port == f.port
+            && Some(s.inode) != f.inode
             && s.inode != 0
-            && if syscall == "listen" {
+            && if f.syscall == "listen" {
                 s.state == "LISTEN"
             } else {
                 !matches!(s.state.as_str(), "TIME_WAIT" | "CLOSE" | "FIN_WAIT2")
             }
     });
     other_holds.then_some(libc::EADDRINUSE)
+}
+
+/// Whether `addr` is an address of this host (in doctor's network namespace): a socket of
+/// doctor's own binds it with port 0 (a port the kernel picks, never the caller's).
+fn address_is_local(addr: IpAddr) -> bool {
+    !matches!(
+        std::net::UdpSocket::bind((addr, 0)).map_err(|e| e.raw_os_error()),
+        Err(Some(libc::EADDRNOTAVAIL))
+    )
 }
 
 /// CAP_NET_BIND_SERVICE (bit 10) in the effective set of `pid`.
@@ -516,6 +612,15 @@ fn socket_of(p: &Pending) -> Option<OwnedFd> {
     let sock = duplicate_fd(p.pid, p.fd)?;
     let same = rustix::fs::fstat(&sock).ok().map(|st| st.st_ino);
     (p.inode.is_none() || same == p.inode).then_some(sock)
+}
+
+/// The address family of a socket (from getsockname, which gives it even when unbound).
+fn socket_family(sock: &OwnedFd) -> Option<i32> {
+    let mut buf = [0u8; 128];
+    let mut len = buf.len() as libc::socklen_t;
+    // SAFETY: getsockname writes at most `len` bytes into our buffer.
+    let rc = unsafe { libc::getsockname(sock.as_raw_fd(), buf.as_mut_ptr() as *mut _, &mut len) };
+    (rc == 0 && len >= 2).then(|| i32::from(u16::from_ne_bytes([buf[0], buf[1]])))
 }
 
 /// SO_ACCEPTCONN: the socket listens.
@@ -536,7 +641,6 @@ fn observe(
     let fd = args[0] as i32;
     let syscall = match req.data.nr {
         arch::NR_BIND => "bind",
-        arch::NR_CONNECT => "connect",
         arch::NR_LISTEN => "listen",
         _ => return None,
     };
@@ -571,10 +675,6 @@ fn observe(
         errno_inferred: false,
         result_from: None,
     };
-    if syscall == "connect" {
-        traced.events.push(event);
-        return None;
-    }
     // One look at the socket while its caller waits: its inode and what it is bound to now.
     let sock = duplicate_fd(pid, fd);
     let inode = sock
@@ -588,20 +688,37 @@ fn observe(
         event.addr = Some(local.0);
         event.port = Some(local.1);
     }
+    let facts = CallFacts {
+        pid,
+        syscall,
+        addr: event.addr,
+        port: event.port.unwrap_or(0),
+        addrlen: i64::from(args[2] as i32),
+        is_socket: inode.is_none()
+            || sock
+                .as_ref()
+                .and_then(|s| rustix::fs::fstat(s).ok())
+                .is_some_and(|st| {
+                    rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Socket
+                }),
+        family: sock.as_ref().and_then(socket_family),
+        stream: sock.as_ref().is_none_or(|s| {
+            rustix::net::sockopt::socket_type(s).ok() == Some(rustix::net::SocketType::STREAM)
+        }),
+        inode,
+        port_before: bound.map(|b| b.1),
+    };
     // A bind's explanation is read now, while the caller waits (a failing bind is often
     // followed by exit, and its holder may go with it). A listen rarely fails and is often part
     // of a bind-heavy loop: its explanation is read only when it failed.
     let explanation = if syscall == "bind" {
-        explain_a_failure(
-            pid,
-            syscall,
-            event.port.unwrap_or(0),
-            inode,
-            bound.map(|b| b.1),
-        )
+        explain_a_failure(&facts)
     } else {
         None
     };
+    // The socket is held through the call only when the call may bind it (an unbound socket):
+    // a bound or listening socket held by doctor could outlive the command's close.
+    let hold = syscall == "bind" && facts.is_socket && facts.port_before == Some(0);
     traced.events.push(event);
     Some(Pending {
         event: traced.events.len() - 1,
@@ -611,7 +728,8 @@ fn observe(
         fd,
         inode,
         explanation,
-        sock: sock.filter(|_| syscall == "bind"),
+        facts,
+        sock: sock.filter(|_| hold),
         since: Instant::now(),
     })
 }
