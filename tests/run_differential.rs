@@ -289,3 +289,56 @@ fn check_eaddrinuse_diagnosis(
         "{label}: holder {holder}: {holder_cmd}"
     );
 }
+
+/// An errno doctor infers is the kernel's: each failing bind of tests/helpers/errno_cases.py runs
+/// in a child of its own while a listener holds the port (so "another socket holds the port"
+/// would be wrong for all but one), and every errno in the record equals the one the child got.
+#[test]
+fn an_inferred_errno_is_the_one_the_kernel_returned() {
+    let port = free_low_port();
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("r.json");
+    let out = Command::new("timeout")
+        .args([
+            "-s",
+            "KILL",
+            "60",
+            env!("CARGO_BIN_EXE_doctor"),
+            "run",
+            "-o",
+        ])
+        .arg(&record)
+        .args(["--", &python()])
+        .arg(helper("errno_cases.py"))
+        .arg(port.to_string())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let real: serde_json::Value = serde_json::from_str(stdout.trim()).expect("the cases ran");
+    let rec = record_of(&record);
+    if rec["tracing"] != "seccomp-notify" {
+        skip_or_fail("tracing (seccomp-notify) is not allowed here");
+        return;
+    }
+    let real = real.as_object().unwrap();
+    let mut checked = 0;
+    for (pid, case) in real {
+        let want = case[1].as_i64().unwrap();
+        assert_ne!(want, 0, "{case}: every case fails");
+        let failed: Vec<_> = rec["syscalls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["pid"].to_string() == *pid && e["result"] == -1)
+            .collect();
+        // Each case's failing bind is seen as failed, with the kernel's errno.
+        assert_eq!(failed.len(), 1, "{case}: {:#}", rec["syscalls"]);
+        assert_eq!(failed[0]["errno"], want, "{case}: {}", failed[0]);
+        checked += 1;
+    }
+    assert_eq!(checked, 7);
+}
+
+fn record_of(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).expect("the record")).expect("json")
+}

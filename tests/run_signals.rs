@@ -121,3 +121,46 @@ fn ctrl_c_at_a_terminal_reaches_the_command_once() {
         }
     }
 }
+
+/// `timeout` (and other supervisors) signal doctor's pid and then its group at once: one
+/// delivery to the command, and no "again: stopping the whole tree".
+#[test]
+fn the_same_senders_signal_twice_at_once_is_one_delivery() {
+    for mode in MODES {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("counts.json");
+        let log = std::fs::File::create(dir.path().join("out.txt")).unwrap();
+        let child = Command::new(DOCTOR)
+            .arg("run")
+            .args(mode)
+            .args(["--", &common::python()])
+            .arg(common::helper("count_signals.py"))
+            .arg(&file)
+            .arg("1")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        wait_ready(&file);
+        // SAFETY: kill(2) on the process and group this test started.
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
+            libc::kill(-pid, libc::SIGTERM);
+        }
+        let out = child.wait_with_output().unwrap();
+        // SAFETY: as above.
+        unsafe { libc::kill(-pid, libc::SIGKILL) };
+        let c = counts(&file);
+        assert_eq!(c["SIGTERM"], 1, "{mode:?}: {c}");
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{mode:?}: the command ended on its own"
+        );
+        let text = std::fs::read_to_string(dir.path().join("out.txt")).unwrap_or_default();
+        assert!(!text.contains("again"), "{text}");
+    }
+}

@@ -307,3 +307,52 @@ fn the_failing_bind_is_the_one_the_error_names() {
     assert_eq!(failed.len(), 2, "{doc:#}");
     assert_eq!(doc["diagnosis"]["port"], b, "{:#}", doc["diagnosis"]);
 }
+
+/// An output path that cannot be written is found before the command runs: error + hint, exit 2,
+/// the command not started (a missing directory, a trailing slash, a name over 255 bytes, a
+/// directory, a full filesystem).
+#[test]
+fn an_unusable_record_path_stops_before_the_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("ran");
+    let long = dir.path().join("x".repeat(300));
+    let mut paths = vec![
+        dir.path().join("missing/r.json"),
+        dir.path().join("newname/"),
+        long,
+        dir.path().to_path_buf(),
+    ];
+    // A full filesystem: a 64 KiB tmpfs filled up (root only, as in CI).
+    let full = dir.path().join("full");
+    std::fs::create_dir(&full).unwrap();
+    // SAFETY: geteuid has no preconditions.
+    let mounted = unsafe { libc::geteuid() } == 0
+        && Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+            .arg(&full)
+            .status()
+            .is_ok_and(|s| s.success());
+    if mounted {
+        let _ = std::fs::write(full.join("fill"), vec![0u8; 1 << 20]);
+        paths.push(full.join("r.json"));
+    } else {
+        skip_or_fail("mounting a tmpfs needs root (CI runs as root)");
+    }
+    for path in &paths {
+        let out = doctor()
+            .arg("run")
+            .arg("-o")
+            .arg(path)
+            .args(["--", "sh", "-c"])
+            .arg(format!("touch {}", marker.display()))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{}: {err}", path.display());
+        assert!(err.contains("error:") && err.contains("hint:"), "{err}");
+        assert!(!marker.exists(), "{}: the command ran", path.display());
+    }
+    if mounted {
+        let _ = Command::new("umount").arg(&full).status();
+    }
+}

@@ -416,8 +416,14 @@ enum Look {
 }
 
 fn look(p: &Pending, syscall: &str, asked: Option<u16>) -> Look {
+    let bound_before = p.facts.port_before.is_some_and(|b| b != 0);
     let Some(sock) = socket_of(p) else {
-        return Look::Gone;
+        // A bind on a socket bound before cannot have succeeded, gone or not.
+        return if syscall == "bind" && bound_before {
+            Look::Failed
+        } else {
+            Look::Gone
+        };
     };
     let port = local_addr(&sock).map(|a| a.1).filter(|&port| port != 0);
     let succeeded = if syscall == "listen" {
@@ -436,8 +442,8 @@ fn look(p: &Pending, syscall: &str, asked: Option<u16>) -> Look {
 
 /// Learn the result of every pending call that has ended (or that `force` says has), from the
 /// socket's state. A success is certain as soon as the socket shows it; a failure only once
-/// the thread has surely left the call (or 20 ms after it was let through, when the thread
-/// keeps running).
+/// the thread has surely left the call (or 5 ms after it was let through, when the thread keeps
+/// running: a bind or listen takes microseconds).
 fn settle(pending: &mut Vec<Pending>, traced: &mut Traced, force: impl Fn(&Pending) -> bool) {
     pending.retain(|p| {
         let over = if force(p) { Over::Yes } else { p.over() };
@@ -448,7 +454,7 @@ fn settle(pending: &mut Vec<Pending>, traced: &mut Traced, force: impl Fn(&Pendi
             return false;
         };
         let seen = look(p, &event.syscall, event.port);
-        let waited_enough = p.since.elapsed().as_millis() >= 20;
+        let waited_enough = p.since.elapsed().as_millis() >= 5;
         if over == Over::Maybe && matches!(seen, Look::Failed) && !waited_enough {
             return true;
         }

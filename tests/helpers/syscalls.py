@@ -201,6 +201,27 @@ def main():
     time.sleep(0.05)
     r["connect-nonblocking-so-error"] = [0, nb.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)]
     r["own-seccomp-denies-bind"] = own_seccomp_denies_bind()
+    # A port freed by close is free at once: doctor may not keep the caller's socket alive (a
+    # failed bind on a bound or listening socket, then close, then another socket binds it).
+    failures = 0
+    for listen in (False, True):
+        for _ in range(40):
+            s1 = socket.socket()
+            s1.bind(("127.0.0.1", port_b))
+            if listen:
+                s1.listen()
+            try:
+                s1.bind(("127.0.0.1", port_b))
+            except OSError:
+                pass
+            s1.close()
+            s2 = socket.socket()
+            try:
+                s2.bind(("127.0.0.1", port_b))
+            except OSError:
+                failures += 1
+            s2.close()
+    r["rebind-after-close-x80"] = [0 if failures == 0 else -1, failures]
     r["_pid"] = [os.getpid(), 0]
     print(json.dumps(r, sort_keys=True), flush=True)
 
