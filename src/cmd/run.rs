@@ -14,8 +14,6 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use nix::sys::signal::{SigSet, Signal};
-use nix::sys::wait::WaitStatus;
 use serde::Serialize;
 
 use crate::analysis::run_diagnosis::{self, Diagnosis, RunSeen};
@@ -113,7 +111,7 @@ pub fn main(args: RunArgs) -> anyhow::Result<i32> {
     }
     let start = Instant::now();
     let tag = supervise::new_tag("run");
-    let mask = block_forwarded_signals()?;
+    let mask = supervise::block_forwarded_signals().context("cannot block signals")?;
     supervise::become_subreaper()?;
     // In a pipeline that a job-control shell started in the terminal's foreground
     // (`doctor run -- CMD | less`), the command stays in the pipeline's process group, as it
@@ -163,22 +161,6 @@ pub fn main(args: RunArgs) -> anyhow::Result<i32> {
     };
     report(&args, &w, &outcome, &d, &facts, &watching)?;
     Ok(outcome.exit_status)
-}
-
-/// SIGINT/SIGTERM/SIGHUP go to one thread that forwards them; children get a clean mask back.
-fn block_forwarded_signals() -> anyhow::Result<SigSet> {
-    let mut mask = SigSet::empty();
-    for s in [
-        Signal::SIGINT,
-        Signal::SIGTERM,
-        Signal::SIGHUP,
-        Signal::SIGUSR1,
-        Signal::SIGUSR2,
-    ] {
-        mask.add(s);
-    }
-    mask.thread_block().context("cannot block signals")?;
-    Ok(mask)
 }
 
 /// Whether to trace, and why not. A setuid or setgid command would lose its privileges under
@@ -281,7 +263,7 @@ fn start_watchers(
     args: &RunArgs,
     w: &Arc<RunWatch>,
     child: &mut Child,
-    mask: SigSet,
+    mask: supervise::SignalMask,
     listener: Option<OwnedFd>,
 ) -> Watchers {
     let pumps = [
@@ -336,7 +318,7 @@ fn finish(
     args: &RunArgs,
     w: &RunWatch,
     threads: Watchers,
-    root_status: Option<WaitStatus>,
+    root_status: Option<supervise::WaitStatus>,
 ) -> Outcome {
     let seconds = w.start.elapsed().as_secs_f64();
     let killed = supervise::cleanup(w, args.grace);
@@ -360,11 +342,7 @@ fn finish(
             join_until(handle, until);
             std::mem::take(&mut *traced.lock().unwrap_or_else(|e| e.into_inner()))
         });
-    let (exit_status, signal) = match root_status {
-        Some(WaitStatus::Exited(_, code)) => (code, None),
-        Some(WaitStatus::Signaled(_, sig, _)) => (128 + sig as i32, Some(sig.as_str().to_string())),
-        _ => (1, None),
-    };
+    let (exit_status, signal) = supervise::shell_status(root_status);
     Outcome {
         exit_status,
         signal,

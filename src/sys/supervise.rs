@@ -33,7 +33,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use nix::sys::signal::{self, SaFlags, SigAction, SigHandler, SigSet, Signal};
-use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+pub use nix::sys::wait::WaitStatus;
+use nix::sys::wait::{WaitPidFlag, waitpid};
 use nix::unistd::Pid;
 use serde::Serialize;
 
@@ -1021,6 +1022,37 @@ pub fn own_cpu_seconds() -> f64 {
         return 0.0;
     };
     (u.user_time().num_microseconds() + u.system_time().num_microseconds()) as f64 / 1e6
+}
+
+/// The signals `doctor run` passes on (see [`signal_loop`]).
+pub type SignalMask = SigSet;
+
+/// SIGINT/SIGTERM/SIGHUP/SIGUSR1/SIGUSR2 blocked in the calling thread (and every thread it
+/// starts): they go to the one thread that reads them ([`signal_loop`]); children get a clean
+/// mask back ([`JobControl::enter`]).
+pub fn block_forwarded_signals() -> nix::Result<SigSet> {
+    let mut mask = SigSet::empty();
+    for s in [
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+    ] {
+        mask.add(s);
+    }
+    mask.thread_block()?;
+    Ok(mask)
+}
+
+/// How a shell reports the command's end: its exit code, or 128 + the signal that killed it
+/// (with the signal's name).
+pub fn shell_status(status: Option<WaitStatus>) -> (i32, Option<String>) {
+    match status {
+        Some(WaitStatus::Exited(_, code)) => (code, None),
+        Some(WaitStatus::Signaled(_, sig, _)) => (128 + sig as i32, Some(sig.as_str().to_string())),
+        _ => (1, None),
+    }
 }
 
 #[cfg(test)]
