@@ -66,6 +66,9 @@ fn quiet_leaves_only_the_document() {
         err, "on-stderr\n",
         "the command's own output still passes through"
     );
+    // A failing command: its exit status, and no talk of doctor's (the record keeps it).
+    let err = run_stderr(&[], &["-q", "run", "--", "sh", "-c", "exit 1"]);
+    assert_eq!(err, "", "-q run of a failing command");
     let err = run_stderr(&[], &["-q", "-v", "ports"]);
     assert!(err.contains("cannot be used with"), "{err}");
 }

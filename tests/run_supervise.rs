@@ -81,6 +81,11 @@ fn death_by_signal_is_128_plus_signal() {
     assert_eq!(out.status.code(), Some(128 + 15));
     let (out, _d) = doctor_run(&[], &["signal", "SIGKILL"]);
     assert_eq!(out.status.code(), Some(128 + 9));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("the command was killed by SIGKILL (status 137)"),
+        "{err}"
+    );
 }
 
 #[test]

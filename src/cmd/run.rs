@@ -430,11 +430,14 @@ fn report(
     let pipeline_end =
         o.signal.as_deref() == Some("SIGPIPE") && w.pipe_closed.load(Ordering::SeqCst);
     let failed = o.exit_status != 0 && !pipeline_end;
-    if failed
-        || args.explain
-        || !d.diagnosis.findings.is_empty()
-        || !o.killed.is_empty()
-        || !o.leftovers.is_empty()
+    // Under -q doctor prints only documents and errors: the explanation is talk (the record
+    // still holds it).
+    if !render::settings().quiet
+        && (failed
+            || args.explain
+            || !d.diagnosis.findings.is_empty()
+            || !o.killed.is_empty()
+            || !o.leftovers.is_empty())
     {
         let static_findings: Vec<render::run::ScriptFinding> = d
             .static_findings
@@ -453,6 +456,7 @@ fn report(
             diagnosis: d.diagnosis,
             static_findings: &static_findings,
             exit_status: o.exit_status,
+            signal: o.signal.as_deref(),
             seconds: o.seconds,
             killed: &o.killed,
             leftovers: &o.leftovers,

@@ -22,6 +22,8 @@ pub struct Explained<'a> {
     pub diagnosis: &'a Diagnosis,
     pub static_findings: &'a [ScriptFinding<'a>],
     pub exit_status: i32,
+    /// The signal that killed the command, if one did.
+    pub signal: Option<&'a str>,
     pub seconds: f64,
     pub killed: &'a [Killed],
     pub leftovers: &'a [String],
@@ -35,6 +37,7 @@ pub fn explanation(e: &Explained, color: bool) -> String {
         diagnosis: d,
         static_findings,
         exit_status,
+        signal,
         seconds,
         killed,
         leftovers,
@@ -43,7 +46,13 @@ pub fn explanation(e: &Explained, color: bool) -> String {
     } = *e;
     let label = paint("doctor:", Paint::Bold, color);
     let mut s = String::new();
-    s.push_str(&format!("\n{label} the command exited with status {exit_status} after {seconds:.1}s (watched by {tracing})\n"));
+    let ended = match signal {
+        Some(sig) => format!("was killed by {sig} (status {exit_status})"),
+        None => format!("exited with status {exit_status}"),
+    };
+    s.push_str(&format!(
+        "\n{label} the command {ended} after {seconds:.1}s (watched by {tracing})\n"
+    ));
     let e = |t: &str| super::escape_control(t).into_owned();
     for line in notes {
         s.push_str(&format!("{label} {}\n", e(line)));
