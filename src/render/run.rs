@@ -57,23 +57,7 @@ pub fn explanation(e: &Explained, color: bool) -> String {
     for line in notes {
         s.push_str(&format!("{label} {}\n", e(line)));
     }
-    for line in &d.summary {
-        s.push_str(&format!("{label} {}\n", e(line)));
-    }
-    if !d.path.is_empty() {
-        s.push_str(&format!("{label} path: {}\n", e(&d.path.join(" -> "))));
-    }
-    if let Some(l) = &d.script_line {
-        let code = d
-            .code
-            .as_deref()
-            .map(|c| format!("    {}", e(c)))
-            .unwrap_or_default();
-        s.push_str(&format!(
-            "{label} the line that ran again: {}{code}\n",
-            e(l)
-        ));
-    }
+    s.push_str(&what_failed(d, &label, "the line that ran again"));
     // The static view of the same script, in the one finding style.
     for f in static_findings {
         let same = d
@@ -131,6 +115,19 @@ pub fn explanation(e: &Explained, color: bool) -> String {
 /// hook): what failed, who holds the port, the path, the line that ran again, the findings.
 pub fn live_explanation(d: &Diagnosis, color: bool) -> String {
     let label = paint("doctor:", Paint::Bold, color);
+    let mut s = what_failed(d, &label, "the line");
+    if d.findings.is_empty() {
+        s.push_str(&format!(
+            "{label} no finding explains it from this machine's processes and sockets\n"
+        ));
+    }
+    s.push_str(&findings::render_findings(&d.findings, color));
+    s
+}
+
+/// The diagnosis's summary lines, the path between holder and failing process, and the user's
+/// line (`line_label`: "the line that ran again" after a run, "the line" live), escaped.
+fn what_failed(d: &Diagnosis, label: &str, line_label: &str) -> String {
     let e = |t: &str| super::escape_control(t).into_owned();
     let mut s = String::new();
     for line in &d.summary {
@@ -145,13 +142,7 @@ pub fn live_explanation(d: &Diagnosis, color: bool) -> String {
             .as_deref()
             .map(|c| format!("    {}", e(c)))
             .unwrap_or_default();
-        s.push_str(&format!("{label} the line: {}{code}\n", e(l)));
+        s.push_str(&format!("{label} {line_label}: {}{code}\n", e(l)));
     }
-    if d.findings.is_empty() {
-        s.push_str(&format!(
-            "{label} no finding explains it from this machine's processes and sockets\n"
-        ));
-    }
-    s.push_str(&findings::render_findings(&d.findings, color));
     s
 }
