@@ -368,8 +368,6 @@ struct Pending {
     tid: i32,
     nr: i32,
     fd: i32,
-    /// The socket's inode at the call: a later socket on the same fd number is not this one.
-    inode: Option<u64>,
     /// For a `bind`, the caller's socket itself, held from the notification until the call is
     /// over (a few microseconds to a millisecond): a process that fails its bind and exits at
     /// once still leaves its socket to be looked at. Not held for `listen`, so that a listening
@@ -518,6 +516,7 @@ struct CallFacts {
     is_socket: bool,
     family: Option<i32>,
     stream: bool,
+    /// The socket's inode at the call: a later socket on the same fd number is not this one.
     inode: Option<u64>,
     /// The port the socket had before the call (0: unbound).
     port_before: Option<u16>,
@@ -625,16 +624,22 @@ fn socket_of(p: &Pending) -> Option<OwnedFd> {
     }
     let sock = duplicate_fd(p.pid, p.fd)?;
     let same = rustix::fs::fstat(&sock).ok().map(|st| st.st_ino);
-    (p.inode.is_none() || same == p.inode).then_some(sock)
+    (p.facts.inode.is_none() || same == p.facts.inode).then_some(sock)
 }
 
 /// The address family of a socket (from getsockname, which gives it even when unbound).
 fn socket_family(sock: &OwnedFd) -> Option<i32> {
+    let (buf, len) = sockname(sock)?;
+    (len >= 2).then(|| i32::from(u16::from_ne_bytes([buf[0], buf[1]])))
+}
+
+/// getsockname(2): the raw address and its length (at most 128 bytes).
+fn sockname(sock: &OwnedFd) -> Option<([u8; 128], usize)> {
     let mut buf = [0u8; 128];
     let mut len = buf.len() as libc::socklen_t;
     // SAFETY: getsockname writes at most `len` bytes into our buffer.
     let rc = unsafe { libc::getsockname(sock.as_raw_fd(), buf.as_mut_ptr() as *mut _, &mut len) };
-    (rc == 0 && len >= 2).then(|| i32::from(u16::from_ne_bytes([buf[0], buf[1]])))
+    (rc == 0).then(|| (buf, (len as usize).min(buf.len())))
 }
 
 /// SO_ACCEPTCONN: the socket listens.
@@ -740,7 +745,6 @@ fn observe(
         tid,
         nr: req.data.nr,
         fd,
-        inode,
         explanation,
         facts,
         sock: sock.filter(|_| hold),
@@ -771,13 +775,8 @@ fn duplicate_fd(pid: i32, fd: i32) -> Option<OwnedFd> {
 
 /// getsockname(2) of a socket; None unless AF_INET/AF_INET6.
 fn local_addr(sock: &OwnedFd) -> Option<(IpAddr, u16)> {
-    let mut buf = [0u8; 128];
-    let mut len = buf.len() as libc::socklen_t;
-    // SAFETY: getsockname writes at most `len` bytes into our buffer.
-    let rc = unsafe { libc::getsockname(sock.as_raw_fd(), buf.as_mut_ptr() as *mut _, &mut len) };
-    (rc == 0)
-        .then(|| parse_sockaddr(&buf[..(len as usize).min(buf.len())]))
-        .flatten()
+    let (buf, len) = sockname(sock)?;
+    parse_sockaddr(&buf[..len])
 }
 
 /// Up to `len` bytes at `ptr` in process `pid` (empty when unreadable).
