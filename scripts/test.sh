@@ -16,4 +16,4 @@ if [ ${#missing[@]} -gt 0 ]; then apt-get update -qq && apt-get install -y -qq "
 ./target/debug/doctor repro --setup
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
-cargo test --locked
+cargo test --locked --no-fail-fast

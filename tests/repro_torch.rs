@@ -68,7 +68,9 @@ fn fabric_cpu_matrix_verifies_the_fix() {
         // The port in the error is the case's own rendezvous port, and the frame is the
         // module-level launch line of the buggy script.
         assert_eq!(c["eaddrinuse_port"], c["port"], "{c}");
-        let frame = c["frame"].as_str().unwrap();
+        let frame = c["frame"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no frame: {c}"));
         assert!(
             frame.ends_with(&format!("fabric_buggy.py:{launch_line}")),
             "{frame}"

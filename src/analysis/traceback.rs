@@ -158,12 +158,30 @@ fn is_library(file: &str) -> bool {
 }
 
 /// The user-script frame that re-ran the launch in a child: the user frame of the traceback that
-/// ends with the bind failure.
+/// ends with the bind failure; when interleaved output hides which traceback that is, the
+/// line a spawn/forkserver child re-ran in a log that has a bind failure.
 pub fn relaunch_frame(log: &str) -> Option<Frame> {
-    tracebacks(log)
-        .into_iter()
+    let tbs = tracebacks(log);
+    tbs.iter()
         .find(|t| is_bind_failure(&t.error))
-        .and_then(|t| t.user_frame)
+        .and_then(|t| t.user_frame.clone())
+        .or_else(|| {
+            bind_failure(log)?;
+            tbs.into_iter()
+                .find(|t| t.via_spawn && t.user_frame.is_some())
+                .and_then(|t| t.user_frame)
+        })
+}
+
+/// A line inside a traceback that another process printed: not an exception line, and the
+/// traceback goes on after it (a frame or an indented source line follows).
+fn is_interleaved(line: &str, next: Option<&str>) -> bool {
+    let continues =
+        next.is_some_and(|n| FRAME.is_match(n) || (n.starts_with("    ") && !n.trim().is_empty()));
+    continues
+        && !EXC.is_match(line)
+        && !is_bind_failure(line)
+        && !line.starts_with("During handling")
 }
 
 /// Every traceback in the output (torch's `[rank0]: ` prefixes removed).
@@ -206,6 +224,13 @@ fn read_traceback(lines: &[&str], mut i: usize) -> (Traceback, usize) {
             if let Some(f) = frames.last_mut().filter(|f| f.code.is_none() && !marker) {
                 f.code = Some(trimmed.to_string());
             }
+            i += 1;
+            continue;
+        }
+        // Another process may print into the middle of a traceback (a C++ warning of torch, a
+        // log line of another rank): a line that is not an exception line and is followed by
+        // more of the traceback belongs to someone else.
+        if is_interleaved(trimmed, lines.get(i + 1).copied()) {
             i += 1;
             continue;
         }
@@ -344,6 +369,25 @@ DOCTOR_RESULT {"rank": 1, "digest": "abc", "loss": 0.5, "world_size": 2}
             first_error(SPAWN_LOG)
                 .unwrap()
                 .starts_with("torch.distributed.DistNetworkError: The server socket")
+        );
+    }
+
+    #[test]
+    fn frame_survives_lines_of_other_processes_inside_the_traceback() {
+        // What a loaded machine prints: torch's C++ warnings of another rank's client and a log
+        // line land between the frames of the worker's traceback.
+        let mut lines: Vec<&str> = SPAWN_LOG.lines().collect();
+        lines.insert(5, "[W1204 14:20:01.123 socket.cpp:755] The client socket has failed to connect to [localhost]:33281 (errno: 111 - Connection refused).");
+        lines.insert(10, "Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2");
+        lines.insert(13, "Traceback (most recent call last):");
+        let log = lines.join("\n");
+        let f = relaunch_frame(&log).unwrap();
+        assert_eq!(f.location(), "/tmp/x/fabric_buggy.py:30");
+        assert_eq!(f.code.as_deref(), Some("fabric.launch()"));
+        assert!(
+            tracebacks(&log)
+                .iter()
+                .any(|t| t.error.contains("EADDRINUSE"))
         );
     }
 
