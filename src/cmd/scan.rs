@@ -189,7 +189,10 @@ pub fn scan(args: ScanArgs) -> anyhow::Result<i32> {
             args.out
                 .emit(&output::document(&doc, output::Format::Json)?)?;
         }
-        ScanFormat::Sarif => args.out.emit(&scan_render::sarif(&diags)?)?,
+        ScanFormat::Sarif => args.out.emit(&output::document(
+            &scan_render::sarif(&diags),
+            output::Format::Json,
+        )?)?,
         ScanFormat::Github => args.out.emit(&scan_render::github(&diags))?,
     }
     warn_skipped(&reports);

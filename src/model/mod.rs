@@ -5,4 +5,5 @@ pub mod load;
 pub mod report;
 pub mod run;
 pub mod snapshot;
+pub mod style;
 pub mod time;

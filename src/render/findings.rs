@@ -10,56 +10,8 @@ use serde_json::Value;
 
 use crate::model::finding::{Finding, Rule, Severity};
 use crate::render::value_text as s;
-use crate::render::{Paint, escape_control, paint};
 
-/// `error[D001] name: message` with the severity coloured.
-pub fn heading(severity: Severity, code: &str, name: &str, message: &str, color: bool) -> String {
-    let sev = match severity {
-        Severity::Error => paint("error", Paint::Red, color),
-        Severity::Warning => paint("warning", Paint::Yellow, color),
-        Severity::Info => paint("info", Paint::Blue, color),
-    };
-    let name = if name.is_empty() {
-        String::new()
-    } else {
-        format!(" {}", escape_control(name))
-    };
-    format!(
-        "{sev}[{}]{name}: {}\n",
-        escape_control(code),
-        escape_control(message)
-    )
-}
-
-/// ` --> path:line:col` (indented by `pad` spaces).
-pub fn location_line(pad: usize, path: &str, line: u64, column: u64, color: bool) -> String {
-    format!(
-        "{}{} {}:{line}:{column}\n",
-        " ".repeat(pad),
-        paint("-->", Paint::Blue, color),
-        escape_control(path)
-    )
-}
-
-/// `  = fix: ...`, later lines of the fix indented under it.
-pub fn fix_lines(pad: usize, fix: &str, color: bool) -> String {
-    let mut out = String::new();
-    let mut lines = fix.lines();
-    let pad = " ".repeat(pad);
-    if let Some(first) = lines.next() {
-        out.push_str(&format!(
-            "{pad}= {} {}\n",
-            paint("fix:", Paint::Green, color),
-            escape_control(first)
-        ));
-    }
-    for l in lines {
-        let line = format!("{pad}  {}", escape_control(l));
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
-}
+pub use crate::model::style::{fix_lines, heading, location_line};
 
 /// Runtime findings as a person reads them: heading and fix, after a blank line.
 pub fn render_findings(findings: &[Finding], color: bool) -> String {

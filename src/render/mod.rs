@@ -177,52 +177,7 @@ pub fn stderr_color() -> bool {
     color_enabled(std::io::stderr().is_terminal())
 }
 
-#[derive(Clone, Copy)]
-pub enum Paint {
-    Red,
-    Yellow,
-    Blue,
-    Green,
-    Bold,
-}
-
-pub fn paint(text: &str, style: Paint, enabled: bool) -> String {
-    use anstyle::{AnsiColor, Style};
-    if !enabled {
-        return text.to_string();
-    }
-    let bold = Style::new().bold();
-    let style = match style {
-        Paint::Red => bold.fg_color(Some(AnsiColor::Red.into())),
-        Paint::Yellow => bold.fg_color(Some(AnsiColor::Yellow.into())),
-        Paint::Blue => bold.fg_color(Some(AnsiColor::Blue.into())),
-        Paint::Green => bold.fg_color(Some(AnsiColor::Green.into())),
-        Paint::Bold => bold,
-    };
-    format!("{style}{text}{style:#}")
-}
-
-/// Control characters made visible, so text from processes and files (argv, comm, paths) can
-/// never move the cursor, recolour, ring or forge lines: `\n`, `\t`, `\r`, `\x1b`, `\u{9b}`.
-pub fn escape_control(text: &str) -> std::borrow::Cow<'_, str> {
-    if !text.chars().any(char::is_control) {
-        return std::borrow::Cow::Borrowed(text);
-    }
-    let mut out = String::with_capacity(text.len() + 8);
-    for c in text.chars() {
-        match c {
-            '\n' => out.push_str("\\n"),
-            '\t' => out.push_str("\\t"),
-            '\r' => out.push_str("\\r"),
-            c if (c as u32) < 0x80 && c.is_control() => {
-                out.push_str(&format!("\\x{:02x}", c as u32));
-            }
-            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    std::borrow::Cow::Owned(out)
-}
+pub use crate::model::style::{Paint, escape_control, paint};
 
 /// Escape the control characters of every string (and key) of a document, before it is drawn as
 /// text; JSON and YAML escape them themselves. Fixes keep their line breaks (they are multi-line

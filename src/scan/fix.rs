@@ -82,24 +82,17 @@ impl FileFix {
     /// of the script), encoded as the original file is. Never replaces an existing file.
     pub fn write_to(&self, dest: &std::path::Path) -> anyhow::Result<()> {
         use anyhow::Context;
-        use std::io::Write;
-        let original =
-            std::fs::read(&self.path).with_context(|| format!("cannot read {}", self.path))?;
+        let original = crate::sys::source::read_regular(
+            std::path::Path::new(&self.path),
+            super::decode::MAX_FILE_BYTES,
+        )
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", self.path))?;
         let bytes = self
             .encoded(&original)
             .map_err(|e| anyhow::anyhow!("cannot write the fix of {}: {e}", self.path))?;
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(dest)
-            .and_then(|mut f| f.write_all(&bytes))
+        crate::sys::source::create_new(dest, &bytes)
             .with_context(|| format!("cannot write {}", dest.display()))
     }
-}
-
-/// Every name `body` binds, at any depth (what a star import cannot be the source of).
-pub fn bound_names(body: &[Stmt]) -> HashSet<String> {
-    uses::bound_anywhere(body)
 }
 
 /// The fix for a scanned file: only files with S001/S002 findings are rewritten.

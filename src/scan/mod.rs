@@ -16,8 +16,9 @@ mod symbols;
 #[cfg(test)]
 mod fuzz;
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
+
+use crate::sys::source::Input;
 
 use anyhow::Context;
 use rayon::prelude::*;
@@ -163,7 +164,7 @@ pub fn star_imported(
     body: &[ruff_python_ast::Stmt],
 ) -> std::collections::HashMap<String, String> {
     let mut out = std::collections::HashMap::new();
-    let Some(dir) = path.parent().filter(|_| path.is_file()) else {
+    let Some(dir) = path.parent().filter(|_| crate::sys::source::is_file(path)) else {
         return out;
     };
     let mut seen = std::collections::HashSet::new();
@@ -196,15 +197,16 @@ fn star_from(
             dir.join(format!("{rel}.py")),
             dir.join(&rel).join("__init__.py"),
         ];
-        let Some(file) = candidates.into_iter().find(|c| {
-            std::fs::metadata(c).is_ok_and(|m| m.is_file() && m.len() <= decode::MAX_FILE_BYTES)
-        }) else {
+        let Some(file) = candidates
+            .into_iter()
+            .find(|c| crate::sys::source::is_small_file(c, decode::MAX_FILE_BYTES))
+        else {
             continue;
         };
         if !seen.insert(file.clone()) {
             continue;
         }
-        let Ok(bytes) = read_source_file(&file) else {
+        let Ok(bytes) = crate::sys::source::read_regular(&file, decode::MAX_FILE_BYTES) else {
             continue;
         };
         let Ok(text) = decode::decode(&bytes) else {
@@ -244,63 +246,10 @@ pub struct FileReport {
 /// Read, decode (PEP 263) and scan one file.
 pub fn scan_path(path: &Path, opts: &ScanOptions) -> FileReport {
     let shown = path.display().to_string();
-    match read_source_file(path) {
+    match crate::sys::source::read_regular(path, decode::MAX_FILE_BYTES) {
         Ok(bytes) => scan_bytes(shown, &bytes, opts),
         Err(reason) => skipped(shown, reason),
     }
-}
-
-/// What a file type is called in a skip reason.
-fn kind_of(t: std::fs::FileType) -> &'static str {
-    use std::os::unix::fs::FileTypeExt;
-    if t.is_dir() {
-        "a directory"
-    } else if t.is_fifo() {
-        "a FIFO"
-    } else if t.is_socket() {
-        "a socket"
-    } else if t.is_char_device() || t.is_block_device() {
-        "a device"
-    } else {
-        "not a regular file"
-    }
-}
-
-/// The bytes of a regular file of at most [`decode::MAX_FILE_BYTES`]; a FIFO, socket or device
-/// is refused without blocking (opened non-blocking, checked on the open descriptor).
-fn read_source_file(path: &Path) -> Result<Vec<u8>, String> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read: {e}"))?;
-    if !meta.is_file() {
-        return Err(format!("{}, not a regular file", kind_of(meta.file_type())));
-    }
-    let too_big = |len: u64| {
-        format!(
-            "larger than the {} MiB limit ({len} bytes); split it, or scan the part that launches",
-            decode::MAX_FILE_BYTES >> 20
-        )
-    };
-    if meta.len() > decode::MAX_FILE_BYTES {
-        return Err(too_big(meta.len()));
-    }
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(path)
-        .map_err(|e| format!("cannot read: {e}"))?;
-    let meta = file.metadata().map_err(|e| format!("cannot read: {e}"))?;
-    if !meta.is_file() {
-        return Err(format!("{}, not a regular file", kind_of(meta.file_type())));
-    }
-    // Read at most one byte past the limit: a growing file cannot make us read forever.
-    let mut buf = Vec::new();
-    file.take(decode::MAX_FILE_BYTES + 1)
-        .read_to_end(&mut buf)
-        .map_err(|e| format!("cannot read: {e}"))?;
-    if buf.len() as u64 > decode::MAX_FILE_BYTES {
-        return Err(too_big(buf.len() as u64));
-    }
-    Ok(buf)
 }
 
 fn scan_bytes(path: String, bytes: &[u8], opts: &ScanOptions) -> FileReport {
@@ -392,25 +341,9 @@ pub fn local_python_version() -> (u32, u32) {
 
 /// `PYTHON --version`, or 3.11 when it cannot be run.
 pub fn python_version_of(python: &str) -> (u32, u32) {
-    std::process::Command::new(python)
-        .arg("--version")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .ok()
-        .and_then(|o| {
-            let text = format!(
-                "{}{}",
-                String::from_utf8_lossy(&o.stdout),
-                String::from_utf8_lossy(&o.stderr)
-            );
-            parse_version(text.trim().strip_prefix("Python ")?).ok()
-        })
+    crate::sys::source::python_version_text(python)
+        .and_then(|text| parse_version(text.trim().strip_prefix("Python ")?).ok())
         .unwrap_or((3, 11))
-}
-
-enum Input {
-    Stdin,
-    File(PathBuf),
 }
 
 /// The start method a program gets when it chooses none, under `opts`.
@@ -420,7 +353,17 @@ pub fn default_start_method(opts: &ScanOptions) -> &'static str {
 
 /// Scan files, directories (walked) and `-` (stdin) in parallel; reports sorted by path.
 pub fn scan_paths(paths: &[String], opts: &ScanOptions) -> anyhow::Result<Vec<FileReport>> {
-    let (inputs, mut walk_skips) = collect_inputs(paths)?;
+    let crate::sys::source::Inputs { inputs, unreadable } =
+        crate::sys::source::python_inputs(paths).map_err(|bad| {
+            crate::error::user_error(
+                format!("cannot scan '{}': {}", bad.arg, bad.error),
+                "give Python files, directories, or `-` to read the source from stdin",
+            )
+        })?;
+    let mut walk_skips: Vec<FileReport> = unreadable
+        .into_iter()
+        .map(|(p, reason)| skipped(p, reason))
+        .collect();
 
     let pool = rayon::ThreadPoolBuilder::new()
         .stack_size(BIG_STACK)
@@ -428,11 +371,7 @@ pub fn scan_paths(paths: &[String], opts: &ScanOptions) -> anyhow::Result<Vec<Fi
         .build()
         .context("cannot start the scanning threads")?;
     let stdin_bytes = if inputs.iter().any(|i| matches!(i, Input::Stdin)) {
-        let mut buf = Vec::new();
-        std::io::stdin()
-            .read_to_end(&mut buf)
-            .context("cannot read stdin")?;
-        Some(buf)
+        Some(crate::sys::source::read_stdin().context("cannot read stdin")?)
     } else {
         None
     };
@@ -462,78 +401,6 @@ pub fn default_options() -> ScanOptions {
         platform: Platform::current(),
         ..ScanOptions::default()
     }
-}
-
-/// Expand the arguments into files; directories are walked (gitignore, hidden and venv dirs skipped).
-fn collect_inputs(paths: &[String]) -> anyhow::Result<(Vec<Input>, Vec<FileReport>)> {
-    let mut inputs = Vec::new();
-    let mut skips = Vec::new();
-    let mut stdin_seen = false;
-    for arg in paths {
-        if arg == "-" {
-            if !stdin_seen {
-                inputs.push(Input::Stdin);
-                stdin_seen = true;
-            }
-            continue;
-        }
-        let path = Path::new(arg);
-        let meta = std::fs::metadata(path).map_err(|e| {
-            crate::error::user_error(
-                format!("cannot scan '{arg}': {e}"),
-                "give Python files, directories, or `-` to read the source from stdin",
-            )
-        })?;
-        if !meta.is_dir() {
-            inputs.push(Input::File(path.to_path_buf()));
-            continue;
-        }
-        let mut walk = ignore::WalkBuilder::new(path);
-        walk.hidden(true).follow_links(false).git_global(false);
-        walk.filter_entry(|entry| {
-            if entry.depth() == 0 || !entry.file_type().is_some_and(|t| t.is_dir()) {
-                return true;
-            }
-            let name = entry.file_name();
-            if name == "__pycache__" || name == "node_modules" || name == ".git" {
-                return false;
-            }
-            // A virtual environment found below the given directory is someone else's code.
-            !entry.path().join("pyvenv.cfg").exists()
-        });
-        for entry in walk.build() {
-            match entry {
-                Ok(e) => {
-                    let is_file = e.file_type().is_some_and(|t| t.is_file());
-                    if is_file && e.path().extension().is_some_and(|x| x == "py") {
-                        inputs.push(Input::File(e.into_path()));
-                    }
-                }
-                Err(err) => {
-                    let p = match &err {
-                        ignore::Error::WithPath { path, .. } => path.display().to_string(),
-                        _ => arg.clone(),
-                    };
-                    skips.push(skipped(p, format!("cannot read: {err}")));
-                }
-            }
-        }
-    }
-    // Overlapping arguments (`src src/a.py`, `a.py .`) scan a file once: compared as the
-    // file they name (device and inode), so that `--fix` never rewrites one file twice.
-    let mut seen = std::collections::HashSet::new();
-    inputs.retain(|i| match i {
-        Input::Stdin => true,
-        Input::File(p) => {
-            use std::os::unix::fs::MetadataExt;
-            // Hard links are one file too.
-            let key = std::fs::metadata(p)
-                .map(|m| format!("{}:{}", m.dev(), m.ino()))
-                .unwrap_or_else(|_| p.display().to_string());
-            seen.insert(key)
-        }
-    });
-    Ok((inputs, skips))
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::FileReport;
 use super::diagnostic::{Diagnostic, RULES, Rule, Severity};
-use crate::render::{Paint, escape_control, findings, paint};
+use crate::model::style::{self as findings, Paint, escape_control, paint};
 
 /// rustc-style, the same as every doctor finding: `warning[S001] name: message`, ` --> path:line:col`,
 /// the source line with a `^^^` marker, the related evidence as notes, and `= fix:`.
@@ -229,8 +229,8 @@ fn uri(path: &str) -> String {
     out
 }
 
-/// SARIF 2.1.0 with rule metadata.
-pub fn sarif(diags: &[&Diagnostic]) -> anyhow::Result<String> {
+/// SARIF 2.1.0 with rule metadata (serialised by the caller, as every JSON document).
+pub fn sarif(diags: &[&Diagnostic]) -> serde_json::Value {
     let index: HashMap<Rule, usize> = RULES.iter().enumerate().map(|(i, r)| (r.code, i)).collect();
     let rules: Vec<_> = RULES
         .iter()
@@ -279,7 +279,7 @@ pub fn sarif(diags: &[&Diagnostic]) -> anyhow::Result<String> {
             })
         })
         .collect();
-    let doc = json!({
+    json!({
         "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
         "version": "2.1.0",
         "runs": [{
@@ -291,8 +291,7 @@ pub fn sarif(diags: &[&Diagnostic]) -> anyhow::Result<String> {
             }},
             "results": results,
         }],
-    });
-    crate::render::document(&doc, crate::render::Format::Json)
+    })
 }
 
 fn escape_data(s: &str) -> String {

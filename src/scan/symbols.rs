@@ -5,7 +5,7 @@
 use std::collections::{HashMap, HashSet};
 
 use ruff_python_ast::visitor::{self, Visitor};
-use ruff_python_ast::{self as ast, Expr, Number, Stmt, UnaryOp};
+use ruff_python_ast::{self as ast, Expr, ExprContext, Number, Stmt, UnaryOp};
 use ruff_text_size::{Ranged, TextRange};
 
 /// `torch.cuda.*` calls that do not initialise CUDA. Queries: `is_available`, `device_count`
@@ -94,7 +94,7 @@ impl<'a> Symbols<'a> {
             depth: Depth::default(),
         };
         imports.visit_body(body);
-        sym.bound = crate::scan::fix::bound_names(body);
+        sym.bound = bound_anywhere(body);
         for (name, q) in star_imported {
             if !sym.bound.contains(name) {
                 sym.aliases.entry(name.clone()).or_insert_with(|| q.clone());
@@ -832,4 +832,61 @@ pub fn main_guard(test: &Expr) -> Option<Guard> {
         ast::CmpOp::NotEq => Some(Guard::NotMain),
         _ => None,
     }
+}
+
+/// Every name bound anywhere in `body`: imports, defs, classes, parameters, stores.
+pub fn bound_anywhere(body: &[Stmt]) -> HashSet<String> {
+    struct Bound {
+        names: HashSet<String>,
+        depth: Depth,
+    }
+    impl<'a> Visitor<'a> for Bound {
+        fn visit_stmt(&mut self, stmt: &'a Stmt) {
+            if self.depth.too_deep() {
+                return;
+            }
+            self.depth.enter();
+            match stmt {
+                Stmt::FunctionDef(f) => {
+                    self.names.insert(f.name.to_string());
+                }
+                Stmt::ClassDef(c) => {
+                    self.names.insert(c.name.to_string());
+                }
+                _ => {}
+            }
+            visitor::walk_stmt(self, stmt);
+            self.depth.leave();
+        }
+        fn visit_expr(&mut self, expr: &'a Expr) {
+            if self.depth.too_deep() {
+                return;
+            }
+            self.depth.enter();
+            if let Expr::Name(n) = expr
+                && n.ctx != ExprContext::Load
+            {
+                self.names.insert(n.id.to_string());
+            }
+            visitor::walk_expr(self, expr);
+            self.depth.leave();
+        }
+        fn visit_alias(&mut self, alias: &'a ast::Alias) {
+            let name = alias.asname.as_ref().unwrap_or(&alias.name).as_str();
+            if name != "*" {
+                self.names
+                    .insert(name.split('.').next().unwrap_or(name).to_string());
+            }
+        }
+        fn visit_parameter(&mut self, p: &'a ast::Parameter) {
+            self.names.insert(p.name.to_string());
+            visitor::walk_parameter(self, p);
+        }
+    }
+    let mut b = Bound {
+        names: HashSet::new(),
+        depth: Depth::default(),
+    };
+    b.visit_body(body);
+    b.names
 }

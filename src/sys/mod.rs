@@ -13,6 +13,7 @@ pub mod proc;
 pub mod pyenv;
 pub mod python;
 pub mod sockets;
+pub mod source;
 pub mod supervise;
 pub mod syscalls;
 pub mod trace;

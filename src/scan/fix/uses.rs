@@ -390,63 +390,6 @@ impl Callables {
     }
 }
 
-/// Every name bound anywhere in `body`: imports, defs, classes, parameters, stores.
-pub fn bound_anywhere(body: &[Stmt]) -> HashSet<String> {
-    struct Bound {
-        names: HashSet<String>,
-        depth: Depth,
-    }
-    impl<'a> Visitor<'a> for Bound {
-        fn visit_stmt(&mut self, stmt: &'a Stmt) {
-            if self.depth.too_deep() {
-                return;
-            }
-            self.depth.enter();
-            match stmt {
-                Stmt::FunctionDef(f) => {
-                    self.names.insert(f.name.to_string());
-                }
-                Stmt::ClassDef(c) => {
-                    self.names.insert(c.name.to_string());
-                }
-                _ => {}
-            }
-            visitor::walk_stmt(self, stmt);
-            self.depth.leave();
-        }
-        fn visit_expr(&mut self, expr: &'a Expr) {
-            if self.depth.too_deep() {
-                return;
-            }
-            self.depth.enter();
-            if let Expr::Name(n) = expr
-                && n.ctx != ExprContext::Load
-            {
-                self.names.insert(n.id.to_string());
-            }
-            visitor::walk_expr(self, expr);
-            self.depth.leave();
-        }
-        fn visit_alias(&mut self, alias: &'a ast::Alias) {
-            let name = alias.asname.as_ref().unwrap_or(&alias.name).as_str();
-            if name != "*" {
-                self.names
-                    .insert(name.split('.').next().unwrap_or(name).to_string());
-            }
-        }
-        fn visit_parameter(&mut self, p: &'a ast::Parameter) {
-            self.names.insert(p.name.to_string());
-            visitor::walk_parameter(self, p);
-        }
-    }
-    let mut b = Bound {
-        names: HashSet::new(),
-        depth: Depth::default(),
-    };
-    b.visit_body(body);
-    b.names
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
