@@ -1,0 +1,280 @@
+//! What `doctor run` states per situation (issue 20, part 2), on real processes: a port held by
+//! another job, a foreign process or a stale leftover gives the same codes `doctor ports` gives
+//! on the live situation, with fixes (a free `MASTER_PORT=N` that a bind proves free); "the line
+//! that ran again" is said only for a real duplicate initialisation, and only of user code.
+//! Real torch from the managed venv (`doctor repro --setup`); every process a test starts is in a
+//! process group of its own, killed when the test ends, pass or fail.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// The managed venv's interpreter; None (after SKIP) where torch is missing outside CI.
+fn torch_python() -> Option<PathBuf> {
+    if std::env::var_os("DOCTOR_SKIP_TORCH").is_some() {
+        skip_or_fail("DOCTOR_SKIP_TORCH is set");
+        return None;
+    }
+    let out = doctor()
+        .args(["repro", "--setup", "--no-setup"])
+        .output()
+        .expect("doctor runs");
+    if out.status.code() != Some(0) {
+        skip_or_fail("no Python with torch and lightning; run scripts/test.sh first");
+        return None;
+    }
+    let python = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    assert!(python.is_file(), "doctor repro --setup named no interpreter");
+    Some(python)
+}
+
+/// `torchrun` beside the interpreter.
+fn torchrun(python: &Path) -> PathBuf {
+    python.with_file_name("torchrun")
+}
+
+/// A process group killed on drop, pass or fail.
+struct Group(Child);
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) with a negative pid signals this test's own helper group only.
+        unsafe { libc::kill(-(self.0.id() as i32), libc::SIGKILL) };
+        let _ = self.0.wait();
+    }
+}
+
+/// Start `cmd` in its own group (no rendezvous variables inherited) and wait for a line of its
+/// stdout that starts with `ready`.
+fn start_until(cmd: &mut Command, ready: &str) -> Group {
+    for k in [
+        "MASTER_PORT",
+        "MASTER_ADDR",
+        "LOCAL_RANK",
+        "RANK",
+        "WORLD_SIZE",
+        "NODE_RANK",
+    ] {
+        cmd.env_remove(k);
+    }
+    let mut child = cmd
+        .process_group(0)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("helper starts");
+    let stdout = child.stdout.take().expect("piped");
+    let group = Group(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let ready = ready.to_string();
+    std::thread::spawn(move || {
+        let mut said = false;
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if !said && line.starts_with(&ready) {
+                said = true;
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(120))
+        .expect("the helper job came up");
+    group
+}
+
+/// Job A: torchrun with one rank that initialises and waits, on `port`.
+fn torchrun_job(python: &Path, port: u16) -> Group {
+    start_until(
+        Command::new(torchrun(python))
+            .args(["--nproc-per-node", "1", "--master-port", &port.to_string()])
+            .arg(helper("run_cells.py"))
+            .arg("sleepy"),
+        "UP ",
+    )
+}
+
+/// What `doctor run` said: exit code, its record, its stderr.
+struct Ran {
+    code: i32,
+    record: serde_json::Value,
+    stderr: String,
+}
+
+/// `doctor run --record FILE -- CMD...` with `env` added.
+fn doctor_run(cmd: &[&std::ffi::OsStr], env: &[(&str, String)]) -> Ran {
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("run.json");
+    let mut c = doctor();
+    c.args(["run", "--timeout", "120", "--record"])
+        .arg(&record)
+        .arg("--")
+        .args(cmd);
+    for k in ["MASTER_PORT", "MASTER_ADDR", "LOCAL_RANK", "RANK", "WORLD_SIZE"] {
+        c.env_remove(k);
+    }
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let out = c.process_group(0).output().expect("doctor runs");
+    let text = std::fs::read_to_string(&record).unwrap_or_else(|e| {
+        panic!(
+            "no record ({e}); stderr:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    Ran {
+        code: out.status.code().unwrap_or(-1),
+        record: serde_json::from_str(&text).expect("the record is JSON"),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// The findings of a run's diagnosis with `code` that cite `port`.
+fn run_findings<'a>(ran: &'a Ran, code: &str, port: u16) -> Vec<&'a serde_json::Value> {
+    findings(&ran.record["diagnosis"], code, port)
+}
+
+/// The port a fix names as `MASTER_PORT=N`.
+fn suggested_port(fix: &str) -> Option<u16> {
+    let at = fix.find("MASTER_PORT=")? + "MASTER_PORT=".len();
+    fix[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect::<String>()
+        .parse()
+        .ok()
+}
+
+/// A single-rank `python train.py` with its rendezvous in the environment.
+fn rank_env(port: u16) -> Vec<(&'static str, String)> {
+    vec![
+        ("MASTER_ADDR", "127.0.0.1".into()),
+        ("MASTER_PORT", port.to_string()),
+        ("RANK", "0".into()),
+        ("WORLD_SIZE", "1".into()),
+    ]
+}
+
+/// The run failed on `port` with `code` (and a fix naming a port a bind proves free now), and
+/// said no "line that ran again": nothing ran again, and a launcher's frame is no user line.
+fn assert_stated(ran: &Ran, code: &str, port: u16) {
+    assert_ne!(ran.code, 0, "the run failed:\n{}", ran.stderr);
+    let found = run_findings(ran, code, port);
+    assert!(
+        !found.is_empty(),
+        "no {code} on port {port} in the run's diagnosis:\n{}\n{:#}",
+        ran.stderr,
+        ran.record["diagnosis"]
+    );
+    assert!(
+        ran.stderr.contains(&format!("[{code}]")),
+        "{code} is not printed:\n{}",
+        ran.stderr
+    );
+    let fix = found[0]["fix"]["message"].as_str().unwrap_or_default();
+    let free = suggested_port(fix).unwrap_or_else(|| panic!("no MASTER_PORT=N in the fix: {fix}"));
+    assert_ne!(free, port);
+    assert!(
+        std::net::TcpListener::bind(("0.0.0.0", free)).is_ok(),
+        "the suggested port {free} is not free"
+    );
+    assert!(
+        !ran.stderr.contains("ran again"),
+        "nothing ran again:\n{}",
+        ran.stderr
+    );
+    assert!(
+        !ran.stderr.contains("/bin/torchrun:"),
+        "a launcher frame is no line of the user's:\n{}",
+        ran.stderr
+    );
+    let explained = ran.record["diagnosis"]["summary"].to_string();
+    assert!(
+        !explained.contains("ran again"),
+        "the record says nothing ran again: {explained}"
+    );
+}
+
+#[test]
+fn another_jobs_port_is_d002_with_a_free_port_for_torchrun_and_a_plain_script() {
+    let Some(python) = torch_python() else { return };
+    let port = free_low_port();
+    let _job_a = torchrun_job(&python, port);
+    let tr = torchrun(&python);
+    let script = helper("run_cells.py");
+    let p = port.to_string();
+    let ran = doctor_run(
+        &[
+            tr.as_os_str(),
+            "--nproc-per-node".as_ref(),
+            "1".as_ref(),
+            "--master-port".as_ref(),
+            p.as_ref(),
+            script.as_os_str(),
+            "train".as_ref(),
+        ],
+        &[],
+    );
+    assert_stated(&ran, "D002", port);
+    let ran = doctor_run(
+        &[python.as_os_str(), script.as_os_str(), "train".as_ref()],
+        &rank_env(port),
+    );
+    assert_stated(&ran, "D002", port);
+}
+
+#[test]
+fn a_foreign_holder_is_d008_and_a_stale_holder_d003_in_a_run() {
+    let Some(python) = torch_python() else { return };
+    let script = helper("run_cells.py");
+    let port = free_low_port();
+    let _foreign = start_until(
+        Command::new(&python)
+            .arg(&script)
+            .args(["listen", &port.to_string()]),
+        "READY",
+    );
+    let ran = doctor_run(
+        &[python.as_os_str(), script.as_os_str(), "train".as_ref()],
+        &rank_env(port),
+    );
+    assert_stated(&ran, "D008", port);
+    // The failing line is the user's own (the script's init_process_group), said as the line
+    // that failed.
+    assert!(
+        ran.stderr.contains("run_cells.py:"),
+        "the user's line:\n{}",
+        ran.stderr
+    );
+
+    let port = free_low_port();
+    let _stale = start_until(
+        Command::new(python.clone())
+            .arg(helper("situations.py"))
+            .args(["d003", &port.to_string()]),
+        "READY",
+    );
+    let ran = doctor_run(
+        &[python.as_os_str(), script.as_os_str(), "train".as_ref()],
+        &rank_env(port),
+    );
+    assert_stated(&ran, "D003", port);
+}
+
+/// Wait until `f` holds, at most `secs`.
+#[allow(dead_code)]
+fn wait_for(secs: u64, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    false
+}
