@@ -30,7 +30,10 @@ fn torch_python() -> Option<PathBuf> {
         return None;
     }
     let python = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-    assert!(python.is_file(), "doctor repro --setup named no interpreter");
+    assert!(
+        python.is_file(),
+        "doctor repro --setup named no interpreter"
+    );
     Some(python)
 }
 
@@ -114,7 +117,13 @@ fn doctor_run(cmd: &[&std::ffi::OsStr], env: &[(&str, String)]) -> Ran {
         .arg(&record)
         .arg("--")
         .args(cmd);
-    for k in ["MASTER_PORT", "MASTER_ADDR", "LOCAL_RANK", "RANK", "WORLD_SIZE"] {
+    for k in [
+        "MASTER_PORT",
+        "MASTER_ADDR",
+        "LOCAL_RANK",
+        "RANK",
+        "WORLD_SIZE",
+    ] {
         c.env_remove(k);
     }
     for (k, v) in env {

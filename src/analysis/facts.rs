@@ -657,11 +657,18 @@ impl<'a> Analysis<'a> {
                 by_run.insert(k, j);
             }
             let id = id.unwrap_or_default();
+            // A launcher whose ranks are not (or no longer) there: its port flag is the job's
+            // rendezvous port (a torchrun agent that failed to bind its store has no ranks).
+            let master_port = id.master_port.or_else(|| {
+                (self.role(root) == Role::Launcher)
+                    .then(|| launcher_port(&root_p.argv))
+                    .flatten()
+            });
             self.jobs.push(Job {
                 id: format!("job-{root}"),
                 root,
                 master_addr: id.master_addr,
-                master_port: id.master_port,
+                master_port,
                 world_size: id.world_size,
                 run_id: id.run_id,
                 slurm_job_id: id.slurm_job_id,

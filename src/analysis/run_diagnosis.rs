@@ -37,6 +37,10 @@ pub struct Diagnosis {
     pub script_line: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub code: Option<String>,
+    /// `script_line` ran again: a spawn/forkserver child re-ran the launch (a duplicate
+    /// initialisation). Otherwise it is the user's line that failed.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub ran_again: bool,
     pub findings: Vec<Finding>,
 }
 
@@ -226,7 +230,7 @@ fn name_the_holder(
     if d.failing_pid.is_none() && seen.output.bind_errors.is_empty() {
         return;
     }
-    let live = live();
+    let live = with_the_run(live(), seen.snapshot);
     let la = Analysis::after_failed_bind(&live, port, pick);
     let holders: Vec<i32> = crate::analysis::holders::holders(&la, false)
         .iter()
@@ -237,12 +241,28 @@ fn name_the_holder(
         d.holder_pid = Some(h);
         d.holder_role = Some(la.role(h).name().to_string());
         d.summary.push(format!(
-            "port {port} is held by pid {h} ({}) outside this run",
-            la.role(h).name()
+            "port {port} is held by {} outside this run",
+            describe(&la, h)
         ));
     }
     d.findings
         .extend(la.findings.into_iter().filter(|f| f.ports.contains(&port)));
+}
+
+/// The machine now, with the run's processes as they were while it ran (they are gone by the
+/// time it is explained): the live situation the run failed in, the one `doctor ports` would
+/// have judged, so the findings name the run's job (D002) beside the holder. The run's sockets
+/// are not added (they are closed); a pid the machine reuses now stays the machine's.
+fn with_the_run(mut live: Snapshot, run: &Snapshot) -> Snapshot {
+    let now: std::collections::HashSet<i32> = live.processes.iter().map(|p| p.pid).collect();
+    live.processes.extend(
+        run.processes
+            .iter()
+            .filter(|p| !now.contains(&p.pid))
+            .cloned(),
+    );
+    live.processes.sort_by_key(|p| p.pid);
+    live
 }
 
 /// The path between the holder and the failing process.
@@ -262,21 +282,27 @@ fn trace_the_path(d: &mut Diagnosis, a: &Analysis) {
     }
 }
 
-/// The line of the user's script that ran again, from the traceback.
+/// The line of the user's script in the traceback: the one a spawn/forkserver child ran again
+/// (`ran_again`), else the user's line whose call failed. Only user code: a frame of a library
+/// or of a launcher's entry point (`.../bin/torchrun`) is no line of the user's.
 fn find_the_script_line(d: &mut Diagnosis, output: &OutputFacts) {
-    let tb = output
-        .tracebacks
-        .iter()
-        .find(|t| t.via_spawn && t.user_frame.is_some())
-        .or_else(|| {
-            output
-                .tracebacks
-                .iter()
-                .find(|t| t.user_frame.is_some() && t.error.contains("EADDRINUSE"))
-        });
+    let user = |t: &&crate::analysis::traceback::Traceback| {
+        t.user_frame
+            .as_ref()
+            .is_some_and(|f| crate::analysis::traceback::is_user_code(&f.file))
+    };
+    let rerun = output.tracebacks.iter().filter(user).find(|t| t.via_spawn);
+    let tb = rerun.or_else(|| {
+        output
+            .tracebacks
+            .iter()
+            .filter(user)
+            .find(|t| t.error.contains("EADDRINUSE") || t.error.contains("in use"))
+    });
     if let Some(f) = tb.and_then(|t| t.user_frame.as_ref()) {
         d.script_line = Some(format!("{}:{}", f.file, f.line));
         d.code = f.code.as_deref().map(strip_comment);
+        d.ran_again = rerun.is_some();
     }
 }
 
@@ -294,6 +320,7 @@ fn explain_a_rerun_launch(d: &mut Diagnosis, a: &Analysis) {
     };
     let f = rules::d001_rerun_launch(a, r, w, d.port, d.code.as_deref(), d.script_line.as_deref());
     d.findings.insert(0, f);
+    d.ran_again = d.script_line.is_some();
 }
 
 /// Findings the observed tree shows by itself (connecting duplicates, duplicate ranks).

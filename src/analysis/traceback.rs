@@ -149,6 +149,25 @@ fn is_bind_failure(l: &str) -> bool {
 }
 
 fn is_library(file: &str) -> bool {
+    !is_user_code(file)
+}
+
+/// A frame of the user's code: not the interpreter's or a package's, and not a launcher's entry
+/// point (the `bin/torchrun`, `bin/accelerate` wrappers pip writes: no `.py`, in a `bin` folder).
+pub fn is_user_code(file: &str) -> bool {
+    !is_library_path(file) && !is_console_script(file)
+}
+
+fn is_console_script(file: &str) -> bool {
+    let path = std::path::Path::new(file);
+    let in_bin = path
+        .parent()
+        .and_then(|d| d.file_name())
+        .is_some_and(|d| d == "bin" || d == "Scripts");
+    in_bin && path.extension().is_none_or(|e| e != "py")
+}
+
+fn is_library_path(file: &str) -> bool {
     file.starts_with('<')
         || file.contains("/site-packages/")
         || file.contains("/dist-packages/")

@@ -57,7 +57,12 @@ pub fn explanation(e: &Explained, color: bool) -> String {
     for line in notes {
         s.push_str(&format!("{label} {}\n", e(line)));
     }
-    s.push_str(&what_failed(d, &label, "the line that ran again"));
+    let line_label = if d.ran_again {
+        "the line that ran again"
+    } else {
+        "the line that failed"
+    };
+    s.push_str(&what_failed(d, &label, line_label));
     // The static view of the same script, in the one finding style.
     for f in static_findings {
         let same = d

@@ -52,13 +52,17 @@ pub fn check(a: &Analysis) -> Vec<Finding> {
             } else if p.is_zombie() || parent_zombie {
                 format!(
                     "kill the leftover tree with {} and make sure its parent reaps children (in containers run with \
-                     `--init` / tini as PID 1)",
-                    kill_group_hint(a, pid)
+                     `--init` / tini as PID 1); or launch the new job on {}",
+                    kill_group_hint(a, pid),
+                    a.port_advice.text()
                 )
             } else {
                 format!(
-                    "these are leftover ranks of a finished job: stop them with {}",
-                    kill_group_hint(a, pid)
+                    "these are leftover ranks of a finished job: stop them with {}; or launch the new job on {} \
+                     (torchrun --master-port {})",
+                    kill_group_hint(a, pid),
+                    a.port_advice.text(),
+                    a.port_advice.number()
                 )
             };
             out.push(Finding::new(
