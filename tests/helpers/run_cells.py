@@ -4,6 +4,11 @@ usage:
   run_cells.py train       init_process_group(gloo) from the environment, then exit 0
   run_cells.py sleepy      init_process_group(gloo), print `UP rank=R pid=P`, wait until killed
   run_cells.py listen PORT a foreign holder: no rank environment, listens on PORT, prints READY
+  run_cells.py siblings PORT [orphan]
+                           a plain launcher (no rendezvous environment of its own) starting rank 0
+                           (listens on PORT) and rank 1 (idle) as siblings (stdlib only); with
+                           `orphan` the launcher exits once they stand, orphaning them
+  run_cells.py rank-listen / rank-idle   the ranks of `siblings`
 
 The tests start these in their own process groups and kill the groups.
 """
@@ -29,6 +34,34 @@ def main():
         s.listen(16)
         print(f"PIDS holder={os.getpid()}", flush=True)
         print("READY", flush=True)
+        forever()
+    if mode == "rank-listen":
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", int(os.environ["MASTER_PORT"])))
+        s.listen(16)
+        print("UP", flush=True)
+        forever()
+    if mode == "rank-idle":
+        print("UP", flush=True)
+        forever()
+    if mode == "siblings":
+        import subprocess
+
+        port = sys.argv[2]
+        kids = []
+        for r, what in enumerate(["rank-listen", "rank-idle"]):
+            env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=port, RANK=str(r), LOCAL_RANK=str(r),
+                       WORLD_SIZE="2")
+            kids.append(subprocess.Popen([sys.executable, os.path.abspath(__file__), what], env=env,
+                                         stdout=subprocess.PIPE, text=True))
+        for k in kids:
+            k.stdout.readline()
+        print(f"PIDS launcher={os.getpid()} rank0={kids[0].pid} rank1={kids[1].pid}", flush=True)
+        print("READY", flush=True)
+        if sys.argv[3:] == ["orphan"]:
+            time.sleep(0.5)  # the test reads READY, then the launcher goes
+            os._exit(0)
         forever()
     import torch.distributed as dist
 
