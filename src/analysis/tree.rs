@@ -101,13 +101,34 @@ impl TreeNode {
     }
 }
 
-/// The top of the job a process belongs to, or its top-most ancestor below init.
+/// The top of the tree `pid` is drawn in: the top-most process of its job among `pid` and its
+/// ancestors (a job joined by rendezvous may span several trees: ranks that are siblings under
+/// a plain launcher, ranks started by `srun`), or its top-most ancestor below init.
 pub fn tree_root(a: &Analysis, pid: i32) -> i32 {
-    if let Some(job) = a.job(pid) {
-        return job.root;
+    if let Some(&j) = a.job_of.get(&pid) {
+        return std::iter::once(pid)
+            .chain(a.ancestors(pid))
+            .filter(|p| a.job_of.get(p) == Some(&j))
+            .last()
+            .unwrap_or(pid);
     }
     a.ancestors(pid)
         .into_iter()
         .rfind(|&p| p > 1 && a.process(p).is_some_and(|q| q.ppid > 1))
         .unwrap_or(pid)
+}
+
+/// The tops of the trees a job spans: its processes whose parent is not in the job, root first.
+pub fn job_tops(a: &Analysis, job: &crate::analysis::Job) -> Vec<i32> {
+    let mut tops: Vec<i32> = job
+        .pids
+        .iter()
+        .copied()
+        .filter(|&p| {
+            a.process(p)
+                .is_none_or(|q| a.job_of.get(&q.ppid) != a.job_of.get(&p))
+        })
+        .collect();
+    tops.sort_by_key(|&p| (p != job.root, p));
+    tops
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use crate::analysis::holders::holders;
-use crate::analysis::tree::{TreeNode, build_node, tree_root};
+use crate::analysis::tree::{TreeNode, build_node, job_tops, tree_root};
 use crate::analysis::{Analysis, Job};
 use crate::cmd::{parse_port, with_analysis};
 use crate::error::user_error;
@@ -69,11 +69,20 @@ fn draw_trees(args: &TreeArgs, a: &Analysis) -> anyhow::Result<i32> {
         focus.extend(a.subtree(pid));
         (vec![root], Some(focus))
     } else if let Some(port) = args.port {
-        let holder_pids: BTreeSet<i32> = holders(a, false)
+        // What `doctor ports --port` shows: the holders, and the processes its findings about
+        // the port name (an orphaned rank that no longer holds a socket there).
+        let mut holder_pids: BTreeSet<i32> = holders(a, false)
             .into_iter()
             .filter(|h| h.port == port)
             .filter_map(|h| h.pid)
             .collect();
+        holder_pids.extend(
+            a.findings
+                .iter()
+                .filter(|f| f.ports.contains(&port))
+                .flat_map(|f| f.pids.iter().copied())
+                .filter(|&p| a.process(p).is_some()),
+        );
         if holder_pids.is_empty() && args.out.format(args.format, Format::Table) == Format::Table {
             args.out
                 .emit(&format!("nobody visible holds port {port}\n"))?;
@@ -85,7 +94,7 @@ fn draw_trees(args: &TreeArgs, a: &Analysis) -> anyhow::Result<i32> {
         roots.dedup();
         (roots, None)
     } else {
-        (a.jobs.iter().map(|j| j.root).collect(), None)
+        (a.jobs.iter().flat_map(|j| job_tops(a, j)).collect(), None)
     };
     let keep = |pid: i32| {
         focus.as_ref().is_none_or(|f| f.contains(&pid))
@@ -137,8 +146,10 @@ fn tree_text(
     if trees.is_empty() {
         s.push_str("no training jobs found (no launcher, rank or process with MASTER_PORT/RANK in its environment)\n");
     }
+    let mut headed = BTreeSet::new();
     for (t, root) in trees.iter().zip(roots) {
-        if let Some(job) = a.job(*root) {
+        // One heading per job, above its first tree (a job may span several trees).
+        if let Some(job) = a.job(*root).filter(|j| headed.insert(j.id.clone())) {
             let port = job
                 .master_port
                 .map(|p| format!(" on port {p}"))
