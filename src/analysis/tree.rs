@@ -109,7 +109,7 @@ pub fn tree_root(a: &Analysis, pid: i32) -> i32 {
         return std::iter::once(pid)
             .chain(a.ancestors(pid))
             .filter(|p| a.job_of.get(p) == Some(&j))
-            .last()
+            .next_back()
             .unwrap_or(pid);
     }
     a.ancestors(pid)
