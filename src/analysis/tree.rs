@@ -108,8 +108,7 @@ pub fn tree_root(a: &Analysis, pid: i32) -> i32 {
     if let Some(&j) = a.job_of.get(&pid) {
         return std::iter::once(pid)
             .chain(a.ancestors(pid))
-            .filter(|p| a.job_of.get(p) == Some(&j))
-            .next_back()
+            .rfind(|p| a.job_of.get(p) == Some(&j))
             .unwrap_or(pid);
     }
     a.ancestors(pid)
