@@ -354,3 +354,114 @@ fn an_inferred_errno_is_the_one_the_kernel_returned() {
 fn record_of(path: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).expect("the record")).expect("json")
 }
+
+/// What the command inherits from whoever started doctor: blocked and ignored signals (SIGPIPE
+/// included: doctor is a Rust program, whose runtime ignores it, and `std::process::Command`
+/// resets it and the mask in the child), a closed stdin (Rust's runtime puts /dev/null on a
+/// closed 0, 1 or 2 of its own), umask, rlimits, nice value, cwd, an inherited descriptor,
+/// credentials and capabilities. Each row sets the state up in a launcher that execs
+/// `[doctor run [--no-trace] --] sh -c PROBE`; the probe's output is the same in all three.
+const LAUNCH: &str = r#"
+import os, resource, signal, sys
+row, argv = sys.argv[1], sys.argv[2:]
+# Python ignores SIGPIPE and SIGXFSZ itself; a launcher that is not Python does not.
+for s in (signal.SIGPIPE, signal.SIGXFSZ):
+    signal.signal(s, signal.SIG_DFL)
+if row == "ignored":
+    for s in ("SIGHUP", "SIGINT", "SIGQUIT", "SIGPIPE", "SIGTERM", "SIGUSR1", "SIGUSR2",
+              "SIGALRM", "SIGTTOU", "SIGTTIN", "SIGTSTP", "SIGCHLD", "SIGXFSZ"):
+        signal.signal(getattr(signal, s), signal.SIG_IGN)
+if row == "blocked":
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP,
+        signal.SIGUSR1, signal.SIGUSR2, signal.SIGPIPE, signal.SIGCHLD, signal.SIGALRM})
+if row == "stdin-closed":
+    os.close(0)
+if row == "stdout-closed":
+    os.close(1)
+if row == "limits":
+    os.umask(0o077)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (321, 321))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    os.nice(3)
+    os.chdir("/")
+if row == "inherited-fd":
+    fd = os.open("/dev/null", os.O_RDONLY)
+    os.dup2(fd, 7, inheritable=True)
+os.execvp(argv[0], argv)
+"#;
+
+/// Programs that are not Python (Python changes its signal dispositions at start-up) nor a
+/// shell (dash clears the signal mask): the status and limits the kernel shows, the open
+/// descriptors, the working directory.
+const PROBES: [&[&str]; 3] = [
+    &[
+        "grep",
+        "-E",
+        "^(SigBlk|SigIgn|NoNewPrivs|Cap(Inh|Prm|Eff|Bnd|Amb)|Umask|Uid|Gid|Groups|Max open files|Max core file size|Max processes)",
+        "/proc/self/status",
+        "/proc/self/limits",
+    ],
+    &["ls", "/proc/self/fd"],
+    &["readlink", "/proc/self/cwd"],
+];
+
+#[test]
+fn what_the_command_inherits_is_the_same_bare_and_under_doctor_run() {
+    let rows = [
+        "plain",
+        "ignored",
+        "blocked",
+        "stdin-closed",
+        "stdout-closed",
+        "limits",
+        "inherited-fd",
+    ];
+    let doctor = env!("CARGO_BIN_EXE_doctor");
+    let ways: [&[&str]; 3] = [
+        &[],
+        &[doctor, "run", "-q", "--"],
+        &[doctor, "run", "-q", "--no-trace", "--"],
+    ];
+    let mut differences = Vec::new();
+    for row in rows {
+        let mut seen: Vec<String> = vec![String::new(); ways.len()];
+        for probe in PROBES {
+            for (i, way) in ways.iter().enumerate() {
+                let out = Command::new("timeout")
+                    .args(["-s", "KILL", "60", &python(), "-c", LAUNCH, row])
+                    .args(*way)
+                    .args(probe)
+                    .stdin(std::process::Stdio::null())
+                    .output()
+                    .unwrap();
+                // doctor's own exit status is the command's.
+                seen[i] += &format!(
+                    "{}exit status {:?}\n",
+                    String::from_utf8_lossy(&out.stdout),
+                    out.status.code()
+                );
+            }
+        }
+        for (way, got) in ways[1..].iter().zip(&seen[1..]) {
+            if *got != seen[0] {
+                differences.push(format!(
+                    "{row}: {way:?}\n--- bare\n{}--- under doctor\n{got}",
+                    seen[0]
+                ));
+            }
+        }
+        // The rows really set something up (the comparison can fail).
+        if row == "ignored" {
+            assert!(
+                !seen[0].contains("SigIgn:\t0000000000000000"),
+                "{}",
+                seen[0]
+            );
+        }
+    }
+    assert!(
+        differences.is_empty(),
+        "doctor run changed what the command inherits:\n{}",
+        differences.join("\n")
+    );
+}

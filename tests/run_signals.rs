@@ -164,3 +164,43 @@ fn the_same_senders_signal_twice_at_once_is_one_delivery() {
         assert!(!text.contains("again"), "{text}");
     }
 }
+
+/// A signal ignored when doctor starts (`nohup doctor run -- CMD`, `doctor run -- CMD &` in a
+/// script, which ignores SIGINT) stays ignored as it would bare: sent twice to doctor, it is not
+/// passed on and does not stop the tree; the command ends on its own with status 0.
+#[test]
+fn a_signal_ignored_when_doctor_starts_stays_ignored() {
+    for mode in MODES {
+        for sig in [libc::SIGHUP, libc::SIGINT, libc::SIGTERM] {
+            let mut cmd = Command::new(DOCTOR);
+            cmd.arg("run")
+                .args(mode)
+                .args(["--", "sleep", "2"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .process_group(0);
+            // SAFETY: signal(2) with SIG_IGN between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    libc::signal(sig, libc::SIG_IGN);
+                    Ok(())
+                });
+            }
+            let child = cmd.spawn().unwrap();
+            let pid = child.id() as i32;
+            std::thread::sleep(Duration::from_millis(700));
+            for _ in 0..2 {
+                // SAFETY: kill(2) on the doctor this test started.
+                unsafe { libc::kill(pid, sig) };
+                std::thread::sleep(Duration::from_millis(300));
+            }
+            let out = child.wait_with_output().unwrap();
+            // SAFETY: as above; nothing of the group may outlive the test.
+            unsafe { libc::kill(-pid, libc::SIGKILL) };
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(0), "{mode:?} signal {sig}: {err}");
+            assert!(!err.contains("again"), "{mode:?} signal {sig}: {err}");
+        }
+    }
+}

@@ -964,7 +964,8 @@ impl Terminal {
 
 /// What a command started by `doctor run` does between fork and exec to be a shell's job: a
 /// process group of its own (not in a pipeline), the terminal's foreground when doctor held it,
-/// SIGTTOU back to its default when doctor changed it, and no blocked signals.
+/// SIGTTOU back to its default when doctor changed it, and the signal mask, ignored signals and
+/// closed standard descriptors doctor itself was started with ([`Entry`]).
 #[derive(Clone, Copy)]
 pub struct JobControl {
     own_group: bool,
@@ -973,6 +974,8 @@ pub struct JobControl {
     doctor_pgrp: i32,
     /// Only what doctor changed is set back: an inherited SIG_IGN stays for the command.
     reset_ttou: bool,
+    /// What doctor itself was given, for the command.
+    entry: Entry,
 }
 
 impl JobControl {
@@ -982,6 +985,7 @@ impl JobControl {
             tty_fd: tty.map_or(-1, Terminal::raw_fd),
             doctor_pgrp: tty.map_or(-1, |t| t.own),
             reset_ttou: tty.is_some_and(|t| !t.ttou_was_ignored),
+            entry: Entry::get(),
         }
     }
 
@@ -1006,11 +1010,7 @@ impl JobControl {
             // SAFETY: SIG_DFL installs no handler.
             let _ = unsafe { signal::signal(Signal::SIGTTOU, SigHandler::SigDfl) };
         }
-        let _ = signal::sigprocmask(
-            signal::SigmaskHow::SIG_SETMASK,
-            Some(&SigSet::empty()),
-            None,
-        );
+        self.entry.restore();
     }
 }
 
@@ -1028,9 +1028,10 @@ pub fn own_cpu_seconds() -> f64 {
 pub type SignalMask = SigSet;
 
 /// SIGINT/SIGTERM/SIGHUP/SIGUSR1/SIGUSR2 blocked in the calling thread (and every thread it
-/// starts): they go to the one thread that reads them ([`signal_loop`]); children get a clean
-/// mask back ([`JobControl::enter`]).
+/// starts): they go to the one thread that reads them ([`signal_loop`]); children get doctor's
+/// own starting mask back ([`JobControl::enter`]).
 pub fn block_forwarded_signals() -> nix::Result<SigSet> {
+    let entry = Entry::get();
     let mut mask = SigSet::empty();
     for s in [
         Signal::SIGINT,
@@ -1039,10 +1040,114 @@ pub fn block_forwarded_signals() -> nix::Result<SigSet> {
         Signal::SIGUSR1,
         Signal::SIGUSR2,
     ] {
-        mask.add(s);
+        // A signal ignored when doctor started (`nohup`, `CMD &` in a script) stays ignored, for
+        // doctor and for the command: doctor neither passes it on nor stops the tree on it.
+        if !entry.ignored(s) {
+            mask.add(s);
+        }
     }
     mask.thread_block()?;
+    if entry.ignored(Signal::SIGCHLD) {
+        // doctor waits for the command, which an ignored SIGCHLD would reap out of its hands;
+        // the command gets the ignored SIGCHLD back before exec (JobControl::enter).
+        // SAFETY: SIG_DFL installs no handler.
+        unsafe { signal::signal(Signal::SIGCHLD, SigHandler::SigDfl) }?;
+    }
     Ok(mask)
+}
+
+/// What doctor's own parent gave it, read before Rust's runtime changes anything: the runtime
+/// ignores SIGPIPE and puts /dev/null on a closed descriptor 0, 1 or 2, and
+/// `std::process::Command` empties the signal mask and resets SIGPIPE in the child. The command
+/// gets back what doctor got (JobControl::enter), as it would without doctor.
+#[derive(Clone, Copy, Default)]
+pub struct Entry {
+    /// Bit n-1: signal n was ignored.
+    ignored: u64,
+    /// Bit n-1: signal n was blocked.
+    blocked: u64,
+    /// Bit n: descriptor n (0, 1, 2) was closed.
+    closed: u8,
+}
+
+static ENTRY_IGNORED: AtomicU64 = AtomicU64::new(0);
+static ENTRY_BLOCKED: AtomicU64 = AtomicU64::new(0);
+static ENTRY_CLOSED: AtomicU64 = AtomicU64::new(0);
+
+/// Runs from `.init_array`, before Rust's runtime starts (and before `main`).
+extern "C" fn record_entry() {
+    let (mut ignored, mut blocked, mut closed) = (0u64, 0u64, 0u64);
+    // SAFETY: queries only (a null new action and new mask); the descriptors are not used.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        let have_mask = libc::sigprocmask(libc::SIG_BLOCK, std::ptr::null(), &mut set) == 0;
+        for sig in 1..=64 {
+            let mut old: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(sig, std::ptr::null(), &mut old) == 0
+                && old.sa_sigaction == libc::SIG_IGN
+            {
+                ignored |= 1 << (sig - 1);
+            }
+            if have_mask && libc::sigismember(&set, sig) == 1 {
+                blocked |= 1 << (sig - 1);
+            }
+        }
+        for fd in 0..3 {
+            if libc::fcntl(fd, libc::F_GETFD) == -1 {
+                closed |= 1 << fd;
+            }
+        }
+    }
+    ENTRY_IGNORED.store(ignored, Ordering::SeqCst);
+    ENTRY_BLOCKED.store(blocked, Ordering::SeqCst);
+    ENTRY_CLOSED.store(closed, Ordering::SeqCst);
+}
+
+#[used]
+#[unsafe(link_section = ".init_array")]
+static RECORD_ENTRY: extern "C" fn() = record_entry;
+
+impl Entry {
+    pub fn get() -> Entry {
+        // Keeps the `.init_array` entry linked in wherever this module is used.
+        std::hint::black_box(&RECORD_ENTRY);
+        Entry {
+            ignored: ENTRY_IGNORED.load(Ordering::SeqCst),
+            blocked: ENTRY_BLOCKED.load(Ordering::SeqCst),
+            closed: ENTRY_CLOSED.load(Ordering::SeqCst) as u8,
+        }
+    }
+
+    pub fn ignored(&self, s: Signal) -> bool {
+        self.ignored & (1 << (s as i32 - 1)) != 0
+    }
+
+    /// In the child before exec (async-signal-safe): the dispositions and mask doctor got, and
+    /// the standard descriptors that were closed closed again.
+    fn restore(&self) {
+        for sig in [libc::SIGPIPE, libc::SIGCHLD] {
+            if self.ignored & (1 << (sig - 1)) != 0 {
+                // SAFETY: SIG_IGN installs no handler.
+                unsafe { libc::signal(sig, libc::SIG_IGN) };
+            }
+        }
+        // SAFETY: a mask built on the stack; sigprocmask and close are async-signal-safe.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            for sig in 1..=64 {
+                if self.blocked & (1 << (sig - 1)) != 0 {
+                    libc::sigaddset(&mut set, sig);
+                }
+            }
+            libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+            for fd in 0..3 {
+                if self.closed & (1 << fd) != 0 {
+                    libc::close(fd);
+                }
+            }
+        }
+    }
 }
 
 /// How a shell reports the command's end: its exit code, or 128 + the signal that killed it
