@@ -311,6 +311,17 @@ fn plan<'a>(
         if live_here && role == Role::Keep {
             role = Role::Move;
         }
+        // A block that defines a function or class stays at module level like a `def` (spawn
+        // children unpickle what it defines by name), unless it has to move: then the fix is
+        // refused (`check_movable`).
+        if role == Role::Move
+            && forced.is_none()
+            && !names.nested_defs.is_empty()
+            && names.hazards.is_empty()
+            && !names.star_import
+        {
+            role = Role::Keep;
+        }
         let span = (
             attach_comments(file, stmt, prev_end),
             line_end(file.src, usize::from(stmt.end())),

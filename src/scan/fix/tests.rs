@@ -199,12 +199,33 @@ fn refuses_what_it_cannot_show_safe() {
         ))
         .contains("annotated")
     );
+    // A block defining a class or function has to move when it depends on the launch.
     assert!(
         refused(&format!(
-            "{launch}dist.init_process_group('gloo')\nif True:\n    class K:\n        pass\n"
+            "{launch}dist.init_process_group('gloo')\nif dist.get_rank() == 0:\n    class K:\n        pass\n"
         ))
         .contains("`K`")
     );
+    assert!(
+        refused(&format!(
+            "{launch}dist.init_process_group('gloo')\nrank = dist.get_rank()\nif rank > 0:\n    def f():\n        return 1\n"
+        ))
+        .contains("`f`")
+    );
+}
+
+/// A block after the launch that defines a function or class and does not depend on the launch
+/// stays at module level like a `def` (sp-alst.py of accelerate's examples: `collate_fn`
+/// defined in `if 1:` and given to a DataLoader), with what it reads.
+#[test]
+fn a_block_defining_functions_stays_like_a_def() {
+    let src = "import torch.distributed as dist\n\ndist.init_process_group('gloo')\nscale = 2\nif scale > 1:\n    def collate(b):\n        return b * scale\nelse:\n    def collate(b):\n        return b\nloader = make(collate)\n";
+    let out = fixed(src);
+    let main_at = out.find("def main():").unwrap();
+    assert!(out.find("if scale > 1:").unwrap() < main_at, "{out}");
+    assert!(out.find("scale = 2").unwrap() < main_at, "{out}");
+    assert!(out.find("    dist.init_process_group").unwrap() > main_at, "{out}");
+    assert!(out.find("    loader = make(collate)").unwrap() > main_at, "{out}");
 }
 
 #[test]
