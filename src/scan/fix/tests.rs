@@ -224,8 +224,14 @@ fn a_block_defining_functions_stays_like_a_def() {
     let main_at = out.find("def main():").unwrap();
     assert!(out.find("if scale > 1:").unwrap() < main_at, "{out}");
     assert!(out.find("scale = 2").unwrap() < main_at, "{out}");
-    assert!(out.find("    dist.init_process_group").unwrap() > main_at, "{out}");
-    assert!(out.find("    loader = make(collate)").unwrap() > main_at, "{out}");
+    assert!(
+        out.find("    dist.init_process_group").unwrap() > main_at,
+        "{out}"
+    );
+    assert!(
+        out.find("    loader = make(collate)").unwrap() > main_at,
+        "{out}"
+    );
 }
 
 #[test]
