@@ -9,6 +9,11 @@ usage:
                            (listens on PORT) and rank 1 (idle) as siblings (stdlib only); with
                            `orphan` the launcher exits once they stand, orphaning them
   run_cells.py rank-listen / rank-idle   the ranks of `siblings`
+  run_cells.py carriers PORT
+                           rank 0 (listens) and rank 1 (idle) of a world of 2, and beside them
+                           processes that only carry a rank's environment and are no Python rank:
+                           `orted` (a copy of `sleep` so named, as OpenMPI's daemon inherits the
+                           ranks' environment on a GPU box) and `bash -c "sleep ...; true"`
 
 The tests start these in their own process groups and kill the groups.
 """
@@ -44,6 +49,33 @@ def main():
         forever()
     if mode == "rank-idle":
         print("UP", flush=True)
+        forever()
+    if mode == "carriers":
+        import shutil
+        import subprocess
+        import tempfile
+
+        port = sys.argv[2]
+        here = tempfile.mkdtemp(prefix="doctor-orted-")
+        orted = os.path.join(here, "orted")
+        shutil.copy(shutil.which("sleep"), orted)
+
+        def env(r):
+            return dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=port, RANK=str(r), LOCAL_RANK=str(r),
+                        WORLD_SIZE="2", NODE_RANK="0")
+
+        me = [sys.executable, os.path.abspath(__file__)]
+        r0 = subprocess.Popen(me + ["rank-listen"], env=env(0), stdout=subprocess.PIPE, text=True)
+        r1 = subprocess.Popen(me + ["rank-idle"], env=env(1), stdout=subprocess.PIPE, text=True)
+        r0.stdout.readline()
+        r1.stdout.readline()
+        o = subprocess.Popen([orted, "3600"], env=env(0))
+        sh = subprocess.Popen(["bash", "-c", "sleep 3600; true"], env=env(1))
+        time.sleep(0.3)
+        os.unlink(orted)
+        os.rmdir(here)
+        print(f"PIDS rank0={r0.pid} rank1={r1.pid} orted={o.pid} shell={sh.pid}", flush=True)
+        print("READY", flush=True)
         forever()
     if mode == "siblings":
         import subprocess
