@@ -15,10 +15,7 @@ fn role_in_tree(doc: &serde_json::Value, pid: i32) -> Option<String> {
         if n["pid"] == pid {
             return n["role"].as_str().map(String::from);
         }
-        n["children"]
-            .as_array()?
-            .iter()
-            .find_map(|c| walk(c, pid))
+        n["children"].as_array()?.iter().find_map(|c| walk(c, pid))
     }
     doc["trees"].as_array()?.iter().find_map(|t| walk(t, pid))
 }

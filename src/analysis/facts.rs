@@ -433,6 +433,34 @@ impl<'a> Analysis<'a> {
         }
         self.spawn_launchers(&order);
         self.rank_wrappers(&order);
+        self.rank_carriers();
+    }
+
+    /// A process that only carries a rank's environment and is no Python rank (OpenMPI's
+    /// `orted`, which inherits the ranks' environment; a shell, `env`, an `srun` step; a tool a
+    /// rank runs) is not a rank: not Python and without a socket on its rendezvous port. (A
+    /// frozen or compiled rank that is not named python counts once it uses the port.)
+    fn rank_carriers(&mut self) {
+        let carriers: Vec<i32> = self
+            .roles
+            .iter()
+            .filter(|(_, r)| **r == Role::Rank)
+            .map(|(&pid, _)| pid)
+            .filter(|&pid| {
+                let Some(p) = self.process(pid) else {
+                    return false;
+                };
+                let port = self.identity.get(&pid).and_then(|i| i.master_port);
+                !is_python(p)
+                    && match port {
+                        Some(port) => !self.uses_port(pid, port),
+                        None => self.sockets_of(pid).is_empty(),
+                    }
+            })
+            .collect();
+        for pid in carriers {
+            self.roles.insert(pid, Role::Other);
+        }
     }
 
     /// `mp.spawn`, Lightning `ddp_spawn` and `ddp_notebook`/`ddp_fork`: a Python process that is
