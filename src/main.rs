@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
-use ddp_doctor::cmd::{merge, ports, report, repro, run, snapshot, tree};
+use ddp_doctor::cmd::{explain, merge, ports, report, repro, run, snapshot, tree};
 use ddp_doctor::render;
 
 /// The exit-code contract, word for word the same in README.md (a test compares them).
@@ -60,6 +60,8 @@ enum Command {
     /// Merge the reports of several nodes into one cluster view: master node, ranks per node,
     /// duplicate ranks, ports held by other jobs, version mismatches
     Merge(merge::MergeArgs),
+    /// Print the page of a finding code (what, why, fix, example); without CODE, list the codes
+    Explain(explain::ExplainArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
     Completions {
         #[arg(value_enum)]
@@ -96,6 +98,7 @@ fn main() {
         Command::Scan(args) => ddp_doctor::cmd::scan::scan(args),
         Command::Report(args) => report::report(args),
         Command::Merge(args) => merge::merge(args),
+        Command::Explain(args) => explain::main(args),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             let mut out = Vec::new();

@@ -1,6 +1,7 @@
 //! One file per subcommand: arguments, orchestration, exit code. Commands never import each other.
 
 pub mod args;
+pub mod explain;
 pub mod merge;
 pub mod ports;
 pub mod report;
@@ -70,6 +71,12 @@ impl OutputArg {
     pub fn color(&self) -> bool {
         self.output.is_none() && crate::render::stdout_color()
     }
+}
+
+/// The envelope of a document about this machine, now (documents about a snapshot or a report
+/// take the snapshot's host and time instead: `Envelope::new`).
+pub fn envelope(kind: crate::model::envelope::Kind) -> crate::model::envelope::Envelope {
+    crate::model::envelope::Envelope::new(kind, observe::hostname(), observe::now())
 }
 
 /// A port number from the command line: 1-65535.

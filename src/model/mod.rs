@@ -1,8 +1,10 @@
 //! Plain data every layer shares: the observed [`snapshot::Snapshot`] and the findings.
 
+pub mod envelope;
 pub mod finding;
 pub mod load;
 pub mod report;
+pub mod rule;
 pub mod run;
 pub mod snapshot;
 pub mod style;

@@ -30,7 +30,15 @@ pub fn render_findings(findings: &[Finding], color: bool) -> String {
         ));
         s.push_str(&fix_lines(2, &f.fix, color));
     }
+    s.push_str(&explain_text(findings.iter().map(|f| f.code)));
     s
+}
+
+/// The closing `see: \`doctor explain CODE\`` line of a findings block (empty without findings).
+pub fn explain_text(codes: impl IntoIterator<Item = Rule>) -> String {
+    crate::model::rule::explain_line(codes)
+        .map(|l| format!("{l}\n"))
+        .unwrap_or_default()
 }
 
 /// Findings from a document (merge, report) as a person reads them.
@@ -57,6 +65,14 @@ pub fn render_finding_values(findings: &[Value], color: bool, out: &mut String) 
         }
         out.push_str(&fix_lines(2, &fix_text(&f["fix"]), color));
     }
+}
+
+/// The codes of findings in a document (merge, report), for [`explain_text`].
+pub fn codes_of(findings: &[Value]) -> Vec<Rule> {
+    findings
+        .iter()
+        .filter_map(|f| f["code"].as_str().and_then(Rule::from_code))
+        .collect()
 }
 
 /// The fix's message, from the current shape (`{message, edits}`) or schema 1's string.
@@ -111,6 +127,7 @@ fn normalize_one(f: &mut Value) {
         .and_then(Rule::from_code);
     if let Some(e) = entry {
         m.entry("name").or_insert_with(|| e.name().into());
-        m.entry("url").or_insert_with(|| e.doc_page().into());
+        // The page's address now, also for reports whose doctor wrote a checkout path.
+        m.insert("url".into(), e.url().into());
     }
 }

@@ -23,6 +23,17 @@ pub fn merge_table(doc: &Value, color: bool) -> String {
         super::counts(sm)
     ));
     render_finding_values(&f, color, &mut o);
+    // Every code shown, the nodes' own included.
+    let mut codes = super::findings::codes_of(&f);
+    for n in doc["nodes"].as_array().into_iter().flatten() {
+        codes.extend(super::findings::codes_of(
+            n["findings"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default(),
+        ));
+    }
+    o.push_str(&super::findings::explain_text(codes));
     o
 }
 

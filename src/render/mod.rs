@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use crate::model::snapshot::Snapshot;
 
+pub mod explain;
 pub mod findings;
 pub mod grid;
 pub mod merge;

@@ -71,6 +71,7 @@ fn summary(sm: &Value, color: bool, o: &mut String) {
             n - 3
         ));
     }
+    o.push_str(&super::findings::explain_text(super::findings::codes_of(f)));
 }
 
 /// CPU, memory, container, addresses and the port ranges.

@@ -240,7 +240,8 @@ pub fn sarif(diags: &[&Diagnostic]) -> serde_json::Value {
                 "name": r.code.name(),
                 "shortDescription": { "text": r.code.summary() },
                 "fullDescription": { "text": r.full },
-                "help": { "text": format!("See docs/findings/{}.md. {}", r.code, r.full) },
+                "help": { "text": format!("`doctor explain {}` prints the page. {}", r.code, r.full) },
+                "helpUri": r.code.url(),
                 "defaultConfiguration": { "level": sarif_level(r.code.severity()) },
             })
         })

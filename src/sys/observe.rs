@@ -40,6 +40,11 @@ pub fn now() -> f64 {
         .unwrap_or(0.0)
 }
 
+/// This machine's name (empty when the system does not say).
+pub fn hostname() -> String {
+    sysinfo::System::host_name().unwrap_or_default()
+}
+
 pub fn host_facts() -> Host {
     let ephemeral_range = proc::sysctl("/proc/sys/net/ipv4/ip_local_port_range")
         .and_then(|s| {
@@ -51,7 +56,7 @@ pub fn host_facts() -> Host {
         .map(|s| parse_port_list(&s))
         .unwrap_or_default();
     Host {
-        hostname: sysinfo::System::host_name().unwrap_or_default(),
+        hostname: hostname(),
         kernel: sysinfo::System::kernel_version().unwrap_or_default(),
         ephemeral_range,
         reserved_ports,
