@@ -237,6 +237,24 @@ rules! {
     ///   = fix: give each job its own port: start one of them on MASTER_PORT=29510 (torchrun --master-port 29510); if the holder is a leftover, stop it with `kill -TERM 30821` (not its process group 30820: other processes share it (this shell, or another job))
     /// see: `doctor explain D002` (what the code means, why, the fix, an example)
     /// ```
+    ///
+    /// **Under `doctor run`** the same code is stated for the run that failed: the run's processes (gone
+    /// by the time it is explained) are judged beside the machine's, as `doctor ports` would have judged
+    /// them while the run stood. Real run (torchrun job A on 29612, then a second torchrun on it;
+    /// traceback cut):
+    ///
+    /// ```
+    /// $ doctor run -- torchrun --nproc-per-node 1 --master-port 29612 train.py
+    /// ...
+    /// doctor: the command exited with status 1 after 11.3s (watched by seccomp-notify)
+    /// doctor: pid 6628 (launcher) failed bind(:::29612) with errno 98 EADDRINUSE at 8.44s (its socket stayed unbound while another held the port: errno inferred)
+    /// doctor: port 29612 is held by pid 6032 (launcher) outside this run
+    ///
+    /// error[D002] port-held-by-other-job: port 29612 is the rendezvous port of job-6628 (root pid 6628) but is held by pid 6032 (launcher) of another job (job-6032, root pid 6032)
+    ///   = fix: give each job its own port: start one of them on MASTER_PORT=29510 (torchrun --master-port 29510); if the holder is a leftover, stop it with `kill -TERM -- -6032` (process group 6032 of pid 6032)
+    /// see: `doctor explain D002` (what the code means, why, the fix, an example)
+    /// doctor: nothing of the run is left; its ports are free
+    /// ```
     D002, "port-held-by-other-job", Error, "the rendezvous port of one job is held by another job";
     /// # D003 stale-holder (error)
     ///
@@ -344,6 +362,12 @@ rules! {
     /// **Why.** A wrong `--node-rank` on one node, several SLURM tasks per node each acting as a
     /// launcher, or a script started twice. The store sees one rank twice: a hang at rendezvous, or
     /// "duplicate rank" errors from NCCL/gloo.
+    ///
+    /// **Not a rank.** Only a Python process, or one with a socket on the rendezvous port, counts: a
+    /// process that only carries a rank's environment (OpenMPI's `orted`, which inherits it on a GPU box;
+    /// a shell, `env`, an `srun` step; a tool a rank runs) is no rank and gives no D006
+    /// (`tests/rank_roles.rs` puts a stand-in `orted` and `bash -c "sleep ...; true"` beside real ranks).
+    /// A frozen or compiled rank not named python counts once it uses the port.
     ///
     /// **Fix.** Give every node its own `--node-rank`; start one launcher per node
     /// (SLURM: `--ntasks-per-node=1` with torchrun, or let Lightning's SLURM environment set ranks).
