@@ -7,6 +7,7 @@ pub mod hang;
 pub mod holders;
 pub mod outcome;
 mod rendezvous;
+pub mod repro;
 pub mod rules;
 pub mod run_diagnosis;
 pub mod traceback;

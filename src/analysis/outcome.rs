@@ -4,30 +4,9 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use serde::Serialize;
-
 use super::traceback::{self, RankResult};
+pub use crate::model::repro::Outcome;
 use crate::model::run::{CaseRun, Waited};
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Outcome {
-    Ok,
-    Eaddrinuse,
-    Hang,
-    Error,
-}
-
-impl Outcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Ok => "ok",
-            Outcome::Eaddrinuse => "eaddrinuse",
-            Outcome::Hang => "hang",
-            Outcome::Error => "error",
-        }
-    }
-}
 
 /// The judgement of one case.
 pub struct Judged {

@@ -5,18 +5,9 @@
 use std::sync::LazyLock;
 
 use regex::Regex;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-/// One rank's `DOCTOR_RESULT {...}` line.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct RankResult {
-    pub rank: i64,
-    #[serde(default)]
-    pub world_size: Option<i64>,
-    #[serde(default)]
-    pub loss: Option<f64>,
-    pub digest: String,
-}
+pub use crate::model::repro::RankResult;
 
 /// A failure to bind the rendezvous port.
 #[derive(Clone, Debug, Serialize, PartialEq)]

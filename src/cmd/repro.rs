@@ -4,25 +4,23 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
 use serde::Serialize;
 
-use crate::analysis::outcome::{self, Judged};
-use crate::analysis::traceback::RankResult;
+use crate::analysis::{outcome, repro as judge};
 use crate::error::user_error;
-use crate::render::{self, Format, Paint, progress};
-use crate::sys::case::{self as sys_case, CaseCommand, CaseRun};
+use crate::model::repro::{
+    Accelerator, BUNDLED, CaseResult, CaseSpec, Ctx, Document, Launcher, Outcome, PythonInfo,
+    SCHEMA_VERSION, Variant, bundled,
+};
+use crate::render::{self, Format, progress};
+use crate::sys::case::{self as sys_case, CaseDir, Plan};
 use crate::sys::pyenv;
-use crate::sys::supervise::{self, Killed};
+use crate::sys::supervise;
 
 mod verify_fix;
-
-/// The version of repro's documents: the same as every doctor document (docs/changelog.md).
-pub const SCHEMA_VERSION: u32 = crate::model::snapshot::SCHEMA_VERSION;
 
 /// Default per-case timeout: a case takes 5-10 s on an idle 2-core CPU machine and several times
 /// that on a loaded one; a hang is only declared well past that.
@@ -121,24 +119,6 @@ pub enum CtxArg {
     All,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Ctx {
-    Spawn,
-    Fork,
-    Forkserver,
-}
-
-impl Ctx {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Ctx::Spawn => "spawn",
-            Ctx::Fork => "fork",
-            Ctx::Forkserver => "forkserver",
-        }
-    }
-}
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum VariantArg {
     Buggy,
@@ -146,187 +126,11 @@ pub enum VariantArg {
     Both,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Variant {
-    Buggy,
-    Fixed,
-    /// A script given by path.
-    Custom,
-    /// `--verify-fix`: the user's script as it is (the fixed copy is `Fixed`).
-    Original,
-}
-
-impl Variant {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Variant::Buggy => "buggy",
-            Variant::Fixed => "fixed",
-            Variant::Custom => "custom",
-            Variant::Original => "original",
-        }
-    }
-}
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Accel {
     Auto,
     Cpu,
     Cuda,
-}
-
-pub use crate::analysis::outcome::Outcome;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Launcher {
-    /// `python script.py ...`; the script launches its own ranks (Lightning).
-    Direct,
-    /// `python -m torch.distributed.run --nproc-per-node N ... script.py ...`.
-    Torchrun,
-}
-
-/// A bundled pair.
-pub struct Bundled {
-    pub name: &'static str,
-    pub about: &'static str,
-    launcher: Launcher,
-    buggy: (&'static str, &'static str),
-    fixed: (&'static str, &'static str),
-    /// Outcomes accepted for the buggy variant in a context (the fixed one must pass).
-    expect_buggy: fn(Ctx) -> &'static [Outcome],
-    /// What was measured, for `--list` and the docs.
-    pub measured: &'static str,
-}
-
-pub const BUNDLED: &[Bundled] = &[
-    Bundled {
-        name: "fabric",
-        about: "Lightning Fabric DDP; fabric.launch() at module level (buggy) vs inside main() under the __main__ guard (fixed)",
-        launcher: Launcher::Direct,
-        buggy: (
-            "fabric_buggy.py",
-            include_str!("../../repro/fabric_buggy.py"),
-        ),
-        fixed: (
-            "fabric_fixed.py",
-            include_str!("../../repro/fabric_fixed.py"),
-        ),
-        expect_buggy: |ctx| match ctx {
-            Ctx::Fork => &[Outcome::Ok],
-            Ctx::Spawn | Ctx::Forkserver => &[Outcome::Eaddrinuse],
-        },
-        measured: "buggy: EADDRINUSE under spawn and forkserver (the DataLoader worker re-runs the launch as a second rank 0), passes under fork; fixed: passes everywhere",
-    },
-    Bundled {
-        name: "torchrun",
-        about: "plain PyTorch DDP under torchrun; init_process_group at module level (buggy) vs inside main() (fixed)",
-        launcher: Launcher::Torchrun,
-        buggy: (
-            "torchrun_buggy.py",
-            include_str!("../../repro/torchrun_buggy.py"),
-        ),
-        fixed: (
-            "torchrun_fixed.py",
-            include_str!("../../repro/torchrun_fixed.py"),
-        ),
-        expect_buggy: |ctx| match ctx {
-            Ctx::Fork => &[Outcome::Ok],
-            Ctx::Spawn | Ctx::Forkserver => &[Outcome::Hang, Outcome::Error, Outcome::Ok],
-        },
-        measured: "buggy: never EADDRINUSE; under spawn and forkserver the worker joins torchrun's agent store as a duplicate rank and the run races: it hangs, dies in gloo's connection mesh, or (sometimes) passes; passes under fork; fixed: passes everywhere",
-    },
-];
-
-fn bundled(name: &str) -> Option<&'static Bundled> {
-    BUNDLED.iter().find(|b| b.name == name)
-}
-
-/// One case to run.
-#[derive(Clone, Debug)]
-struct CaseSpec {
-    name: String,
-    variant: Variant,
-    ctx: Ctx,
-    launcher: Launcher,
-    /// The script on disk (written to the run's temp dir for bundled ones).
-    script: PathBuf,
-    expected: &'static [Outcome],
-    /// Extra environment for the case (the forced start method of --verify-fix).
-    env: Vec<(String, String)>,
-    /// A bundled script (takes --ctx/--accelerator/--devices, prints DOCTOR_RESULT per rank).
-    bundled: bool,
-}
-
-/// The result of one case, as in the JSON/YAML document.
-#[derive(Clone, Debug, Serialize)]
-pub struct CaseResult {
-    pub name: String,
-    pub variant: Variant,
-    pub ctx: Ctx,
-    pub outcome: Outcome,
-    /// The outcomes that count as expected (one, except where measurement showed a race).
-    pub expected: Vec<Outcome>,
-    pub matches_expected: bool,
-    /// The rendezvous port (MASTER_PORT) given to the case.
-    pub port: u16,
-    /// The launcher's exit status (128+signal when killed); null when it was still running at the timeout.
-    pub exit_code: Option<i32>,
-    pub seconds: f64,
-    /// Digest of the trained weights, when every rank reported the same one.
-    pub result_digest: Option<String>,
-    pub ranks: Vec<RankResult>,
-    /// For eaddrinuse: the port named in the error and the user-script frame that re-ran the launch.
-    pub eaddrinuse_port: Option<u16>,
-    pub frame: Option<String>,
-    /// The first meaningful error line (any failure).
-    pub error: Option<String>,
-    /// Processes that were still running when the case ended and had to be killed.
-    pub killed: Vec<Killed>,
-    /// Processes or ports still alive after the kill; must be empty.
-    pub leftovers: Vec<String>,
-    pub command: Vec<String>,
-    /// The last lines the case printed, when it did not pass.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub log_tail: Vec<String>,
-    /// The launcher's pid, and the DOCTOR_TAG value every process of the case carried.
-    pub pid: i32,
-    pub tag: String,
-}
-
-#[derive(Serialize)]
-struct Accelerator {
-    kind: &'static str,
-    backend: &'static str,
-    devices: u32,
-}
-
-#[derive(Serialize)]
-struct PythonInfo {
-    path: String,
-    python_version: String,
-    torch: Option<String>,
-    lightning: Option<String>,
-    source: String,
-}
-
-#[derive(Serialize, Debug)]
-pub struct Verdict {
-    pub fix_verified: bool,
-    /// Every case had its expected outcome and nothing was left behind.
-    pub matches_expected: bool,
-    pub summary: String,
-    pub mismatches: Vec<String>,
-}
-
-#[derive(Serialize)]
-struct Document {
-    schema_version: u32,
-    python: PythonInfo,
-    accelerator: Accelerator,
-    jobs: usize,
-    timeout_s: f64,
-    cases: Vec<CaseResult>,
-    verdict: Verdict,
 }
 
 pub fn main(args: ReproArgs) -> anyhow::Result<i32> {
@@ -360,8 +164,8 @@ pub fn main(args: ReproArgs) -> anyhow::Result<i32> {
     render::note(&format!("doctor: using {} [{}]", env.summary(), env.source));
     let (accel, jobs) = plan_resources(&args, selection.len())?;
     supervise::init()?;
-    let workdir = TempDir::new()?;
-    let cases = materialise(selection, workdir.path())?;
+    let workdir = CaseDir::new()?;
+    let cases = sys_case::materialise(selection, workdir.path())?;
     render::note(&format!(
         "doctor: {} case(s), {} at a time, {} x{} ({}), timeout {}s each",
         cases.len(),
@@ -376,10 +180,10 @@ pub fn main(args: ReproArgs) -> anyhow::Result<i32> {
         Err(code) => return Ok(code),
     };
     results.sort_by(|a, b| (&a.name, a.ctx, a.variant).cmp(&(&b.name, b.ctx, b.variant)));
-    let verdict = verdict(&results);
+    let verdict = judge::verdict(&results);
     let doc = Document {
         schema_version: SCHEMA_VERSION,
-        python: PythonInfo::of(&env),
+        python: python_info(&env),
         accelerator: accel,
         jobs,
         timeout_s: args.timeout,
@@ -387,7 +191,7 @@ pub fn main(args: ReproArgs) -> anyhow::Result<i32> {
         verdict,
     };
     match args.format.unwrap_or(Format::Table) {
-        Format::Table => render::print(&render_table(&doc)),
+        Format::Table => render::print(&render::repro::table(&doc)),
         f => render::print(&render::document(&doc, f)?),
     }
     Ok(if doc.verdict.matches_expected { 0 } else { 1 })
@@ -497,7 +301,7 @@ fn run_cases(
     workdir: &Path,
     args: &ReproArgs,
 ) -> Result<Vec<CaseResult>, i32> {
-    let ctx = RunCtx {
+    let plan = Plan {
         python: env.path.clone(),
         accel_kind: accel.kind,
         devices: accel.devices,
@@ -505,13 +309,13 @@ fn run_cases(
         workdir: workdir.to_path_buf(),
         script_args: args.script_args.clone(),
     };
-    let results = run_all(cases, &ctx, jobs, progress::Mode::choose(args.no_progress));
+    let results = run_all(cases, &plan, jobs, progress::Mode::choose(args.no_progress));
     if supervise::interrupted() {
         return Err(report_interrupted(&results));
     }
     let mut results: Vec<CaseResult> = results.into_iter().flatten().collect();
     if !render::settings().show_secrets {
-        redact_cases(&mut results);
+        render::repro::redact_cases(&mut results);
     }
     Ok(results)
 }
@@ -537,18 +341,6 @@ fn report_interrupted(results: &[Option<CaseResult>]) -> i32 {
     supervise::interrupt_exit_code()
 }
 
-impl PythonInfo {
-    fn of(env: &pyenv::PythonEnv) -> PythonInfo {
-        PythonInfo {
-            path: env.path.display().to_string(),
-            python_version: env.python_version.clone(),
-            torch: env.torch.clone(),
-            lightning: env.lightning.clone(),
-            source: env.source.clone(),
-        }
-    }
-}
-
 fn list(format: Option<Format>) -> anyhow::Result<i32> {
     #[derive(Serialize)]
     struct Item {
@@ -557,42 +349,44 @@ fn list(format: Option<Format>) -> anyhow::Result<i32> {
         scripts: [&'static str; 2],
         measured: &'static str,
     }
-    let items: Vec<Item> = BUNDLED
-        .iter()
-        .map(|b| Item {
-            name: b.name,
-            about: b.about,
-            scripts: [b.buggy.0, b.fixed.0],
-            measured: b.measured,
-        })
-        .collect();
+    #[derive(Serialize)]
+    struct Doc {
+        schema_version: u32,
+        repros: Vec<Item>,
+    }
     match format.unwrap_or(Format::Table) {
-        Format::Table => {
-            let mut s = String::new();
-            for i in &items {
-                s.push_str(&format!(
-                    "{}\n  {}\n  scripts: {}, {}\n  measured: {}\n",
-                    i.name, i.about, i.scripts[0], i.scripts[1], i.measured
-                ));
-            }
-            render::print(&s);
-        }
+        Format::Table => render::print(&render::repro::list()),
         f => {
-            #[derive(Serialize)]
-            struct Doc<'a> {
-                schema_version: u32,
-                repros: &'a [Item],
-            }
+            let repros = BUNDLED
+                .iter()
+                .map(|b| Item {
+                    name: b.name,
+                    about: b.about,
+                    scripts: [b.buggy.0, b.fixed.0],
+                    measured: b.measured,
+                })
+                .collect();
             render::print(&render::document(
                 &Doc {
                     schema_version: SCHEMA_VERSION,
-                    repros: &items,
+                    repros,
                 },
                 f,
             )?)
         }
     }
     Ok(0)
+}
+
+/// What the document says of the interpreter.
+fn python_info(env: &pyenv::PythonEnv) -> PythonInfo {
+    PythonInfo {
+        path: env.path.display().to_string(),
+        python_version: env.python_version.clone(),
+        torch: env.torch.clone(),
+        lightning: env.lightning.clone(),
+        source: env.source.clone(),
+    }
 }
 
 fn unknown_name(name: &str, for_show: bool) -> anyhow::Error {
@@ -655,7 +449,7 @@ fn contexts(args: &[CtxArg]) -> Vec<Ctx> {
             CtxArg::Forkserver => {
                 out.insert(Ctx::Forkserver);
             }
-            CtxArg::All => out.extend([Ctx::Spawn, Ctx::Fork, Ctx::Forkserver]),
+            CtxArg::All => out.extend(Ctx::ALL),
         }
     }
     out.into_iter().collect()
@@ -734,54 +528,8 @@ fn select(args: &ReproArgs) -> anyhow::Result<Vec<CaseSpec>> {
     Ok(out)
 }
 
-/// Write bundled scripts into `dir` and point the cases at them.
-fn materialise(mut cases: Vec<CaseSpec>, dir: &Path) -> anyhow::Result<Vec<CaseSpec>> {
-    for case in &mut cases {
-        if !case.bundled {
-            continue;
-        }
-        let file = case.script.to_string_lossy().to_string();
-        let src = BUNDLED
-            .iter()
-            .flat_map(|b| [b.buggy, b.fixed])
-            .find(|(f, _)| *f == file)
-            .map(|(_, s)| s)
-            .context("bundled script missing")?;
-        let path = dir.join(&file);
-        if !path.exists() {
-            std::fs::write(&path, src)
-                .with_context(|| format!("cannot write {}", path.display()))?;
-        }
-        case.script = path;
-    }
-    Ok(cases)
-}
-
-/// Visible NVIDIA GPUs, honouring CUDA_VISIBLE_DEVICES, without importing torch.
-fn visible_gpus() -> u32 {
-    let installed = crate::sys::host::nvidia_gpus_installed();
-    if installed == 0 {
-        return 0;
-    }
-    match std::env::var("CUDA_VISIBLE_DEVICES") {
-        Ok(v) => {
-            let ids: Vec<&str> = v
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .collect();
-            if ids.first().is_some_and(|s| s.starts_with('-')) {
-                0
-            } else {
-                (ids.len() as u32).min(installed)
-            }
-        }
-        Err(_) => installed,
-    }
-}
-
 fn accelerator(accel: Accel, devices: Option<u32>) -> anyhow::Result<(&'static str, u32)> {
-    let gpus = visible_gpus();
+    let gpus = crate::sys::host::visible_gpus();
     match accel {
         Accel::Cpu => Ok(("cpu", devices.unwrap_or(2))),
         Accel::Auto if gpus == 0 => Ok(("cpu", devices.unwrap_or(2))),
@@ -797,707 +545,53 @@ fn accelerator(accel: Accel, devices: Option<u32>) -> anyhow::Result<(&'static s
     }
 }
 
-struct RunCtx {
-    python: PathBuf,
-    accel_kind: &'static str,
-    devices: u32,
-    timeout: Duration,
-    workdir: PathBuf,
-    script_args: Vec<String>,
-}
-
-/// Variables of an enclosing job that would confuse the case's ranks.
-const SCRUB_ENV: &[&str] = &[
-    "RANK",
-    "LOCAL_RANK",
-    "NODE_RANK",
-    "GROUP_RANK",
-    "WORLD_SIZE",
-    "LOCAL_WORLD_SIZE",
-    "MASTER_ADDR",
-    "MASTER_PORT",
-    "PL_GLOBAL_SEED",
-    "SLURM_JOB_ID",
-    "SLURM_NTASKS",
-    "SLURM_PROCID",
-];
-
-/// The command line of a case (without the supervision around it). Also what the benchmark
-/// runs bare.
-fn case_argv(case: &CaseSpec, ctx: &RunCtx, port: u16) -> Vec<String> {
-    let mut argv = vec![ctx.python.display().to_string()];
-    if case.launcher == Launcher::Torchrun {
-        argv.extend([
-            "-m".into(),
-            "torch.distributed.run".into(),
-            format!("--nproc-per-node={}", ctx.devices),
-            "--master-addr=127.0.0.1".into(),
-            format!("--master-port={port}"),
-        ]);
-    }
-    argv.push(case.script.display().to_string());
-    match case.variant {
-        _ if !case.bundled => argv.extend(
-            ctx.script_args
-                .iter()
-                .map(|a| a.replace("{ctx}", case.ctx.as_str())),
-        ),
-        _ => {
-            argv.extend([
-                "--ctx".into(),
-                case.ctx.as_str().into(),
-                "--accelerator".into(),
-                ctx.accel_kind.into(),
-            ]);
-            if case.launcher == Launcher::Direct {
-                argv.extend(["--devices".into(), ctx.devices.to_string()]);
-            }
-        }
-    }
-    argv
-}
-
+/// The cases, `jobs` at a time, with live progress.
 fn run_all(
     cases: &[CaseSpec],
-    ctx: &RunCtx,
+    plan: &Plan,
     jobs: usize,
     mode: progress::Mode,
 ) -> Vec<Option<CaseResult>> {
-    let next = AtomicUsize::new(0);
-    let done = AtomicUsize::new(0);
-    let slots: Mutex<Vec<Option<CaseResult>>> = Mutex::new(vec![None; cases.len()]);
+    let done = std::sync::atomic::AtomicUsize::new(0);
     let color = render::stderr_color();
     let bars = progress::Progress::new(mode, cases.len());
-    std::thread::scope(|s| {
-        for _ in 0..jobs {
-            s.spawn(|| {
-                loop {
-                    if supervise::interrupted() {
-                        break;
-                    }
-                    let i = next.fetch_add(1, Ordering::SeqCst);
-                    let Some(case) = cases.get(i) else { break };
-                    let label = format!(
-                        "{} {} {}",
-                        case.name,
-                        case.variant.as_str(),
-                        case.ctx.as_str()
-                    );
-                    bars.start(i, &label, "starting");
-                    progress::set_current(Some((bars.clone(), i)));
-                    let result = match run_case(case, ctx, i) {
-                        Ok(r) => r,
-                        Err(e) => failed_to_start(case, &e),
-                    };
-                    progress::set_current(None);
-                    let n = done.fetch_add(1, Ordering::SeqCst) + 1;
-                    let line = if supervise::interrupted() {
-                        String::new()
-                    } else {
-                        result_line(&result, n, cases.len(), color)
-                    };
-                    bars.finish(i, &line);
-                    if let Ok(mut v) = slots.lock() {
-                        v[i] = Some(result);
-                    }
-                }
-            });
-        }
-    });
-    slots.into_inner().unwrap_or_default()
-}
-
-/// Secrets in what the cases ran and printed (a custom script's arguments, its output) are
-/// redacted like every other output.
-fn redact_cases(cases: &mut [CaseResult]) {
-    use crate::render::redact::{redact_argv, scrub_text};
-    for c in cases {
-        redact_argv(&mut c.command);
-        for line in c.log_tail.iter_mut().chain(c.error.iter_mut()) {
-            *line = scrub_text(line);
-        }
-    }
-}
-
-/// The line a finished case leaves: `[n/total] name variant ctx: outcome (secs) ...`.
-fn result_line(r: &CaseResult, n: usize, total: usize, color: bool) -> String {
-    let paint = if r.matches_expected {
-        Paint::Green
-    } else {
-        Paint::Red
-    };
-    let mut detail = String::new();
-    if let Some(f) = &r.frame {
-        detail = format!(
-            " port {} at {}",
-            r.eaddrinuse_port.unwrap_or(r.port),
-            short_frame(f)
+    sys_case::run_parallel(cases.len(), jobs, |i| {
+        let case = &cases[i];
+        let label = format!(
+            "{} {} {}",
+            case.name,
+            case.variant.as_str(),
+            case.ctx.as_str()
         );
-    } else if let Some(e) = &r.error {
-        let e = if render::settings().show_secrets {
-            e.clone()
-        } else {
-            render::redact::scrub_text(e)
+        bars.start(i, &label, "starting");
+        progress::set_current(Some((bars.clone(), i)));
+        let result = match run_case(case, plan, i) {
+            Ok(r) => r,
+            Err(e) => judge::failed_to_start(case, format!("{e:#}")),
         };
-        detail = format!(" {}", render::escape_control(&render::shorten(&e, 90)));
-    }
-    format!(
-        "  [{n}/{total}] {} {} {}: {} ({:.1}s){}{}",
-        r.name,
-        r.variant.as_str(),
-        r.ctx.as_str(),
-        render::paint(r.outcome.as_str(), paint, color),
-        r.seconds,
-        if r.killed.is_empty() {
+        progress::set_current(None);
+        let n = done.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        let line = if supervise::interrupted() {
             String::new()
         } else {
-            format!(", killed {} process(es)", r.killed.len())
-        },
-        detail
-    )
+            render::repro::result_line(&result, n, cases.len(), color)
+        };
+        bars.finish(i, &line);
+        result
+    })
 }
 
-fn failed_to_start(case: &CaseSpec, e: &anyhow::Error) -> CaseResult {
-    CaseResult {
-        name: case.name.clone(),
-        variant: case.variant,
-        ctx: case.ctx,
-        outcome: Outcome::Error,
-        expected: case.expected.to_vec(),
-        matches_expected: false,
-        port: 0,
-        exit_code: None,
-        seconds: 0.0,
-        result_digest: None,
-        ranks: Vec::new(),
-        eaddrinuse_port: None,
-        frame: None,
-        error: Some(format!("{e:#}")),
-        killed: Vec::new(),
-        leftovers: Vec::new(),
-        command: Vec::new(),
-        log_tail: Vec::new(),
-        pid: 0,
-        tag: String::new(),
-    }
-}
-
-fn run_case(case: &CaseSpec, ctx: &RunCtx, index: usize) -> anyhow::Result<CaseResult> {
-    let port = crate::sys::freeport::for_a_new_job()?; // below the ephemeral range
-    let argv = case_argv(case, ctx, port);
-    let label = format!(
-        "{}-{}-{}",
-        case.name,
-        case.variant.as_str(),
-        case.ctx.as_str()
-    );
-    let mut env = vec![(
-        "DOCTOR_REPRO_CTX".to_string(),
-        case.ctx.as_str().to_string(),
-    )];
-    env.extend(case.env.iter().cloned());
-    let run = sys_case::run(&CaseCommand {
-        argv: &argv,
-        workdir: &ctx.workdir,
-        log_path: ctx.workdir.join(format!("case{index}.log")),
-        label: &label,
-        port,
-        timeout: ctx.timeout,
-        scrub_env: SCRUB_ENV,
-        env,
-        on_phase: &progress::phase,
-    })?;
+/// Run one case and judge it.
+fn run_case(case: &CaseSpec, plan: &Plan, index: usize) -> anyhow::Result<CaseResult> {
+    let ran = sys_case::run_spec(case, plan, index, &progress::phase)?;
     // Bundled scripts print one DOCTOR_RESULT line per rank; scripts of one's own need not.
     let expected_ranks = if case.bundled {
-        ctx.devices as usize
+        plan.devices as usize
     } else {
         0
     };
-    let judged = outcome::judge(&run, port, expected_ranks, ctx.timeout);
-    Ok(case_result(case, port, argv, run, judged))
-}
-
-/// The document's record of one case.
-fn case_result(
-    case: &CaseSpec,
-    port: u16,
-    command: Vec<String>,
-    run: CaseRun,
-    judged: Judged,
-) -> CaseResult {
-    let outcome = judged.outcome;
-    CaseResult {
-        name: case.name.clone(),
-        variant: case.variant,
-        ctx: case.ctx,
-        outcome,
-        expected: case.expected.to_vec(),
-        matches_expected: case.expected.contains(&outcome) && run.leftovers.is_empty(),
-        port,
-        exit_code: run.exit_code,
-        seconds: (run.seconds * 1000.0).round() / 1000.0,
-        result_digest: judged.digest,
-        ranks: judged.ranks,
-        eaddrinuse_port: judged.eaddrinuse_port,
-        frame: judged.frame,
-        error: judged.error,
-        killed: run.killed,
-        leftovers: run.leftovers,
-        command,
-        log_tail: if outcome == Outcome::Ok {
-            Vec::new()
-        } else {
-            log_tail(&run.text)
-        },
-        pid: run.pid,
-        tag: run.tag,
-    }
-}
-
-/// The last 25 non-blank lines a failed case printed.
-fn log_tail(text: &str) -> Vec<String> {
-    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    lines[lines.len().saturating_sub(25)..]
-        .iter()
-        .map(|l| render::shorten(l, 300))
-        .collect()
-}
-
-fn short_frame(frame: &str) -> String {
-    Path::new(frame)
-        .file_name()
-        .map_or_else(|| frame.to_string(), |f| f.to_string_lossy().to_string())
-}
-
-fn verdict(cases: &[CaseResult]) -> Verdict {
-    let mismatches = mismatches(cases);
-    let mut parts: Vec<String> = Vec::new();
-    let mut fix_verified = !cases.is_empty();
-    let names: BTreeSet<&str> = cases.iter().map(|c| c.name.as_str()).collect();
-    for name in names {
-        let of = |v: Variant| -> Vec<&CaseResult> {
-            cases
-                .iter()
-                .filter(|c| c.name == name && c.variant == v)
-                .collect()
-        };
-        let custom = of(Variant::Custom);
-        let (part, verified) = if custom.is_empty() {
-            pair_part(name, &of(Variant::Buggy), &of(Variant::Fixed))
-        } else {
-            custom_part(name, &custom)
-        };
-        fix_verified &= verified;
-        parts.push(part);
-    }
-    let matches_expected = mismatches.is_empty() && !cases.is_empty();
-    let head = if fix_verified {
-        "fix verified"
-    } else if matches_expected {
-        "as expected"
-    } else {
-        "fix NOT verified"
-    };
-    let mut summary = format!("{head}: {}", parts.join("; "));
-    if !mismatches.is_empty() {
-        summary.push_str(&format!(" (unexpected: {})", mismatches.join("; ")));
-    }
-    Verdict {
-        fix_verified,
-        matches_expected,
-        summary,
-        mismatches,
-    }
-}
-
-/// Cases whose outcome was not among the expected ones, or that left something behind.
-fn mismatches(cases: &[CaseResult]) -> Vec<String> {
-    let mut out = Vec::new();
-    for c in cases {
-        let what = format!("{} {} {}", c.name, c.variant.as_str(), c.ctx.as_str());
-        if !c.expected.contains(&c.outcome) {
-            out.push(format!(
-                "{what}: {} (expected {})",
-                c.outcome.as_str(),
-                expected_str(&c.expected)
-            ));
-        }
-        if !c.leftovers.is_empty() {
-            out.push(format!("{what}: left behind {}", c.leftovers.join("; ")));
-        }
-    }
-    out
-}
-
-fn ctx_list(cases: &[&CaseResult]) -> String {
-    let names: Vec<&str> = cases.iter().map(|c| c.ctx.as_str()).collect();
-    join_and(&names)
-}
-
-/// A script of one's own: it must pass everywhere.
-fn custom_part(name: &str, custom: &[&CaseResult]) -> (String, bool) {
-    let (ok, bad): (Vec<&CaseResult>, Vec<&CaseResult>) =
-        custom.iter().partition(|c| c.outcome == Outcome::Ok);
-    if bad.is_empty() {
-        return (format!("{name} passes under {}", ctx_list(&ok)), true);
-    }
-    let what: Vec<String> = bad
-        .iter()
-        .map(|c| format!("{} under {}", c.outcome.as_str(), c.ctx.as_str()))
-        .collect();
-    (format!("{name}: {}", what.join(", ")), false)
-}
-
-/// A bundled pair: verified when the buggy one fails as expected and the fixed one passes
-/// everywhere with identical weights.
-fn pair_part(name: &str, buggy: &[&CaseResult], fixed: &[&CaseResult]) -> (String, bool) {
-    let buggy_fails: Vec<&CaseResult> = buggy
-        .iter()
-        .copied()
-        .filter(|c| c.outcome != Outcome::Ok)
-        .collect();
-    let buggy_as_expected = buggy.iter().all(|c| c.expected.contains(&c.outcome));
-    let fixed_ok = fixed
-        .iter()
-        .all(|c| c.outcome == Outcome::Ok && c.leftovers.is_empty());
-    let fixed_digests: BTreeSet<Option<&str>> =
-        fixed.iter().map(|c| c.result_digest.as_deref()).collect();
-    let identical = fixed_digests.len() == 1 && !fixed_digests.contains(&None);
-    let verified =
-        !fixed.is_empty() && fixed_ok && identical && buggy_as_expected && !buggy_fails.is_empty();
-    let mut s = String::new();
-    if !buggy.is_empty() {
-        s = buggy_text(name, buggy, &buggy_fails);
-    }
-    if !fixed.is_empty() {
-        if !s.is_empty() {
-            s.push_str("; ");
-        }
-        s.push_str(&fixed_text(fixed, fixed_ok, identical));
-    }
-    (s, verified)
-}
-
-/// How the module-level launch fared.
-fn buggy_text(name: &str, buggy: &[&CaseResult], fails: &[&CaseResult]) -> String {
-    let lucky: Vec<&CaseResult> = buggy
-        .iter()
-        .copied()
-        .filter(|c| c.outcome == Outcome::Ok && c.expected.len() > 1)
-        .collect();
-    if fails.is_empty() {
-        return format!(
-            "the buggy {name} program passes under {}{}",
-            ctx_list(buggy),
-            if lucky.is_empty() {
-                ""
-            } else {
-                " (this time: it is a race)"
-            }
-        );
-    }
-    let outcomes: BTreeSet<Outcome> = fails.iter().map(|c| c.outcome).collect();
-    let mut s = if outcomes.len() == 1 {
-        format!(
-            "the module-level launch ({name}) fails under {} {}",
-            ctx_list(fails),
-            failure_phrase(fails[0].outcome)
-        )
-    } else {
-        let each: Vec<String> = fails
-            .iter()
-            .map(|c| format!("{} ({})", c.ctx.as_str(), c.outcome.as_str()))
-            .collect();
-        let each: Vec<&str> = each.iter().map(String::as_str).collect();
-        format!(
-            "the module-level launch ({name}) fails under {}",
-            join_and(&each)
-        )
-    };
-    if !lucky.is_empty() {
-        s.push_str(&format!(
-            " and happened to pass under {} (a race)",
-            ctx_list(&lucky)
-        ));
-    }
-    s
-}
-
-fn failure_phrase(o: Outcome) -> &'static str {
-    match o {
-        Outcome::Eaddrinuse => "with EADDRINUSE on the rendezvous port",
-        Outcome::Hang => "by hanging (a duplicate rank joins the store)",
-        Outcome::Error => "with an error",
-        Outcome::Ok => "",
-    }
-}
-
-/// How the guarded launch fared.
-fn fixed_text(fixed: &[&CaseResult], fixed_ok: bool, identical: bool) -> String {
-    if !fixed_ok {
-        let bad: Vec<String> = fixed
-            .iter()
-            .filter(|c| c.outcome != Outcome::Ok)
-            .map(|c| format!("{} under {}", c.outcome.as_str(), c.ctx.as_str()))
-            .collect();
-        return format!("the guarded launch still fails: {}", bad.join(", "));
-    }
-    format!(
-        "the guarded launch passes under {}{}",
-        match fixed.len() {
-            3 => "all three contexts".to_string(),
-            _ => ctx_list(fixed),
-        },
-        if fixed.len() > 1 {
-            if identical {
-                ", with identical weights"
-            } else {
-                ", but the weights differ between contexts"
-            }
-        } else {
-            ""
-        }
-    )
-}
-
-fn expected_str(expected: &[Outcome]) -> String {
-    expected
-        .iter()
-        .map(|o| o.as_str())
-        .collect::<Vec<_>>()
-        .join("|")
-}
-
-fn join_and(items: &[&str]) -> String {
-    match items {
-        [] => String::new(),
-        [one] => one.to_string(),
-        [a, b] => format!("{a} and {b}"),
-        [rest @ .., last] => format!("{} and {last}", rest.join(", ")),
-    }
-}
-
-fn render_table(doc: &Document) -> String {
-    let color = render::stdout_color();
-    let mut rows: Vec<[String; 8]> = Vec::new();
-    for c in &doc.cases {
-        let outcome = render::paint(
-            c.outcome.as_str(),
-            if c.matches_expected {
-                Paint::Green
-            } else {
-                Paint::Red
-            },
-            color,
-        );
-        let detail = if let Some(f) = &c.frame {
-            format!(
-                "port {} bound again at {}",
-                c.eaddrinuse_port.unwrap_or(c.port),
-                short_frame(f)
-            )
-        } else if let Some(e) = &c.error {
-            render::escape_control(&render::shorten(e, 70)).into_owned()
-        } else {
-            String::new()
-        };
-        let mut detail = detail;
-        if !c.killed.is_empty() {
-            detail.push_str(&format!(
-                "{}killed {} process(es)",
-                if detail.is_empty() { "" } else { "; " },
-                c.killed.len()
-            ));
-        }
-        if !c.leftovers.is_empty() {
-            detail.push_str(&format!("; LEFT BEHIND: {}", c.leftovers.join(", ")));
-        }
-        rows.push([
-            render::shorten(&c.name, 24),
-            c.ctx.as_str().to_string(),
-            c.variant.as_str().to_string(),
-            outcome,
-            expected_str(&c.expected),
-            format!("{:.1}", c.seconds),
-            c.result_digest
-                .as_deref()
-                .map_or("-".to_string(), |d| d.chars().take(12).collect()),
-            detail,
-        ]);
-    }
-    let header = [
-        "REPRO", "CTX", "VARIANT", "OUTCOME", "EXPECTED", "SECONDS", "DIGEST", "DETAIL",
-    ];
-    let mut out = render::grid::grid(&header, &rows);
-    out.push('\n');
-    let v = &doc.verdict;
-    out.push('\n');
-    let head_paint = if v.fix_verified || v.matches_expected {
-        Paint::Green
-    } else {
-        Paint::Red
-    };
-    out.push_str(&render::paint(&v.summary, head_paint, color));
-    out.push('\n');
-    out.push_str(&format!(
-        "python {} ({}), torch {}, lightning {}; {} x{} ({})\n",
-        doc.python.python_version,
-        doc.python.path,
-        doc.python.torch.as_deref().unwrap_or("-"),
-        doc.python.lightning.as_deref().unwrap_or("-"),
-        doc.accelerator.kind,
-        doc.accelerator.devices,
-        doc.accelerator.backend
-    ));
-    out
-}
-
-/// A per-run temporary directory, removed on drop.
-struct TempDir(tempfile::TempDir);
-
-impl TempDir {
-    fn new() -> anyhow::Result<TempDir> {
-        let base = std::env::temp_dir();
-        tempfile::Builder::new()
-            .prefix("doctor-repro-")
-            .tempdir_in(&base)
-            .map(TempDir)
-            .with_context(|| {
-                format!(
-                    "cannot create a temporary directory under {}",
-                    base.display()
-                )
-            })
-    }
-    fn path(&self) -> &Path {
-        self.0.path()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn result(
-        name: &str,
-        variant: Variant,
-        ctx: Ctx,
-        outcome: Outcome,
-        expected: Outcome,
-        digest: Option<&str>,
-    ) -> CaseResult {
-        CaseResult {
-            name: name.into(),
-            variant,
-            ctx,
-            outcome,
-            expected: vec![expected],
-            matches_expected: outcome == expected,
-            port: 1,
-            exit_code: Some(0),
-            seconds: 1.0,
-            result_digest: digest.map(String::from),
-            ranks: vec![],
-            eaddrinuse_port: None,
-            frame: None,
-            error: None,
-            killed: vec![],
-            leftovers: vec![],
-            command: vec![],
-            log_tail: vec![],
-            pid: 0,
-            tag: String::new(),
-        }
-    }
-
-    fn matrix(fixed_digests: [&str; 3]) -> Vec<CaseResult> {
-        use Outcome::*;
-        vec![
-            result(
-                "fabric",
-                Variant::Buggy,
-                Ctx::Spawn,
-                Eaddrinuse,
-                Eaddrinuse,
-                None,
-            ),
-            result("fabric", Variant::Buggy, Ctx::Fork, Ok, Ok, Some("a")),
-            result(
-                "fabric",
-                Variant::Buggy,
-                Ctx::Forkserver,
-                Eaddrinuse,
-                Eaddrinuse,
-                None,
-            ),
-            result(
-                "fabric",
-                Variant::Fixed,
-                Ctx::Spawn,
-                Ok,
-                Ok,
-                Some(fixed_digests[0]),
-            ),
-            result(
-                "fabric",
-                Variant::Fixed,
-                Ctx::Fork,
-                Ok,
-                Ok,
-                Some(fixed_digests[1]),
-            ),
-            result(
-                "fabric",
-                Variant::Fixed,
-                Ctx::Forkserver,
-                Ok,
-                Ok,
-                Some(fixed_digests[2]),
-            ),
-        ]
-    }
-
-    #[test]
-    fn expected_matrix_verifies_the_fix() {
-        let v = verdict(&matrix(["d", "d", "d"]));
-        assert!(v.fix_verified && v.matches_expected, "{v:?}");
-        assert_eq!(
-            v.summary,
-            "fix verified: the module-level launch (fabric) fails under spawn and forkserver with EADDRINUSE on the rendezvous port; the guarded launch passes under all three contexts, with identical weights"
-        );
-    }
-
-    #[test]
-    fn differing_digests_do_not_verify() {
-        let v = verdict(&matrix(["d", "e", "d"]));
-        assert!(!v.fix_verified);
-        assert!(v.summary.contains("weights differ"), "{}", v.summary);
-    }
-
-    #[test]
-    fn unexpected_outcome_is_a_mismatch() {
-        let mut m = matrix(["d", "d", "d"]);
-        m[0].outcome = Outcome::Ok;
-        let v = verdict(&m);
-        assert!(!v.matches_expected && !v.fix_verified);
-        assert_eq!(
-            v.mismatches,
-            vec!["fabric buggy spawn: ok (expected eaddrinuse)"]
-        );
-    }
-
-    #[test]
-    fn leftovers_are_a_mismatch() {
-        let mut m = matrix(["d", "d", "d"]);
-        m[3].leftovers = vec!["pid 5 (S) python".into()];
-        let v = verdict(&m);
-        assert!(!v.matches_expected && !v.fix_verified);
-    }
-
-    #[test]
-    fn joins_read_well() {
-        assert_eq!(join_and(&["a"]), "a");
-        assert_eq!(join_and(&["a", "b"]), "a and b");
-        assert_eq!(join_and(&["a", "b", "c"]), "a, b and c");
-    }
+    let judged = outcome::judge(&ran.run, ran.port, expected_ranks, plan.timeout);
+    Ok(judge::case_result(
+        case, ran.port, ran.argv, ran.run, judged,
+    ))
 }

@@ -14,6 +14,7 @@ pub mod merge;
 pub mod progress;
 pub mod redact;
 pub mod report;
+pub mod repro;
 pub mod run;
 pub mod table;
 pub mod tree;
@@ -224,15 +225,7 @@ pub fn value_text(v: &serde_json::Value) -> String {
     }
 }
 
-/// Shorten `text` to at most `max` characters, ending with `…` when cut.
-pub fn shorten(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
-        return text.to_string();
-    }
-    let mut s: String = text.chars().take(max.saturating_sub(1)).collect();
-    s.push('…');
-    s
-}
+pub use crate::model::text::shorten;
 
 /// The width to cut long cells to: only when stdout is a terminal (`COLUMNS` overrides its
 /// size); piped output and documents keep every command line whole.

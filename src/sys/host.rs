@@ -430,6 +430,29 @@ pub fn nvidia_gpus_installed() -> u32 {
     std::fs::read_dir("/proc/driver/nvidia/gpus").map_or(0, |d| d.count() as u32)
 }
 
+/// Visible NVIDIA GPUs, honouring CUDA_VISIBLE_DEVICES, without importing torch.
+pub fn visible_gpus() -> u32 {
+    let installed = nvidia_gpus_installed();
+    if installed == 0 {
+        return 0;
+    }
+    match std::env::var("CUDA_VISIBLE_DEVICES") {
+        Ok(v) => {
+            let ids: Vec<&str> = v
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .collect();
+            if ids.first().is_some_and(|s| s.starts_with('-')) {
+                0
+            } else {
+                (ids.len() as u32).min(installed)
+            }
+        }
+        Err(_) => installed,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,19 +3,17 @@
 //! (forced through a `sitecustomize` shim), supervised like the bundled cases, and say whether
 //! the fix is verified: the original fails where the fixed copy passes in every context.
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
-
-use super::{
-    Accelerator, CaseResult, CaseSpec, Ctx, Launcher, Outcome, PythonInfo, ReproArgs,
-    SCHEMA_VERSION, TempDir, Variant, buggy_text, contexts, ctx_list, mismatches, plan_resources,
-    run_cases, setup_mode,
-};
+use super::{ReproArgs, contexts, plan_resources, python_info, run_cases, setup_mode};
+use crate::analysis::repro::verify_verdict;
 use crate::error::user_error;
-use crate::render::{self, Format, Paint};
+use crate::model::repro::{
+    CaseSpec, Ctx, Launcher, Outcome, SCHEMA_VERSION, Variant, VerifyDocument,
+};
+use crate::render::{self, Format};
 use crate::scan::fix::{self, FileFix, Fix};
+use crate::sys::case::CaseDir;
 use crate::sys::{pyenv, supervise};
 
 /// Imported first by every Python process of a case (through PYTHONPATH): makes the start
@@ -31,20 +29,6 @@ if _ctx:
     _mp.set_start_method(_ctx, force=True)
 ";
 
-#[derive(Serialize)]
-struct VerifyDocument {
-    schema_version: u32,
-    script: String,
-    /// The fix, as `doctor scan --diff` prints it.
-    diff: String,
-    python: PythonInfo,
-    accelerator: Accelerator,
-    jobs: usize,
-    timeout_s: f64,
-    cases: Vec<CaseResult>,
-    verdict: super::Verdict,
-}
-
 pub fn main(args: &ReproArgs, python: Option<&Path>) -> anyhow::Result<i32> {
     let script = the_script(args)?;
     let fix = fixed_copy(&script)?;
@@ -54,7 +38,7 @@ pub fn main(args: &ReproArgs, python: Option<&Path>) -> anyhow::Result<i32> {
     let ctxs = contexts(&args.ctx);
     let (accel, jobs) = plan_resources(args, ctxs.len() * 2)?;
     supervise::init()?;
-    let workdir = TempDir::new()?;
+    let workdir = CaseDir::new()?;
     let cases = write_cases(&script, &fix, &ctxs, workdir.path())?;
     render::note(&format!(
         "doctor: verifying the fix of {} ({} case(s), {} at a time, timeout {}s each)",
@@ -72,15 +56,15 @@ pub fn main(args: &ReproArgs, python: Option<&Path>) -> anyhow::Result<i32> {
         schema_version: SCHEMA_VERSION,
         script: script.display().to_string(),
         diff: fix.diff(),
-        python: PythonInfo::of(&env),
+        python: python_info(&env),
         accelerator: accel,
         jobs,
         timeout_s: args.timeout,
-        verdict: verdict(&file_name(&script), &results),
+        verdict: verify_verdict(&file_name(&script), &results),
         cases: results,
     };
     match args.format.unwrap_or(Format::Table) {
-        Format::Table => render::print(&render_matrix(&doc)),
+        Format::Table => render::print(&render::repro::verify_matrix(&doc)),
         f => render::print(&render::document(&doc, f)?),
     }
     Ok(if doc.verdict.fix_verified { 0 } else { 1 })
@@ -224,150 +208,4 @@ fn write_cases(
         }
     }
     Ok(cases)
-}
-
-/// Verified: the fixed copy passes in every context (same weights where it reports them),
-/// the original fails in at least one, and nothing was left behind.
-fn verdict(name: &str, cases: &[CaseResult]) -> super::Verdict {
-    let of = |v: Variant| -> Vec<&CaseResult> { cases.iter().filter(|c| c.variant == v).collect() };
-    let (original, fixed) = (of(Variant::Original), of(Variant::Fixed));
-    let fails: Vec<&CaseResult> = original
-        .iter()
-        .copied()
-        .filter(|c| c.outcome != Outcome::Ok)
-        .collect();
-    let fixed_ok = !fixed.is_empty() && fixed.iter().all(|c| c.outcome == Outcome::Ok);
-    let digests: BTreeSet<Option<&str>> =
-        fixed.iter().map(|c| c.result_digest.as_deref()).collect();
-    let same_weights = digests.len() == 1;
-    let mismatches = mismatches(cases);
-    let clean = cases.iter().all(|c| c.leftovers.is_empty());
-    let fix_verified = fixed_ok && same_weights && !fails.is_empty() && clean;
-    // Every context of the original counts (no outcome is a race here): list what passed.
-    let before = if fails.is_empty() {
-        format!("the original {name} passes under {}", ctx_list(&original))
-    } else {
-        let passed: Vec<&CaseResult> = original
-            .iter()
-            .copied()
-            .filter(|c| c.outcome == Outcome::Ok)
-            .collect();
-        let mut s = buggy_text(name, &fails, &fails);
-        if !passed.is_empty() {
-            s.push_str(&format!(" and passes under {}", ctx_list(&passed)));
-        }
-        s
-    };
-    let after = if fixed_ok {
-        let weights = match (fixed.len() > 1, digests.iter().next()) {
-            (true, Some(Some(_))) if same_weights => ", with identical weights",
-            (true, _) if !same_weights => ", but the weights differ between contexts",
-            _ => "",
-        };
-        format!("the fixed copy passes under {}{weights}", ctx_list(&fixed))
-    } else {
-        let bad: Vec<String> = fixed
-            .iter()
-            .filter(|c| c.outcome != Outcome::Ok)
-            .map(|c| format!("{} under {}", c.outcome.as_str(), c.ctx.as_str()))
-            .collect();
-        format!("the fixed copy still fails: {}", bad.join(", "))
-    };
-    let head = if fix_verified {
-        "fix verified"
-    } else if fails.is_empty() && fixed_ok {
-        "nothing to verify (the original passes too)"
-    } else {
-        "fix NOT verified"
-    };
-    let mut summary = format!("{head}: {before}; {after}");
-    if !clean {
-        summary.push_str(&format!(" (left behind: {})", mismatches.join("; ")));
-    }
-    super::Verdict {
-        fix_verified,
-        matches_expected: fix_verified,
-        summary,
-        mismatches,
-    }
-}
-
-/// CTX | ORIGINAL | FIXED | DETAIL, then the verdict.
-fn render_matrix(doc: &VerifyDocument) -> String {
-    let color = render::stdout_color();
-    let mut rows: Vec<[String; 5]> = Vec::new();
-    let ctxs: BTreeSet<Ctx> = doc.cases.iter().map(|c| c.ctx).collect();
-    for ctx in ctxs {
-        let find = |v: Variant| doc.cases.iter().find(|c| c.ctx == ctx && c.variant == v);
-        let (orig, fixed) = (find(Variant::Original), find(Variant::Fixed));
-        let cell = |c: Option<&CaseResult>, good: bool| match c {
-            Some(c) => {
-                let paint = if good == (c.outcome == Outcome::Ok) {
-                    Paint::Green
-                } else {
-                    Paint::Red
-                };
-                render::paint(
-                    &format!("{} ({:.1}s)", c.outcome.as_str(), c.seconds),
-                    paint,
-                    color,
-                )
-            }
-            None => "-".to_string(),
-        };
-        let detail = orig
-            .and_then(|c| {
-                c.frame
-                    .as_ref()
-                    .map(|f| {
-                        format!(
-                            "original: port {} bound again at {}",
-                            c.eaddrinuse_port.unwrap_or(c.port),
-                            super::short_frame(f)
-                        )
-                    })
-                    .or_else(|| {
-                        c.error.as_ref().map(|e| {
-                            format!(
-                                "original: {}",
-                                render::escape_control(&render::shorten(e, 60))
-                            )
-                        })
-                    })
-            })
-            .into_iter()
-            .chain(fixed.and_then(|c| {
-                c.error
-                    .as_ref()
-                    .map(|e| format!("fixed: {}", render::escape_control(&render::shorten(e, 60))))
-            }))
-            .collect::<Vec<_>>()
-            .join("; ");
-        rows.push([
-            ctx.as_str().to_string(),
-            cell(orig, false),
-            cell(fixed, true),
-            fixed
-                .and_then(|c| c.result_digest.as_deref())
-                .map_or("-".to_string(), |d| d.chars().take(12).collect()),
-            detail,
-        ]);
-    }
-    let header = ["CTX", "ORIGINAL", "FIXED", "DIGEST", "DETAIL"];
-    let mut out = format!("{}\n{}\n", doc.script, render::grid::grid(&header, &rows));
-    let paint = if doc.verdict.fix_verified {
-        Paint::Green
-    } else {
-        Paint::Red
-    };
-    out.push('\n');
-    out.push_str(&render::paint(&doc.verdict.summary, paint, color));
-    out.push('\n');
-    if doc.verdict.fix_verified {
-        out.push_str(&format!(
-            "apply it with: doctor scan --fix {}   (preview: doctor scan --diff {})\n",
-            doc.script, doc.script
-        ));
-    }
-    out
 }

@@ -1,0 +1,487 @@
+//! The verdict of `doctor repro`: each case's record from its run and judgement, whether the
+//! observed matrix is the expected one, and whether the fix is verified (bundled pairs, scripts
+//! of one's own, and `--verify-fix`'s original against its fixed copy). Pure functions of data.
+
+use std::collections::BTreeSet;
+
+use super::outcome::Judged;
+use crate::model::repro::{CaseResult, CaseSpec, Outcome, Variant, Verdict};
+use crate::model::run::CaseRun;
+use crate::model::text::shorten;
+
+/// The record of a case that could not be started.
+pub fn failed_to_start(case: &CaseSpec, error: String) -> CaseResult {
+    CaseResult {
+        name: case.name.clone(),
+        variant: case.variant,
+        ctx: case.ctx,
+        outcome: Outcome::Error,
+        expected: case.expected.to_vec(),
+        matches_expected: false,
+        port: 0,
+        exit_code: None,
+        seconds: 0.0,
+        result_digest: None,
+        ranks: Vec::new(),
+        eaddrinuse_port: None,
+        frame: None,
+        error: Some(error),
+        killed: Vec::new(),
+        leftovers: Vec::new(),
+        command: Vec::new(),
+        log_tail: Vec::new(),
+        pid: 0,
+        tag: String::new(),
+    }
+}
+
+/// The document's record of one case.
+pub fn case_result(
+    case: &CaseSpec,
+    port: u16,
+    command: Vec<String>,
+    run: CaseRun,
+    judged: Judged,
+) -> CaseResult {
+    let outcome = judged.outcome;
+    CaseResult {
+        name: case.name.clone(),
+        variant: case.variant,
+        ctx: case.ctx,
+        outcome,
+        expected: case.expected.to_vec(),
+        matches_expected: case.expected.contains(&outcome) && run.leftovers.is_empty(),
+        port,
+        exit_code: run.exit_code,
+        seconds: (run.seconds * 1000.0).round() / 1000.0,
+        result_digest: judged.digest,
+        ranks: judged.ranks,
+        eaddrinuse_port: judged.eaddrinuse_port,
+        frame: judged.frame,
+        error: judged.error,
+        killed: run.killed,
+        leftovers: run.leftovers,
+        command,
+        log_tail: if outcome == Outcome::Ok {
+            Vec::new()
+        } else {
+            log_tail(&run.text)
+        },
+        pid: run.pid,
+        tag: run.tag,
+    }
+}
+
+/// The last 25 non-blank lines a failed case printed.
+fn log_tail(text: &str) -> Vec<String> {
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(25)..]
+        .iter()
+        .map(|l| shorten(l, 300))
+        .collect()
+}
+
+/// The verdict over the bundled pairs and scripts of one's own.
+pub fn verdict(cases: &[CaseResult]) -> Verdict {
+    let mismatches = mismatches(cases);
+    let mut parts: Vec<String> = Vec::new();
+    let mut fix_verified = !cases.is_empty();
+    let names: BTreeSet<&str> = cases.iter().map(|c| c.name.as_str()).collect();
+    for name in names {
+        let of = |v: Variant| -> Vec<&CaseResult> {
+            cases
+                .iter()
+                .filter(|c| c.name == name && c.variant == v)
+                .collect()
+        };
+        let custom = of(Variant::Custom);
+        let (part, verified) = if custom.is_empty() {
+            pair_part(name, &of(Variant::Buggy), &of(Variant::Fixed))
+        } else {
+            custom_part(name, &custom)
+        };
+        fix_verified &= verified;
+        parts.push(part);
+    }
+    let matches_expected = mismatches.is_empty() && !cases.is_empty();
+    let head = if fix_verified {
+        "fix verified"
+    } else if matches_expected {
+        "as expected"
+    } else {
+        "fix NOT verified"
+    };
+    let mut summary = format!("{head}: {}", parts.join("; "));
+    if !mismatches.is_empty() {
+        summary.push_str(&format!(" (unexpected: {})", mismatches.join("; ")));
+    }
+    Verdict {
+        fix_verified,
+        matches_expected,
+        summary,
+        mismatches,
+    }
+}
+
+/// Cases whose outcome was not among the expected ones, or that left something behind.
+pub fn mismatches(cases: &[CaseResult]) -> Vec<String> {
+    let mut out = Vec::new();
+    for c in cases {
+        let what = format!("{} {} {}", c.name, c.variant.as_str(), c.ctx.as_str());
+        if !c.expected.contains(&c.outcome) {
+            out.push(format!(
+                "{what}: {} (expected {})",
+                c.outcome.as_str(),
+                expected_str(&c.expected)
+            ));
+        }
+        if !c.leftovers.is_empty() {
+            out.push(format!("{what}: left behind {}", c.leftovers.join("; ")));
+        }
+    }
+    out
+}
+
+fn ctx_list(cases: &[&CaseResult]) -> String {
+    let names: Vec<&str> = cases.iter().map(|c| c.ctx.as_str()).collect();
+    join_and(&names)
+}
+
+/// A script of one's own: it must pass everywhere.
+fn custom_part(name: &str, custom: &[&CaseResult]) -> (String, bool) {
+    let (ok, bad): (Vec<&CaseResult>, Vec<&CaseResult>) =
+        custom.iter().partition(|c| c.outcome == Outcome::Ok);
+    if bad.is_empty() {
+        return (format!("{name} passes under {}", ctx_list(&ok)), true);
+    }
+    let what: Vec<String> = bad
+        .iter()
+        .map(|c| format!("{} under {}", c.outcome.as_str(), c.ctx.as_str()))
+        .collect();
+    (format!("{name}: {}", what.join(", ")), false)
+}
+
+/// A bundled pair: verified when the buggy one fails as expected and the fixed one passes
+/// everywhere with identical weights.
+fn pair_part(name: &str, buggy: &[&CaseResult], fixed: &[&CaseResult]) -> (String, bool) {
+    let buggy_fails: Vec<&CaseResult> = buggy
+        .iter()
+        .copied()
+        .filter(|c| c.outcome != Outcome::Ok)
+        .collect();
+    let buggy_as_expected = buggy.iter().all(|c| c.expected.contains(&c.outcome));
+    let fixed_ok = fixed
+        .iter()
+        .all(|c| c.outcome == Outcome::Ok && c.leftovers.is_empty());
+    let fixed_digests: BTreeSet<Option<&str>> =
+        fixed.iter().map(|c| c.result_digest.as_deref()).collect();
+    let identical = fixed_digests.len() == 1 && !fixed_digests.contains(&None);
+    let verified =
+        !fixed.is_empty() && fixed_ok && identical && buggy_as_expected && !buggy_fails.is_empty();
+    let mut s = String::new();
+    if !buggy.is_empty() {
+        s = buggy_text(name, buggy, &buggy_fails);
+    }
+    if !fixed.is_empty() {
+        if !s.is_empty() {
+            s.push_str("; ");
+        }
+        s.push_str(&fixed_text(fixed, fixed_ok, identical));
+    }
+    (s, verified)
+}
+
+/// How the module-level launch fared.
+fn buggy_text(name: &str, buggy: &[&CaseResult], fails: &[&CaseResult]) -> String {
+    let lucky: Vec<&CaseResult> = buggy
+        .iter()
+        .copied()
+        .filter(|c| c.outcome == Outcome::Ok && c.expected.len() > 1)
+        .collect();
+    if fails.is_empty() {
+        return format!(
+            "the buggy {name} program passes under {}{}",
+            ctx_list(buggy),
+            if lucky.is_empty() {
+                ""
+            } else {
+                " (this time: it is a race)"
+            }
+        );
+    }
+    let outcomes: BTreeSet<Outcome> = fails.iter().map(|c| c.outcome).collect();
+    let mut s = if outcomes.len() == 1 {
+        format!(
+            "the module-level launch ({name}) fails under {} {}",
+            ctx_list(fails),
+            failure_phrase(fails[0].outcome)
+        )
+    } else {
+        let each: Vec<String> = fails
+            .iter()
+            .map(|c| format!("{} ({})", c.ctx.as_str(), c.outcome.as_str()))
+            .collect();
+        let each: Vec<&str> = each.iter().map(String::as_str).collect();
+        format!(
+            "the module-level launch ({name}) fails under {}",
+            join_and(&each)
+        )
+    };
+    if !lucky.is_empty() {
+        s.push_str(&format!(
+            " and happened to pass under {} (a race)",
+            ctx_list(&lucky)
+        ));
+    }
+    s
+}
+
+fn failure_phrase(o: Outcome) -> &'static str {
+    match o {
+        Outcome::Eaddrinuse => "with EADDRINUSE on the rendezvous port",
+        Outcome::Hang => "by hanging (a duplicate rank joins the store)",
+        Outcome::Error => "with an error",
+        Outcome::Ok => "",
+    }
+}
+
+/// How the guarded launch fared.
+fn fixed_text(fixed: &[&CaseResult], fixed_ok: bool, identical: bool) -> String {
+    if !fixed_ok {
+        let bad: Vec<String> = fixed
+            .iter()
+            .filter(|c| c.outcome != Outcome::Ok)
+            .map(|c| format!("{} under {}", c.outcome.as_str(), c.ctx.as_str()))
+            .collect();
+        return format!("the guarded launch still fails: {}", bad.join(", "));
+    }
+    format!(
+        "the guarded launch passes under {}{}",
+        match fixed.len() {
+            3 => "all three contexts".to_string(),
+            _ => ctx_list(fixed),
+        },
+        if fixed.len() > 1 {
+            if identical {
+                ", with identical weights"
+            } else {
+                ", but the weights differ between contexts"
+            }
+        } else {
+            ""
+        }
+    )
+}
+
+/// `eaddrinuse|hang`.
+pub fn expected_str(expected: &[Outcome]) -> String {
+    expected
+        .iter()
+        .map(|o| o.as_str())
+        .collect::<Vec<_>>()
+        .join("|")
+}
+
+pub fn join_and(items: &[&str]) -> String {
+    match items {
+        [] => String::new(),
+        [one] => one.to_string(),
+        [a, b] => format!("{a} and {b}"),
+        [rest @ .., last] => format!("{} and {last}", rest.join(", ")),
+    }
+}
+
+/// Verified: the fixed copy passes in every context (same weights where it reports them),
+/// the original fails in at least one, and nothing was left behind.
+pub fn verify_verdict(name: &str, cases: &[CaseResult]) -> Verdict {
+    let of = |v: Variant| -> Vec<&CaseResult> { cases.iter().filter(|c| c.variant == v).collect() };
+    let (original, fixed) = (of(Variant::Original), of(Variant::Fixed));
+    let fails: Vec<&CaseResult> = original
+        .iter()
+        .copied()
+        .filter(|c| c.outcome != Outcome::Ok)
+        .collect();
+    let fixed_ok = !fixed.is_empty() && fixed.iter().all(|c| c.outcome == Outcome::Ok);
+    let digests: BTreeSet<Option<&str>> =
+        fixed.iter().map(|c| c.result_digest.as_deref()).collect();
+    let same_weights = digests.len() == 1;
+    let mismatches = mismatches(cases);
+    let clean = cases.iter().all(|c| c.leftovers.is_empty());
+    let fix_verified = fixed_ok && same_weights && !fails.is_empty() && clean;
+    // Every context of the original counts (no outcome is a race here): list what passed.
+    let before = if fails.is_empty() {
+        format!("the original {name} passes under {}", ctx_list(&original))
+    } else {
+        let passed: Vec<&CaseResult> = original
+            .iter()
+            .copied()
+            .filter(|c| c.outcome == Outcome::Ok)
+            .collect();
+        let mut s = buggy_text(name, &fails, &fails);
+        if !passed.is_empty() {
+            s.push_str(&format!(" and passes under {}", ctx_list(&passed)));
+        }
+        s
+    };
+    let after = if fixed_ok {
+        let weights = match (fixed.len() > 1, digests.iter().next()) {
+            (true, Some(Some(_))) if same_weights => ", with identical weights",
+            (true, _) if !same_weights => ", but the weights differ between contexts",
+            _ => "",
+        };
+        format!("the fixed copy passes under {}{weights}", ctx_list(&fixed))
+    } else {
+        let bad: Vec<String> = fixed
+            .iter()
+            .filter(|c| c.outcome != Outcome::Ok)
+            .map(|c| format!("{} under {}", c.outcome.as_str(), c.ctx.as_str()))
+            .collect();
+        format!("the fixed copy still fails: {}", bad.join(", "))
+    };
+    let head = if fix_verified {
+        "fix verified"
+    } else if fails.is_empty() && fixed_ok {
+        "nothing to verify (the original passes too)"
+    } else {
+        "fix NOT verified"
+    };
+    let mut summary = format!("{head}: {before}; {after}");
+    if !clean {
+        summary.push_str(&format!(" (left behind: {})", mismatches.join("; ")));
+    }
+    Verdict {
+        fix_verified,
+        matches_expected: fix_verified,
+        summary,
+        mismatches,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::repro::Ctx;
+
+    fn result(
+        name: &str,
+        variant: Variant,
+        ctx: Ctx,
+        outcome: Outcome,
+        expected: Outcome,
+        digest: Option<&str>,
+    ) -> CaseResult {
+        CaseResult {
+            name: name.into(),
+            variant,
+            ctx,
+            outcome,
+            expected: vec![expected],
+            matches_expected: outcome == expected,
+            port: 1,
+            exit_code: Some(0),
+            seconds: 1.0,
+            result_digest: digest.map(String::from),
+            ranks: vec![],
+            eaddrinuse_port: None,
+            frame: None,
+            error: None,
+            killed: vec![],
+            leftovers: vec![],
+            command: vec![],
+            log_tail: vec![],
+            pid: 0,
+            tag: String::new(),
+        }
+    }
+
+    fn matrix(fixed_digests: [&str; 3]) -> Vec<CaseResult> {
+        use Outcome::*;
+        vec![
+            result(
+                "fabric",
+                Variant::Buggy,
+                Ctx::Spawn,
+                Eaddrinuse,
+                Eaddrinuse,
+                None,
+            ),
+            result("fabric", Variant::Buggy, Ctx::Fork, Ok, Ok, Some("a")),
+            result(
+                "fabric",
+                Variant::Buggy,
+                Ctx::Forkserver,
+                Eaddrinuse,
+                Eaddrinuse,
+                None,
+            ),
+            result(
+                "fabric",
+                Variant::Fixed,
+                Ctx::Spawn,
+                Ok,
+                Ok,
+                Some(fixed_digests[0]),
+            ),
+            result(
+                "fabric",
+                Variant::Fixed,
+                Ctx::Fork,
+                Ok,
+                Ok,
+                Some(fixed_digests[1]),
+            ),
+            result(
+                "fabric",
+                Variant::Fixed,
+                Ctx::Forkserver,
+                Ok,
+                Ok,
+                Some(fixed_digests[2]),
+            ),
+        ]
+    }
+
+    #[test]
+    fn expected_matrix_verifies_the_fix() {
+        let v = verdict(&matrix(["d", "d", "d"]));
+        assert!(v.fix_verified && v.matches_expected, "{v:?}");
+        assert_eq!(
+            v.summary,
+            "fix verified: the module-level launch (fabric) fails under spawn and forkserver with EADDRINUSE on the rendezvous port; the guarded launch passes under all three contexts, with identical weights"
+        );
+    }
+
+    #[test]
+    fn differing_digests_do_not_verify() {
+        let v = verdict(&matrix(["d", "e", "d"]));
+        assert!(!v.fix_verified);
+        assert!(v.summary.contains("weights differ"), "{}", v.summary);
+    }
+
+    #[test]
+    fn unexpected_outcome_is_a_mismatch() {
+        let mut m = matrix(["d", "d", "d"]);
+        m[0].outcome = Outcome::Ok;
+        let v = verdict(&m);
+        assert!(!v.matches_expected && !v.fix_verified);
+        assert_eq!(
+            v.mismatches,
+            vec!["fabric buggy spawn: ok (expected eaddrinuse)"]
+        );
+    }
+
+    #[test]
+    fn leftovers_are_a_mismatch() {
+        let mut m = matrix(["d", "d", "d"]);
+        m[3].leftovers = vec!["pid 5 (S) python".into()];
+        let v = verdict(&m);
+        assert!(!v.matches_expected && !v.fix_verified);
+    }
+
+    #[test]
+    fn joins_read_well() {
+        assert_eq!(join_and(&["a"]), "a");
+        assert_eq!(join_and(&["a", "b"]), "a and b");
+        assert_eq!(join_and(&["a", "b", "c"]), "a, b and c");
+    }
+}
