@@ -2,55 +2,98 @@
 //! managed environment (`doctor repro --setup`). One data file, tests/helpers/matrix.json, says
 //! for each cell which codes `doctor ports` and `doctor tree` must give on the live job; the same
 //! file generates docs/verdicts.md (`verdicts_page_is_current` fails when the page is stale;
-//! `DOCTOR_BLESS=1` rewrites it). The jobs of all cells run at once (each on its own port), one
-//! live job serves every check of its cell, and every process is killed (group and descendants)
-//! when the test ends, pass or fail.
+//! `DOCTOR_BLESS=1` rewrites it).
+//!
+//! One live job per launcher (and world shape) serves all its cells in turn, in the order of the
+//! file's `situations` (a situation that ends the job comes last); a few jobs run at once
+//! (`DOCTOR_MATRIX_JOBS`, default 4). Every wait is on a condition with a deadline (a line from
+//! the job, a code from doctor), never a fixed sleep. Every fix the matrix produces is checked
+//! safe: a kill names no group 0 or 1, not the test's own group or session, no group with a
+//! process outside the cell's job, and every holder of the port. Every process is killed (group,
+//! descendants, and every pid the job reported, orphans included) when the test ends, pass or
+//! fail.
 
 mod common;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
-use std::sync::mpsc::Receiver;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
 
-fn matrix() -> serde_json::Value {
+type Value = serde_json::Value;
+
+fn matrix() -> Value {
     let text = std::fs::read_to_string(helper("matrix.json")).expect("tests/helpers/matrix.json");
     serde_json::from_str(&text).expect("matrix.json is JSON")
 }
 
-fn cells() -> Vec<serde_json::Value> {
-    matrix()["cells"].as_array().expect("cells").clone()
+fn list<'a>(v: &'a Value, key: &str) -> &'a Vec<Value> {
+    v[key]
+        .as_array()
+        .unwrap_or_else(|| panic!("{key} is a list"))
 }
 
-fn codes_of(cell: &serde_json::Value) -> Vec<String> {
-    cell["codes"]
+fn strs(v: &Value, key: &str) -> Vec<String> {
+    v[key]
         .as_array()
-        .expect("codes")
+        .map(|a| {
+            a.iter()
+                .map(|c| c.as_str().expect("a string").to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn describe_of(m: &Value, kind: &str, name: &str) -> String {
+    list(m, kind)
         .iter()
-        .map(|c| c.as_str().expect("code").to_string())
-        .collect()
+        .find(|l| l["name"] == name)
+        .and_then(|l| l["describe"].as_str())
+        .unwrap_or_else(|| panic!("{kind} {name} is not described in matrix.json"))
+        .to_string()
 }
 
 /// docs/verdicts.md from the matrix data.
 fn verdicts_page() -> String {
+    let m = matrix();
     let mut s = String::from(
         "# Verdicts: launcher x situation\n\n\
          <!-- generated from tests/helpers/matrix.json by tests/matrix.rs (DOCTOR_BLESS=1 cargo test --test matrix); do not edit -->\n\n\
          What `doctor ports` and `doctor tree` say about real jobs of each launcher (torch 2.15 and Lightning 2.6.6 on CPU, gloo).\n\
-         Every row is a live job that `tests/matrix.rs` starts and checks: the codes must be exactly these (none: no finding at all),\n\
-         all ranks must be in one job, and the launcher's pid is that job's root or one of its processes.\n\n\
-         | launcher | how the ranks start | situation | codes |\n|---|---|---|---|\n",
+         Every row is a live job that `tests/matrix.rs` starts and checks: the codes must be exactly these (none: no finding at all)\n\
+         from both commands, all ranks must be in one job, and every fix must be safe (a kill names no group 0 or 1, not the caller's\n\
+         group or session, no group with a process of another job, and every holder of the port).\n\n\
+         ## Launchers\n\n| launcher | how the ranks start |\n|---|---|\n",
     );
-    for c in cells() {
-        let codes = codes_of(&c);
+    for l in list(&m, "launchers") {
         s.push_str(&format!(
-            "| {} | {} | {} | {} |\n",
+            "| {} | {} |\n",
+            l["name"].as_str().unwrap(),
+            l["describe"].as_str().unwrap()
+        ));
+    }
+    s.push_str("\n## Situations\n\n| situation | what the job does |\n|---|---|\n");
+    for l in list(&m, "situations") {
+        s.push_str(&format!(
+            "| {} | {} |\n",
+            l["name"].as_str().unwrap(),
+            l["describe"].as_str().unwrap()
+        ));
+    }
+    s.push_str(
+        "\n## Cells\n\n`(D007)`: a code that may show or not (information that lasts as long as a kernel timer).\n\n\
+         | launcher | situation | codes |\n|---|---|---|\n",
+    );
+    for c in list(&m, "cells") {
+        let mut codes = strs(c, "codes");
+        codes.extend(strs(c, "may").into_iter().map(|m| format!("({m})")));
+        s.push_str(&format!(
+            "| {} | {} | {} |\n",
             c["launcher"].as_str().unwrap(),
-            c["describe"].as_str().unwrap(),
             c["situation"].as_str().unwrap(),
             if codes.is_empty() {
                 "none".to_string()
@@ -58,6 +101,18 @@ fn verdicts_page() -> String {
                 codes.join(", ")
             }
         ));
+    }
+    let eq = list(&m, "equivalent");
+    if !eq.is_empty() {
+        s.push_str("\n## Cells not run, and why they are equivalent to one that is\n\n");
+        for e in eq {
+            s.push_str(&format!(
+                "- **{}** with {}: {}\n",
+                e["situation"].as_str().unwrap(),
+                strs(e, "launchers").join(", "),
+                e["why"].as_str().unwrap()
+            ));
+        }
     }
     s
 }
@@ -76,6 +131,28 @@ fn verdicts_page_is_current() {
     );
 }
 
+#[test]
+fn every_cell_names_a_described_launcher_and_situation() {
+    let m = matrix();
+    let order: Vec<String> = list(&m, "situations")
+        .iter()
+        .map(|s| s["name"].as_str().unwrap().to_string())
+        .collect();
+    for c in list(&m, "cells") {
+        describe_of(&m, "launchers", c["launcher"].as_str().unwrap());
+        assert!(
+            order.iter().any(|s| c["situation"] == s.as_str()),
+            "{c}: situation not described"
+        );
+        for code in strs(c, "codes") {
+            assert!(
+                code.len() == 4 && code.starts_with('D'),
+                "{c}: {code} is no runtime code"
+            );
+        }
+    }
+}
+
 /// The managed venv's interpreter; None (after SKIP) where torch is missing outside CI.
 fn torch_python() -> Option<PathBuf> {
     let out = doctor()
@@ -89,68 +166,226 @@ fn torch_python() -> Option<PathBuf> {
         ));
         return None;
     }
-    Some(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+    let py = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    for tool in ["accelerate", "py-spy"] {
+        if !py.with_file_name(tool).is_file() {
+            skip_or_fail(&format!(
+                "{tool} is missing from the managed environment next to {} (run `doctor repro --setup`)",
+                py.display()
+            ));
+            return None;
+        }
+    }
+    Some(py)
 }
 
-/// One cell's live job: its own process group, killed with all descendants on drop.
+/// One live job: its own process group; every line it prints kept; killed with every
+/// descendant and every pid it ever reported (ranks a killed launcher orphaned) on drop.
 struct Job {
     child: Child,
-    lines: Receiver<String>,
-    up: Vec<i32>,
+    lines: Arc<Mutex<Vec<String>>>,
+    /// pid -> its start time (clock ticks after boot): a pid is signalled only while it is
+    /// still the process that was seen, never a later process that reuses the number.
+    known: BTreeMap<i32, u64>,
+    name: String,
+}
+
+/// The pids a job's line reports: `pid=P` and `rankN=P` (not `rank=R`, a rank number).
+fn pid_fields(line: &str) -> Vec<i32> {
+    line.split_whitespace()
+        .filter_map(|kv| kv.split_once('='))
+        .filter(|(k, _)| {
+            *k == "pid"
+                || k.strip_prefix("rank")
+                    .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
+        })
+        .filter_map(|(_, v)| v.parse().ok())
+        .collect()
+}
+
+/// Whether the test may ever signal `pid`: not 0 or 1, not this process nor an ancestor of it.
+fn killable(pid: i32) -> bool {
+    if pid <= 1 {
+        return false;
+    }
+    let mut cur = std::process::id() as i32;
+    for _ in 0..64 {
+        if cur == pid {
+            return false;
+        }
+        match stat_field(cur, 1) {
+            Some(pp) if pp > 0 && pp != cur => cur = pp,
+            _ => break,
+        }
+    }
+    true
+}
+
+fn field(line: &str, key: &str) -> Option<String> {
+    line.split_whitespace()
+        .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
+        .map(str::to_string)
 }
 
 impl Job {
-    fn start(python: &PathBuf, launcher: &str, port: u16) -> Job {
+    fn start(python: &Path, name: &str, launcher: &str, port: u16, shape: &[i64]) -> Job {
         let mut cmd = Command::new(python);
         cmd.arg(helper("matrix_job.py"))
             .arg(launcher)
             .arg(port.to_string())
+            .args(shape.iter().map(i64::to_string))
             .env("PYTHONUNBUFFERED", "1");
         let mut child = spawn_clean(&mut cmd);
         let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&lines);
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
+                sink.lock().unwrap_or_else(|e| e.into_inner()).push(line);
             }
         });
+        let me = child.id() as i32;
+        let known = BTreeMap::from([(me, started_at(me).unwrap_or(0))]);
         Job {
             child,
-            lines: rx,
-            up: Vec::new(),
+            lines,
+            known,
+            name: name.to_string(),
         }
     }
 
-    /// Collect `UP rank=R pid=P` lines until `n` ranks are up or `deadline` passes.
-    fn poll(&mut self) {
-        while let Ok(l) = self.lines.try_recv() {
-            if let Some(pid) = l
-                .split_whitespace()
-                .find_map(|kv| kv.strip_prefix("pid="))
-                .and_then(|p| p.parse().ok())
-            {
-                self.up.push(pid);
+    fn seen(&self) -> Vec<String> {
+        self.lines.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The first `n` lines starting with `prefix`, waiting for them until `timeout`.
+    fn wait_lines(&mut self, prefix: &str, n: usize, timeout: Duration) -> Vec<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let hits: Vec<String> = self
+                .seen()
+                .into_iter()
+                .filter(|l| l.starts_with(prefix))
+                .collect();
+            for l in &hits {
+                for pid in pid_fields(l) {
+                    self.adopt(pid);
+                }
             }
+            if hits.len() >= n {
+                self.remember_tree();
+                return hits;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "{}: the job ended ({status}) before {n} `{prefix}` lines: {:?}",
+                    self.name,
+                    self.seen()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: no {n} `{prefix}` lines in {timeout:?}: {:?}",
+                self.name,
+                self.seen()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Take `pid` as one of the job's when it is the helper or descends from a pid already
+    /// known (never pid 0 or 1, this test, or one of its ancestors): a pid read from a line is
+    /// only trusted that far, since the job is killed by these pids at the end.
+    fn adopt(&mut self, pid: i32) {
+        if self.known.contains_key(&pid) || !killable(pid) {
+            return;
+        }
+        let roots: Vec<i32> = self.known.keys().copied().collect();
+        if roots.iter().any(|&r| descendants(r).contains(&pid))
+            && let Some(t) = started_at(pid)
+        {
+            self.known.insert(pid, t);
+        }
+    }
+
+    /// Remember every live descendant now, so that those a killed launcher orphans are still
+    /// killed at the end.
+    fn remember_tree(&mut self) {
+        let roots: Vec<i32> = self.known.keys().copied().collect();
+        for r in roots {
+            for p in descendants(r) {
+                if killable(p)
+                    && let Some(t) = started_at(p)
+                {
+                    self.known.entry(p).or_insert(t);
+                }
+            }
+        }
+    }
+
+    /// The pids that belong to this job now: its known pids and their live descendants.
+    fn pids(&mut self) -> BTreeSet<i32> {
+        self.remember_tree();
+        self.known.keys().copied().collect()
+    }
+
+    /// Signal `pid` if it is one of the job's, still the same process.
+    fn signal(&self, pid: i32, sig: i32) {
+        if killable(pid)
+            && self
+                .known
+                .get(&pid)
+                .is_some_and(|&t| started_at(pid) == Some(t))
+        {
+            // SAFETY: kill(2) on a pid of this job, checked to be the process that was seen.
+            unsafe { libc::kill(pid, sig) };
         }
     }
 }
 
-fn descendants(root: i32) -> Vec<i32> {
-    let mut parent_of = Vec::new();
+fn parent_of_all() -> Vec<(i32, i32)> {
+    let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
             continue;
         };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        if let Some(ppid) = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<i32>().ok())
-        {
-            parent_of.push((pid, ppid));
+        if let Some(ppid) = stat_field(pid, 1) {
+            out.push((pid, ppid));
         }
     }
+    out
+}
+
+/// Field `n` after the command name of /proc/PID/stat (0: state, 1: ppid, 2: pgrp, 3: session).
+fn stat_field(pid: i32, n: usize) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(n)?.parse().ok()
+}
+
+/// Start time of `pid` (field 22 of /proc/PID/stat, clock ticks after boot).
+fn started_at(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, r)| r.trim_start().starts_with('Z'))
+        })
+        .is_some_and(|zombie| !zombie)
+}
+
+/// The live descendants of `root` (none for pid 0 or 1: everything descends from init).
+fn descendants(root: i32) -> Vec<i32> {
+    if root <= 1 {
+        return Vec::new();
+    }
+    let parent_of = parent_of_all();
     let mut out = Vec::new();
     let mut frontier = vec![root];
     while let Some(p) = frontier.pop() {
@@ -167,19 +402,18 @@ fn descendants(root: i32) -> Vec<i32> {
 impl Drop for Job {
     fn drop(&mut self) {
         let pgid = self.child.id() as i32;
-        let kids = descendants(pgid);
-        // SAFETY: kill(2) on the job's own process group and its descendants' pids.
-        unsafe {
-            libc::kill(-pgid, libc::SIGKILL);
-            for k in kids {
-                libc::kill(k, libc::SIGKILL);
-            }
+        self.remember_tree();
+        // SAFETY: kill(2) on the job's own process group (the helper leads it).
+        unsafe { libc::kill(-pgid, libc::SIGKILL) };
+        for &k in self.known.keys() {
+            self.signal(k, libc::SIGCONT);
+            self.signal(k, libc::SIGKILL);
         }
         let _ = self.child.wait();
     }
 }
 
-fn codes_in(doc: &serde_json::Value, port: u16) -> BTreeSet<String> {
+fn codes_in(doc: &Value, ports: &[u16]) -> BTreeSet<String> {
     doc["findings"]
         .as_array()
         .expect("findings")
@@ -187,10 +421,423 @@ fn codes_in(doc: &serde_json::Value, port: u16) -> BTreeSet<String> {
         .filter(|f| {
             f["ports"]
                 .as_array()
-                .is_some_and(|p| p.iter().any(|x| x == port))
+                .is_some_and(|p| p.iter().any(|x| ports.iter().any(|q| x == *q)))
         })
         .map(|f| f["code"].as_str().unwrap_or_default().to_string())
         .collect()
+}
+
+/// The ports a cell is checked on: the launcher's, and the MASTER_PORT its ranks report (a c10d
+/// agent hosts the workers' store on a port of its own).
+fn cell_ports(job: &Job, port: u16) -> Vec<u16> {
+    let mut out = vec![port];
+    for l in job.seen().iter().filter(|l| l.starts_with("UP ")) {
+        if let Some(p) = field(l, "port").and_then(|p| p.parse().ok())
+            && !out.contains(&p)
+        {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// `(group?, number)` of every kill target in a fix text: `kill -TERM -- -12 -13`, `kill 5 6`,
+/// `kill -CONT 7`.
+fn kill_targets(text: &str) -> Vec<(bool, i32)> {
+    let mut out = Vec::new();
+    for (i, _) in text.match_indices("kill ") {
+        let mut after_dashes = false;
+        for tok in text[i + 5..].split_whitespace() {
+            let tok = tok.trim_end_matches(['`', ',', ';', ')', '.']);
+            if tok == "--" {
+                after_dashes = true;
+            } else if let Some(n) = tok.strip_prefix('-') {
+                match n.parse::<i32>() {
+                    Ok(g) if after_dashes => out.push((true, g)),
+                    Ok(_) => {} // a numeric signal: `kill -9 PID`
+                    Err(_) if n.chars().all(|c| c.is_ascii_uppercase()) => {}
+                    Err(_) => break,
+                }
+            } else if let Ok(p) = tok.parse::<i32>() {
+                out.push((false, p));
+            } else {
+                break;
+            }
+        }
+    }
+    out
+}
+
+/// The finding shape every command documents.
+fn check_shape(f: &Value) -> Result<(), String> {
+    let ok = f["code"].is_string()
+        && f["name"].is_string()
+        && matches!(f["severity"].as_str(), Some("error" | "warning" | "info"))
+        && f["message"].as_str().is_some_and(|m| !m.is_empty())
+        && f["pids"]
+            .as_array()
+            .is_some_and(|p| p.iter().all(Value::is_i64))
+        && f["ports"]
+            .as_array()
+            .is_some_and(|p| p.iter().all(Value::is_u64))
+        && f["fix"]["message"].is_string();
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("finding of unexpected shape: {f}"))
+    }
+}
+
+/// Every kill a fix names is safe for this cell: no group 0 or 1, not the test's own group or
+/// session, no group or pid outside the cell's job, and every holder of the port named.
+fn check_fix_safety(
+    f: &Value,
+    doc: &Value,
+    ports: &[u16],
+    job_pids: &BTreeSet<i32>,
+) -> Vec<String> {
+    let fix = f["fix"]["message"].as_str().unwrap_or_default();
+    let targets = kill_targets(fix);
+    if targets.is_empty() {
+        return Vec::new();
+    }
+    let mut bad = Vec::new();
+    // SAFETY: getpgrp/getsid(0) only read this process's ids.
+    let (my_pgid, my_sid) = unsafe { (libc::getpgrp(), libc::getsid(0)) };
+    let parent_of = parent_of_all();
+    for &(group, n) in &targets {
+        if n <= 1 {
+            bad.push(format!(
+                "kills {} {n}: {fix}",
+                if group { "group" } else { "pid" }
+            ));
+            continue;
+        }
+        if group {
+            if n == my_pgid || n == my_sid {
+                bad.push(format!("kills the caller's own group/session {n}: {fix}"));
+            }
+            let members: Vec<i32> = parent_of
+                .iter()
+                .map(|&(p, _)| p)
+                .filter(|&p| stat_field(p, 2) == Some(n))
+                .collect();
+            let outside: Vec<i32> = members
+                .iter()
+                .copied()
+                .filter(|p| !job_pids.contains(p))
+                .collect();
+            if !outside.is_empty() {
+                bad.push(format!(
+                    "kills group {n}, which has processes outside the job ({outside:?}): {fix}"
+                ));
+            }
+        } else if n == std::process::id() as i32 || !job_pids.contains(&n) {
+            bad.push(format!("kills pid {n}, not one of the job's: {fix}"));
+        }
+    }
+    // Every holder of the port the finding is about is named, by pid or by group.
+    if matches!(f["code"].as_str(), Some("D002" | "D003" | "D008")) {
+        for h in doc["holders"].as_array().into_iter().flatten() {
+            let Some(pid) = h["pid"].as_i64().map(|p| p as i32) else {
+                continue;
+            };
+            if !ports.iter().any(|p| h["port"] == *p) || h["state"] == "TIME_WAIT" {
+                continue;
+            }
+            let by_pid = targets.contains(&(false, pid));
+            let by_group = stat_field(pid, 2).is_some_and(|g| targets.contains(&(true, g)));
+            if !by_pid && !by_group && alive(pid) {
+                bad.push(format!(
+                    "holder pid {pid} of port {} is not named: {fix}",
+                    h["port"]
+                ));
+            }
+        }
+    }
+    bad
+}
+
+/// What one cell is checked against, after the live situation stands.
+/// `got` has every code of `want`, and nothing else but codes of `may` (information that
+/// depends on kernel timers, such as the leftovers of a killed store).
+fn codes_agree(got: &BTreeSet<String>, want: &BTreeSet<String>, may: &BTreeSet<String>) -> bool {
+    want.is_subset(got) && got.iter().all(|c| want.contains(c) || may.contains(c))
+}
+
+fn check_cell(
+    cell: &Value,
+    job: &mut Job,
+    port: u16,
+    ranks: &BTreeMap<String, i64>,
+) -> Vec<String> {
+    let name = format!("{} / {}", cell["launcher"], cell["situation"]);
+    let want: BTreeSet<String> = strs(cell, "codes").into_iter().collect();
+    let may: BTreeSet<String> = strs(cell, "may").into_iter().collect();
+    let ports = cell_ports(job, port);
+    let job_pids = job.pids();
+    // The live ranks (a killed launcher that was rank 0 is gone).
+    let up: Vec<i64> = ranks
+        .values()
+        .copied()
+        .filter(|&p| alive(p as i32))
+        .collect();
+    let subst = |t: &str| substitute(t, ranks);
+    let mut failures = Vec::new();
+    // `ports --port P` (what a user asks about the port), and `ports` and `tree` of the whole
+    // machine, read for what they say about the cell's ports. (`tree --port P` draws only the
+    // holders' trees so far; the runcells work makes it draw every rank.)
+    for (base, with_port) in [("ports", true), ("ports", false), ("tree", false)] {
+        let cmd = if with_port { "ports --port" } else { base };
+        let mut got = BTreeSet::new();
+        let mut docs = Vec::new();
+        for p in &ports {
+            // Asking about a port makes it a choice (D004 when in the ephemeral range): only the
+            // launcher's port is asked; a port the launcher picked is read off the whole machine.
+            if with_port && *p != port {
+                continue;
+            }
+            let ps = p.to_string();
+            let args: Vec<&str> = if with_port {
+                vec![base, "--port", &ps, "--format", "json"]
+            } else {
+                vec![base, "--format", "json"]
+            };
+            let (doc, code) = json(&args);
+            got.extend(codes_in(&doc, &[*p]));
+            // The whole machine's exit status speaks of other people's jobs too.
+            let want_exit = if want.is_empty() { 0 } else { 1 };
+            if with_port && code != want_exit && want.iter().all(|c| c != "D004" && c != "D007") {
+                failures.push(format!(
+                    "{name}: doctor {cmd} --port {p} exit {code}, want {want_exit}"
+                ));
+            }
+            docs.push((doc, *p));
+        }
+        if !codes_agree(&got, &want, &may) {
+            failures.push(format!(
+                "{name}: doctor {cmd} gave {got:?}, matrix says {want:?} (and maybe {may:?}): {:#}",
+                docs.iter()
+                    .map(|(d, _)| d["findings"].clone())
+                    .collect::<Value>()
+            ));
+        }
+        for (doc, p) in &docs {
+            for f in doc["findings"].as_array().unwrap() {
+                if !f["ports"]
+                    .as_array()
+                    .is_some_and(|x| x.iter().any(|q| q == *p))
+                {
+                    continue;
+                }
+                if let Err(e) = check_shape(f) {
+                    failures.push(format!("{name}: doctor {cmd}: {e}"));
+                }
+                for b in check_fix_safety(f, doc, &ports, &job_pids) {
+                    failures.push(format!("{name}: doctor {cmd}: {} fix {b}", f["code"]));
+                }
+            }
+            // Texts the first code's finding must carry.
+            if let Some(first) = strs(cell, "codes").first()
+                && let Some(f) = findings(doc, first, *p).first()
+            {
+                let msg = f["message"].as_str().unwrap_or_default();
+                let fix = f["fix"]["message"].as_str().unwrap_or_default();
+                for t in strs(cell, "message_has").iter().map(|t| subst(t)) {
+                    if !msg.contains(&t) {
+                        failures.push(format!("{name}: doctor {cmd}: message lacks {t:?}: {msg}"));
+                    }
+                }
+                for t in strs(cell, "message_lacks").iter().map(|t| subst(t)) {
+                    if msg.contains(&t) {
+                        failures.push(format!("{name}: doctor {cmd}: message has {t:?}: {msg}"));
+                    }
+                }
+                for t in strs(cell, "fix_has").iter().map(|t| subst(t)) {
+                    if !fix.contains(&t) {
+                        failures.push(format!("{name}: doctor {cmd}: fix lacks {t:?}: {fix}"));
+                    }
+                }
+                if cell["ranks_in_finding"] == true {
+                    let mut cited = pids_of(f);
+                    cited.sort_unstable();
+                    let mut started: Vec<i64> = ranks.values().copied().collect();
+                    started.sort_unstable();
+                    if cited != started {
+                        failures.push(format!(
+                            "{name}: doctor {cmd}: {first} cites {cited:?}, the ranks are {started:?}"
+                        ));
+                    }
+                }
+            }
+        }
+        // Every rank is in one job, whatever the situation.
+        if !up.is_empty() {
+            let (doc, _) = &docs[0];
+            let holding: Vec<&Value> = doc["jobs"]
+                .as_array()
+                .expect("jobs")
+                .iter()
+                .filter(|j| {
+                    j["pids"]
+                        .as_array()
+                        .is_some_and(|ps| up.iter().any(|r| ps.iter().any(|x| x == *r)))
+                })
+                .collect();
+            if holding.len() != 1 {
+                failures.push(format!(
+                    "{name}: doctor {cmd}: ranks {up:?} are in {} jobs: {:?}",
+                    holding.len(),
+                    holding.iter().map(|j| &j["id"]).collect::<Vec<_>>()
+                ));
+            } else {
+                let pids = holding[0]["pids"].as_array().unwrap();
+                for r in &up {
+                    if !pids.iter().any(|x| x == *r) {
+                        failures.push(format!("{name}: doctor {cmd}: rank pid {r} not in the job"));
+                    }
+                }
+            }
+        }
+    }
+    failures
+}
+
+/// `{rankN}` in a cell's text replaced by rank N's pid.
+fn substitute(text: &str, ranks: &BTreeMap<String, i64>) -> String {
+    ranks.iter().fold(text.to_string(), |s, (k, v)| {
+        s.replace(&format!("{{{k}}}"), &v.to_string())
+    })
+}
+
+/// Poll `doctor ports` until the cell's situation stands (its codes show on its ports, and the
+/// first code's finding says what `message_has` asks for), or `timeout` passes (the check that
+/// follows says what was seen).
+fn wait_for_codes(
+    cell: &Value,
+    job: &Job,
+    port: u16,
+    ranks: &BTreeMap<String, i64>,
+    timeout: Duration,
+) {
+    let want: BTreeSet<String> = strs(cell, "codes").into_iter().collect();
+    let may: BTreeSet<String> = strs(cell, "may").into_iter().collect();
+    let texts: Vec<String> = strs(cell, "message_has")
+        .iter()
+        .map(|t| substitute(t, ranks))
+        .collect();
+    let ports = cell_ports(job, port);
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        let (doc, _) = json(&["ports", "--port", &port.to_string(), "--format", "json"]);
+        let said = strs(cell, "codes").first().is_none_or(|first| {
+            ports.iter().any(|p| {
+                findings(&doc, first, *p).iter().any(|f| {
+                    let msg = f["message"].as_str().unwrap_or_default();
+                    texts.iter().all(|t| msg.contains(t.as_str()))
+                })
+            })
+        });
+        if codes_agree(&codes_in(&doc, &ports), &want, &may) && said {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// One live job for the cells of `group` (one launcher and world shape), in situation order.
+fn drive(python: &Path, group: &[Value], failures: &Mutex<Vec<String>>) {
+    let launcher = group[0]["launcher"].as_str().unwrap();
+    let shape: Vec<i64> = ["world", "started", "stop"]
+        .iter()
+        .map_while(|k| group[0][*k].as_i64())
+        .collect();
+    let port = free_low_port();
+    let name = format!("{launcher} {shape:?} on {port}");
+    let mut job = Job::start(python, &name, launcher, port, &shape);
+    let started = shape.get(1).copied().unwrap_or(2) as usize;
+    let mut ranks: BTreeMap<String, i64> = BTreeMap::new();
+    for cell in group {
+        let situation = cell["situation"].as_str().unwrap();
+        match situation {
+            "healthy" | "dup-init" | "launcher-killed" => {
+                for l in job.wait_lines("UP ", started, Duration::from_secs(300)) {
+                    if let (Some(r), Some(p)) = (field(&l, "rank"), field(&l, "pid")) {
+                        ranks.insert(format!("rank{r}"), p.parse().unwrap());
+                    }
+                }
+            }
+            "missing-rank" | "stopped-rank" => {
+                let pids = job.wait_lines("PIDS ", 1, Duration::from_secs(60));
+                for kv in pids[0].split_whitespace().skip(1) {
+                    let (k, v) = kv.split_once('=').unwrap();
+                    ranks.insert(k.to_string(), v.parse().unwrap());
+                }
+                wait_for_codes(cell, &job, port, &ranks, Duration::from_secs(240));
+            }
+            other => panic!("situation {other} has no driver"),
+        }
+        let mut dup = None;
+        if situation == "dup-init" {
+            job.signal(ranks["rank1"] as i32, libc::SIGUSR1);
+            let line = job.wait_lines("DUP ", 1, Duration::from_secs(60));
+            dup = field(&line[0], "pid").and_then(|p| p.parse::<i32>().ok());
+            job.remember_tree();
+            wait_for_codes(cell, &job, port, &ranks, Duration::from_secs(180));
+        }
+        if situation == "launcher-killed" {
+            let line = job.wait_lines("LAUNCHER ", 1, Duration::from_secs(10));
+            let launcher: i32 = field(&line[0], "pid").and_then(|p| p.parse().ok()).unwrap();
+            job.remember_tree();
+            job.signal(launcher, libc::SIGKILL);
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while alive(launcher) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            assert!(
+                !alive(launcher),
+                "{name}: launcher {launcher} survived SIGKILL"
+            );
+            wait_for_codes(cell, &job, port, &ranks, Duration::from_secs(120));
+        }
+        let found = check_cell(cell, &mut job, port, &ranks);
+        failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(found);
+        if let Some(d) = dup {
+            // The duplicate goes before the next situation.
+            job.signal(d, libc::SIGKILL);
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while alive(d) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}
+
+/// The cells grouped by live job (launcher and world shape), each group in situation order.
+fn groups() -> Vec<Vec<Value>> {
+    let m = matrix();
+    let order: Vec<&str> = list(&m, "situations")
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    let mut by: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    for c in list(&m, "cells") {
+        let key = format!(
+            "{}{}{}{}",
+            c["launcher"], c["world"], c["started"], c["stop"]
+        );
+        by.entry(key).or_default().push(c.clone());
+    }
+    let mut out: Vec<Vec<Value>> = by.into_values().collect();
+    for g in &mut out {
+        g.sort_by_key(|c| order.iter().position(|s| c["situation"] == *s));
+    }
+    // Longest-running first (more situations), so the pool's tail is short.
+    out.sort_by_key(|g| std::cmp::Reverse(g.len()));
+    out
 }
 
 #[test]
@@ -198,80 +845,60 @@ fn every_cell_on_a_real_job() {
     let Some(python) = torch_python() else {
         return;
     };
-    let cells = cells();
-    let mut jobs: Vec<(serde_json::Value, u16, Job)> = cells
+    // DOCTOR_MATRIX_ONLY=a,b: only these launchers (while working on them; CI runs all).
+    let only: Vec<String> = std::env::var("DOCTOR_MATRIX_ONLY")
+        .map(|v| v.split(',').map(str::to_string).collect())
+        .unwrap_or_default();
+    let groups: Vec<Vec<Value>> = groups()
         .into_iter()
-        .map(|c| {
-            let port = free_low_port();
-            let job = Job::start(&python, c["launcher"].as_str().unwrap(), port);
-            (c, port, job)
-        })
+        .filter(|g| only.is_empty() || only.iter().any(|o| g[0]["launcher"] == o.as_str()))
         .collect();
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        for (_, _, j) in jobs.iter_mut() {
-            j.poll();
-        }
-        if jobs.iter().all(|(_, _, j)| j.up.len() >= 2) {
-            break;
-        }
-        if Instant::now() > deadline {
-            let late: Vec<String> = jobs
-                .iter()
-                .filter(|(_, _, j)| j.up.len() < 2)
-                .map(|(c, _, _)| c["launcher"].to_string())
-                .collect();
-            panic!("jobs did not come up in 300 s: {late:?}");
-        }
-        std::thread::sleep(Duration::from_millis(300));
-    }
-    let mut failures = Vec::new();
-    for (cell, port, job) in &jobs {
-        let name = format!("{} / {}", cell["launcher"], cell["situation"]);
-        let want: BTreeSet<String> = codes_of(cell).into_iter().collect();
-        let p = port.to_string();
-        for cmd in ["ports", "tree"] {
-            let (doc, code) = json(&[cmd, "--port", &p, "--format", "json"]);
-            let got = codes_in(&doc, *port);
-            if got != want {
-                failures.push(format!(
-                    "{name}: doctor {cmd} gave {got:?}, matrix says {want:?}"
-                ));
-            }
-            let want_exit = if want.is_empty() { 0 } else { 1 };
-            if code != want_exit && want.iter().all(|c| c != "D004" && c != "D007") {
-                failures.push(format!(
-                    "{name}: doctor {cmd} exit {code}, want {want_exit}"
-                ));
-            }
-            // Every rank that came up is in one job, and that job's root is the launcher's
-            // process (pid of the helper) or one of the ranks.
-            let on = jobs_on(&doc, *port);
-            let holding: Vec<&serde_json::Value> = on
-                .iter()
-                .copied()
-                .filter(|j| {
-                    j["pids"]
-                        .as_array()
-                        .is_some_and(|ps| job.up.iter().any(|r| ps.iter().any(|x| x == *r)))
-                })
-                .collect();
-            if holding.len() != 1 {
-                failures.push(format!(
-                    "{name}: doctor {cmd}: ranks {:?} are in {} jobs on port {port}: {:?}",
-                    job.up,
-                    holding.len(),
-                    on.iter().map(|j| &j["id"]).collect::<Vec<_>>()
-                ));
-                continue;
-            }
-            let pids = holding[0]["pids"].as_array().unwrap();
-            for r in &job.up {
-                if !pids.iter().any(|x| x == *r) {
-                    failures.push(format!("{name}: doctor {cmd}: rank pid {r} not in the job"));
+    let workers: usize = std::env::var("DOCTOR_MATRIX_JOBS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4);
+    let next = Mutex::new(0usize);
+    let failures = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..workers.max(1) {
+            s.spawn(|| {
+                loop {
+                    let i = {
+                        let mut n = next.lock().unwrap_or_else(|e| e.into_inner());
+                        *n += 1;
+                        *n - 1
+                    };
+                    let Some(g) = groups.get(i) else { break };
+                    drive(&python, g, &failures);
                 }
-            }
+            });
         }
-    }
+    });
+    let failures = failures.into_inner().unwrap();
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn pids_read_from_job_lines_are_pids_only() {
+    assert_eq!(pid_fields("UP rank=1 pid=4242 port=29500"), vec![4242]);
+    assert_eq!(pid_fields("PIDS rank0=11 rank1=12"), vec![11, 12]);
+    assert!(pid_fields("UP rank=0 rankx=1").is_empty());
+    assert!(!killable(0) && !killable(1));
+    assert!(!killable(std::process::id() as i32));
+    assert!(descendants(1).is_empty());
+}
+
+#[test]
+fn kill_targets_are_read_from_fix_texts() {
+    assert_eq!(
+        kill_targets("stop them with `kill -TERM -- -12 -13` (process groups 12, 13)"),
+        vec![(true, 12), (true, 13)]
+    );
+    assert_eq!(kill_targets("`kill -CONT 77`"), vec![(false, 77)]);
+    assert_eq!(
+        kill_targets("`kill 5 6` (pids)"),
+        vec![(false, 5), (false, 6)]
+    );
+    assert_eq!(kill_targets("`kill -9 5`"), vec![(false, 5)]);
+    assert!(kill_targets("move the launch into main()").is_empty());
 }

@@ -982,6 +982,7 @@ mod tests {
                     sock("ESTABLISHED", 40002, 29500, 4),
                 ],
                 unreadable: Vec::new(),
+                bind_probes: Vec::new(),
             }
         }
 

@@ -1,6 +1,7 @@
 //! What a snapshot means: roles, identities and jobs ([`facts`]), then one file per rule
 //! ([`rules`]), and the facts read from a command's output ([`traceback`]).
 
+pub mod bindability;
 pub mod cluster;
 pub mod facts;
 pub mod hang;

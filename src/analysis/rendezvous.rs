@@ -22,7 +22,8 @@ struct Rendezvous {
     ranks: BTreeSet<(i64, i64)>,
     /// A process of the job listens on the port: the store is here.
     store_here: bool,
-    /// The endpoints (loopback folded into one) the job's processes connect to on the port.
+    /// The endpoints (loopback folded into one) the job's processes connect to on the port
+    /// (connected, or left connected to a store that closed).
     endpoints: BTreeSet<Option<IpAddr>>,
     /// The parent of the job's root: ranks one launcher started side by side (a rank that has
     /// not connected yet still belongs with its siblings).
@@ -55,7 +56,11 @@ impl Rendezvous {
                 }
                 if s.state == "LISTEN" && s.local_port == port {
                     r.store_here = true;
-                } else if s.state == "ESTABLISHED" && s.remote_port == port {
+                } else if (s.state == "ESTABLISHED" || s.state == "CLOSE_WAIT")
+                    && s.remote_port == port
+                {
+                    // (CLOSE_WAIT: connected to a store that closed its end, as the ranks of a
+                    // killed torchrun agent are: they still joined the same one.)
                     r.endpoints.insert(fold_loopback(s.remote_addr));
                 }
             }

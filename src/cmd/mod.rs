@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use crate::analysis::Analysis;
 use crate::model::snapshot::Snapshot;
 use crate::render::Format;
-use crate::sys::{blocked, freeport, observe};
+use crate::sys::{bindable, blocked, freeport, observe};
 
 /// `-o/--output FILE` of every command that prints a document: the path is checked before any
 /// work starts (`check`) and the document written atomically (`emit`).
@@ -148,12 +148,25 @@ pub fn with_analysis<R>(
     let live = from.is_none();
     let mut a = analyse(&snap, ports, live);
     let suspects = if live { a.hang_suspects() } else { Vec::new() };
-    if !suspects.is_empty() {
+    // Live, a rendezvous port nobody listens on but a connection uses is bound for real, as
+    // torch's store binds it, before anything says that binding it fails.
+    let unbound = if live { a.bind_suspects() } else { Vec::new() };
+    if !suspects.is_empty() || !unbound.is_empty() {
         drop(a);
-        blocked::inspect(&mut snap, &suspects);
+        if !suspects.is_empty() {
+            blocked::inspect(&mut snap, &suspects);
+        }
+        snap.bind_probes.extend(bindable::probe_all(&unbound));
         a = analyse(&snap, ports, live);
     }
     Ok(f(&a))
+}
+
+/// Live: bind for real, as torch's store binds, each rendezvous port of `snap` that nobody
+/// listens on but a connection uses (so no finding says that binding it fails unless it does).
+pub fn probe_binds(snap: &mut Snapshot, ports: &[u16]) {
+    let unbound = Analysis::facts(snap, ports).bind_suspects();
+    snap.bind_probes.extend(bindable::probe_all(&unbound));
 }
 
 /// Facts and findings; for a live snapshot (`live`), fixes name a port a bind proved free now.

@@ -362,7 +362,8 @@ fn unreadable(snap: &Snapshot) -> Value {
 
 /// Build the whole report, unredacted. Returns the document and the exit-1 verdict.
 fn build(args: &ReportArgs, included: Option<Value>) -> anyhow::Result<(Value, bool)> {
-    let ((python, gpus), (snap, other_netns)) = observe_all();
+    let ((python, gpus), (mut snap, other_netns)) = observe_all();
+    crate::cmd::probe_binds(&mut snap, &args.port);
     let a = Analysis::live(&snap, &args.port, crate::sys::freeport::pick);
     let rows = holders(&a, false);
     let host = crate::sys::host::host_facts(&snap.host);

@@ -381,6 +381,7 @@ fn explain(w: &RunWatch, o: &Outcome) -> (Diagnosis, OutputFacts) {
         processes: tl.processes.values().map(|s| s.process.clone()).collect(),
         sockets: tl.sockets.values().map(|(_, so)| so.clone()).collect(),
         unreadable: Vec::new(),
+        bind_probes: Vec::new(),
     };
     snapshot.processes.sort_by_key(|p| p.pid);
     let seen = RunSeen {

@@ -59,6 +59,21 @@ pub struct Snapshot {
     /// What could not be read, per pid and file; never a reason to abort.
     #[serde(default)]
     pub unreadable: Vec<Unreadable>,
+    /// Real binds of rendezvous ports that nobody listens on but some connection uses, made
+    /// with torch's socket options when the snapshot was analysed live (`sys::bindable`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bind_probes: Vec<BindProbe>,
+}
+
+/// Whether a bind of `port` as torch's TCPStore binds it (SO_REUSEADDR) succeeded.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct BindProbe {
+    pub port: u16,
+    /// true: it bound; false: EADDRINUSE; null: the bind failed for another reason.
+    pub binds: Option<bool>,
+    /// The error when it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]

@@ -2,6 +2,7 @@
 //! tracing, Python discovery. Nothing above this layer opens a file under /proc (`tests/layout.rs`
 //! keeps the OS crates here).
 
+pub mod bindable;
 pub mod blocked;
 pub mod case;
 pub mod freeport;

@@ -30,6 +30,7 @@ pub fn snapshot() -> Snapshot {
         processes,
         sockets,
         unreadable,
+        bind_probes: Vec::new(),
     }
 }
 

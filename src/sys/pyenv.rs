@@ -374,40 +374,53 @@ fn pins() -> Vec<String> {
 }
 
 /// A managed venv made before a pinned tool joined the pins (py-spy, for what a hung rank is
-/// blocked in) gets it now; torch and lightning are never reinstalled here. Best effort: a
-/// failure is said on stderr and the venv stays usable.
+/// blocked in; accelerate, whose `accelerate launch` the launcher matrix runs) gets it now;
+/// torch and lightning are never reinstalled here. A tool is there when its command is in the
+/// venv's `bin/`. Best effort: a failure is said on stderr and the venv stays usable.
 fn complete_tools(venv: &Path, quiet: bool) {
-    let py_spy = pins().into_iter().find(|p| p.starts_with("py-spy"));
-    let Some(pin) = py_spy.filter(|_| !venv.join("bin").join("py-spy").exists()) else {
+    let missing: Vec<String> = missing_tools(venv);
+    if missing.is_empty() {
         return;
-    };
+    }
     let say = |line: String| {
         if !quiet {
             eprintln!("{line}");
         }
     };
     say(format!(
-        "doctor: adding {pin} to the managed environment {}",
+        "doctor: adding {} to the managed environment {}",
+        missing.join(" "),
         venv.display()
     ));
     let ok = Command::new(venv_python(venv))
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--disable-pip-version-check",
-            "-q",
-            &pin,
-        ])
+        .args(["-m", "pip", "install", "--disable-pip-version-check", "-q"])
+        .args(&missing)
         .stdin(Stdio::null())
         .stdout(stderr_stdio())
         .status()
         .is_ok_and(|s| s.success());
     if !ok {
         say(format!(
-            "doctor: could not install {pin}; hung ranks are shown without their Python stack"
+            "doctor: could not install {}; hung ranks may be shown without their Python stack",
+            missing.join(" ")
         ));
     }
+}
+
+/// The pinned tools (every pin but torch and lightning) whose command is not in `venv/bin`.
+fn missing_tools(venv: &Path) -> Vec<String> {
+    pins()
+        .into_iter()
+        .filter(|p| !p.starts_with("torch==") && !p.starts_with("lightning=="))
+        .filter(|p| {
+            let name = p
+                .split(['=', '<', '>', '~', '!'])
+                .next()
+                .unwrap_or(p)
+                .trim();
+            !venv.join("bin").join(name).exists()
+        })
+        .collect()
 }
 
 fn stderr_stdio() -> Stdio {
@@ -498,6 +511,32 @@ mod tests {
         assert_eq!(major_minor("2"), Some((2, 0)));
         assert_eq!(major_minor("x"), None);
         assert!(major_minor("1.13.1").unwrap() < MIN_TORCH);
+    }
+
+    #[test]
+    fn a_venv_without_its_tools_gets_every_pinned_tool() {
+        let dir = std::env::temp_dir().join(format!("doctor-tools-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("bin")).unwrap();
+        let missing = missing_tools(&dir);
+        assert!(
+            missing.iter().any(|p| p.starts_with("py-spy==")),
+            "{missing:?}"
+        );
+        assert!(
+            missing.iter().any(|p| p.starts_with("accelerate==")),
+            "{missing:?}"
+        );
+        assert!(
+            !missing.iter().any(|p| p.starts_with("torch")),
+            "{missing:?}"
+        );
+        std::fs::write(dir.join("bin").join("accelerate"), "").unwrap();
+        assert!(
+            !missing_tools(&dir)
+                .iter()
+                .any(|p| p.starts_with("accelerate"))
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

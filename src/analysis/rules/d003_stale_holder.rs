@@ -1,4 +1,6 @@
-//! D003: a rendezvous port held by an orphaned, zombie or uninterruptible process.
+//! D003: a rendezvous port held by an orphaned, zombie or uninterruptible process; and the ranks
+//! of a job whose launcher is gone (killed with SIGKILL, crashed), whether or not one of them
+//! still holds the port: the launcher's death is the cause.
 
 use std::collections::BTreeSet;
 
@@ -8,6 +10,7 @@ use crate::model::finding::{Finding, Rule};
 pub fn check(a: &Analysis) -> Vec<Finding> {
     let mut out = Vec::new();
     let mut seen = BTreeSet::new();
+    orphaned_jobs(a, &mut out, &mut seen);
     for s in &a.snap.sockets {
         if !a.rendezvous_ports.contains(&s.local_port)
             || s.state == "TIME_WAIT"
@@ -24,13 +27,6 @@ pub fn check(a: &Analysis) -> Vec<Finding> {
                 "is stuck in uninterruptible sleep (state D)".to_string()
             } else if parent_zombie {
                 format!("lives on under its exited parent pid {} (a zombie)", p.ppid)
-            } else if let Some(job) = a.job(pid).filter(|j| j.launcher_gone) {
-                format!(
-                    "belongs to {} whose launcher is gone (root pid {} was re-parented to pid {})",
-                    job.id,
-                    job.root,
-                    a.process(job.root).map_or(1, |r| r.ppid)
-                )
             } else {
                 continue;
             };
@@ -49,20 +45,12 @@ pub fn check(a: &Analysis) -> Vec<Finding> {
                      find what it waits on in /proc/{pid}/stack; meanwhile launch on {}",
                     a.port_advice.text()
                 )
-            } else if p.is_zombie() || parent_zombie {
+            } else {
                 format!(
                     "kill the leftover tree with {} and make sure its parent reaps children (in containers run with \
                      `--init` / tini as PID 1); or launch the new job on {}",
                     kill_group_hint(a, pid),
                     a.port_advice.text()
-                )
-            } else {
-                format!(
-                    "these are leftover ranks of a finished job: stop them with {}; or launch the new job on {} \
-                     (torchrun --master-port {})",
-                    kill_group_hint(a, pid),
-                    a.port_advice.text(),
-                    a.port_advice.number()
                 )
             };
             out.push(Finding::new(
@@ -75,6 +63,92 @@ pub fn check(a: &Analysis) -> Vec<Finding> {
         }
     }
     out
+}
+
+/// One finding per job whose launcher is gone: every live rank named, the port said held or not.
+fn orphaned_jobs(a: &Analysis, out: &mut Vec<Finding>, seen: &mut BTreeSet<(i32, u16)>) {
+    for job in a.jobs.iter().filter(|j| j.launcher_gone) {
+        let ranks: Vec<i32> = job
+            .pids
+            .iter()
+            .copied()
+            .filter(|&p| a.role(p) == Role::Rank && a.process(p).is_some_and(|q| !q.is_zombie()))
+            .collect();
+        if ranks.is_empty() {
+            continue;
+        }
+        let adopter = a.process(job.root).map_or(1, |r| r.ppid);
+        let holding: Vec<(i32, &str)> = job
+            .master_port
+            .map(|port| {
+                job.pids
+                    .iter()
+                    .flat_map(|&p| {
+                        a.sockets_of(p)
+                            .into_iter()
+                            .filter(move |s| {
+                                s.proto == Proto::Tcp
+                                    && s.local_port == port
+                                    && s.state != "TIME_WAIT"
+                            })
+                            .map(move |s| (p, s.state.as_str()))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut holders: Vec<i32> = holding.iter().map(|(p, _)| *p).collect();
+        holders.sort_unstable();
+        holders.dedup();
+        let who = ranks
+            .iter()
+            .map(|&r| describe(a, r))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let port_text = match job.master_port {
+            Some(port) if !holders.is_empty() => {
+                let listen = holding.iter().any(|(_, st)| *st == "LISTEN");
+                for &h in &holders {
+                    seen.insert((h, port));
+                }
+                format!(
+                    "; pid {} still holds rendezvous port {port} ({}), so a new job on {port} fails with EADDRINUSE",
+                    join_spaced(&holders),
+                    if listen { "LISTEN" } else { holding[0].1 }
+                )
+            }
+            Some(port) => format!(
+                "; none of them holds rendezvous port {port} any more (the store died with the launcher): they wait on \
+                 a store that is gone until their timeout"
+            ),
+            None => String::new(),
+        };
+        let message = format!(
+            "{} lost its launcher (killed or crashed): its ranks were re-parented to pid {adopter} and live on: {who}{port_text}",
+            job.id
+        );
+        let mut pids = ranks.clone();
+        pids.extend(&holders);
+        pids.sort_unstable();
+        pids.dedup();
+        let mut fix = format!(
+            "these are leftover ranks of a job whose launcher died: stop them with {}",
+            kill_hint(a, &pids)
+        );
+        if !holders.is_empty() {
+            fix.push_str(&format!(
+                "; or launch the new job on {} (torchrun --master-port {})",
+                a.port_advice.text(),
+                a.port_advice.number()
+            ));
+        }
+        out.push(Finding::new(
+            Rule::D003,
+            message,
+            pids,
+            job.master_port.into_iter().collect(),
+            fix,
+        ));
+    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,10 @@
-//! D005: a connection (not a listener) uses a rendezvous port as its local port while nobody listens there: the kernel handed the port to an outgoing connection.
+//! D005: a connection (not a listener) uses a rendezvous port as its local port while nobody
+//! listens there, and a bind with torch's own socket options (SO_REUSEADDR) fails, or, without a
+//! live bind to tell, the connection is no leftover of a closed store
+//! ([`crate::analysis::bindability`]): the kernel handed the port to an outgoing connection.
 
 use super::*;
+use crate::analysis::bindability::Bindable;
 use crate::model::finding::{Finding, Rule};
 
 pub fn check(a: &Analysis) -> Vec<Finding> {
@@ -9,12 +13,11 @@ pub fn check(a: &Analysis) -> Vec<Finding> {
         if !listeners_any(a, port).is_empty() {
             continue;
         }
-        for s in a.snap.sockets.iter().filter(|s| {
-            s.proto == Proto::Tcp
-                && s.local_port == port
-                && s.state != "LISTEN"
-                && s.state != "TIME_WAIT"
-        }) {
+        let checked = match a.bindable(port) {
+            Bindable::No => "; a bind as torch's store makes it (SO_REUSEADDR) failed just now",
+            _ => "",
+        };
+        for s in a.bind_blockers(port) {
             let pids = a.holders.get(&s.inode).cloned().unwrap_or_default();
             let who = match pids.first() {
                 Some(&p) => describe(a, p),
@@ -22,7 +25,7 @@ pub fn check(a: &Analysis) -> Vec<Finding> {
             };
             let message = format!(
                 "{who} has an outgoing connection ({} to {}:{}) whose local port is the rendezvous port {port}; \
-                 binding {port} fails with EADDRINUSE although nobody listens on it",
+                 binding {port} fails with EADDRINUSE although nobody listens on it{checked}",
                 s.state, s.remote_addr, s.remote_port
             );
             let fix = format!(

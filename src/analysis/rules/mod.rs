@@ -14,6 +14,8 @@ mod d007_time_wait_only;
 mod d008_port_held_by_foreign_process;
 mod d009_rendezvous_incomplete;
 
+use std::collections::BTreeSet;
+
 pub(crate) use crate::analysis::facts::{Analysis, Role};
 use crate::model::finding::Finding;
 pub(crate) use crate::model::snapshot::{Proto, in_ephemeral_range};
@@ -89,11 +91,29 @@ pub(super) fn listeners(a: &Analysis, port: u16) -> Vec<i32> {
 /// leader's (the login shell, the terminal's job control), never a
 /// group with a process of another job in it. Otherwise it names the pids.
 pub(super) fn kill_group_hint(a: &Analysis, pid: i32) -> String {
-    let Some(p) = a.process(pid) else {
-        return format!("`kill {pid}`");
+    kill_hint(a, &[pid])
+}
+
+/// As [`kill_group_hint`] for several processes to stop at once (the orphaned ranks of one
+/// job): every holder of their listening sockets named, groups only when safe, else the pids.
+pub(super) fn kill_hint(a: &Analysis, targets: &[i32]) -> String {
+    let Some(&pid) = targets.first() else {
+        return String::new();
     };
-    let holders = sharing_holders(a, pid);
-    let mine = a.job_of.get(&pid);
+    let Some(p) = a.process(pid) else {
+        return format!("`kill {}`", join_spaced(targets));
+    };
+    let mut holders: Vec<i32> = targets
+        .iter()
+        .flat_map(|&t| sharing_holders(a, t))
+        .collect();
+    holders.sort_unstable();
+    holders.dedup();
+    let theirs: BTreeSet<usize> = holders
+        .iter()
+        .filter_map(|h| a.job_of.get(h))
+        .copied()
+        .collect();
     let host = &a.snap.host;
     let group_safe = |g: i32| {
         g > 1
@@ -102,7 +122,7 @@ pub(super) fn kill_group_hint(a: &Analysis, pid: i32) -> String {
             && a.snap.processes.iter().filter(|q| q.pgid == g).all(|q| {
                 q.pid != host.observer_pid
                     && (holders.contains(&q.pid)
-                        || a.job_of.get(&q.pid).is_none_or(|j| Some(j) == mine))
+                        || a.job_of.get(&q.pid).is_none_or(|j| theirs.contains(j)))
             })
     };
     let mut groups: Vec<i32> = holders
@@ -116,6 +136,8 @@ pub(super) fn kill_group_hint(a: &Analysis, pid: i32) -> String {
         let list: Vec<String> = groups.iter().map(|g| format!("-{g}")).collect();
         let whose = if holders.len() == 1 {
             format!("pid {pid}")
+        } else if targets.len() > 1 {
+            format!("pids {}", join(&holders))
         } else {
             format!("pids {}, which share its socket", join(&holders))
         };
@@ -263,6 +285,7 @@ mod tests {
             processes,
             sockets,
             unreadable: Vec::new(),
+            bind_probes: Vec::new(),
         }
     }
 
