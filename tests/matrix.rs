@@ -584,11 +584,19 @@ fn check_cell(
         .collect();
     let subst = |t: &str| substitute(t, ranks);
     let mut failures = Vec::new();
-    // `ports --port P` (what a user asks about the port), and `ports` and `tree` of the whole
-    // machine, read for what they say about the cell's ports. (`tree --port P` draws only the
-    // holders' trees so far; the runcells work makes it draw every rank.)
-    for (base, with_port) in [("ports", true), ("ports", false), ("tree", false)] {
-        let cmd = if with_port { "ports --port" } else { base };
+    // `ports --port P` and `tree --port P` (what a user asks about the port), and `ports` and
+    // `tree` of the whole machine, read for what they say about the cell's ports.
+    for (base, with_port) in [
+        ("ports", true),
+        ("tree", true),
+        ("ports", false),
+        ("tree", false),
+    ] {
+        let cmd = match (base, with_port) {
+            ("ports", true) => "ports --port",
+            ("tree", true) => "tree --port",
+            _ => base,
+        };
         let mut got = BTreeSet::new();
         let mut docs = Vec::new();
         for p in &ports {
