@@ -258,9 +258,11 @@ rules! {
     D002, "port-held-by-other-job", Error, "the rendezvous port of one job is held by another job";
     /// # D003 stale-holder (error)
     ///
-    /// **What.** A rendezvous port is held by a process that is orphaned (its launcher is gone: it was
-    /// re-parented to PID 1 or a subreaper), a zombie, a child living on under a zombie parent, or a
-    /// process stuck in uninterruptible sleep (state D).
+    /// **What.** The ranks of a job whose launcher is gone (killed with SIGKILL or crashed: they were
+    /// re-parented to PID 1 or a subreaper), whether or not one of them still holds the rendezvous port
+    /// (one finding per job, every live rank named, the launcher's death as the cause); or a rendezvous
+    /// port held by a zombie, a child living on under a zombie parent, or a process stuck in
+    /// uninterruptible sleep (state D).
     ///
     /// **Why.** When rank 0 of a Lightning job dies, rank 1 (a `Popen` child) is re-parented to PID 1
     /// and keeps its DataLoader workers and sockets; torchrun workers can outlive a killed agent. In
@@ -276,15 +278,15 @@ rules! {
     /// another port meanwhile; in containers run with `--init` (tini) so children are reaped.
     /// `doctor run -- CMD` guarantees nothing of a run survives it.
     ///
-    /// **Example** (real processes: `situations.py d003 29513`, a rank whose launcher exited):
+    /// **Example** (real processes: `situations.py d003 29733`, a rank whose launcher exited):
     ///
     /// ```
-    /// $ doctor ports --port 29513
+    /// $ doctor ports --port 29733
     ///  LOCAL            PEER  STATE   PID    USER  ROLE  RANK          JOB        AGE  COMMAND
-    ///  127.0.0.1:29513  *     LISTEN  30883  root  rank  local 1 of 2  job-30883  1s   /root/.pyenv/versions/3.11.7/bin/python3 /work/wt/contract/tests/helpers/situations.py d003-mid 29513
+    ///  127.0.0.1:29733  *     LISTEN  18296  root  rank  local 1 of 2  job-18296  0s   /root/.pyenv/versions/3.11.7/bin/python3 /work/wt/launchers/tests/helpers/situations.py d003-mid 29733
     ///
-    /// error[D003] stale-holder: pid 30883 (rank, local 1 of 2) holds rendezvous port 29513 (LISTEN) and belongs to job-30883 whose launcher is gone (root pid 30883 was re-parented to pid 1)
-    ///   = fix: these are leftover ranks of a finished job: stop them with `kill -TERM -- -30874` (process group 30874 of pid 30883)
+    /// error[D003] stale-holder: job-18296 lost its launcher (killed or crashed): its ranks were re-parented to pid 1 and live on: pid 18296 (rank, local 1 of 2); pid 18296 still holds rendezvous port 29733 (LISTEN), so a new job on 29733 fails with EADDRINUSE
+    ///   = fix: these are leftover ranks of a job whose launcher died: stop them with `kill -TERM -- -18223` (process group 18223 of pid 18296); or launch the new job on MASTER_PORT=29510 (torchrun --master-port 29510)
     /// see: `doctor explain D003` (what the code means, why, the fix, an example)
     /// ```
     D003, "stale-holder", Error, "the port is held by an orphaned, zombie or stuck process";
@@ -299,7 +301,7 @@ rules! {
     /// a free port and sets it in `os.environ` after it starts (so rank 0's `/proc/PID/environ` lacks it
     /// while the ranks it starts have it); `torchrun --standalone` does the same in its agent. Such a port
     /// was free when picked and is held by the job: a healthy Fabric, Trainer or torchrun job gets no
-    /// warning (real tests: `tests/verdicts_torch.rs`, `healthy_*`).
+    /// warning (real tests: the `fabric-picked` and `torchrun-standalone` healthy cells of `tests/matrix.rs`).
     ///
     /// **Why.** The kernel hands ports in that range to outgoing connections. Any connection on the host
     /// (a pip download, a metrics exporter, NCCL's own sockets) may be given your fixed rendezvous port as
@@ -332,6 +334,14 @@ rules! {
     /// **Why.** The port lies in the ephemeral range (D004) and the kernel gave it to a connection.
     /// Binding it fails with `EADDRINUSE` although `ss -ltn` shows no listener — the confusing case.
     /// Accepted connections on a listening port have the same local port; doctor does not count those.
+    ///
+    /// **Only when a bind like torch's fails.** Live, doctor binds the port for real the way torch's
+    /// store does (`SO_REUSEADDR`, `[::]` dual-stack; closed at once, never listening) before it says
+    /// binding fails: a connection that took the port without `SO_REUSEADDR` stops that bind; the
+    /// leftovers of a store that was killed (its accepted connections in FIN_WAIT2, as a SIGKILLed
+    /// torchrun agent leaves them) do not, and are information (D007), not D005. On a snapshot from
+    /// elsewhere (`--from`), a closing socket that no process holds and whose peer on this host
+    /// connected to the port is taken for such a leftover.
     ///
     /// **Fix.** Launch on a free port below the ephemeral range (the fix names one doctor just bound),
     /// or reserve the port with `sysctl -w net.ipv4.ip_local_reserved_ports=PORT`; the port frees itself
@@ -387,8 +397,11 @@ rules! {
     D006, "duplicate-rank", Error, "two live processes of one job claim the same rank";
     /// # D007 time-wait-only (info)
     ///
-    /// **What.** Only TIME_WAIT sockets use the port: connections that were closed recently, kept by the
-    /// kernel for up to a minute.
+    /// **What.** Only TIME_WAIT sockets, or other leftovers of closed connections, use the port, and
+    /// nobody listens on it: connections that were closed recently, kept by the kernel for up to a
+    /// minute. A store that was killed with SIGKILL (a torchrun agent, Lightning's rank 0) leaves its
+    /// accepted connections in FIN_WAIT2 while the ranks keep their ends open; live, doctor then binds
+    /// the port as torch's store does (`SO_REUSEADDR`) and says that it succeeded.
     ///
     /// **Why it is harmless.** TCPStore sets `SO_REUSEADDR`, so on Linux a new bind over TIME_WAIT
     /// succeeds. It is a common false lead when `ss -tan` is read after a failure; the real holder is
@@ -513,8 +526,8 @@ rules! {
     /// before it joins (`torch_job.py launch PORT 3 3 2`), the finding says `rank 2 pid N (...) is alive
     /// but not connected: stopped (state T, e.g. SIGSTOP or Ctrl-Z)` and the fix `kill -CONT N`.
     ///
-    /// Tests: `tests/verdicts_torch.rs` (`world_of_three_with_two_ranks_started_hangs_with_rank_two_missing`,
-    /// `a_rank_stopped_before_it_joins_is_named_with_its_state`), both with real torch.
+    /// Tests: the `subprocess` x `missing-rank` and `stopped-rank` cells of the launcher matrix
+    /// (`tests/matrix.rs`, `tests/helpers/matrix.json`), both with real torch.
     D009, "rendezvous-incomplete", Error, "a job's store has fewer ranks connected than its world size";
     /// # M001 master-not-found (warning; error when MASTER_ADDR is loopback on several nodes)
     ///
