@@ -354,11 +354,38 @@ fn violations(name: &str, fixed_src: &str, r: &Value, strict: bool) -> Vec<Strin
             continue;
         }
         for n in strs(names) {
+            // The harness does not list dunder names (`__all__`, `__file__`) among the bound.
+            if n.starts_with("__") && n.ends_with("__") {
+                continue;
+            }
             let missing = !f_names.contains(&n) && !o_dist.contains(&n);
             if missing && (strict || o_names.contains(&n)) {
                 bad.push(format!(
                     "{name}: `{func}` reads `{n}`, not defined in the spawn child (the original's child had it: {})",
                     o_names.contains(&n)
+                ));
+            }
+        }
+    }
+    // What a function reads has the value the original's child gave it: a statement that
+    // changes it in place (`weights["w"] = 3`, `cfg.update(...)`, `Opts.scale = 5`) stays.
+    if let (Some(ov), Some(fv)) = (oc["values"].as_object(), fc["values"].as_object()) {
+        // The program's own functions (not the `main()` the fix adds).
+        let read: BTreeSet<String> = f_reads
+            .into_iter()
+            .flatten()
+            .filter(|(func, _)| o_reads.is_some_and(|o| o.contains_key(*func)))
+            .flat_map(|(_, names)| strs(names))
+            .collect();
+        for n in &read {
+            if o_dist.contains(n) {
+                continue;
+            }
+            if let (Some(o), Some(f)) = (ov.get(n), fv.get(n))
+                && o != f
+            {
+                bad.push(format!(
+                    "{name}: `{n}`, read by a function, is {f} in the spawn child; the original's child had {o}"
                 ));
             }
         }
@@ -480,4 +507,99 @@ fn generated_modules_keep_their_behaviour_in_spawn_children_and_as_main() {
         sources.len(),
         &refused[..refused.len().min(5)]
     );
+}
+
+/// Shapes a hostile user writes around the launch (issue 19's neighbours), each checked like
+/// the fixtures: the fixed module imported in a real spawn child launches nothing and defines
+/// what its functions read (strict), and as `__main__` makes the same calls in the same order.
+const HOSTILE: &[(&str, &str)] = &[
+    (
+        "TYPE_CHECKING blocks around the launch",
+        "from typing import TYPE_CHECKING\nimport torch.distributed as dist\n\nif TYPE_CHECKING:\n    from torch import Tensor\n\ndist.init_process_group(\"gloo\")\nLIMIT = 3\n\nif TYPE_CHECKING:\n    from torch.nn import Module\n\n\ndef work(x: \"Tensor\") -> int:\n    return LIMIT * x\n",
+    ),
+    (
+        "a decorator that reads a global bound after the launch",
+        "import torch.distributed as dist\n\ndist.init_process_group(\"gloo\")\nPREFIX = \"job\"\n\n\ndef tag(f):\n    f.tag = PREFIX\n    return f\n\n\n@tag\ndef work():\n    return work.tag\n",
+    ),
+    (
+        "a registry filled by a decorator, a walrus in a decorator argument",
+        "import functools\nimport torch.distributed as dist\n\ndist.init_process_group(\"gloo\")\nregistry = {}\n\n\ndef register(f):\n    registry[f.__name__] = f\n    return f\n\n\n@register\ndef work(i):\n    return len(registry) + i\n\n\n@functools.lru_cache(maxsize=LIMIT if (LIMIT := 4) else 1)\ndef cached(i):\n    return i\n",
+    ),
+    (
+        "a class body that reads globals",
+        "import torch.distributed as dist\n\ndist.init_process_group(\"gloo\")\nSIZE = 4\n\n\nclass Cfg:\n    size = SIZE\n    twice = [SIZE * k for k in range(2)]\n\n\ndef work():\n    return Cfg.size + Cfg.twice[1]\n",
+    ),
+    (
+        "default arguments of a def and a lambda",
+        "import torch.distributed as dist\n\ndist.init_process_group(\"gloo\")\nBASE = 10\nhandler = lambda x, b=BASE: x + b\n\n\ndef work(i, base=BASE):\n    return handler(i) + base\n",
+    ),
+    (
+        "`global` in a nested function",
+        "import torch.distributed as dist\n\ndist.init_process_group(\"gloo\")\ncounter = 0\n\n\ndef outer():\n    def inner():\n        global counter\n        counter += 1\n        return counter\n\n    return inner()\n",
+    ),
+    (
+        "`__all__` bound before and extended after the launch",
+        "import torch.distributed as dist\n\n__all__ = [\"work\"]\ndist.init_process_group(\"gloo\")\n__all__ += [\"helper\"]\nVALUE = 1\n\n\ndef work():\n    return VALUE\n\n\ndef helper():\n    return __all__\n",
+    ),
+    (
+        "a conditional launch",
+        "import os\nimport torch.distributed as dist\n\nif os.environ.get(\"WORLD_SIZE\", \"1\"):\n    dist.init_process_group(\"gloo\")\nelse:\n    print(\"single\")\nN = 2\n\n\ndef work():\n    return N\n",
+    ),
+    (
+        "try/except/else around the launch",
+        "import torch.distributed as dist\n\ntry:\n    dist.init_process_group(\"gloo\")\nexcept RuntimeError as e:\n    err = str(e)\nelse:\n    err = None\nTIMEOUT = 5\n\n\ndef work():\n    return TIMEOUT\n",
+    ),
+    (
+        "async functions and an object they read",
+        "import asyncio\nimport torch.distributed as dist\n\ndist.init_process_group(\"gloo\")\nDELAY = 0.0\n\n\nasync def work():\n    await asyncio.sleep(DELAY)\n    return [x async for x in agen()]\n\n\nasync def agen():\n    yield DELAY\n\n\nlimit = asyncio.Semaphore(2)\n",
+    ),
+    (
+        "a walrus in the launching statement",
+        "import torch.distributed as dist\n\nif (n := 2) > 1:\n    dist.init_process_group(\"gloo\")\nprint(m := n + 1)\nK = 7\n\n\ndef work():\n    return K\n",
+    ),
+    (
+        "a match statement after the launch",
+        "import sys\nimport torch.distributed as dist\n\ndist.init_process_group(\"gloo\")\nmatch sys.argv[1:]:\n    case [mode]:\n        MODE = mode\n    case _:\n        MODE = \"train\"\n\n\ndef work():\n    return MODE\n",
+    ),
+    (
+        "objects changed in place after the launch (item, update, attribute, loop)",
+        "import torch.distributed as dist\nimport torch.multiprocessing as mp\n\nweights = {}\ndist.init_process_group(\"gloo\")\nweights[\"w\"] = 3\nconfig = {\"a\": 1}\nconfig.update(b=2)\ntable = {}\nfor k in range(3):\n    table[k] = k * k\n\n\nclass Opts:\n    pass\n\n\nOpts.scale = 5\n\n\ndef work(i):\n    return weights[\"w\"] * i + config[\"b\"] + Opts.scale + table[2]\n\n\nmp.spawn(work, nprocs=2)\n",
+    ),
+    (
+        "the launch through a lambda, a partial and an alias",
+        "import functools\nimport torch.distributed as dist\n\nstart = lambda: dist.init_process_group(\"gloo\")\nfinish = functools.partial(dist.destroy_process_group)\nbarrier = dist.barrier\nstart()\nbarrier()\nfinish()\nTAG = \"t\"\n\n\ndef work():\n    return TAG\n",
+    ),
+    (
+        "a function defined in a block after the launch",
+        "import torch.distributed as dist\n\ndist.init_process_group(\"gloo\")\nscale = 2\nif scale > 1:\n\n    def collate(b):\n        return [x * scale for x in b]\n\nelse:\n\n    def collate(b):\n        return b\n\nprint(collate([1, 2]))\n",
+    ),
+];
+
+#[test]
+fn hostile_shapes_keep_their_behaviour_in_spawn_children_and_as_main() {
+    if !needs_python() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sources: Vec<(String, String)> = HOSTILE
+        .iter()
+        .map(|(n, s)| (n.to_string(), s.to_string()))
+        .collect();
+    let (reports, refused) = check_all(&sources, dir.path());
+    assert!(refused.is_empty(), "refused: {refused:?}");
+    assert_eq!(reports.len(), HOSTILE.len(), "not every shape was fixed");
+    let mut bad = Vec::new();
+    for (name, after, r) in &reports {
+        assert!(
+            r["original"]["main"]["error"].is_null(),
+            "{name}: the original fails as __main__: {}",
+            r["original"]["main"]["error"]
+        );
+        bad.extend(
+            violations(name, after, r, true)
+                .into_iter()
+                .map(|v| format!("{v}\n--- fixed ---\n{after}")),
+        );
+    }
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
 }

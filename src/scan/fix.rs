@@ -275,6 +275,11 @@ fn plan<'a>(
             );
         }
     }
+    let imported_modules: HashSet<String> = body
+        .iter()
+        .filter(|s| matches!(s, Stmt::Import(_) | Stmt::ImportFrom(_)))
+        .flat_map(|s| Names::of(s).bound)
+        .collect();
     let mut items: Vec<Item> = Vec::new();
     let mut prev_end = body[..first]
         .last()
@@ -297,7 +302,16 @@ fn plan<'a>(
             });
         }
         let mut role = initial_role(file, stmt, live_here)?;
-        let names = Names::of(stmt);
+        let mut names = Names::of(stmt);
+        // Changing a module name's object in place (`weights["w"] = 3`, `cfg.update(...)`)
+        // is part of the value a function reads: it counts as binding the name. Not for
+        // imported modules (`os.environ[...]`, `sys.path.append`): library code reads those
+        // without naming them, so such a statement keeps its place after the launch.
+        for m in std::mem::take(&mut names.mutated) {
+            if !imported_modules.contains(&m) && !names.bound.contains(&m) {
+                names.bound.push(m);
+            }
+        }
         let reads = calls.closure(&names.reads);
         let tainted = live_here
             || role == Role::Fold

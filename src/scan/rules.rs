@@ -349,6 +349,42 @@ mod tests {
         d.into_iter().next().unwrap()
     }
 
+    /// A launch called through a module-level name: an alias of the function, a
+    /// `functools.partial` of it, a lambda that calls it; a name rebound inside a function is
+    /// not an alias.
+    #[test]
+    fn a_launch_through_an_alias_partial_or_lambda_is_found() {
+        let head = "import functools\nimport torch.distributed as dist\nimport torch.multiprocessing as mp\n";
+        for (bind, call) in [
+            ("f = dist.init_process_group", "f('gloo')"),
+            (
+                "start = functools.partial(dist.init_process_group, 'gloo')",
+                "start()",
+            ),
+            (
+                "from functools import partial\nstart = partial(mp.spawn, print)",
+                "start()",
+            ),
+            ("start = lambda: dist.init_process_group('gloo')", "start()"),
+            (
+                "init = dist.init_process_group\nstart = lambda: init('gloo')",
+                "start()",
+            ),
+        ] {
+            let d = one(&format!("{head}{bind}\n{call}\n"));
+            assert!(matches!(d.code, Rule::S001 | Rule::S002), "{bind}: {d:?}");
+            assert_eq!(d.line, 4 + bind.lines().count(), "{bind}");
+        }
+        let not = format!(
+            "{head}def g():\n    f = dist.init_process_group\n    return f\nf = print\nf('x')\n"
+        );
+        assert!(scan_source("t.py", &not, &ScanOptions::default()).is_empty());
+        let guarded = format!(
+            "{head}f = dist.init_process_group\nif __name__ == '__main__':\n    f('gloo')\n"
+        );
+        assert!(scan_source("t.py", &guarded, &ScanOptions::default()).is_empty());
+    }
+
     #[test]
     fn a_module_level_mp_spawn_says_the_bootstrapping_error() {
         let d = one(

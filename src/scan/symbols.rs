@@ -104,6 +104,7 @@ impl<'a> Symbols<'a> {
         let mut assigns = AssignCollector {
             sym: &mut sym,
             depth: Depth::default(),
+            scope: 0,
         };
         assigns.visit_body(body);
         sym
@@ -679,10 +680,40 @@ impl<'a> Visitor<'a> for ImportCollector<'_> {
 struct AssignCollector<'m, 'a> {
     sym: &'m mut Symbols<'a>,
     depth: Depth,
+    /// Inside a function or class body (0: the module's own statements).
+    scope: usize,
 }
 
 impl AssignCollector<'_, '_> {
+    /// What a module-level `name = VALUE` makes `name` call, when VALUE names a library
+    /// callable: `f = dist.init_process_group`, `start = functools.partial(mp.spawn, work)`,
+    /// `start = lambda: dist.init_process_group("gloo")`.
+    fn callable_alias(&self, value: &Expr) -> Option<String> {
+        match value {
+            Expr::Name(_) | Expr::Attribute(_) => self.sym.qualname(value),
+            Expr::Call(c) if self.sym.qualname(&c.func).as_deref() == Some("functools.partial") => {
+                c.arguments
+                    .args
+                    .first()
+                    .and_then(|f| self.callable_alias(f))
+            }
+            Expr::Lambda(l) => match &*l.body {
+                Expr::Call(c) => self.sym.qualname(&c.func),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
     fn record(&mut self, target: &Expr, value: &Expr) {
+        if self.scope == 0
+            && let Expr::Name(t) = target
+            && !self.sym.aliases.contains_key(t.id.as_str())
+            && let Some(q) = self.callable_alias(value)
+        {
+            self.sym.aliases.insert(t.id.to_string(), q);
+            return;
+        }
         let (Expr::Call(call), Some(name)) = (value, dotted(target)) else {
             return;
         };
@@ -724,9 +755,12 @@ impl<'a> Visitor<'a> for AssignCollector<'_, 'a> {
             }
             _ => {}
         }
+        let nested = matches!(stmt, Stmt::FunctionDef(_) | Stmt::ClassDef(_));
+        self.scope += usize::from(nested);
         self.depth.enter();
         visitor::walk_stmt(self, stmt);
         self.depth.leave();
+        self.scope -= usize::from(nested);
     }
 
     fn visit_expr(&mut self, expr: &'a Expr) {

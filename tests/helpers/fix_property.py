@@ -13,7 +13,8 @@ For each of ORIGINAL and FIXED it reports:
 - main: the recorded calls of a run as `__main__` (a fresh interpreter each), and its error;
 - child: what a real spawn child sees when it imports the file as `__mp_main__` (as
   multiprocessing.spawn does with the main module): the calls made on import, every module-level
-  name bound, which of them depend on the launch, and for every function and method the file
+  name bound, which of them depend on the launch, the values of those that are plain data (and
+  the plain attributes of the program's classes), and for every function and method the file
   defines, the module-level names it reads (LOAD_GLOBAL / LOAD_NAME in its code and nested code).
 """
 
@@ -230,6 +231,36 @@ def functions_in(ns, path):
     return found
 
 
+def _plain(v, depth):
+    """The value of plain data (numbers, strings, lists, tuples, dicts, sets of them) and of the
+    program's own classes (their plain class attributes), as text to compare; None otherwise."""
+    if depth > 4:
+        return None
+    if v is None or isinstance(v, (bool, int, float, str, bytes)):
+        return repr(v)
+    if isinstance(v, (list, tuple)):
+        items = [_plain(x, depth + 1) for x in v]
+        return None if None in items else type(v).__name__ + "[" + ", ".join(items) + "]"
+    if isinstance(v, (set, frozenset)):
+        items = [_plain(x, depth + 1) for x in v]
+        return None if None in items else "set{" + ", ".join(sorted(items)) + "}"
+    if isinstance(v, dict):
+        items = [(_plain(k, depth + 1), _plain(x, depth + 1)) for k, x in v.items()]
+        if any(k is None or x is None for k, x in items):
+            return None
+        return "{" + ", ".join(f"{k}: {x}" for k, x in sorted(items)) + "}"
+    if isinstance(v, type) and not isinstance(v, StubMeta):
+        attrs = []
+        for k, x in sorted(vars(v).items()):
+            if k.startswith("__"):
+                continue
+            p = _plain(x, depth + 1)
+            if p is not None:
+                attrs.append(f"{k}={p}")
+        return "class " + v.__name__ + "(" + ", ".join(attrs) + ")"
+    return None
+
+
 def child_import(path, queue):
     """In a spawn child: import PATH as the main module is imported there, report what it has."""
     if __name__ != "fix_property":
@@ -254,6 +285,11 @@ def child_import(path, queue):
     except Exception as e:  # noqa: BLE001
         error = error or f"inspect: {type(e).__name__}: {e}"
     names = sorted(n for n in ns if not n.startswith("__"))
+    values = {}
+    for n in names:
+        v = _plain(ns[n], 0)
+        if v is not None:
+            values[n] = v
     queue.put(
         {
             "calls": list(CALLS),
@@ -264,6 +300,7 @@ def child_import(path, queue):
             "names": names,
             "dist_names": sorted(n for n in names if tainted(ns[n])),
             "reads": reads,
+            "values": values,
         }
     )
 

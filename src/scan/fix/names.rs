@@ -21,6 +21,9 @@ pub struct Names {
     pub nested_defs: Vec<String>,
     /// `from M import *`.
     pub star_import: bool,
+    /// Module names whose object this statement changes in place: `x[k] = v`, `x.a = v`,
+    /// `del x[k]`, `x.append(v)`, `setattr(x, ...)` (the root name of the target).
+    pub mutated: Vec<String>,
     seen: HashSet<String>,
     depth: Depth,
     class_depth: usize,
@@ -37,6 +40,16 @@ impl Names {
     fn bind(&mut self, name: &str) {
         if self.class_depth == 0 && self.seen.insert(name.to_string()) {
             self.bound.push(name.to_string());
+        }
+    }
+
+    fn mutate(&mut self, target: &Expr) {
+        if self.class_depth == 0
+            && self.comprehension_depth == 0
+            && let Some(root) = root_name(target)
+            && !self.mutated.iter().any(|m| m == root)
+        {
+            self.mutated.push(root.to_string());
         }
     }
 
@@ -173,7 +186,25 @@ impl<'a> Visitor<'a> for Names {
                 visitor::walk_expr(self, expr);
                 self.comprehension_depth -= 1;
             }
+            Expr::Subscript(ast::ExprSubscript { value, ctx, .. })
+            | Expr::Attribute(ast::ExprAttribute { value, ctx, .. })
+                if matches!(ctx, ExprContext::Store | ExprContext::Del) =>
+            {
+                self.mutate(value);
+                visitor::walk_expr(self, expr);
+            }
             Expr::Call(c) => {
+                if let Expr::Attribute(a) = &*c.func
+                    && MUTATORS.contains(&a.attr.as_str())
+                {
+                    self.mutate(&a.value);
+                }
+                if let Expr::Name(n) = &*c.func
+                    && matches!(n.id.as_str(), "setattr" | "delattr")
+                    && let Some(first) = c.arguments.args.first()
+                {
+                    self.mutate(first);
+                }
                 if let Expr::Name(n) = &*c.func
                     && matches!(n.id.as_str(), "exec" | "eval" | "locals" | "vars" | "dir")
                     && (n.id.as_str() != "dir" && n.id.as_str() != "vars" || c.arguments.is_empty())
@@ -209,6 +240,36 @@ impl<'a> Visitor<'a> for Names {
             self.bind(name.as_str());
         }
         visitor::walk_pattern(self, pattern);
+    }
+}
+
+/// Methods that change a list, dict, set or registry in place.
+const MUTATORS: &[&str] = &[
+    "append",
+    "extend",
+    "insert",
+    "update",
+    "setdefault",
+    "add",
+    "discard",
+    "remove",
+    "pop",
+    "popitem",
+    "clear",
+    "sort",
+    "reverse",
+    "register",
+    "__setitem__",
+    "__delitem__",
+];
+
+/// `x` of `x`, `x.a.b`, `x[k].a` (`None` when the chain starts with a call or a literal).
+fn root_name(e: &Expr) -> Option<&str> {
+    match e {
+        Expr::Name(n) => Some(n.id.as_str()),
+        Expr::Attribute(a) => root_name(&a.value),
+        Expr::Subscript(s) => root_name(&s.value),
+        _ => None,
     }
 }
 
