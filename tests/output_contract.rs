@@ -48,12 +48,21 @@ fn output_format_is_an_alias_of_format() {
         vec!["tree", "--output-format", "json"],
         vec!["merge", &merge, "--output-format", "json"],
         vec!["report", "--output-format", "json"],
+        vec!["snapshot", "--output-format", "json"],
+        vec!["repro", "--list", "--output-format", "json"],
+        vec!["explain", "D001", "--output-format", "json"],
+        vec!["run", "--output-format", "json", "--", "true"],
     ];
     for args in cases {
         let out = run(&args);
         assert_ne!(out.status.code(), Some(2), "{args:?}: {out:?}");
         let doc = json_of(&out);
         assert_eq!(doc["schema_version"], 2, "{args:?}");
+        let kind = doc["kind"].as_str().unwrap_or_default();
+        assert!(
+            kind.starts_with(&format!("doctor-{}", args[0])),
+            "{args:?}: {kind}"
+        );
     }
 }
 
@@ -62,7 +71,7 @@ fn output_format_is_an_alias_of_format() {
 #[test]
 fn unknown_options_get_an_accurate_hint() {
     for args in [
-        vec!["repro", "-o", "x.json"],
+        vec!["man", "-o", "x.json"],
         vec!["ports", "--bogus"],
         vec!["scan", "--zzzz"],
         vec!["tree", "--colour", "never"],
@@ -95,12 +104,15 @@ fn output_file_on_every_document_command() {
         ("merge", vec!["merge", &merge]),
         ("report", vec!["report"]),
         ("snapshot", vec!["snapshot"]),
+        ("repro", vec!["repro", "--list"]),
+        ("explain", vec!["explain", "D001"]),
+        ("run", vec!["run", "--", "true"]),
     ];
     for (name, args) in &commands {
         let file = dir.path().join(format!("{name}.json"));
-        let mut with_o = args.clone();
         let f = file.to_str().unwrap().to_string();
-        with_o.extend(["-o", &f]);
+        let mut with_o = vec![args[0], "-o", &f];
+        with_o.extend(&args[1..]);
         let out = run(&with_o);
         assert_ne!(out.status.code(), Some(2), "{with_o:?}: {out:?}");
         assert!(
@@ -112,8 +124,8 @@ fn output_file_on_every_document_command() {
             .unwrap_or_else(|e| panic!("{name} -o FILE.json is not JSON: {e}"));
         assert_eq!(doc["schema_version"], 2, "{name}");
         // An unusable path: exit 2 with a hint, nothing else printed.
-        let mut bad = args.clone();
-        bad.extend(["-o", "/nonexistent-dir/x.json"]);
+        let mut bad = vec![args[0], "-o", "/nonexistent-dir/x.json"];
+        bad.extend(&args[1..]);
         let out = run(&bad);
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{bad:?}: {err}");
@@ -138,6 +150,28 @@ fn a_pipe_gets_a_table_as_a_terminal_does() {
             "{args:?} printed a document into a pipe: {text}"
         );
         assert!(text.contains("summary:"), "{args:?}: {text}");
+    }
+    // Every command with a table: a table into the pipe, a document only when asked for.
+    let scan = scan_fixture();
+    for args in [
+        vec!["ports", "--all"],
+        vec!["tree"],
+        vec!["merge", merge.as_str()],
+        vec!["report"],
+        vec!["repro", "--list"],
+        vec!["explain"],
+        vec!["explain", "D008"],
+        vec!["scan", scan.as_str()],
+    ] {
+        let out = run(&args);
+        assert_ne!(out.status.code(), Some(2), "{args:?}: {out:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let as_yaml: Result<serde_json::Value, _> = serde_yaml::from_str(&text);
+        assert!(
+            !as_yaml.is_ok_and(|v| v.get("schema_version").is_some()),
+            "{args:?} printed a document into a pipe: {text}"
+        );
+        assert!(!text.trim().is_empty(), "{args:?}: nothing printed");
     }
 }
 
@@ -166,6 +200,43 @@ fn counts_agree_in_number() {
     );
 }
 
+/// `-q` everywhere: stdout keeps the document or table, stderr says nothing but errors.
+#[test]
+fn quiet_means_only_the_document_and_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let scan = scan_fixture();
+    let merge = report_fixture();
+    let snap = dir.path().join("s.json");
+    let snap = snap.to_str().unwrap();
+    let record = dir.path().join("r.json");
+    let record = record.to_str().unwrap();
+    for args in [
+        vec!["ports"],
+        vec!["ports", "--free"],
+        vec!["tree"],
+        vec!["report"],
+        vec!["merge", merge.as_str()],
+        vec!["snapshot", "-o", snap],
+        vec!["scan", scan.as_str()],
+        vec!["repro", "--list"],
+        vec!["explain", "D001"],
+        vec!["run", "--", "sh", "-c", "exit 1"],
+        vec!["run", "-o", record, "--", "sh", "-c", "sleep 30 & exit 1"],
+    ] {
+        let mut quiet = vec!["-q"];
+        quiet.extend(&args);
+        let out = run(&quiet);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_ne!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.is_empty(), "-q {args:?} printed on stderr: {err}");
+        // Without -q the same command talks (the test can fail), or it prints a document.
+        if args[0] == "run" || args[0] == "snapshot" || args[0] == "scan" {
+            let loud = run(&args);
+            assert!(!loud.stderr.is_empty(), "{args:?} says nothing without -q");
+        }
+    }
+}
+
 /// `-q`: only the document and errors.
 #[test]
 fn quiet_scan_prints_only_the_findings() {
@@ -184,7 +255,7 @@ fn quiet_scan_prints_only_the_findings() {
 #[test]
 fn bad_schema_versions_are_named() {
     let dir = tempfile::tempdir().unwrap();
-    for v in ["\"2\"", "2.5", "-1"] {
+    for v in ["\"2\"", "2.5", "-1", "null", "[2]", "{}", "true"] {
         let f = dir.path().join("s.json");
         std::fs::write(&f, format!("{{\"schema_version\": {v}}}")).unwrap();
         let out = run(&["ports", "--from", f.to_str().unwrap()]);
@@ -210,4 +281,48 @@ fn report_has_one_show_secrets_flag() {
     let help = run(&["scan", "--help"]);
     let text = String::from_utf8_lossy(&help.stdout);
     assert!(!text.contains("schema_version 1"), "{text}");
+}
+
+/// `--from` with another document of doctor's (a report, a run record) names what it is.
+#[test]
+fn from_names_the_kind_of_another_document() {
+    let report = report_fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("run.json");
+    let out = run(&["run", "-o", record.to_str().unwrap(), "--", "true"]);
+    assert_eq!(out.status.code(), Some(0));
+    let merged = run(&["merge", &report, "--format", "json"]);
+    let merge_file = dir.path().join("merge.json");
+    std::fs::write(&merge_file, &merged.stdout).unwrap();
+    for (file, kind) in [
+        (record.to_str().unwrap(), "run"),
+        (merge_file.to_str().unwrap(), "merge"),
+    ] {
+        let out = run(&["ports", "--from", file]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(
+            err.contains(&format!("it is a {kind} document")),
+            "{kind}: {err}"
+        );
+        assert!(err.contains("\nhint: "), "{err}");
+    }
+    // A snapshot written now loads, envelope and all.
+    let snap = dir.path().join("s.yaml");
+    assert_eq!(
+        run(&["snapshot", "-o", snap.to_str().unwrap()])
+            .status
+            .code(),
+        Some(0)
+    );
+    let out = run(&[
+        "ports",
+        "--from",
+        snap.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    assert_ne!(out.status.code(), Some(2), "{out:?}");
+    let doc = json_of(&out);
+    assert_eq!(doc["kind"], "doctor-ports");
 }

@@ -983,6 +983,7 @@ mod tests {
                 ],
                 unreadable: Vec::new(),
                 bind_probes: Vec::new(),
+                ..Snapshot::default()
             }
         }
 

@@ -9,8 +9,8 @@ use serde_json::{Value, json};
 
 use crate::analysis::cluster::{self, Merged, Node, parse};
 use crate::error::user_error;
+use crate::model::envelope::Kind;
 use crate::model::finding::Severity;
-use crate::model::snapshot::SCHEMA_VERSION;
 use crate::render::merge::merge_table;
 use crate::render::{self, Format};
 
@@ -167,9 +167,7 @@ fn document(nodes: &[Node], merged: &Merged) -> (Value, bool) {
                 .count()
     };
     let master_index = merged.master_node.clone();
-    let doc = json!({
-        "schema_version": SCHEMA_VERSION,
-        "kind": "doctor-merge",
+    let doc = super::envelope(Kind::Merge).wrap(json!({
         "summary": {
             "nodes": nodes.len(),
             "exit_code": i32::from(exit_1),
@@ -205,6 +203,6 @@ fn document(nodes: &[Node], merged: &Merged) -> (Value, bool) {
             "versions": n.versions,
             "findings": n.findings,
         })).collect::<Vec<_>>(),
-    });
+    }));
     (doc, exit_1)
 }

@@ -8,8 +8,9 @@ use serde::Serialize;
 use crate::analysis::holders::{Holder, holders};
 use crate::analysis::{Analysis, Job};
 use crate::cmd::{parse_port, with_analysis};
+use crate::model::envelope::{Envelope, Kind};
 use crate::model::finding::{Finding, worth_exit_1};
-use crate::model::snapshot::{SCHEMA_VERSION, Unreadable};
+use crate::model::snapshot::Unreadable;
 use crate::render::findings::render_findings;
 use crate::render::table::ports_table;
 use crate::render::{self, Format, escape_control, permission_note};
@@ -53,8 +54,8 @@ pub struct PortsArgs {
 
 #[derive(Serialize)]
 struct PortsDoc<'a> {
-    schema_version: u32,
-    hostname: &'a str,
+    #[serde(flatten)]
+    envelope: Envelope,
     ports: Vec<u16>,
     holders: Vec<Holder>,
     jobs: &'a [Job],
@@ -68,7 +69,11 @@ pub fn ports(args: PortsArgs) -> anyhow::Result<i32> {
         return check(port, args.out.format(args.format, Format::Table), &args.out);
     }
     if args.free {
-        return Ok(free(&args.port));
+        return free(
+            &args.port,
+            args.out.format(args.format, Format::Table),
+            &args.out,
+        );
     }
     if let Some(pid) = args.failed_pid {
         return failed(pid, &args);
@@ -103,8 +108,7 @@ fn show(args: &PortsArgs, a: &Analysis) -> anyhow::Result<i32> {
         }
         f => render::document(
             &PortsDoc {
-                schema_version: SCHEMA_VERSION,
-                hostname: &snap.host.hostname,
+                envelope: Envelope::new(Kind::Ports, &snap.host.hostname, snap.taken_at),
                 ports: scope,
                 holders: rows,
                 jobs: &a.jobs,
@@ -121,7 +125,8 @@ fn show(args: &PortsArgs, a: &Analysis) -> anyhow::Result<i32> {
 
 #[derive(Serialize)]
 struct CheckDoc {
-    schema_version: u32,
+    #[serde(flatten)]
+    envelope: Envelope,
     port: u16,
     free: bool,
     holders: Vec<Holder>,
@@ -162,7 +167,7 @@ fn check(port: u16, format: Format, out: &super::OutputArg) -> anyhow::Result<i3
     let code = if free { 0 } else { 1 };
     if format != Format::Table {
         let doc = CheckDoc {
-            schema_version: SCHEMA_VERSION,
+            envelope: super::envelope(Kind::PortsCheck),
             port,
             free,
             holders: rows,
@@ -189,30 +194,43 @@ fn check(port: u16, format: Format, out: &super::OutputArg) -> anyhow::Result<i3
     Ok(code)
 }
 
-/// `--free`: one port a rendezvous can use now, on stdout alone.
-fn free(also_taken: &[u16]) -> i32 {
+/// The document of `--free` (docs/schema/ports-free.schema.json): the port, or null.
+#[derive(Serialize)]
+struct FreeDoc {
+    #[serde(flatten)]
+    envelope: Envelope,
+    port: Option<u16>,
+}
+
+/// `--free`: one port a rendezvous can use now, alone on stdout (or as a document).
+fn free(also_taken: &[u16], format: Format, out: &super::OutputArg) -> anyhow::Result<i32> {
     let snap = observe::snapshot();
     let a = Analysis::facts(&snap, also_taken);
-    match freeport::pick(&snap.host, &a.taken_ports()) {
-        Some(p) => {
-            println!("{p}");
-            0
-        }
-        None => {
-            eprintln!(
-                "error: no free port below the ephemeral range start {}",
-                snap.host.ephemeral_range[0]
-            );
-            1
-        }
+    let port = freeport::pick(&snap.host, &a.taken_ports());
+    if format != Format::Table {
+        let doc = FreeDoc {
+            envelope: Envelope::new(Kind::PortsFree, &snap.host.hostname, snap.taken_at),
+            port,
+        };
+        out.emit(&render::document(&doc, format)?)?;
+    } else if let Some(p) = port {
+        out.emit(&format!("{p}\n"))?;
     }
+    if port.is_none() {
+        eprintln!(
+            "error: no free port below the ephemeral range start {}",
+            snap.host.ephemeral_range[0]
+        );
+        return Ok(1);
+    }
+    Ok(0)
 }
 
 /// The document of `--failed-pid` (docs/schema/ports-failed.schema.json).
 #[derive(Serialize)]
 struct FailedDoc<'a> {
-    schema_version: u32,
-    hostname: &'a str,
+    #[serde(flatten)]
+    envelope: Envelope,
     failed_pid: i32,
     diagnosis: &'a crate::analysis::run_diagnosis::Diagnosis,
 }
@@ -242,8 +260,7 @@ fn failed(pid: i32, args: &PortsArgs) -> anyhow::Result<i32> {
         Format::Table => crate::render::run::live_explanation(&d, args.out.color()),
         f => render::document(
             &FailedDoc {
-                schema_version: SCHEMA_VERSION,
-                hostname: &snap.host.hostname,
+                envelope: Envelope::new(Kind::PortsFailed, &snap.host.hostname, snap.taken_at),
                 failed_pid: pid,
                 diagnosis: &d,
             },

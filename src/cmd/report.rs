@@ -15,9 +15,10 @@ use crate::analysis::tree::build_node;
 use crate::analysis::{Analysis, Identity};
 use crate::cmd::parse_port;
 use crate::error::user_error;
+use crate::model::envelope::{Envelope, Kind};
 use crate::model::finding::{Finding, worth_exit_1};
 use crate::model::report::REPORT_KIND;
-use crate::model::snapshot::{SCHEMA_VERSION, Snapshot, is_rendezvous_env};
+use crate::model::snapshot::{Snapshot, is_rendezvous_env};
 use crate::render::redact;
 use crate::render::report::report_table;
 use crate::render::{self, Format};
@@ -404,11 +405,9 @@ fn build(args: &ReportArgs, included: Option<Value>) -> anyhow::Result<(Value, b
         _ => Value::Null,
     };
 
-    let doc = json!({
-        "schema_version": SCHEMA_VERSION,
-        "kind": REPORT_KIND,
-        "doctor_version": env!("CARGO_PKG_VERSION"),
-        "taken_at": crate::model::time::rfc3339(snap.taken_at),
+    let envelope = Envelope::new(Kind::Report, &snap.host.hostname, snap.taken_at);
+    debug_assert_eq!(envelope.kind, REPORT_KIND);
+    let doc = envelope.wrap(json!({
         "redacted": !show_secrets(args),
         "anonymized": args.anonymize,
         "summary": summary,
@@ -436,7 +435,7 @@ fn build(args: &ReportArgs, included: Option<Value>) -> anyhow::Result<(Value, b
         "scan": scan,
         "included_run": included_run,
         "complete": true,
-    });
+    }));
     Ok((doc, exit_1))
 }
 

@@ -13,7 +13,7 @@ use crate::analysis::{outcome, repro as judge};
 use crate::error::user_error;
 use crate::model::repro::{
     Accelerator, BUNDLED, CaseResult, CaseSpec, Ctx, Document, Launcher, Outcome, PythonInfo,
-    SCHEMA_VERSION, Variant, bundled,
+    Variant, bundled,
 };
 use crate::render::{self, Format, progress};
 use crate::sys::case::{self as sys_case, CaseDir, Plan};
@@ -79,9 +79,12 @@ pub struct ReproArgs {
     #[arg(long)]
     pub no_progress: bool,
 
-    /// Output format (default: table)
-    #[arg(long, value_enum)]
+    /// Output format (default: table; `--output-format` is the same option)
+    #[arg(long, value_enum, alias = "output-format")]
     pub format: Option<Format>,
+
+    #[command(flatten)]
+    pub out: super::OutputArg,
 
     /// List the bundled reproductions and exit
     #[arg(long, conflicts_with_all = ["show", "setup"])]
@@ -134,8 +137,9 @@ pub enum Accel {
 }
 
 pub fn main(args: ReproArgs) -> anyhow::Result<i32> {
+    args.out.check()?;
     if args.list {
-        return list(args.format);
+        return list(&args);
     }
     if let Some(name) = &args.show {
         return show(name);
@@ -182,7 +186,7 @@ pub fn main(args: ReproArgs) -> anyhow::Result<i32> {
     results.sort_by(|a, b| (&a.name, a.ctx, a.variant).cmp(&(&b.name, b.ctx, b.variant)));
     let verdict = judge::verdict(&results);
     let doc = Document {
-        schema_version: SCHEMA_VERSION,
+        envelope: super::envelope(crate::model::envelope::Kind::Repro),
         python: python_info(&env),
         accelerator: accel,
         jobs,
@@ -190,9 +194,9 @@ pub fn main(args: ReproArgs) -> anyhow::Result<i32> {
         cases: results,
         verdict,
     };
-    match args.format.unwrap_or(Format::Table) {
-        Format::Table => render::print(&render::repro::table(&doc)),
-        f => render::print(&render::document(&doc, f)?),
+    match args.out.format(args.format, Format::Table) {
+        Format::Table => args.out.emit(&render::repro::table(&doc))?,
+        f => args.out.emit(&render::document(&doc, f)?)?,
     }
     Ok(if doc.verdict.matches_expected { 0 } else { 1 })
 }
@@ -341,7 +345,7 @@ fn report_interrupted(results: &[Option<CaseResult>]) -> i32 {
     supervise::interrupt_exit_code()
 }
 
-fn list(format: Option<Format>) -> anyhow::Result<i32> {
+fn list(args: &ReproArgs) -> anyhow::Result<i32> {
     #[derive(Serialize)]
     struct Item {
         name: &'static str,
@@ -351,11 +355,12 @@ fn list(format: Option<Format>) -> anyhow::Result<i32> {
     }
     #[derive(Serialize)]
     struct Doc {
-        schema_version: u32,
+        #[serde(flatten)]
+        envelope: crate::model::envelope::Envelope,
         repros: Vec<Item>,
     }
-    match format.unwrap_or(Format::Table) {
-        Format::Table => render::print(&render::repro::list()),
+    match args.out.format(args.format, Format::Table) {
+        Format::Table => args.out.emit(&render::repro::list())?,
         f => {
             let repros = BUNDLED
                 .iter()
@@ -366,13 +371,13 @@ fn list(format: Option<Format>) -> anyhow::Result<i32> {
                     measured: b.measured,
                 })
                 .collect();
-            render::print(&render::document(
+            args.out.emit(&render::document(
                 &Doc {
-                    schema_version: SCHEMA_VERSION,
+                    envelope: super::envelope(crate::model::envelope::Kind::ReproList),
                     repros,
                 },
                 f,
-            )?)
+            )?)?
         }
     }
     Ok(0)

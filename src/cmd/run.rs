@@ -19,8 +19,9 @@ use serde::Serialize;
 use crate::analysis::run_diagnosis::{self, Diagnosis, RunSeen};
 use crate::analysis::traceback::{OutputFacts, read_output};
 use crate::error::user_error;
+use crate::model::envelope::{Envelope, Kind};
 use crate::model::run::{Seen, SyscallEvent};
-use crate::model::snapshot::{SCHEMA_VERSION, Snapshot};
+use crate::model::snapshot::Snapshot;
 use crate::render;
 use crate::sys::observe;
 use crate::sys::supervise::{self, Killed, RunWatch, Terminal};
@@ -34,6 +35,10 @@ pub struct RunArgs {
     /// Write the timeline and the diagnosis to FILE (.json, else YAML; secrets redacted)
     #[arg(short, long, visible_alias = "record", value_name = "FILE")]
     output: Option<PathBuf>,
+    /// The record's format: json or yaml (with -o, else from its extension); without -o the
+    /// record is printed on stdout after the command ends
+    #[arg(long, value_enum, alias = "output-format")]
+    format: Option<render::DocFormat>,
     /// How often to look at the process tree, in milliseconds
     #[arg(long, value_name = "MS", default_value = "50", value_parser = clap::value_parser!(u64).range(5..=10_000))]
     interval: u64,
@@ -57,7 +62,8 @@ pub const TRACED_BY: &str = "seccomp-notify";
 
 #[derive(Serialize)]
 struct RunDoc<'a> {
-    schema_version: u32,
+    #[serde(flatten)]
+    envelope: Envelope,
     command: Vec<String>,
     exit_status: i32,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -375,13 +381,9 @@ fn explain(w: &RunWatch, o: &Outcome) -> (Diagnosis, OutputFacts) {
         supervise::add_traced_view(&mut tl, *pid, p);
     }
     let mut snapshot = Snapshot {
-        schema_version: SCHEMA_VERSION,
-        taken_at: observe::now(),
-        host: observe::host_facts(),
         processes: tl.processes.values().map(|s| s.process.clone()).collect(),
         sockets: tl.sockets.values().map(|(_, so)| so.clone()).collect(),
-        unreadable: Vec::new(),
-        bind_probes: Vec::new(),
+        ..Snapshot::new(observe::now(), observe::host_facts())
     };
     snapshot.processes.sort_by_key(|p| p.pid);
     let seen = RunSeen {
@@ -469,16 +471,17 @@ fn report(
     }
     // A record that cannot be written after all (the disk filled up meanwhile) is an error
     // printed as such; doctor still exits with the command's status, which is not lost.
-    if let Some(path) = &args.output
-        && let Err(e) = write_record(path, args, w, o, d, facts, watching.tracing)
+    if (args.output.is_some() || args.format.is_some())
+        && let Err(e) = write_record(args, w, o, d, facts, watching.tracing)
     {
         render::print_error(&e);
     }
     Ok(())
 }
 
+/// The record to `-o FILE` (format from `--format`, else the extension) or, with `--format`
+/// alone, to stdout.
 fn write_record(
-    path: &Path,
     args: &RunArgs,
     w: &RunWatch,
     o: &Outcome,
@@ -488,7 +491,8 @@ fn write_record(
 ) -> anyhow::Result<()> {
     let tl = w.timeline.lock().unwrap_or_else(|e| e.into_inner());
     let doc = RunDoc {
-        schema_version: SCHEMA_VERSION,
+        // The run's facts were taken from its start on.
+        envelope: Envelope::new(Kind::Run, observe::hostname(), observe::now() - o.seconds),
         command: args
             .command
             .iter()
@@ -517,16 +521,27 @@ fn write_record(
         output_bytes_dropped: w.output.lock().unwrap_or_else(|e| e.into_inner()).1,
         doctor_cpu_seconds: supervise::own_cpu_seconds(),
     };
-    let format = render::DocFormat::of_path(path).format();
+    let format = match (args.format, &args.output) {
+        (Some(f), _) => f,
+        (None, Some(path)) => render::DocFormat::of_path(path),
+        (None, None) => render::DocFormat::Json,
+    }
+    .format();
     let mut value = serde_json::to_value(&doc)?;
     if !render::settings().show_secrets {
         render::redact::redact(&mut value);
     }
-    crate::sys::output::write_atomic(path, render::document(&value, format)?.as_bytes())?;
-    render::note(&format!(
-        "doctor: wrote the timeline and diagnosis to {}",
-        path.display()
-    ));
+    let text = render::document(&value, format)?;
+    match &args.output {
+        Some(path) => {
+            crate::sys::output::write_atomic(path, text.as_bytes())?;
+            render::note(&format!(
+                "doctor: wrote the timeline and diagnosis to {}",
+                path.display()
+            ));
+        }
+        None => render::print(&text),
+    }
     Ok(())
 }
 

@@ -94,7 +94,8 @@ pub struct ScanArgs {
 /// The scan's result, as the JSON document has it.
 #[derive(Serialize)]
 pub struct ScanDocument<'r> {
-    pub schema_version: u32,
+    #[serde(flatten)]
+    pub envelope: crate::model::envelope::Envelope,
     pub findings: Vec<&'r Diagnostic>,
     pub files_scanned: usize,
     pub files_skipped: Vec<Skipped<'r>>,
@@ -168,7 +169,7 @@ pub fn scan(args: ScanArgs) -> anyhow::Result<i32> {
         }
         ScanFormat::Json => {
             let doc = ScanDocument {
-                schema_version: crate::model::snapshot::SCHEMA_VERSION,
+                envelope: super::envelope(crate::model::envelope::Kind::Scan),
                 findings: diags.clone(),
                 files_scanned: reports.iter().filter(|r| r.skipped.is_none()).count(),
                 files_skipped: reports

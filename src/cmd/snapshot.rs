@@ -13,11 +13,14 @@ pub struct SnapshotArgs {
     #[arg(short, long, value_name = "FILE")]
     output: Option<PathBuf>,
     /// Default: from the -o extension (.json: JSON), else YAML
-    #[arg(long, value_enum)]
+    #[arg(long, value_enum, alias = "output-format")]
     format: Option<DocFormat>,
 }
 
 pub fn snapshot(args: SnapshotArgs) -> anyhow::Result<i32> {
+    if let Some(path) = &args.output {
+        crate::sys::output::check_writable(path)?;
+    }
     let format = match (args.format, &args.output) {
         (Some(f), _) => f,
         (None, Some(p)) => DocFormat::of_path(p),
@@ -30,7 +33,7 @@ pub fn snapshot(args: SnapshotArgs) -> anyhow::Result<i32> {
     let text = render::document(&snap, format.format())?;
     match args.output {
         Some(path) => {
-            std::fs::write(&path, text)
+            crate::sys::output::write_atomic(&path, text.as_bytes())
                 .with_context(|| format!("cannot write {}", path.display()))?;
             render::note(&format!(
                 "wrote {} ({} processes, {} sockets); analyse it with `doctor ports --from {}`",

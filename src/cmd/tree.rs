@@ -10,8 +10,9 @@ use crate::analysis::tree::{TreeNode, build_node, job_tops, tree_root};
 use crate::analysis::{Analysis, Job};
 use crate::cmd::{parse_port, with_analysis};
 use crate::error::user_error;
+use crate::model::envelope::{Envelope, Kind};
 use crate::model::finding::{Finding, worth_exit_1};
-use crate::model::snapshot::{SCHEMA_VERSION, Unreadable};
+use crate::model::snapshot::Unreadable;
 use crate::render::findings::render_findings;
 use crate::render::tree::draw;
 use crate::render::{self, Format, Paint, paint, permission_note};
@@ -36,8 +37,8 @@ pub struct TreeArgs {
 
 #[derive(Serialize)]
 struct TreeDoc<'a> {
-    schema_version: u32,
-    hostname: &'a str,
+    #[serde(flatten)]
+    envelope: Envelope,
     jobs: &'a [Job],
     trees: Vec<TreeNode>,
     findings: &'a [Finding],
@@ -119,8 +120,7 @@ fn draw_trees(args: &TreeArgs, a: &Analysis) -> anyhow::Result<i32> {
         Format::Table => tree_text(a, &trees, &roots, &findings, args.out.color()),
         f => render::document(
             &TreeDoc {
-                schema_version: SCHEMA_VERSION,
-                hostname: &snap.host.hostname,
+                envelope: Envelope::new(Kind::Tree, &snap.host.hostname, snap.taken_at),
                 jobs: &a.jobs,
                 trees,
                 findings: &findings,

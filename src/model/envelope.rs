@@ -39,6 +39,7 @@ pub enum Kind {
     Merge,
     Repro,
     ReproList,
+    ReproVerify,
     Explain,
     ExplainList,
 }
@@ -57,6 +58,7 @@ impl Kind {
         Kind::Merge,
         Kind::Repro,
         Kind::ReproList,
+        Kind::ReproVerify,
         Kind::Explain,
         Kind::ExplainList,
     ];
@@ -76,6 +78,7 @@ impl Kind {
             Kind::Merge => "doctor-merge",
             Kind::Repro => "doctor-repro",
             Kind::ReproList => "doctor-repro-list",
+            Kind::ReproVerify => "doctor-repro-verify",
             Kind::Explain => "doctor-explain",
             Kind::ExplainList => "doctor-explain-list",
         }

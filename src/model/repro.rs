@@ -240,7 +240,8 @@ pub struct Verdict {
 /// `doctor repro`'s document.
 #[derive(Serialize)]
 pub struct Document {
-    pub schema_version: u32,
+    #[serde(flatten)]
+    pub envelope: crate::model::envelope::Envelope,
     pub python: PythonInfo,
     pub accelerator: Accelerator,
     pub jobs: usize,
@@ -252,7 +253,8 @@ pub struct Document {
 /// `doctor repro SCRIPT --verify-fix`'s document.
 #[derive(Serialize)]
 pub struct VerifyDocument {
-    pub schema_version: u32,
+    #[serde(flatten)]
+    pub envelope: crate::model::envelope::Envelope,
     pub script: String,
     /// The fix, as `doctor scan --diff` prints it.
     pub diff: String,

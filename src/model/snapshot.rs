@@ -12,6 +12,17 @@ use crate::error::user_error;
 /// The version of every document doctor writes (docs/changelog.md says what changed).
 pub const SCHEMA_VERSION: u32 = 2;
 
+/// The `kind` of a snapshot document.
+pub const SNAPSHOT_KIND: &str = "doctor-snapshot";
+
+/// `1 and 2`: the schema versions doctor reads, for messages.
+pub fn reads_text() -> String {
+    READS_SCHEMA_VERSIONS
+        .map(|v| v.to_string())
+        .collect::<Vec<_>>()
+        .join(" and ")
+}
+
 /// The versions doctor reads: schema 1 documents (numeric times, `fix` as a string) still load.
 pub const READS_SCHEMA_VERSIONS: std::ops::RangeInclusive<u64> = 1..=2;
 
@@ -50,6 +61,14 @@ pub fn is_rendezvous_env(name: &str) -> bool {
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct Snapshot {
     pub schema_version: u32,
+    /// The envelope (docs/contracts.md): `doctor-snapshot`, the doctor that wrote it and the
+    /// host's name; snapshots of schema 1 have none of the three.
+    #[serde(default)]
+    pub kind: String,
+    #[serde(default)]
+    pub doctor_version: String,
+    #[serde(default)]
+    pub hostname: String,
     /// When observation started (Unix seconds; RFC 3339 in documents).
     #[serde(with = "crate::model::time::serde_rfc3339")]
     pub taken_at: f64,
@@ -205,6 +224,19 @@ impl Snapshot {
         })
     }
 
+    /// A snapshot of this machine's `host`, taken at `taken_at`: the envelope filled in.
+    pub fn new(taken_at: f64, host: Host) -> Snapshot {
+        Snapshot {
+            schema_version: SCHEMA_VERSION,
+            kind: SNAPSHOT_KIND.into(),
+            doctor_version: env!("CARGO_PKG_VERSION").into(),
+            hostname: host.hostname.clone(),
+            taken_at,
+            host,
+            ..Snapshot::default()
+        }
+    }
+
     pub fn parse(text: &str) -> Result<Snapshot, String> {
         super::load::check_nesting(text)?;
         let value: serde_json::Value = if text.trim_start().starts_with('{') {
@@ -216,7 +248,8 @@ impl Snapshot {
             Some(v) if READS_SCHEMA_VERSIONS.contains(&v) => {}
             Some(v) => {
                 return Err(format!(
-                    "schema_version {v} is not supported (this doctor reads {SCHEMA_VERSION})"
+                    "schema_version {v} is not supported (this doctor reads {})",
+                    reads_text()
                 ));
             }
             None => {
@@ -225,13 +258,19 @@ impl Snapshot {
                     Some(other) => format!(
                         "schema_version {} is not a version (a whole number: this doctor reads {})",
                         serde_json::to_string(other).unwrap_or_default(),
-                        READS_SCHEMA_VERSIONS
-                            .map(|v| v.to_string())
-                            .collect::<Vec<_>>()
-                            .join(" and ")
+                        reads_text()
                     ),
                 });
             }
+        }
+        // Another document of doctor's (a report, a run record) is named as what it is.
+        if let Some(kind) = value.get("kind").and_then(|k| k.as_str())
+            && kind != SNAPSHOT_KIND
+        {
+            return Err(format!(
+                "it is a {} document (kind {kind:?}), not a snapshot",
+                kind.strip_prefix("doctor-").unwrap_or(kind)
+            ));
         }
         let mut snap: Snapshot = serde_json::from_value(value).map_err(|e| e.to_string())?;
         snap.processes.sort_by_key(|p| p.pid);

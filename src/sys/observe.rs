@@ -4,7 +4,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::model::snapshot::{Host, SCHEMA_VERSION, Snapshot};
+use crate::model::snapshot::{Host, Snapshot};
 use crate::sys::proc;
 pub use crate::sys::proc::process;
 pub use crate::sys::sockets::{port_is_free, read_sockets};
@@ -24,13 +24,11 @@ pub fn snapshot() -> Snapshot {
     }
     processes.sort_by_key(|p| p.pid);
     Snapshot {
-        schema_version: SCHEMA_VERSION,
-        taken_at,
-        host,
         processes,
         sockets,
         unreadable,
         bind_probes: Vec::new(),
+        ..Snapshot::new(taken_at, host)
     }
 }
 

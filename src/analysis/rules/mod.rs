@@ -286,6 +286,7 @@ mod tests {
             sockets,
             unreadable: Vec::new(),
             bind_probes: Vec::new(),
+            ..Snapshot::default()
         }
     }
 

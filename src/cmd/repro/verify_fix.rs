@@ -8,9 +8,7 @@ use std::path::{Path, PathBuf};
 use super::{ReproArgs, contexts, plan_resources, python_info, run_cases, setup_mode};
 use crate::analysis::repro::verify_verdict;
 use crate::error::user_error;
-use crate::model::repro::{
-    CaseSpec, Ctx, Launcher, Outcome, SCHEMA_VERSION, Variant, VerifyDocument,
-};
+use crate::model::repro::{CaseSpec, Ctx, Launcher, Outcome, Variant, VerifyDocument};
 use crate::render::{self, Format};
 use crate::scan::fix::{self, FileFix, Fix};
 use crate::sys::case::CaseDir;
@@ -53,7 +51,7 @@ pub fn main(args: &ReproArgs, python: Option<&Path>) -> anyhow::Result<i32> {
     };
     results.sort_by_key(|c| (c.ctx, c.variant));
     let doc = VerifyDocument {
-        schema_version: SCHEMA_VERSION,
+        envelope: crate::cmd::envelope(crate::model::envelope::Kind::ReproVerify),
         script: script.display().to_string(),
         diff: fix.diff(),
         python: python_info(&env),
@@ -63,9 +61,9 @@ pub fn main(args: &ReproArgs, python: Option<&Path>) -> anyhow::Result<i32> {
         verdict: verify_verdict(&file_name(&script), &results),
         cases: results,
     };
-    match args.format.unwrap_or(Format::Table) {
-        Format::Table => render::print(&render::repro::verify_matrix(&doc)),
-        f => render::print(&render::document(&doc, f)?),
+    match args.out.format(args.format, Format::Table) {
+        Format::Table => args.out.emit(&render::repro::verify_matrix(&doc))?,
+        f => args.out.emit(&render::document(&doc, f)?)?,
     }
     Ok(if doc.verdict.fix_verified { 0 } else { 1 })
 }
