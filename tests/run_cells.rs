@@ -276,7 +276,6 @@ fn a_foreign_holder_is_d008_and_a_stale_holder_d003_in_a_run() {
 }
 
 /// Wait until `f` holds, at most `secs`.
-#[allow(dead_code)]
 fn wait_for(secs: u64, mut f: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + Duration::from_secs(secs);
     while Instant::now() < deadline {
@@ -286,4 +285,154 @@ fn wait_for(secs: u64, mut f: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(200));
     }
     false
+}
+
+/// The codes of a document's findings that cite `port`.
+fn codes_on(doc: &serde_json::Value, port: u16) -> std::collections::BTreeSet<String> {
+    doc["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .filter(|f| {
+            f["ports"]
+                .as_array()
+                .is_some_and(|p| p.iter().any(|x| x == port))
+        })
+        .filter_map(|f| f["code"].as_str().map(String::from))
+        .collect()
+}
+
+/// The `missing: ...` part of a D009 message.
+fn missing_part(message: &str) -> String {
+    message
+        .split("; ")
+        .find(|p| p.starts_with("missing:"))
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn a_missing_rank_at_run_timeout_is_d009_as_ports_says_on_the_live_job() {
+    let Some(python) = torch_python() else { return };
+    let job = helper("torch_job.py");
+    // World of 3, ranks 0 and 1 started: rank 2 never comes.
+    let live_port = free_low_port();
+    let _live = start_until(
+        Command::new(&python)
+            .arg(&job)
+            .args(["launch", &live_port.to_string(), "3", "2"]),
+        "READY",
+    );
+    let p = live_port.to_string();
+    let mut ports_doc = serde_json::Value::Null;
+    assert!(
+        wait_for(120, || {
+            ports_doc = json(&["ports", "--port", &p, "--format", "json"]).0;
+            !findings(&ports_doc, "D009", live_port).is_empty()
+        }),
+        "doctor ports gives no D009 on the live job: {ports_doc:#}"
+    );
+    let ports_d009 = findings(&ports_doc, "D009", live_port)[0].clone();
+
+    let port = free_low_port();
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("run.json");
+    let out = doctor()
+        .args(["run", "--timeout", "25", "--record"])
+        .arg(&record)
+        .arg("--")
+        .arg(&python)
+        .arg(&job)
+        .args(["launch", &port.to_string(), "3", "2"])
+        .env_remove("MASTER_PORT")
+        .process_group(0)
+        .output()
+        .expect("doctor runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&record).unwrap()).unwrap();
+    assert_eq!(doc["timed_out"], true, "{stderr}");
+    let diagnosis = &doc["diagnosis"];
+    let d009 = findings(diagnosis, "D009", port);
+    assert!(
+        !d009.is_empty(),
+        "no D009 at the timeout:\n{stderr}\n{diagnosis:#}"
+    );
+    assert!(stderr.contains("[D009]"), "{stderr}");
+    assert_eq!(
+        codes_on(diagnosis, port),
+        codes_on(&ports_doc, live_port),
+        "the run states the codes ports gives on the live job"
+    );
+    let said = missing_part(d009[0]["message"].as_str().unwrap());
+    assert!(said.contains("rank 2"), "names the missing rank: {said}");
+    assert_eq!(
+        said,
+        missing_part(ports_d009["message"].as_str().unwrap()),
+        "the same missing ranks as ports"
+    );
+}
+
+#[test]
+fn master_addr_not_of_this_host_is_said_in_ports_and_in_run() {
+    let Some(python) = torch_python() else { return };
+    let script = helper("run_cells.py");
+    // 192.0.2.1 (TEST-NET-1, RFC 5737) is no address of this host, and nothing answers there.
+    let addr = "192.0.2.1";
+    // Live: a launcher script starting both ranks, checked by `doctor ports`.
+    let live_port = free_low_port();
+    let sh = format!(
+        "for r in 0 1; do MASTER_ADDR={addr} MASTER_PORT={live_port} RANK=$r WORLD_SIZE=2 {} {} sleepy & done; echo READY; wait",
+        python.display(),
+        script.display()
+    );
+    let _live = start_until(Command::new("bash").args(["-c", &sh]), "READY");
+    let p = live_port.to_string();
+    let says = |doc: &serde_json::Value| {
+        doc["findings"].as_array().unwrap().iter().any(|f| {
+            let m = f["message"].as_str().unwrap_or_default();
+            f["code"] == "D009" && m.contains(addr) && m.contains("not an address of this host")
+        })
+    };
+    let mut ports_doc = serde_json::Value::Null;
+    assert!(
+        wait_for(120, || {
+            ports_doc = json(&["ports", "--port", &p, "--format", "json"]).0;
+            says(&ports_doc)
+        }),
+        "doctor ports does not say that MASTER_ADDR {addr} is not of this host: {ports_doc:#}"
+    );
+    let d009 = findings(&ports_doc, "D009", live_port)[0].clone();
+    let m = d009["message"].as_str().unwrap();
+    assert!(m.contains("nothing answers"), "{m}");
+    assert!(
+        m.contains("0 of 2 ranks connected"),
+        "rank 0 hosts a store but its own client goes to {addr}: {m}"
+    );
+
+    // Under `doctor run --timeout`: the same statement.
+    let port = free_low_port();
+    let sh = format!(
+        "for r in 0 1; do MASTER_ADDR={addr} MASTER_PORT={port} RANK=$r WORLD_SIZE=2 {} {} sleepy & done; wait",
+        python.display(),
+        script.display()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("run.json");
+    let out = doctor()
+        .args(["run", "--timeout", "25", "--record"])
+        .arg(&record)
+        .args(["--", "bash", "-c", &sh])
+        .process_group(0)
+        .output()
+        .expect("doctor runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&record).unwrap()).unwrap();
+    assert!(
+        says(&doc["diagnosis"]),
+        "the run does not say it:\n{stderr}\n{:#}",
+        doc["diagnosis"]
+    );
+    assert!(stderr.contains("not an address of this host"), "{stderr}");
 }
