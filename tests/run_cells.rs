@@ -15,6 +15,14 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
+/// The torch tests of this file run one at a time: each starts several ranks, and on a loaded
+/// machine parallel `import torch` pushes a rank's start past a run's `--timeout`.
+static TORCH: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn torch_lock() -> std::sync::MutexGuard<'static, ()> {
+    TORCH.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// The managed venv's interpreter; None (after SKIP) where torch is missing outside CI.
 fn torch_python() -> Option<PathBuf> {
     if std::env::var_os("DOCTOR_SKIP_TORCH").is_some() {
@@ -211,6 +219,7 @@ fn assert_stated(ran: &Ran, code: &str, port: u16) {
 
 #[test]
 fn another_jobs_port_is_d002_with_a_free_port_for_torchrun_and_a_plain_script() {
+    let _one_at_a_time = torch_lock();
     let Some(python) = torch_python() else { return };
     let port = free_low_port();
     let _job_a = torchrun_job(&python, port);
@@ -239,6 +248,7 @@ fn another_jobs_port_is_d002_with_a_free_port_for_torchrun_and_a_plain_script() 
 
 #[test]
 fn a_foreign_holder_is_d008_and_a_stale_holder_d003_in_a_run() {
+    let _one_at_a_time = torch_lock();
     let Some(python) = torch_python() else { return };
     let script = helper("run_cells.py");
     let port = free_low_port();
@@ -313,6 +323,7 @@ fn missing_part(message: &str) -> String {
 
 #[test]
 fn a_missing_rank_at_run_timeout_is_d009_as_ports_says_on_the_live_job() {
+    let _one_at_a_time = torch_lock();
     let Some(python) = torch_python() else { return };
     let job = helper("torch_job.py");
     // World of 3, ranks 0 and 1 started: rank 2 never comes.
@@ -338,7 +349,7 @@ fn a_missing_rank_at_run_timeout_is_d009_as_ports_says_on_the_live_job() {
     let dir = tempfile::tempdir().unwrap();
     let record = dir.path().join("run.json");
     let out = doctor()
-        .args(["run", "--timeout", "25", "--record"])
+        .args(["run", "--timeout", "40", "--record"])
         .arg(&record)
         .arg("--")
         .arg(&python)
@@ -375,6 +386,7 @@ fn a_missing_rank_at_run_timeout_is_d009_as_ports_says_on_the_live_job() {
 
 #[test]
 fn master_addr_not_of_this_host_is_said_in_ports_and_in_run() {
+    let _one_at_a_time = torch_lock();
     let Some(python) = torch_python() else { return };
     let script = helper("run_cells.py");
     // 192.0.2.1 (TEST-NET-1, RFC 5737) is no address of this host, and nothing answers there.
@@ -420,7 +432,7 @@ fn master_addr_not_of_this_host_is_said_in_ports_and_in_run() {
     let dir = tempfile::tempdir().unwrap();
     let record = dir.path().join("run.json");
     let out = doctor()
-        .args(["run", "--timeout", "25", "--record"])
+        .args(["run", "--timeout", "40", "--record"])
         .arg(&record)
         .args(["--", "bash", "-c", &sh])
         .process_group(0)

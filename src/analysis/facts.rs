@@ -200,6 +200,8 @@ pub struct Analysis<'a> {
     pub failed_binds: BTreeSet<u16>,
     /// The port every "use another port" fix names.
     pub port_advice: PortAdvice,
+    /// Seconds a job waits at rendezvous before it counts as hanging (D009).
+    pub hang_after: f64,
     pub findings: Vec<Finding>,
 }
 
@@ -272,6 +274,7 @@ impl<'a> Analysis<'a> {
                 0 => 32768,
                 lo => lo,
             }),
+            hang_after: crate::analysis::hang::HANG_AFTER_SECS,
             findings: Vec::new(),
         };
         a.classify();

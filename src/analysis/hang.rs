@@ -29,10 +29,16 @@ pub struct Hang {
     pub remote: i64,
     /// Seconds the youngest rank has lived: the job has waited at least this long.
     pub waited: f64,
+    /// MASTER_ADDR when it is no address of this host although the store is here, and no
+    /// connection to it is established (nothing answers there): the ranks' clients go elsewhere.
+    pub foreign_addr: Option<IpAddr>,
+    /// The rank that hosts the store here (pid, rank) when `foreign_addr` is set.
+    pub store_host: Option<(i32, i64)>,
 }
 
 impl Analysis<'_> {
-    /// The jobs that wait at rendezvous for more than [`HANG_AFTER_SECS`].
+    /// The jobs that wait at rendezvous for more than `hang_after` seconds ([`HANG_AFTER_SECS`],
+    /// or 0 for the moment `doctor run --timeout` stops a command).
     pub fn hangs(&self) -> Vec<Hang> {
         (0..self.jobs.len())
             .filter_map(|j| self.hang_of(j))
@@ -83,8 +89,14 @@ impl Analysis<'_> {
             return None;
         }
         let remote = self.remote_connections(&store, port);
-        let (waiting, unconnected): (Vec<_>, Vec<_>) =
-            ranks.iter().partition(|(p, _)| self.connects_to(*p, port));
+        // MASTER_ADDR elsewhere while the store is here: hosting the store does not connect a
+        // rank (its own client goes to MASTER_ADDR), and nothing answers there.
+        let foreign_addr = self
+            .foreign_master_addr(job.master_addr.as_deref())
+            .filter(|&addr| !self.answers(addr, port));
+        let (waiting, unconnected): (Vec<_>, Vec<_>) = ranks
+            .iter()
+            .partition(|(p, _)| self.connects_to(*p, port, foreign_addr.is_none()));
         let seen: BTreeSet<i64> = ranks.iter().map(|(_, r)| *r).collect();
         let here: BTreeSet<i64> = waiting.iter().map(|(_, r)| *r).collect();
         let connected = here.len() as i64 + remote;
@@ -96,7 +108,7 @@ impl Analysis<'_> {
             .filter_map(|(p, _)| self.process(*p))
             .map(|p| self.snap.taken_at - p.start_time)
             .fold(f64::INFINITY, f64::min);
-        if waited < HANG_AFTER_SECS {
+        if waited < self.hang_after {
             return None;
         }
         let missing = if remote == 0 {
@@ -114,6 +126,40 @@ impl Analysis<'_> {
             waiting,
             remote,
             waited,
+            store_host: foreign_addr.and_then(|_| {
+                ranks
+                    .iter()
+                    .copied()
+                    .find(|(p, _)| store.contains(p))
+                    .or_else(|| store.first().map(|&p| (p, 0)))
+            }),
+            foreign_addr,
+        })
+    }
+
+    /// `addr` as an address when it is certainly not this host's: an IP address that is not
+    /// loopback, not unspecified and not one of the host's addresses. A host name, or a
+    /// snapshot that does not list the host's addresses, says nothing.
+    fn foreign_master_addr(&self, addr: Option<&str>) -> Option<IpAddr> {
+        let ip: IpAddr = addr?.trim().trim_matches(['[', ']']).parse().ok()?;
+        let local = &self.snap.host.addresses;
+        if local.is_empty() || is_loopback(ip) || ip.is_unspecified() {
+            return None;
+        }
+        let mapped = |a: IpAddr| match a {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(a, IpAddr::V4),
+            v4 => v4,
+        };
+        (!local.iter().any(|&l| mapped(l) == mapped(ip))).then_some(ip)
+    }
+
+    /// Whether some process here has a connection established to `addr:port`.
+    fn answers(&self, addr: IpAddr, port: u16) -> bool {
+        self.snap.sockets.iter().any(|s| {
+            s.proto == Proto::Tcp
+                && s.state == "ESTABLISHED"
+                && s.remote_port == port
+                && s.remote_addr == addr
         })
     }
 
@@ -124,12 +170,13 @@ impl Analysis<'_> {
             .or(id.local_rank.filter(|_| id.node_rank.unwrap_or(0) == 0))
     }
 
-    /// Connected to the store: a client connection to the port, or hosting the store itself.
-    fn connects_to(&self, pid: i32, port: u16) -> bool {
+    /// Connected to the store: a client connection to the port, or hosting the store itself
+    /// (when `hosting_counts`: its client is then its own store's).
+    fn connects_to(&self, pid: i32, port: u16, hosting_counts: bool) -> bool {
         self.sockets_of(pid).iter().any(|s| {
             s.proto == Proto::Tcp
                 && ((s.state == "ESTABLISHED" && s.remote_port == port)
-                    || (s.state == "LISTEN" && s.local_port == port))
+                    || (hosting_counts && s.state == "LISTEN" && s.local_port == port))
         })
     }
 

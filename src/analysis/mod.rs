@@ -61,6 +61,16 @@ impl<'a> Analysis<'a> {
         a
     }
 
+    /// The live analysis at the moment `doctor run --timeout` stops the command: a job that has
+    /// not completed its rendezvous by then hangs (D009), however short the timeout.
+    pub fn at_timeout(snap: &'a Snapshot, pick: PortPicker) -> Analysis<'a> {
+        let mut a = Analysis::facts(snap, &[]);
+        a.hang_after = 0.0;
+        a.pick_port(pick);
+        a.findings = rules::evaluate(&a);
+        a
+    }
+
     fn pick_port(&mut self, pick: PortPicker) {
         if let Some(p) = pick(&self.snap.host, &self.taken_ports()) {
             self.port_advice = PortAdvice::Free(p);

@@ -51,6 +51,8 @@ pub struct RunSeen<'a> {
     pub timeline: &'a Timeline,
     pub events: &'a [SyscallEvent],
     pub output: &'a OutputFacts,
+    /// The machine when `--timeout` stopped the command, if it did.
+    pub at_timeout: Option<&'a Snapshot>,
 }
 
 /// Join the output, the traced calls and the observed tree into an explanation. `live` gives a
@@ -92,7 +94,41 @@ pub fn diagnose(
     find_the_script_line(&mut d, seen.output);
     explain_a_rerun_launch(&mut d, &a);
     add_tree_findings(&mut d, a.findings);
+    if let Some(snap) = seen.at_timeout {
+        judge_at_timeout(&mut d, seen.snapshot, snap, pick);
+    }
     d
+}
+
+/// At `--timeout` the command was stopped while it stood: the findings `doctor ports` gives
+/// on the machine at that moment about the run's processes (a rendezvous that has not
+/// completed by then is D009, however short the timeout).
+fn judge_at_timeout(
+    d: &mut Diagnosis,
+    run: &Snapshot,
+    now: &Snapshot,
+    pick: crate::analysis::PortPicker,
+) {
+    let ours: std::collections::HashSet<i32> = run.processes.iter().map(|p| p.pid).collect();
+    let a = Analysis::at_timeout(now, pick);
+    let about_the_run: Vec<Finding> = a
+        .findings
+        .into_iter()
+        .filter(|f| f.pids.iter().any(|p| ours.contains(p)))
+        .collect();
+    if let Some(h) = about_the_run.iter().find(|f| f.code == Rule::D009) {
+        d.summary.push(format!(
+            "at the timeout the rendezvous had not completed (D009 on port {})",
+            h.ports.first().copied().unwrap_or(0)
+        ));
+    }
+    // The live judgement replaces the run's own of the same code and ports.
+    d.findings.retain(|g| {
+        !about_the_run
+            .iter()
+            .any(|f| f.code == g.code && f.ports == g.ports)
+    });
+    add_tree_findings(d, about_the_run);
 }
 
 /// A process that is failing right now (the `DDP_DOCTOR=1` hook calls doctor from inside it, while

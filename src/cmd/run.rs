@@ -150,7 +150,15 @@ pub fn main(args: RunArgs) -> anyhow::Result<i32> {
             w.command_has_terminal.store(true, Ordering::SeqCst);
         }
     }
-    let threads = start_watchers(&args, &w, &mut child, mask, watching.listener.take());
+    let at_timeout: Arc<Mutex<Option<Snapshot>>> = Arc::default();
+    let threads = start_watchers(
+        &args,
+        &w,
+        &mut child,
+        mask,
+        watching.listener.take(),
+        &at_timeout,
+    );
     let root_status = supervise::wait_for_root(&w, tty.as_ref());
     if let Some(t) = &tty
         && t.foreground() == Some(root)
@@ -159,7 +167,8 @@ pub fn main(args: RunArgs) -> anyhow::Result<i32> {
     }
     w.command_has_terminal.store(false, Ordering::SeqCst);
     let outcome = finish(&args, &w, threads, root_status);
-    let (diagnosis, facts) = explain(&w, &outcome);
+    let at_timeout = at_timeout.lock().unwrap_or_else(|e| e.into_inner()).take();
+    let (diagnosis, facts) = explain(&w, &outcome, at_timeout.as_ref());
     let scanned = scan_the_script(&args.command);
     let d = DiagnosisDoc {
         diagnosis: &diagnosis,
@@ -271,6 +280,7 @@ fn start_watchers(
     child: &mut Child,
     mask: supervise::SignalMask,
     listener: Option<OwnedFd>,
+    at_timeout: &Arc<Mutex<Option<Snapshot>>>,
 ) -> Watchers {
     let pumps = [
         supervise::pump(child.stdout.take().expect("piped"), false, w.clone()),
@@ -294,10 +304,15 @@ fn start_watchers(
     if let Some(t) = args.timeout {
         let w = w.clone();
         let grace = args.grace;
+        let slot = at_timeout.clone();
         std::thread::spawn(move || {
             std::thread::sleep(Duration::from_secs_f64(t));
             if !w.done.load(Ordering::SeqCst) {
                 w.timed_out.store(true, Ordering::SeqCst);
+                // The machine as the command stands when it is stopped: what `doctor ports`
+                // would judge now (a rendezvous that has not completed: D009).
+                let now = observe::snapshot();
+                *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(now);
                 eprintln!("doctor: timeout after {t} s: stopping the command tree");
                 supervise::terminate_tree(&w, grace);
             }
@@ -370,7 +385,7 @@ fn join_until(handle: JoinHandle<()>, until: Instant) {
 }
 
 /// The diagnosis of what was seen, and the facts read from the output.
-fn explain(w: &RunWatch, o: &Outcome) -> (Diagnosis, OutputFacts) {
+fn explain(w: &RunWatch, o: &Outcome, at_timeout: Option<&Snapshot>) -> (Diagnosis, OutputFacts) {
     let text = {
         let out = w.output.lock().unwrap_or_else(|e| e.into_inner());
         String::from_utf8_lossy(&out.0).into_owned()
@@ -391,6 +406,7 @@ fn explain(w: &RunWatch, o: &Outcome) -> (Diagnosis, OutputFacts) {
         timeline: &tl,
         events: &o.traced.events,
         output: &facts,
+        at_timeout,
     };
     let d = run_diagnosis::diagnose(&seen, observe::snapshot, crate::sys::freeport::pick);
     (d, facts)

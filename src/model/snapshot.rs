@@ -115,6 +115,10 @@ pub struct Host {
     pub observer_pgid: i32,
     #[serde(default)]
     pub observer_sid: i32,
+    /// The addresses of this host's network namespace (empty: not known, an older snapshot):
+    /// whether a job's MASTER_ADDR is this host.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<std::net::IpAddr>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]

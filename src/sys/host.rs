@@ -87,6 +87,14 @@ fn cpu_and_memory() -> (Option<String>, Option<u64>) {
 /// Local addresses of this network namespace: IPv4 from `/proc/net/fib_trie` (`/32 host LOCAL`
 /// entries), IPv6 from `/proc/net/if_inet6`.
 pub fn addresses() -> Vec<String> {
+    local_addresses()
+        .into_iter()
+        .map(|a| a.to_string())
+        .collect()
+}
+
+/// [`addresses`] as addresses.
+pub fn local_addresses() -> Vec<IpAddr> {
     let mut out: Vec<IpAddr> = Vec::new();
     if let Ok(text) = fs::read_to_string("/proc/net/fib_trie") {
         out.extend(parse_fib_trie(&text));
@@ -107,7 +115,7 @@ pub fn addresses() -> Vec<String> {
     }
     out.sort();
     out.dedup();
-    out.into_iter().map(|a| a.to_string()).collect()
+    out
 }
 
 pub fn parse_fib_trie(text: &str) -> Vec<IpAddr> {

@@ -63,6 +63,7 @@ pub fn host_facts() -> Host {
         observer_pid: std::process::id() as i32,
         observer_pgid: nix::unistd::getpgrp().as_raw(),
         observer_sid: nix::unistd::getsid(None).map(|p| p.as_raw()).unwrap_or(0),
+        addresses: super::host::local_addresses(),
     }
 }
 

@@ -17,6 +17,17 @@ fn finding(a: &Analysis, h: &Hang) -> Finding {
          connected",
         job.id, job.root, h.waited, h.port, h.connected, h.world
     )];
+    if let Some(addr) = h.foreign_addr {
+        let host = h
+            .store_host
+            .map(|(pid, _)| format!("{} hosts the store here", describe(a, pid)))
+            .unwrap_or_else(|| "the store is here".into());
+        parts.push(format!(
+            "MASTER_ADDR {addr} is not an address of this host, yet {host}: the ranks' clients go to {addr}:{} \
+             and nothing answers there (no connection to it is established)",
+            h.port
+        ));
+    }
     if !h.missing.is_empty() {
         parts.push(format!(
             "missing: {} (no live process on this host carries {})",
@@ -55,6 +66,27 @@ fn fix(a: &Analysis, h: &Hang) -> String {
         .clone()
         .unwrap_or_else(|| "127.0.0.1".into());
     let mut out = Vec::new();
+    if let Some(bad) = h.foreign_addr {
+        let mine: Vec<String> = a
+            .snap
+            .host
+            .addresses
+            .iter()
+            .filter(|x| !x.is_loopback() && !x.is_unspecified() && !is_link_local(x))
+            .take(3)
+            .map(|x| x.to_string())
+            .collect();
+        let here = if mine.is_empty() {
+            String::new()
+        } else {
+            format!(" (this host has {})", mine.join(", "))
+        };
+        out.push(format!(
+            "MASTER_ADDR={bad} points away from rank 0 and its store: set MASTER_ADDR to an address of this host, \
+             127.0.0.1 when every rank runs here, else one the other nodes reach{here}"
+        ));
+        return out.join("; ");
+    }
     if !h.missing.is_empty() {
         out.push(format!(
             "start {} with MASTER_ADDR={addr} MASTER_PORT={} WORLD_SIZE={} (and check it can reach {addr}:{}), or \
@@ -120,4 +152,12 @@ fn blocked_in(a: &Analysis, pid: i32) -> String {
         s.push_str(&format!("; Python: {}", frames.join(" <- ")));
     }
     s
+}
+
+/// fe80::/10: no use to ranks on other nodes.
+fn is_link_local(ip: &std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v4) => v4.is_link_local(),
+        std::net::IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80,
+    }
 }
