@@ -490,7 +490,18 @@ rules! {
     ///   interpreter; the managed environment has it) — the innermost Python frames from
     ///   `py-spy dump --nonblocking --pid PID`.
     ///
-    /// A rank is connected when it holds a connection to the store's port, or hosts the store.
+    /// A rank is connected when it holds a connection to the store's port, or hosts the store — unless
+    /// `MASTER_ADDR` is an IP address that is not one of this host's (the snapshot's `host.addresses`)
+    /// while the store is here and no connection to that address and port is established: then rank
+    /// 0's own client goes elsewhere, hosting the store connects nobody, and the finding says which
+    /// address, that it is not this host's and that nothing answers there (the fix: a `MASTER_ADDR` of
+    /// this host). A host name is not judged (doctor does not resolve names).
+    ///
+    /// Under `doctor run --timeout N` the machine is observed at the moment the timeout stops the
+    /// command, and the findings `doctor ports` would give then about the run's processes are stated:
+    /// a rendezvous not complete by the timeout is D009 (the 15 s wait does not apply: the timeout is
+    /// the wait).
+    ///
     /// Connections to the store from other hosts count as connected ranks (their rank numbers are not
     /// known here, so no rank is called missing then). Jobs whose launcher is gone, or whose store
     /// holder's parent is a zombie or is stuck in state D, are leftovers (D003), not a start that hangs.
