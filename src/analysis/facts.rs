@@ -173,6 +173,10 @@ pub struct Job {
     pub launcher_gone: bool,
 }
 
+/// A healthy rank imports torch and connects within this many seconds, even on a busy machine
+/// (D009 waits this long before it calls a rendezvous hanging).
+pub const HANG_AFTER_SECS: f64 = 15.0;
+
 /// Everything the renderers and rules need, derived once from a snapshot.
 pub struct Analysis<'a> {
     pub snap: &'a Snapshot,
@@ -274,7 +278,7 @@ impl<'a> Analysis<'a> {
                 0 => 32768,
                 lo => lo,
             }),
-            hang_after: crate::analysis::hang::HANG_AFTER_SECS,
+            hang_after: HANG_AFTER_SECS,
             findings: Vec::new(),
         };
         a.classify();

@@ -8,8 +8,7 @@ use std::net::IpAddr;
 use crate::analysis::facts::{Analysis, Role};
 use crate::model::snapshot::Proto;
 
-/// A healthy rank imports torch and connects within this many seconds, even on a busy machine.
-pub const HANG_AFTER_SECS: f64 = 15.0;
+pub use crate::analysis::facts::HANG_AFTER_SECS;
 
 /// One job stuck at rendezvous.
 #[derive(Clone, Debug)]
