@@ -93,6 +93,54 @@ fn a_clone_untraced_child_binds_and_is_seen() {
     assert_eq!(bind["result"], 0);
 }
 
+/// A successful bind is never recorded as a failure because its thread waited for a CPU after
+/// doctor let the call through: with eight busy processes competing for two CPUs, every bind
+/// of 15 runs that printed "bound" is recorded as a success (or, if it could not be learned,
+/// without a result). Before the fix, 2 of 40 were recorded as failed (result -1).
+#[test]
+fn a_bind_delayed_by_a_busy_machine_is_no_failure() {
+    let Some(cc) = tool("cc") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let exe = dir.path().join("untraced_bind");
+    let built = Command::new(cc)
+        .arg("-o")
+        .arg(&exe)
+        .arg(helper("untraced_bind.c"))
+        .output()
+        .unwrap();
+    assert!(built.status.success(), "{built:?}");
+    // Eight busy loops in one process group, killed whole when the test ends.
+    let _busy = Situation::start_cmd(
+        Command::new("sh")
+            .arg("-c")
+            .arg("for i in $(seq 8); do (while :; do :; done) & done; echo READY; wait"),
+    );
+    let mut failed = Vec::new();
+    for i in 0..15 {
+        let port = free_low_port();
+        let (out, doc) = doctor_run(
+            &dir.path().join(format!("r{i}.json")),
+            &[exe.to_str().unwrap(), &port.to_string()],
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(stdout, format!("bound {port}\n"));
+        let results: Vec<_> = doc["syscalls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["port"] == port)
+            .map(|e| (e["syscall"].clone(), e["result"].clone()))
+            .collect();
+        if results.iter().any(|(_, r)| *r == -1) {
+            failed.push(results);
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "successful calls recorded as failed: {failed:?}"
+    );
+}
+
 /// Run doctor as the unprivileged user `nobody` (no CAP_SYS_ADMIN).
 fn as_nobody(args: &[&str]) -> Option<Output> {
     let setpriv = tool("setpriv")?;

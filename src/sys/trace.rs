@@ -292,6 +292,7 @@ pub fn serve(
                 send(fd, &let_through(req.id));
                 if let Some(mut p) = seen {
                     p.since = Instant::now();
+                    p.cpu_at_start = cpu_time(p.pid, p.tid);
                     // A bind or listen takes microseconds: wait for it here, so that its socket
                     // and the port's other holders are looked at before the process can go on
                     // (a failed bind is often followed by exit at once). A call still not over
@@ -378,6 +379,9 @@ struct Pending {
     /// What doctor knew of the call, for a listen's explanation after it failed.
     facts: CallFacts,
     since: Instant,
+    /// The thread's CPU time (ns) when the call was let through, from
+    /// `/proc/PID/task/TID/schedstat`.
+    cpu_at_start: Option<u64>,
 }
 
 /// Whether a call let through has ended.
@@ -401,6 +405,29 @@ impl Pending {
             _ => Over::Yes,
         }
     }
+}
+
+impl Pending {
+    /// Whether a thread that is running and whose socket shows no success has surely carried
+    /// out its call: it has had a millisecond of CPU since the call was let through (a bind or
+    /// listen takes microseconds). Time alone says nothing on a loaded machine: a thread may
+    /// wait longer than that for a CPU before its call runs at all. Without schedstat, 50 ms.
+    fn ran_past_the_call(&self) -> bool {
+        match (self.cpu_at_start, cpu_time(self.pid, self.tid)) {
+            (Some(start), Some(now)) => now.saturating_sub(start) >= 1_000_000,
+            _ => self.since.elapsed().as_millis() >= 50,
+        }
+    }
+}
+
+/// A thread's time on a CPU in nanoseconds (the first field of its schedstat).
+fn cpu_time(pid: i32, tid: i32) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/schedstat"))
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// What the socket of a call shows afterwards.
@@ -448,8 +475,8 @@ fn look(p: &Pending, syscall: &str, asked: Option<u16>) -> Look {
 
 /// Learn the result of every pending call that has ended (or that `force` says has), from the
 /// socket's state. A success is certain as soon as the socket shows it; a failure only once
-/// the thread has surely left the call (or 5 ms after it was let through, when the thread keeps
-/// running: a bind or listen takes microseconds).
+/// the thread has surely left the call: it waits in another call, is gone, or has run on a CPU
+/// for a millisecond since the call was let through (`Pending::ran_past_the_call`).
 fn settle(pending: &mut Vec<Pending>, traced: &mut Traced, force: impl Fn(&Pending) -> bool) {
     pending.retain(|p| {
         let over = if force(p) { Over::Yes } else { p.over() };
@@ -460,7 +487,7 @@ fn settle(pending: &mut Vec<Pending>, traced: &mut Traced, force: impl Fn(&Pendi
             return false;
         };
         let seen = look(p, &event.syscall, event.port);
-        let waited_enough = p.since.elapsed().as_millis() >= 5;
+        let waited_enough = p.ran_past_the_call();
         if over == Over::Maybe && matches!(seen, Look::Failed) && !waited_enough {
             return true;
         }
@@ -749,6 +776,7 @@ fn observe(
         facts,
         sock: sock.filter(|_| hold),
         since: Instant::now(),
+        cpu_at_start: None,
     })
 }
 
