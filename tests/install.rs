@@ -773,3 +773,278 @@ fn hook_in_torchruns_agent_names_the_holder_and_a_free_port() {
     );
     drop(held);
 }
+
+// ---- The hook under hostile conditions (no torch needed: a bind that fails with EADDRINUSE) ----
+
+/// A fresh venv of python3 with the hook's files installed as the wheel installs them
+/// (packaging/wheel-data/purelib into site-packages), and this build's doctor as
+/// DDP_DOCTOR_BIN: the hook's own logic, quickly, without building the wheel.
+fn hook_files_venv(dir: &Path) -> Option<PathBuf> {
+    let bin = new_venv(dir)?;
+    let out = run_ok(command(bin.join("python")).args([
+        "-c",
+        "import sysconfig; print(sysconfig.get_path('purelib'))",
+    ]));
+    let site = PathBuf::from(stdout(&out).trim());
+    let purelib = root().join("packaging/wheel-data/purelib");
+    fs::copy(
+        purelib.join("ddp_doctor_hook.pth"),
+        site.join("ddp_doctor_hook.pth"),
+    )
+    .unwrap();
+    fs::create_dir_all(site.join("ddp_doctor_hook")).unwrap();
+    fs::copy(
+        purelib.join("ddp_doctor_hook/__init__.py"),
+        site.join("ddp_doctor_hook/__init__.py"),
+    )
+    .unwrap();
+    Some(bin.join("python"))
+}
+
+/// A process that fails to bind a port its own child holds (EADDRINUSE), in `main`, or in a
+/// `multiprocessing.Process` of context ARGV[1], or with a user's own `sys.excepthook`.
+const FAILING: &str = r#"
+import multiprocessing as mp, socket, subprocess, sys, time
+def fail():
+    holder = subprocess.Popen([sys.executable, "-c", "import socket,time; h=socket.socket(); h.bind(('127.0.0.1', 0)); h.listen(); print(h.getsockname()[1], flush=True); time.sleep(60)"], stdout=subprocess.PIPE)
+    port = int(holder.stdout.readline())
+    try:
+        socket.socket().bind(("127.0.0.1", port))
+    finally:
+        holder.kill()
+        holder.wait()
+if __name__ == "__main__":
+    how = sys.argv[1] if len(sys.argv) > 1 else "main"
+    if how == "excepthook":
+        def mine(kind, value, tb):
+            sys.stderr.write("my own hook: %s\n" % value)
+        sys.excepthook = mine
+    if how in ("spawn", "fork", "forkserver"):
+        p = mp.get_context(how).Process(target=fail)
+        p.start()
+        p.join()
+        print("child", p.pid, "exitcode", p.exitcode, flush=True)
+        sys.exit(p.exitcode)
+    fail()
+"#;
+
+const DIAGNOSED: &str = "ddp-doctor (DDP_DOCTOR=1): this process (pid ";
+
+/// `python failing.py how` (FAILING) with `env` (given through env(1): run_job clears some of these
+/// variables), TMPDIR `tmp`, this build's doctor first on PATH.
+fn failing(python: &Path, tmp: &Path, how: &str, env: &[(&str, &str)]) -> Output {
+    let mut c = command("env");
+    let doctor = Path::new(env!("CARGO_BIN_EXE_doctor"));
+    c.args([
+        "-u",
+        "DDP_DOCTOR",
+        "-u",
+        "SLURM_JOB_ID",
+        "-u",
+        "SLURM_STEP_ID",
+        "-u",
+        "TORCHELASTIC_ERROR_FILE",
+    ])
+    .env("PATH", path_with(doctor.parent().unwrap()));
+    for (k, v) in env {
+        c.arg(format!("{k}={v}"));
+    }
+    // A file, not `-c`: spawn children import the script's functions from it.
+    let script = tmp.join("failing.py");
+    fs::write(&script, FAILING).unwrap();
+    c.arg(python).arg(&script).arg(how);
+    run_job(&mut c, tmp, std::time::Duration::from_secs(60))
+}
+
+#[test]
+fn hook_explains_every_failing_run_of_one_slurm_allocation() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(python) = hook_files_venv(&tmp.path().join("v")) else {
+        return;
+    };
+    // `salloc` then `python train.py` twice: no step id (or the batch step's), one job id.
+    for step in [None, Some("4294967294")] {
+        for attempt in 0..2 {
+            let mut env = vec![("DDP_DOCTOR", "1"), ("SLURM_JOB_ID", "4711")];
+            if let Some(s) = step {
+                env.push(("SLURM_STEP_ID", s));
+            }
+            let out = failing(&python, tmp.path(), "main", &env);
+            let err = stderr(&out);
+            assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+            assert_eq!(
+                err.matches(DIAGNOSED).count(),
+                1,
+                "step {step:?}, run {attempt}: {}",
+                show(&out)
+            );
+        }
+    }
+}
+
+#[test]
+fn hook_is_not_silenced_by_files_another_user_planted_in_tmp() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        unavailable::<()>("planting files as another user needs root (CI runs as root)");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(python) = hook_files_venv(&tmp.path().join("v")) else {
+        return;
+    };
+    let shared = tmp.path().join("tmp");
+    fs::create_dir(&shared).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&shared, fs::Permissions::from_mode(0o1777)).unwrap();
+    let victim = tmp.path().join("victim");
+    fs::write(&victim, "untouched").unwrap();
+    // Every name the hook could use for job slurm-99.0 of uid 0, planted by uid 65534: a
+    // symlink at the old lock name, a directory and a file at private-directory names.
+    let key = "slurm-99.0";
+    let digest = {
+        use sha2::Digest;
+        let d = sha2::Sha256::digest(key.as_bytes());
+        d.iter().map(|b| format!("{b:02x}")).collect::<String>()[..16].to_string()
+    };
+    let lock = shared.join(format!("ddp-doctor-0-{digest}.lock"));
+    std::os::unix::fs::symlink(&victim, &lock).unwrap();
+    let dir = shared.join("ddp-doctor-0");
+    fs::create_dir(&dir).unwrap();
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).unwrap();
+    std::os::unix::fs::symlink(&victim, dir.join(format!("{digest}.lock"))).unwrap();
+    for p in [&lock, &dir, &dir.join(format!("{digest}.lock"))] {
+        nix::unistd::fchownat(
+            nix::fcntl::AT_FDCWD,
+            p.as_path(),
+            Some(nix::unistd::Uid::from_raw(65534)),
+            Some(nix::unistd::Gid::from_raw(65534)),
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .unwrap();
+    }
+    let env = [
+        ("DDP_DOCTOR", "1"),
+        ("SLURM_JOB_ID", "99"),
+        ("SLURM_STEP_ID", "0"),
+    ];
+    let out = failing(&python, &shared, "main", &env);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert_eq!(err.matches(DIAGNOSED).count(), 1, "{}", show(&out));
+    assert_eq!(fs::read_to_string(&victim).unwrap(), "untouched");
+}
+
+#[test]
+fn hook_explains_a_multiprocessing_process_whose_run_fails() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(python) = hook_files_venv(&tmp.path().join("v")) else {
+        return;
+    };
+    for ctx in ["spawn", "fork", "forkserver"] {
+        let plain = failing(&python, tmp.path(), ctx, &[]);
+        let out = failing(&python, tmp.path(), ctx, &[("DDP_DOCTOR", "1")]);
+        let err = stderr(&out);
+        // The child's failure as before: its traceback, its exit code, the parent's status.
+        assert_eq!(
+            out.status.code(),
+            plain.status.code(),
+            "{ctx}: {}",
+            show(&out)
+        );
+        assert_eq!(
+            out.stdout.len(),
+            plain.stdout.len(),
+            "{ctx}: {}",
+            show(&out)
+        );
+        assert!(
+            err.ends_with(&stderr(&plain)[stderr(&plain).find("Process ").unwrap_or(0)..])
+                || err.contains("Address already in use"),
+            "{ctx}: {}",
+            show(&out)
+        );
+        let child = stdout(&out)
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or_default()
+            .to_string();
+        assert_eq!(
+            err.matches(&format!("{DIAGNOSED}{child})")).count(),
+            1,
+            "{ctx}: the child {child} is diagnosed once: {}",
+            show(&out)
+        );
+    }
+}
+
+#[test]
+fn hook_runs_under_a_users_own_excepthook() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(python) = hook_files_venv(&tmp.path().join("v")) else {
+        return;
+    };
+    let plain = failing(&python, tmp.path(), "excepthook", &[]);
+    let out = failing(&python, tmp.path(), "excepthook", &[("DDP_DOCTOR", "1")]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), plain.status.code(), "{}", show(&out));
+    assert_eq!(err.matches(DIAGNOSED).count(), 1, "{}", show(&out));
+    // The user's hook still runs, once, after the diagnosis.
+    assert_eq!(err.matches("my own hook:").count(), 1, "{}", show(&out));
+    assert!(err.ends_with(&stderr(&plain)), "{}", show(&out));
+}
+
+#[test]
+fn hook_keeps_its_time_bound_and_diagnoses_with_a_bad_timeout_value() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(python) = hook_files_venv(&tmp.path().join("v")) else {
+        return;
+    };
+    for value in ["inf", "nan", "abc", "-5", "0", "1e400", ""] {
+        let env = [("DDP_DOCTOR", "1"), ("DDP_DOCTOR_TIMEOUT", value)];
+        let out = failing(&python, tmp.path(), "main", &env);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{value:?}: {}", show(&out));
+        assert_eq!(
+            err.matches(DIAGNOSED).count(),
+            1,
+            "{value:?}: {}",
+            show(&out)
+        );
+        assert!(
+            !err.contains("the hook failed"),
+            "{value:?}: {}",
+            show(&out)
+        );
+        if !value.is_empty() {
+            assert!(
+                err.contains(&format!("DDP_DOCTOR_TIMEOUT={value:?} is not")),
+                "{value:?}: a note on the value: {}",
+                show(&out)
+            );
+        }
+    }
+}
+
+#[test]
+fn hook_is_off_for_the_usual_spellings_of_off() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(python) = hook_files_venv(&tmp.path().join("v")) else {
+        return;
+    };
+    let plain = failing(&python, tmp.path(), "main", &[]);
+    for value in ["0", "false", "FALSE", "no", "off", " 0", "0 ", "False"] {
+        let out = failing(&python, tmp.path(), "main", &[("DDP_DOCTOR", value)]);
+        assert_eq!(out.status.code(), plain.status.code());
+        assert_eq!(stderr(&out), stderr(&plain), "DDP_DOCTOR={value:?}");
+    }
+    for value in ["1", "yes", "true", "on"] {
+        let out = failing(&python, tmp.path(), "main", &[("DDP_DOCTOR", value)]);
+        assert_eq!(
+            stderr(&out).matches(DIAGNOSED).count(),
+            1,
+            "DDP_DOCTOR={value:?}: {}",
+            show(&out)
+        );
+    }
+}

@@ -1,12 +1,15 @@
 """The `DDP_DOCTOR=1` hook of ddp-doctor.
 
 `ddp_doctor_hook.pth` (installed next to this package in site-packages) imports this module in
-every Python process whose environment has DDP_DOCTOR set (not empty, not "0"); without it nothing
-is imported. `arm()` wraps `sys.excepthook` and `threading.excepthook`. When a process is about to
+every Python process whose environment has DDP_DOCTOR set (not empty, not "0", "false", "no" or
+"off", in any case); without it nothing is imported. `arm()` wraps `sys.excepthook`,
+`threading.excepthook` and multiprocessing's child bootstrap (a `Process` whose `run()` raises
+never reaches an excepthook), and adds an audit hook that sees an uncaught exception even when
+the program replaced `sys.excepthook` with its own. When a process is about to
 die of a rendezvous failure (EADDRINUSE / DistNetworkError, the "bootstrapping phase"
 RuntimeError, a rendezvous or store timeout), the hook asks `doctor ports --failed-pid` about
 this process while the port's holder still runs, prints the diagnosis on stderr once per job
-(a lock file created with O_EXCL), and with DDP_DOCTOR_DIR writes one redacted `doctor report`
+(a lock file created with O_EXCL in TMPDIR/ddp-doctor-UID, a 0700 directory of this user), and with DDP_DOCTOR_DIR writes one redacted `doctor report`
 per node and job into that directory. Then the original hook runs: the same traceback, the same
 exit status. It never makes things worse: any problem of its own is one `ddp-doctor:` line, the
 whole hook is bounded in time (DDP_DOCTOR_TIMEOUT seconds, default 10) and leaves no process.
@@ -63,6 +66,17 @@ def arm():
         previous(kind, value, tb)
 
     sys.excepthook = excepthook
+
+    def audit(event, args):
+        # A program that set its own sys.excepthook (replacing the one above): Python still
+        # announces the uncaught exception before calling that hook.
+        if event == "sys.excepthook" and args[0] is not excepthook:
+            _guarded(args[1], args[2], args[3])
+
+    try:
+        sys.addaudithook(audit)
+    except Exception:  # pragma: no cover - refused by an earlier audit hook
+        pass
     try:
         import threading
     except Exception:  # pragma: no cover - a Python without threads
@@ -74,9 +88,63 @@ def arm():
         previous_thread(args)
 
     threading.excepthook = thread_excepthook
+    _arm_multiprocessing()
+
+
+def _arm_multiprocessing():
+    """A `multiprocessing.Process` whose `run()` raises never reaches an excepthook: its
+    bootstrap prints the traceback and exits 1. Look at the error there, then let it go on."""
+    try:
+        from multiprocessing import process
+    except Exception:  # pragma: no cover
+        return
+    bootstrap = process.BaseProcess._bootstrap
+
+    def _bootstrap(self, *args, **kwargs):
+        run = self.run
+
+        def guarded_run():
+            try:
+                return run()
+            except Exception as e:
+                _guarded(type(e), e, e.__traceback__)
+                _hide_from_next_traceback(guarded_run.__code__)
+                raise
+
+        self.run = guarded_run
+        return bootstrap(self, *args, **kwargs)
+
+    process.BaseProcess._bootstrap = _bootstrap
+
+
+def _hide_from_next_traceback(code):
+    """The traceback the bootstrap prints next (`traceback.print_exc()`) is the one it would
+    have printed without the hook: the frame of `code` is taken out of it."""
+    import traceback
+
+    original = traceback.print_exc
+
+    def print_exc(*args, **kwargs):
+        traceback.print_exc = original
+        tb, prev = sys.exc_info()[2], None
+        while tb is not None:
+            if tb.tb_frame.f_code is code and prev is not None:
+                prev.tb_next = tb.tb_next
+                break
+            prev, tb = tb, tb.tb_next
+        return original(*args, **kwargs)
+
+    traceback.print_exc = print_exc
+
+
+_seen = set()
 
 
 def _guarded(kind, value, tb):
+    # One look per exception (a program's own hook may call the one it replaced).
+    if id(value) in _seen:
+        return
+    _seen.add(id(value))
     try:
         if value is not None and is_rendezvous_failure(value):
             _diagnose(kind, value, tb)
@@ -113,14 +181,18 @@ def _note(line):
 
 
 def _job_key():
-    """One key per job on this node: the SLURM job step, else torchelastic's run directory
-    (each torchrun worker is its own session), else the process group and its leader's start."""
+    """One key per job on this node: torchelastic's run directory (each torchrun worker is its
+    own session), else the SLURM job step when this is an `srun` step (it runs once; the batch
+    step and an `salloc` shell run many jobs, one after another), else the process group and
+    its leader's start."""
     env = os.environ
-    if env.get("SLURM_JOB_ID"):
-        return "slurm-%s.%s" % (env["SLURM_JOB_ID"], env.get("SLURM_STEP_ID", ""))
     err = env.get("TORCHELASTIC_ERROR_FILE", "")
     if "/attempt_" in err:
         return "elastic-" + err.split("/attempt_")[0]
+    step = env.get("SLURM_STEP_ID", "")
+    # 4294967290 and up: SLURM's batch, extern and interactive steps (not one job each).
+    if env.get("SLURM_JOB_ID") and step.isdigit() and int(step) < 4294967290:
+        return "slurm-%s.%s" % (env["SLURM_JOB_ID"], step)
     pgid = os.getpgid(0)
     start = ""
     try:
@@ -131,15 +203,41 @@ def _job_key():
     return "pgid-%d-%s" % (pgid, start)
 
 
-def _first_once(key):
-    """True for the first process of the job to get here (O_EXCL lock file in the temp dir)."""
-    import hashlib
+def _private_dir():
+    """TMPDIR/ddp-doctor-UID, made 0700 by this user; None when that name is taken by anything
+    else (another user's directory, a link, a file: a shared /tmp is writable by everyone)."""
+    import stat
     import tempfile
 
+    uid = os.getuid()
+    path = os.path.join(tempfile.gettempdir(), "ddp-doctor-%d" % uid)
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    except OSError:
+        return None
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != uid or st.st_mode & 0o077:
+        return None
+    return path
+
+
+def _first_once(key):
+    """True for the first process of the job to get here (an O_EXCL lock file in a directory
+    only this user can write). When there is no such directory, every process diagnoses: a
+    repeated diagnosis is better than none."""
+    import hashlib
+
+    directory = _private_dir()
+    if directory is None:
+        _note("no private directory for the once-per-job lock in the temp dir: diagnosing anyway")
+        return True
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-    path = os.path.join(
-        tempfile.gettempdir(), "ddp-doctor-%d-%s.lock" % (os.getuid(), digest)
-    )
+    path = os.path.join(directory, "%s.lock" % digest)
     flags = os.O_CREAT | os.O_EXCL | os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0)
     try:
         fd = os.open(path, flags, 0o600)
@@ -213,12 +311,38 @@ def _first_line(text):
     return lines[0] if lines else "no message"
 
 
+_DEFAULT_TIMEOUT = 10.0
+
+
+def _timeout():
+    """DDP_DOCTOR_TIMEOUT in seconds: a finite number above 0, at most an hour; else the default
+    with a note (the hook is always bounded in time)."""
+    import math
+
+    raw = os.environ.get("DDP_DOCTOR_TIMEOUT", "")
+    if not raw.strip():
+        return _DEFAULT_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not math.isfinite(value) or value <= 0 or value > 3600:
+        import json
+
+        _note(
+            "DDP_DOCTOR_TIMEOUT=%s is not a number of seconds between 0 and 3600: using %gs"
+            % (json.dumps(raw), _DEFAULT_TIMEOUT)
+        )
+        return _DEFAULT_TIMEOUT
+    return value
+
+
 def _diagnose(kind, value, tb):
     import re
     import time
     import traceback
 
-    limit = float(os.environ.get("DDP_DOCTOR_TIMEOUT", "10") or 10)
+    limit = _timeout()
     deadline = time.monotonic() + limit
     key = _job_key()
     if not _first_once(key):
