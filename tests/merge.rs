@@ -537,10 +537,13 @@ fn merge_of_a_directory_equals_merge_of_its_reports() {
         "{err}"
     );
 
-    // A directory and a file together; the directory's reports in name order.
-    let (mixed, _) = merge_json(&[dir.path(), &a], &[]);
-    assert_eq!(mixed["summary"]["nodes"], 3);
-    assert!(codes(&mixed).contains(&"M009".to_string()), "node-a twice");
+    // A directory and a file of it named again (node-b: its JSON copy in the directory is the
+    // same report as the YAML): the same report twice is bad input, not a third node (counted
+    // twice, its ranks were duplicate ranks across nodes); the_same_report_twice_is_bad_input.
+    for again in [&a, &b] {
+        let out = run(&["merge", dir.path().to_str().unwrap(), again.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+    }
 
     // A truncated report in the directory is an error, never skipped.
     let full = std::fs::read_to_string(&a).unwrap();
@@ -605,5 +608,31 @@ fn leftover_verdict_without_slurm() {
         );
         assert_eq!(doc["rendezvous"]["ranks_visible"], 0, "{doc:#}");
         assert!(!codes(&doc).contains(&"M006".to_string()), "{doc:#}");
+    }
+}
+
+/// The same report twice (one file named twice, a copy beside it, both in one directory) is bad
+/// input, not two nodes: counted twice, its ranks were "duplicate ranks across nodes" (M004).
+#[test]
+fn the_same_report_twice_is_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("report-a.json");
+    let out = doctor()
+        .args(["report", "-q", "-o"])
+        .arg(&a)
+        .output()
+        .unwrap();
+    assert!(out.status.code().is_some_and(|c| c <= 1), "{out:?}");
+    let b = dir.path().join("report-b.json");
+    std::fs::copy(&a, &b).unwrap();
+    let cases: [Vec<&Path>; 3] = [vec![&a, &a], vec![&a, &b], vec![dir.path()]];
+    for files in cases {
+        let out = doctor().arg("merge").args(&files).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{files:?}: {err}");
+        assert!(err.starts_with("error: "), "{files:?}: {err}");
+        assert!(err.contains("the same report as"), "{files:?}: {err}");
+        assert!(err.contains("\nhint: "), "{files:?}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
     }
 }

@@ -51,7 +51,7 @@ pub fn load(path: &Path) -> anyhow::Result<Value> {
 /// Every report of a directory (one per node, as `srun ... doctor report -o DIR/report-%N.yaml`
 /// leaves them). Other doctor documents there (a merge, a snapshot) and YAML that is no doctor
 /// document are skipped with a note; a report that is truncated or unreadable stops the merge.
-fn load_dir(dir: &Path) -> anyhow::Result<Vec<Node>> {
+fn load_dir(dir: &Path) -> anyhow::Result<Vec<(String, Value)>> {
     let shown = dir.display();
     let files = crate::model::load::documents_in(dir).map_err(|e| {
         user_error(
@@ -68,7 +68,7 @@ fn load_dir(dir: &Path) -> anyhow::Result<Vec<Node>> {
             )
         })?;
         match parse(&text) {
-            Ok(doc) => nodes.push(cluster::node(&path.display().to_string(), &doc)),
+            Ok(doc) => nodes.push((path.display().to_string(), doc)),
             Err((msg, _)) if is_other_document(&text) => {
                 render::note(&format!("note: skipped {}: {msg}", path.display()))
             }
@@ -123,15 +123,24 @@ pub fn merge(args: MergeArgs) -> anyhow::Result<i32> {
     args.out.check()?;
     // The same rule as every command: a pipe gets what a terminal gets.
     let format = args.out.format(args.format, Format::Table);
-    let mut nodes = Vec::new();
+    let mut docs = Vec::new();
     for path in &args.files {
         if path.is_dir() {
-            nodes.extend(load_dir(path)?);
+            docs.extend(load_dir(path)?);
         } else {
-            let doc = load(path)?;
-            nodes.push(cluster::node(&path.display().to_string(), &doc));
+            docs.push((path.display().to_string(), load(path)?));
         }
     }
+    if let Some((copy, first)) = cluster::same_report(&docs) {
+        return Err(user_error(
+            format!("{copy} is the same report as {first}"),
+            "pass each node's report once (`doctor merge DIR` with one report per node)",
+        ));
+    }
+    let mut nodes: Vec<Node> = docs
+        .iter()
+        .map(|(name, doc)| cluster::node(name, doc))
+        .collect();
     let merged = cluster::analyse(&mut nodes, args.max_spread);
     let (doc, exit_1) = document(&nodes, &merged);
     let mut doc = doc;

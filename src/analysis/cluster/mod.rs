@@ -23,7 +23,7 @@ use serde_json::Value;
 
 use crate::model::finding::{self, Rule, Severity};
 pub use crate::model::report::{Node, Rank, Versions, is_loopback};
-pub use reports::{node, parse};
+pub use reports::{node, parse, same_report};
 
 /// Every cluster rule, in code order.
 pub const RULES: &[fn(&Context) -> Vec<MergeFinding>] = &[

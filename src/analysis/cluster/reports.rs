@@ -1,6 +1,8 @@
 //! Reading the reports: check a report document and keep what the merge needs of it (a
 //! [`Node`] with its ranks and versions).
 
+use std::collections::HashMap;
+
 use serde_json::Value;
 
 use crate::model::report::{Launcher, Node, REPORT_KIND, Rank, Versions};
@@ -172,6 +174,20 @@ pub fn torchrun_args(command: &str) -> Option<Launcher> {
                 .unwrap_or_else(|| "none".into()),
         ),
     })
+}
+
+/// The first report given twice (the same file named twice, or a copy of it): `(copy, first)`.
+/// Reports of two nodes, or of one node taken twice, always differ (host, time taken).
+pub fn same_report<'a>(docs: &'a [(String, Value)]) -> Option<(&'a str, &'a str)> {
+    let mut seen: HashMap<String, &str> = HashMap::new();
+    for (name, doc) in docs {
+        let key = doc.to_string();
+        if let Some(first) = seen.get(&key) {
+            return Some((name, first));
+        }
+        seen.insert(key, name);
+    }
+    None
 }
 
 pub fn node(file: &str, doc: &Value) -> Node {
