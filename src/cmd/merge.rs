@@ -132,8 +132,13 @@ pub fn merge(args: MergeArgs) -> anyhow::Result<i32> {
         }
     }
     if let Some((copy, first)) = cluster::same_report(&docs) {
+        let what = if copy == first {
+            format!("{copy} is named twice")
+        } else {
+            format!("{copy} is the same report as {first}")
+        };
         return Err(user_error(
-            format!("{copy} is the same report as {first}"),
+            what,
             "pass each node's report once (`doctor merge DIR` with one report per node)",
         ));
     }

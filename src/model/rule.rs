@@ -846,15 +846,17 @@ rules! {
     ///
     /// **Why.** Usually several tasks per node each wrote a report (`srun` without
     /// `--ntasks-per-node=1`), or an old and a new report of one node were both passed. Ranks then
-    /// count twice and show up as duplicates.
+    /// count twice and show up as duplicates. The same report passed twice (one file named twice,
+    /// a copy of it, or its YAML and JSON forms) is not this finding but bad input: `error:` and
+    /// `hint:`, exit 2.
     ///
     /// **Fix.** One report per node; merge only the latest of each.
     ///
-    /// **Example** (real report passed twice):
+    /// **Example** (real: two reports of one node, taken 2 s apart):
     ///
     /// ```
-    /// $ doctor merge report-node-a.yaml report-node-a.yaml
-    /// warning[M009] duplicate-node: 2 reports come from the same node node-a
+    /// $ doctor merge report-vm-1.yaml report-vm-2.yaml
+    /// warning[M009] duplicate-node: 2 reports come from the same node vm
     ///   = fix: take one report per node (`srun --ntasks-per-node=1 ...`) and merge only the latest of each node
     /// ```
     M009, "duplicate-node", Warning, "the same node was reported twice";
