@@ -178,7 +178,7 @@ pub fn torchrun_args(command: &str) -> Option<Launcher> {
 
 /// The first report given twice (the same file named twice, or a copy of it): `(copy, first)`.
 /// Reports of two nodes, or of one node taken twice, always differ (host, time taken).
-pub fn same_report<'a>(docs: &'a [(String, Value)]) -> Option<(&'a str, &'a str)> {
+pub fn same_report(docs: &[(String, Value)]) -> Option<(&str, &str)> {
     let mut seen: HashMap<String, &str> = HashMap::new();
     for (name, doc) in docs {
         let key = doc.to_string();
