@@ -500,6 +500,58 @@ mod tests {
         assert!(!c.contains(&Rule::M007), "{c:?}");
     }
 
+    /// Separate jobs on one host: the job's ranks (10.0.0.1:29500) and, on each node, a
+    /// single-node job of its own on another port (its ranks name only MASTER_PORT, as a launcher
+    /// that sets MASTER_ADDR in os.environ leaves it), or on another address, or with another run
+    /// id. Rendezvous are separated by (address, port, run id) before duplicates are looked for:
+    /// no M004 for ranks of different jobs; the same rank twice within one rendezvous still is.
+    #[test]
+    fn merge_keys_rendezvous_by_address_port_and_run_id() {
+        let other = |pid: i64, rank: i64, addr: Option<&str>, port: u16, run: Option<&str>| {
+            let mut id = json!({"master_port": port, "rank": rank, "world_size": 2});
+            if let Some(a) = addr {
+                id["master_addr"] = json!(a);
+            }
+            if let Some(r) = run {
+                id["run_id"] = json!(r);
+            }
+            json!({"pid": pid, "role": "rank", "identity": id, "command": "python other.py"})
+        };
+        let cases = [
+            (None, 29600, None),
+            (Some("127.0.0.1"), 29600, None),
+            (Some("10.0.0.9"), 29500, None),
+        ];
+        for (addr, port, run) in cases {
+            let a = report(
+                "a",
+                "10.0.0.1",
+                json!([rank(10, 0, 29500), other(11, 0, addr, port, run)]),
+                "2.15.0",
+                100.0,
+            );
+            let b = report(
+                "b",
+                "10.0.0.2",
+                json!([rank(20, 1, 29500), other(21, 0, addr, port, run)]),
+                "2.15.0",
+                100.0,
+            );
+            let mut nodes = vec![node("a.yaml", &a), node("b.yaml", &b)];
+            let m = analyse(&mut nodes, 10.0);
+            let m004: Vec<_> = m.findings.iter().filter(|f| f.code == Rule::M004).collect();
+            assert!(
+                m004.is_empty(),
+                "{addr:?}:{port} run {run:?}: separate jobs lumped: {m004:?}"
+            );
+        }
+        // The same rank twice within the job's rendezvous is still M004.
+        let a = report("a", "10.0.0.1", json!([rank(10, 0, 29500)]), "2.15.0", 100.0);
+        let b = report("b", "10.0.0.2", json!([rank(20, 0, 29500)]), "2.15.0", 100.0);
+        let mut nodes = vec![node("a.yaml", &a), node("b.yaml", &b)];
+        assert!(codes(&analyse(&mut nodes, 10.0)).contains(&Rule::M004));
+    }
+
     #[test]
     fn same_node_and_local_rank_on_two_nodes() {
         let r = |pid: i64, rank: i64| {
