@@ -142,8 +142,11 @@ impl<'a> Context<'a> {
     /// not of another SLURM job than the one the reports were taken in (a leftover of an
     /// earlier job on the same port is not one of this job's ranks).
     pub fn in_job(&self, r: &Rank) -> bool {
+        // Rendezvous are (address, port, run id): a rank naming only its port (MASTER_ADDR set
+        // later in os.environ) is another job's when the port differs.
         let same_rendezvous = match (&self.master, r.rendezvous()) {
             (Some(m), Some(rv)) => *m == rv,
+            (Some(m), None) => r.master_port.is_none_or(|p| p == m.1),
             _ => true,
         };
         let other_slurm = r
@@ -545,9 +548,38 @@ mod tests {
                 "{addr:?}:{port} run {run:?}: separate jobs lumped: {m004:?}"
             );
         }
+        // One address and port, two run ids (a leftover of an earlier run and the new one).
+        let a = report(
+            "a",
+            "10.0.0.1",
+            json!([other(10, 0, Some("10.0.0.1"), 29500, Some("r1"))]),
+            "2.15.0",
+            100.0,
+        );
+        let b = report(
+            "b",
+            "10.0.0.2",
+            json!([other(20, 0, Some("10.0.0.1"), 29500, Some("r2"))]),
+            "2.15.0",
+            100.0,
+        );
+        let mut nodes = vec![node("a.yaml", &a), node("b.yaml", &b)];
+        assert!(!codes(&analyse(&mut nodes, 10.0)).contains(&Rule::M004));
         // The same rank twice within the job's rendezvous is still M004.
-        let a = report("a", "10.0.0.1", json!([rank(10, 0, 29500)]), "2.15.0", 100.0);
-        let b = report("b", "10.0.0.2", json!([rank(20, 0, 29500)]), "2.15.0", 100.0);
+        let a = report(
+            "a",
+            "10.0.0.1",
+            json!([rank(10, 0, 29500)]),
+            "2.15.0",
+            100.0,
+        );
+        let b = report(
+            "b",
+            "10.0.0.2",
+            json!([rank(20, 0, 29500)]),
+            "2.15.0",
+            100.0,
+        );
         let mut nodes = vec![node("a.yaml", &a), node("b.yaml", &b)];
         assert!(codes(&analyse(&mut nodes, 10.0)).contains(&Rule::M004));
     }
