@@ -283,6 +283,16 @@ fn a_foreign_holder_is_d008_and_a_stale_holder_d003_in_a_run() {
         &rank_env(port),
     );
     assert_stated(&ran, "D003", port);
+    // The run's own rank (gone by the time it is explained) is no leftover of a launcher.
+    let failing = ran.record["diagnosis"]["failing_pid"]
+        .as_i64()
+        .expect("failing pid");
+    for f in run_findings(&ran, "D003", port) {
+        assert!(
+            !pids_of(f).contains(&failing),
+            "the run's own failing rank called stale: {f:#}"
+        );
+    }
 }
 
 /// Wait until `f` holds, at most `secs`.

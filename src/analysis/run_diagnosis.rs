@@ -266,7 +266,9 @@ fn name_the_holder(
     if d.failing_pid.is_none() && seen.output.bind_errors.is_empty() {
         return;
     }
-    let live = with_the_run(live(), seen.snapshot);
+    let live = live();
+    let alive: std::collections::HashSet<i32> = live.processes.iter().map(|p| p.pid).collect();
+    let live = with_the_run(live, seen.snapshot);
     let la = Analysis::after_failed_bind(&live, port, pick);
     let holders: Vec<i32> = crate::analysis::holders::holders(&la, false)
         .iter()
@@ -281,8 +283,14 @@ fn name_the_holder(
             describe(&la, h)
         ));
     }
-    d.findings
-        .extend(la.findings.into_iter().filter(|f| f.ports.contains(&port)));
+    // Findings about the port that name a process alive now: the run's own processes are
+    // gone, and are not leftovers of a launcher (D003) for having outlived nothing.
+    d.findings.extend(
+        la.findings
+            .into_iter()
+            .filter(|f| f.ports.contains(&port))
+            .filter(|f| f.pids.iter().any(|p| alive.contains(p))),
+    );
 }
 
 /// The machine now, with the run's processes as they were while it ran (they are gone by the
