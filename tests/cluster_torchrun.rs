@@ -270,3 +270,76 @@ fn torchrun_across_namespaces() {
         }
     }
 }
+
+/// A test bed killed with SIGKILL (a CI timeout) runs no trap: its network namespaces and the
+/// nodes' inits stay. The next run of the bed removes them before it starts (and leaves a bed
+/// that is still running alone).
+#[test]
+fn a_test_bed_killed_with_sigkill_is_cleaned_up_by_the_next_run() {
+    use std::os::unix::process::CommandExt;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/testbed/cluster.sh");
+    let first = tempfile::tempdir().unwrap();
+    let mut killed = Command::new(&script)
+        .arg(first.path())
+        .arg("healthy")
+        .env("DOCTOR", env!("CARGO_BIN_EXE_doctor"))
+        .env("PORT", "29579")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let pid = killed.id() as i32;
+    let inits = first.path().join("inits");
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::fs::read_to_string(&inits)
+        .unwrap_or_default()
+        .trim()
+        .is_empty()
+    {
+        if let Ok(Some(status)) = killed.try_wait() {
+            skip_or_fail(&format!("the test bed cannot run here (exit {status})"));
+            return;
+        }
+        assert!(std::time::Instant::now() < until, "no node booted");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // SAFETY: kill(2) of the process group this test started.
+    unsafe { libc::kill(-pid, libc::SIGKILL) };
+    let _ = killed.wait();
+    let tag = format!("ddc{pid:x}");
+    let ours = || -> Vec<String> {
+        let out = Command::new("ip").args(["netns", "list"]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .filter(|n| n.starts_with(&tag) && n.len() == tag.len() + 1)
+            .map(str::to_string)
+            .collect()
+    };
+    let init_pids: Vec<String> = std::fs::read_to_string(&inits)
+        .unwrap()
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    let alive = |p: &String| {
+        std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c == "sleep\n")
+    };
+    // The leak is real: without a clean-up they would stay.
+    assert!(!ours().is_empty(), "the killed bed left no namespace");
+    assert!(init_pids.iter().any(alive), "the killed bed left no init");
+
+    let second = tempfile::tempdir().unwrap();
+    let out = Command::new(&script)
+        .arg(second.path())
+        .env("DOCTOR", env!("CARGO_BIN_EXE_doctor"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        ours(),
+        Vec::<String>::new(),
+        "namespaces of the killed bed left"
+    );
+    let left: Vec<&String> = init_pids.iter().filter(|p| alive(p)).collect();
+    assert!(left.is_empty(), "inits of the killed bed left: {left:?}");
+}

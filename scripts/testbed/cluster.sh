@@ -7,7 +7,8 @@
 # OUT/SCENARIO/, and `doctor merge OUT/SCENARIO` writes OUT/SCENARIO/merge.json (its exit code in
 # OUT/SCENARIO/merge.rc). Everything is torn down at the end, pass or fail: each node's PID
 # namespace is ended by killing its init (the kernel kills every process in it), then the network
-# namespaces (and their veths) are deleted.
+# namespaces (and their veths) are deleted. A bed killed with SIGKILL runs no trap: the next run
+# removes what it left (its namespaces and every process in them) before it starts.
 #
 # usage: scripts/testbed/cluster.sh OUT SCENARIO...
 #   healthy       static rendezvous, two nodes, ranks up
@@ -51,6 +52,19 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+
+# Leftovers of an earlier bed killed with SIGKILL (no trap ran): its network namespaces
+# (ddc<TAG>s, ddc<TAG>1-3; TAG is the hex pid of its shell) when that shell is gone, and every
+# process in them (the nodes' inits: killing one ends its PID namespace). A bed still running is
+# left alone.
+for old in $(ip netns list 2>/dev/null | awk '{print $1}' | grep -E '^ddc[0-9a-f]+[s1-9]$' || true); do
+    t=${old#ddc}; t=${t%?}
+    if tr '\0' ' ' <"/proc/$((16#$t))/cmdline" 2>/dev/null | grep -q 'testbed/cluster.sh'; then continue; fi
+    pids=$(ip netns pids "$old" 2>/dev/null || true)
+    for q in $pids; do kill -KILL "$q" 2>/dev/null || true; done
+    for q in $pids; do for _ in $(seq 100); do [ -e "/proc/$q" ] || break; sleep 0.02; done; done
+    ip netns del "$old" 2>/dev/null || true
+done
 
 if ! ip netns add "$sw" 2>/dev/null; then echo "missing: network namespaces (ip netns add)" >&2; exit 3; fi
 ip -n "$sw" link add br0 type bridge
