@@ -326,3 +326,83 @@ fn from_names_the_kind_of_another_document() {
     let doc = json_of(&out);
     assert_eq!(doc["kind"], "doctor-ports");
 }
+
+/// A D001 found live carries the user's line: the module-level launch the spawn child re-ran
+/// (`doctor scan` of the rank's script, read from the rank's working directory), in the document
+/// and in the text. Real torch: the store is a real `TCPStore`.
+#[test]
+fn a_live_d001_points_at_the_users_line() {
+    let py = doctor()
+        .args(["repro", "--setup", "--no-setup"])
+        .output()
+        .expect("doctor runs");
+    if py.status.code() != Some(0) {
+        skip_or_fail("no Python with torch (run scripts/test.sh)");
+        return;
+    }
+    let py = String::from_utf8_lossy(&py.stdout).trim().to_string();
+    let port = free_low_port();
+    let root = env!("CARGO_MANIFEST_DIR");
+    // The rank's identity in its environment from exec on (`env` execs python in place; the
+    // helper starter removes rendezvous variables from the test's own environment).
+    let _sit = Situation::start_cmd(
+        std::process::Command::new("env")
+            .current_dir(root)
+            .arg("MASTER_ADDR=127.0.0.1")
+            .arg(format!("MASTER_PORT={port}"))
+            .args(["RANK=0", "LOCAL_RANK=0", "WORLD_SIZE=2"])
+            .arg(&py)
+            .arg("tests/helpers/store_at_import.py")
+            .arg(port.to_string()),
+    );
+    let p = port.to_string();
+    let out = run(&["ports", "--port", &p, "--format", "json"]);
+    let doc = json_of(&out);
+    let d001: Vec<&serde_json::Value> = doc["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["code"] == "D001")
+        .collect();
+    assert!(!d001.is_empty(), "no D001: {doc:#}");
+    // The line of `store = dist.TCPStore(...)` in the helper.
+    let source =
+        std::fs::read_to_string(format!("{root}/tests/helpers/store_at_import.py")).unwrap();
+    let line = source
+        .lines()
+        .position(|l| l.starts_with("store = dist.TCPStore"))
+        .unwrap()
+        + 1;
+    for f in &d001 {
+        let loc = &f["location"];
+        assert_eq!(loc["path"], "tests/helpers/store_at_import.py", "{f:#}");
+        assert_eq!(loc["line"], line, "{f:#}");
+    }
+    let out = run(&["ports", "--port", &p]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!(" --> tests/helpers/store_at_import.py:{line}:")),
+        "{text}"
+    );
+    // From a snapshot (another machine's files) no line is claimed.
+    let dir = tempfile::tempdir().unwrap();
+    let snap = dir.path().join("s.json");
+    run(&["snapshot", "-o", snap.to_str().unwrap()]);
+    let doc = json_of(&run(&[
+        "ports",
+        "--port",
+        &p,
+        "--from",
+        snap.to_str().unwrap(),
+        "--format",
+        "json",
+    ]));
+    assert!(
+        doc["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f.get("location").is_none()),
+        "{doc:#}"
+    );
+}

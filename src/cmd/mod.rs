@@ -79,6 +79,47 @@ pub fn envelope(kind: crate::model::envelope::Kind) -> crate::model::envelope::E
     crate::model::envelope::Envelope::new(kind, observe::hostname(), observe::now())
 }
 
+/// Give the D001 findings of a live machine the user's line: the launch statement that the
+/// child re-ran, found by `doctor scan` of the rank's script (a relative path read from the
+/// rank's working directory). Nothing is guessed: no script, no launch found, no location.
+pub fn locate_launches(findings: &mut [crate::model::finding::Finding], a: &Analysis) {
+    use crate::model::finding::{Location, Rule};
+    for f in findings.iter_mut().filter(|f| f.code == Rule::D001) {
+        // The chain starts at the rank; the duplicate runs the same script.
+        let Some(&pid) = f.path.first().or(f.pids.first()) else {
+            continue;
+        };
+        let Some(script) = a.script_of(pid).filter(|s| s.ends_with(".py")) else {
+            continue;
+        };
+        let path = std::path::Path::new(&script);
+        let full = if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            match crate::sys::proc::cwd(pid) {
+                Some(dir) => dir.join(path),
+                None => continue,
+            }
+        };
+        if !full.is_file() {
+            continue;
+        }
+        let diags = crate::scan::scan_file(&full, &crate::scan::ScanOptions::default());
+        if let Some(d) = diags
+            .iter()
+            .find(|d| matches!(d.code, Rule::S001 | Rule::S002))
+        {
+            f.location = Some(Location {
+                path: script.clone(),
+                line: d.line,
+                column: d.column,
+                end_line: d.end_line,
+                end_column: d.end_column,
+            });
+        }
+    }
+}
+
 /// A port number from the command line: 1-65535.
 pub fn parse_port(s: &str) -> Result<u16, String> {
     match s.trim().parse::<u32>() {

@@ -86,6 +86,9 @@ fn show(args: &PortsArgs, a: &Analysis) -> anyhow::Result<i32> {
     let snap = a.snap;
     let mut rows = holders(a, args.all);
     let mut findings = a.findings.clone();
+    if args.from.is_none() {
+        super::locate_launches(&mut findings, a);
+    }
     let mut scope: Vec<u16> = a.rendezvous_ports.iter().copied().collect();
     // `--port` filters (rows and the findings about other ports); `--all` widens again.
     if !args.port.is_empty() && !args.all {

@@ -69,6 +69,9 @@ pub struct Finding {
     pub fix: String,
     /// For D001: the ancestry from the rank to the duplicate initialiser, rank first.
     pub path: Vec<i32>,
+    /// The user's line, where known (D001: the launch statement the child re-ran, found by
+    /// `doctor scan` of the rank's script).
+    pub location: Option<Location>,
 }
 
 impl Finding {
@@ -88,6 +91,7 @@ impl Finding {
             ports,
             fix,
             path: Vec::new(),
+            location: None,
         }
     }
 }
@@ -105,6 +109,7 @@ impl Serialize for Finding {
         doc.severity = self.severity;
         doc.pids = &self.pids;
         doc.ports = &self.ports;
+        doc.location = self.location.clone();
         View {
             doc,
             chain: &self.path,

@@ -28,6 +28,15 @@ pub fn render_findings(findings: &[Finding], color: bool) -> String {
             &f.message,
             color,
         ));
+        if let Some(l) = &f.location {
+            s.push_str(&location_line(
+                1,
+                &l.path,
+                l.line as u64,
+                l.column as u64,
+                color,
+            ));
+        }
         s.push_str(&fix_lines(2, &f.fix, color));
     }
     s.push_str(&explain_text(findings.iter().map(|f| f.code)));

@@ -451,6 +451,11 @@ fn trimmed(raw: &[u8]) -> Option<String> {
 }
 
 /// A `/proc/sys` value (or any small text file), trimmed.
+/// The working directory of `pid` (`/proc/PID/cwd`), where it may be read.
+pub fn cwd(pid: i32) -> Option<PathBuf> {
+    std::fs::read_link(format!("/proc/{pid}/cwd")).ok()
+}
+
 pub fn sysctl(path: &str) -> Option<String> {
     read_trimmed(path)
 }
