@@ -91,6 +91,17 @@ fn verdicts_page() -> String {
     for c in list(&m, "cells") {
         let mut codes = strs(c, "codes");
         codes.extend(strs(c, "may").into_iter().map(|m| format!("({m})")));
+        if c.get("unasked").is_some() {
+            let u = strs(c, "unasked");
+            codes.push(format!(
+                "with `--port P`; without: {}",
+                if u.is_empty() {
+                    "none".into()
+                } else {
+                    u.join(", ")
+                }
+            ));
+        }
         s.push_str(&format!(
             "| {} | {} | {} |\n",
             c["launcher"].as_str().unwrap(),
@@ -536,21 +547,25 @@ fn check_fix_safety(
             bad.push(format!("kills pid {n}, not one of the job's: {fix}"));
         }
     }
-    // Every holder of the port the finding is about is named, by pid or by group.
-    if matches!(f["code"].as_str(), Some("D002" | "D003" | "D008")) {
-        for h in doc["holders"].as_array().into_iter().flatten() {
-            let Some(pid) = h["pid"].as_i64().map(|p| p as i32) else {
-                continue;
-            };
-            if !ports.iter().any(|p| h["port"] == *p) || h["state"] == "TIME_WAIT" {
-                continue;
-            }
-            let by_pid = targets.contains(&(false, pid));
-            let by_group = stat_field(pid, 2).is_some_and(|g| targets.contains(&(true, g)));
-            if !by_pid && !by_group && alive(pid) {
+    // A kill that stops a listener of the port names every listener of it (all pids sharing
+    // the socket), by pid or by group.
+    let named = |pid: i32| {
+        targets.contains(&(false, pid))
+            || stat_field(pid, 2).is_some_and(|g| targets.contains(&(true, g)))
+    };
+    let listeners: Vec<(i32, &Value)> = doc["holders"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|h| ports.iter().any(|p| h["port"] == *p) && h["state"] == "LISTEN")
+        .filter_map(|h| Some((h["pid"].as_i64()? as i32, &h["port"])))
+        .filter(|(pid, _)| alive(*pid))
+        .collect();
+    if listeners.iter().any(|(pid, _)| named(*pid)) {
+        for (pid, port) in &listeners {
+            if !named(*pid) {
                 bad.push(format!(
-                    "holder pid {pid} of port {} is not named: {fix}",
-                    h["port"]
+                    "listener pid {pid} of port {port} is not named: {fix}"
                 ));
             }
         }
@@ -565,17 +580,20 @@ fn codes_agree(got: &BTreeSet<String>, want: &BTreeSet<String>, may: &BTreeSet<S
     want.is_subset(got) && got.iter().all(|c| want.contains(c) || may.contains(c))
 }
 
+/// `stoppable`: pids a fix of this cell may name beyond the job's own (the foreign holder; for
+/// another job on the same port, only that second job's, never the first, healthy one's).
 fn check_cell(
     cell: &Value,
     job: &mut Job,
     port: u16,
     ranks: &BTreeMap<String, i64>,
+    stoppable: Option<BTreeSet<i32>>,
 ) -> Vec<String> {
     let name = format!("{} / {}", cell["launcher"], cell["situation"]);
     let want: BTreeSet<String> = strs(cell, "codes").into_iter().collect();
     let may: BTreeSet<String> = strs(cell, "may").into_iter().collect();
     let ports = cell_ports(job, port);
-    let job_pids = job.pids();
+    let job_pids = stoppable.unwrap_or_else(|| job.pids());
     // The live ranks (a killed launcher that was rank 0 is gone).
     let up: Vec<i64> = ranks
         .values()
@@ -622,6 +640,13 @@ fn check_cell(
             }
             docs.push((doc, *p));
         }
+        // A port no process names is a rendezvous port only when asked about (`unasked`: the
+        // codes the whole machine's commands give then).
+        let want = if with_port || cell.get("unasked").is_none() {
+            want.clone()
+        } else {
+            strs(cell, "unasked").into_iter().collect()
+        };
         if !codes_agree(&got, &want, &may) {
             failures.push(format!(
                 "{name}: doctor {cmd} gave {got:?}, matrix says {want:?} (and maybe {may:?}): {:#}",
@@ -762,6 +787,15 @@ fn drive(python: &Path, group: &[Value], failures: &Mutex<Vec<String>>) {
         .collect();
     let port = free_low_port();
     let name = format!("{launcher} {shape:?} on {port}");
+    // A foreign holder comes first: the launcher then fails to bind and exits.
+    let foreign = (group[0]["situation"] == "foreign-holder").then(|| {
+        Situation::start_cmd(
+            Command::new(common::python())
+                .arg(helper("verdicts.py"))
+                .arg("foreign-listener")
+                .arg(port.to_string()),
+        )
+    });
     let mut job = Job::start(python, &name, launcher, port, &shape);
     let started = shape.get(1).copied().unwrap_or(2) as usize;
     let mut ranks: BTreeMap<String, i64> = BTreeMap::new();
@@ -783,7 +817,41 @@ fn drive(python: &Path, group: &[Value], failures: &Mutex<Vec<String>>) {
                 }
                 wait_for_codes(cell, &job, port, &ranks, Duration::from_secs(240));
             }
+            "foreign-holder" => {
+                let deadline = Instant::now() + Duration::from_secs(240);
+                while job.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                match job.child.try_wait() {
+                    Ok(Some(st)) if !st.success() => {}
+                    other => panic!("{name}: the launcher did not fail on a held port: {other:?}"),
+                }
+                wait_for_codes(cell, &job, port, &ranks, Duration::from_secs(60));
+            }
+            "another-job" => {
+                for l in job.wait_lines("UP ", started, Duration::from_secs(300)) {
+                    if let (Some(r), Some(p)) = (field(&l, "rank"), field(&l, "pid")) {
+                        ranks.insert(format!("rank{r}"), p.parse().unwrap());
+                    }
+                }
+            }
             other => panic!("situation {other} has no driver"),
+        }
+        if situation == "another-job" {
+            // A second job of the same launcher on the same port; what it leaves waiting is
+            // checked, and only its own processes may be named by a fix.
+            let mut second =
+                Job::start(python, &format!("{name} (second)"), launcher, port, &shape);
+            second.wait_lines("LAUNCHER ", 1, Duration::from_secs(60));
+            wait_for_codes(cell, &job, port, &ranks, Duration::from_secs(240));
+            let theirs = second.pids();
+            let found = check_cell(cell, &mut job, port, &ranks, Some(theirs));
+            failures
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend(found);
+            drop(second);
+            continue;
         }
         let mut dup = None;
         if situation == "dup-init" {
@@ -808,7 +876,12 @@ fn drive(python: &Path, group: &[Value], failures: &Mutex<Vec<String>>) {
             );
             wait_for_codes(cell, &job, port, &ranks, Duration::from_secs(120));
         }
-        let found = check_cell(cell, &mut job, port, &ranks);
+        let stoppable = foreign.as_ref().map(|f| {
+            let mut p = job.pids();
+            p.insert(f.pid("server"));
+            p
+        });
+        let found = check_cell(cell, &mut job, port, &ranks, stoppable);
         failures
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -834,8 +907,12 @@ fn groups() -> Vec<Vec<Value>> {
     let mut by: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     for c in list(&m, "cells") {
         let key = format!(
-            "{}{}{}{}",
-            c["launcher"], c["world"], c["started"], c["stop"]
+            "{}{}{}{}{}",
+            c["launcher"],
+            c["world"],
+            c["started"],
+            c["stop"],
+            c["situation"] == "foreign-holder"
         );
         by.entry(key).or_default().push(c.clone());
     }

@@ -223,18 +223,21 @@ rules! {
     ///
     /// **Fix.** Give each job its own port: the fix names one doctor just bound successfully, below the
     /// ephemeral range and named by no job (`MASTER_PORT=N`; `doctor ports --free` prints one), or let
-    /// the launcher pick one (`--rdzv-endpoint localhost:0` / `--standalone`). If the holder is a leftover, stop its process group.
+    /// the launcher pick one (`--rdzv-endpoint localhost:0` / `--standalone`). The holder's job may be a
+    /// healthy job that came first: its process group is named only when its launcher is gone (a
+    /// leftover, D003 too); otherwise the fix stops what is left of the job that wants the port, when
+    /// it waits connected to the other job's store.
     ///
-    /// **Example** (real processes: `situations.py d002 29512`, job A with run id `job-a` listening,
+    /// **Example** (real processes: `situations.py d002 29742`, job A with run id `job-a` listening,
     /// job B with run id `job-b` configured for the same port):
     ///
     /// ```
-    /// $ doctor ports --port 29512
-    ///  LOCAL            PEER  STATE   PID    USER  ROLE  RANK          JOB        AGE  COMMAND
-    ///  127.0.0.1:29512  *     LISTEN  30821  root  rank  local 0 of 2  job-30821  1s   /root/.pyenv/versions/3.11.7/bin/python3 /work/wt/contract/tests/helpers/situations.py rank 29512 listen
+    /// $ doctor ports --port 29742
+    ///  LOCAL            PEER  STATE   PID   USER  ROLE  RANK          JOB       AGE  COMMAND
+    ///  127.0.0.1:29742  *     LISTEN  2557  root  rank  local 0 of 2  job-2557  1s   /root/.pyenv/versions/3.11.7/bin/python3 /work/wt/launchers/tests/helpers/situations.py rank 29742 listen
     ///
-    /// error[D002] port-held-by-other-job: port 29512 is the rendezvous port of job-30822 (root pid 30822) but is held by pid 30821 (rank, local 0 of 2) of another job (job-30821, root pid 30821)
-    ///   = fix: give each job its own port: start one of them on MASTER_PORT=29510 (torchrun --master-port 29510); if the holder is a leftover, stop it with `kill -TERM 30821` (not its process group 30820: other processes share it (this shell, or another job))
+    /// error[D002] port-held-by-other-job: port 29742 is the rendezvous port of job-2575 (root pid 2575) but is held by pid 2557 (rank, local 0 of 2) of another job (job-2557, root pid 2557)
+    ///   = fix: give each job its own port: start job-2575 again on MASTER_PORT=29510 (torchrun --master-port 29510)
     /// see: `doctor explain D002` (what the code means, why, the fix, an example)
     /// ```
     ///

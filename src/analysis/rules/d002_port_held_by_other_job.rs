@@ -35,12 +35,41 @@ pub fn check(a: &Analysis) -> Vec<Finding> {
                 "port {port} is the rendezvous port of {} (root pid {}) but is held by {whose}",
                 job.id, job.root
             );
+            // Never a kill of the holder's group while its job is alive and whole (it may be a
+            // healthy job that simply came first): only what is left of the job that wants the
+            // port is stopped, and the holder only when its launcher is gone (D003 says so too).
+            let stop = if o.launcher_gone {
+                format!(
+                    "; the holder is a leftover (its launcher is gone): stop it with {}",
+                    kill_group_hint(a, holder)
+                )
+            } else {
+                // Those of the job that wants the port and sit connected to the other job's store
+                // (a c10d agent that joined it as a client, ranks of a rank 0 that failed to bind).
+                let stuck: Vec<i32> = ranks
+                    .iter()
+                    .copied()
+                    .filter(|&p| {
+                        a.sockets_of(p)
+                            .iter()
+                            .any(|s| s.state == "ESTABLISHED" && s.remote_port == port)
+                    })
+                    .collect();
+                if stuck.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "; first stop what is left of {}, waiting in the other job's store: {}",
+                        job.id,
+                        kill_hint(a, &ranks)
+                    )
+                }
+            };
             let fix = format!(
-                "give each job its own port: start one of them on {} (torchrun --master-port {}); \
-                 if the holder is a leftover, stop it with {}",
+                "give each job its own port: start {} again on {} (torchrun --master-port {}){stop}",
+                job.id,
                 a.port_advice.text(),
                 a.port_advice.number(),
-                kill_group_hint(a, holder)
             );
             out.push(Finding::new(Rule::D002, message, pids, vec![port], fix));
         }

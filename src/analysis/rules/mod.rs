@@ -547,6 +547,22 @@ mod tests {
     }
 
     #[test]
+    fn d002_never_stops_a_healthy_holder() {
+        // Job A (healthy Lightning job) holds 29500; job B wants it: B moves, A is not named.
+        let (mut procs, sockets) = lightning(&[]);
+        procs.push(proc_(300, 1, "python other.py", RANK0));
+        let s = snap(procs, sockets);
+        let a = Analysis::new(&s, &[]);
+        let d002 = a
+            .findings
+            .iter()
+            .find(|f| f.code == Rule::D002)
+            .expect("D002");
+        assert!(!d002.fix.contains("kill"), "{}", d002.fix);
+        assert!(d002.fix.contains("start job-300 again"), "{}", d002.fix);
+    }
+
+    #[test]
     fn kill_fixes_are_safe_by_construction() {
         // Job A (Lightning, rank 0 pid 100 holds 29500 on inode 1); job B (pid 300) wants 29500.
         // Vary what shares the holder's group and socket; every fix must stay safe.
@@ -558,6 +574,15 @@ mod tests {
         let mut kinds = 0;
         for variant in 0..6 {
             let (mut procs, sockets) = lightning(&[]);
+            // Job A lost its launcher (a leftover): only then may a D002 fix stop the holder
+            // (a healthy holder's group is never named: `d002_never_stops_a_healthy_holder`).
+            for p in procs.iter_mut().filter(|p| p.pid == 100) {
+                p.ppid = 1;
+                p.env = RANK0
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect();
+            }
             let mut host_pgid = 0;
             let mut host_sid = 0;
             match variant {
