@@ -856,7 +856,7 @@ fn drive(python: &Path, group: &[Value], failures: &Mutex<Vec<String>>) {
         let mut dup = None;
         if situation == "dup-init" {
             job.signal(ranks["rank1"] as i32, libc::SIGUSR1);
-            let line = job.wait_lines("DUP ", 1, Duration::from_secs(60));
+            let line = job.wait_lines("DUP ", 1, Duration::from_secs(240));
             dup = field(&line[0], "pid").and_then(|p| p.parse::<i32>().ok());
             job.remember_tree();
             wait_for_codes(cell, &job, port, &ranks, Duration::from_secs(180));
