@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use serde_json::Value;
@@ -154,4 +154,242 @@ fn verify_fix_refuses_what_it_cannot_fix() {
     let out = run_in_group(&["repro", &clean.to_string_lossy(), "--verify-fix"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no import-time launch"));
+}
+
+/// Fixtures that `--fix` changes but that cannot run here, why, and what the verifier must name
+/// as the reason it could not verify (a text of its summary). Every other changed fixture must
+/// be "fix verified".
+const CANNOT_RUN: &[(&str, &str, &str)] = &[
+    (
+        "scan/deepspeed_module.py",
+        "imports deepspeed, which the managed venv does not have",
+        "No module named 'deepspeed'",
+    ),
+    (
+        "scan/launchers_state_objects.py",
+        "imports deepspeed, which the managed venv does not have",
+        "No module named 'deepspeed'",
+    ),
+    (
+        "scan/launchers_more.py",
+        "LightningCLI needs jsonargparse, which the managed venv does not have",
+        "jsonargparse",
+    ),
+    (
+        "scan/dist_import_as.py",
+        "the nccl backend needs a GPU",
+        "cannot verify",
+    ),
+    (
+        "scan/instance_methods.py",
+        "`Runner(\"nccl\")`: the nccl backend needs a GPU",
+        "cannot verify",
+    ),
+    (
+        "scan/noqa.py",
+        "torch.cuda.synchronize() needs a GPU",
+        "NVIDIA driver",
+    ),
+    (
+        "scan/ddp_spawn_strategy.py",
+        "a static-analysis fixture: `trainer.fit(object())` is no LightningModule",
+        "must be a `LightningModule`",
+    ),
+    (
+        "scan/trainer_pl.py",
+        "a static-analysis fixture: `trainer.fit(object())` is no LightningModule",
+        "must be a `LightningModule`",
+    ),
+    (
+        "scan/trainer_lightning_pytorch.py",
+        "a static-analysis fixture: `trainer.fit(object())` is no LightningModule",
+        "must be a `LightningModule`",
+    ),
+    (
+        "scan/trainer_strategy_object.py",
+        "a static-analysis fixture: `trainer.fit(object())` is no LightningModule",
+        "must be a `LightningModule`",
+    ),
+    (
+        "scan/self_methods.py",
+        "a static-analysis fixture: its methods recurse without end",
+        "RecursionError",
+    ),
+    (
+        "scan/transitive_calls.py",
+        "a static-analysis fixture: its functions recurse without end",
+        "RecursionError",
+    ),
+    (
+        "scan/modern_syntax.py",
+        "PEP 695 syntax needs Python 3.12; the managed venv has 3.11",
+        "SyntaxError",
+    ),
+    (
+        "scan/nesting_blocks.py",
+        "a static-analysis fixture: it initialises the process group eight times",
+        "initialize the default process group twice",
+    ),
+    (
+        "scan_star/guess.py",
+        "star-imports a module that is not there (`somewhere`), on purpose",
+        "No module named 'somewhere'",
+    ),
+    (
+        "scan_star/train.py",
+        "its sibling utils.py imports relatively (`from .pkg.helpers import *`): only a package runs it",
+        "relative import",
+    ),
+];
+
+/// Arguments a fixture needs to run (`sys.argv[1]`).
+const ARGS: &[(&str, &[&str])] = &[("scan/num_workers_macos_nonliteral.py", &["0"])];
+
+/// Every fixture file (`tests/fixtures/scan*`, sub-folders too), as `FOLDER/PATH`.
+fn all_fixtures() -> Vec<String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let mut out = Vec::new();
+    let mut stack: Vec<PathBuf> = ["scan", "scan_fix", "scan_star"]
+        .iter()
+        .map(|d| root.join(d))
+        .collect();
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).expect("fixtures") {
+            let p = e.expect("entry").path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "py") {
+                out.push(
+                    p.strip_prefix(&root)
+                        .unwrap()
+                        .to_string_lossy()
+                        .into_owned(),
+                );
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// `doctor scan --fix` on a copy of the fixture's folder (its sibling modules with it): whether
+/// the fixture changes.
+fn fix_changes(rel: &str) -> bool {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let top = rel.split('/').next().unwrap();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let copy = dir.path().join(top);
+    let status = std::process::Command::new("cp")
+        .arg("-r")
+        .arg(root.join(top))
+        .arg(&copy)
+        .status()
+        .expect("cp");
+    assert!(status.success());
+    let file = dir.path().join(rel);
+    let before = std::fs::read(&file).expect("read");
+    let _ = run_in_group(&["scan", "--fix", "--exit-zero", &file.to_string_lossy()]);
+    std::fs::read(&file).expect("read") != before
+}
+
+/// `repro --verify-fix` on every fixture that `--fix` changes, with real torch and lightning
+/// (CPU, gloo), under spawn: the original's launch runs again in a child that re-imports the
+/// file (its own children, or the verifier's re-import probe), the fixed copy's does not.
+/// "fix verified" on each, but those of [`CANNOT_RUN`], where the verifier must say why it
+/// could not verify. Two fixtures at a time.
+#[test]
+fn verify_fix_on_every_fixture_that_fix_changes() {
+    let _one = HEAVY.lock().unwrap_or_else(|e| e.into_inner());
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let changed: Vec<String> = all_fixtures()
+        .into_iter()
+        .filter(|f| fix_changes(f))
+        .collect();
+    for (name, _, _) in CANNOT_RUN {
+        assert!(
+            changed.iter().any(|c| c == name),
+            "{name} is listed as unable to run, but --fix does not change it"
+        );
+    }
+    assert!(
+        changed.len() >= 40,
+        "only {} fixtures changed",
+        changed.len()
+    );
+    let queue = Mutex::new(changed.clone());
+    let results: Mutex<Vec<(String, Option<i32>, Value)>> = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| {
+                loop {
+                    let Some(rel) = queue.lock().unwrap().pop() else {
+                        return;
+                    };
+                    let path = root.join(&rel);
+                    let before = std::fs::read(&path).expect("read");
+                    let path_text = path.to_string_lossy().into_owned();
+                    let mut args = vec![
+                        "repro",
+                        &path_text,
+                        "--verify-fix",
+                        "--ctx",
+                        "spawn",
+                        "--accelerator",
+                        "cpu",
+                        "--jobs",
+                        "1",
+                        "--timeout",
+                        "240",
+                        "--no-progress",
+                        "--format",
+                        "json",
+                    ];
+                    if let Some((_, extra)) = ARGS.iter().find(|(n, _)| *n == rel) {
+                        args.push("--");
+                        args.extend(extra.iter());
+                    }
+                    let out = run_in_group(&args);
+                    assert_eq!(
+                        std::fs::read(&path).expect("read"),
+                        before,
+                        "{rel}: the file was touched"
+                    );
+                    let doc: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+                        panic!(
+                            "{rel}: no JSON ({e}): {}",
+                            String::from_utf8_lossy(&out.stderr)
+                        )
+                    });
+                    results.lock().unwrap().push((rel, out.status.code(), doc));
+                }
+            });
+        }
+    });
+    let mut bad = Vec::new();
+    for (rel, code, doc) in results.into_inner().unwrap() {
+        let summary = doc["verdict"]["summary"].as_str().unwrap_or("").to_string();
+        let verified = doc["verdict"]["fix_verified"] == true;
+        for c in doc["cases"].as_array().into_iter().flatten() {
+            if c["leftovers"].as_array().is_some_and(|l| !l.is_empty()) {
+                bad.push(format!("{rel}: left behind: {c}"));
+            }
+        }
+        match CANNOT_RUN.iter().find(|(n, _, _)| *n == rel) {
+            Some((_, why, says)) => {
+                if verified || code != Some(1) || !summary.starts_with("cannot verify") {
+                    bad.push(format!(
+                        "{rel} cannot run here ({why}), yet the verifier said (exit {code:?}): {summary}"
+                    ));
+                } else if !summary.contains(says) {
+                    bad.push(format!("{rel}: the reason should name `{says}`: {summary}"));
+                }
+            }
+            None => {
+                if !verified || code != Some(0) || !summary.starts_with("fix verified") {
+                    bad.push(format!("{rel} (exit {code:?}): {summary}"));
+                }
+            }
+        }
+    }
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
 }

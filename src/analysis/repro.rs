@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 
 use super::outcome::Judged;
-use crate::model::repro::{CaseResult, CaseSpec, Outcome, Variant, Verdict};
+use crate::model::repro::{CaseResult, CaseSpec, Ctx, Outcome, Variant, Verdict};
 use crate::model::run::CaseRun;
 use crate::model::text::shorten;
 
@@ -338,12 +338,42 @@ pub fn verify_verdict(name: &str, cases: &[CaseResult]) -> Verdict {
             .collect();
         format!("the fixed copy still fails: {}", bad.join(", "))
     };
+    // The fixed copy failing exactly as the original did (same outcome, same error) is the
+    // script not running this far here, whatever the fix: say so, never "verified".
+    let fixed_failures: Vec<&CaseResult> = fixed
+        .iter()
+        .copied()
+        .filter(|c| c.outcome != Outcome::Ok)
+        .collect();
+    let same_failure = !fixed_failures.is_empty()
+        && fixed_failures.iter().all(|f| {
+            original
+                .iter()
+                .any(|o| o.ctx == f.ctx && o.outcome == f.outcome && o.error == f.error)
+        });
+    let reimports = cases
+        .iter()
+        .any(|c| matches!(c.ctx, Ctx::Spawn | Ctx::Forkserver));
     let head = if fix_verified {
-        "fix verified"
+        "fix verified".to_string()
+    } else if same_failure {
+        let f = fixed_failures[0];
+        format!(
+            "cannot verify: {name} fails the same way with and without the fix (under {}: {}); \
+             it does not run this far here (a GPU, a dataset, a package or a launcher it needs?)",
+            f.ctx.as_str(),
+            f.error.as_deref().unwrap_or(f.outcome.as_str())
+        )
+    } else if fails.is_empty() && fixed_ok && !reimports {
+        "cannot verify: under fork no child re-imports the script, so the launch runs once \
+         either way; add --ctx spawn or forkserver"
+            .to_string()
     } else if fails.is_empty() && fixed_ok {
-        "nothing to verify (the original passes too)"
+        "cannot verify: the original passes too (its launch did not run again in a child that \
+         re-imported it)"
+            .to_string()
     } else {
-        "fix NOT verified"
+        "fix NOT verified".to_string()
     };
     let mut summary = format!("{head}: {before}; {after}");
     if !clean {
@@ -360,7 +390,6 @@ pub fn verify_verdict(name: &str, cases: &[CaseResult]) -> Verdict {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::repro::Ctx;
 
     fn result(
         name: &str,
@@ -392,6 +421,62 @@ mod tests {
             pid: 0,
             tag: String::new(),
         }
+    }
+
+    /// Both variants failing alike is "cannot verify", with the error; an original that
+    /// passes is "cannot verify" too (under fork alone, the hint to add a re-importing context);
+    /// never "fix verified".
+    #[test]
+    fn what_cannot_be_verified_says_why() {
+        use Outcome::*;
+        let failing = |variant| {
+            let mut c = result("t.py", variant, Ctx::Spawn, Error, Error, None);
+            c.error = Some("ModuleNotFoundError: No module named 'deepspeed'".into());
+            c
+        };
+        let v = verify_verdict(
+            "t.py",
+            &[failing(Variant::Original), failing(Variant::Fixed)],
+        );
+        assert!(!v.fix_verified);
+        assert!(
+            v.summary
+                .starts_with("cannot verify: t.py fails the same way")
+                && v.summary.contains("No module named 'deepspeed'"),
+            "{}",
+            v.summary
+        );
+        // A different failure of the fixed copy is a failed fix, not "cannot verify".
+        let mut other = failing(Variant::Fixed);
+        other.error = Some("NameError: name 'weights' is not defined".into());
+        let v = verify_verdict("t.py", &[failing(Variant::Original), other]);
+        assert!(v.summary.starts_with("fix NOT verified"), "{}", v.summary);
+        let ok = |variant, ctx| result("t.py", variant, ctx, Ok, Ok, None);
+        let v = verify_verdict(
+            "t.py",
+            &[
+                ok(Variant::Original, Ctx::Fork),
+                ok(Variant::Fixed, Ctx::Fork),
+            ],
+        );
+        assert!(
+            v.summary.starts_with("cannot verify: under fork"),
+            "{}",
+            v.summary
+        );
+        let v = verify_verdict(
+            "t.py",
+            &[
+                ok(Variant::Original, Ctx::Spawn),
+                ok(Variant::Fixed, Ctx::Spawn),
+            ],
+        );
+        assert!(
+            v.summary
+                .starts_with("cannot verify: the original passes too"),
+            "{}",
+            v.summary
+        );
     }
 
     fn matrix(fixed_digests: [&str; 3]) -> Vec<CaseResult> {

@@ -17,19 +17,137 @@ use crate::sys::{pyenv, supervise};
 /// Imported first by every Python process of a case (through PYTHONPATH): makes the start
 /// method the case's context, for the script's own children and for DataLoader workers
 /// created without an explicit context.
-const SHIM: &str = "\
-import os as _os
+///
+/// And the re-import probe (spawn and forkserver only): when the script ends, its first process
+/// starts one child of the case's context, which re-imports the script as `__mp_main__` the way
+/// every DataLoader worker or spawned rank does. That child records, by line tracing, which
+/// lines of the script ran during that import; if a launch line (`DOCTOR_PROBE_LAUNCH_LINES`)
+/// ran, it says so on stderr and the case fails. A script that ended with an exception is not
+/// probed (its failure is the outcome). A child that crashes or hangs while importing
+/// fails the case too. So a script that starts no child of its own still shows whether its
+/// launch runs again on re-import (the original) or not (the fixed copy).
+const SHIM: &str = r#"import os as _os
+import sys as _sys
 
-_ctx = _os.environ.get(\"DOCTOR_FORCE_START_METHOD\")
+_ctx = _os.environ.get("DOCTOR_FORCE_START_METHOD")
 if _ctx:
     import multiprocessing as _mp
 
     _mp.set_start_method(_ctx, force=True)
-";
+
+    # A script that sets the start method itself keeps its choice (instead of "context has
+    # already been set", which only the forcing above would cause).
+    def _doctor_set_start_method(method, force=False, _set=_mp.set_start_method):
+        _set(method, force=True)
+
+    _mp.set_start_method = _doctor_set_start_method
+    _mp.context._default_context.set_start_method = _doctor_set_start_method
+
+# Only the case's first process probes (the variable is not inherited); its probe child traces.
+_lines = _os.environ.pop("DOCTOR_PROBE_LAUNCH_LINES", None)
+_ran = set()
+# Python deletes __main__.__file__ once the script has run; the probe puts it back.
+_main_file = _os.path.abspath(_sys.argv[0]) if _sys.argv and _sys.argv[0].endswith(".py") else None
+
+
+def _local(frame, event, arg):
+    if event == "line":
+        _ran.add(frame.f_lineno)
+    return _local
+
+
+def _tracer(frame, event, arg):
+    if frame.f_globals.get("__name__") != "__mp_main__":
+        return None
+    _ran.add(frame.f_lineno)
+    return _local
+
+
+if _os.environ.get("DOCTOR_PROBE_TRACE") == "1" and _lines is None:
+    _sys.settrace(_tracer)
+
+
+def _doctor_probe_report(lines, ctx):
+    _sys.settrace(None)
+    hit = sorted(set(int(n) for n in lines.split(",") if n) & _ran)
+    if hit:
+        print(
+            "error: the launch on line %d ran again in a %s child that re-imported the script"
+            % (hit[0], ctx),
+            file=_sys.stderr,
+            flush=True,
+        )
+        _sys.exit(3)
+
+
+_failed = []
+
+
+def _doctor_excepthook(kind, value, tb, _hook=_sys.excepthook):
+    _failed.append(kind)
+    _hook(kind, value, tb)
+
+
+def _doctor_probe():
+    if _failed:
+        # The script itself failed: that is the case's outcome; probing would only blur it.
+        return
+    import multiprocessing as mp
+
+    ctx = mp.get_context(_ctx)
+    _os.environ["DOCTOR_PROBE_TRACE"] = "1"
+    if _ctx == "forkserver":
+        # A forkserver started before imported the script untraced: start a fresh one.
+        from multiprocessing import forkserver as _fs
+
+        stop = getattr(_fs._forkserver, "_stop", None)
+        if stop is not None:
+            stop()
+    main = _sys.modules.get("__main__")
+    if main is not None and _main_file and getattr(main, "__file__", None) is None:
+        main.__file__ = _main_file
+    try:
+        p = ctx.Process(target=_doctor_probe_report, args=(_lines, _ctx))
+        p.start()
+        p.join(60)
+    except BaseException as e:
+        print(
+            "error: a %s child that re-imports the script could not start: %s: %s"
+            % (_ctx, type(e).__name__, e),
+            file=_sys.stderr,
+            flush=True,
+        )
+        _os._exit(3)
+    if p.exitcode is None:
+        p.kill()
+        p.join()
+        print(
+            "error: a %s child that re-imported the script hung (killed after 60 s)" % _ctx,
+            file=_sys.stderr,
+            flush=True,
+        )
+        _os._exit(3)
+    if p.exitcode != 0:
+        print(
+            "error: a %s child that re-imported the script failed (exit code %s)"
+            % (_ctx, p.exitcode),
+            file=_sys.stderr,
+            flush=True,
+        )
+        _os._exit(3)
+
+
+if _lines is not None and _ctx in ("spawn", "forkserver"):
+    import atexit as _atexit
+
+    _sys.excepthook = _doctor_excepthook
+    _atexit.register(_doctor_probe)
+"#;
 
 pub fn main(args: &ReproArgs, python: Option<&Path>) -> anyhow::Result<i32> {
     let script = the_script(args)?;
-    let fix = fixed_copy(&script)?;
+    let (fix, launch_lines) = fixed_copy(&script)?;
+    let lines = LaunchLines::of(&fix, &launch_lines)?;
     let need = needs(&fix.before);
     let env = pyenv::find_python_for(python, setup_mode(args.no_setup), need)?;
     render::note(&format!("doctor: using {} [{}]", env.summary(), env.source));
@@ -37,7 +155,7 @@ pub fn main(args: &ReproArgs, python: Option<&Path>) -> anyhow::Result<i32> {
     let (accel, jobs) = plan_resources(args, ctxs.len() * 2)?;
     supervise::init()?;
     let workdir = CaseDir::new()?;
-    let cases = write_cases(&script, &fix, &ctxs, workdir.path())?;
+    let cases = write_cases(&script, &fix, &lines, &ctxs, workdir.path())?;
     render::note(&format!(
         "doctor: verifying the fix of {} ({} case(s), {} at a time, timeout {}s each)",
         script.display(),
@@ -86,8 +204,9 @@ fn the_script(args: &ReproArgs) -> anyhow::Result<PathBuf> {
     Ok(path.to_path_buf())
 }
 
-/// The fix `doctor scan --fix` would make, or why there is none.
-fn fixed_copy(script: &Path) -> anyhow::Result<FileFix> {
+/// The fix `doctor scan --fix` would make and the lines of the launches it moves (S001/S002),
+/// or why there is none.
+fn fixed_copy(script: &Path) -> anyhow::Result<(FileFix, Vec<usize>)> {
     let report = crate::scan::scan_path(script, &crate::scan::default_options());
     let shown = script.display();
     if let Some(why) = &report.skipped {
@@ -102,8 +221,14 @@ fn fixed_copy(script: &Path) -> anyhow::Result<FileFix> {
             format!("run it as it is: doctor repro {shown}"),
         ));
     };
+    let lines: Vec<usize> = report
+        .diagnostics
+        .iter()
+        .filter(|d| matches!(d.code, crate::scan::Rule::S001 | crate::scan::Rule::S002))
+        .map(|d| d.line)
+        .collect();
     match &fix.outcome {
-        Fix::Fixed(_) => Ok(fix),
+        Fix::Fixed(_) => Ok((fix, lines)),
         Fix::Refused(why) => Err(user_error(
             format!("{shown} cannot be fixed automatically: {why}"),
             format!(
@@ -119,6 +244,64 @@ fn fixed_copy(script: &Path) -> anyhow::Result<FileFix> {
             format!("run it as it is: doctor repro {shown}"),
         )),
     }
+}
+
+/// The lines of the launches in the original and in the fixed copy, for the re-import probe.
+struct LaunchLines {
+    original: Vec<usize>,
+    fixed: Vec<usize>,
+}
+
+impl LaunchLines {
+    /// The fixed copy's launch lines are the lines whose text is a launch line's text (the fix
+    /// only re-indents what it moves); every launch must be found there.
+    fn of(fix: &FileFix, original: &[usize]) -> anyhow::Result<LaunchLines> {
+        let Fix::Fixed(after) = &fix.outcome else {
+            anyhow::bail!("there is no fix");
+        };
+        let before: Vec<&str> = fix.before.lines().collect();
+        let after: Vec<&str> = after.lines().collect();
+        let mut fixed = Vec::new();
+        for &n in original {
+            let Some(text) = n
+                .checked_sub(1)
+                .and_then(|i| before.get(i))
+                .map(|l| l.trim())
+            else {
+                continue;
+            };
+            let found: Vec<usize> = after
+                .iter()
+                .enumerate()
+                .filter(|(_, l)| l.trim() == text)
+                .map(|(i, _)| i + 1)
+                .collect();
+            if found.is_empty() {
+                return Err(user_error(
+                    format!(
+                        "cannot find the launch of line {n} (`{}`) in the fixed copy; nothing was run",
+                        render::escape_control(text)
+                    ),
+                    "please report this with the script; doctor scan --diff shows the fix",
+                ));
+            }
+            fixed.extend(found);
+        }
+        fixed.sort_unstable();
+        fixed.dedup();
+        Ok(LaunchLines {
+            original: original.to_vec(),
+            fixed,
+        })
+    }
+}
+
+fn joined(lines: &[usize]) -> String {
+    lines
+        .iter()
+        .map(usize::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// What the script imports decides which interpreter the search looks for.
@@ -154,6 +337,7 @@ fn file_name(path: &Path) -> String {
 fn write_cases(
     script: &Path,
     fix: &FileFix,
+    lines: &LaunchLines,
     ctxs: &[Ctx],
     dir: &Path,
 ) -> anyhow::Result<Vec<CaseSpec>> {
@@ -200,6 +384,18 @@ fn write_cases(
                 env: vec![
                     ("DOCTOR_FORCE_START_METHOD".into(), ctx.as_str().into()),
                     ("PYTHONPATH".into(), path.to_string_lossy().into_owned()),
+                    // The env:// rendezvous of a world of one, for scripts that a launcher
+                    // normally starts (MASTER_ADDR and MASTER_PORT come with every case).
+                    // No LOCAL_RANK: with it, Lightning would wait for ranks it did not start.
+                    ("RANK".into(), "0".into()),
+                    ("WORLD_SIZE".into(), "1".into()),
+                    (
+                        "DOCTOR_PROBE_LAUNCH_LINES".into(),
+                        joined(match variant {
+                            Variant::Fixed => &lines.fixed,
+                            _ => &lines.original,
+                        }),
+                    ),
                 ],
                 bundled: false,
             });
