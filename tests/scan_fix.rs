@@ -286,3 +286,56 @@ fn library_refuses_without_touching_anything() {
     let src = std::fs::read_to_string(fixtures("scan_fix").join("refuse_class_body.py")).unwrap();
     assert!(matches!(fix_source(&src), Fix::Refused(why) if why.contains("class `Config`")));
 }
+
+/// A file whose name holds an escape sequence and a newline: `--diff`'s headers, the refusal
+/// warning and the write errors show it escaped (no raw control character reaches a terminal
+/// or a pasted ticket; the diff keeps one header line per file).
+#[test]
+fn control_characters_in_file_names_are_escaped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fixable = dir.path().join("evil\x1b[31m\nname.py");
+    std::fs::write(
+        &fixable,
+        "import torch.distributed as dist\ndist.init_process_group('gloo')\n",
+    )
+    .unwrap();
+    let refused = dir.path().join("ref\x1b[31m\nuse.py");
+    std::fs::write(
+        &refused,
+        "import torch.distributed as dist\ndist.init_process_group('gloo')\nexec('x = 1')\n",
+    )
+    .unwrap();
+    let raw = |b: &[u8]| b.iter().any(|&c| c == 0x1b);
+    let out = common::run(&[
+        "scan",
+        "--diff",
+        &fixable.to_string_lossy(),
+        &refused.to_string_lossy(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !raw(&out.stdout) && !raw(&out.stderr),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let headers: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("--- ") || l.starts_with("+++ "))
+        .collect();
+    assert_eq!(headers.len(), 2, "{stdout}");
+    assert!(
+        headers
+            .iter()
+            .all(|h| h.ends_with("evil\\x1b[31m\\nname.py")),
+        "{headers:?}"
+    );
+    assert!(
+        !stdout.lines().any(|l| l.starts_with("name.py")),
+        "{stdout}"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("not fixed ") && err.contains("ref\\x1b[31m\\nuse.py"),
+        "{err}"
+    );
+}

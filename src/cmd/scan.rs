@@ -309,9 +309,10 @@ fn apply_fixes(
                 }
             }
             Fix::Refused(why) => eprintln!(
-                "{} not fixed {}: {why}",
+                "{} not fixed {}: {}",
                 output::paint("warning:", output::Paint::Yellow, ecolor),
-                fix.path
+                output::escape_control(&fix.path),
+                output::escape_control(why)
             ),
             Fix::Broken(why) => broken.push((fix.path.clone(), why.clone())),
             Fix::Unchanged => {}

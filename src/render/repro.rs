@@ -215,19 +215,23 @@ pub fn verify_matrix(doc: &VerifyDocument) -> String {
         ]);
     }
     let header = ["CTX", "ORIGINAL", "FIXED", "DIGEST", "DETAIL"];
-    let mut out = format!("{}\n{}\n", doc.script, super::grid::grid(&header, &rows));
+    let script = super::escape_control(&doc.script);
+    let mut out = format!("{script}\n{}\n", super::grid::grid(&header, &rows));
     let paint = if doc.verdict.fix_verified {
         Paint::Green
     } else {
         Paint::Red
     };
     out.push('\n');
-    out.push_str(&super::paint(&doc.verdict.summary, paint, color));
+    out.push_str(&super::paint(
+        &super::escape_control(&doc.verdict.summary),
+        paint,
+        color,
+    ));
     out.push('\n');
     if doc.verdict.fix_verified {
         out.push_str(&format!(
-            "apply it with: doctor scan --fix {}   (preview: doctor scan --diff {})\n",
-            doc.script, doc.script
+            "apply it with: doctor scan --fix {script}   (preview: doctor scan --diff {script})\n"
         ));
     }
     out

@@ -57,10 +57,13 @@ impl FileFix {
         let Fix::Fixed(after) = &self.outcome else {
             return String::new();
         };
+        // The path as a person may see it (control characters escaped); the lines themselves are
+        // the file's own, so that the diff applies.
+        let shown = crate::model::style::escape_control(&self.path);
         similar::TextDiff::from_lines(self.before.as_str(), after.as_str())
             .unified_diff()
             .context_radius(3)
-            .header(&self.path, &self.path)
+            .header(&shown, &shown)
             .to_string()
     }
 

@@ -158,7 +158,7 @@ pub fn main(args: &ReproArgs, python: Option<&Path>) -> anyhow::Result<i32> {
     let cases = write_cases(&script, &fix, &lines, &ctxs, workdir.path())?;
     render::note(&format!(
         "doctor: verifying the fix of {} ({} case(s), {} at a time, timeout {}s each)",
-        script.display(),
+        render::escape_control(&script.display().to_string()),
         cases.len(),
         jobs,
         args.timeout
@@ -197,7 +197,7 @@ fn the_script(args: &ReproArgs) -> anyhow::Result<PathBuf> {
     let path = Path::new(name);
     if !path.is_file() {
         return Err(user_error(
-            format!("{name}: no such file"),
+            format!("{}: no such file", render::escape_control(name)),
             "give the path of your training script; the bundled pairs are verified by plain `doctor repro NAME`",
         ));
     }
@@ -208,7 +208,7 @@ fn the_script(args: &ReproArgs) -> anyhow::Result<PathBuf> {
 /// or why there is none.
 fn fixed_copy(script: &Path) -> anyhow::Result<(FileFix, Vec<usize>)> {
     let report = crate::scan::scan_path(script, &crate::scan::default_options());
-    let shown = script.display();
+    let shown = render::escape_control(&script.display().to_string()).into_owned();
     if let Some(why) = &report.skipped {
         return Err(user_error(
             format!("cannot read {shown}: {why}"),
