@@ -60,7 +60,12 @@ impl FileFix {
         // The path as a person may see it (control characters escaped); the lines themselves are
         // the file's own, so that the diff applies.
         let shown = crate::model::style::escape_control(&self.path);
-        similar::TextDiff::from_lines(self.before.as_str(), after.as_str())
+        // Myers is quadratic in the lines that differ (a fix can move thousands): past the
+        // deadline `similar` finishes with a valid, less minimal diff.
+        similar::TextDiff::configure()
+            .algorithm(similar::Algorithm::Patience)
+            .timeout(std::time::Duration::from_secs(1))
+            .diff_lines(self.before.as_str(), after.as_str())
             .unified_diff()
             .context_radius(3)
             .header(&shown, &shown)
@@ -355,20 +360,28 @@ fn plan<'a>(
             fns: uses::functions_of(stmt),
         });
     }
-    // Dependence on the launch flows forward through the names dependent statements bind.
-    for k in 0..items.len() {
-        if !items[k].tainted {
-            let hit = items[..k]
-                .iter()
-                .any(|j| j.tainted && j.names.bound.iter().any(|n| items[k].reads.contains(n)));
-            items[k].tainted = hit;
+    // Dependence on the launch flows forward through the names dependent statements bind
+    // (one pass: the names bound so far by dependent statements).
+    let mut tainted_names: HashSet<String> = HashSet::new();
+    for item in items.iter_mut() {
+        if !item.tainted {
+            item.tainted = item.reads.iter().any(|r| tainted_names.contains(r));
+        }
+        if item.tainted {
+            tainted_names.extend(item.names.bound.iter().cloned());
         }
     }
     settle(file, &mut items, &needed_before);
     // What a function or a kept statement reads at import must still be bound there, to the
     // value the program gives it last, unless that value depends on the launch.
+    let mut last_binder: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for (k, item) in items.iter().enumerate() {
+        for n in &item.names.bound {
+            last_binder.insert(n.as_str(), k);
+        }
+    }
     for (name, user) in &needed_names(&items, &needed_before) {
-        let Some(last) = items.iter().rev().find(|i| i.names.bound.contains(name)) else {
+        let Some(last) = last_binder.get(name.as_str()).map(|&k| &items[k]) else {
             continue;
         };
         if last.role == Role::Keep || last.tainted {
@@ -418,39 +431,33 @@ fn needed_names(items: &[Item], before: &[(String, String)]) -> Vec<(String, Str
 /// to move never returns, so this ends).
 fn settle(file: &File, items: &mut [Item], before: &[(String, String)]) {
     loop {
-        // Keep what is needed, and then what that needs, before deciding what must move.
-        loop {
-            let needed: HashSet<String> = needed_names(items, before)
-                .into_iter()
-                .map(|(n, _)| n)
-                .collect();
-            let mut grew = false;
-            for item in items.iter_mut() {
-                if item.role == Role::Move
-                    && item.forced.is_none()
-                    && !item.tainted
-                    && item.names.hazards.is_empty()
-                    && item.names.nested_defs.is_empty()
-                    && !item.names.star_import
-                    && item.names.bound.iter().any(|n| needed.contains(n))
-                {
-                    item.role = Role::Keep;
-                    grew = true;
+        // Keep what is needed, and then what that needs, before deciding what must move: a
+        // work list of names (each item turns to Keep at most once, each name is looked at once).
+        keep_needed(items, before);
+        let mut forced = false;
+        // For each name, the first statement before `k` that is not kept and binds it, and the
+        // first that reads or binds it (kept up to date as `k` advances and roles change).
+        let mut first_binder: std::collections::HashMap<String, usize> =
+            std::collections::HashMap::new();
+        let mut first_user: std::collections::HashMap<String, usize> =
+            std::collections::HashMap::new();
+        for k in 0..items.len() {
+            if items[k].role == Role::Keep {
+                let j = conflict(&items[k], &first_binder, &first_user);
+                if let Some(why) = j.and_then(|j| must_move(file, items, k, j)) {
+                    items[k].role = Role::Move;
+                    items[k].forced = Some(why);
+                    forced = true;
                 }
             }
-            if !grew {
-                break;
-            }
-        }
-        let mut forced = false;
-        for k in 0..items.len() {
             if items[k].role != Role::Keep {
-                continue;
-            }
-            if let Some(why) = must_move(file, items, k) {
-                items[k].role = Role::Move;
-                items[k].forced = Some(why);
-                forced = true;
+                for n in &items[k].names.bound {
+                    first_binder.entry(n.clone()).or_insert(k);
+                    first_user.entry(n.clone()).or_insert(k);
+                }
+                for n in &items[k].reads {
+                    first_user.entry(n.clone()).or_insert(k);
+                }
             }
         }
         if !forced {
@@ -459,14 +466,78 @@ fn settle(file: &File, items: &mut [Item], before: &[(String, String)]) {
     }
 }
 
-/// Why kept statement `k` cannot run before `main()`.
-fn must_move(file: &File, items: &[Item], k: usize) -> Option<String> {
+/// The first statement before `item` (not kept) that binds a name `item` reads, or that reads
+/// or binds a name `item` binds; `Some(usize::MAX)` when `item` depends on the launch.
+fn conflict(
+    item: &Item,
+    first_binder: &std::collections::HashMap<String, usize>,
+    first_user: &std::collections::HashMap<String, usize>,
+) -> Option<usize> {
+    if item.tainted {
+        return Some(usize::MAX);
+    }
+    let a = item.reads.iter().filter_map(|n| first_binder.get(n)).min();
+    let b = item
+        .names
+        .bound
+        .iter()
+        .filter_map(|n| first_user.get(n))
+        .min();
+    a.into_iter().chain(b).min().copied()
+}
+
+/// Turn to Keep every movable statement that binds a name needed at import, and then what
+/// those read, to a fixed point.
+fn keep_needed(items: &mut [Item], before: &[(String, String)]) {
+    let mut needed: HashSet<String> = needed_names(items, before)
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    let mut binders: std::collections::HashMap<String, Vec<usize>> =
+        std::collections::HashMap::new();
+    for (k, item) in items.iter().enumerate() {
+        for n in &item.names.bound {
+            binders.entry(n.clone()).or_default().push(k);
+        }
+    }
+    let mut queue: Vec<String> = needed.iter().cloned().collect();
+    while let Some(name) = queue.pop() {
+        let Some(ks) = binders.get(&name) else {
+            continue;
+        };
+        for &k in ks {
+            let item = &mut items[k];
+            if item.role == Role::Move
+                && item.forced.is_none()
+                && !item.tainted
+                && item.names.hazards.is_empty()
+                && item.names.nested_defs.is_empty()
+                && !item.names.star_import
+            {
+                item.role = Role::Keep;
+                let reads = item
+                    .reads
+                    .iter()
+                    .chain(item.fns.iter().flat_map(|f| f.free.iter()));
+                for n in reads {
+                    if needed.insert(n.clone()) {
+                        queue.push(n.clone());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Why kept statement `k` cannot run before `main()`, given the first earlier statement `first`
+/// it conflicts with ([`conflict`]).
+fn must_move(file: &File, items: &[Item], k: usize, first: usize) -> Option<String> {
     let item = &items[k];
     if item.tainted {
         return Some("it depends on the launch".to_string());
     }
     let line = |i: &Item| file.line_of(usize::from(i.stmt.start()));
-    for j in items[..k].iter().filter(|j| j.role != Role::Keep) {
+    for j in items[first..k].iter().filter(|j| j.role != Role::Keep) {
         if let Some(n) = j.names.bound.iter().find(|n| item.reads.contains(*n)) {
             return Some(format!(
                 "it reads `{n}`, which line {} binds inside `main()`",
