@@ -120,7 +120,9 @@ pub(crate) fn on_big_stack<R: Send>(len: usize, work: impl FnOnce() -> R + Send 
 
 fn scan_source_here(path: &str, source: &str, opts: &ScanOptions) -> Vec<Diagnostic> {
     let mut diags = match ruff_python_parser::parse_module(source) {
-        Ok(parsed) => match rules::rejected_future(parsed.syntax(), source, path) {
+        Ok(parsed) => match rules::rejected_future(parsed.syntax(), source, path)
+            .or_else(|| rules::rejected_nesting(parsed.tokens(), source, path))
+        {
             Some(d) => vec![d],
             None => {
                 let imported = star_imported(Path::new(path), &parsed.syntax().body);

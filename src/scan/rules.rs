@@ -142,6 +142,45 @@ pub fn rejected_future(module: &ModModule, source: &str, path: &str) -> Option<D
     None
 }
 
+/// CPython's tokenizer limit on nested brackets (`MAXLEVEL`): the 201st open bracket is a
+/// syntax error.
+const MAX_BRACKET_DEPTH: usize = 200;
+
+/// S900 for brackets nested deeper than Python accepts ("too many nested parentheses"), which
+/// the parser used here reads without complaint.
+pub fn rejected_nesting(
+    tokens: &ruff_python_ast::token::Tokens,
+    source: &str,
+    path: &str,
+) -> Option<Diagnostic> {
+    use ruff_python_ast::token::TokenKind;
+    use ruff_text_size::Ranged;
+    let mut depth = 0usize;
+    for token in tokens.iter() {
+        match token.kind() {
+            TokenKind::Lpar | TokenKind::Lsqb | TokenKind::Lbrace => {
+                if depth >= MAX_BRACKET_DEPTH {
+                    return Some(Locator::new(source).diagnostic(
+                        &S900,
+                        path,
+                        token.range(),
+                        "syntax error: too many nested parentheses".to_string(),
+                        format!(
+                            "Python accepts at most {MAX_BRACKET_DEPTH} nested brackets; split the expression. Python rejects this file before running it (`python -m py_compile FILE` says the same); the file was not analysed"
+                        ),
+                    ));
+                }
+                depth += 1;
+            }
+            TokenKind::Rpar | TokenKind::Rsqb | TokenKind::Rbrace => {
+                depth = depth.saturating_sub(1);
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
 /// S001-S003 for a parsed module.
 pub fn check(
     module: &ModModule,
@@ -383,6 +422,32 @@ mod tests {
             "{head}f = dist.init_process_group\nif __name__ == '__main__':\n    f('gloo')\n"
         );
         assert!(scan_source("t.py", &guarded, &ScanOptions::default()).is_empty());
+    }
+
+    /// Python's limit of 200 nested brackets: 200 pass, 201 is S900 (as `compile` says).
+    #[test]
+    fn brackets_nested_deeper_than_python_allows_are_s900() {
+        let nest = |n: usize, open: &str, close: &str| {
+            format!(
+                "import torch.distributed as dist\nx = {}1{}\ndist.init_process_group('gloo')\n",
+                open.repeat(n),
+                close.repeat(n)
+            )
+        };
+        let ok = scan_source("t.py", &nest(200, "(", ")"), &ScanOptions::default());
+        assert!(ok.iter().all(|d| d.code != Rule::S900), "{ok:?}");
+        for (open, close) in [("(", ")"), ("[", "]"), ("[(", ")]")] {
+            let n = if open.len() == 2 { 101 } else { 201 };
+            let d = one(&nest(n, open, close));
+            assert_eq!(d.code, Rule::S900, "{open}");
+            assert!(
+                d.message.contains("too many nested parentheses"),
+                "{}",
+                d.message
+            );
+        }
+        let deep = one(&nest(5000, "(", ")"));
+        assert_eq!(deep.code, Rule::S900);
     }
 
     #[test]
