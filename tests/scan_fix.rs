@@ -305,7 +305,7 @@ fn control_characters_in_file_names_are_escaped() {
         "import torch.distributed as dist\ndist.init_process_group('gloo')\nexec('x = 1')\n",
     )
     .unwrap();
-    let raw = |b: &[u8]| b.iter().any(|&c| c == 0x1b);
+    let raw = |b: &[u8]| b.contains(&0x1b);
     let out = common::run(&[
         "scan",
         "--diff",
