@@ -55,10 +55,48 @@ struct Group(Child);
 
 impl Drop for Group {
     fn drop(&mut self) {
-        // SAFETY: kill(2) with a negative pid signals this test's own helper group only.
-        unsafe { libc::kill(-(self.0.id() as i32), libc::SIGKILL) };
+        // torchrun starts its workers in sessions of their own: the group kill does not reach
+        // them, so every descendant is named first (before the agent dies and they are
+        // re-parented) and killed by pid.
+        let root = self.0.id() as i32;
+        let descendants = descendants_of(root);
+        // SAFETY: kill(2) with a negative pid signals this test's own helper group only, then
+        // the pids of its descendants.
+        unsafe { libc::kill(-root, libc::SIGKILL) };
+        for pid in descendants {
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
         let _ = self.0.wait();
     }
+}
+
+/// Every descendant of `root` now (from /proc/PID/stat parent links).
+fn descendants_of(root: i32) -> Vec<i32> {
+    let parent_of = |pid: i32| -> Option<i32> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        stat.rsplit(')')
+            .next()?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    let pids: Vec<(i32, i32)> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(|p| Some((p, parent_of(p)?)))
+        .collect();
+    let mut out = vec![root];
+    let mut i = 0;
+    while i < out.len() {
+        let me = out[i];
+        out.extend(pids.iter().filter(|(_, pp)| *pp == me).map(|(p, _)| *p));
+        i += 1;
+    }
+    out.remove(0);
+    out
 }
 
 /// Start `cmd` in its own group (no rendezvous variables inherited) and wait for a line of its
