@@ -2,8 +2,8 @@
 //! ([`proc::wait_state`]), and the Python stack (`py-spy dump`, when py-spy is installed).
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use crate::model::snapshot::{Process, Snapshot};
 use crate::sys::proc;
@@ -31,37 +31,16 @@ pub fn inspect(snap: &mut Snapshot, pids: &[i32]) {
 /// `py-spy dump --nonblocking --pid PID`: the main thread's frames, innermost first.
 pub fn py_stack(p: &Process) -> Option<Vec<String>> {
     let py_spy = find_py_spy(p)?;
-    let mut child = Command::new(py_spy)
-        .args(["dump", "--nonblocking", "--pid", &p.pid.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .ok()?;
-    let deadline = Instant::now() + PY_SPY_TIMEOUT;
-    loop {
-        match child.try_wait() {
-            Ok(Some(_)) => break,
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return None;
-            }
-        }
-    }
-    let out = child.wait_with_output().ok()?;
+    let mut cmd = Command::new(py_spy);
+    cmd.args(["dump", "--nonblocking", "--pid", &p.pid.to_string()]);
+    let out = super::command::run(&mut cmd, PY_SPY_TIMEOUT).ok()?;
     let frames = parse_dump(&String::from_utf8_lossy(&out.stdout));
     (!frames.is_empty()).then_some(frames)
 }
 
 /// py-spy on PATH, else next to the interpreter the process runs (a venv's `bin/`).
 fn find_py_spy(p: &Process) -> Option<PathBuf> {
-    let on_path = std::env::var_os("PATH").and_then(|path| {
-        std::env::split_paths(&path)
-            .map(|d| d.join("py-spy"))
-            .find(|c| c.is_file())
-    });
+    let on_path = which::which("py-spy").ok();
     on_path.or_else(|| {
         let argv0 = Path::new(p.argv.first()?);
         let c = argv0.parent()?.join("py-spy");

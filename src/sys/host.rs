@@ -7,9 +7,9 @@ use std::collections::HashMap;
 use std::fs;
 use std::net::{IpAddr, Ipv6Addr};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -234,73 +234,6 @@ pub fn parse_ns_link(link: &str) -> Option<u64> {
     link.strip_prefix("pid:[")?.strip_suffix(']')?.parse().ok()
 }
 
-/// Run a command with a time limit; stdout on success, an error text otherwise.
-pub fn run_with_timeout(cmd: &mut Command, limit: Duration) -> Result<String, String> {
-    use std::os::unix::process::CommandExt;
-    // Its own process group, killed whole at the end: a hanging interpreter's children (a
-    // `sleep`, a subprocess) go with it, and nothing keeps the output pipes open.
-    let mut child = cmd
-        .process_group(0)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| e.to_string())?;
-    let mut stdout = child.stdout.take();
-    let mut stderr = child.stderr.take();
-    let out_reader = std::thread::spawn(move || {
-        let mut s = Vec::new();
-        if let Some(o) = stdout.as_mut() {
-            let _ = std::io::Read::read_to_end(o, &mut s);
-        }
-        s
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut s = Vec::new();
-        if let Some(o) = stderr.as_mut() {
-            let _ = std::io::Read::read_to_end(o, &mut s);
-        }
-        s
-    });
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(st)) => break st,
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
-            Ok(None) => {
-                kill_group(child.id());
-                let _ = child.wait();
-                return Err(format!("timed out after {}s", limit.as_secs_f64()));
-            }
-            Err(e) => {
-                kill_group(child.id());
-                return Err(e.to_string());
-            }
-        }
-    };
-    let out = out_reader.join().unwrap_or_default();
-    let err = err_reader.join().unwrap_or_default();
-    if status.success() {
-        Ok(String::from_utf8_lossy(&out).into_owned())
-    } else {
-        let err = String::from_utf8_lossy(&err);
-        let last = err
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("");
-        Err(format!("exited with {status}: {}", last.trim()))
-    }
-}
-
-/// SIGKILL to the process group led by `pid` (what is left of a probe).
-fn kill_group(pid: u32) {
-    let _ = nix::sys::signal::killpg(
-        nix::unistd::Pid::from_raw(pid as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    );
-}
-
 #[derive(Serialize)]
 pub struct Gpus {
     /// `nvidia-smi`, `/proc/driver/nvidia`, or `none`.
@@ -353,7 +286,7 @@ pub fn parse_apps_csv(text: &str) -> Vec<GpuProcess> {
 }
 
 pub fn gpus() -> Gpus {
-    let smi = run_with_timeout(
+    let smi = super::command::stdout_text(
         Command::new("nvidia-smi").args([
             "--query-gpu=name,driver_version,memory.total",
             "--format=csv,noheader",
@@ -363,7 +296,7 @@ pub fn gpus() -> Gpus {
     let smi_note = match smi {
         Ok(text) => {
             let devices = parse_gpu_csv(&text);
-            let processes = run_with_timeout(
+            let processes = super::command::stdout_text(
                 Command::new("nvidia-smi").args([
                     "--query-compute-apps=pid,used_memory",
                     "--format=csv,noheader",
@@ -488,47 +421,5 @@ mod tests {
                     |-- 10.77.0.255\n           /32 link BROADCAST\n     |-- 127.0.0.1\n        /32 host LOCAL\n";
         let got: Vec<String> = parse_fib_trie(text).iter().map(|a| a.to_string()).collect();
         assert_eq!(got, vec!["10.77.0.1", "127.0.0.1"]);
-    }
-
-    #[test]
-    fn a_timed_out_command_leaves_no_child_behind() {
-        let dir = tempfile::tempdir().unwrap();
-        let pidfile = dir.path().join("pid");
-        let script = format!("sleep 300 & echo $! > {}; wait", pidfile.display());
-        let mut cmd = Command::new("sh");
-        cmd.args(["-c", &script]);
-        let started = Instant::now();
-        let res = run_with_timeout(&mut cmd, Duration::from_millis(500));
-        assert!(res.is_err_and(|e| e.contains("timed out")));
-        assert!(started.elapsed() < Duration::from_secs(10));
-        let pid: i32 = std::fs::read_to_string(&pidfile)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
-        let gone = |pid: i32| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .map(|s| {
-                    s.rsplit(')')
-                        .next()
-                        .unwrap_or("")
-                        .trim_start()
-                        .starts_with('Z')
-                })
-                .unwrap_or(true)
-        };
-        let until = Instant::now() + Duration::from_secs(5);
-        while !gone(pid) && Instant::now() < until {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let left = !gone(pid);
-        if left {
-            // The sleep this test started, by pid, so the test leaves nothing behind.
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
-        assert!(!left, "the interpreter's child {pid} was left behind");
     }
 }

@@ -5,6 +5,7 @@
 pub mod bindable;
 pub mod blocked;
 pub mod case;
+pub mod command;
 pub mod freeport;
 pub mod host;
 pub mod inplace;

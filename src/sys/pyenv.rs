@@ -22,6 +22,9 @@ pub const REQUIREMENTS: &str = include_str!("../../repro/requirements.txt");
 pub const MIN_TORCH: (u32, u32) = (2, 0);
 
 /// What the probe prints (one JSON line).
+/// How long the version probe may take.
+const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 const PROBE: &str = r#"
 import importlib.util, json, sys
 try:
@@ -86,11 +89,12 @@ impl PythonEnv {
 
 /// Run the probe with `python`; Err when it cannot be started or does not answer.
 pub fn probe(python: &Path) -> anyhow::Result<PythonEnv> {
-    let out = Command::new(python)
-        .args(["-c", PROBE])
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
+    let mut cmd = Command::new(python);
+    cmd.args(["-c", PROBE]);
+    // No interpreter answers this probe slowly unless something is wrong with it (a hung
+    // sitecustomize, a stalled network filesystem): doctor says so instead of waiting for ever.
+    let out = super::command::run(&mut cmd, PROBE_TIMEOUT)
+        .map_err(|e| anyhow::anyhow!("{e}"))
         .with_context(|| format!("cannot run {}", python.display()))?;
     if !out.status.success() {
         anyhow::bail!(

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::host::run_with_timeout;
+use super::command::stdout_text;
 
 /// Interpreters worth reporting: the same discovery as `doctor repro` (`DOCTOR_PYTHON`, the
 /// active virtualenv and conda environment, `python3` on PATH, doctor's managed venv).
@@ -118,7 +118,7 @@ pub fn probe(path: &Path) -> Interpreter {
             cmd.env_remove(k);
         }
     }
-    match run_with_timeout(&mut cmd, Duration::from_secs(30)) {
+    match stdout_text(&mut cmd, Duration::from_secs(30)) {
         Ok(text) => match text
             .lines()
             .rev()
