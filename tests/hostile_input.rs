@@ -1,30 +1,33 @@
 //! Hostile input: huge or malformed values, deeply nested documents, deep and cyclic parent
-//! chains, duplicate pids, control characters. Every case ends within a generous time bound
-//! (a hang guard, not a benchmark), with exit 0/1/2 and no panic; bad input gets `error:` and
-//! `hint:` lines.
+//! chains, duplicate pids, control characters. Every case ends (a 60 s hang guard kills it
+//! otherwise, and that fails the test), with exit 0/1/2 and no panic; bad input gets `error:`
+//! and `hint:` lines. How long they take is measured, not asserted: `scripts/bench/deep_chains.sh`
+//! (docs/performance.md).
 
 mod common;
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
 
 const DOCTOR: &str = env!("CARGO_BIN_EXE_doctor");
-/// Each case must end within this (hang guard; the slow cases used to take 20 s to minutes).
-const BOUND: Duration = Duration::from_secs(5);
 
-/// Run doctor with a hang guard; returns the output and asserts no panic.
+/// Run doctor under a hang guard (killed after 60 s: exit 137, which fails the checks below);
+/// returns the output and asserts no panic.
 fn guarded(args: &[&str]) -> Output {
-    let start = Instant::now();
+    guarded_for(60, args)
+}
+
+/// [`guarded`] with a guard of `seconds` (a debug build on a loaded machine reads a
+/// 100,000-process snapshot in about a minute).
+fn guarded_for(seconds: u32, args: &[&str]) -> Output {
     let out = Command::new("timeout")
-        .args(["-s", "KILL", "60", DOCTOR])
+        .args(["-s", "KILL", &seconds.to_string(), DOCTOR])
         .args(args)
         .stdin(Stdio::null())
         .output()
         .expect("doctor runs");
-    let took = start.elapsed();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(took < BOUND, "doctor {args:?} took {took:?}");
+    assert_ne!(out.status.code(), Some(137), "doctor {args:?} hung");
     assert!(!err.contains("panicked"), "doctor {args:?}: {err}");
     assert!(
         matches!(out.status.code(), Some(0..=2)),
@@ -226,30 +229,20 @@ fn collect_pids(doc: &serde_json::Value, out: &mut Vec<Vec<i64>>) {
 }
 
 #[test]
-fn a_hundred_thousand_deep_chain_is_linear() {
-    // Linear, not a benchmark: the chain may take no longer than a flat snapshot of the same size
-    // (parsing dominates) with slack for a loaded machine and a debug build.
+fn a_hundred_thousand_deep_chain_ends_without_a_panic() {
+    // How long it takes beside a flat snapshot of the same size is a benchmark
+    // (scripts/bench/deep_chains.sh); here: both commands end, exit 0 or 1, no panic (`guarded`),
+    // and the tree document is whole.
     let dir = tempfile::tempdir().unwrap();
     let n = 100_000;
     let deep = snapshot_with(dir.path(), "chain100k.json", chain(n));
-    let mut flat = vec![process(1, 0, &["init"])];
-    flat.extend((2..n + 2).map(|pid| process(pid, 1, &["python", "train.py"])));
-    let flat = snapshot_with(dir.path(), "flat100k.json", flat);
-    let time = |f: &str| {
-        let start = Instant::now();
-        let out = Command::new(DOCTOR)
-            .args(["ports", "--from", f])
-            .output()
-            .unwrap();
-        assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
-        start.elapsed()
-    };
-    let flat_took = time(&flat);
-    let deep_took = time(&deep);
-    assert!(
-        deep_took < flat_took * 3 + BOUND,
-        "chain {deep_took:?} vs flat {flat_took:?}"
-    );
+    let out = guarded_for(600, &["ports", "--from", &deep]);
+    assert!(matches!(out.status.code(), Some(0 | 1)), "{out:?}");
+    let out = guarded_for(600, &["tree", "--from", &deep, "--format", "json"]);
+    assert!(matches!(out.status.code(), Some(0 | 1)), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.trim_start().starts_with('{') && text.trim_end().ends_with('}'));
+    assert_eq!(text.matches('{').count(), text.matches('}').count());
 }
 
 #[test]
@@ -294,13 +287,7 @@ fn a_named_file_that_cannot_be_scanned_is_an_error() {
 /// A port this user may not bind is "not permitted", not "taken" (EACCES is not EADDRINUSE).
 #[test]
 fn ports_check_tells_not_permitted_from_in_use() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        assert_ne!(
-            std::env::var("CI").as_deref(),
-            Ok("true"),
-            "CI runs as root"
-        );
+    if !common::need_root("setpriv drops to nobody to be refused a privileged port") {
         return;
     }
     let unprivileged_start: u16 =
@@ -309,7 +296,11 @@ fn ports_check_tells_not_permitted_from_in_use() {
             .and_then(|s| s.trim().parse().ok())
             .unwrap_or(1024);
     if unprivileged_start < 2 {
-        return; // every port is permitted on this machine: nothing to tell apart
+        common::skip_or_fail(&format!(
+            "ip_unprivileged_port_start is {unprivileged_start}: every port is permitted here, \
+             nothing to tell apart"
+        ));
+        return;
     }
     // A privileged port nobody uses (as root we can bind it).
     let low = (1..unprivileged_start)

@@ -340,13 +340,7 @@ fn processes_exiting_mid_read_never_fail_the_scan() {
 
 #[test]
 fn without_root_it_says_what_it_could_not_read() {
-    if unsafe { libc::geteuid() } != 0
-        || std::process::Command::new("setpriv")
-            .arg("--version")
-            .output()
-            .is_err()
-    {
-        skip_or_fail("needs root and setpriv (util-linux) to drop privileges");
+    if !need_root("setpriv drops privileges") || need_tool("setpriv").is_none() {
         return;
     }
     let port = free_low_port();

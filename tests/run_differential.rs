@@ -32,30 +32,12 @@ struct Bed {
     capped_python: PathBuf,
 }
 
-fn tool(name: &str) -> Option<PathBuf> {
-    which(name).or_else(|| {
-        skip_or_fail(&format!(
-            "{name} is needed (scripts/test.sh installs util-linux and libcap2-bin)"
-        ));
-        None
-    })
-}
-
-fn which(name: &str) -> Option<PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
-        .chain(["/usr/sbin".into(), "/sbin".into()])
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-}
-
 fn bed() -> Option<Bed> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        skip_or_fail("the differential rows run as root and as nobody; CI runs as root");
+    if !need_root("the differential rows run as root and as nobody") {
         return None;
     }
-    tool("setpriv")?;
-    let setcap = tool("setcap")?;
+    need_tool("setpriv")?;
+    let setcap = need_tool("setcap")?;
     let system_python = ["/usr/bin/python3", "/usr/local/bin/python3"]
         .into_iter()
         .map(PathBuf::from)

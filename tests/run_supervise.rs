@@ -154,7 +154,9 @@ fn sigint_is_forwarded_to_the_command() {
         assert!(Instant::now() < deadline, "command did not start");
         std::thread::sleep(Duration::from_millis(50));
     }
-    std::thread::sleep(Duration::from_millis(200));
+    // The helper writes its pid after its SIGINT handler is in place, and doctor blocks the
+    // signals it passes on before it starts the command (a SIGINT now waits for its signalfd):
+    // no pause is needed, and none would make a race safe.
     // SAFETY: signals the doctor process we started.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let out = child.wait_with_output().unwrap();

@@ -5,31 +5,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 use common::*;
 
 const DOCTOR: &str = env!("CARGO_BIN_EXE_doctor");
-
-fn in_ci() -> bool {
-    std::env::var("CI").as_deref() == Ok("true")
-}
-
-/// `tool` on PATH, or None (a failure in CI).
-fn tool(name: &str) -> Option<PathBuf> {
-    let found = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
-        .map(|d| d.join(name))
-        .find(|p| p.is_file());
-    if found.is_none() {
-        assert!(
-            !in_ci(),
-            "{name} is needed in CI (scripts/test.sh installs it)"
-        );
-        eprintln!("{name} is not installed; this check needs it");
-    }
-    found
-}
 
 fn doctor_run(record: &Path, args: &[&str]) -> (Output, serde_json::Value) {
     let out = Command::new("timeout")
@@ -46,7 +27,9 @@ fn doctor_run(record: &Path, args: &[&str]) -> (Output, serde_json::Value) {
 
 #[test]
 fn strace_works_under_doctor_run() {
-    let Some(strace) = tool("strace") else { return };
+    let Some(strace) = need_tool("strace") else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let (out, doc) = doctor_run(
         &dir.path().join("r.json"),
@@ -60,7 +43,7 @@ fn strace_works_under_doctor_run() {
 
 #[test]
 fn a_clone_untraced_child_binds_and_is_seen() {
-    let Some(cc) = tool("cc") else { return };
+    let Some(cc) = need_tool("cc") else { return };
     let dir = tempfile::tempdir().unwrap();
     let exe = dir.path().join("untraced_bind");
     let built = Command::new(cc)
@@ -143,7 +126,7 @@ fn a_bind_delayed_by_a_busy_machine_is_no_failure() {
 
 /// Run doctor as the unprivileged user `nobody` (no CAP_SYS_ADMIN).
 fn as_nobody(args: &[&str]) -> Option<Output> {
-    let setpriv = tool("setpriv")?;
+    let setpriv = need_tool("setpriv")?;
     let dir = std::env::temp_dir();
     Some(
         Command::new("timeout")
@@ -160,12 +143,7 @@ fn as_nobody(args: &[&str]) -> Option<Output> {
 
 #[test]
 fn without_cap_sys_admin_doctor_says_what_tracing_costs() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        assert!(
-            !in_ci(),
-            "CI runs as root, which this test needs to drop privileges"
-        );
+    if !need_root("the test drops privileges") {
         return;
     }
     // A setuid command: said at once, and watched by polling so it keeps its privileges.

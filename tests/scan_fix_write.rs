@@ -61,12 +61,10 @@ struct Shared {
 
 /// A directory owned by root, group nobody, mode 0775: nobody may create and rename files in it.
 fn shared() -> Option<Shared> {
-    let root = nix::unistd::geteuid().is_root();
-    let setpriv = Command::new("setpriv").arg("--version").output().is_ok();
-    if !root || !setpriv {
-        common::skip_or_fail("needs root and setpriv to run doctor as another user");
+    if !common::need_root("setpriv runs doctor as another user") {
         return None;
     }
+    common::need_tool("setpriv")?;
     let base = tempfile::tempdir().expect("tempdir");
     chmod(base.path(), 0o755);
     let dir = base.path().join("shared");

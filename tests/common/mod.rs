@@ -3,6 +3,10 @@
 
 #![allow(dead_code)]
 
+mod needs;
+#[allow(unused_imports)]
+pub use needs::{need, need_root, need_tool, skip_or_fail, under_ci};
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -247,20 +251,4 @@ pub fn pids_of(f: &serde_json::Value) -> Vec<i64> {
         .iter()
         .filter_map(|p| p.as_i64())
         .collect()
-}
-
-/// Whether the tests run under CI (`CI=true`, as GitHub Actions, GitLab and most CI systems set
-/// it): there a test may not skip for want of something.
-pub fn under_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
-}
-
-/// A test that cannot run here for `reason` (no ptrace, no network namespaces, no torch, a tool
-/// missing): it fails under CI (`CI=true`), and elsewhere says SKIP on stderr so that the caller
-/// returns. Call it, then `return`.
-pub fn skip_or_fail(reason: &str) {
-    if under_ci() {
-        panic!("CI=true: this test may not be skipped: {reason}");
-    }
-    eprintln!("SKIP: {reason}");
 }
