@@ -38,12 +38,12 @@ pub fn width(s: &str) -> usize {
 /// The table: `header`, then `rows`, every row as many cells as the header (a missing cell is
 /// blank, an extra one is dropped). Cells must be one line each (escape control characters
 /// first, see [`crate::render::escape_control`]).
-pub fn grid<R: AsRef<[String]> + Sync>(header: &[&str], rows: &[R]) -> String {
-    use rayon::prelude::*;
+pub fn grid<R: AsRef<[String]>>(header: &[&str], rows: &[R]) -> String {
     let n = header.len();
-    // The width of every cell, once (rows in parallel: 10,000-row tables are common here).
+    // The width of every cell, once. One thread: rayon measured no faster at 9,000 rows and
+    // slower at 20-200 (docs/architecture.md, "Crates").
     let cell_widths: Vec<Vec<usize>> = rows
-        .par_iter()
+        .iter()
         .map(|r| r.as_ref().iter().take(n).map(|c| width(c)).collect())
         .collect();
     let mut widths: Vec<usize> = header.iter().map(|h| width(h)).collect();

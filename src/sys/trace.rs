@@ -26,7 +26,8 @@ pub const fn supported() -> bool {
 /// through (`SECCOMP_USER_NOTIF_FLAG_CONTINUE`, 5.5) and `pidfd_getfd` (5.6). Without them a
 /// notified call could not be let through and would wait forever, so doctor polls instead.
 pub fn kernel_too_old() -> Option<String> {
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").ok()?;
+    let uname = rustix::system::uname();
+    let release = uname.release().to_string_lossy();
     let mut parts = release.trim().split(|c: char| !c.is_ascii_digit());
     let major: u32 = parts.next()?.parse().ok()?;
     let minor: u32 = parts.next()?.parse().ok()?;
