@@ -82,7 +82,7 @@ fn a_clone_untraced_child_binds_and_is_seen() {
 /// without a result). Before the fix, 2 of 40 were recorded as failed (result -1).
 #[test]
 fn a_bind_delayed_by_a_busy_machine_is_no_failure() {
-    let Some(cc) = tool("cc") else { return };
+    let Some(cc) = need_tool("cc") else { return };
     let dir = tempfile::tempdir().unwrap();
     let exe = dir.path().join("untraced_bind");
     let built = Command::new(cc)
