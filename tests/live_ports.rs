@@ -452,3 +452,36 @@ fn check_prints_json_when_asked() {
         "{doc}"
     );
 }
+
+/// `ports --failed-pid PID` without a port (a plain EADDRINUSE whose output names none, as the
+/// DDP_DOCTOR hook may pass) states only findings about PID, its job, its ancestors and its
+/// descendants: another job's D001 elsewhere on the machine is not why PID failed. With the
+/// other job's own failing pid, its D001 is stated.
+#[test]
+fn failed_pid_without_a_port_is_about_that_process_only() {
+    let port = free_low_port();
+    let s = Situation::start("d001", port);
+    let bystander = Situation::start_cmd(
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg("echo READY; exec sleep 600"),
+    );
+    let pid = bystander.child.id().to_string();
+    let (doc, _) = json(&["ports", "--failed-pid", &pid, "--format", "json"]);
+    let codes: Vec<_> = doc["diagnosis"]["findings"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{doc:#}"))
+        .iter()
+        .map(|f| f["code"].clone())
+        .collect();
+    assert!(!codes.contains(&"D001".into()), "{doc:#}");
+    let child = s.pid("child").to_string();
+    let (doc, _) = json(&["ports", "--failed-pid", &child, "--format", "json"]);
+    let d001: Vec<_> = doc["diagnosis"]["findings"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{doc:#}"))
+        .iter()
+        .filter(|f| f["code"] == "D001")
+        .collect();
+    assert_eq!(d001.len(), 1, "{doc:#}");
+}

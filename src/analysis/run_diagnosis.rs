@@ -185,10 +185,30 @@ pub fn diagnose_live(
     if bound {
         explain_a_rerun_launch(&mut d, &a);
     }
-    let about_port = |f: &Finding| port.is_none_or(|p| f.ports.is_empty() || f.ports.contains(&p));
-    let findings: Vec<Finding> = a.findings.into_iter().filter(about_port).collect();
+    // With a port, the findings about it; without one, only those naming the failing process,
+    // its job, its ancestors or its descendants: another user's job elsewhere on the machine is
+    // not why this process failed.
+    let related = related_pids(&a, failing);
+    let relevant = |f: &Finding| match port {
+        Some(p) => f.ports.is_empty() || f.ports.contains(&p),
+        None => f.pids.iter().any(|q| related.contains(q)),
+    };
+    let findings: Vec<Finding> = a.findings.into_iter().filter(relevant).collect();
     add_tree_findings(&mut d, findings);
     d
+}
+
+/// The failing process, its ancestors, its descendants and the processes of its job.
+fn related_pids(a: &Analysis, failing: i32) -> std::collections::HashSet<i32> {
+    let mut related: std::collections::HashSet<i32> = a.ancestors(failing).into_iter().collect();
+    related.extend(a.job(failing).map(|j| j.pids.clone()).unwrap_or_default());
+    let mut todo = vec![failing];
+    while let Some(p) = todo.pop() {
+        if related.insert(p) || p == failing {
+            todo.extend(a.children(p).iter().filter(|c| !related.contains(c)));
+        }
+    }
+    related
 }
 
 /// The failing bind, exact from tracing or as the output reports it.
