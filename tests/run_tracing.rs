@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use common::*;
@@ -41,11 +41,10 @@ fn strace_works_under_doctor_run() {
     assert_eq!(doc["tracing"], "seccomp-notify", "{err}");
 }
 
-#[test]
-fn a_clone_untraced_child_binds_and_is_seen() {
-    let Some(cc) = need_tool("cc") else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let exe = dir.path().join("untraced_bind");
+/// tests/helpers/untraced_bind.c built into `dir` (None without a C compiler, a failure in CI).
+fn untraced_bind(dir: &Path) -> Option<PathBuf> {
+    let cc = need_tool("cc")?;
+    let exe = dir.join("untraced_bind");
     let built = Command::new(cc)
         .arg("-o")
         .arg(&exe)
@@ -53,6 +52,15 @@ fn a_clone_untraced_child_binds_and_is_seen() {
         .output()
         .unwrap();
     assert!(built.status.success(), "{built:?}");
+    Some(exe)
+}
+
+#[test]
+fn a_clone_untraced_child_binds_and_is_seen() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(exe) = untraced_bind(dir.path()) else {
+        return;
+    };
     let port = free_low_port();
     let (out, doc) = doctor_run(
         &dir.path().join("r.json"),
@@ -82,16 +90,10 @@ fn a_clone_untraced_child_binds_and_is_seen() {
 /// without a result). Before the fix, 2 of 40 were recorded as failed (result -1).
 #[test]
 fn a_bind_delayed_by_a_busy_machine_is_no_failure() {
-    let Some(cc) = need_tool("cc") else { return };
     let dir = tempfile::tempdir().unwrap();
-    let exe = dir.path().join("untraced_bind");
-    let built = Command::new(cc)
-        .arg("-o")
-        .arg(&exe)
-        .arg(helper("untraced_bind.c"))
-        .output()
-        .unwrap();
-    assert!(built.status.success(), "{built:?}");
+    let Some(exe) = untraced_bind(dir.path()) else {
+        return;
+    };
     // Eight busy loops in one process group, killed whole when the test ends.
     let _busy = Situation::start_cmd(
         Command::new("sh")
