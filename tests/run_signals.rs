@@ -49,6 +49,7 @@ fn deliver(mode: &[&str], piped: bool, to_group: bool, sig: i32) -> serde_json::
         })
         .stderr(log)
         .process_group(0);
+    common::default_signals(&mut cmd);
     let child = cmd.spawn().unwrap();
     let pid = child.id() as i32;
     wait_ready(&file);
@@ -130,7 +131,7 @@ fn the_same_senders_signal_twice_at_once_is_one_delivery() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("counts.json");
         let log = std::fs::File::create(dir.path().join("out.txt")).unwrap();
-        let child = Command::new(DOCTOR)
+        let child = common::default_signals(&mut Command::new(DOCTOR))
             .arg("run")
             .args(mode)
             .args(["--", &common::python()])

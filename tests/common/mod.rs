@@ -16,7 +16,25 @@ use std::time::{Duration, Instant};
 pub fn doctor() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_doctor"));
     c.env("NO_COLOR", "1").env_remove("COLUMNS");
+    default_signals(&mut c);
     c
+}
+
+/// Start `cmd` with SIGINT, SIGQUIT, SIGTERM and SIGHUP at their defaults, as at a terminal,
+/// whatever the test runner inherited: a non-interactive shell starts a background job with
+/// SIGINT and SIGQUIT ignored (`scripts/test.sh &`), and `doctor run` keeps a signal ignored at
+/// its start ignored, as the command alone would.
+pub fn default_signals(cmd: &mut Command) -> &mut Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: signal(2) with SIG_DFL between fork and exec installs no handler.
+    unsafe {
+        cmd.pre_exec(|| {
+            for sig in [libc::SIGINT, libc::SIGQUIT, libc::SIGTERM, libc::SIGHUP] {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+            Ok(())
+        })
+    }
 }
 
 pub fn run(args: &[&str]) -> Output {
