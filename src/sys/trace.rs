@@ -315,11 +315,10 @@ pub fn serve(
                         std::thread::yield_now();
                     }
                     pending.push(p);
+                    // A call still pending keeps its socket until its result is learned (the
+                    // socket then shows no port: holding it holds none): a caller that closes
+                    // its socket at once after a failed bind still leaves it to be looked at.
                     settle(&mut pending, &mut t, |_| false);
-                    // The caller's socket is held only through the call itself.
-                    for q in pending.iter_mut().filter(|q| q.over() != Over::No) {
-                        q.sock = None;
-                    }
                 }
             }
             continue;
