@@ -790,7 +790,7 @@ fn push_globals(out: &mut String, items: &[Item], moved: &[usize], unit: &str, n
 
 /// `main`, unless the module already uses that name (or a star import may bind it).
 fn main_name(body: &[Stmt]) -> String {
-    let ids = names::identifiers(body);
+    let ids = crate::scan::symbols::names_anywhere(body, true);
     let star = body.iter().any(|s| {
         matches!(s, Stmt::ImportFrom(i) if i.names.iter().any(|a: &ast::Alias| a.name.as_str() == "*"))
     });

@@ -870,11 +870,17 @@ pub fn main_guard(test: &Expr) -> Option<Guard> {
 
 /// Every name bound anywhere in `body`: imports, defs, classes, parameters, stores.
 pub fn bound_anywhere(body: &[Stmt]) -> HashSet<String> {
-    struct Bound {
+    names_anywhere(body, false)
+}
+
+/// Every name bound anywhere in `body`, and with `loads` every name read as well.
+pub fn names_anywhere(body: &[Stmt], loads: bool) -> HashSet<String> {
+    struct Names {
         names: HashSet<String>,
+        loads: bool,
         depth: Depth,
     }
-    impl<'a> Visitor<'a> for Bound {
+    impl<'a> Visitor<'a> for Names {
         fn visit_stmt(&mut self, stmt: &'a Stmt) {
             if self.depth.too_deep() {
                 return;
@@ -898,7 +904,7 @@ pub fn bound_anywhere(body: &[Stmt]) -> HashSet<String> {
             }
             self.depth.enter();
             if let Expr::Name(n) = expr
-                && n.ctx != ExprContext::Load
+                && (self.loads || n.ctx != ExprContext::Load)
             {
                 self.names.insert(n.id.to_string());
             }
@@ -917,10 +923,11 @@ pub fn bound_anywhere(body: &[Stmt]) -> HashSet<String> {
             visitor::walk_parameter(self, p);
         }
     }
-    let mut b = Bound {
+    let mut n = Names {
         names: HashSet::new(),
+        loads,
         depth: Depth::default(),
     };
-    b.visit_body(body);
-    b.names
+    n.visit_body(body);
+    n.names
 }
