@@ -190,16 +190,83 @@ pub fn read_stdin() -> std::io::Result<Vec<u8>> {
     Ok(buf)
 }
 
-/// What `PYTHON --version` prints (stdout and stderr), or `None` when it cannot be run.
+/// How long `PYTHON --version` may take: an interpreter that does not answer this in seconds is
+/// broken (a hung wrapper script, a stalled network filesystem), and scan falls back to 3.11.
+const VERSION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// What `PYTHON --version` prints (stdout and stderr), or `None` when it cannot be run or does
+/// not answer within [`VERSION_TIMEOUT`] (its process group is killed then).
 pub fn python_version_text(python: &str) -> Option<String> {
-    let o = std::process::Command::new(python)
-        .arg("--version")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .ok()?;
+    version_text_within(python, VERSION_TIMEOUT)
+}
+
+fn version_text_within(python: &str, limit: std::time::Duration) -> Option<String> {
+    let mut cmd = std::process::Command::new(python);
+    cmd.arg("--version");
+    let o = super::command::run(&mut cmd, limit).ok()?;
     Some(format!(
         "{}{}",
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+    use std::time::Duration;
+
+    fn script(dir: &Path, name: &str, body: &str) -> String {
+        let path = dir.join(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path.display().to_string()
+    }
+
+    #[test]
+    fn an_interpreter_that_never_answers_is_given_up_on_and_killed() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("pid");
+        // A wrapper that hangs (as a stalled network filesystem or a broken shim does) with a
+        // child of its own.
+        let hung = script(
+            dir.path(),
+            "python-hung",
+            &format!("sleep 300 & echo $! > {}; wait", pidfile.display()),
+        );
+        assert_eq!(version_text_within(&hung, Duration::from_millis(300)), None);
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        // Killed with its group when the limit passed: gone once reaped by init, or a zombie.
+        let gone = || {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .map(|s| {
+                    s.rsplit(')')
+                        .next()
+                        .unwrap_or("")
+                        .trim_start()
+                        .starts_with('Z')
+                })
+                .unwrap_or(true)
+        };
+        let until = std::time::Instant::now() + Duration::from_secs(10);
+        while !gone() && std::time::Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(
+            gone(),
+            "the hung interpreter's child {pid} outlived the limit"
+        );
+        // One that answers (Python 2 printed its version on stderr) is read whole.
+        let old = script(dir.path(), "python2", "echo 'Python 2.7.18' >&2");
+        assert_eq!(
+            version_text_within(&old, Duration::from_secs(60)).as_deref(),
+            Some("Python 2.7.18\n")
+        );
+        assert_eq!(python_version_text("/nonexistent/doctor-python"), None);
+    }
 }
