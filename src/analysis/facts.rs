@@ -8,6 +8,7 @@ pub const MAX_ANCESTRY: usize = 64;
 use serde::Serialize;
 
 use crate::model::finding::Finding;
+pub use crate::model::identity::Identity;
 use crate::model::snapshot::{Process, Snapshot, Socket};
 
 /// The default rendezvous ports: torchrun/accelerate/DeepSpeed static rendezvous, and the old
@@ -70,104 +71,14 @@ impl Role {
     }
 }
 
-/// Who a process believes it is in the rendezvous.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct Identity {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub master_addr: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub master_port: Option<u16>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub rank: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub local_rank: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub node_rank: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub world_size: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub run_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub slurm_job_id: Option<String>,
-    /// Not read from the process's own environment but deduced (Lightning's rank 0 sets its
-    /// identity in `os.environ` after exec; its children show it).
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub inferred: bool,
-}
-
-impl Identity {
-    fn from_env(p: &Process) -> Option<Identity> {
-        let id = Identity {
-            master_addr: p.env("MASTER_ADDR").map(str::to_string),
-            master_port: p.master_port(),
-            rank: p.env_int("RANK"),
-            local_rank: p.env_int("LOCAL_RANK"),
-            node_rank: p.env_int("NODE_RANK").or_else(|| p.env_int("GROUP_RANK")),
-            world_size: p.env_int("WORLD_SIZE"),
-            run_id: p.env("TORCHELASTIC_RUN_ID").map(str::to_string),
-            slurm_job_id: p.env("SLURM_JOB_ID").map(str::to_string),
-            inferred: false,
-        };
-        (id.master_port.is_some() || id.has_rank()).then_some(id)
-    }
-
-    pub fn has_rank(&self) -> bool {
-        self.rank.is_some() || self.local_rank.is_some()
-    }
-
-    /// The key two ranks of one job must not share.
-    pub fn rank_key(&self) -> Option<(i64, i64)> {
-        match (self.rank, self.local_rank) {
-            (Some(r), _) => Some((-1, r)),
-            (None, Some(l)) => Some((self.node_rank.unwrap_or(0), l)),
-            _ => None,
-        }
-    }
-
-    /// `rank 1/2 local 1`, `local 0 node 1`, ...; `*` marks an inferred identity.
-    pub fn label(&self) -> String {
-        let mut parts = Vec::new();
-        match (self.rank, self.world_size) {
-            (Some(r), Some(w)) => parts.push(format!("rank {r}/{w}")),
-            (Some(r), None) => parts.push(format!("rank {r}")),
-            _ => {}
-        }
-        if let Some(l) = self.local_rank.filter(|l| self.rank != Some(*l)) {
-            parts.push(format!("local {l}"));
-        }
-        if let (None, Some(w)) = (self.rank, self.world_size) {
-            parts.push(format!("of {w}"));
-        }
-        if let Some(n) = self.node_rank.filter(|n| *n != 0) {
-            parts.push(format!("node {n}"));
-        }
-        let mut s = parts.join(" ");
-        if self.inferred && !s.is_empty() {
-            s.push('*');
-        }
-        s
-    }
-
-    fn same_rendezvous(&self, other: &Identity) -> bool {
-        self.master_port == other.master_port && self.rank_key() == other.rank_key()
-    }
-}
-
 #[derive(Clone, Debug, Serialize)]
 pub struct Job {
     /// `job-<root pid>`.
     pub id: String,
     pub root: i32,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub master_addr: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub master_port: Option<u16>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub world_size: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub run_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub slurm_job_id: Option<String>,
+    /// The rendezvous its ranks share: the identity fields of a job (no rank fields).
+    #[serde(flatten)]
+    pub rendezvous: Identity,
     pub pids: Vec<i32>,
     /// The process that started the ranks is gone: the job is a leftover.
     pub launcher_gone: bool,
@@ -702,11 +613,10 @@ impl<'a> Analysis<'a> {
             self.jobs.push(Job {
                 id: format!("job-{root}"),
                 root,
-                master_addr: id.master_addr,
-                master_port,
-                world_size: id.world_size,
-                run_id: id.run_id,
-                slurm_job_id: id.slurm_job_id,
+                rendezvous: Identity {
+                    master_port,
+                    ..id.rendezvous()
+                },
                 pids,
                 launcher_gone,
             });
@@ -1016,7 +926,7 @@ mod tests {
                 assert_eq!(a.role(100), Role::Launcher);
                 assert_eq!((a.role(110), a.role(111)), (Role::Rank, Role::Rank));
                 assert_eq!(a.jobs.len(), 1, "{:?}", a.jobs);
-                assert_eq!(a.jobs[0].master_port, Some(29500));
+                assert_eq!(a.jobs[0].rendezvous.master_port, Some(29500));
                 assert!(a.findings.is_empty(), "{:?}", a.findings);
             }
         }

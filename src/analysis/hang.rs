@@ -54,7 +54,7 @@ impl Analysis<'_> {
 
     fn hang_of(&self, j: usize) -> Option<Hang> {
         let job = &self.jobs[j];
-        let port = job.master_port?;
+        let port = job.rendezvous.master_port?;
         let ranks: Vec<(i32, i64)> = job
             .pids
             .iter()
@@ -91,7 +91,7 @@ impl Analysis<'_> {
         // MASTER_ADDR elsewhere while the store is here: hosting the store does not connect a
         // rank (its own client goes to MASTER_ADDR), and nothing answers there.
         let foreign_addr = self
-            .foreign_master_addr(job.master_addr.as_deref())
+            .foreign_master_addr(job.rendezvous.master_addr.as_deref())
             .filter(|&addr| !self.answers(addr, port));
         let (waiting, unconnected): (Vec<_>, Vec<_>) = ranks
             .iter()

@@ -33,17 +33,25 @@ struct Rendezvous {
 impl Rendezvous {
     fn of(a: &Analysis, job: &Job) -> Rendezvous {
         let mut r = Rendezvous {
-            addr: job.master_addr.clone().map(|s| fold_addr_name(&s)),
-            port: job.master_port,
-            world: job.world_size,
-            run_id: job.run_id.clone().filter(|r| !r.is_empty() && r != "none"),
-            slurm: job.slurm_job_id.clone(),
+            addr: job
+                .rendezvous
+                .master_addr
+                .clone()
+                .map(|s| fold_addr_name(&s)),
+            port: job.rendezvous.master_port,
+            world: job.rendezvous.world_size,
+            run_id: job
+                .rendezvous
+                .run_id
+                .clone()
+                .filter(|r| !r.is_empty() && r != "none"),
+            slurm: job.rendezvous.slurm_job_id.clone(),
             ..Rendezvous::default()
         };
         if let Some(root) = a.process(job.root).filter(|p| p.ppid > 1) {
             r.parents.insert(root.ppid);
         }
-        let Some(port) = job.master_port else {
+        let Some(port) = job.rendezvous.master_port else {
             return r;
         };
         for &pid in &job.pids {
@@ -154,7 +162,8 @@ impl Analysis<'_> {
         let lead = members
             .iter()
             .position(|m| {
-                m.master_port
+                m.rendezvous
+                    .master_port
                     .is_some_and(|port| m.pids.iter().any(|&p| self.listens_on_pid(p, port)))
             })
             .unwrap_or(0);
@@ -165,9 +174,9 @@ impl Analysis<'_> {
                 continue;
             }
             job.pids.extend(m.pids);
-            job.run_id = job.run_id.or(m.run_id);
-            job.slurm_job_id = job.slurm_job_id.or(m.slurm_job_id);
-            job.master_addr = job.master_addr.or(m.master_addr);
+            job.rendezvous.run_id = job.rendezvous.run_id.or(m.rendezvous.run_id);
+            job.rendezvous.slurm_job_id = job.rendezvous.slurm_job_id.or(m.rendezvous.slurm_job_id);
+            job.rendezvous.master_addr = job.rendezvous.master_addr.or(m.rendezvous.master_addr);
         }
         job.pids.sort_unstable();
         job.pids.dedup();

@@ -151,6 +151,7 @@ fn tree_text(
         // One heading per job, above its first tree (a job may span several trees).
         if let Some(job) = a.job(*root).filter(|j| headed.insert(j.id.clone())) {
             let port = job
+                .rendezvous
                 .master_port
                 .map(|p| format!(" on port {p}"))
                 .unwrap_or_default();

@@ -2,6 +2,7 @@
 
 pub mod envelope;
 pub mod finding;
+pub mod identity;
 pub mod load;
 pub mod report;
 pub mod repro;

@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::model::identity::Identity;
+
 /// The `kind` of a report document.
 pub const REPORT_KIND: &str = "doctor-report";
 
@@ -26,22 +28,9 @@ pub const INIT_PID_NS_INODE: u64 = 0xEFFF_FFFC;
 #[derive(Clone, Debug, Serialize)]
 pub struct Rank {
     pub pid: i64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub rank: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub local_rank: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub node_rank: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub world_size: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub master_addr: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub master_port: Option<u16>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub run_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub slurm_job_id: Option<String>,
+    /// Who it is in the rendezvous, as the report's `identity` says.
+    #[serde(flatten)]
+    pub identity: Identity,
     pub command: String,
     /// The job record of its node it belongs to (`job-PID`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -55,9 +44,12 @@ pub struct Rank {
 impl Rank {
     /// The rendezvous the rank's node joined: its launcher's endpoint, else MASTER_ADDR:PORT.
     pub fn rendezvous(&self) -> Option<(String, u16)> {
-        self.endpoint
-            .clone()
-            .or_else(|| Some((self.master_addr.clone()?, self.master_port?)))
+        self.endpoint.clone().or_else(|| {
+            Some((
+                self.identity.master_addr.clone()?,
+                self.identity.master_port?,
+            ))
+        })
     }
 }
 

@@ -17,19 +17,23 @@ fn ranks_per_node(c: &Context) -> (ByRank, ByLocal) {
     let mut by_local = ByLocal::new();
     for n in c.nodes {
         for r in n.ranks.iter().filter(|r| c.in_job(r)) {
-            if let Some(g) = r.rank {
+            if let Some(g) = r.identity.rank {
                 by_rank
-                    .entry((r.run_id.clone(), g))
+                    .entry((r.identity.run_id.clone(), g))
                     .or_default()
                     .insert(n.name.clone());
             }
             // NODE_RANK + LOCAL_RANK: always for ranks without RANK (Lightning), and for the
             // others when they state their node rank.
-            if let Some(l) = r.local_rank
-                && (r.rank.is_none() || r.node_rank.is_some())
+            if let Some(l) = r.identity.local_rank
+                && (r.identity.rank.is_none() || r.identity.node_rank.is_some())
             {
                 by_local
-                    .entry((r.run_id.clone(), r.node_rank.unwrap_or(0), l))
+                    .entry((
+                        r.identity.run_id.clone(),
+                        r.identity.node_rank.unwrap_or(0),
+                        l,
+                    ))
                     .or_default()
                     .insert(n.name.clone());
             }

@@ -146,16 +146,18 @@ impl<'a> Context<'a> {
         // later in os.environ) is another job's when the port differs.
         let same_rendezvous = match (&self.master, r.rendezvous()) {
             (Some(m), Some(rv)) => *m == rv,
-            (Some(m), None) => r.master_port.is_none_or(|p| p == m.1),
+            (Some(m), None) => r.identity.master_port.is_none_or(|p| p == m.1),
             _ => true,
         };
         let other_slurm = r
+            .identity
             .slurm_job_id
             .as_ref()
             .is_some_and(|s| !self.shell_slurm.is_empty() && !self.shell_slurm.contains(s));
         // Under the job's torchrun agents, ranks carry the agents' run id (--rdzv-id): a rank
         // with another one (a leftover of an earlier run, with no SLURM to tell) is not the job's.
         let other_run = r
+            .identity
             .run_id
             .as_ref()
             .is_some_and(|id| !self.agent_runs.is_empty() && !self.agent_runs.contains(id));
@@ -184,7 +186,7 @@ impl<'a> Context<'a> {
                 n.ranks
                     .iter()
                     .filter(|r| self.in_job(r))
-                    .filter_map(|r| r.slurm_job_id.clone())
+                    .filter_map(|r| r.identity.slurm_job_id.clone())
                     .chain(n.shell.get("SLURM_JOB_ID").cloned())
             })
             .collect();
@@ -195,7 +197,7 @@ impl<'a> Context<'a> {
                 n.ranks
                     .iter()
                     .filter(|r| self.in_job(r))
-                    .filter_map(|r| r.run_id.clone())
+                    .filter_map(|r| r.identity.run_id.clone())
             })
             .collect();
         self.slurm = self.per_node_ids(&|n: &Node| {
@@ -207,7 +209,7 @@ impl<'a> Context<'a> {
                     n.ranks
                         .iter()
                         .filter(|r| self.in_job(r))
-                        .filter_map(|r| r.slurm_job_id.clone()),
+                        .filter_map(|r| r.identity.slurm_job_id.clone()),
                 )
                 .collect()
         });
@@ -215,7 +217,7 @@ impl<'a> Context<'a> {
             n.ranks
                 .iter()
                 .filter(|r| self.in_job(r))
-                .filter_map(|r| r.run_id.clone())
+                .filter_map(|r| r.identity.run_id.clone())
                 .collect()
         });
     }
@@ -238,7 +240,7 @@ impl<'a> Context<'a> {
                 n.ranks
                     .iter()
                     .filter(|r| self.in_job(r))
-                    .filter_map(|r| r.world_size)
+                    .filter_map(|r| r.identity.world_size)
             })
             .max();
         self.ranks_visible = self

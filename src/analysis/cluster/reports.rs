@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use serde_json::Value;
 
+use crate::model::identity::Identity;
 use crate::model::report::{Launcher, Node, REPORT_KIND, Rank, Versions};
 use crate::model::snapshot::{READS_SCHEMA_VERSIONS, SCHEMA_VERSION};
 
@@ -190,8 +191,25 @@ pub fn same_report(docs: &[(String, Value)]) -> Option<(&str, &str)> {
     None
 }
 
+/// A report's `identity` object, each field read on its own: a field of the wrong type is left
+/// out, not the rank.
+fn identity_of(id: &Value) -> Identity {
+    Identity {
+        master_addr: str_of(&id["master_addr"]),
+        master_port: id["master_port"]
+            .as_u64()
+            .and_then(|x| u16::try_from(x).ok()),
+        rank: id["rank"].as_i64(),
+        local_rank: id["local_rank"].as_i64(),
+        node_rank: id["node_rank"].as_i64(),
+        world_size: id["world_size"].as_i64(),
+        run_id: str_of(&id["run_id"]),
+        slurm_job_id: str_of(&id["slurm_job_id"]),
+        inferred: id["inferred"].as_bool().unwrap_or(false),
+    }
+}
+
 pub fn node(file: &str, doc: &Value) -> Node {
-    let id_int = |p: &Value, k: &str| p["identity"][k].as_i64();
     let launchers: Vec<Launcher> = doc["environment"]["training_processes"]
         .as_array()
         .into_iter()
@@ -227,16 +245,7 @@ pub fn node(file: &str, doc: &Value) -> Node {
         .filter(|p| p["role"] == "rank")
         .map(|p| Rank {
             pid: p["pid"].as_i64().unwrap_or(0),
-            rank: id_int(p, "rank"),
-            local_rank: id_int(p, "local_rank"),
-            node_rank: id_int(p, "node_rank"),
-            world_size: id_int(p, "world_size"),
-            master_addr: str_of(&p["identity"]["master_addr"]),
-            master_port: p["identity"]["master_port"]
-                .as_u64()
-                .and_then(|x| u16::try_from(x).ok()),
-            run_id: str_of(&p["identity"]["run_id"]),
-            slurm_job_id: str_of(&p["identity"]["slurm_job_id"]),
+            identity: identity_of(&p["identity"]),
             command: str_of(&p["command"]).unwrap_or_default(),
             job: str_of(&p["job"]),
             endpoint: endpoint_of(&str_of(&p["job"])),

@@ -6,7 +6,7 @@ use crate::model::finding::{Finding, Rule};
 pub fn check(a: &Analysis) -> Vec<Finding> {
     let mut out = Vec::new();
     for (j, job) in a.jobs.iter().enumerate() {
-        let Some(port) = job.master_port else {
+        let Some(port) = job.rendezvous.master_port else {
             continue;
         };
         for holder in listeners(a, port) {

@@ -79,6 +79,7 @@ fn orphaned_jobs(a: &Analysis, out: &mut Vec<Finding>, seen: &mut BTreeSet<(i32,
         }
         let adopter = a.process(job.root).map_or(1, |r| r.ppid);
         let holding: Vec<(i32, &str)> = job
+            .rendezvous
             .master_port
             .map(|port| {
                 job.pids
@@ -104,7 +105,7 @@ fn orphaned_jobs(a: &Analysis, out: &mut Vec<Finding>, seen: &mut BTreeSet<(i32,
             .map(|&r| describe(a, r))
             .collect::<Vec<_>>()
             .join(", ");
-        let port_text = match job.master_port {
+        let port_text = match job.rendezvous.master_port {
             Some(port) if !holders.is_empty() => {
                 let listen = holding.iter().any(|(_, st)| *st == "LISTEN");
                 for &h in &holders {
@@ -145,7 +146,7 @@ fn orphaned_jobs(a: &Analysis, out: &mut Vec<Finding>, seen: &mut BTreeSet<(i32,
             Rule::D003,
             message,
             pids,
-            job.master_port.into_iter().collect(),
+            job.rendezvous.master_port.into_iter().collect(),
             fix,
         ));
     }

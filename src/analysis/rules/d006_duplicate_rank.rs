@@ -40,7 +40,7 @@ pub fn check(a: &Analysis) -> Vec<Finding> {
                 Rule::D006,
                 message,
                 pids,
-                job.master_port.into_iter().collect(),
+                job.rendezvous.master_port.into_iter().collect(),
                 fix.to_string(),
             ));
         }

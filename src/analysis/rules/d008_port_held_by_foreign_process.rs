@@ -16,7 +16,7 @@ pub fn check(a: &Analysis) -> Vec<Finding> {
             let wanted_by: Vec<&crate::analysis::Job> = a
                 .jobs
                 .iter()
-                .filter(|j| j.master_port == Some(port))
+                .filter(|j| j.rendezvous.master_port == Some(port))
                 .filter(|j| {
                     !j.pids
                         .iter()

@@ -62,6 +62,7 @@ fn finding(a: &Analysis, h: &Hang) -> Finding {
 fn fix(a: &Analysis, h: &Hang) -> String {
     let job = &a.jobs[h.job];
     let addr = job
+        .rendezvous
         .master_addr
         .clone()
         .unwrap_or_else(|| "127.0.0.1".into());

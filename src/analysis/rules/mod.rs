@@ -349,7 +349,7 @@ mod tests {
         assert_eq!(a.role(110), Role::SpawnChild);
         assert_eq!(a.jobs.len(), 1);
         assert_eq!(a.jobs[0].root, 100);
-        assert_eq!(a.jobs[0].master_port, Some(29500));
+        assert_eq!(a.jobs[0].rendezvous.master_port, Some(29500));
         assert!(!a.jobs[0].launcher_gone);
     }
 
