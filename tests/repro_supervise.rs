@@ -26,15 +26,8 @@ fn doctor() -> Command {
 /// A process of ours that is still running (not a zombie), checked by pid and command line so
 /// a recycled pid is never mistaken for ours.
 fn alive(pid: i32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    let state = stat
-        .rsplit_once(')')
-        .and_then(|(_, rest)| rest.split_whitespace().next())
-        .unwrap_or("X");
     let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    state != "Z" && String::from_utf8_lossy(&cmd).contains("tree.py")
+    common::alive(pid) && String::from_utf8_lossy(&cmd).contains("tree.py")
 }
 
 fn pids(pidfile: &Path) -> Vec<(i32, String)> {
@@ -123,8 +116,8 @@ fn run_helper(g: &mut Guard, mode: &str, extra: &[&str]) -> (Output, Value) {
 
 #[test]
 fn a_hanging_case_is_killed_whole_at_its_timeout() {
+    // The time it takes past the limit is measured by scripts/bench/timeouts.sh, not asserted.
     let mut g = Guard::new();
-    let started = Instant::now();
     let (out, doc) = run_helper(&mut g, "hang", &["--ctx", "spawn", "--timeout", "3"]);
     assert_eq!(out.status.code(), Some(1), "a hang is not the expected ok");
     let case = &doc["cases"][0];
@@ -141,7 +134,6 @@ fn a_hanging_case_is_killed_whole_at_its_timeout() {
     }
     assert!(case["killed"].as_array().unwrap().len() >= 4, "{case}");
     assert_eq!(g.survivors(), vec![], "processes survived the timeout");
-    assert!(started.elapsed() < Duration::from_secs(30));
 }
 
 #[test]
@@ -212,10 +204,7 @@ fn sigint_kills_every_case_tree() {
         .arg(&g.pidfile);
     g.start(cmd);
     // Wait until the three trees are complete (launcher, child, worker, daemon each).
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while pids(&g.pidfile).len() < 12 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    common::wait_until(Duration::from_secs(30), || pids(&g.pidfile).len() >= 12);
     assert_eq!(
         pids(&g.pidfile).len(),
         12,

@@ -11,7 +11,7 @@ use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 
@@ -339,18 +339,6 @@ fn a_foreign_holder_is_d008_and_a_stale_holder_d003_in_a_run() {
     }
 }
 
-/// Wait until `f` holds, at most `secs`.
-fn wait_for(secs: u64, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < deadline {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    false
-}
-
 /// The codes of a document's findings that cite `port`.
 fn codes_on(doc: &serde_json::Value, port: u16) -> std::collections::BTreeSet<String> {
     doc["findings"]
@@ -391,7 +379,7 @@ fn a_missing_rank_at_run_timeout_is_d009_as_ports_says_on_the_live_job() {
     let p = live_port.to_string();
     let mut ports_doc = serde_json::Value::Null;
     assert!(
-        wait_for(120, || {
+        wait_until(Duration::from_secs(120), || {
             ports_doc = json(&["ports", "--port", &p, "--format", "json"]).0;
             !findings(&ports_doc, "D009", live_port).is_empty()
         }),
@@ -462,7 +450,7 @@ fn master_addr_not_of_this_host_is_said_in_ports_and_in_run() {
     };
     let mut ports_doc = serde_json::Value::Null;
     assert!(
-        wait_for(120, || {
+        wait_until(Duration::from_secs(120), || {
             ports_doc = json(&["ports", "--port", &p, "--format", "json"]).0;
             says(&ports_doc)
         }),

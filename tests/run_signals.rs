@@ -171,12 +171,21 @@ fn the_same_senders_signal_twice_at_once_is_one_delivery() {
 /// passed on and does not stop the tree; the command ends on its own with status 0.
 #[test]
 fn a_signal_ignored_when_doctor_starts_stays_ignored() {
+    use common::procs::{alive, signal_pending, wait_until};
     for mode in MODES {
         for sig in [libc::SIGHUP, libc::SIGINT, libc::SIGTERM] {
+            let dir = tempfile::tempdir().unwrap();
+            let (pidfile, go) = (dir.path().join("pid"), dir.path().join("go"));
+            // The command runs until the test lets it end (no time of its own to race against).
+            let script = format!(
+                "echo $$ > {}; while [ ! -e {} ]; do sleep 0.01; done",
+                pidfile.display(),
+                go.display()
+            );
             let mut cmd = Command::new(DOCTOR);
             cmd.arg("run")
                 .args(mode)
-                .args(["--", "sleep", "2"])
+                .args(["--", "sh", "-c", &script])
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
@@ -190,18 +199,42 @@ fn a_signal_ignored_when_doctor_starts_stays_ignored() {
             }
             let child = cmd.spawn().unwrap();
             let pid = child.id() as i32;
-            std::thread::sleep(Duration::from_millis(700));
+            // doctor starts the command once its signal handling is in place.
+            wait_ready(&pidfile);
+            let command: i32 = wait_pid(&pidfile);
             for _ in 0..2 {
                 // SAFETY: kill(2) on the doctor this test started.
                 unsafe { libc::kill(pid, sig) };
-                std::thread::sleep(Duration::from_millis(300));
+                // Taken (or dropped as ignored) before the next one, so two are two.
+                assert!(
+                    wait_until(Duration::from_secs(10), || !signal_pending(pid, sig)),
+                    "{mode:?} signal {sig} stays pending in doctor"
+                );
             }
+            let stopped_tree = !alive(command);
+            std::fs::write(&go, "").unwrap();
             let out = child.wait_with_output().unwrap();
             // SAFETY: as above; nothing of the group may outlive the test.
             unsafe { libc::kill(-pid, libc::SIGKILL) };
             let err = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                !stopped_tree,
+                "{mode:?} signal {sig} ended the command: {err}"
+            );
             assert_eq!(out.status.code(), Some(0), "{mode:?} signal {sig}: {err}");
             assert!(!err.contains("again"), "{mode:?} signal {sig}: {err}");
         }
     }
+}
+
+/// The pid a command wrote to `file` (whole: read until it parses).
+fn wait_pid(file: &Path) -> i32 {
+    let mut pid = None;
+    common::procs::wait_until(Duration::from_secs(30), || {
+        pid = std::fs::read_to_string(file)
+            .ok()
+            .and_then(|s| s.trim().parse().ok());
+        pid.is_some()
+    });
+    pid.expect("the command wrote its pid")
 }

@@ -50,19 +50,6 @@ fn pids_written(dir: &tempfile::TempDir) -> Vec<i32> {
         .collect()
 }
 
-fn alive(pid: i32) -> bool {
-    // A zombie is gone for our purposes (it holds nothing); read its state.
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            !s.rsplit(')')
-                .next()
-                .unwrap_or("")
-                .trim_start()
-                .starts_with('Z')
-        })
-        .unwrap_or(false)
-}
-
 fn port_free(port: u16) -> bool {
     std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
 }
@@ -274,7 +261,9 @@ fn polling_fallback_sees_a_short_lived_listener() {
 
 #[test]
 fn timeout_kills_the_tree() {
-    let start = Instant::now();
+    // How long doctor takes past the limit is measured by scripts/bench/timeouts.sh; here the
+    // property: the command ran, was stopped by the limit (it would exit 0 on its own after
+    // 30 s), and nothing of it is left when doctor returns.
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_doctor"))
         .args(["run", "--timeout", "1", "--grace", "1", "--"])
@@ -284,11 +273,12 @@ fn timeout_kills_the_tree() {
         .env("NO_COLOR", "1")
         .output()
         .unwrap();
-    assert!(start.elapsed() < Duration::from_secs(15));
-    assert_ne!(out.status.code(), Some(0));
     let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{err}");
     assert!(err.contains("timeout after 1 s"), "{err}");
-    assert!(pids_written(&dir).iter().all(|&p| !alive(p)));
+    let pids = pids_written(&dir);
+    assert!(!pids.is_empty(), "the command never started: {err}");
+    assert!(pids.iter().all(|&p| !alive(p)), "left running: {pids:?}");
 }
 
 /// Libraries inside a rank (MPI's daemons, UCX) bind fixed ports of their own; when a child

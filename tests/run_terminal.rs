@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+use common::procs::{in_wait, switches, wait_until, waiting_thread};
+
 const DOCTOR: &str = env!("CARGO_BIN_EXE_doctor");
 
 /// Run the steps in an interactive bash in a pty; panics with the transcript on failure.
@@ -134,14 +136,16 @@ fn sigstop_without_a_terminal_stays_stopped_until_continued() {
     for mode in MODES {
         let dir = tempfile::tempdir().unwrap();
         let pidfile = dir.path().join("pid");
+        let go = dir.path().join("go");
         let mut cmd = Command::new(DOCTOR);
         cmd.arg("run");
         if !mode.is_empty() {
             cmd.arg(mode);
         }
         let script = format!(
-            "echo $$ > {}; kill -STOP $$; echo resumed",
-            pidfile.display()
+            "echo $$ > {}; while [ ! -e {} ]; do sleep 0.01; done; kill -STOP $$; echo resumed",
+            pidfile.display(),
+            go.display()
         );
         let child = cmd
             .args(["--", "sh", "-c", &script])
@@ -176,11 +180,29 @@ fn sigstop_without_a_terminal_stays_stopped_until_continued() {
                 })
                 .unwrap_or_default()
         };
-        let until = Instant::now() + Duration::from_secs(10);
-        while state(pid) != "T" && Instant::now() < until {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        std::thread::sleep(Duration::from_millis(500));
+        // doctor's thread in waitpid, before the command stops: once it has woken for the stop
+        // and is back in waitpid, doctor has handled the stop, and the command must still be
+        // stopped.
+        let mut waiter = None;
+        assert!(
+            wait_until(Duration::from_secs(10), || {
+                waiter = waiting_thread(doctor.0);
+                waiter.is_some()
+            }),
+            "{mode}: doctor never waits for its command"
+        );
+        let (tid, before) = waiter.unwrap();
+        std::fs::write(&go, "").unwrap();
+        assert!(
+            wait_until(Duration::from_secs(10), || state(pid) == "T"),
+            "{mode}: the command did not stop"
+        );
+        assert!(
+            wait_until(Duration::from_secs(10), || {
+                switches(doctor.0, tid).is_some_and(|n| n > before) && in_wait(doctor.0, tid)
+            }),
+            "{mode}: doctor did not take the stop and wait again"
+        );
         assert_eq!(state(pid), "T", "{mode}: the command stays stopped");
         // SAFETY: kill(2) on the command this test started.
         unsafe { libc::kill(pid, libc::SIGCONT) };

@@ -179,6 +179,11 @@ fn kill_group(pid: u32) {
     );
 }
 
+/// The tests' waits on process state (tests/common/procs.rs).
+#[cfg(test)]
+#[path = "../../tests/common/procs.rs"]
+mod procs;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,33 +194,18 @@ mod tests {
         cmd
     }
 
-    /// The state letter of a pid, None when it is gone (or a zombie nobody waits for).
-    fn alive(pid: i32) -> bool {
-        std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .map(|s| {
-                !s.rsplit(')')
-                    .next()
-                    .unwrap_or("")
-                    .trim_start()
-                    .starts_with('Z')
-            })
-            .unwrap_or(false)
-    }
+    use super::procs;
 
+    /// Gone within 5 s; killed by pid (what this test started) when not, so nothing is left.
     fn wait_gone(pid: i32) -> bool {
-        let until = Instant::now() + Duration::from_secs(5);
-        while alive(pid) {
-            if Instant::now() >= until {
-                // What this test started, by pid, so nothing is left behind.
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(10));
+        if procs::wait_gone(pid, Duration::from_secs(5)) {
+            return true;
         }
-        true
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        false
     }
 
     #[test]

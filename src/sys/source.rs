@@ -211,10 +211,17 @@ fn version_text_within(python: &str, limit: std::time::Duration) -> Option<Strin
     ))
 }
 
+/// The tests' waits on process state (tests/common/procs.rs).
+#[cfg(test)]
+#[path = "../../tests/common/procs.rs"]
+mod procs;
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    use super::procs;
     use std::time::Duration;
 
     fn script(dir: &Path, name: &str, body: &str) -> String {
@@ -242,23 +249,8 @@ mod tests {
             .parse()
             .unwrap();
         // Killed with its group when the limit passed: gone once reaped by init, or a zombie.
-        let gone = || {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .map(|s| {
-                    s.rsplit(')')
-                        .next()
-                        .unwrap_or("")
-                        .trim_start()
-                        .starts_with('Z')
-                })
-                .unwrap_or(true)
-        };
-        let until = std::time::Instant::now() + Duration::from_secs(10);
-        while !gone() && std::time::Instant::now() < until {
-            std::thread::sleep(Duration::from_millis(10));
-        }
         assert!(
-            gone(),
+            procs::wait_gone(pid, Duration::from_secs(10)),
             "the hung interpreter's child {pid} outlived the limit"
         );
         // One that answers (Python 2 printed its version on stderr) is read whole.

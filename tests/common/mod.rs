@@ -4,8 +4,11 @@
 #![allow(dead_code)]
 
 mod needs;
+pub mod procs;
 #[allow(unused_imports)]
 pub use needs::{need, need_root, need_tool, skip_or_fail, under_ci};
+#[allow(unused_imports)]
+pub use procs::{alive, wait_gone, wait_until};
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
