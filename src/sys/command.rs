@@ -179,11 +179,6 @@ fn kill_group(pid: u32) {
     );
 }
 
-/// The tests' waits on process state (tests/common/procs.rs).
-#[cfg(test)]
-#[path = "../../tests/common/procs.rs"]
-mod procs;
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -194,7 +189,7 @@ mod tests {
         cmd
     }
 
-    use super::procs;
+    use crate::sys::test_procs as procs;
 
     /// Gone within 5 s; killed by pid (what this test started) when not, so nothing is left.
     fn wait_gone(pid: i32) -> bool {

@@ -19,3 +19,8 @@ pub mod source;
 pub mod supervise;
 pub mod syscalls;
 pub mod trace;
+
+/// The tests' waits on process state (tests/common/procs.rs), shared with the integration tests.
+#[cfg(test)]
+#[path = "../../tests/common/procs.rs"]
+pub(crate) mod test_procs;

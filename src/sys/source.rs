@@ -211,17 +211,12 @@ fn version_text_within(python: &str, limit: std::time::Duration) -> Option<Strin
     ))
 }
 
-/// The tests' waits on process state (tests/common/procs.rs).
-#[cfg(test)]
-#[path = "../../tests/common/procs.rs"]
-mod procs;
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 
-    use super::procs;
+    use crate::sys::test_procs as procs;
     use std::time::Duration;
 
     fn script(dir: &Path, name: &str, body: &str) -> String {
