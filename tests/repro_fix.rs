@@ -162,63 +162,16 @@ fn verify_fix_refuses_what_it_cannot_fix() {
 const CANNOT_RUN: &[(&str, &str, &str)] = &[
     (
         "scan/deepspeed_module.py",
-        "imports deepspeed, which the managed venv does not have",
+        "imports deepspeed, which the managed venv does not have: it installs from source, and on \
+         CPU its init_distributed() first JIT-compiles a C++ op (ninja and a compiler, 3 min 18 s \
+         measured)",
         "No module named 'deepspeed'",
     ),
     (
         "scan/launchers_state_objects.py",
-        "imports deepspeed, which the managed venv does not have",
+        "a catalogue of ten entry points in one module (deepspeed's too): no single process can run \
+         them one after another",
         "No module named 'deepspeed'",
-    ),
-    (
-        "scan/launchers_more.py",
-        "LightningCLI needs jsonargparse, which the managed venv does not have",
-        "jsonargparse",
-    ),
-    (
-        "scan/dist_import_as.py",
-        "the nccl backend needs a GPU",
-        "cannot verify",
-    ),
-    (
-        "scan/instance_methods.py",
-        "`Runner(\"nccl\")`: the nccl backend needs a GPU",
-        "cannot verify",
-    ),
-    (
-        "scan/noqa.py",
-        "torch.cuda.synchronize() needs a GPU",
-        "NVIDIA driver",
-    ),
-    (
-        "scan/ddp_spawn_strategy.py",
-        "a static-analysis fixture: `trainer.fit(object())` is no LightningModule",
-        "must be a `LightningModule`",
-    ),
-    (
-        "scan/trainer_pl.py",
-        "a static-analysis fixture: `trainer.fit(object())` is no LightningModule",
-        "must be a `LightningModule`",
-    ),
-    (
-        "scan/trainer_lightning_pytorch.py",
-        "a static-analysis fixture: `trainer.fit(object())` is no LightningModule",
-        "must be a `LightningModule`",
-    ),
-    (
-        "scan/trainer_strategy_object.py",
-        "a static-analysis fixture: `trainer.fit(object())` is no LightningModule",
-        "must be a `LightningModule`",
-    ),
-    (
-        "scan/self_methods.py",
-        "a static-analysis fixture: its methods recurse without end",
-        "RecursionError",
-    ),
-    (
-        "scan/transitive_calls.py",
-        "a static-analysis fixture: its functions recurse without end",
-        "RecursionError",
     ),
     (
         "scan/modern_syntax.py",
@@ -226,19 +179,10 @@ const CANNOT_RUN: &[(&str, &str, &str)] = &[
         "SyntaxError",
     ),
     (
-        "scan/nesting_blocks.py",
-        "a static-analysis fixture: it initialises the process group eight times",
-        "initialize the default process group twice",
-    ),
-    (
         "scan_star/guess.py",
-        "star-imports a module that is not there (`somewhere`), on purpose",
+        "star-imports a module that is not there (`somewhere`), on purpose: the scan guesses what \
+         it binds",
         "No module named 'somewhere'",
-    ),
-    (
-        "scan_star/train.py",
-        "its sibling utils.py imports relatively (`from .pkg.helpers import *`): only a package runs it",
-        "relative import",
     ),
 ];
 

@@ -997,18 +997,19 @@ rules! {
     ///
     /// ```python
     /// import pytorch_lightning as pl
+    /// from tiny_module import TinyPL
     ///
-    /// model = object()
-    /// trainer = pl.Trainer(strategy="ddp", devices=2)
+    /// model = TinyPL()
+    /// trainer = pl.Trainer(strategy="ddp", devices=2, fast_dev_run=True)
     /// trainer.fit(model)  # expect: S001
     /// ```
     ///
     /// ```text
     /// $ doctor scan --platform linux --python-version 3.11 tests/fixtures/scan/trainer_pl.py
     /// warning[S001] module-level-launch: `trainer.fit()` starts distributed work at import time, outside `if __name__ == "__main__":`
-    ///  --> tests/fixtures/scan/trainer_pl.py:5:1
+    ///  --> tests/fixtures/scan/trainer_pl.py:6:1
     ///   |
-    /// 5 | trainer.fit(model)  # expect: S001
+    /// 6 | trainer.fit(model)  # expect: S001
     ///   | ^^^^^^^^^^^^^^^^^^
     ///   |
     ///   = fix: move it under a main guard:
@@ -1030,9 +1031,9 @@ rules! {
     /// ```text
     /// $ doctor scan --platform linux --python-version 3.11 tests/fixtures/scan/transitive_calls.py
     /// warning[S001] module-level-launch: `setup()` starts distributed work at import time through `fabric.launch()` (line 7), outside `if __name__ == "__main__":`
-    ///   --> tests/fixtures/scan/transitive_calls.py:33:1
+    ///   --> tests/fixtures/scan/transitive_calls.py:34:1
     ///    |
-    /// 33 | setup()  # expect: S001
+    /// 34 | setup()  # expect: S001
     ///    | ^^^^^^^
     ///    |
     ///    = note: `fabric.launch()` is called here, inside `launch_it()`
@@ -1045,16 +1046,16 @@ rules! {
     ///          if __name__ == "__main__":
     ///              setup()  # expect: S001
     ///
-    /// warning[S001] module-level-launch: `rec_a()` starts distributed work at import time through `fabric.launch()` (line 29), outside `if __name__ == "__main__":`
-    ///   --> tests/fixtures/scan/transitive_calls.py:34:1
+    /// warning[S001] module-level-launch: `rec_a()` starts distributed work at import time through `fabric.launch()` (line 30), outside `if __name__ == "__main__":`
+    ///   --> tests/fixtures/scan/transitive_calls.py:35:1
     ///    |
-    /// 34 | rec_a()  # expect: S001
+    /// 35 | rec_a()  # expect: S001
     ///    | ^^^^^^^
     ///    |
     ///    = note: `fabric.launch()` is called here, inside `rec_b()`
-    ///   --> tests/fixtures/scan/transitive_calls.py:29:5
+    ///   --> tests/fixtures/scan/transitive_calls.py:30:5
     ///    |
-    /// 29 |     fabric.launch()
+    /// 30 |     fabric.launch()
     ///    |     ^^^^^^^^^^^^^^^
     ///    |
     ///    = fix: move it under a main guard:

@@ -405,26 +405,59 @@ fn complete_tools(venv: &Path, quiet: bool) {
         .is_ok_and(|s| s.success());
     if !ok {
         say(format!(
-            "doctor: could not install {}; hung ranks may be shown without their Python stack",
+            "doctor: could not install {}; the environment stays usable (without py-spy a hung rank is shown without its Python stack, without jsonargparse a LightningCLI script fails)",
             missing.join(" ")
         ));
     }
 }
 
-/// The pinned tools (every pin but torch and lightning) whose command is not in `venv/bin`.
+/// The pinned tools (every pin but torch and lightning) that the venv lacks: a tool is there when
+/// its command is in `venv/bin`, or, for a library without a command (jsonargparse), when its
+/// `NAME-VERSION.dist-info` is in the venv's `site-packages`.
 fn missing_tools(venv: &Path) -> Vec<String> {
+    let installed = installed_dists(venv);
     pins()
         .into_iter()
         .filter(|p| !p.starts_with("torch==") && !p.starts_with("lightning=="))
         .filter(|p| {
             let name = p
-                .split(['=', '<', '>', '~', '!'])
+                .split(['=', '<', '>', '~', '!', '['])
                 .next()
                 .unwrap_or(p)
                 .trim();
-            !venv.join("bin").join(name).exists()
+            !venv.join("bin").join(name).exists() && !installed.contains(&dist_key(name))
         })
         .collect()
+}
+
+/// A distribution name as its `.dist-info` folder spells it, lower-cased (PEP 503: `-`, `_` and
+/// `.` are one).
+fn dist_key(name: &str) -> String {
+    name.to_ascii_lowercase().replace(['-', '.'], "_")
+}
+
+/// The distributions installed in `venv` (`lib/python*/site-packages/NAME-VERSION.dist-info`), as
+/// [`dist_key`]s.
+fn installed_dists(venv: &Path) -> std::collections::HashSet<String> {
+    let mut out = std::collections::HashSet::new();
+    let Ok(libs) = std::fs::read_dir(venv.join("lib")) else {
+        return out;
+    };
+    for lib in libs.flatten() {
+        let Ok(entries) = std::fs::read_dir(lib.path().join("site-packages")) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let file = e.file_name();
+            let file = file.to_string_lossy();
+            if let Some(stem) = file.strip_suffix(".dist-info")
+                && let Some((name, _version)) = stem.split_once('-')
+            {
+                out.insert(dist_key(name));
+            }
+        }
+    }
+    out
 }
 
 fn stderr_stdio() -> Stdio {
@@ -534,12 +567,17 @@ mod tests {
             !missing.iter().any(|p| p.starts_with("torch")),
             "{missing:?}"
         );
-        std::fs::write(dir.join("bin").join("accelerate"), "").unwrap();
         assert!(
-            !missing_tools(&dir)
-                .iter()
-                .any(|p| p.starts_with("accelerate"))
+            missing.iter().any(|p| p.starts_with("jsonargparse[")),
+            "{missing:?}"
         );
+        std::fs::write(dir.join("bin").join("accelerate"), "").unwrap();
+        // A library without a command is there when its dist-info is.
+        let site = dir.join("lib/python3.11/site-packages/jsonargparse-4.53.0.dist-info");
+        std::fs::create_dir_all(&site).unwrap();
+        let missing = missing_tools(&dir);
+        assert!(!missing.iter().any(|p| p.starts_with("accelerate")));
+        assert!(!missing.iter().any(|p| p.starts_with("jsonargparse")));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -47,7 +47,14 @@ def _caller_line():
     return [f.f_code.co_filename, f.f_lineno] if f is not None else ["?", 0]
 
 
+# torch.cuda queries that start nothing (`"nccl" if torch.cuda.is_available() else "gloo"`, as
+# real scripts choose their backend): not recorded as distributed calls (src/scan/symbols.rs).
+CUDA_QUERIES = {"torch.cuda.is_available", "torch.cuda.device_count", "torch.cuda.is_initialized"}
+
+
 def _is_dist(q):
+    if q in CUDA_QUERIES:
+        return False
     if q.startswith(DIST_PREFIXES):
         return True
     root = q.split(".", 1)[0]
