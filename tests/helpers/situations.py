@@ -82,9 +82,24 @@ def main():
         forever()
 
     if situation == "rank":  # helper for others: an explicit rank listening (or not) on the port
-        if sys.argv[3] == "listen":
+        if sys.argv[3] in ("listen", "store"):
             store = listen(port)
+        if sys.argv[3] in ("store", "client"):
+            # A TCPStore client: rank 0 connects to its own store too.
+            client = connect(port)
         ready(rank=os.getpid())
+        forever()
+
+    if situation == "d009":
+        # A job of WORLD_SIZE=3 whose rank 2 never starts: ranks 0 (hosting the store) and 1
+        # are connected to the store and wait for it.
+        r0 = subprocess.Popen(me + ["rank", str(port), "store"], env=rank_env(port, 0, RANK=0, WORLD_SIZE=3),
+                              stdout=subprocess.PIPE, text=True)
+        wait_ready(r0)
+        r1 = subprocess.Popen(me + ["rank", str(port), "client"], env=rank_env(port, 1, RANK=1, WORLD_SIZE=3),
+                              stdout=subprocess.PIPE, text=True)
+        wait_ready(r1)
+        ready(rank0=r0.pid, rank1=r1.pid)
         forever()
 
     if situation == "d002":

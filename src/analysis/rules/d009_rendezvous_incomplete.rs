@@ -162,3 +162,23 @@ fn is_link_local(ip: &std::net::IpAddr) -> bool {
         std::net::IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::model::finding::Rule;
+
+    /// On the snapshot recorded from its real situation (ranks 0 and 1 of a world of 3 connected
+    /// to rank 0's store for 16 s, rank 2 never started): D009 names the missing rank.
+    #[test]
+    fn on_its_recorded_situation() {
+        let found = super::super::on_recorded("d009", 29619, super::check);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].code, Rule::D009);
+        assert!(
+            found[0].message.contains("missing: rank 2"),
+            "{}",
+            found[0].message
+        );
+        insta::assert_json_snapshot!(found);
+    }
+}
