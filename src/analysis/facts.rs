@@ -96,6 +96,9 @@ pub struct Analysis<'a> {
     pub children: HashMap<i32, Vec<i32>>,
     pub jobs: Vec<Job>,
     pub job_of: HashMap<i32, usize>,
+    /// The ranks of spawn/fork jobs whose launcher died, one list per dead launcher (children
+    /// re-parented to init or a subreaper that share one rendezvous and process group).
+    pub orphan_groups: Vec<Vec<i32>>,
     /// socket inode -> pids holding it.
     pub holders: HashMap<u64, Vec<i32>>,
     /// socket inode -> indices of its entries in `snap.sockets` (one lookup per inode instead of
@@ -178,6 +181,7 @@ impl<'a> Analysis<'a> {
             children,
             jobs: Vec::new(),
             job_of: HashMap::new(),
+            orphan_groups: Vec::new(),
             holders,
             socket_entries,
             rendezvous_ports: BTreeSet::new(),
@@ -384,7 +388,10 @@ impl<'a> Analysis<'a> {
     /// `mp.spawn`, Lightning `ddp_spawn` and `ddp_notebook`/`ddp_fork`: a Python process that is
     /// no rank itself and whose spawn or fork children (two or more) share one rendezvous port
     /// (their MASTER_PORT, or one child listens where a sibling connects) started those children
-    /// as the ranks of one job: it is their launcher and they are its ranks.
+    /// as the ranks of one job: it is their launcher and they are its ranks. When that parent
+    /// was killed, its children live on under whoever adopted them (init, a subreaper, `doctor
+    /// run`): the adopter is no launcher, and siblings of one process group that share a
+    /// rendezvous are the ranks of one job that lost its launcher ([`Analysis::orphan_groups`]).
     fn spawn_launchers(&mut self, order: &[i32]) {
         for &pid in order {
             if !matches!(self.roles[&pid], Role::Python | Role::Other)
@@ -392,35 +399,116 @@ impl<'a> Analysis<'a> {
             {
                 continue;
             }
-            let kids: Vec<i32> = self
+            let Some(parent) = self.process(pid) else {
+                continue;
+            };
+            let no_rank = |c: &i32| !self.identity.get(c).is_some_and(Identity::has_rank);
+            let spawned: Vec<i32> = self
+                .children(pid)
+                .iter()
+                .copied()
+                .filter(|c| matches!(self.roles[c], Role::SpawnChild | Role::ForkChild))
+                .filter(no_rank)
+                .collect();
+            let adopted: Vec<i32> = self
                 .children(pid)
                 .iter()
                 .copied()
                 .filter(|c| {
-                    matches!(self.roles[c], Role::SpawnChild | Role::ForkChild)
-                        && !self.identity.get(c).is_some_and(Identity::has_rank)
+                    matches!(self.roles[c], Role::SpawnChild | Role::Python)
+                        && self.process(*c).is_some_and(|k| self.adopted(parent, k))
                 })
+                .filter(no_rank)
                 .collect();
-            if kids.len() < 2 {
+            if adopted.len() >= 2 {
+                for group in self.orphan_siblings(&adopted) {
+                    let mut left = group;
+                    while let Some(port) = self.shared_rendezvous(&left) {
+                        let (ranks, rest): (Vec<i32>, Vec<i32>) =
+                            left.iter().partition(|&&c| self.rendezvous_on(c, port));
+                        if ranks.len() < 2 {
+                            break;
+                        }
+                        self.make_ranks(&ranks, port);
+                        self.orphan_groups.push(ranks);
+                        left = rest;
+                    }
+                }
                 continue;
             }
-            let Some(port) = self.shared_rendezvous(&kids) else {
+            if spawned.len() < 2 {
+                continue;
+            }
+            let Some(port) = self.shared_rendezvous(&spawned) else {
                 continue;
             };
             self.roles.insert(pid, Role::Launcher);
-            for c in kids {
-                let mut id = self.identity.get(&c).cloned().unwrap_or_default();
-                if id.master_port.is_some_and(|p| p != port) {
-                    continue;
-                }
-                if id.master_port.is_none() {
-                    id.master_port = Some(port);
-                    id.inferred = true;
-                }
-                self.roles.insert(c, Role::Rank);
-                self.identity.insert(c, id);
+            self.make_ranks(&spawned, port);
+        }
+    }
+
+    /// `kids` become ranks on `port` (those whose own MASTER_PORT is another stay what they are).
+    fn make_ranks(&mut self, kids: &[i32], port: u16) {
+        for &c in kids {
+            let mut id = self.identity.get(&c).cloned().unwrap_or_default();
+            if id.master_port.is_some_and(|p| p != port) {
+                continue;
+            }
+            if id.master_port.is_none() {
+                id.master_port = Some(port);
+                id.inferred = true;
+            }
+            self.roles.insert(c, Role::Rank);
+            self.identity.insert(c, id);
+        }
+    }
+
+    /// Whether `kid` was adopted by `parent` rather than started by it: `parent` is init, a
+    /// subreaper, the observer, or (for a spawn child, which its Python parent exec'd as its own
+    /// interpreter; a fork child is a copy of its parent) a program other than the child's.
+    fn adopted(&self, parent: &Process, kid: &Process) -> bool {
+        if parent.pid <= 1
+            || parent.pid == self.snap.host.observer_pid
+            || SUBREAPERS.contains(&parent.comm.as_str())
+            || parent.comm.starts_with("containerd-shim")
+        {
+            return true;
+        }
+        match (&parent.exe, &kid.exe) {
+            (Some(a), Some(b)) => a != b && !is_python(parent),
+            _ => !is_python(parent),
+        }
+    }
+
+    /// Adopted children grouped as the children of one dead parent: one process group, and for
+    /// fork children (not spawn children) the same program, environment and executable.
+    fn orphan_siblings(&self, adopted: &[i32]) -> Vec<Vec<i32>> {
+        let mut groups: Vec<Vec<i32>> = Vec::new();
+        for &c in adopted {
+            let Some(k) = self.process(c) else { continue };
+            let spawn = self.roles[&c] == Role::SpawnChild;
+            let found = groups.iter_mut().find(|g| {
+                let Some(o) = self.process(g[0]) else {
+                    return false;
+                };
+                let o_spawn = self.roles[&g[0]] == Role::SpawnChild;
+                o.pgid == k.pgid
+                    && o_spawn == spawn
+                    && (spawn || (o.argv == k.argv && o.env == k.env && o.exe == k.exe))
+            });
+            match found {
+                Some(g) => g.push(c),
+                None => groups.push(vec![c]),
             }
         }
+        groups.retain(|g| g.len() >= 2);
+        groups
+    }
+
+    /// Whether `pid` takes part in a rendezvous on `port`: its MASTER_PORT, or a socket on it.
+    fn rendezvous_on(&self, pid: i32, port: u16) -> bool {
+        self.identity.get(&pid).and_then(|i| i.master_port) == Some(port)
+            || self.uses_port(pid, port)
     }
 
     /// The port two or more of `kids` rendezvous on: a MASTER_PORT they share, else a port one of
@@ -571,6 +659,14 @@ impl<'a> Analysis<'a> {
             .collect();
         // Trees that share one torchrun run id and store are one job (several agents on one host).
         let mut by_run: BTreeMap<(Option<u16>, String), usize> = BTreeMap::new();
+        // The ranks of one dead spawn/fork launcher are one job (each is a root now).
+        let orphan_group: HashMap<i32, usize> = self
+            .orphan_groups
+            .iter()
+            .enumerate()
+            .flat_map(|(g, pids)| pids.iter().map(move |&p| (p, g)))
+            .collect();
+        let mut by_orphan_group: HashMap<usize, usize> = HashMap::new();
         for root in roots {
             let pids = self.subtree(root);
             let id = pids
@@ -584,10 +680,16 @@ impl<'a> Analysis<'a> {
                     .map(|r| (i.master_port, r))
             });
             let root_p = self.process(root).expect("root from snapshot");
-            let launcher_gone = self.role(root) != Role::Launcher
-                && Identity::from_env(root_p).is_some_and(|i| i.has_rank())
-                && self.orphaned(root_p);
-            if let Some(&j) = run_key.as_ref().and_then(|k| by_run.get(k)) {
+            let orphans = orphan_group.get(&root).copied();
+            let launcher_gone = orphans.is_some()
+                || self.role(root) != Role::Launcher
+                    && Identity::from_env(root_p).is_some_and(|i| i.has_rank())
+                    && self.orphaned(root_p);
+            let joined = run_key
+                .as_ref()
+                .and_then(|k| by_run.get(k))
+                .or_else(|| orphans.and_then(|g| by_orphan_group.get(&g)));
+            if let Some(&j) = joined {
                 for &p in &pids {
                     self.job_of.insert(p, j);
                 }
@@ -601,6 +703,9 @@ impl<'a> Analysis<'a> {
             }
             if let Some(k) = run_key {
                 by_run.insert(k, j);
+            }
+            if let Some(g) = orphans {
+                by_orphan_group.insert(g, j);
             }
             let id = id.unwrap_or_default();
             // A launcher whose ranks are not (or no longer) there: its port flag is the job's
@@ -984,6 +1089,124 @@ mod tests {
             ]);
             let a = Analysis::new(&s, &[]);
             assert_eq!((a.role(101), a.role(103)), (Role::Rank, Role::Rank));
+        }
+
+        /// `mp.spawn` / Lightning `ddp_spawn` (spawn children, MASTER_PORT in their environment
+        /// or not) and `ddp_notebook`/`ddp_fork` (fork children: the parent's argv and
+        /// environment) whose parent was killed: re-parented to init, a subreaper or `doctor run`,
+        /// they are one job that lost its launcher (D003), and the adopter is no launcher.
+        #[test]
+        fn orphaned_spawn_and_fork_ranks_are_one_job_that_lost_its_launcher() {
+            let fork = "python train.py --devices 2";
+            type Case<'a> = (&'a str, Process, &'a str, &'a [(&'a str, &'a str)]);
+            let cases: Vec<Case> = vec![
+                (
+                    "init, env port",
+                    proc_(1, 0, "/sbin/init", &[], &[]),
+                    SPAWN,
+                    PORT,
+                ),
+                (
+                    "init, no env port",
+                    proc_(1, 0, "/sbin/init", &[], &[]),
+                    SPAWN,
+                    &[],
+                ),
+                (
+                    "subreaper",
+                    proc_(7, 1, "systemd --user", &[], &[]),
+                    SPAWN,
+                    &[],
+                ),
+                (
+                    "doctor run",
+                    proc_(
+                        7,
+                        1,
+                        "/usr/local/bin/doctor run -- python train.py",
+                        &[],
+                        &[],
+                    ),
+                    SPAWN,
+                    PORT,
+                ),
+                ("init, fork", proc_(1, 0, "/sbin/init", &[], &[]), fork, &[]),
+            ];
+            for (name, adopter, argv, env) in cases {
+                let a0 = adopter.pid;
+                let mut r0 = proc_(110, a0, argv, env, &[1, 2, 3]);
+                let mut r1 = proc_(111, a0, argv, env, &[4]);
+                // The dead parent's process group, which its children keep.
+                r0.pgid = 100;
+                r1.pgid = 100;
+                let s = snap(vec![adopter, r0, r1]);
+                let a = Analysis::new(&s, &[]);
+                assert_ne!(a.role(a0), Role::Launcher, "{name}");
+                assert_eq!(
+                    (a.role(110), a.role(111)),
+                    (Role::Rank, Role::Rank),
+                    "{name}"
+                );
+                assert_eq!(a.jobs.len(), 1, "{name}: {:?}", a.jobs);
+                assert!(a.jobs[0].launcher_gone, "{name}: {:?}", a.jobs);
+                let d003: Vec<_> = a
+                    .findings
+                    .iter()
+                    .filter(|f| f.code == crate::model::finding::Rule::D003)
+                    .collect();
+                assert_eq!(d003.len(), 1, "{name}: {:?}", a.findings);
+                assert_eq!(d003[0].pids, vec![110, 111], "{name}");
+                assert_eq!(d003[0].ports, vec![29500], "{name}");
+                assert!(
+                    d003[0].message.contains("lost its launcher")
+                        && d003[0]
+                            .message
+                            .contains("pid 110 still holds rendezvous port 29500"),
+                    "{name}: {}",
+                    d003[0].message
+                );
+            }
+        }
+
+        #[test]
+        fn live_spawn_and_fork_parents_and_unrelated_orphans_are_no_leftover_job() {
+            let fork = "python train.py --devices 2";
+            // A live parent: its job, not a leftover.
+            for argv in [SPAWN, fork] {
+                let mut kids = vec![
+                    proc_(100, 1, fork, &[], &[]),
+                    proc_(110, 100, argv, &[], &[1, 2, 3]),
+                    proc_(111, 100, argv, &[], &[4]),
+                ];
+                for k in &mut kids {
+                    k.pgid = 100;
+                }
+                kids.push(proc_(1, 0, "/sbin/init", &[], &[]));
+                let s = snap(kids);
+                let a = Analysis::new(&s, &[]);
+                assert_eq!(a.role(100), Role::Launcher, "{argv}");
+                assert_eq!(a.jobs.len(), 1);
+                assert!(!a.jobs[0].launcher_gone);
+                assert!(a.findings.is_empty(), "{argv}: {:?}", a.findings);
+            }
+            // Orphaned spawn workers that share no rendezvous; two same-program daemons of
+            // different process groups, one a client of the other: no job.
+            let mut d0 = proc_(110, 1, fork, &[], &[1, 2, 3]);
+            let mut d1 = proc_(111, 1, fork, &[], &[4]);
+            d0.pgid = 110;
+            d1.pgid = 111;
+            for s in [
+                snap(vec![
+                    proc_(1, 0, "/sbin/init", &[], &[]),
+                    proc_(110, 1, SPAWN, &[], &[]),
+                    proc_(111, 1, SPAWN, &[], &[]),
+                ]),
+                snap(vec![proc_(1, 0, "/sbin/init", &[], &[]), d0, d1]),
+            ] {
+                let a = Analysis::new(&s, &[]);
+                assert!(a.jobs.is_empty(), "{:?}", a.jobs);
+                assert_ne!(a.role(1), Role::Launcher);
+            }
         }
     }
 

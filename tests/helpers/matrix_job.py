@@ -214,6 +214,12 @@ def torchrun_cmd(launcher, port):
 def main():
     launcher, port = sys.argv[1], int(sys.argv[2])
     extra = [int(x) for x in sys.argv[3:]]
+    if launcher in ("mp-spawn", "mp-spawn-inner", "ddp-spawn", "ddp-notebook"):
+        # Started as a job script starts it (`python train.py &` in a non-interactive shell:
+        # SIGINT ignored, inherited by the children). torch's spawn and fork children ask for
+        # SIGINT on their parent's death (PR_SET_PDEATHSIG) and die of it otherwise, unless they
+        # are blocked in a collective; this way they live on when the launcher is killed.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     cmd = torchrun_cmd(launcher, port)
     if cmd is not None:
         # The launcher is this process (exec): the test's pid for it is the agent's.
