@@ -483,22 +483,23 @@ impl<'a> Analysis<'a> {
     /// Adopted children grouped as the children of one dead parent: one process group, and for
     /// fork children (not spawn children) the same program, environment and executable.
     fn orphan_siblings(&self, adopted: &[i32]) -> Vec<Vec<i32>> {
+        type Key<'k> = (
+            i32,
+            bool,
+            Option<(&'k [String], &'k BTreeMap<String, String>, Option<&'k str>)>,
+        );
         let mut groups: Vec<Vec<i32>> = Vec::new();
+        let mut at: HashMap<Key, usize> = HashMap::new();
         for &c in adopted {
             let Some(k) = self.process(c) else { continue };
             let spawn = self.roles[&c] == Role::SpawnChild;
-            let found = groups.iter_mut().find(|g| {
-                let Some(o) = self.process(g[0]) else {
-                    return false;
-                };
-                let o_spawn = self.roles[&g[0]] == Role::SpawnChild;
-                o.pgid == k.pgid
-                    && o_spawn == spawn
-                    && (spawn || (o.argv == k.argv && o.env == k.env && o.exe == k.exe))
-            });
-            match found {
-                Some(g) => g.push(c),
-                None => groups.push(vec![c]),
+            let program = (!spawn).then(|| (k.argv.as_slice(), &k.env, k.exe.as_deref()));
+            match at.get(&(k.pgid, spawn, program)) {
+                Some(&g) => groups[g].push(c),
+                None => {
+                    at.insert((k.pgid, spawn, program), groups.len());
+                    groups.push(vec![c]);
+                }
             }
         }
         groups.retain(|g| g.len() >= 2);
@@ -523,16 +524,29 @@ impl<'a> Analysis<'a> {
         if let Some((&port, _)) = by_env.iter().find(|(_, n)| **n >= 2) {
             return Some(port);
         }
+        // One pass over the kids' sockets (linear: a parent may have a thousand fork children):
+        // for each port, up to two distinct kids connected to it.
+        let mut clients: HashMap<u16, [Option<i32>; 2]> = HashMap::new();
+        for &o in kids {
+            for t in self.sockets_of(o) {
+                if t.state == "ESTABLISHED" {
+                    let slot = clients.entry(t.remote_port).or_default();
+                    if slot[0].is_none() {
+                        slot[0] = Some(o);
+                    } else if slot[0] != Some(o) && slot[1].is_none() {
+                        slot[1] = Some(o);
+                    }
+                }
+            }
+        }
         for &c in kids {
             for s in self.sockets_of(c) {
                 if s.state != "LISTEN" {
                     continue;
                 }
-                let joined = kids.iter().filter(|&&o| o != c).any(|&o| {
-                    self.sockets_of(o)
-                        .iter()
-                        .any(|t| t.state == "ESTABLISHED" && t.remote_port == s.local_port)
-                });
+                let joined = clients
+                    .get(&s.local_port)
+                    .is_some_and(|slot| slot.iter().flatten().any(|&o| o != c));
                 if joined {
                     return Some(s.local_port);
                 }
@@ -1166,6 +1180,34 @@ mod tests {
                     d003[0].message
                 );
             }
+        }
+
+        /// A server with thousands of fork children, each with a listener of its own (what a
+        /// benchmark on the shared machine ran): no rendezvous among them, and finding that out is
+        /// linear (it was quadratic in children times sockets: `doctor ports` ran for minutes).
+        #[test]
+        fn thousands_of_fork_children_share_no_rendezvous() {
+            let n = 3000u64;
+            let mut ps = vec![
+                proc_(1, 0, "/sbin/init", &[], &[]),
+                proc_(100, 1, "python server.py", &[], &[]),
+            ];
+            let mut socks = Vec::new();
+            for i in 0..n {
+                ps.push(proc_(
+                    1000 + i as i32,
+                    100,
+                    "python server.py",
+                    &[],
+                    &[10 + i],
+                ));
+                socks.push(sock("LISTEN", 20000 + i as u16, 0, 10 + i));
+            }
+            let mut s = snap(ps);
+            s.sockets = socks;
+            let a = Analysis::new(&s, &[]);
+            assert_eq!(a.role(100), Role::Python);
+            assert!(a.jobs.is_empty());
         }
 
         #[test]
