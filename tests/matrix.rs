@@ -63,10 +63,10 @@ fn verdicts_page() -> String {
     let mut s = String::from(
         "# Verdicts: launcher x situation\n\n\
          <!-- generated from tests/helpers/matrix.json by tests/matrix.rs (DOCTOR_BLESS=1 cargo test --test matrix); do not edit -->\n\n\
-         What `doctor ports` and `doctor tree` say about real jobs of each launcher (torch 2.15 and Lightning 2.6.6 on CPU, gloo).\n\
-         Every row is a live job that `tests/matrix.rs` starts and checks: the codes must be exactly these (none: no finding at all)\n\
-         from both commands, all ranks must be in one job, and every fix must be safe (a kill names no group 0 or 1, not the caller's\n\
-         group or session, no group with a process of another job, and every holder of the port).\n\n\
+         What `doctor ports`, `doctor tree` and `doctor run` say about real jobs of each launcher (torch 2.15 and Lightning 2.6.6\n\
+         on CPU, gloo). Every row is a live job that `tests/matrix.rs` starts and checks: the codes must be exactly these (none: no\n\
+         finding at all) from each command, all ranks must be in one job, and every fix must be safe (a kill names no group 0 or 1,\n\
+         not the caller's group or session, no group with a process of another job, and every holder of the port).\n\n\
          ## Launchers\n\n| launcher | how the ranks start |\n|---|---|\n",
     );
     for l in list(&m, "launchers") {
@@ -85,8 +85,12 @@ fn verdicts_page() -> String {
         ));
     }
     s.push_str(
-        "\n## Cells\n\n`(D007)`: a code that may show or not (information that lasts as long as a kernel timer).\n\n\
-         | launcher | situation | codes |\n|---|---|---|\n",
+        "\n## Cells\n\n`(D007)`: a code that may show or not (information that lasts as long as a kernel timer).\n\
+         `ports, tree`: what `doctor ports` and `doctor tree` give on the live situation. `doctor run`: what\n\
+         `doctor run --timeout T -- LAUNCHER ...` states in its record (at the timeout, or when the launcher fails\n\
+         first), the job being the one `ports` and `tree` were checked on (for another-job: the second job, run\n\
+         under `doctor run`); `-`: not checked (see below).\n\n\
+         | launcher | situation | ports, tree | doctor run |\n|---|---|---|---|\n",
     );
     for c in list(&m, "cells") {
         let mut codes = strs(c, "codes");
@@ -102,8 +106,20 @@ fn verdicts_page() -> String {
                 }
             ));
         }
+        let run = match c.get("run") {
+            None => "-".to_string(),
+            Some(_) => {
+                let mut r = strs(c, "run");
+                r.extend(strs(c, "run_may").into_iter().map(|m| format!("({m})")));
+                if r.is_empty() {
+                    "none".into()
+                } else {
+                    r.join(", ")
+                }
+            }
+        };
         s.push_str(&format!(
-            "| {} | {} | {} |\n",
+            "| {} | {} | {} | {run} |\n",
             c["launcher"].as_str().unwrap(),
             c["situation"].as_str().unwrap(),
             if codes.is_empty() {
@@ -112,6 +128,13 @@ fn verdicts_page() -> String {
                 codes.join(", ")
             }
         ));
+    }
+    let not_run = list(&m, "run_not_checked");
+    if !not_run.is_empty() {
+        s.push_str("\n## Cells `doctor run` does not check, and why\n\n");
+        for e in not_run {
+            s.push_str(&format!("- {}\n", e.as_str().unwrap()));
+        }
     }
     let eq = list(&m, "equivalent");
     if !eq.is_empty() {
@@ -140,6 +163,28 @@ fn verdicts_page_is_current() {
         have, want,
         "docs/verdicts.md is stale: run DOCTOR_BLESS=1 cargo test --test matrix verdicts_page"
     );
+}
+
+/// A job under `doctor run` is judged at its timeout: its `run` cell is the last of its group,
+/// and no situation that ends the job (the launcher killed) comes in it.
+#[test]
+fn a_run_cell_is_the_last_of_its_job() {
+    for g in groups() {
+        let runs: Vec<usize> = g
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.get("run").is_some() && c["situation"] != "another-job")
+            .map(|(i, _)| i)
+            .collect();
+        if let Some(&i) = runs.first() {
+            assert_eq!(
+                (runs.len(), i),
+                (1, g.len() - 1),
+                "{}: a `run` cell must be the last and only one of its job: {g:?}",
+                g[0]["launcher"]
+            );
+        }
+    }
 }
 
 #[test]
@@ -199,6 +244,8 @@ struct Job {
     /// still the process that was seen, never a later process that reuses the number.
     known: BTreeMap<i32, u64>,
     name: String,
+    /// Where `doctor run -o` writes its record, when the job runs under `doctor run --timeout`.
+    record: Option<PathBuf>,
 }
 
 /// The pids a job's line reports: `pid=P` and `rankN=P` (not `rank=R`, a rank number).
@@ -239,13 +286,57 @@ fn field(line: &str, key: &str) -> Option<String> {
 }
 
 impl Job {
-    fn start(python: &Path, name: &str, launcher: &str, port: u16, shape: &[i64]) -> Job {
-        let mut cmd = Command::new(python);
+    fn start(python: &Path, name: &str, launcher: &str, port: u16, shape: &Shape) -> Job {
+        Job::start_as(python, name, launcher, port, shape, None)
+    }
+
+    /// The job as `doctor run --timeout T -o RECORD -- python matrix_job.py ...`: doctor runs it
+    /// (its own process group, traced), judges the live situation at the timeout (or explains
+    /// the launcher's failure when it fails first) and writes the record.
+    fn start_under_run(python: &Path, name: &str, launcher: &str, port: u16, shape: &Shape) -> Job {
+        Job::start_as(python, name, launcher, port, shape, Some(run_timeout()))
+    }
+
+    fn start_as(
+        python: &Path,
+        name: &str,
+        launcher: &str,
+        port: u16,
+        shape: &Shape,
+        run_timeout: Option<Duration>,
+    ) -> Job {
+        static RECORDS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let record = run_timeout.map(|_| {
+            let n = RECORDS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            std::env::temp_dir().join(format!(
+                "ddp-doctor-matrix-{}-{port}-{n}.json",
+                std::process::id()
+            ))
+        });
+        let mut cmd = match (&record, run_timeout) {
+            (Some(rec), Some(t)) => {
+                let _ = std::fs::remove_file(rec);
+                let mut c = Command::new(env!("CARGO_BIN_EXE_doctor"));
+                default_signals(&mut c);
+                c.arg("run")
+                    .arg("--timeout")
+                    .arg(t.as_secs().to_string())
+                    .arg("-o")
+                    .arg(rec)
+                    .arg("--")
+                    .arg(python);
+                c
+            }
+            _ => Command::new(python),
+        };
         cmd.arg(helper("matrix_job.py"))
             .arg(launcher)
             .arg(port.to_string())
-            .args(shape.iter().map(i64::to_string))
+            .args(shape.counts.iter().map(i64::to_string))
             .env("PYTHONUNBUFFERED", "1");
+        if let Some(addr) = &shape.master_addr {
+            cmd.env("MATRIX_MASTER_ADDR", addr);
+        }
         let mut child = spawn_clean(&mut cmd);
         let stdout = child.stdout.take().unwrap();
         let lines = Arc::new(Mutex::new(Vec::new()));
@@ -262,7 +353,40 @@ impl Job {
             lines,
             known,
             name: name.to_string(),
+            record,
         }
+    }
+
+    /// The process groups of the job's live processes now.
+    fn groups(&mut self) -> BTreeSet<i32> {
+        self.pids()
+            .into_iter()
+            .filter_map(|p| stat_field(p, 2))
+            .collect()
+    }
+
+    /// Wait for `doctor run` to end (its timeout, or the command's end) and read its record.
+    fn run_record(&mut self) -> Result<Value, String> {
+        let Some(path) = self.record.clone() else {
+            return Err(format!("{}: not started under doctor run", self.name));
+        };
+        let deadline = Instant::now() + run_timeout() + Duration::from_secs(60);
+        let status = loop {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                break st;
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "{}: doctor run did not end at its timeout",
+                    self.name
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| format!("{}: doctor run ({status}) wrote no record: {e}", self.name))?;
+        let _ = std::fs::remove_file(&path);
+        serde_json::from_str(&text).map_err(|e| format!("{}: record is no JSON: {e}", self.name))
     }
 
     fn seen(&self) -> Vec<String> {
@@ -421,7 +545,101 @@ impl Drop for Job {
             self.signal(k, libc::SIGKILL);
         }
         let _ = self.child.wait();
+        if let Some(r) = &self.record {
+            let _ = std::fs::remove_file(r);
+        }
     }
+}
+
+/// How long a job under `doctor run` runs before its timeout (`DOCTOR_MATRIX_RUN_TIMEOUT`
+/// seconds, default 90): long enough for its cells to be checked first on a loaded machine.
+fn run_timeout() -> Duration {
+    Duration::from_secs(
+        std::env::var("DOCTOR_MATRIX_RUN_TIMEOUT")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(90),
+    )
+}
+
+/// What `doctor run` stated about a cell (its record's findings, at the timeout or at the
+/// launcher's failure): exactly the cell's `run` codes (and maybe `run_may`), the texts
+/// `run_has` in the first code's message and `run_fix_has` in its fix, and every fix safe: no
+/// pid or group 0 or 1, not the test's own group or session, only pids and groups of
+/// `stoppable` (pids, groups), which are taken while the processes live.
+fn check_run(
+    cell: &Value,
+    job: &mut Job,
+    stoppable: (BTreeSet<i32>, BTreeSet<i32>),
+) -> Vec<String> {
+    let name = format!("{} / {} (doctor run)", cell["launcher"], cell["situation"]);
+    let want: BTreeSet<String> = strs(cell, "run").into_iter().collect();
+    let may: BTreeSet<String> = strs(cell, "run_may").into_iter().collect();
+    let rec = match job.run_record() {
+        Ok(r) => r,
+        Err(e) => return vec![e],
+    };
+    let mut failures = Vec::new();
+    let findings: Vec<Value> = rec["diagnosis"]["findings"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let got: BTreeSet<String> = findings
+        .iter()
+        .filter_map(|f| f["code"].as_str().map(str::to_string))
+        .collect();
+    if !codes_agree(&got, &want, &may) {
+        failures.push(format!(
+            "{name}: gave {got:?}, matrix says {want:?} (and maybe {may:?}); summary {:#}; findings {:#}",
+            rec["diagnosis"]["summary"],
+            Value::from(findings.clone())
+        ));
+    }
+    let first = strs(cell, "run").first().cloned();
+    if let Some(f) = findings
+        .iter()
+        .find(|f| first.as_deref().is_some_and(|c| f["code"] == c))
+    {
+        let msg = f["message"].as_str().unwrap_or_default();
+        let fix = f["fix"]["message"].as_str().unwrap_or_default();
+        for t in strs(cell, "run_has") {
+            if !msg.contains(&t) {
+                failures.push(format!("{name}: message lacks {t:?}: {msg}"));
+            }
+        }
+        for t in strs(cell, "run_fix_has") {
+            if !fix.contains(&t) {
+                failures.push(format!("{name}: fix lacks {t:?}: {fix}"));
+            }
+        }
+    }
+    // SAFETY: getpgrp/getsid(0) only read this process's ids.
+    let (my_pgid, my_sid) = unsafe { (libc::getpgrp(), libc::getsid(0)) };
+    let (pids, groups) = stoppable;
+    for f in &findings {
+        if let Err(e) = check_shape(f) {
+            failures.push(format!("{name}: {e}"));
+        }
+        let fix = f["fix"]["message"].as_str().unwrap_or_default();
+        for (group, n) in kill_targets(fix) {
+            let ok = n > 1
+                && n != my_pgid
+                && n != my_sid
+                && if group {
+                    groups.contains(&n)
+                } else {
+                    pids.contains(&n)
+                };
+            if !ok {
+                failures.push(format!(
+                    "{name}: {} fix kills {} {n}, not one of the cell's own: {fix}",
+                    f["code"],
+                    if group { "group" } else { "pid" }
+                ));
+            }
+        }
+    }
+    failures
 }
 
 fn codes_in(doc: &Value, ports: &[u16]) -> BTreeSet<String> {
@@ -547,26 +765,32 @@ fn check_fix_safety(
             bad.push(format!("kills pid {n}, not one of the job's: {fix}"));
         }
     }
-    // A kill that stops a listener of the port names every listener of it (all pids sharing
-    // the socket), by pid or by group.
+    // A kill that stops a holder of a socket on the port (listening or connected: all pids
+    // sharing one inode, as a forked child shares its parent's) names every holder of it, by
+    // pid or by group: a holder left alive keeps the socket.
     let named = |pid: i32| {
         targets.contains(&(false, pid))
             || stat_field(pid, 2).is_some_and(|g| targets.contains(&(true, g)))
     };
-    let listeners: Vec<(i32, &Value)> = doc["holders"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|h| ports.iter().any(|p| h["port"] == *p) && h["state"] == "LISTEN")
-        .filter_map(|h| Some((h["pid"].as_i64()? as i32, &h["port"])))
-        .filter(|(pid, _)| alive(*pid))
-        .collect();
-    if listeners.iter().any(|(pid, _)| named(*pid)) {
-        for (pid, port) in &listeners {
-            if !named(*pid) {
-                bad.push(format!(
-                    "listener pid {pid} of port {port} is not named: {fix}"
-                ));
+    let mut sharing: BTreeMap<u64, BTreeSet<i32>> = BTreeMap::new();
+    for h in doc["holders"].as_array().into_iter().flatten() {
+        if !ports.iter().any(|p| h["port"] == *p) || h["state"] == "TIME_WAIT" {
+            continue;
+        }
+        if let (Some(inode), Some(pid)) = (h["inode"].as_u64(), h["pid"].as_i64())
+            && alive(pid as i32)
+        {
+            sharing.entry(inode).or_default().insert(pid as i32);
+        }
+    }
+    for (inode, holders) in &sharing {
+        if holders.iter().any(|&p| named(p)) {
+            for &pid in holders {
+                if !named(pid) {
+                    bad.push(format!(
+                        "pid {pid} shares socket {inode} on the port with a pid the fix stops, and is not named: {fix}"
+                    ));
+                }
             }
         }
     }
@@ -778,13 +1002,39 @@ fn wait_for_codes(
     }
 }
 
+/// What a job is started with besides its launcher and port: the counts `world`, `started`,
+/// `stop` of a cell (matrix_job.py's WORLD STARTED STOP), and its `master_addr`.
+struct Shape {
+    counts: Vec<i64>,
+    master_addr: Option<String>,
+}
+
+impl Shape {
+    fn of(cell: &Value) -> Shape {
+        Shape {
+            counts: ["world", "started", "stop"]
+                .iter()
+                .map_while(|k| cell[*k].as_i64())
+                .collect(),
+            master_addr: cell["master_addr"].as_str().map(str::to_string),
+        }
+    }
+}
+
+impl std::fmt::Debug for Shape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.counts)?;
+        if let Some(a) = &self.master_addr {
+            write!(f, " MASTER_ADDR={a}")?;
+        }
+        Ok(())
+    }
+}
+
 /// One live job for the cells of `group` (one launcher and world shape), in situation order.
 fn drive(python: &Path, group: &[Value], failures: &Mutex<Vec<String>>) {
     let launcher = group[0]["launcher"].as_str().unwrap();
-    let shape: Vec<i64> = ["world", "started", "stop"]
-        .iter()
-        .map_while(|k| group[0][*k].as_i64())
-        .collect();
+    let shape = Shape::of(&group[0]);
     let port = free_low_port();
     let name = format!("{launcher} {shape:?} on {port}");
     // A foreign holder comes first: the launcher then fails to bind and exits.
@@ -796,8 +1046,17 @@ fn drive(python: &Path, group: &[Value], failures: &Mutex<Vec<String>>) {
                 .arg(port.to_string()),
         )
     });
-    let mut job = Job::start(python, &name, launcher, port, &shape);
-    let started = shape.get(1).copied().unwrap_or(2) as usize;
+    // A group with a `doctor run` check (not another job's: that runs the second job) runs
+    // under `doctor run --timeout`; its last cell is the one standing at the timeout.
+    let under_run = group
+        .iter()
+        .any(|c| c.get("run").is_some() && c["situation"] != "another-job");
+    let mut job = if under_run {
+        Job::start_under_run(python, &name, launcher, port, &shape)
+    } else {
+        Job::start(python, &name, launcher, port, &shape)
+    };
+    let started = shape.counts.get(1).copied().unwrap_or(2) as usize;
     let mut ranks: BTreeMap<String, i64> = BTreeMap::new();
     for cell in group {
         let situation = cell["situation"].as_str().unwrap();
@@ -809,7 +1068,7 @@ fn drive(python: &Path, group: &[Value], failures: &Mutex<Vec<String>>) {
                     }
                 }
             }
-            "missing-rank" | "stopped-rank" => {
+            "missing-rank" | "stopped-rank" | "addr-not-local" => {
                 let pids = job.wait_lines("PIDS ", 1, Duration::from_secs(60));
                 for kv in pids[0].split_whitespace().skip(1) {
                     let (k, v) = kv.split_once('=').unwrap();
@@ -840,12 +1099,34 @@ fn drive(python: &Path, group: &[Value], failures: &Mutex<Vec<String>>) {
         if situation == "another-job" {
             // A second job of the same launcher on the same port; what it leaves waiting is
             // checked, and only its own processes may be named by a fix.
-            let mut second =
-                Job::start(python, &format!("{name} (second)"), launcher, port, &shape);
+            let second_name = format!("{name} (second)");
+            let mut second = if cell.get("run").is_some() {
+                Job::start_under_run(python, &second_name, launcher, port, &shape)
+            } else {
+                Job::start(python, &second_name, launcher, port, &shape)
+            };
             second.wait_lines("LAUNCHER ", 1, Duration::from_secs(60));
+            let mut found = Vec::new();
+            let mut record = None;
+            if cell["second_exits"] == true {
+                // The second launcher fails and exits: the live situation is what it leaves.
+                let stoppable = (second.pids(), second.groups());
+                record = Some(stoppable.clone());
+                found.extend(check_run(cell, &mut second, stoppable));
+            }
             wait_for_codes(cell, &job, port, &ranks, Duration::from_secs(240));
             let theirs = second.pids();
-            let found = check_cell(cell, &mut job, port, &ranks, Some(theirs));
+            let groups = second.groups();
+            found.extend(check_cell(
+                cell,
+                &mut job,
+                port,
+                &ranks,
+                Some(theirs.clone()),
+            ));
+            if cell.get("run").is_some() && record.is_none() {
+                found.extend(check_run(cell, &mut second, (theirs, groups)));
+            }
             failures
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -881,7 +1162,26 @@ fn drive(python: &Path, group: &[Value], failures: &Mutex<Vec<String>>) {
             p.insert(f.pid("server"));
             p
         });
-        let found = check_cell(cell, &mut job, port, &ranks, stoppable);
+        let mut run_stoppable = (job.pids(), job.groups());
+        if let Some(f) = &foreign {
+            run_stoppable.0.insert(f.pid("server"));
+            run_stoppable.1.extend(stat_field(f.pid("server"), 2));
+        }
+        let mut found = check_cell(cell, &mut job, port, &ranks, stoppable);
+        // The command must still stand when its cell has been checked (unless it fails by
+        // itself): else doctor run judged something else.
+        let ended_early = under_run
+            && situation != "foreign-holder"
+            && job.child.try_wait().ok().flatten().is_some();
+        if ended_early {
+            found.push(format!(
+                "{name}: doctor run's timeout ({:?}) came before the cell was checked: raise DOCTOR_MATRIX_RUN_TIMEOUT",
+                run_timeout()
+            ));
+        }
+        if under_run && cell.get("run").is_some() {
+            found.extend(check_run(cell, &mut job, run_stoppable));
+        }
         failures
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -907,11 +1207,12 @@ fn groups() -> Vec<Vec<Value>> {
     let mut by: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     for c in list(&m, "cells") {
         let key = format!(
-            "{}{}{}{}{}",
+            "{}{}{}{}{}{}",
             c["launcher"],
             c["world"],
             c["started"],
             c["stop"],
+            c["master_addr"],
             c["situation"] == "foreign-holder"
         );
         by.entry(key).or_default().push(c.clone());

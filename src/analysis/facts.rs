@@ -275,8 +275,13 @@ impl<'a> Analysis<'a> {
     }
 
     /// Whether the process lost the one that started it (re-parented to init or a subreaper).
+    /// Under `doctor run` (a subreaper, the observer of its own snapshots) the command it
+    /// started is its child too: that one, the observer's earliest child, is no orphan.
     pub fn orphaned(&self, p: &Process) -> bool {
-        if p.ppid <= 1 || p.ppid == self.snap.host.observer_pid {
+        if p.ppid == self.snap.host.observer_pid && p.ppid > 1 {
+            return Some(p.pid) != self.observer_command();
+        }
+        if p.ppid <= 1 {
             return true;
         }
         match self.parent(p) {
@@ -286,6 +291,24 @@ impl<'a> Analysis<'a> {
                     || parent.comm.starts_with("containerd-shim")
             }
         }
+    }
+
+    /// The command the observer started, when the observer is `doctor run`: its earliest
+    /// child (processes it adopted descend from that command, so they started later).
+    pub fn observer_command(&self) -> Option<i32> {
+        let me = self.snap.host.observer_pid;
+        if me <= 1 {
+            return None;
+        }
+        self.children(me)
+            .iter()
+            .filter_map(|&c| self.process(c))
+            .min_by(|a, b| {
+                a.start_time
+                    .total_cmp(&b.start_time)
+                    .then(a.pid.cmp(&b.pid))
+            })
+            .map(|p| p.pid)
     }
 
     fn classify(&mut self) {
@@ -468,7 +491,8 @@ impl<'a> Analysis<'a> {
     /// interpreter; a fork child is a copy of its parent) a program other than the child's.
     fn adopted(&self, parent: &Process, kid: &Process) -> bool {
         if parent.pid <= 1
-            || parent.pid == self.snap.host.observer_pid
+            || (parent.pid == self.snap.host.observer_pid
+                && Some(kid.pid) != self.observer_command())
             || SUBREAPERS.contains(&parent.comm.as_str())
             || parent.comm.starts_with("containerd-shim")
         {
@@ -1180,6 +1204,58 @@ mod tests {
                     d003[0].message
                 );
             }
+        }
+
+        fn no_pick(_: &Host, _: &BTreeSet<u16>) -> Option<u16> {
+            None
+        }
+
+        /// `doctor run --timeout 20 -- env RANK=0 WORLD_SIZE=2 ... python train.py` (rank 1 never
+        /// started): the rank is the command doctor run started, not an orphan re-parented to
+        /// it, so at the timeout its job hangs (D009); the ranks a killed launcher left under
+        /// doctor run (started after the command) are orphans still.
+        #[test]
+        fn the_command_of_doctor_run_is_not_an_orphan_of_it() {
+            let mut r0 = proc_(100, 50, "python train.py", &rank("0"), &[1, 2, 3]);
+            r0.pgid = 100;
+            let mut doctor = proc_(
+                50,
+                1,
+                "doctor run --timeout 20 -- python train.py",
+                &[],
+                &[],
+            );
+            doctor.start_time = 900.0;
+            let mut s = snap(vec![
+                proc_(1, 0, "/sbin/init", &[], &[]),
+                doctor,
+                r0.clone(),
+            ]);
+            s.host.observer_pid = 50;
+            let a = Analysis::at_timeout(&s, no_pick);
+            assert!(!a.jobs[0].launcher_gone, "{:?}", a.jobs);
+            let codes: Vec<_> = a.findings.iter().map(|f| f.code.code()).collect();
+            assert_eq!(codes, vec!["D009"], "{:?}", a.findings);
+            assert!(a.findings[0].message.contains("missing: rank 1"));
+            // The launcher (the command) died: its ranks, started after it, were adopted.
+            let mut r1 = proc_(101, 50, "python train.py", &rank("1"), &[4]);
+            r0.start_time = 1001.0;
+            r1.start_time = 1001.0;
+            let mut s = snap(vec![
+                proc_(1, 0, "/sbin/init", &[], &[]),
+                proc_(50, 1, "doctor run -- python launch.py", &[], &[]),
+                proc_(99, 50, "bash -c sleep 1000", &[], &[]),
+                r0,
+                r1,
+            ]);
+            s.processes[2].start_time = 1000.0;
+            s.host.observer_pid = 50;
+            let a = Analysis::at_timeout(&s, no_pick);
+            assert!(
+                a.jobs.iter().all(|j| j.launcher_gone),
+                "ranks adopted by doctor run: {:?}",
+                a.jobs
+            );
         }
 
         /// A server with thousands of fork children, each with a listener of its own (what a

@@ -28,7 +28,8 @@ Launchers:
   fabric             Lightning Fabric(strategy="ddp"), launched as `MASTER_PORT=PORT python script`
   fabric-picked      Fabric with no MASTER_PORT anywhere: Lightning picks a port (PORT unused)
   subprocess         a plain launcher: Popen of RANK=r WORLD_SIZE=WORLD python rank for r < STARTED;
-                     rank STOP stops itself (SIGSTOP) before it joins
+                     rank STOP stops itself (SIGSTOP) before it joins; MASTER_ADDR is
+                     $MATRIX_MASTER_ADDR when set (an address of no host here: the ranks wait)
   mp-spawn           torch.multiprocessing.spawn; MASTER_ADDR/MASTER_PORT set in os.environ of the
                      parent before it spawns (its children carry them)
   mp-spawn-inner     the PyTorch tutorial shape: each spawned function sets MASTER_* itself
@@ -36,6 +37,7 @@ Launchers:
   ddp-notebook       Lightning Trainer(strategy="ddp_notebook") (fork children)
   shell-env          srun/job-script shape: RANK=r ... bash -c "python rank; true" per rank
   exec-env           `env RANK=r ... python rank` per rank (env execs the rank)
+  direct-rank        no launcher: rank 0 of WORLD alone, this process exec'd into it
 """
 
 import os
@@ -168,9 +170,11 @@ def env_launch(port, wrap, world=2, started=2, stop=-1):
     me = [sys.executable, HERE, "rank", str(port)]
     kids = []
     for r in range(started):
-        env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(r),
+        # MATRIX_MASTER_ADDR: an address that is not this host's (the addr-not-local situation).
+        addr = os.environ.get("MATRIX_MASTER_ADDR", "127.0.0.1")
+        env = dict(os.environ, MASTER_ADDR=addr, MASTER_PORT=str(port), RANK=str(r),
                    LOCAL_RANK=str(r), WORLD_SIZE=str(world))
-        if started < world:
+        if started < world or addr != "127.0.0.1":
             env["MATRIX_PARTIAL"] = "1"
         if r == stop:
             env["DOCTOR_STOP_SELF"] = "1"
@@ -250,6 +254,14 @@ def main():
         say(f"LAUNCHER pid={os.getpid()}")
         wrap = {"shell-env": "shell", "exec-env": "env", "subprocess": None}[launcher]
         env_launch(port, wrap, *extra)
+    elif launcher == "direct-rank":
+        # No launcher: this process becomes rank 0 of a world of WORLD (default 2) by exec, as
+        # `RANK=0 WORLD_SIZE=2 ... python train.py` typed at a prompt (or as doctor run's command).
+        world = extra[0] if extra else 2
+        say(f"PIDS rank0={os.getpid()}")
+        env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK="0",
+                   LOCAL_RANK="0", WORLD_SIZE=str(world), MATRIX_PARTIAL="1")
+        os.execve(sys.executable, [sys.executable, HERE, "rank", str(port)], env)
     elif launcher == "rank":
         env_rank()
     else:
