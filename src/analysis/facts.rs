@@ -517,7 +517,7 @@ impl<'a> Analysis<'a> {
         for &c in adopted {
             let Some(k) = self.process(c) else { continue };
             let spawn = self.roles[&c] == Role::SpawnChild;
-            let program = (!spawn).then(|| (k.argv.as_slice(), &k.env, k.exe.as_deref()));
+            let program = (!spawn).then_some((k.argv.as_slice(), &k.env, k.exe.as_deref()));
             match at.get(&(k.pgid, spawn, program)) {
                 Some(&g) => groups[g].push(c),
                 None => {
