@@ -515,6 +515,21 @@ fn alive(pid: i32) -> bool {
         .is_some_and(|zombie| !zombie)
 }
 
+/// `pid` when it is a Python process, else its first Python descendant (the rank a shell
+/// wrapper runs), else `pid`.
+fn python_under(pid: i32) -> i32 {
+    let is_python = |p: i32| {
+        std::fs::read_to_string(format!("/proc/{p}/comm"))
+            .is_ok_and(|c| c.trim_start().starts_with("python"))
+    };
+    if is_python(pid) {
+        return pid;
+    }
+    let mut kids = descendants(pid);
+    kids.sort_unstable();
+    kids.into_iter().find(|&k| is_python(k)).unwrap_or(pid)
+}
+
 /// The live descendants of `root` (none for pid 0 or 1: everything descends from init).
 fn descendants(root: i32) -> Vec<i32> {
     if root <= 1 {
@@ -1075,6 +1090,11 @@ fn drive(python: &Path, group: &[Value], failures: &Mutex<Vec<String>>) {
                     ranks.insert(k.to_string(), v.parse().unwrap());
                 }
                 wait_for_codes(cell, &job, port, &ranks, Duration::from_secs(240));
+                // The launcher names what it started: behind a shell wrapper the rank is the
+                // Python process under it.
+                for v in ranks.values_mut() {
+                    *v = python_under(*v as i32) as i64;
+                }
             }
             "foreign-holder" => {
                 let deadline = Instant::now() + Duration::from_secs(240);
@@ -1255,7 +1275,15 @@ fn every_cell_on_a_real_job() {
                         *n - 1
                     };
                     let Some(g) = groups.get(i) else { break };
+                    let t = Instant::now();
                     drive(&python, g, &failures);
+                    // Seen with --nocapture: where the matrix's time goes.
+                    eprintln!(
+                        "matrix: {} {:?} took {:.0} s",
+                        g[0]["launcher"],
+                        g.iter().map(|c| &c["situation"]).collect::<Vec<_>>(),
+                        t.elapsed().as_secs_f64()
+                    );
                 }
             });
         }
