@@ -50,10 +50,11 @@ impl Rng {
 fn generate(seed: u64) -> String {
     let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     let mut out = String::from(
-        "import torch.distributed as dist\nimport os\n\n\ndef deco(f):\n    return f\n\n\ndef world():\n    return dist.get_world_size()\n\n\n",
+        "import torch.distributed as dist\nimport os\nimport sys\nimport types\n\n\ndef deco(f):\n    return f\n\n\ndef world():\n    return dist.get_world_size()\n\n\nbox = {\"v\": 0}\n",
     );
-    // Names bound so far at module level (all ints or int-like stubs).
-    let mut bound: Vec<String> = Vec::new();
+    // Names bound so far at module level (all ints or int-like stubs; `box["v"]` is one too,
+    // and `box` is a dict that functions read and statements change, also through a second name).
+    let mut bound: Vec<String> = vec!["box[\"v\"]".to_string()];
     // Functions and lambdas bound so far (not values to add to).
     let mut callables: Vec<String> = Vec::new();
     // Functions defined so far with the names they read.
@@ -76,11 +77,23 @@ fn generate(seed: u64) -> String {
         out.push_str(&format!("{g} = {}\n", rng.below(9)));
         bound.push(g);
     }
-    out.push_str(rng.pick(&[
-        "dist.init_process_group(\"gloo\")\n",
-        "dist.init_process_group(backend=\"gloo\", world_size=2, rank=0)\n",
-        "store = dist.TCPStore(\"127.0.0.1\", 29500, 2, True)\n",
-    ]));
+    if rng.below(6) == 0 && !unbound_planned.is_empty() {
+        // A walrus inside the launching statement binds a name a function may read, to a value
+        // that does not depend on the launch: refused (it cannot stay, it cannot move), unless
+        // a later statement binds it again.
+        let g = unbound_planned.remove(0);
+        out.push_str(&format!(
+            "if ({g} := {}) and dist.init_process_group(\"gloo\") is None:\n    pass\n",
+            1 + rng.below(9)
+        ));
+        bound.push(g);
+    } else {
+        out.push_str(rng.pick(&[
+            "dist.init_process_group(\"gloo\")\n",
+            "dist.init_process_group(backend=\"gloo\", world_size=2, rank=0)\n",
+            "store = dist.TCPStore(\"127.0.0.1\", 29500, 2, True)\n",
+        ]));
+    }
     if out.contains("store = ") {
         bound.push("store".to_string());
     }
@@ -88,7 +101,7 @@ fn generate(seed: u64) -> String {
     for step in 0..n_after {
         // The planned names that functions read are all bound before the end.
         let must_bind = unbound_planned.len() >= n_after - step;
-        let kind = if must_bind { 0 } else { rng.below(16) };
+        let kind = if must_bind { 0 } else { rng.below(21) };
         let any_read = |rng: &mut Rng, bound: &[String]| -> String {
             if bound.is_empty() {
                 "1".to_string()
@@ -98,7 +111,11 @@ fn generate(seed: u64) -> String {
         };
         let fn_reads = |rng: &mut Rng| -> Vec<String> {
             let k = 1 + rng.below(2);
-            (0..k).map(|_| rng.pick_owned(&planned).clone()).collect()
+            let mut r: Vec<String> = (0..k).map(|_| rng.pick_owned(&planned).clone()).collect();
+            if rng.below(3) == 0 {
+                r.push("box[\"v\"]".to_string());
+            }
+            r
         };
         match kind {
             0 | 1 => {
@@ -204,6 +221,64 @@ fn generate(seed: u64) -> String {
                     any_read(&mut rng, &bound)
                 ));
                 bound.push(n);
+            }
+            14 => {
+                // A change through a second name for the same object.
+                let a = fresh("alias");
+                out.push_str(&format!("{a} = box\n{a}[\"v\"] = {}\n", rng.below(50)));
+            }
+            15 => {
+                // A function that binds a planned name (`global`), called after the launch.
+                let g = if unbound_planned.is_empty() {
+                    rng.pick_owned(&planned).clone()
+                } else {
+                    unbound_planned.remove(0)
+                };
+                let f = fresh("setter");
+                out.push_str(&format!(
+                    "\n\ndef {f}():\n    global {g}\n    {g} = {}\n\n\n{f}()\n",
+                    rng.below(50)
+                ));
+                bound.push(g);
+            }
+            16 => {
+                // A function that changes `box` in place, called after the launch.
+                let f = fresh("filler");
+                out.push_str(&format!(
+                    "\n\ndef {f}(k):\n    box[\"v\"] = k\n\n\n{f}({})\n",
+                    rng.below(50)
+                ));
+            }
+            17 => {
+                // Where imports are found changes after the launch, then a module is imported
+                // that a function reads.
+                let m = fresh("genmod");
+                let f = fresh("f");
+                out.push_str(&format!(
+                    "sys.modules[\"{m}\"] = types.ModuleType(\"{m}\")\nimport {m}\n\n\ndef {f}(x):\n    return x + len({m}.__name__)\n\n\n"
+                ));
+                funcs.push((f.clone(), Vec::new()));
+                callables.push(f);
+            }
+            18 if rng.below(3) == 0 => {
+                // The environment changes after the launch and a planned name is read from it:
+                // refused when a function reads that name (it would run before the change).
+                let g = if unbound_planned.is_empty() {
+                    rng.pick_owned(&planned).clone()
+                } else {
+                    unbound_planned.remove(0)
+                };
+                let e = fresh("GEN_ENV");
+                out.push_str(&format!(
+                    "os.environ[\"{e}\"] = \"{}\"\n{g} = int(os.environ[\"{e}\"])\n",
+                    rng.below(9)
+                ));
+                bound.push(g);
+            }
+            19 => {
+                // The environment changes after the launch; nothing at module level reads it.
+                let e = fresh("GEN_ENV");
+                out.push_str(&format!("os.environ[\"{e}\"] = \"1\"\n"));
             }
             _ => {}
         }
@@ -573,7 +648,80 @@ const HOSTILE: &[(&str, &str)] = &[
         "a function defined in a block after the launch",
         "import torch.distributed as dist\n\ndist.init_process_group(\"gloo\")\nscale = 2\nif scale > 1:\n\n    def collate(b):\n        return [x * scale for x in b]\n\nelse:\n\n    def collate(b):\n        return b\n\nprint(collate([1, 2]))\n",
     ),
+    (
+        "a second name for an object functions read, changed after the launch",
+        "import torch.distributed as dist\n\ncfg = {\"sub\": {\"x\": 1}, \"opt\": {\"lr\": 1}}\ndist.init_process_group(\"gloo\")\nsub = cfg[\"sub\"]\nsub[\"x\"] = 2\nfor part in cfg.values():\n    part[\"seen\"] = True\nopt = cfg.get(\"opt\")\nopt.update(lr=3)\n\n\ndef work():\n    return cfg[\"sub\"][\"x\"] + cfg[\"opt\"][\"lr\"]\n",
+    ),
+    (
+        "functions called after the launch that bind or change what workers read",
+        "import torch.distributed as dist\n\nregistry = {}\ndist.init_process_group(\"gloo\")\n\n\ndef setup():\n    global LIMIT\n    LIMIT = 5\n\n\ndef fill(k):\n    registry[k] = len(registry)\n\n\ndef fill_all():\n    for k in \"ab\":\n        fill(k)\n\n\nsetup()\nfill_all()\n\n\ndef work():\n    return LIMIT + registry[\"b\"]\n",
+    ),
+    (
+        "sys.modules and sys.path changed after the launch, then an import workers read",
+        "import os\nimport sys\nimport types\nimport torch.distributed as dist\n\ndist.init_process_group(\"gloo\")\nsys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))\nsys.modules[\"plugin\"] = types.ModuleType(\"plugin\")\nimport plugin\n\n\ndef work():\n    return plugin.__name__\n",
+    ),
+    (
+        "the environment changed after the launch, read by workers when they run",
+        "import os\nimport torch.distributed as dist\n\ndist.init_process_group(\"gloo\")\nos.environ[\"WORKER_MODE\"] = \"fast\"\nos.environ.setdefault(\"OMP_NUM_THREADS\", \"1\")\n\n\ndef work():\n    return os.environ.get(\"WORKER_MODE\")\n",
+    ),
 ];
+
+/// Shapes the fixer must refuse (neither keeping nor moving is safe), each naming the name and
+/// the line the user has to change (issue 19's neighbours).
+const REFUSED: &[(&str, &str, &[&str])] = &[
+    (
+        "a walrus in the launching statement binds what a worker reads",
+        "import torch.distributed as dist\nn = 3\nprint((k := n + 1), dist.init_process_group(\"gloo\"))\n\n\ndef work(i):\n    return k * i\n",
+        &[
+            "`k` (line 3)",
+            "function `work`",
+            "bind `k` before the launch",
+        ],
+    ),
+    (
+        "a walrus in the launching `if` binds what a default argument reads",
+        "import torch.distributed as dist\nif (size := 4) and dist.init_process_group(\"gloo\") is None:\n    pass\n\n\ndef work(i, n=size):\n    return n * i\n",
+        &["function `work` (line 6)", "`size`", "line 2"],
+    ),
+    (
+        "a value read from the environment the launch's successors change",
+        "import os\nimport torch.distributed as dist\ndist.init_process_group(\"gloo\")\nos.environ[\"SCALE\"] = \"3\"\nSCALE = int(os.environ[\"SCALE\"])\n\n\ndef work(i):\n    return SCALE * i\n",
+        &["`SCALE` (line 5)", "`os.environ`", "line 4"],
+    ),
+    (
+        "an import after a moved change of the environment, read by a worker",
+        "import os\nimport torch.distributed as dist\ndist.init_process_group(\"gloo\")\nos.environ[\"TOKENIZERS_PARALLELISM\"] = \"false\"\nimport json\n\n\ndef work(i):\n    return json.dumps(i)\n",
+        &["`json` (line 5)", "line 4"],
+    ),
+    (
+        "a module-level name changed through a second name after a moved reader",
+        "import torch.distributed as dist\ncfg = {\"x\": 1}\ndist.init_process_group(\"gloo\")\nprint(cfg)\nview = cfg\nview[\"x\"] = 2\n\n\ndef work():\n    return cfg[\"x\"]\n",
+        &["`cfg`", "line 6", "line 4"],
+    ),
+    (
+        "a function redefined after the launch, the first one called in between",
+        "import torch.distributed as dist\n\n\ndef helper():\n    return 1\n\n\ndist.init_process_group(\"gloo\")\nx = helper()\n\n\ndef helper():\n    return 2\n",
+        &["function `helper` (line 12)", "line 9"],
+    ),
+];
+
+#[test]
+fn shapes_that_cannot_be_fixed_safely_are_refused_with_the_name_and_the_line() {
+    let mut bad = Vec::new();
+    for (name, src, want) in REFUSED {
+        match fix_source(src) {
+            Fix::Refused(why) => {
+                for w in *want {
+                    if !why.contains(w) {
+                        bad.push(format!("{name}: the refusal does not name {w}: {why}"));
+                    }
+                }
+            }
+            other => bad.push(format!("{name}: not refused: {other:?}")),
+        }
+    }
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+}
 
 #[test]
 fn hostile_shapes_keep_their_behaviour_in_spawn_children_and_as_main() {

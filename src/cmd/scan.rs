@@ -308,12 +308,21 @@ fn apply_fixes(
                     Err(refusal) => unwritten.push(refusal),
                 }
             }
-            Fix::Refused(why) => eprintln!(
-                "{} not fixed {}: {}",
-                output::paint("warning:", output::Paint::Yellow, ecolor),
-                output::escape_control(&fix.path),
-                output::escape_control(why)
-            ),
+            Fix::Refused(why) => {
+                eprintln!(
+                    "{} not fixed {}: {}",
+                    output::paint("warning:", output::Paint::Yellow, ecolor),
+                    output::escape_control(&fix.path),
+                    output::escape_control(why)
+                );
+                if fix.path != "<stdin>" {
+                    eprintln!(
+                        "{} move the launch under `if __name__ == \"__main__\":` by hand, then prove it with `doctor repro {} --verify-fix`",
+                        output::paint("hint:", output::Paint::Blue, ecolor),
+                        output::escape_control(&fix.path)
+                    );
+                }
+            }
             Fix::Broken(why) => broken.push((fix.path.clone(), why.clone())),
             Fix::Unchanged => {}
         }

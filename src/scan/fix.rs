@@ -13,6 +13,7 @@
 //! again before anyone may write it ([`Fix::Broken`] when that fails). Where safety cannot be
 //! shown the file is left alone and [`Fix::Refused`] says why.
 
+mod ambient;
 mod layout;
 mod names;
 mod uses;
@@ -254,6 +255,11 @@ struct Item<'a> {
     forced: Option<String>,
     /// The functions it defines and the module names they read when called.
     fns: Vec<uses::FnReads>,
+    /// What it changes of, and reads from, the process's state (environment, `sys.path`, ...).
+    amb: ambient::Ambient,
+    /// Names a walrus binds in it to a value that does not depend on the launch, although the
+    /// statement does.
+    loose: Vec<String>,
 }
 
 /// Decide, for each statement from the first launch on, where it goes; or why nothing can move.
@@ -288,6 +294,8 @@ fn plan<'a>(
         .filter(|s| matches!(s, Stmt::Import(_) | Stmt::ImportFrom(_)))
         .flat_map(|s| Names::of(s).bound)
         .collect();
+    let aliases = ambient::import_aliases(body);
+    let value_aliases = ambient::value_aliases(body);
     let mut items: Vec<Item> = Vec::new();
     let mut prev_end = body[..first]
         .last()
@@ -315,11 +323,20 @@ fn plan<'a>(
         // is part of the value a function reads: it counts as binding the name. Not for
         // imported modules (`os.environ[...]`, `sys.path.append`): library code reads those
         // without naming them, so such a statement keeps its place after the launch.
-        for m in std::mem::take(&mut names.mutated) {
-            if !imported_modules.contains(&m) && !names.bound.contains(&m) {
-                names.bound.push(m);
+        // So does calling a module function that binds (`global n`) or changes one, and a
+        // change through a second name for the same object (`sub = cfg["sub"]; sub["x"] = 2`).
+        let effects = calls.effects_of(&names.reads);
+        let mut changed = std::mem::take(&mut names.mutated);
+        changed.extend(effects.binds.iter().cloned());
+        for m in changed {
+            let also = value_aliases.get(&m).into_iter().flatten().cloned();
+            for n in std::iter::once(m.clone()).chain(also) {
+                if !imported_modules.contains(&n) && !names.bound.contains(&n) {
+                    names.bound.push(n);
+                }
             }
         }
+        let amb = ambient::Ambient::of(stmt, &names, &effects, &aliases);
         let reads = calls.closure(&names.reads);
         let tainted = live_here
             || role == Role::Fold
@@ -344,6 +361,19 @@ fn plan<'a>(
         {
             role = Role::Keep;
         }
+        // A change of where imports are found (`sys.path.insert(0, ...)`) stays at module level
+        // like the imports that need it, unless it depends on the launch.
+        if role == Role::Move
+            && forced.is_none()
+            && !tainted
+            && names.hazards.is_empty()
+            && names.nested_defs.is_empty()
+            && !names.star_import
+            && names.bound.is_empty()
+            && amb.only_import_state()
+        {
+            role = Role::Keep;
+        }
         let span = (
             attach_comments(file, stmt, prev_end),
             line_end(file.src, usize::from(stmt.end())),
@@ -358,6 +388,8 @@ fn plan<'a>(
             tainted,
             forced,
             fns: uses::functions_of(stmt),
+            amb,
+            loose: Vec::new(),
         });
     }
     // Dependence on the launch flows forward through the names dependent statements bind
@@ -368,10 +400,51 @@ fn plan<'a>(
             item.tainted = item.reads.iter().any(|r| tainted_names.contains(r));
         }
         if item.tainted {
-            tainted_names.extend(item.names.bound.iter().cloned());
+            // A walrus whose value owes nothing to the launch binds a name that does not
+            // depend on it, although its statement does.
+            item.loose = ambient::walruses(item.stmt)
+                .into_iter()
+                .filter(|(_, value)| {
+                    let r = ambient::loads(value);
+                    !uses::expr_touches_dist(sym, value)
+                        && !calls.reach_dist(&r)
+                        && !r.iter().any(|n| tainted_names.contains(n))
+                })
+                .map(|(n, _)| n)
+                .collect();
+            let loose = &item.loose;
+            tainted_names.extend(
+                item.names
+                    .bound
+                    .iter()
+                    .filter(|n| !loose.contains(n))
+                    .cloned(),
+            );
         }
     }
     settle(file, &mut items, &needed_before);
+    // A function or class is what a spawn child looks up by name (a pickled worker, a
+    // `collate_fn`, a `Dataset`): one that does not depend on the launch may not move.
+    for item in &items {
+        let (kind, name) = match item.stmt {
+            Stmt::FunctionDef(f) => ("function", f.name.as_str()),
+            Stmt::ClassDef(c) => ("class", c.name.as_str()),
+            Stmt::Assign(a) if a.value.is_lambda_expr() => match a.targets.first() {
+                Some(Expr::Name(n)) => ("function", n.id.as_str()),
+                _ => continue,
+            },
+            _ => continue,
+        };
+        if item.role != Role::Keep && !item.tainted {
+            return Err(format!(
+                "{kind} `{name}` (line {}), which spawn children can look up by name after importing the module, would have to move into `main()`: {}; bind what it reads before the launch",
+                file.line_of(usize::from(item.stmt.start())),
+                item.forced
+                    .as_deref()
+                    .unwrap_or("it cannot run at module level")
+            ));
+        }
+    }
     // What a function or a kept statement reads at import must still be bound there, to the
     // value the program gives it last, unless that value depends on the launch.
     let mut last_binder: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
@@ -384,7 +457,17 @@ fn plan<'a>(
         let Some(last) = last_binder.get(name.as_str()).map(|&k| &items[k]) else {
             continue;
         };
-        if last.role == Role::Keep || last.tainted {
+        if last.role == Role::Keep {
+            continue;
+        }
+        if last.tainted {
+            if last.loose.contains(name) {
+                return Err(format!(
+                    "`{name}` (line {}) is read by {user}, which spawn children can call after importing the module, but `{name} := ...` binds it inside a statement that has to move into `main()` ({}), although its value does not depend on the launch; bind `{name}` before the launch",
+                    file.line_of(usize::from(last.stmt.start())),
+                    last.forced.as_deref().unwrap_or("it depends on the launch")
+                ));
+            }
             continue;
         }
         let why = last
@@ -451,11 +534,12 @@ fn settle(file: &File, items: &mut [Item], before: &[(String, String)]) {
                 }
             }
             if items[k].role != Role::Keep {
-                for n in &items[k].names.bound {
+                // Process state (`<env>`, `<imports>`, ...) orders statements as names do.
+                for n in items[k].names.bound.iter().chain(&items[k].amb.sets) {
                     first_binder.entry(n.clone()).or_insert(k);
                     first_user.entry(n.clone()).or_insert(k);
                 }
-                for n in &items[k].reads {
+                for n in items[k].reads.iter().chain(&items[k].amb.reads) {
                     first_user.entry(n.clone()).or_insert(k);
                 }
             }
@@ -476,11 +560,17 @@ fn conflict(
     if item.tainted {
         return Some(usize::MAX);
     }
-    let a = item.reads.iter().filter_map(|n| first_binder.get(n)).min();
+    let a = item
+        .reads
+        .iter()
+        .chain(&item.amb.reads)
+        .filter_map(|n| first_binder.get(n))
+        .min();
     let b = item
         .names
         .bound
         .iter()
+        .chain(&item.amb.sets)
         .filter_map(|n| first_user.get(n))
         .min();
     a.into_iter().chain(b).min().copied()
@@ -538,6 +628,25 @@ fn must_move(file: &File, items: &[Item], k: usize, first: usize) -> Option<Stri
     }
     let line = |i: &Item| file.line_of(usize::from(i.stmt.start()));
     for j in items[first..k].iter().filter(|j| j.role != Role::Keep) {
+        if let Some(key) = j.amb.sets.iter().find(|n| item.amb.reads.contains(*n)) {
+            return Some(format!(
+                "it depends on {}, which line {} changes inside `main()`",
+                ambient::describe(key),
+                line(j)
+            ));
+        }
+        if let Some(key) = item
+            .amb
+            .sets
+            .iter()
+            .find(|n| j.amb.reads.contains(*n) || j.amb.sets.contains(*n))
+        {
+            return Some(format!(
+                "it changes {}, which line {} depends on before it inside `main()`",
+                ambient::describe(key),
+                line(j)
+            ));
+        }
         if let Some(n) = j.names.bound.iter().find(|n| item.reads.contains(*n)) {
             return Some(format!(
                 "it reads `{n}`, which line {} binds inside `main()`",

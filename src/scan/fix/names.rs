@@ -24,6 +24,15 @@ pub struct Names {
     /// Module names whose object this statement changes in place: `x[k] = v`, `x.a = v`,
     /// `del x[k]`, `x.append(v)`, `setattr(x, ...)` (the root name of the target).
     pub mutated: Vec<String>,
+    /// The same changes as dotted prefixes: the root and its first attribute (`os.environ` of
+    /// `os.environ["X"] = v`, `sys.path` of `sys.path.append(p)`, `x` of `x[k] = v`).
+    pub mutated_at: Vec<String>,
+    /// `a.b` of every attribute read rooted at a name (`os.environ` of `os.environ.get(k)`).
+    pub dotted_reads: HashSet<String>,
+    /// Callees as written, dotted (`os.chdir`, `site.addsitedir`).
+    pub callees: HashSet<String>,
+    /// It imports (an import statement at any depth of its blocks).
+    pub imports: bool,
     seen: HashSet<String>,
     depth: Depth,
     class_depth: usize,
@@ -47,9 +56,14 @@ impl Names {
         if self.class_depth == 0
             && self.comprehension_depth == 0
             && let Some(root) = root_name(target)
-            && !self.mutated.iter().any(|m| m == root)
         {
-            self.mutated.push(root.to_string());
+            if !self.mutated.iter().any(|m| m == root) {
+                self.mutated.push(root.to_string());
+            }
+            let at = prefix2(target).unwrap_or_else(|| root.to_string());
+            if !self.mutated_at.contains(&at) {
+                self.mutated_at.push(at);
+            }
         }
     }
 
@@ -109,12 +123,14 @@ impl<'a> Visitor<'a> for Names {
                 self.on_def(c.name.as_str());
             }
             Stmt::Import(i) => {
+                self.imports = true;
                 for a in &i.names {
                     let name = a.asname.as_ref().unwrap_or(&a.name).as_str();
                     self.bind(name.split('.').next().unwrap_or(name));
                 }
             }
             Stmt::ImportFrom(i) => {
+                self.imports = true;
                 for a in &i.names {
                     if a.name.as_str() == "*" {
                         self.star_import = true;
@@ -193,7 +209,16 @@ impl<'a> Visitor<'a> for Names {
                 self.mutate(value);
                 visitor::walk_expr(self, expr);
             }
+            Expr::Attribute(a) if a.ctx == ExprContext::Load => {
+                if let Expr::Name(n) = &*a.value {
+                    self.dotted_reads.insert(format!("{}.{}", n.id, a.attr));
+                }
+                visitor::walk_expr(self, expr);
+            }
             Expr::Call(c) => {
+                if let Some(callee) = crate::scan::symbols::dotted(&c.func) {
+                    self.callees.insert(callee);
+                }
                 if let Expr::Attribute(a) = &*c.func
                     && MUTATORS.contains(&a.attr.as_str())
                 {
@@ -244,7 +269,7 @@ impl<'a> Visitor<'a> for Names {
 }
 
 /// Methods that change a list, dict, set or registry in place.
-const MUTATORS: &[&str] = &[
+pub const MUTATORS: &[&str] = &[
     "append",
     "extend",
     "insert",
@@ -263,8 +288,33 @@ const MUTATORS: &[&str] = &[
     "__delitem__",
 ];
 
+/// `x.a` of `x.a`, `x.a.b`, `x.a[k]`; `x` of `x`, `x[k].a` (`None` as for [`root_name`]).
+pub fn prefix2(e: &Expr) -> Option<String> {
+    let mut cur = e;
+    let mut below: Option<&Expr> = None;
+    loop {
+        match cur {
+            Expr::Name(n) => {
+                return Some(match below {
+                    Some(Expr::Attribute(a)) => format!("{}.{}", n.id, a.attr),
+                    _ => n.id.to_string(),
+                });
+            }
+            Expr::Attribute(a) => {
+                below = Some(cur);
+                cur = &a.value;
+            }
+            Expr::Subscript(s) => {
+                below = Some(cur);
+                cur = &s.value;
+            }
+            _ => return None,
+        }
+    }
+}
+
 /// `x` of `x`, `x.a.b`, `x[k].a` (`None` when the chain starts with a call or a literal).
-fn root_name(e: &Expr) -> Option<&str> {
+pub fn root_name(e: &Expr) -> Option<&str> {
     match e {
         Expr::Name(n) => Some(n.id.as_str()),
         Expr::Attribute(a) => root_name(&a.value),

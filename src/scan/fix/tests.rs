@@ -240,13 +240,26 @@ fn nothing_to_fix() {
     assert_eq!(fix_source("def (:\n"), Fix::Unchanged);
 }
 
+/// A definition that would have to move (it rebinds a name a moved statement reads before it)
+/// is refused: a spawn child looks functions up by name and would get the earlier one.
 #[test]
-fn a_definition_that_rebinds_a_name_read_earlier_moves() {
+fn a_definition_that_rebinds_a_name_read_earlier_is_refused() {
     let src = "import torch.distributed as dist\n\n\ndef helper():\n    return 1\n\n\ndist.init_process_group('gloo')\nx = helper()\n\n\ndef helper():\n    return 2\n";
-    let out = fixed(src);
-    assert!(out.contains("    global x, helper\n"), "{out}");
+    let why = refused(src);
     assert!(
-        out.find("x = helper()").unwrap() < out.rfind("def helper").unwrap(),
-        "{out}"
+        why.starts_with("function `helper` (line 12)") && why.contains("line 9"),
+        "{why}"
     );
+}
+
+/// A definition that reads, when it runs (a default argument, a decorator), a name bound by a
+/// statement that moves although it does not depend on the launch is refused, with its name and
+/// line: inside `main()` spawn children could not look it up.
+#[test]
+fn a_definition_that_must_move_without_the_launch_is_refused() {
+    let src = "import torch.distributed as dist\ny = 1\ndist.init_process_group('gloo')\nprint(y)\ny = 2\n\n\ndef f(a=y):\n    return a\n";
+    let why = refused(src);
+    assert!(why.starts_with("function `f` (line 8)"), "{why}");
+    let lam = "import torch.distributed as dist\ny = 1\ndist.init_process_group('gloo')\nprint(y)\ny = 2\ng = lambda a=y: a\n";
+    assert!(refused(lam).starts_with("function `g` (line 6)"));
 }

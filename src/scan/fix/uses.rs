@@ -14,6 +14,30 @@ use crate::scan::symbols::{Depth, Symbols, dotted};
 pub struct FnReads {
     pub name: String,
     pub free: HashSet<String>,
+    /// What calling it does to the module: the module names it binds (`global n; n = 1`) or
+    /// changes in place (`registry[k] = f`, `cfg.update(...)`, `os.environ[k] = v`), and the
+    /// dotted prefixes of those changes (`os.environ`, `sys.path`, `registry`).
+    pub effects: Effects,
+}
+
+/// A function's effects and what it reads of the process's state, as [`FnReads::effects`].
+#[derive(Default, Clone)]
+pub struct Effects {
+    pub binds: HashSet<String>,
+    pub mutated_at: HashSet<String>,
+    pub dotted_reads: HashSet<String>,
+    pub callees: HashSet<String>,
+    pub imports: bool,
+}
+
+impl Effects {
+    fn extend(&mut self, other: &Effects) {
+        self.binds.extend(other.binds.iter().cloned());
+        self.mutated_at.extend(other.mutated_at.iter().cloned());
+        self.dotted_reads.extend(other.dotted_reads.iter().cloned());
+        self.callees.extend(other.callees.iter().cloned());
+        self.imports |= other.imports;
+    }
 }
 
 /// The functions a module-level statement defines (defs, methods of classes, lambdas, at any
@@ -30,6 +54,12 @@ struct Frame {
     loads: HashSet<String>,
     locals: HashSet<String>,
     globals: HashSet<String>,
+    /// Names it stores to (to tell `global n; n = 1` apart).
+    stores: HashSet<String>,
+    /// Changes in place: (root name, dotted prefix) of each target.
+    mutated: Vec<(String, String)>,
+    /// Effects of nested functions already resolved against their own scopes.
+    effects: Effects,
     /// A comprehension: its free names go to the enclosing frame, it is not recorded.
     comprehension: bool,
 }
@@ -47,6 +77,22 @@ impl Free {
     fn local(&mut self, name: &str) {
         if let Some(f) = self.stack.last_mut() {
             f.locals.insert(name.to_string());
+        }
+    }
+
+    fn store(&mut self, name: &str) {
+        if let Some(f) = self.stack.last_mut() {
+            f.locals.insert(name.to_string());
+            f.stores.insert(name.to_string());
+        }
+    }
+
+    fn mutate(&mut self, target: &Expr) {
+        if let Some(f) = self.stack.last_mut()
+            && let Some(root) = super::names::root_name(target)
+        {
+            let at = super::names::prefix2(target).unwrap_or_else(|| root.to_string());
+            f.mutated.push((root.to_string(), at));
         }
     }
 
@@ -74,17 +120,37 @@ impl Free {
         let Some(frame) = self.stack.pop() else {
             return;
         };
-        let free: HashSet<String> = frame
-            .loads
-            .into_iter()
-            .filter(|n| !frame.locals.contains(n) || frame.globals.contains(n))
+        let outer = |n: &String| !frame.locals.contains(n) || frame.globals.contains(n);
+        let free: HashSet<String> = frame.loads.iter().filter(|n| outer(n)).cloned().collect();
+        let mut effects = frame.effects.clone();
+        effects
+            .binds
+            .extend(frame.stores.intersection(&frame.globals).cloned());
+        let escaping: Vec<(String, String)> = frame
+            .mutated
+            .iter()
+            .filter(|(root, _)| outer(root))
+            .cloned()
             .collect();
         match self.stack.last_mut() {
-            Some(parent) => parent.loads.extend(free),
-            None if !frame.comprehension => self.found.push(FnReads {
-                name: frame.name,
-                free,
-            }),
+            Some(parent) => {
+                parent.loads.extend(free);
+                // A comprehension's changes are its function's own; a nested function's changes
+                // of names outside it are resolved against the enclosing scope.
+                parent.mutated.extend(escaping);
+                parent.effects.extend(&effects);
+            }
+            None if !frame.comprehension => {
+                for (root, at) in escaping {
+                    effects.binds.insert(root);
+                    effects.mutated_at.insert(at);
+                }
+                self.found.push(FnReads {
+                    name: frame.name,
+                    free,
+                    effects,
+                })
+            }
             None => {}
         }
     }
@@ -103,6 +169,12 @@ impl Free {
                     self.visit_expr(d);
                 }
             }
+        }
+    }
+
+    fn imports(&mut self) {
+        if let Some(f) = self.stack.last_mut() {
+            f.effects.imports = true;
         }
     }
 
@@ -159,12 +231,14 @@ impl<'a> Visitor<'a> for Free {
                 }
             }
             Stmt::Import(i) => {
+                self.imports();
                 for a in &i.names {
                     let name = a.asname.as_ref().unwrap_or(&a.name).as_str();
                     self.local(name.split('.').next().unwrap_or(name));
                 }
             }
             Stmt::ImportFrom(i) => {
+                self.imports();
                 for a in &i.names {
                     self.local(a.asname.as_ref().unwrap_or(&a.name).as_str());
                 }
@@ -188,8 +262,40 @@ impl<'a> Visitor<'a> for Free {
         match expr {
             Expr::Name(n) => match n.ctx {
                 ExprContext::Load => self.load(n.id.as_str()),
-                _ => self.local(n.id.as_str()),
+                _ => self.store(n.id.as_str()),
             },
+            Expr::Subscript(ast::ExprSubscript { value, ctx, .. })
+            | Expr::Attribute(ast::ExprAttribute { value, ctx, .. })
+                if matches!(ctx, ExprContext::Store | ExprContext::Del) =>
+            {
+                self.mutate(value);
+                visitor::walk_expr(self, expr);
+            }
+            Expr::Attribute(a) => {
+                if let (Expr::Name(n), Some(f)) = (&*a.value, self.stack.last_mut()) {
+                    f.effects
+                        .dotted_reads
+                        .insert(format!("{}.{}", n.id, a.attr));
+                }
+                visitor::walk_expr(self, expr);
+            }
+            Expr::Call(c) if !self.stack.is_empty() => {
+                if let (Some(callee), Some(f)) = (dotted(&c.func), self.stack.last_mut()) {
+                    f.effects.callees.insert(callee);
+                }
+                if let Expr::Attribute(a) = &*c.func
+                    && super::names::MUTATORS.contains(&a.attr.as_str())
+                {
+                    self.mutate(&a.value);
+                }
+                if let Expr::Name(n) = &*c.func
+                    && matches!(n.id.as_str(), "setattr" | "delattr")
+                    && let Some(first) = c.arguments.args.first()
+                {
+                    self.mutate(first);
+                }
+                visitor::walk_expr(self, expr);
+            }
             Expr::Lambda(l) => {
                 if let Some(params) = &l.parameters {
                     for p in params.iter() {
@@ -338,6 +444,16 @@ pub fn touches_dist(sym: &Symbols, stmt: &Stmt, bodies: bool) -> bool {
     t.hit
 }
 
+/// Whether evaluating `expr` (lambda bodies aside) makes a distributed-stack call.
+pub fn expr_touches_dist(sym: &Symbols, expr: &Expr) -> bool {
+    let stmt = Stmt::Expr(ast::StmtExpr {
+        node_index: Default::default(),
+        range: Default::default(),
+        value: Box::new(expr.clone()),
+    });
+    touches_dist(sym, &stmt, false)
+}
+
 /// What the module's functions and classes do when called: free reads and distributed calls.
 #[derive(Default)]
 pub struct Callables {
@@ -345,6 +461,8 @@ pub struct Callables {
     pub free: HashMap<String, HashSet<String>>,
     /// Names whose call makes a distributed-stack call (directly).
     pub touches: HashSet<String>,
+    /// Function or class name -> what calling it does to the module (a class: all methods).
+    pub effects: HashMap<String, Effects>,
 }
 
 impl Callables {
@@ -353,6 +471,7 @@ impl Callables {
         for stmt in body {
             for f in functions_of(stmt) {
                 let key = f.name.split('.').next().unwrap_or(&f.name).to_string();
+                c.effects.entry(key.clone()).or_default().extend(&f.effects);
                 c.free.entry(key).or_default().extend(f.free);
             }
             let name = match stmt {
@@ -382,6 +501,17 @@ impl Callables {
             }
         }
         all
+    }
+
+    /// What calling the module functions and classes among `reads` does, transitively.
+    pub fn effects_of(&self, reads: &HashSet<String>) -> Effects {
+        let mut out = Effects::default();
+        for n in self.closure(reads) {
+            if let Some(e) = self.effects.get(&n) {
+                out.extend(e);
+            }
+        }
+        out
     }
 
     /// Whether calling any of `names` (read by a statement) reaches a distributed-stack call.
