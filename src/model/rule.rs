@@ -948,9 +948,16 @@ rules! {
     ///
     ///
     /// through every import form: `import lightning as L`, `from lightning.fabric import Fabric as F`,
-    /// `from torch import distributed as dist`, `import torch.distributed as dist`,
+    /// `from torch import distributed as dist`, `import torch.distributed as d` (any alias),
     /// `from torch.distributed import init_process_group`, `import torch` then
-    /// `torch.distributed.init_process_group`, and so on.
+    /// `torch.distributed.init_process_group`, and so on; and through a module-level name bound to
+    /// the launch function (`init = dist.init_process_group` then `init("gloo")`), to its
+    /// `functools.partial` (`start = partial(dist.init_process_group, "gloo")` then `start()`) or to
+    /// a lambda that calls it (`go = lambda: dist.init_process_group("gloo")` then `go()`), and
+    /// such a partial or lambda called where it is made (`partial(dist.init_process_group,
+    /// "gloo")()`, `(lambda: dist.init_process_group("gloo"))()`). Not found: a launch function
+    /// kept in a container (`fns["pg"]("gloo")`), reached through `getattr(dist, name)`, or passed
+    /// as an argument to a function of another module.
     ///
     /// "At import time" means: top-level statements; everything nested in top-level `try`/`with`/`for`/
     /// `while`/`if`/`match` blocks (other than the body of the main guard, which is recognised in both
@@ -1063,6 +1070,109 @@ rules! {
     ///              rec_a()  # expect: S001
     ///
     /// Found 2 problems (0 errors, 2 warnings) in 1 file; 1 file scanned.
+    /// $ echo $?
+    /// 1
+    /// ```
+    ///
+    /// Through aliases, `functools.partial` and lambdas (`tests/fixtures/scan/launch_aliases.py`):
+    ///
+    /// ```python
+    /// # The launch through a module alias, a name bound to it, functools.partial or a lambda, and a
+    /// # partial or lambda called where it is made.
+    /// import functools
+    /// from functools import partial
+    ///
+    /// import torch.distributed as d
+    /// from torch import distributed
+    ///
+    /// init = d.init_process_group
+    /// start = functools.partial(d.init_process_group, "gloo")
+    /// go = lambda: distributed.init_process_group("gloo")
+    ///
+    /// init("gloo")  # expect: S001
+    /// d.destroy_process_group()
+    /// start()  # expect: S001
+    /// d.destroy_process_group()
+    /// go()  # expect: S001
+    /// d.destroy_process_group()
+    /// partial(d.init_process_group, "gloo")()  # expect: S001
+    /// d.destroy_process_group()
+    /// (lambda: distributed.init_process_group("gloo"))()  # expect: S001
+    /// ```
+    ///
+    /// ```text
+    /// $ doctor scan --platform linux --python-version 3.11 tests/fixtures/scan/launch_aliases.py
+    /// warning[S001] module-level-launch: `init()` starts distributed work at import time, outside `if __name__ == "__main__":`
+    ///   --> tests/fixtures/scan/launch_aliases.py:13:1
+    ///    |
+    /// 13 | init("gloo")  # expect: S001
+    ///    | ^^^^^^^^^^^^
+    ///    |
+    ///    = fix: move it under a main guard:
+    ///          def main():
+    ///              init("gloo")  # expect: S001
+    ///              ...
+    ///
+    ///          if __name__ == "__main__":
+    ///              main()
+    ///
+    /// warning[S001] module-level-launch: `start()` starts distributed work at import time, outside `if __name__ == "__main__":`
+    ///   --> tests/fixtures/scan/launch_aliases.py:15:1
+    ///    |
+    /// 15 | start()  # expect: S001
+    ///    | ^^^^^^^
+    ///    |
+    ///    = fix: move it under a main guard:
+    ///          def main():
+    ///              start()  # expect: S001
+    ///              ...
+    ///
+    ///          if __name__ == "__main__":
+    ///              main()
+    ///
+    /// warning[S001] module-level-launch: `go()` starts distributed work at import time, outside `if __name__ == "__main__":`
+    ///   --> tests/fixtures/scan/launch_aliases.py:17:1
+    ///    |
+    /// 17 | go()  # expect: S001
+    ///    | ^^^^
+    ///    |
+    ///    = fix: move it under a main guard:
+    ///          def main():
+    ///              go()  # expect: S001
+    ///              ...
+    ///
+    ///          if __name__ == "__main__":
+    ///              main()
+    ///
+    /// warning[S001] module-level-launch: `partial(d.init_process_group, ...)()` starts distributed work at import time, outside `if __name__ == "__main__":`
+    ///   --> tests/fixtures/scan/launch_aliases.py:19:1
+    ///    |
+    /// 19 | partial(d.init_process_group, "gloo")()  # expect: S001
+    ///    | ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^
+    ///    |
+    ///    = fix: move it under a main guard:
+    ///          def main():
+    ///              partial(d.init_process_group, "gloo")()  # expect: S001
+    ///              ...
+    ///
+    ///          if __name__ == "__main__":
+    ///              main()
+    ///
+    /// warning[S001] module-level-launch: `(lambda: distributed.init_process_group())()` starts distributed work at import time, outside `if __name__ == "__main__":`
+    ///   --> tests/fixtures/scan/launch_aliases.py:21:1
+    ///    |
+    /// 21 | (lambda: distributed.init_process_group("gloo"))()  # expect: S001
+    ///    | ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^
+    ///    |
+    ///    = fix: move it under a main guard:
+    ///          def main():
+    ///              (lambda: distributed.init_process_group("gloo"))()  # expect: S001
+    ///              ...
+    ///
+    ///          if __name__ == "__main__":
+    ///              main()
+    ///
+    /// Found 5 problems (0 errors, 5 warnings) in 1 file; 1 file scanned.
     /// $ echo $?
     /// 1
     /// ```

@@ -165,6 +165,25 @@ impl<'a> Symbols<'a> {
     /// `func` is the callee: `call.func`, or a decorator (applying it calls it).
     /// `args` are the call's arguments (None for a decorator).
     pub fn launch_label(&self, func: &Expr, args: Option<&ast::Arguments>) -> Option<String> {
+        // Called where it is made: `functools.partial(dist.init_process_group, "gloo")()`,
+        // `(lambda: dist.init_process_group("gloo"))()`.
+        match func {
+            Expr::Call(c) if self.qualname(&c.func).as_deref() == Some("functools.partial") => {
+                let inner = c.arguments.args.first()?;
+                return self
+                    .launch_label(inner, Some(&c.arguments))
+                    .map(|l| format!("{}({}, ...)()", text(&c.func), l.trim_end_matches("()")));
+            }
+            Expr::Lambda(l) => {
+                let Expr::Call(body) = &*l.body else {
+                    return None;
+                };
+                return self
+                    .launch_label(&body.func, Some(&body.arguments))
+                    .map(|l| format!("(lambda: {l})()"));
+            }
+            _ => {}
+        }
         if let Some(q) = self.qualname(func) {
             let (root, last) = root_last(&q);
             // Entry points that initialise the process group or start ranks, from the
