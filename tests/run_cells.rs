@@ -23,28 +23,6 @@ fn torch_lock() -> std::sync::MutexGuard<'static, ()> {
     TORCH.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The managed venv's interpreter; None (after SKIP) where torch is missing outside CI.
-fn torch_python() -> Option<PathBuf> {
-    if std::env::var_os("DOCTOR_SKIP_TORCH").is_some() {
-        skip_or_fail("DOCTOR_SKIP_TORCH is set");
-        return None;
-    }
-    let out = doctor()
-        .args(["repro", "--setup", "--no-setup"])
-        .output()
-        .expect("doctor runs");
-    if out.status.code() != Some(0) {
-        skip_or_fail("no Python with torch and lightning; run scripts/test.sh first");
-        return None;
-    }
-    let python = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-    assert!(
-        python.is_file(),
-        "doctor repro --setup named no interpreter"
-    );
-    Some(python)
-}
-
 /// `torchrun` beside the interpreter.
 fn torchrun(python: &Path) -> PathBuf {
     python.with_file_name("torchrun")
@@ -489,4 +467,152 @@ fn master_addr_not_of_this_host_is_said_in_ports_and_in_run() {
         doc["diagnosis"]
     );
     assert!(stderr.contains("not an address of this host"), "{stderr}");
+}
+
+/// Whether something listens on TCP `port` (IPv4 or IPv6), read from /proc/net: no bind of the
+/// test's own races the job.
+fn listening(port: u16) -> bool {
+    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|f| {
+        std::fs::read_to_string(f)
+            .unwrap_or_default()
+            .lines()
+            .skip(1)
+            .any(|l| {
+                let cols: Vec<&str> = l.split_whitespace().collect();
+                cols.len() > 3
+                    && cols[3] == "0A"
+                    && cols[1]
+                        .rsplit(':')
+                        .next()
+                        .and_then(|p| u16::from_str_radix(p, 16).ok())
+                        == Some(port)
+            })
+    })
+}
+
+/// The children of `pid` now.
+fn children_of(pid: i32) -> Vec<i32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+/// A job that hangs at rendezvous (a plain launcher starting rank 0 of a world of 2; rank 1
+/// never comes) under `doctor run`; once rank 0's store has listened for 2 s, SIGINT goes to the
+/// command's process group only, as the terminal's Ctrl-C does (doctor is in another group and
+/// gets nothing). torch's rank does not react (its store waits in C++), the launcher dies of the
+/// SIGINT, doctor cleans up. Doctor must still state what it saw: D009 with rank 1 missing, and
+/// exit with the command's status (130).
+#[test]
+fn ctrl_c_on_a_run_that_hangs_at_rendezvous_states_d009_with_the_missing_rank() {
+    let _one_at_a_time = torch_lock();
+    let Some(python) = torch_python() else { return };
+    let port = free_low_port();
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("run.json");
+    let err = dir.path().join("stderr.txt");
+    let mut cmd = doctor();
+    cmd.args(["run", "--record"])
+        .arg(&record)
+        .arg("--")
+        .arg(&python)
+        .arg(helper("torch_job.py"))
+        .args(["launch", &port.to_string(), "2", "1"])
+        .env_remove("MASTER_PORT")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .process_group(0);
+    let doctor_run = Group(cmd.spawn().expect("doctor runs"));
+    let pid = doctor_run.0.id() as i32;
+    // The hang has lasted: the store listened at two looks 2 s apart (a rendezvous that waits
+    // stands still; doctor judges a moment the run stood unchanged for a second).
+    assert!(
+        wait_until(Duration::from_secs(180), || listening(port)),
+        "rank 0's store never listened on {port}:\n{}",
+        std::fs::read_to_string(&err).unwrap_or_default()
+    );
+    assert!(
+        !wait_until(Duration::from_secs(2), || !listening(port)),
+        "rank 0's store stopped listening"
+    );
+    let command = children_of(pid);
+    assert_eq!(command.len(), 1, "doctor runs one command: {command:?}");
+    // SAFETY: kill(2) on the process group of the command this test started under doctor.
+    unsafe { libc::kill(-command[0], libc::SIGINT) };
+    let mut doctor_run = doctor_run;
+    let mut status = None;
+    assert!(
+        wait_until(Duration::from_secs(300), || {
+            status = doctor_run.0.try_wait().unwrap();
+            status.is_some()
+        }),
+        "doctor did not end after the interrupt"
+    );
+    let status = status.expect("ended");
+    let stderr = std::fs::read_to_string(&err).unwrap_or_default();
+    assert_eq!(status.code(), Some(130), "the command's status:\n{stderr}");
+    assert!(
+        stderr.contains("KeyboardInterrupt"),
+        "the launcher got the SIGINT:\n{stderr}"
+    );
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&record).unwrap()).unwrap();
+    let d009 = findings(&doc["diagnosis"], "D009", port);
+    assert!(
+        !d009.is_empty(),
+        "no D009 after Ctrl-C:\n{stderr}\n{:#}",
+        doc["diagnosis"]
+    );
+    let said = missing_part(d009[0]["message"].as_str().unwrap());
+    assert_eq!(
+        said,
+        "missing: rank 1 (no live process on this host carries that identity)"
+    );
+    assert!(stderr.contains("[D009]"), "{stderr}");
+    assert!(
+        stderr.contains("was stopped (SIGINT)"),
+        "says how the run ended:\n{stderr}"
+    );
+    assert!(!listening(port), "nothing of the run is left on {port}");
+}
+
+/// torch gives up at its own rendezvous timeout (rank 0 of 2 alone, a 6 s timeout): the run
+/// failed by itself, and doctor states the incomplete rendezvous it saw before (D009, rank 1
+/// missing) beside torch's `Timed out ... waiting for clients`.
+#[test]
+fn torchs_own_rendezvous_timeout_is_d009_with_the_missing_rank() {
+    let _one_at_a_time = torch_lock();
+    let Some(python) = torch_python() else { return };
+    let port = free_low_port();
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("timeout.py");
+    std::fs::write(
+        &script,
+        "from datetime import timedelta\nimport torch.distributed as dist\n\
+         dist.init_process_group('gloo', timeout=timedelta(seconds=6))\n",
+    )
+    .unwrap();
+    let mut env = rank_env(port);
+    env[3] = ("WORLD_SIZE", "2".into());
+    let ran = doctor_run(&[python.as_os_str(), script.as_os_str()], &env);
+    assert_eq!(ran.code, 1, "{}", ran.stderr);
+    assert!(ran.stderr.contains("waiting for clients"), "{}", ran.stderr);
+    let d009 = run_findings(&ran, "D009", port);
+    assert!(
+        !d009.is_empty(),
+        "no D009 after torch's timeout:\n{}\n{:#}",
+        ran.stderr,
+        ran.record["diagnosis"]
+    );
+    let said = missing_part(d009[0]["message"].as_str().unwrap());
+    assert!(said.starts_with("missing: rank 1"), "{said}");
+    assert!(
+        ran.stderr
+            .contains("torch gave up waiting at the rendezvous"),
+        "{}",
+        ran.stderr
+    );
 }

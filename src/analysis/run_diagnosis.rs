@@ -51,8 +51,79 @@ pub struct RunSeen<'a> {
     pub timeline: &'a Timeline,
     pub events: &'a [SyscallEvent],
     pub output: &'a OutputFacts,
-    /// The machine when `--timeout` stopped the command, if it did.
-    pub at_timeout: Option<&'a Snapshot>,
+    /// The machine as it stood before the command was stopped, when it was: at `--timeout`,
+    /// or before an interrupt or torch's own rendezvous timeout ended it.
+    pub stopped: Option<Stopped<'a>>,
+}
+
+/// How a command was stopped before it finished its work.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Stop {
+    /// `doctor run --timeout` stopped it (the machine observed at that moment).
+    Timeout,
+    /// A signal or Ctrl-C ended it (how, e.g. `SIGINT`): the run as polled before it began to
+    /// end.
+    Interrupted(String),
+    /// torch gave up waiting for the rendezvous (the exception line).
+    TorchTimeout(String),
+}
+
+/// The machine when the command was stopped, or as it stood before, and how.
+pub struct Stopped<'a> {
+    pub snapshot: &'a Snapshot,
+    pub how: Stop,
+    /// Seconds since the start: the moment `snapshot` shows.
+    pub at: f64,
+}
+
+/// How an ending that was no finish shows: doctor passed an interrupt on (`interrupts`), the
+/// command died of a terminating signal or exited 130/143 (a shell's or Python's report of
+/// SIGINT/SIGTERM), or its output ends in `KeyboardInterrupt` or torchrun's `SignalException`
+/// (torchrun exits 1 after Ctrl-C); or torch's own rendezvous timeout (the store waiting for
+/// clients, a client that could not reach the store). `None` for any other ending: a crash is
+/// explained by its own output, not by the state of a rendezvous before it.
+pub fn how_it_was_stopped(
+    interrupts: i32,
+    signal: Option<&str>,
+    exit_status: i32,
+    output: &OutputFacts,
+) -> Option<Stop> {
+    let errors = || output.tracebacks.iter().map(|t| t.error.as_str());
+    if let Some(e) = errors().find(|e| {
+        e.contains("waiting for clients")
+            || (e.contains("DistNetworkError") && e.contains("timed out") && e.contains("connect"))
+    }) {
+        return Some(Stop::TorchTimeout(crate::model::text::shorten(e, 160)));
+    }
+    let terminating = ["SIGINT", "SIGTERM", "SIGQUIT", "SIGHUP", "SIGKILL"];
+    let how = match signal {
+        Some(sig) if terminating.contains(&sig) => Some(sig.to_string()),
+        _ if exit_status == 130 => Some("status 130, SIGINT".into()),
+        _ if exit_status == 143 => Some("status 143, SIGTERM".into()),
+        _ => errors()
+            .find(|e| e.starts_with("KeyboardInterrupt") || e.contains("SignalException"))
+            .map(|e| crate::model::text::shorten(e, 80)),
+    };
+    how.or_else(|| (interrupts > 0).then(|| "interrupted".to_string()))
+        .map(Stop::Interrupted)
+}
+
+/// The machine with the run as poll time `t` saw it: the run's processes then (their state
+/// then, only the sockets open then) beside the machine's processes now, which are the ones
+/// `doctor ports` would have judged with them. A pid the machine has now stays the machine's.
+pub fn as_it_stood(tl: &Timeline, t: f64, mut machine: Snapshot, taken_at: f64) -> Snapshot {
+    let (processes, sockets) = tl.view_at(t);
+    let now: std::collections::HashSet<i32> = machine.processes.iter().map(|p| p.pid).collect();
+    let inodes: std::collections::HashSet<u64> = machine.sockets.iter().map(|s| s.inode).collect();
+    machine
+        .processes
+        .extend(processes.into_iter().filter(|p| !now.contains(&p.pid)));
+    machine.processes.sort_by_key(|p| p.pid);
+    machine
+        .sockets
+        .extend(sockets.into_iter().filter(|s| !inodes.contains(&s.inode)));
+    machine.taken_at = taken_at;
+    machine
 }
 
 /// Join the output, the traced calls and the observed tree into an explanation. `live` gives a
@@ -94,33 +165,44 @@ pub fn diagnose(
     find_the_script_line(&mut d, seen.output);
     explain_a_rerun_launch(&mut d, &a);
     add_tree_findings(&mut d, a.findings);
-    if let Some(snap) = seen.at_timeout {
-        judge_at_timeout(&mut d, seen.snapshot, snap, pick);
+    if let Some(stopped) = &seen.stopped {
+        judge_when_stopped(&mut d, seen.snapshot, stopped, pick);
     }
     d
 }
 
-/// At `--timeout` the command was stopped while it stood: the findings `doctor ports` gives
-/// on the machine at that moment about the run's processes (a rendezvous that has not
-/// completed by then is D009, however short the timeout).
-fn judge_at_timeout(
+/// The command was stopped while it stood (at `--timeout`, by an interrupt, by torch's own
+/// rendezvous timeout): the findings `doctor ports` gives on the machine as it stood then about
+/// the run's processes (a rendezvous that has not completed by then is D009, however short the
+/// wait).
+fn judge_when_stopped(
     d: &mut Diagnosis,
     run: &Snapshot,
-    now: &Snapshot,
+    stopped: &Stopped,
     pick: crate::analysis::PortPicker,
 ) {
     let ours: std::collections::HashSet<i32> = run.processes.iter().map(|p| p.pid).collect();
-    let a = Analysis::at_timeout(now, pick);
+    let a = Analysis::at_timeout(stopped.snapshot, pick);
     let about_the_run: Vec<Finding> = a
         .findings
         .into_iter()
         .filter(|f| f.pids.iter().any(|p| ours.contains(p)))
         .collect();
     if let Some(h) = about_the_run.iter().find(|f| f.code == Rule::D009) {
-        d.summary.push(format!(
-            "at the timeout the rendezvous had not completed (D009 on port {})",
-            h.ports.first().copied().unwrap_or(0)
-        ));
+        let port = h.ports.first().copied().unwrap_or(0);
+        d.summary.push(match &stopped.how {
+            Stop::Timeout => {
+                format!("at the timeout the rendezvous had not completed (D009 on port {port})")
+            }
+            Stop::Interrupted(how) => format!(
+                "the command was stopped ({how}) while its rendezvous had not completed (D009 on port {port}; the run as seen at {:.1}s)",
+                stopped.at
+            ),
+            Stop::TorchTimeout(error) => format!(
+                "torch gave up waiting at the rendezvous ({error}); at {:.1}s the rendezvous had not completed (D009 on port {port})",
+                stopped.at
+            ),
+        });
     }
     // The live judgement replaces the run's own of the same code and ports.
     d.findings.retain(|g| {
@@ -266,12 +348,12 @@ fn name_the_holder(
         .or_else(|| {
             tl.sockets
                 .values()
-                .filter(|(_, so)| so.state == "LISTEN" && so.local_port == port)
-                .find_map(|(t, so)| {
+                .filter(|s| s.socket.state == "LISTEN" && s.socket.local_port == port)
+                .find_map(|s| {
                     tl.holders
                         .iter()
-                        .find(|(_, i)| *i == so.inode)
-                        .map(|(pid, _)| (*pid, *t))
+                        .find(|(_, i)| *i == s.socket.inode)
+                        .map(|(pid, _)| (*pid, s.first_seen))
                 })
         });
     if let Some((h, t)) = holder {
@@ -426,5 +508,48 @@ mod tests {
     fn comments_are_stripped_from_code() {
         assert_eq!(strip_comment("fabric.launch()  # BUG"), "fabric.launch()");
         assert_eq!(strip_comment("print('#1')  # x"), "print('#1')");
+    }
+
+    /// How a run that did not finish its work ended, from real output of torch 2.15 and a
+    /// launcher hit by Ctrl-C; a crash of another kind is no stop.
+    #[test]
+    fn interrupts_and_torchs_rendezvous_timeouts_are_stops_and_a_crash_is_not() {
+        use crate::analysis::traceback::read_output;
+        let kb = "Traceback (most recent call last):\n  File \"/x/launch.py\", line 32, in forever\n    time.sleep(3600)\nKeyboardInterrupt\n";
+        let store = "Traceback (most recent call last):\n  File \"/x/t.py\", line 3, in <module>\n    dist.init_process_group('gloo')\ntorch.distributed.DistStoreError: Timed out after 5 seconds waiting for clients. 1/2 clients joined.\n";
+        let client = "Traceback (most recent call last):\n  File \"/x/t.py\", line 3, in <module>\n    dist.init_process_group('gloo')\ntorch.distributed.DistNetworkError: The client socket has timed out after 4000ms while trying to connect to (127.0.0.1, 29874).\n";
+        let signal = "Traceback (most recent call last):\n  File \"/v/bin/torchrun\", line 8, in <module>\n    sys.exit(main())\ntorch.distributed.elastic.multiprocessing.api.SignalException: Process 5 got signal: 2\n";
+        let crash = "Traceback (most recent call last):\n  File \"/x/t.py\", line 1, in <module>\n    import nothing\nModuleNotFoundError: No module named 'nothing'\n";
+        let stop = |text: &str, signal: Option<&str>, status: i32, interrupts: i32| {
+            how_it_was_stopped(interrupts, signal, status, &read_output(text))
+        };
+        assert_eq!(
+            stop(kb, None, 1, 0),
+            Some(Stop::Interrupted("KeyboardInterrupt".into()))
+        );
+        assert_eq!(
+            stop("", Some("SIGINT"), 130, 0),
+            Some(Stop::Interrupted("SIGINT".into()))
+        );
+        assert_eq!(
+            stop("", None, 130, 0),
+            Some(Stop::Interrupted("status 130, SIGINT".into()))
+        );
+        assert!(
+            matches!(stop(store, None, 1, 0), Some(Stop::TorchTimeout(e)) if e.contains("waiting for clients"))
+        );
+        assert!(matches!(
+            stop(client, None, 1, 0),
+            Some(Stop::TorchTimeout(_))
+        ));
+        assert!(
+            matches!(stop(signal, None, 1, 0), Some(Stop::Interrupted(e)) if e.contains("SignalException"))
+        );
+        assert_eq!(stop(crash, None, 1, 0), None);
+        assert_eq!(
+            stop(crash, None, 1, 1),
+            Some(Stop::Interrupted("interrupted".into()))
+        );
+        assert_eq!(stop("", None, 0, 0), None);
     }
 }

@@ -16,11 +16,11 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serde::Serialize;
 
-use crate::analysis::run_diagnosis::{self, Diagnosis, RunSeen};
+use crate::analysis::run_diagnosis::{self, Diagnosis, RunSeen, Stop, Stopped};
 use crate::analysis::traceback::{OutputFacts, read_output};
 use crate::error::user_error;
 use crate::model::envelope::{Envelope, Kind};
-use crate::model::run::{Seen, SyscallEvent};
+use crate::model::run::{Seen, SeenSocket, SyscallEvent};
 use crate::model::snapshot::Snapshot;
 use crate::render;
 use crate::sys::observe;
@@ -73,7 +73,7 @@ struct RunDoc<'a> {
     interrupted: bool,
     tracing: &'a str,
     processes: Vec<&'a Seen>,
-    sockets: Vec<serde_json::Value>,
+    sockets: Vec<&'a SeenSocket>,
     syscalls: &'a [SyscallEvent],
     output: &'a OutputFacts,
     diagnosis: DiagnosisDoc<'a>,
@@ -384,6 +384,11 @@ fn join_until(handle: JoinHandle<()>, until: Instant) {
     }
 }
 
+/// How long the run's processes must have stood unchanged for a moment to count as how the run
+/// stood before it was stopped (`Timeline::settled`): a rendezvous that waits stands still for
+/// seconds; a Ctrl-C or a kill changes the processes within a poll or two.
+const SETTLED_SECS: f64 = 1.0;
+
 /// The diagnosis of what was seen, and the facts read from the output.
 fn explain(w: &RunWatch, o: &Outcome, at_timeout: Option<&Snapshot>) -> (Diagnosis, OutputFacts) {
     let text = {
@@ -397,16 +402,47 @@ fn explain(w: &RunWatch, o: &Outcome, at_timeout: Option<&Snapshot>) -> (Diagnos
     }
     let mut snapshot = Snapshot {
         processes: tl.processes.values().map(|s| s.process.clone()).collect(),
-        sockets: tl.sockets.values().map(|(_, so)| so.clone()).collect(),
+        sockets: tl.sockets.values().map(|s| s.socket.clone()).collect(),
         ..Snapshot::new(observe::now(), observe::host_facts())
     };
     snapshot.processes.sort_by_key(|p| p.pid);
+    // Stopped before it finished: at the timeout, the machine observed then; after an interrupt
+    // or torch's own rendezvous timeout, the run as it stood before it began to end (a Ctrl-C at
+    // a terminal reaches the command, not doctor: the moment is known only afterwards).
+    let stood: Option<(Stop, f64, Snapshot)> = match at_timeout {
+        Some(_) => None,
+        None => run_diagnosis::how_it_was_stopped(
+            w.interrupts.load(Ordering::SeqCst),
+            o.signal.as_deref(),
+            o.exit_status,
+            &facts,
+        )
+        .and_then(|how| {
+            let at = tl.settled(SETTLED_SECS)?;
+            let taken_at = observe::now() - (w.start.elapsed().as_secs_f64() - at);
+            let snap = run_diagnosis::as_it_stood(&tl, at, observe::snapshot(), taken_at);
+            Some((how, at, snap))
+        }),
+    };
+    let stopped = match (at_timeout, &stood) {
+        (Some(snap), _) => Some(Stopped {
+            snapshot: snap,
+            how: Stop::Timeout,
+            at: o.seconds,
+        }),
+        (None, Some((how, at, snap))) => Some(Stopped {
+            snapshot: snap,
+            how: how.clone(),
+            at: *at,
+        }),
+        (None, None) => None,
+    };
     let seen = RunSeen {
         snapshot: &snapshot,
         timeline: &tl,
         events: &o.traced.events,
         output: &facts,
-        at_timeout,
+        stopped,
     };
     let d = run_diagnosis::diagnose(&seen, observe::snapshot, crate::sys::freeport::pick);
     (d, facts)
@@ -521,11 +557,7 @@ fn write_record(
         interrupted: w.interrupts.load(Ordering::SeqCst) > 0,
         tracing,
         processes: tl.processes.values().collect(),
-        sockets: tl
-            .sockets
-            .values()
-            .map(|(t, s)| serde_json::json!({"t": t, "socket": s}))
-            .collect(),
+        sockets: tl.sockets.values().collect(),
         syscalls: &o.traced.events,
         output: facts,
         diagnosis: DiagnosisDoc {

@@ -346,6 +346,14 @@ rules! {
     /// elsewhere (`--from`), a closing socket that no process holds and whose peer on this host
     /// connected to the port is taken for such a leftover.
     ///
+    /// **The probe's window.** While doctor's socket is bound (from `bind` returning to `close`
+    /// returning: tens of microseconds, `scripts/bench/bind_probe.sh`, docs/performance.md), the port
+    /// is doctor's. torch loses nothing in that window: its store binds with `SO_REUSEADDR` too, and
+    /// two such sockets may share a port while neither listens, so a store that starts right then
+    /// still binds and listens (`tests/bind_probe.rs`, a real `TCPStore` with the probe held across
+    /// its whole start). A program that binds the port without `SO_REUSEADDR` in that window gets
+    /// EADDRINUSE. The free port a fix names is checked the same way (never a listener).
+    ///
     /// **Fix.** Launch on a free port below the ephemeral range (the fix names one doctor just bound),
     /// or reserve the port with `sysctl -w net.ipv4.ip_local_reserved_ports=PORT`; the port frees itself
     /// when that connection closes. When the connection belongs to no training job, D008 names the
@@ -503,7 +511,14 @@ rules! {
     /// Under `doctor run --timeout N` the machine is observed at the moment the timeout stops the
     /// command, and the findings `doctor ports` would give then about the run's processes are stated:
     /// a rendezvous not complete by the timeout is D009 (the 15 s wait does not apply: the timeout is
-    /// the wait).
+    /// the wait). The same holds when the command is stopped otherwise — Ctrl-C, a signal, torchrun's
+    /// `SignalException`, or torch's own rendezvous timeout (`Timed out ... waiting for clients`, a
+    /// client that could not reach the store) — except that the moment is known only afterwards: a
+    /// Ctrl-C at a terminal reaches the command's process group, not doctor, and a rank blocked in
+    /// the store does not even react to it (torch 2.15 waits in C++; only the launcher around it
+    /// dies). doctor then judges the run as its polls last saw it standing still for at least a
+    /// second, before it began to end, beside the machine's other processes now; it passes the
+    /// signal on exactly as before and exits with the command's status.
     ///
     /// Connections to the store from other hosts count as connected ranks (their rank numbers are not
     /// known here, so no rank is called missing then). Jobs whose launcher is gone, or whose store

@@ -2,7 +2,6 @@
 //! caller says is in use, and a real bind of it succeeds now.
 
 use std::collections::BTreeSet;
-use std::net::{Ipv4Addr, Ipv6Addr, TcpListener};
 use std::sync::Mutex;
 
 use crate::model::snapshot::Host;
@@ -36,15 +35,13 @@ fn candidates(host: &Host, first: u16) -> impl Iterator<Item = u16> + '_ {
     })
 }
 
-/// A real bind on every IPv4 address (and every IPv6 address where IPv6 exists) succeeds.
+/// A real bind succeeds now, made as torch's store binds (`sys::bindable`: `SO_REUSEADDR`, every
+/// IPv4 and IPv6 address) and closed at once. The socket never listens: while doctor checks a
+/// port that a job starts on at that moment, the job's store still binds and listens, and no
+/// connection meant for the job reaches doctor (a listener, as `TcpListener::bind` makes, would
+/// make the store's bind fail).
 pub fn binds(port: u16) -> bool {
-    if TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)).is_err() {
-        return false;
-    }
-    match TcpListener::bind((Ipv6Addr::UNSPECIFIED, port)) {
-        Ok(_) => true,
-        Err(e) => e.kind() != std::io::ErrorKind::AddrInUse,
-    }
+    crate::sys::bindable::bound(port).is_ok()
 }
 
 /// A port for a process doctor starts itself (`doctor repro`): free, below the ephemeral range
@@ -64,6 +61,8 @@ pub fn for_a_new_job() -> anyhow::Result<u16> {
 
 #[cfg(test)]
 mod tests {
+    use std::net::TcpListener;
+
     use super::*;
 
     fn host(lo: u16, reserved: Vec<[u16; 2]>) -> Host {

@@ -38,7 +38,7 @@ use nix::sys::wait::{WaitPidFlag, waitpid};
 use nix::unistd::Pid;
 use serde::Serialize;
 
-use crate::model::run::{Seen, Timeline};
+use crate::model::run::{Seen, SeenSocket, Timeline};
 use crate::model::snapshot::{Process, Socket};
 
 /// The variable that marks every process of a supervised tree.
@@ -600,6 +600,15 @@ pub fn poll_once(w: &RunWatch) {
             .collect()
     };
     let mut tl = w.timeline.lock().unwrap_or_else(|e| e.into_inner());
+    let look = fresh
+        .iter()
+        .map(|p| (p.pid, p.start_time.to_bits(), p.state.clone()))
+        .collect();
+    let held = sockets
+        .iter()
+        .map(|so| (so.inode, so.state.clone()))
+        .collect();
+    tl.looked(t, look, held);
     for p in fresh {
         for &inode in &p.socket_inodes {
             tl.holders.insert((p.pid, inode));
@@ -607,6 +616,16 @@ pub fn poll_once(w: &RunWatch) {
         match tl.processes.get_mut(&p.pid) {
             Some(seen) if seen.process.start_time == p.start_time => {
                 seen.last_seen = t;
+                // A new class starts a new entry; within one, the newest letter is kept.
+                match seen.states.last_mut() {
+                    Some((_, s))
+                        if crate::model::run::state_class(s)
+                            == crate::model::run::state_class(&p.state) =>
+                    {
+                        s.clone_from(&p.state)
+                    }
+                    _ => seen.states.push((t, p.state.clone())),
+                }
                 merge_views(&mut seen.process, p);
             }
             _ => {
@@ -616,6 +635,7 @@ pub fn poll_once(w: &RunWatch) {
                         first_seen: t,
                         last_seen: t,
                         gone_at: None,
+                        states: vec![(t, p.state.clone())],
                         process: p,
                     },
                 );
@@ -625,7 +645,12 @@ pub fn poll_once(w: &RunWatch) {
     for so in sockets {
         tl.sockets
             .entry((so.inode, so.state.clone()))
-            .or_insert((t, so));
+            .and_modify(|s| s.last_seen = t)
+            .or_insert(SeenSocket {
+                first_seen: t,
+                last_seen: t,
+                socket: so,
+            });
     }
 }
 
@@ -672,6 +697,7 @@ pub fn add_traced_view(tl: &mut Timeline, pid: i32, traced: &Process) {
                     first_seen: 0.0,
                     last_seen: 0.0,
                     gone_at: None,
+                    states: Vec::new(),
                     process: traced.clone(),
                 },
             );
@@ -827,8 +853,8 @@ pub fn run_leftovers(w: &RunWatch) -> Vec<String> {
         let tl = w.timeline.lock().unwrap_or_else(|e| e.into_inner());
         tl.sockets
             .values()
-            .filter(|(_, so)| so.state == "LISTEN")
-            .map(|(_, so)| so.local_port)
+            .filter(|s| s.socket.state == "LISTEN")
+            .map(|s| s.socket.local_port)
             .collect()
     };
     for port in ports {

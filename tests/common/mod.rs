@@ -273,3 +273,25 @@ pub fn pids_of(f: &serde_json::Value) -> Vec<i64> {
         .filter_map(|p| p.as_i64())
         .collect()
 }
+
+/// The managed venv's interpreter; None (after SKIP) where torch is missing outside CI.
+pub fn torch_python() -> Option<PathBuf> {
+    if std::env::var_os("DOCTOR_SKIP_TORCH").is_some() {
+        skip_or_fail("DOCTOR_SKIP_TORCH is set");
+        return None;
+    }
+    let out = doctor()
+        .args(["repro", "--setup", "--no-setup"])
+        .output()
+        .expect("doctor runs");
+    if out.status.code() != Some(0) {
+        skip_or_fail("no Python with torch and lightning; run scripts/test.sh first");
+        return None;
+    }
+    let python = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    assert!(
+        python.is_file(),
+        "doctor repro --setup named no interpreter"
+    );
+    Some(python)
+}
