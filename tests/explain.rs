@@ -352,3 +352,115 @@ fn live_examples_have_the_current_shape() {
     drop(listener);
     assert!(bad.is_empty(), "{bad:#?}");
 }
+
+/// A line of finding text as far as its wording goes: interpreter paths, the helpers' folder and
+/// every number (pids, ports, ages, job names) masked.
+fn wording(line: &str) -> String {
+    let py = regex::Regex::new(r"\S*/python[\d.]*").unwrap();
+    let helpers = regex::Regex::new(r"\S*tests/helpers/").unwrap();
+    let digits = regex::Regex::new(r"\d+").unwrap();
+    let s = py.replace_all(line, "PY");
+    let s = helpers.replace_all(&s, "");
+    digits.replace_all(&s, "N").trim_end().to_string()
+}
+
+/// A port for a situation in the same range as the page's `port`: inside the ephemeral range
+/// when the page's is (D004 is about that), else below it.
+fn port_like(port: u16) -> u16 {
+    let lo: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768);
+    if port < lo {
+        return free_low_port();
+    }
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The `doctor ports` examples of the runtime pages and of README.md that a helper of this
+/// repository sets up (`situations.py MODE PORT`, `verdicts.py MODE PORT`: stdlib only) are set
+/// up again on a free port of the same range, and every finding line the page shows
+/// (`error[...]`, `= fix:`, `see:`) must be what the binary prints now, numbers and paths
+/// aside: a page whose message or fix wording went stale fails here. (D009's example needs torch
+/// and 25 s of waiting; its shape is checked by the launcher matrix.)
+#[test]
+fn situation_examples_show_the_current_wording() {
+    let reference =
+        regex::Regex::new(r"`(?:tests/helpers/)?(situations|verdicts)\.py ([\w-]+) (\d+)`")
+            .unwrap();
+    let mut checked = 0;
+    let mut stale = Vec::new();
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let pages = Rule::ALL
+        .iter()
+        .filter(|r| r.code().starts_with('D'))
+        .map(|r| (r.code().to_string(), r.page()))
+        .chain([("README.md".to_string(), readme)]);
+    for (r, page) in pages {
+        let mut pending: Option<(String, String, u16)> = None;
+        let mut in_block = false;
+        let mut block: Vec<&str> = Vec::new();
+        for line in page.lines() {
+            if line.starts_with("```") {
+                in_block = !in_block;
+                if in_block {
+                    block.clear();
+                    continue;
+                }
+                let Some((helper_name, mode, page_port)) = pending.take() else {
+                    continue;
+                };
+                let Some(cmd) = block.first().and_then(|l| l.strip_prefix("$ doctor ")) else {
+                    continue;
+                };
+                if !cmd.starts_with("ports") || !cmd.contains(&page_port.to_string()) {
+                    continue;
+                }
+                let port = port_like(page_port);
+                let _situation = Situation::start_cmd(
+                    std::process::Command::new(python())
+                        .arg(helper(&format!("{helper_name}.py")))
+                        .arg(&mode)
+                        .arg(port.to_string()),
+                );
+                let args: Vec<String> = cmd
+                    .split_whitespace()
+                    .map(|a| a.replace(&page_port.to_string(), &port.to_string()))
+                    .collect();
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                let out = run(&args);
+                let printed: Vec<String> = String::from_utf8_lossy(&out.stdout)
+                    .lines()
+                    .chain(String::from_utf8_lossy(&out.stderr).lines())
+                    .map(wording)
+                    .collect();
+                for shown in block.iter().skip(1) {
+                    let finding = ["error[", "warning[", "info[", "  = fix:", "see:"]
+                        .iter()
+                        .any(|p| shown.starts_with(p));
+                    if finding && !printed.contains(&wording(shown)) {
+                        stale.push(format!(
+                            "{r} ({helper_name}.py {mode}): the page shows\n  {shown}\nbut doctor {} prints\n  {}",
+                            args.join(" "),
+                            printed.join("\n  ")
+                        ));
+                    }
+                }
+                checked += 1;
+                continue;
+            }
+            if in_block {
+                block.push(line);
+            } else if let Some(c) = reference.captures(line) {
+                pending = Some((c[1].to_string(), c[2].to_string(), c[3].parse().unwrap()));
+            }
+        }
+    }
+    assert!(checked >= 10, "only {checked} examples were set up");
+    assert!(stale.is_empty(), "{}", stale.join("\n\n"));
+}

@@ -418,7 +418,7 @@ fn explain(w: &RunWatch, o: &Outcome, at_timeout: Option<&Snapshot>) -> (Diagnos
             &facts,
         )
         .and_then(|how| {
-            let at = tl.settled(SETTLED_SECS)?;
+            let at = tl.settled(SETTLED_SECS, o.seconds)?;
             let taken_at = observe::now() - (w.start.elapsed().as_secs_f64() - at);
             let snap = run_diagnosis::as_it_stood(&tl, at, observe::snapshot(), taken_at);
             Some((how, at, snap))

@@ -249,12 +249,14 @@ rules! {
     /// ```
     /// $ doctor run -- torchrun --nproc-per-node 1 --master-port 29612 train.py
     /// ...
-    /// doctor: the command exited with status 1 after 11.3s (watched by seccomp-notify)
-    /// doctor: pid 6628 (launcher) failed bind(:::29612) with errno 98 EADDRINUSE at 8.44s (its socket stayed unbound while another held the port: errno inferred)
-    /// doctor: port 29612 is held by pid 6032 (launcher) outside this run
+    /// torch.distributed.DistNetworkError: The server socket has failed to listen on any local network address. port: 29612, useIpv6: false, code: -98, name: EADDRINUSE, message: address already in use
     ///
-    /// error[D002] port-held-by-other-job: port 29612 is the rendezvous port of job-6628 (root pid 6628) but is held by pid 6032 (launcher) of another job (job-6032, root pid 6032)
-    ///   = fix: give each job its own port: start one of them on MASTER_PORT=29510 (torchrun --master-port 29510); if the holder is a leftover, stop it with `kill -TERM -- -6032` (process group 6032 of pid 6032)
+    /// doctor: the command exited with status 1 after 15.0s (watched by seccomp-notify)
+    /// doctor: pid 20328 (launcher) failed bind(:::29612) with errno 98 EADDRINUSE at 9.87s (its socket stayed unbound while another held the port: errno inferred)
+    /// doctor: port 29612 is held by pid 19608 (launcher) outside this run
+    ///
+    /// error[D002] port-held-by-other-job: port 29612 is the rendezvous port of job-20328 (root pid 20328) but is held by pid 19608 (launcher) of another job (job-19608, root pid 19608)
+    ///   = fix: give each job its own port: start job-20328 again on MASTER_PORT=29510 (torchrun --master-port 29510)
     /// see: `doctor explain D002` (what the code means, why, the fix, an example)
     /// doctor: nothing of the run is left; its ports are free
     /// ```
@@ -360,18 +362,17 @@ rules! {
     /// holder too, with how to stop it.
     ///
     /// **Example** (real processes: `situations.py d005 29514`, a client socket bound to 29514 connected
-    /// to a server on an ephemeral port; rows and findings about other ports on the shared test machine
-    /// left out):
+    /// to a server on an ephemeral port):
     ///
     /// ```
     /// $ doctor ports --port 29514
     ///  LOCAL        PEER         STATE            PID    USER  ROLE    RANK  JOB  AGE  COMMAND
-    ///  127.0.0.1:*  127.0.0.1:*  ESTABLISHED (2)  31087  root  python  -     -    1s   /root/.pyenv/versions/3.11.7/bin/python3 tests/helpers/situations.py d005 29514
+    ///  127.0.0.1:*  127.0.0.1:*  ESTABLISHED (2)  15836  root  python  -     -    2s   /root/.pyenv/versions/3.11.7/bin/python3 tests/helpers/situations.py d005 29514
     ///
-    /// error[D005] ephemeral-collision: pid 31087 (python) has an outgoing connection (ESTABLISHED to 127.0.0.1:43169) whose local port is the rendezvous port 29514; binding 29514 fails with EADDRINUSE although nobody listens on it
+    /// error[D005] ephemeral-collision: pid 15836 (python) has an outgoing connection (ESTABLISHED to 127.0.0.1:43981) whose local port is the rendezvous port 29514; binding 29514 fails with EADDRINUSE although nobody listens on it; a bind as torch's store makes it (SO_REUSEADDR) failed just now
     ///   = fix: launch on MASTER_PORT=29510, or reserve 29514 so the kernel never hands it out: `sysctl -w net.ipv4.ip_local_reserved_ports=29514`; the connection frees it when it closes
-    /// warning[D008] port-held-by-foreign-process: port 29514 (asked with --port) is held by pid 31087 (user root, `/root/.pyenv/versions/3.11.7/bin/python3 tests/helpers/situations.py d005 29514`, running for 1s), which belongs to no training job: it holds the port as the local port of an outgoing connection
-    ///   = fix: either stop it: `kill 31087`; or launch the job on a free port: MASTER_PORT=29510 (torchrun --master-port 29510)
+    /// warning[D008] port-held-by-foreign-process: port 29514 (asked with --port) is held by pid 15836 (user root, `/root/.pyenv/versions/3.11.7/bin/python3 tests/helpers/situations.py d005 29514`, running for 2s), which belongs to no training job: it holds the port as the local port of an outgoing connection
+    ///   = fix: either stop it: `kill 15836`; or launch the job on a free port: MASTER_PORT=29510 (torchrun --master-port 29510)
     /// see: `doctor explain D005`, `doctor explain D008` (what each code means, why, the fix, an example)
     /// ```
     D005, "ephemeral-collision", Error, "an outgoing connection uses the rendezvous port as its local port";
@@ -518,7 +519,28 @@ rules! {
     /// the store does not even react to it (torch 2.15 waits in C++; only the launcher around it
     /// dies). doctor then judges the run as its polls last saw it standing still for at least a
     /// second, before it began to end, beside the machine's other processes now; it passes the
-    /// signal on exactly as before and exits with the command's status.
+    /// signal on exactly as before and exits with the command's status. Real run (torch 2.15, gloo:
+    /// `tests/helpers/torch_job.py launch 29517 2 1`, a plain launcher that starts rank 0 of a world of
+    /// 2; SIGINT to the command's process group, as a terminal's Ctrl-C, once the store had listened
+    /// for 2 s; the launcher's `KeyboardInterrupt` traceback cut):
+    ///
+    /// ```
+    /// $ doctor run -- ~/.cache/ddp-doctor/venv/bin/python tests/helpers/torch_job.py launch 29517 2 1
+    /// ...
+    /// KeyboardInterrupt
+    ///
+    /// doctor: the command was killed by SIGINT (status 130) after 17.1s (watched by seccomp-notify)
+    /// doctor: the command was stopped (SIGINT) while its rendezvous had not completed (D009 on port 29517; the run as seen at 16.8s)
+    ///
+    /// error[D009] rendezvous-incomplete: job-3627 (root pid 3627) has waited at rendezvous for at least 17s: its store on port 29517 has 1 of 2 ranks connected; missing: rank 1 (no live process on this host carries that identity); the connected ranks: pid 3627 (rank, rank 0/2) waits in state S
+    ///   = fix: start rank 1 with MASTER_ADDR=127.0.0.1 MASTER_PORT=29517 WORLD_SIZE=2 (and check it can reach 127.0.0.1:29517), or relaunch with WORLD_SIZE equal to the number of ranks you start (1 here)
+    /// see: `doctor explain D009` (what the code means, why, the fix, an example)
+    /// doctor: cleaned up 1 leftover processes:
+    ///   3627 SIGTERM /root/.cache/ddp-doctor/venv/bin/python /work/wt/runhostile/tests/helpers/torch_job.py rank
+    /// doctor: nothing of the run is left; its ports are free
+    /// ```
+    ///
+    /// What a rank was blocked in is not said for that moment (doctor knows it only for a live look).
     ///
     /// Connections to the store from other hosts count as connected ranks (their rank numbers are not
     /// known here, so no rank is called missing then). Jobs whose launcher is gone, or whose store

@@ -153,13 +153,19 @@ impl Timeline {
         self.last_look = look;
     }
 
-    /// The last poll of the latest span that lasted at least `min` seconds, preferring one in
-    /// which the run held listeners or connections: the run as it stood before it began to end
-    /// (a Ctrl-C, a kill, a crash changes the processes within a poll or two, and a process that
+    /// The last poll of the latest span that ended by `end` (the command's own end: what
+    /// follows is doctor's cleanup) and lasted at least `min` seconds, preferring one in which
+    /// the run held listeners or connections: the run as it stood before it began to end (a
+    /// Ctrl-C, a kill, a crash changes the processes within a poll or two, and a process that
     /// gave up closes its sockets first and may take seconds more to exit; a rendezvous that
     /// waits stands still). `None` when no span lasted that long.
-    pub fn settled(&self, min: f64) -> Option<f64> {
-        let long = || self.spans.iter().rev().filter(|s| s.to - s.from >= min);
+    pub fn settled(&self, min: f64, end: f64) -> Option<f64> {
+        let long = || {
+            self.spans
+                .iter()
+                .rev()
+                .filter(move |s| s.to <= end && s.to - s.from >= min)
+        };
         long()
             .find(|s| s.sockets)
             .or_else(|| long().next())
@@ -167,7 +173,7 @@ impl Timeline {
     }
 
     /// The run's processes and sockets as poll time `t` saw them: processes seen at `t` with
-    /// the state they had then and only the sockets seen open at `t`.
+    /// the state they had then (its class: `state_class`) and only the sockets seen open at `t`.
     pub fn view_at(&self, t: f64) -> (Vec<Process>, Vec<Socket>) {
         let sockets: Vec<Socket> = self
             .sockets
@@ -182,7 +188,9 @@ impl Timeline {
             .filter(|s| s.first_seen <= t && t <= s.last_seen)
             .map(|s| {
                 let mut p = s.process.clone();
-                p.state = s.state_at(t).to_string();
+                // Running, sleeping and idle are one class between polls (`state_class`): a
+                // rank that waits is said to sleep, whichever letter a poll caught.
+                p.state = state_class(s.state_at(t)).to_string();
                 // What it was blocked in is known for the newest look only (or for the moment a
                 // traced call stopped it in doctor's own hands): not said for `t`.
                 p.wchan = None;
@@ -329,7 +337,9 @@ mod tests {
                 (7.0, 7.0, false)
             ]
         );
-        assert_eq!(tl.settled(1.0), Some(6.0));
+        assert_eq!(tl.settled(1.0, 7.2), Some(6.0));
+        // Nothing after the command's end counts (doctor's cleanup).
+        assert_eq!(tl.settled(1.0, 0.9), None);
         let (procs, socks) = tl.view_at(6.0);
         assert_eq!(procs.iter().map(|p| p.pid).collect::<Vec<_>>(), vec![1, 2]);
         assert_eq!(procs[1].state, "S", "not yet a zombie at 6.0 s");
@@ -338,6 +348,6 @@ mod tests {
         // Before the listener was seen the rank holds nothing; after the end, nothing stood long.
         let (procs, socks) = tl.view_at(0.5);
         assert!(procs[1].socket_inodes.is_empty() && socks.is_empty());
-        assert_eq!(tl.settled(10.0), None);
+        assert_eq!(tl.settled(10.0, 7.2), None);
     }
 }
