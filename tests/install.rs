@@ -794,6 +794,15 @@ fn hook_files_venv(dir: &Path) -> Option<PathBuf> {
     Some(bin.join("python"))
 }
 
+/// A fresh venv with the hook's files, in a temporary directory that lives as long as the
+/// returned guard; None when no venv can be made here (said by `new_venv`: SKIP, or a failure
+/// under CI).
+fn scratch_hook_venv() -> Option<(tempfile::TempDir, PathBuf)> {
+    let tmp = tempfile::tempdir().unwrap();
+    let python = hook_files_venv(&tmp.path().join("v"))?;
+    Some((tmp, python))
+}
+
 /// A process that fails to bind a port its own child holds (EADDRINUSE), in `main`, or in a
 /// `multiprocessing.Process` of context ARGV[1], or with a user's own `sys.excepthook`.
 const FAILING: &str = r#"
@@ -851,8 +860,7 @@ fn failing(python: &Path, tmp: &Path, how: &str, env: &[(&str, &str)]) -> Output
 
 #[test]
 fn hook_explains_every_failing_run_of_one_slurm_allocation() {
-    let tmp = tempfile::tempdir().unwrap();
-    let Some(python) = hook_files_venv(&tmp.path().join("v")) else {
+    let Some((tmp, python)) = scratch_hook_venv() else {
         return;
     };
     // `salloc` then `python train.py` twice: no step id (or the batch step's), one job id.
@@ -882,8 +890,7 @@ fn hook_is_not_silenced_by_files_another_user_planted_in_tmp() {
         unavailable::<()>("planting files as another user needs root (CI runs as root)");
         return;
     }
-    let tmp = tempfile::tempdir().unwrap();
-    let Some(python) = hook_files_venv(&tmp.path().join("v")) else {
+    let Some((tmp, python)) = scratch_hook_venv() else {
         return;
     };
     let shared = tmp.path().join("tmp");
@@ -930,8 +937,7 @@ fn hook_is_not_silenced_by_files_another_user_planted_in_tmp() {
 
 #[test]
 fn hook_explains_a_multiprocessing_process_whose_run_fails() {
-    let tmp = tempfile::tempdir().unwrap();
-    let Some(python) = hook_files_venv(&tmp.path().join("v")) else {
+    let Some((tmp, python)) = scratch_hook_venv() else {
         return;
     };
     for ctx in ["spawn", "fork", "forkserver"] {
@@ -973,8 +979,7 @@ fn hook_explains_a_multiprocessing_process_whose_run_fails() {
 
 #[test]
 fn hook_runs_under_a_users_own_excepthook() {
-    let tmp = tempfile::tempdir().unwrap();
-    let Some(python) = hook_files_venv(&tmp.path().join("v")) else {
+    let Some((tmp, python)) = scratch_hook_venv() else {
         return;
     };
     let plain = failing(&python, tmp.path(), "excepthook", &[]);
@@ -989,8 +994,7 @@ fn hook_runs_under_a_users_own_excepthook() {
 
 #[test]
 fn hook_keeps_its_time_bound_and_diagnoses_with_a_bad_timeout_value() {
-    let tmp = tempfile::tempdir().unwrap();
-    let Some(python) = hook_files_venv(&tmp.path().join("v")) else {
+    let Some((tmp, python)) = scratch_hook_venv() else {
         return;
     };
     for value in ["inf", "nan", "abc", "-5", "0", "1e400", ""] {
@@ -1021,8 +1025,7 @@ fn hook_keeps_its_time_bound_and_diagnoses_with_a_bad_timeout_value() {
 
 #[test]
 fn hook_is_off_for_the_usual_spellings_of_off() {
-    let tmp = tempfile::tempdir().unwrap();
-    let Some(python) = hook_files_venv(&tmp.path().join("v")) else {
+    let Some((tmp, python)) = scratch_hook_venv() else {
         return;
     };
     let plain = failing(&python, tmp.path(), "main", &[]);

@@ -80,22 +80,7 @@ fn descendants_of(root: i32) -> Vec<i32> {
 /// Start `cmd` in its own group (no rendezvous variables inherited) and wait for a line of its
 /// stdout that starts with `ready`.
 fn start_until(cmd: &mut Command, ready: &str) -> Group {
-    for k in [
-        "MASTER_PORT",
-        "MASTER_ADDR",
-        "LOCAL_RANK",
-        "RANK",
-        "WORLD_SIZE",
-        "NODE_RANK",
-    ] {
-        cmd.env_remove(k);
-    }
-    let mut child = cmd
-        .process_group(0)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("helper starts");
+    let mut child = spawn_clean(cmd.stderr(Stdio::null()));
     let stdout = child.stdout.take().expect("piped");
     let group = Group(child);
     let (tx, rx) = std::sync::mpsc::channel();

@@ -8,31 +8,6 @@ use std::path::PathBuf;
 
 use common::*;
 
-fn torch_python() -> Option<PathBuf> {
-    if std::env::var_os("DOCTOR_SKIP_TORCH").is_some() {
-        skip_or_fail("DOCTOR_SKIP_TORCH is set");
-        return None;
-    }
-    let out = doctor()
-        .args(["repro", "--setup", "--no-setup"])
-        .output()
-        .expect("doctor runs");
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "no Python with torch and lightning; run scripts/test.sh first:\n{text}"
-    );
-    // `doctor repro --setup` prints the interpreter's path on stdout.
-    let python = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-    assert!(
-        python.is_file(),
-        "doctor repro --setup named no interpreter:\n{text}"
-    );
-    Some(python)
-}
-
 fn repro(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("repro")

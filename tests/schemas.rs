@@ -60,6 +60,28 @@ fn assert_valid(name: &str, doc: &Value) {
     assert!(errs.is_empty(), "{name}: {errs:#?}");
 }
 
+/// `doctor run -o RECORD -- sh -c SCRIPT`, which must exit with `code`; the record it wrote
+/// (JSON or YAML, by RECORD's extension).
+fn recorded_run(record: &std::path::Path, script: &str, code: i32) -> Value {
+    let out = run(&[
+        "run",
+        "-o",
+        record.to_str().unwrap(),
+        "--",
+        "sh",
+        "-c",
+        script,
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // YAML reads JSON too.
+    serde_yaml::from_str(&std::fs::read_to_string(record).unwrap()).unwrap()
+}
+
 #[test]
 fn every_command_output_matches_its_schema() {
     let port = free_low_port();
@@ -104,18 +126,7 @@ fn every_command_output_matches_its_schema() {
     assert!(!scan["findings"].as_array().unwrap().is_empty());
     assert_valid("scan", &scan);
     // A run that fails with a leftover, recorded.
-    let record = dir.path().join("run.json");
-    let out = run(&[
-        "run",
-        "-o",
-        record.to_str().unwrap(),
-        "--",
-        "sh",
-        "-c",
-        "sleep 30 & exit 3",
-    ]);
-    assert_eq!(out.status.code(), Some(3));
-    let rec: Value = serde_json::from_str(&std::fs::read_to_string(&record).unwrap()).unwrap();
+    let rec = recorded_run(&dir.path().join("run.json"), "sleep 30 & exit 3", 3);
     assert_valid("run", &rec);
 }
 
@@ -329,18 +340,7 @@ fn every_command_in_every_format_matches_its_schema() {
         kinds_seen.insert(schema_name.to_string());
     }
     // `run -o FILE` writes the same record; `repro` of a cheap script (no torch).
-    let record = dir.path().join("run.yaml");
-    let out = run(&[
-        "run",
-        "-o",
-        record.to_str().unwrap(),
-        "--",
-        "sh",
-        "-c",
-        "exit 0",
-    ]);
-    assert_eq!(out.status.code(), Some(0));
-    let rec: Value = serde_yaml::from_str(&std::fs::read_to_string(&record).unwrap()).unwrap();
+    let rec = recorded_run(&dir.path().join("run.yaml"), "exit 0", 0);
     assert_valid("run", &rec);
     for f in ["json", "yaml"] {
         let out = doctor()

@@ -399,7 +399,12 @@ echo "listening TCP sockets: ss -ltn $ss_listen; doctor ports --all (sockets, wi
 echo
 echo "== under load: $RUNS runs each, interleaved (order rotates every round; one uncounted warm-up round)"
 extra=()
-[[ -n "$BASELINE" ]] && extra=(baseline "$(json_argv "$BASELINE" ports --all)")
+# With a baseline, both builds' `snapshot` too: the observation alone (the /proc walk and the
+# socket tables), which never inspects anyone's hung ranks (`ports` runs py-spy on the ranks of
+# any job on the machine that looks stuck at rendezvous, including other people's).
+[[ -n "$BASELINE" ]] && extra=(baseline "$(json_argv "$BASELINE" ports --all)"
+    snap "$(json_argv "$DOCTOR" snapshot --format json)"
+    base_snap "$(json_argv "$BASELINE" snapshot --format json)")
 # In the background so that INT/TERM reach the trap at once (bash defers traps while a
 # foreground command runs); the trap then stops the runner by its pid.
 timeit "$RUNS" \
@@ -419,7 +424,15 @@ printf '%-30s %9.4f %9.4f %9.4f %9.4f\n' "lsof -nP -iTCP -sTCP:LISTEN" "$l_med" 
 if [[ -n "$BASELINE" ]]; then
     read -r _ b_med b_min b_max b_cpu < <(grep '^baseline ' "$WORK/times.txt")
     printf '%-30s %9.4f %9.4f %9.4f %9.4f\n' "baseline ports --all" "$b_med" "$b_min" "$b_max" "$b_cpu"
+    for k in snap base_snap; do
+        read -r _ x_med x_min x_max x_cpu < <(grep "^$k " "$WORK/times.txt")
+        printf '%-30s %9.4f %9.4f %9.4f %9.4f\n' "$k (snapshot --format json)" "$x_med" "$x_min" "$x_max" "$x_cpu"
+    done
     echo "baseline: $BASELINE"
+    awk -v d="$d_med" -v b="$b_med" -v dc="$d_cpu" -v bc="$b_cpu" 'BEGIN {
+        printf "ratio doctor/baseline ports --all = %.3f (wall) %.3f (CPU)\n", d/b, dc/bc }'
+    awk -v d="$(grep '^snap ' "$WORK/times.txt" | cut -d' ' -f2)" -v b="$(grep '^base_snap ' "$WORK/times.txt" | cut -d' ' -f2)" 'BEGIN {
+        printf "ratio doctor/baseline snapshot = %.3f (wall)\n", d/b }' 
 fi
 awk -v d="$d_med" -v s="$s_med" -v l="$l_med" -v dc="$d_cpu" -v sc="$s_cpu" -v lc="$l_cpu" 'BEGIN {
     printf "ratio doctor/ss = %.2f   doctor/lsof = %.2f   (wall medians)\n", d/s, d/l

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 use std::path::Path;
 use std::process::Command;
 use std::sync::{Mutex, OnceLock};
@@ -84,8 +84,7 @@ fn cpu_and_memory() -> (Option<String>, Option<u64>) {
     (cpu, memory)
 }
 
-/// Local addresses of this network namespace: IPv4 from `/proc/net/fib_trie` (`/32 host LOCAL`
-/// entries), IPv6 from `/proc/net/if_inet6`.
+/// Local addresses of this network namespace (every address of every interface, `getifaddrs`).
 pub fn addresses() -> Vec<String> {
     local_addresses()
         .into_iter()
@@ -93,44 +92,20 @@ pub fn addresses() -> Vec<String> {
         .collect()
 }
 
-/// [`addresses`] as addresses.
+/// [`addresses`] as addresses, sorted, each once: the interfaces' IPv4 and IPv6 addresses
+/// (`getifaddrs(3)`, through nix; one netlink dump instead of the kernel formatting
+/// `/proc/net/fib_trie`).
 pub fn local_addresses() -> Vec<IpAddr> {
-    let mut out: Vec<IpAddr> = Vec::new();
-    if let Ok(text) = fs::read_to_string("/proc/net/fib_trie") {
-        out.extend(parse_fib_trie(&text));
-    }
-    if let Ok(text) = fs::read_to_string("/proc/net/if_inet6") {
-        for line in text.lines() {
-            let Some(hex) = line.split_whitespace().next() else {
-                continue;
-            };
-            if hex.len() != 32 {
-                continue;
-            }
-            let Ok(n) = u128::from_str_radix(hex, 16) else {
-                continue;
-            };
-            out.push(IpAddr::V6(Ipv6Addr::from(n)));
-        }
-    }
-    out.sort();
-    out.dedup();
-    out
-}
-
-pub fn parse_fib_trie(text: &str) -> Vec<IpAddr> {
-    let mut out = Vec::new();
-    let mut last: Option<IpAddr> = None;
-    for line in text.lines() {
-        let t = line.trim();
-        if let Some(addr) = t.strip_prefix("|-- ") {
-            last = addr.trim().parse().ok();
-        } else if t.starts_with("/32 host LOCAL")
-            && let Some(a) = last
-        {
-            out.push(a);
-        }
-    }
+    let mut out: Vec<IpAddr> = nix::ifaddrs::getifaddrs()
+        .into_iter()
+        .flatten()
+        .filter_map(|ifa| {
+            let a = ifa.address?;
+            a.as_sockaddr_in()
+                .map(|v4| IpAddr::V4(v4.ip()))
+                .or_else(|| a.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip())))
+        })
+        .collect();
     out.sort();
     out.dedup();
     out
@@ -414,12 +389,46 @@ mod tests {
         assert_eq!(p[0].used_memory, "1024 MiB");
     }
 
+    /// The kernel's own text tables of this namespace's local addresses: IPv4 `/32 host LOCAL`
+    /// entries of `/proc/net/fib_trie`, IPv6 `/proc/net/if_inet6` (how doctor read them before
+    /// `getifaddrs`).
+    fn addresses_from_proc() -> Vec<IpAddr> {
+        let mut out = Vec::new();
+        let mut last: Option<IpAddr> = None;
+        for line in fs::read_to_string("/proc/net/fib_trie").unwrap().lines() {
+            let t = line.trim();
+            if let Some(addr) = t.strip_prefix("|-- ") {
+                last = addr.trim().parse().ok();
+            } else if t.starts_with("/32 host LOCAL")
+                && let Some(a) = last
+            {
+                out.push(a);
+            }
+        }
+        for line in fs::read_to_string("/proc/net/if_inet6")
+            .unwrap_or_default()
+            .lines()
+        {
+            if let Some(n) = line
+                .split_whitespace()
+                .next()
+                .and_then(|h| u128::from_str_radix(h, 16).ok())
+            {
+                out.push(IpAddr::V6(std::net::Ipv6Addr::from(n)));
+            }
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+
     #[test]
-    fn fib_trie_local_addresses() {
-        let text = "Main:\n  +-- 0.0.0.0/0 3 0 5\n     |-- 0.0.0.0\n        /0 universe UNICAST\n     \
-                    +-- 10.77.0.0/24 2 0 2\n        |-- 10.77.0.1\n           /32 host LOCAL\n        \
-                    |-- 10.77.0.255\n           /32 link BROADCAST\n     |-- 127.0.0.1\n        /32 host LOCAL\n";
-        let got: Vec<String> = parse_fib_trie(text).iter().map(|a| a.to_string()).collect();
-        assert_eq!(got, vec!["10.77.0.1", "127.0.0.1"]);
+    fn getifaddrs_gives_the_addresses_of_the_kernel_tables() {
+        let got = local_addresses();
+        assert!(
+            got.contains(&IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
+            "{got:?}"
+        );
+        assert_eq!(got, addresses_from_proc());
     }
 }

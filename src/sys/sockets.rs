@@ -9,6 +9,16 @@ use std::time::Duration;
 
 use rayon::prelude::*;
 
+use netlink_packet_core::{
+    DoneBuffer, ErrorBuffer, NLM_F_DUMP, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR, NetlinkBuffer,
+    NetlinkHeader, NetlinkMessage, Parseable,
+};
+use netlink_packet_sock_diag::SockDiagMessage;
+use netlink_packet_sock_diag::constants::{SOCK_DIAG_BY_FAMILY, TCP_SYN_RECV};
+use netlink_packet_sock_diag::inet::{
+    ExtensionFlags, InetRequest, InetResponseHeader, SocketId, StateFlags,
+};
+
 use crate::model::snapshot::{Proto, Socket};
 use rustix::io::Errno;
 use rustix::net::netlink::SocketAddrNetlink;
@@ -59,18 +69,13 @@ fn proc_net_table(path: &CStr, proto: Proto) -> Vec<Socket> {
     parse_net_table(&text, proto)
 }
 
-const SOCK_DIAG_BY_FAMILY: u16 = 20;
 /// `TCP_ESTABLISHED` (1) to `TCP_NEW_SYN_RECV` (12): every state `/proc/net/tcp` lists, and not
 /// `TCP_BOUND_INACTIVE` (bound-only sockets, which the text tables do not list).
 const ALL_STATES: u32 = 0x1ffe;
-const TCP_SYN_RECV: u8 = 3;
-const NLMSG_HDRLEN: usize = 16;
-/// `struct inet_diag_msg`: family, state, timer, retrans, the 48-byte `inet_diag_sockid`,
-/// expires, rqueue, wqueue, uid, inode.
-const INET_DIAG_MSG_LEN: usize = 72;
 
 /// One `sock_diag` dump of `family`/`proto` sockets, as `/proc/net/*` rows (same order: the
-/// kernel walks the same listening and established hash tables for both).
+/// kernel walks the same listening and established hash tables for both). The request and the
+/// replies are built and decoded by `netlink-packet-sock-diag` / `netlink-packet-core`.
 pub(crate) fn diag_sockets(family: libc::c_int, proto: Proto) -> io::Result<Vec<Socket>> {
     let sock = diag_socket()?;
     let seq: u32 = 1;
@@ -125,21 +130,31 @@ fn send_dump_request(
         Proto::Tcp => libc::IPPROTO_TCP,
         Proto::Udp => libc::IPPROTO_UDP,
     };
-    // nlmsghdr (16 bytes) + inet_diag_req_v2 (56 bytes; the socket id is left zero).
-    const REQ_LEN: usize = NLMSG_HDRLEN + 56;
-    let mut req = [0u8; REQ_LEN];
-    req[0..4].copy_from_slice(&(REQ_LEN as u32).to_ne_bytes());
-    req[4..6].copy_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
-    let flags = (libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16;
-    req[6..8].copy_from_slice(&flags.to_ne_bytes());
-    req[8..12].copy_from_slice(&seq.to_ne_bytes());
-    req[16] = family as u8;
-    req[17] = protocol as u8;
-    req[20..24].copy_from_slice(&ALL_STATES.to_ne_bytes());
+    let mut header = NetlinkHeader::default();
+    header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+    header.sequence_number = seq;
+    let mut req = NetlinkMessage::new(
+        header,
+        SockDiagMessage::InetRequest(InetRequest {
+            family: family as u8,
+            protocol: protocol as u8,
+            extensions: ExtensionFlags::empty(),
+            states: StateFlags::from_bits_retain(ALL_STATES),
+            socket_id: if family == libc::AF_INET {
+                SocketId::new_v4()
+            } else {
+                SocketId::new_v6()
+            },
+        })
+        .into(),
+    );
+    req.finalize();
+    let mut bytes = vec![0u8; req.buffer_len()];
+    req.serialize(&mut bytes);
     // The kernel is netlink port 0.
     rustix::net::sendto(
         sock,
-        &req,
+        &bytes,
         SendFlags::empty(),
         &SocketAddrNetlink::new(0, 0),
     )?;
@@ -159,74 +174,68 @@ fn read_datagram(
     seq: u32,
     out: &mut Vec<Socket>,
 ) -> io::Result<Done> {
-    let int = |b: Option<&[u8]>| b.map(|b| i32::from_ne_bytes(b.try_into().unwrap_or_default()));
-    while msgs.len() >= NLMSG_HDRLEN {
-        let len = u32::from_ne_bytes(msgs[0..4].try_into().unwrap_or_default()) as usize;
-        let kind = u16::from_ne_bytes([msgs[4], msgs[5]]);
-        let msg_seq = u32::from_ne_bytes(msgs[8..12].try_into().unwrap_or_default());
-        if len < NLMSG_HDRLEN || len > msgs.len() {
-            return Err(io::Error::from(ErrorKind::InvalidData));
-        }
-        let payload = &msgs[NLMSG_HDRLEN..len];
+    let invalid = |_| io::Error::from(ErrorKind::InvalidData);
+    while !msgs.is_empty() {
+        let msg = NetlinkBuffer::new_checked(msgs).map_err(invalid)?;
+        let len = msg.length() as usize;
+        let (kind, payload) = (msg.message_type(), msg.payload());
+        let this_seq = msg.sequence_number();
         msgs = &msgs[((len + 3) & !3).min(msgs.len())..];
-        if msg_seq != seq {
+        if this_seq != seq {
             continue;
         }
-        match kind as libc::c_int {
-            libc::NLMSG_DONE => {
-                let status = int(payload.get(0..4)).unwrap_or(0);
+        match kind {
+            NLMSG_DONE => {
+                let status = DoneBuffer::new_checked(payload).map_or(0, |d| d.code());
                 return if status < 0 {
                     Err(io::Error::from_raw_os_error(-status))
                 } else {
                     Ok(Done::Yes)
                 };
             }
-            libc::NLMSG_ERROR => {
-                let errno = int(payload.get(0..4)).map_or(libc::EIO, |e| -e);
+            NLMSG_ERROR => {
+                let errno = ErrorBuffer::new_checked(payload)
+                    .ok()
+                    .and_then(|e| e.code())
+                    .map_or(libc::EIO, |e| -e.get());
                 return Err(io::Error::from_raw_os_error(errno));
             }
-            _ if kind == SOCK_DIAG_BY_FAMILY => out.push(inet_diag_msg(payload, proto)?),
+            SOCK_DIAG_BY_FAMILY => out.push(inet_diag_msg(payload, proto)?),
             _ => {}
         }
     }
     Ok(Done::No)
 }
 
-/// One `struct inet_diag_msg` as a socket row.
+/// One `struct inet_diag_msg` as a socket row (its header only: the attributes after it are
+/// not asked for).
 fn inet_diag_msg(payload: &[u8], proto: Proto) -> io::Result<Socket> {
-    let Some(m) = payload.get(..INET_DIAG_MSG_LEN) else {
-        return Err(io::Error::from(ErrorKind::InvalidData));
-    };
-    let st = m[1];
-    if proto == Proto::Tcp && st == TCP_SYN_RECV {
+    let m =
+        InetResponseHeader::parse(payload).map_err(|_| io::Error::from(ErrorKind::InvalidData))?;
+    if proto == Proto::Tcp && m.state == TCP_SYN_RECV {
         // A request socket: netlink reports uid 0 where /proc/net/tcp reports
         // its listener's owner. Let the text table answer for this family.
         return Err(io::Error::from(ErrorKind::Unsupported));
     }
-    let addr = |b: &[u8]| -> IpAddr {
-        if m[0] as libc::c_int == libc::AF_INET {
-            IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3]))
-        } else {
-            let mut bytes = [0u8; 16];
-            bytes.copy_from_slice(&b[..16]);
-            let v6 = Ipv6Addr::from(bytes);
-            v6.to_ipv4_mapped()
-                .map(IpAddr::V4)
-                .unwrap_or(IpAddr::V6(v6))
-        }
-    };
-    let word = |at: usize| u32::from_ne_bytes(m[at..at + 4].try_into().unwrap_or_default());
-    // inet_diag_sockid at 4: sport, dport (big-endian), src[16], dst[16], ...
+    let id = &m.socket_id;
     Ok(Socket {
         proto,
-        state: state_name(proto, st).to_string(),
-        local_addr: addr(&m[8..24]),
-        local_port: u16::from_be_bytes([m[4], m[5]]),
-        remote_addr: addr(&m[24..40]),
-        remote_port: u16::from_be_bytes([m[6], m[7]]),
-        uid: word(64),
-        inode: u64::from(word(68)),
+        state: state_name(proto, m.state).to_string(),
+        local_addr: unmapped(id.source_address),
+        local_port: id.source_port,
+        remote_addr: unmapped(id.destination_address),
+        remote_port: id.destination_port,
+        uid: m.uid,
+        inode: u64::from(m.inode),
     })
+}
+
+/// `::ffff:a.b.c.d` as `a.b.c.d`, as the text tables are read.
+fn unmapped(addr: IpAddr) -> IpAddr {
+    match addr {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr, IpAddr::V4),
+        v4 => v4,
+    }
 }
 
 /// Parse a `/proc/net/{tcp,tcp6,udp,udp6}` table.

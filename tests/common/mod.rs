@@ -274,7 +274,9 @@ pub fn pids_of(f: &serde_json::Value) -> Vec<i64> {
         .collect()
 }
 
-/// The managed venv's interpreter; None (after SKIP) where torch is missing outside CI.
+/// The managed venv's interpreter (`doctor repro --setup --no-setup`, which never installs);
+/// None after `skip_or_fail` where there is no Python with torch and lightning (a failure under
+/// CI) or DOCTOR_SKIP_TORCH is set.
 pub fn torch_python() -> Option<PathBuf> {
     if std::env::var_os("DOCTOR_SKIP_TORCH").is_some() {
         skip_or_fail("DOCTOR_SKIP_TORCH is set");
@@ -285,9 +287,13 @@ pub fn torch_python() -> Option<PathBuf> {
         .output()
         .expect("doctor runs");
     if out.status.code() != Some(0) {
-        skip_or_fail("no Python with torch and lightning; run scripts/test.sh first");
+        skip_or_fail(&format!(
+            "no Python with torch and lightning; run scripts/test.sh first:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
         return None;
     }
+    // `doctor repro --setup` prints the interpreter's path on stdout.
     let python = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
     assert!(
         python.is_file(),

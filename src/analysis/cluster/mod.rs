@@ -179,47 +179,30 @@ impl<'a> Context<'a> {
     }
 
     fn job_ids(&mut self) {
-        self.job_slurm = self
-            .nodes
-            .iter()
-            .flat_map(|n| {
-                n.ranks
-                    .iter()
-                    .filter(|r| self.in_job(r))
-                    .filter_map(|r| r.identity.slurm_job_id.clone())
-                    .chain(n.shell.get("SLURM_JOB_ID").cloned())
-            })
-            .collect();
-        self.job_runs = self
-            .nodes
-            .iter()
-            .flat_map(|n| {
-                n.ranks
-                    .iter()
-                    .filter(|r| self.in_job(r))
-                    .filter_map(|r| r.identity.run_id.clone())
-            })
-            .collect();
         self.slurm = self.per_node_ids(&|n: &Node| {
             n.shell
                 .get("SLURM_JOB_ID")
                 .cloned()
                 .into_iter()
                 .chain(
-                    n.ranks
-                        .iter()
-                        .filter(|r| self.in_job(r))
+                    self.job_ranks(n)
                         .filter_map(|r| r.identity.slurm_job_id.clone()),
                 )
                 .collect()
         });
         self.runs = self.per_node_ids(&|n: &Node| {
-            n.ranks
-                .iter()
-                .filter(|r| self.in_job(r))
+            self.job_ranks(n)
                 .filter_map(|r| r.identity.run_id.clone())
                 .collect()
         });
+        // The job's ids, whichever node names them.
+        self.job_slurm = self.slurm.keys().cloned().collect();
+        self.job_runs = self.runs.keys().cloned().collect();
+    }
+
+    /// The ranks of node `n` that belong to the job.
+    fn job_ranks<'n>(&self, n: &'n Node) -> impl Iterator<Item = &'n Rank> {
+        n.ranks.iter().filter(|r| self.in_job(r))
     }
 
     fn per_node_ids(&self, f: &dyn Fn(&Node) -> BTreeSet<String>) -> IdsByNode {
@@ -236,18 +219,9 @@ impl<'a> Context<'a> {
         self.world_size = self
             .nodes
             .iter()
-            .flat_map(|n| {
-                n.ranks
-                    .iter()
-                    .filter(|r| self.in_job(r))
-                    .filter_map(|r| r.identity.world_size)
-            })
+            .flat_map(|n| self.job_ranks(n).filter_map(|r| r.identity.world_size))
             .max();
-        self.ranks_visible = self
-            .nodes
-            .iter()
-            .map(|n| n.ranks.iter().filter(|r| self.in_job(r)).count())
-            .sum();
+        self.ranks_visible = self.nodes.iter().map(|n| self.job_ranks(n).count()).sum();
     }
 }
 
@@ -479,15 +453,29 @@ mod tests {
         m.findings.iter().map(|f| f.code).collect()
     }
 
+    /// A report of node `host` (torch 2.15.0, taken at 100 s) with these training processes.
+    fn on(host: &str, addr: &str, ranks: Value) -> Value {
+        report(host, addr, ranks, "2.15.0", 100.0)
+    }
+
+    /// The merge of these reports (each read as `HOSTNAME.yaml`), reports 10 s apart at most
+    /// counting as taken together.
+    fn merged(reports: &[&Value]) -> Merged {
+        let mut nodes: Vec<Node> = reports
+            .iter()
+            .map(|r| {
+                node(
+                    &format!("{}.yaml", r["host"]["hostname"].as_str().unwrap_or("?")),
+                    r,
+                )
+            })
+            .collect();
+        analyse(&mut nodes, 10.0)
+    }
+
     #[test]
     fn duplicate_rank_and_version_mismatch() {
-        let a = report(
-            "a",
-            "10.0.0.1",
-            json!([rank(10, 0, 29500)]),
-            "2.15.0",
-            100.0,
-        );
+        let a = on("a", "10.0.0.1", json!([rank(10, 0, 29500)]));
         let b = report(
             "b",
             "10.0.0.2",
@@ -495,8 +483,7 @@ mod tests {
             "2.14.1",
             130.0,
         );
-        let mut nodes = vec![node("a.yaml", &a), node("b.yaml", &b)];
-        let m = analyse(&mut nodes, 10.0);
+        let m = merged(&[&a, &b]);
         assert_eq!(m.master_node.as_deref(), Some("a"));
         let c = codes(&m);
         assert!(c.contains(&Rule::M004), "{c:?}");
@@ -528,22 +515,17 @@ mod tests {
             (Some("10.0.0.9"), 29500, None),
         ];
         for (addr, port, run) in cases {
-            let a = report(
+            let a = on(
                 "a",
                 "10.0.0.1",
                 json!([rank(10, 0, 29500), other(11, 0, addr, port, run)]),
-                "2.15.0",
-                100.0,
             );
-            let b = report(
+            let b = on(
                 "b",
                 "10.0.0.2",
                 json!([rank(20, 1, 29500), other(21, 0, addr, port, run)]),
-                "2.15.0",
-                100.0,
             );
-            let mut nodes = vec![node("a.yaml", &a), node("b.yaml", &b)];
-            let m = analyse(&mut nodes, 10.0);
+            let m = merged(&[&a, &b]);
             let m004: Vec<_> = m.findings.iter().filter(|f| f.code == Rule::M004).collect();
             assert!(
                 m004.is_empty(),
@@ -551,39 +533,21 @@ mod tests {
             );
         }
         // One address and port, two run ids (a leftover of an earlier run and the new one).
-        let a = report(
+        let a = on(
             "a",
             "10.0.0.1",
             json!([other(10, 0, Some("10.0.0.1"), 29500, Some("r1"))]),
-            "2.15.0",
-            100.0,
         );
-        let b = report(
+        let b = on(
             "b",
             "10.0.0.2",
             json!([other(20, 0, Some("10.0.0.1"), 29500, Some("r2"))]),
-            "2.15.0",
-            100.0,
         );
-        let mut nodes = vec![node("a.yaml", &a), node("b.yaml", &b)];
-        assert!(!codes(&analyse(&mut nodes, 10.0)).contains(&Rule::M004));
+        assert!(!codes(&merged(&[&a, &b])).contains(&Rule::M004));
         // The same rank twice within the job's rendezvous is still M004.
-        let a = report(
-            "a",
-            "10.0.0.1",
-            json!([rank(10, 0, 29500)]),
-            "2.15.0",
-            100.0,
-        );
-        let b = report(
-            "b",
-            "10.0.0.2",
-            json!([rank(20, 0, 29500)]),
-            "2.15.0",
-            100.0,
-        );
-        let mut nodes = vec![node("a.yaml", &a), node("b.yaml", &b)];
-        assert!(codes(&analyse(&mut nodes, 10.0)).contains(&Rule::M004));
+        let a = on("a", "10.0.0.1", json!([rank(10, 0, 29500)]));
+        let b = on("b", "10.0.0.2", json!([rank(20, 0, 29500)]));
+        assert!(codes(&merged(&[&a, &b])).contains(&Rule::M004));
     }
 
     #[test]
@@ -592,10 +556,9 @@ mod tests {
             json!({"pid": pid, "role": "rank", "identity": {"master_addr": "10.0.0.1", "master_port": 29500,
                    "rank": rank, "local_rank": 0, "node_rank": 0, "world_size": 2}, "command": "t.py"})
         };
-        let a = report("a", "10.0.0.1", json!([r(10, 0)]), "2.15.0", 100.0);
-        let b = report("b", "10.0.0.2", json!([r(20, 1)]), "2.15.0", 100.0);
-        let mut nodes = vec![node("a.yaml", &a), node("b.yaml", &b)];
-        let m = analyse(&mut nodes, 10.0);
+        let a = on("a", "10.0.0.1", json!([r(10, 0)]));
+        let b = on("b", "10.0.0.2", json!([r(20, 1)]));
+        let m = merged(&[&a, &b]);
         let m004: Vec<_> = m.findings.iter().filter(|f| f.code == Rule::M004).collect();
         assert_eq!(m004.len(), 1, "{:?}", m.findings);
         assert!(m004[0].message.contains("NODE_RANK 0 LOCAL_RANK 0"));
@@ -630,13 +593,7 @@ mod tests {
 
     #[test]
     fn stale_and_unknown_master() {
-        let a = report(
-            "a",
-            "10.0.0.5",
-            json!([rank(10, 0, 29500)]),
-            "2.15.0",
-            100.0,
-        );
+        let a = on("a", "10.0.0.5", json!([rank(10, 0, 29500)]));
         let b = report(
             "b",
             "10.0.0.2",
@@ -644,8 +601,7 @@ mod tests {
             "2.15.0",
             100.0 + 3600.0,
         );
-        let mut nodes = vec![node("a.yaml", &a), node("b.yaml", &b)];
-        let m = analyse(&mut nodes, 10.0);
+        let m = merged(&[&a, &b]);
         assert_eq!(codes(&m), vec![Rule::M001, Rule::M007]);
     }
 
