@@ -67,6 +67,19 @@ impl OutputArg {
         }
     }
 
+    /// The end of `ports` and `tree`: the text out, the note on processes doctor could not
+    /// read, and the exit code (1 when a finding is worth it).
+    pub fn finish(
+        &self,
+        text: &str,
+        snap: &crate::model::snapshot::Snapshot,
+        findings: &[crate::model::finding::Finding],
+    ) -> anyhow::Result<i32> {
+        self.emit(text)?;
+        crate::render::permission_note(snap);
+        Ok(i32::from(crate::model::finding::worth_exit_1(findings)))
+    }
+
     /// Colour only on a terminal, never in a file.
     pub fn color(&self) -> bool {
         self.output.is_none() && crate::render::stdout_color()

@@ -121,9 +121,7 @@ fn show(args: &PortsArgs, a: &Analysis) -> anyhow::Result<i32> {
             f,
         )?,
     };
-    args.out.emit(&text)?;
-    permission_note(snap);
-    Ok(if worth_exit_1(&findings) { 1 } else { 0 })
+    args.out.finish(&text, snap, &findings)
 }
 
 #[derive(Serialize)]

@@ -11,7 +11,7 @@ use crate::analysis::{Analysis, Job};
 use crate::cmd::{parse_port, with_analysis};
 use crate::error::user_error;
 use crate::model::envelope::{Envelope, Kind};
-use crate::model::finding::{Finding, worth_exit_1};
+use crate::model::finding::Finding;
 use crate::model::snapshot::Unreadable;
 use crate::render::findings::render_findings;
 use crate::render::tree::draw;
@@ -129,9 +129,7 @@ fn draw_trees(args: &TreeArgs, a: &Analysis) -> anyhow::Result<i32> {
             f,
         )?,
     };
-    args.out.emit(&text)?;
-    permission_note(snap);
-    Ok(if worth_exit_1(&findings) { 1 } else { 0 })
+    args.out.finish(&text, snap, &findings)
 }
 
 /// The trees as text: each job's heading, the tree, D001's ancestry, then the findings.
