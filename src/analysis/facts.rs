@@ -1075,6 +1075,19 @@ mod tests {
         }
 
         #[test]
+        fn a_child_connected_only_to_its_own_listener_shares_no_rendezvous() {
+            // 110 listens on 29500 and holds both ends of a connection to it; 111 holds nothing.
+            let s = snap(vec![
+                proc_(100, 1, "python train.py", &[], &[]),
+                proc_(110, 100, SPAWN, &[], &[1, 2, 3]),
+                proc_(111, 100, SPAWN, &[], &[]),
+            ]);
+            let a = Analysis::new(&s, &[]);
+            assert_eq!(a.role(100), Role::Python);
+            assert!(a.jobs.is_empty(), "{:?}", a.jobs);
+        }
+
+        #[test]
         fn spawn_workers_that_share_no_rendezvous_make_no_job() {
             // A plain script's DataLoader workers: spawn children, no port between them.
             let s = snap(vec![
