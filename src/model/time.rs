@@ -217,6 +217,15 @@ mod tests {
             parse_rfc3339("2000-02-29T01:00:00+01:00"),
             Some(951_782_400.0)
         );
+        // The spellings RFC 3339 allows besides `T` and `Z`, as the old parser took them.
+        for same in [
+            "2000-02-29 00:00:00Z",
+            "2000-02-29t00:00:00z",
+            " 2000-02-29T00:00:00.000Z ",
+            "2000-02-28T23:00:00-01:00",
+        ] {
+            assert_eq!(parse_rfc3339(same), Some(951_782_400.0), "{same}");
+        }
         for bad in [
             "",
             "2000-13-01T00:00:00Z",
