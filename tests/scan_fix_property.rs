@@ -664,6 +664,10 @@ const HOSTILE: &[(&str, &str)] = &[
         "the environment changed after the launch, read by workers when they run",
         "import os\nimport torch.distributed as dist\n\ndist.init_process_group(\"gloo\")\nos.environ[\"WORKER_MODE\"] = \"fast\"\nos.environ.setdefault(\"OMP_NUM_THREADS\", \"1\")\n\n\ndef work():\n    return os.environ.get(\"WORKER_MODE\")\n",
     ),
+    (
+        "a seed after the launch, then the model workers read",
+        "import random\nimport torch\nimport torch.distributed as dist\n\ndist.init_process_group(\"gloo\")\ntorch.manual_seed(0)\nrandom.seed(0)\nmodel = torch.nn.Linear(2, 2)\nNOISE = random.random()\n\n\ndef work(x):\n    return model(x) + NOISE\n",
+    ),
 ];
 
 /// Shapes the fixer must refuse (neither keeping nor moving is safe), each naming the name and

@@ -397,7 +397,13 @@ fn plan<'a>(
     let mut tainted_names: HashSet<String> = HashSet::new();
     for item in items.iter_mut() {
         if !item.tainted {
-            item.tainted = item.reads.iter().any(|r| tainted_names.contains(r));
+            // Process state set from the launch (`torch.manual_seed(rank)`,
+            // `os.environ[k] = str(rank)`) taints its readers as a name does.
+            item.tainted = item
+                .reads
+                .iter()
+                .chain(&item.amb.reads)
+                .any(|r| tainted_names.contains(r));
         }
         if item.tainted {
             // A walrus whose value owes nothing to the launch binds a name that does not
@@ -413,6 +419,7 @@ fn plan<'a>(
                 .map(|(n, _)| n)
                 .collect();
             let loose = &item.loose;
+            tainted_names.extend(item.amb.sets.iter().cloned());
             tainted_names.extend(
                 item.names
                     .bound

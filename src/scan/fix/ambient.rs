@@ -19,6 +19,18 @@ use crate::scan::symbols::Depth;
 pub const ENV: &str = "<env>";
 pub const IMPORTS: &str = "<imports>";
 pub const CWD: &str = "<cwd>";
+/// The global random state (`torch.manual_seed`, `random.seed`, `seed_everything`).
+pub const RNG: &str = "<rng>";
+
+/// Calls that seed a global random generator, by their last name part.
+const SEEDS: &[&str] = &[
+    "manual_seed",
+    "manual_seed_all",
+    "seed",
+    "seed_everything",
+    "set_seed",
+    "set_random_seed",
+];
 
 /// Module-level import aliases: the name a statement binds -> the module or member it names
 /// (`np` -> `numpy`, `environ` -> `os.environ`).
@@ -150,6 +162,10 @@ impl Ambient {
             if let Some(k) = imported(callee).as_deref().and_then(call_key) {
                 set(k.to_string());
             }
+            let last = callee.rsplit('.').next().unwrap_or(callee);
+            if SEEDS.contains(&last) {
+                set(RNG.to_string());
+            }
         }
         let defines = matches!(stmt, Stmt::FunctionDef(_) | Stmt::ClassDef(_));
         for r in names
@@ -170,15 +186,132 @@ impl Ambient {
         if !defines {
             // Any relative path means something else after a `chdir`.
             a.reads.insert(CWD.to_string());
+            // A call may draw random numbers (a model's initial weights), unless it is a
+            // builtin or of a standard-library module that draws none.
+            if names
+                .callees
+                .iter()
+                .chain(effects.callees.iter())
+                .any(|c| !draws_nothing(c, aliases))
+            {
+                a.reads.insert(RNG.to_string());
+            }
         }
         a
     }
 
-    /// Only changes of where imports are found: such a statement may stay at module level, as
-    /// an import does (a spawn child gets the parent's `sys.path` anyway).
+    /// Only changes of where imports are found, or a seed of the random state: such a statement
+    /// may stay at module level, as an import does (a spawn child gets the parent's `sys.path`
+    /// anyway; it ran the seed at import in the original too), so that what stays after it still
+    /// runs after it.
     pub fn only_import_state(&self) -> bool {
-        !self.sets.is_empty() && self.sets.iter().all(|k| k == IMPORTS)
+        !self.sets.is_empty() && self.sets.iter().all(|k| k == IMPORTS || k == RNG)
     }
+}
+
+/// Builtins that draw no random numbers.
+const QUIET_BUILTINS: &[&str] = &[
+    "print",
+    "len",
+    "int",
+    "float",
+    "str",
+    "bool",
+    "bytes",
+    "dict",
+    "list",
+    "tuple",
+    "set",
+    "frozenset",
+    "range",
+    "open",
+    "isinstance",
+    "issubclass",
+    "getattr",
+    "hasattr",
+    "setattr",
+    "sorted",
+    "reversed",
+    "min",
+    "max",
+    "sum",
+    "enumerate",
+    "zip",
+    "map",
+    "filter",
+    "abs",
+    "round",
+    "format",
+    "repr",
+    "type",
+    "super",
+    "iter",
+    "next",
+    "any",
+    "all",
+    "globals",
+    "id",
+    "hash",
+    "divmod",
+    "pow",
+    "chr",
+    "ord",
+    "hex",
+    "oct",
+    "bin",
+    "callable",
+];
+
+/// Standard-library modules whose functions draw no random numbers.
+const QUIET_MODULES: &[&str] = &[
+    "os",
+    "sys",
+    "json",
+    "pathlib",
+    "re",
+    "math",
+    "time",
+    "datetime",
+    "argparse",
+    "logging",
+    "functools",
+    "itertools",
+    "collections",
+    "glob",
+    "shutil",
+    "string",
+    "typing",
+    "dataclasses",
+    "contextlib",
+    "inspect",
+    "pickle",
+    "csv",
+    "io",
+    "warnings",
+    "platform",
+    "socket",
+    "importlib",
+    "types",
+    "copy",
+    "textwrap",
+    "operator",
+    "enum",
+    "abc",
+    "site",
+    "subprocess",
+];
+
+/// Whether a call of `callee` (dotted, as written) draws no random numbers.
+fn draws_nothing(callee: &str, aliases: &HashMap<String, String>) -> bool {
+    if !callee.contains('.') && !aliases.contains_key(callee) {
+        return QUIET_BUILTINS.contains(&callee);
+    }
+    // The process group's calls (init_process_group, barrier, all_reduce) do not touch the
+    // global generators either.
+    resolve(callee, aliases).is_some_and(|q| {
+        let root = q.split('.').next().unwrap_or(&q);
+        QUIET_MODULES.contains(&root) || q.starts_with("torch.distributed.")
+    })
 }
 
 /// How a key reads in a message.
@@ -187,6 +320,7 @@ pub fn describe(key: &str) -> String {
         ENV => "the environment (`os.environ`)".to_string(),
         IMPORTS => "where imports are found (`sys.path`, `sys.modules`)".to_string(),
         CWD => "the working directory".to_string(),
+        RNG => "the random state (a seed)".to_string(),
         k => format!("`{}`", k.trim_start_matches("<mod:").trim_end_matches('>')),
     }
 }

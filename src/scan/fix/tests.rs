@@ -263,3 +263,44 @@ fn a_definition_that_must_move_without_the_launch_is_refused() {
     let lam = "import torch.distributed as dist\ny = 1\ndist.init_process_group('gloo')\nprint(y)\ny = 2\ng = lambda a=y: a\n";
     assert!(refused(lam).starts_with("function `g` (line 6)"));
 }
+
+/// The global random state is ordered like a name: a seed that does not depend on the launch
+/// stays before the model it seeds; one from the rank makes the model depend on the launch.
+#[test]
+fn a_seed_keeps_its_place_before_what_it_seeds() {
+    let kept = fixed(
+        "import torch\nimport torch.distributed as dist\ndist.init_process_group('gloo')\ntorch.manual_seed(0)\nmodel = torch.nn.Linear(2, 2)\n\n\ndef work(x):\n    return model(x)\n",
+    );
+    assert!(
+        kept.find("torch.manual_seed(0)\nmodel = ")
+            .is_some_and(|i| i < kept.find("def main").unwrap()),
+        "{kept}"
+    );
+    let moved = fixed(
+        "import torch\nimport torch.distributed as dist\ndist.init_process_group('gloo')\ntorch.manual_seed(dist.get_rank())\nmodel = torch.nn.Linear(2, 2)\n\n\ndef work(x):\n    return model(x)\n",
+    );
+    assert!(moved.contains("    global model\n"), "{moved}");
+    assert!(
+        moved.contains("    model = torch.nn.Linear(2, 2)\n"),
+        "{moved}"
+    );
+}
+
+/// `sys.path`/`sys.modules` changed after the launch stay before the import that needs them;
+/// an environment change moves and what reads it at import moves after it, or is refused.
+#[test]
+fn process_state_is_ordered_like_a_name() {
+    let out = fixed(
+        "import sys, types\nimport torch.distributed as dist\ndist.init_process_group('gloo')\nsys.modules['plug'] = types.ModuleType('plug')\nimport plug\n\n\ndef work():\n    return plug\n",
+    );
+    let main = out.find("def main").unwrap();
+    assert!(out.find("sys.modules['plug']").unwrap() < main, "{out}");
+    assert!(out.find("import plug").unwrap() < main, "{out}");
+    let why = refused(
+        "import os\nimport torch.distributed as dist\ndist.init_process_group('gloo')\nos.environ['N'] = '3'\nN = int(os.environ['N'])\n\n\ndef work():\n    return N\n",
+    );
+    assert!(
+        why.contains("`N` (line 5)") && why.contains("line 4"),
+        "{why}"
+    );
+}
