@@ -601,3 +601,48 @@ fn torchs_own_rendezvous_timeout_is_d009_with_the_missing_rank() {
         ran.stderr
     );
 }
+
+/// A port held by a process doctor cannot see (root's listener, doctor run as `nobody`: another
+/// user's fds are not readable, as in a container without CAP_SYS_PTRACE): `doctor ports` shows
+/// the socket with its user; `doctor run` said nothing about the holder. It must say that the
+/// port is held by a socket of that user whose process it cannot see, and name a free port.
+#[test]
+fn a_holder_doctor_cannot_see_is_named_by_its_user_with_a_free_port() {
+    if !need_root("runs doctor as nobody beside a root listener") {
+        return;
+    }
+    let Some(setpriv) = need_tool("setpriv") else {
+        return;
+    };
+    let port = free_low_port();
+    let _holder = Situation::start_cmd(
+        Command::new(python())
+            .arg(helper("run_cells.py"))
+            .args(["listen", &port.to_string()]),
+    );
+    let bind = format!(
+        "import socket\ns = socket.socket()\ns.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\ns.bind(('0.0.0.0', {port}))"
+    );
+    let out = Command::new(setpriv)
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_doctor"))
+        .args(["run", "--", "/usr/bin/python3", "-c", &bind])
+        .env("NO_COLOR", "1")
+        .env("MASTER_ADDR", "127.0.0.1")
+        .env("MASTER_PORT", port.to_string())
+        .env("RANK", "0")
+        .env("WORLD_SIZE", "1")
+        .current_dir("/")
+        .process_group(0)
+        .output()
+        .expect("doctor runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("port {port} is held by a socket of user root")),
+        "the holder's user is named:\n{stderr}"
+    );
+    let free = suggested_port(&stderr).unwrap_or_else(|| panic!("no MASTER_PORT=N:\n{stderr}"));
+    assert_ne!(free, port);
+    assert!(std::net::TcpListener::bind(("0.0.0.0", free)).is_ok());
+}

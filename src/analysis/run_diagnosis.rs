@@ -54,6 +54,8 @@ pub struct RunSeen<'a> {
     /// The machine as it stood before the command was stopped, when it was: at `--timeout`,
     /// or before an interrupt or torch's own rendezvous timeout ended it.
     pub stopped: Option<Stopped<'a>>,
+    /// The account name of a uid (`sys::host::account_name`), for a holder doctor cannot see.
+    pub account_name: fn(u32) -> Option<String>,
 }
 
 /// How a command was stopped before it finished its work.
@@ -383,6 +385,27 @@ fn name_the_holder(
         d.summary.push(format!(
             "port {port} is held by {} outside this run",
             describe(&la, h)
+        ));
+    } else if let Some(s) = live.sockets.iter().find(|s| {
+        s.state == "LISTEN"
+            && s.local_port == port
+            && la.holders.get(&s.inode).is_none_or(|h| h.is_empty())
+    }) {
+        // A listener whose process doctor cannot see (another user's fds without root, another
+        // PID namespace's): `doctor ports` shows the socket and its user; say as much, and the
+        // way out that needs no access to it.
+        let user = (seen.account_name)(s.uid).unwrap_or_else(|| format!("uid {}", s.uid));
+        let free = pick(&live.host, &la.taken_ports())
+            .map(|p| {
+                format!(
+                    "; start the job on a free port: MASTER_PORT={p} (torchrun --master-port {p})"
+                )
+            })
+            .unwrap_or_default();
+        d.summary.push(format!(
+            "port {port} is held by a socket of user {user} whose process doctor cannot see (another \
+             user's, or another PID namespace's: run doctor as root, or with CAP_SYS_PTRACE in a \
+             container, to name it){free}"
         ));
     }
     // Findings about the port that name a process alive now: the run's own processes are

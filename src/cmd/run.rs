@@ -443,6 +443,7 @@ fn explain(w: &RunWatch, o: &Outcome, at_timeout: Option<&Snapshot>) -> (Diagnos
         events: &o.traced.events,
         output: &facts,
         stopped,
+        account_name: crate::sys::host::account_name,
     };
     let d = run_diagnosis::diagnose(&seen, observe::snapshot, crate::sys::freeport::pick);
     (d, facts)

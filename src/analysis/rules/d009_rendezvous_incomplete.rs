@@ -23,9 +23,9 @@ fn finding(a: &Analysis, h: &Hang) -> Finding {
             .map(|(pid, _)| format!("{} hosts the store here", describe(a, pid)))
             .unwrap_or_else(|| "the store is here".into());
         parts.push(format!(
-            "MASTER_ADDR {addr} is not an address of this host, yet {host}: the ranks' clients go to {addr}:{} \
+            "MASTER_ADDR {addr} is not an address of this host, yet {host}: the ranks' clients go to {} \
              and nothing answers there (no connection to it is established)",
-            h.port
+            endpoint(&addr.to_string(), h.port)
         ));
     }
     if !h.missing.is_empty() {
@@ -90,12 +90,12 @@ fn fix(a: &Analysis, h: &Hang) -> String {
     }
     if !h.missing.is_empty() {
         out.push(format!(
-            "start {} with MASTER_ADDR={addr} MASTER_PORT={} WORLD_SIZE={} (and check it can reach {addr}:{}), or \
+            "start {} with MASTER_ADDR={addr} MASTER_PORT={} WORLD_SIZE={} (and check it can reach {}), or \
              relaunch with WORLD_SIZE equal to the number of ranks you start ({} here)",
             rank_list(&h.missing),
             h.port,
             h.world,
-            h.port,
+            endpoint(&addr, h.port),
             h.waiting.len() + h.unconnected.len()
         ));
     }
@@ -163,9 +163,28 @@ fn is_link_local(ip: &std::net::IpAddr) -> bool {
     }
 }
 
+/// `ADDR:PORT`, an IPv6 address in brackets (`[::1]:29500`: `::1:29500` reads as another address).
+fn endpoint(addr: &str, port: u16) -> String {
+    if addr.contains(':') && !addr.starts_with('[') {
+        format!("[{addr}]:{port}")
+    } else {
+        format!("{addr}:{port}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use crate::model::finding::Rule;
+
+    /// A rank told to reach an IPv6 store is told `[::1]:29901`, as `MASTER_ADDR=::1` with
+    /// torch 2.15 was (`::1:29901` before).
+    #[test]
+    fn an_ipv6_endpoint_is_bracketed() {
+        assert_eq!(super::endpoint("::1", 29901), "[::1]:29901");
+        assert_eq!(super::endpoint("[fe80::1]", 29901), "[fe80::1]:29901");
+        assert_eq!(super::endpoint("127.0.0.1", 29901), "127.0.0.1:29901");
+        assert_eq!(super::endpoint("node-a", 29901), "node-a:29901");
+    }
 
     /// On the snapshot recorded from its real situation (ranks 0 and 1 of a world of 3 connected
     /// to rank 0's store for 16 s, rank 2 never started): D009 names the missing rank.
