@@ -337,6 +337,20 @@ impl Job {
         if let Some(addr) = &shape.master_addr {
             cmd.env("MATRIX_MASTER_ADDR", addr);
         }
+        Job::of(cmd, name, record)
+    }
+
+    /// A stdlib-only shape of tests/helpers/matrix_shapes.py (no torch).
+    fn shape(shape: &str, ports: &[u16]) -> Job {
+        let mut cmd = Command::new(common::python());
+        cmd.arg(helper("matrix_shapes.py"))
+            .arg(shape)
+            .args(ports.iter().map(u16::to_string))
+            .env("PYTHONUNBUFFERED", "1");
+        Job::of(cmd, shape, None)
+    }
+
+    fn of(mut cmd: Command, name: &str, record: Option<PathBuf>) -> Job {
         let mut child = spawn_clean(&mut cmd);
         let stdout = child.stdout.take().unwrap();
         let lines = Arc::new(Mutex::new(Vec::new()));
@@ -1315,4 +1329,229 @@ fn kill_targets_are_read_from_fix_texts() {
     );
     assert_eq!(kill_targets("`kill -9 5`"), vec![(false, 5)]);
     assert!(kill_targets("move the launch into main()").is_empty());
+}
+
+/// pid -> role of every process in `doctor tree`'s trees.
+fn tree_roles(doc: &Value) -> BTreeMap<i64, String> {
+    fn walk(n: &Value, out: &mut BTreeMap<i64, String>) {
+        if let (Some(pid), Some(role)) = (n["pid"].as_i64(), n["role"].as_str()) {
+            out.insert(pid, role.to_string());
+        }
+        for c in n["children"].as_array().into_iter().flatten() {
+            walk(c, out);
+        }
+    }
+    let mut out = BTreeMap::new();
+    for t in doc["trees"].as_array().into_iter().flatten() {
+        walk(t, &mut out);
+    }
+    out
+}
+
+/// The pids of `key=P` fields in the job's lines starting with `prefix`.
+fn line_pids(job: &Job, prefix: &str) -> Vec<i32> {
+    job.seen()
+        .iter()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| field(l, "pid")?.parse().ok())
+        .collect()
+}
+
+/// Every finding on `ports` in `ports --port` and `tree --port`: the codes, and each fix safe
+/// for `job` (the processes a fix may name).
+fn judged(job: &mut Job, port: u16, ports: &[u16]) -> (BTreeSet<String>, Vec<Value>, Vec<String>) {
+    let mut codes = BTreeSet::new();
+    let mut findings = Vec::new();
+    let mut bad = Vec::new();
+    let pids = job.pids();
+    for cmd in ["ports", "tree"] {
+        let (doc, _) = json(&[cmd, "--port", &port.to_string(), "--format", "json"]);
+        for f in doc["findings"].as_array().into_iter().flatten() {
+            if !f["ports"]
+                .as_array()
+                .is_some_and(|x| x.iter().any(|q| ports.iter().any(|p| q == *p)))
+            {
+                continue;
+            }
+            codes.insert(f["code"].as_str().unwrap_or_default().to_string());
+            bad.extend(check_fix_safety(f, &doc, ports, &pids));
+            findings.push(f.clone());
+        }
+    }
+    (codes, findings, bad)
+}
+
+/// 4 ranks of one plain launcher, behind nested shells, an exec wrapper and a shell in a
+/// session of its own: one job, exactly the 4 Python processes are ranks, nothing to report.
+#[test]
+fn ranks_behind_nested_shells_and_exec_wrappers_are_one_job() {
+    let port = free_low_port();
+    let mut job = Job::shape("wrapped4", &[port]);
+    let up = job.wait_lines("UP ", 4, Duration::from_secs(60));
+    let ranks: BTreeSet<i64> = up
+        .iter()
+        .filter_map(|l| field(l, "pid")?.parse().ok())
+        .collect();
+    let (codes, findings, bad) = judged(&mut job, port, &[port]);
+    assert!(codes.is_empty(), "{findings:#?}");
+    assert!(bad.is_empty(), "{bad:?}");
+    let (doc, _) = json(&["tree", "--port", &port.to_string(), "--format", "json"]);
+    let roles = tree_roles(&doc);
+    let rank_pids: BTreeSet<i64> = roles
+        .iter()
+        .filter(|(_, r)| *r == "rank")
+        .map(|(p, _)| *p)
+        .collect();
+    assert_eq!(rank_pids, ranks, "roles: {roles:?}");
+    let jobs: Vec<&Value> = doc["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|j| {
+            j["pids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| ranks.iter().any(|r| p == r))
+        })
+        .collect();
+    assert_eq!(jobs.len(), 1, "{jobs:#?}");
+}
+
+/// The launcher of 2 ranks is killed; rank 0 had forked a helper that inherited the store's
+/// listening socket: D003 names the ranks, and its kill stops the helper too (else the port
+/// stays held).
+#[test]
+fn a_forked_helper_sharing_the_store_is_stopped_with_the_orphaned_ranks() {
+    let port = free_low_port();
+    let mut job = Job::shape("fork-helper", &[port]);
+    job.wait_lines("UP ", 2, Duration::from_secs(60));
+    let helper = line_pids(&job, "HELPER ")[0];
+    let launcher = line_pids(&job, "LAUNCHER ")[0];
+    job.remember_tree();
+    job.signal(launcher, libc::SIGKILL);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while alive(launcher) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (codes, findings, bad) = judged(&mut job, port, &[port]);
+    assert_eq!(codes, BTreeSet::from(["D003".to_string()]), "{findings:#?}");
+    assert!(bad.is_empty(), "{bad:?}");
+    for f in &findings {
+        let fix = f["fix"]["message"].as_str().unwrap();
+        let named = kill_targets(fix).iter().any(|&(g, n)| {
+            if g {
+                stat_field(helper, 2) == Some(n)
+            } else {
+                n == helper
+            }
+        });
+        assert!(
+            named,
+            "the helper {helper} holding the socket is not stopped: {fix}"
+        );
+    }
+}
+
+/// Rank 1's spawn child starts a spawn child of its own that connects to the store with rank
+/// 1's identity: D001 names that grandchild, not its parent.
+#[test]
+fn a_spawn_grandchild_that_joins_the_store_is_the_duplicate() {
+    let port = free_low_port();
+    let mut job = Job::shape("grandchild", &[port]);
+    job.wait_lines("UP ", 2, Duration::from_secs(60));
+    let dup = job.wait_lines("DUP ", 1, Duration::from_secs(60));
+    let leaf: i64 = field(&dup[0], "pid").unwrap().parse().unwrap();
+    let middle = line_pids(&job, "MIDDLE ")[0] as i64;
+    let (codes, findings, bad) = judged(&mut job, port, &[port]);
+    assert_eq!(codes, BTreeSet::from(["D001".to_string()]), "{findings:#?}");
+    assert!(bad.is_empty(), "{bad:?}");
+    for f in &findings {
+        let pids = pids_of(f);
+        assert!(
+            pids.contains(&leaf),
+            "D001 does not name the grandchild {leaf}: {f:#}"
+        );
+        assert!(!pids.contains(&middle) || pids.contains(&leaf), "{f:#}");
+    }
+}
+
+/// The parent of 3 spawn ranks is killed; rank 0 had forked a helper sharing the store's
+/// socket. One job that lost its launcher, all 3 ranks named, the helper stopped with them.
+#[test]
+fn three_orphaned_spawn_ranks_and_a_helper_are_one_leftover_job() {
+    let port = free_low_port();
+    let mut job = Job::shape("spawn3", &[port]);
+    let up = job.wait_lines("UP ", 3, Duration::from_secs(60));
+    let ranks: BTreeSet<i64> = up
+        .iter()
+        .filter_map(|l| field(l, "pid")?.parse().ok())
+        .collect();
+    let helper = job.wait_lines("HELPER ", 1, Duration::from_secs(10));
+    let helper: i32 = field(&helper[0], "pid").unwrap().parse().unwrap();
+    let launcher = line_pids(&job, "LAUNCHER ")[0];
+    job.signal(launcher, libc::SIGKILL);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while alive(launcher) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (codes, findings, bad) = judged(&mut job, port, &[port]);
+    assert_eq!(codes, BTreeSet::from(["D003".to_string()]), "{findings:#?}");
+    assert!(bad.is_empty(), "{bad:?}");
+    for f in &findings {
+        let cited: BTreeSet<i64> = pids_of(f).into_iter().collect();
+        assert!(
+            ranks.is_subset(&cited),
+            "ranks {ranks:?} not all named: {f:#}"
+        );
+        let fix = f["fix"]["message"].as_str().unwrap();
+        let named = kill_targets(fix).iter().any(|&(g, n)| {
+            if g {
+                stat_field(helper, 2) == Some(n)
+            } else {
+                n == helper
+            }
+        });
+        assert!(named, "the helper {helper} is not stopped: {fix}");
+    }
+}
+
+/// Two spawn jobs started by one script (one process group), on two ports, both parents killed:
+/// two leftover jobs, one per port, never one job of four ranks.
+#[test]
+fn two_killed_spawn_jobs_of_one_group_stay_two_jobs() {
+    let (a, b) = (free_low_port(), free_low_port());
+    let mut job = Job::shape("spawn-two", &[a, b]);
+    let up: BTreeSet<i64> = job
+        .wait_lines("UP ", 4, Duration::from_secs(60))
+        .iter()
+        .filter_map(|l| field(l, "pid")?.parse().ok())
+        .collect();
+    let parents: Vec<i32> = ["LAUNCHER_A ", "LAUNCHER_B "]
+        .iter()
+        .flat_map(|p| line_pids(&job, p))
+        .collect();
+    assert_eq!(parents.len(), 2, "{:?}", job.seen());
+    job.remember_tree();
+    for &p in &parents {
+        job.signal(p, libc::SIGKILL);
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while parents.iter().any(|&p| alive(p)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for port in [a, b] {
+        let (codes, findings, bad) = judged(&mut job, port, &[port]);
+        assert_eq!(
+            codes,
+            BTreeSet::from(["D003".to_string()]),
+            "port {port}: {findings:#?}"
+        );
+        assert!(bad.is_empty(), "{bad:?}");
+        for f in &findings {
+            assert_eq!(f["ports"], serde_json::json!([port]), "{f:#}");
+            let ranks = pids_of(f).into_iter().filter(|p| up.contains(p)).count();
+            assert_eq!(ranks, 2, "two ranks per job (and rank 0's helper): {f:#}");
+        }
+    }
 }

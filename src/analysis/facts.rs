@@ -25,6 +25,7 @@ const SUBREAPERS: &[&str] = &[
     "catatonit",
     "s6-svscan",
     "runit",
+    "supervisord",
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]
@@ -281,16 +282,19 @@ impl<'a> Analysis<'a> {
         if p.ppid == self.snap.host.observer_pid && p.ppid > 1 {
             return Some(p.pid) != self.observer_command();
         }
-        if p.ppid <= 1 {
-            return true;
-        }
         match self.parent(p) {
             None => true,
-            Some(parent) => {
-                SUBREAPERS.contains(&parent.comm.as_str())
-                    || parent.comm.starts_with("containerd-shim")
-            }
+            Some(parent) => self.is_adopter(parent),
         }
+    }
+
+    /// Whether `p` takes in orphans rather than starting children of its own: init (PID 1
+    /// unless it is Python: `docker run IMAGE python train.py` makes the launcher PID 1), a
+    /// subreaper or process supervisor by name, a container shim.
+    fn is_adopter(&self, p: &Process) -> bool {
+        SUBREAPERS.contains(&p.comm.as_str())
+            || p.comm.starts_with("containerd-shim")
+            || (p.pid <= 1 && !is_python(p))
     }
 
     /// The command the observer started, when the observer is `doctor run`: its earliest
@@ -490,12 +494,10 @@ impl<'a> Analysis<'a> {
     /// subreaper, the observer, or (for a spawn child, which its Python parent exec'd as its own
     /// interpreter; a fork child is a copy of its parent) a program other than the child's.
     fn adopted(&self, parent: &Process, kid: &Process) -> bool {
-        if parent.pid <= 1
-            || (parent.pid == self.snap.host.observer_pid
-                && Some(kid.pid) != self.observer_command())
-            || SUBREAPERS.contains(&parent.comm.as_str())
-            || parent.comm.starts_with("containerd-shim")
-        {
+        if parent.pid == self.snap.host.observer_pid && parent.pid > 1 {
+            return Some(kid.pid) != self.observer_command();
+        }
+        if self.is_adopter(parent) {
             return true;
         }
         match (&parent.exe, &kid.exe) {
@@ -1217,6 +1219,42 @@ mod tests {
                     d003[0].message
                 );
             }
+        }
+
+        /// `docker run IMAGE python train.py`: the launcher is the container's PID 1. Its spawn
+        /// children and the ranks it starts are its own, healthy: no leftover job. A Python
+        /// process supervisor as PID 1 (supervisord) does adopt a killed parent's children.
+        #[test]
+        fn a_launcher_that_is_pid_1_of_a_container_is_no_adopter() {
+            let (r0, r1) = (rank("0"), rank("1"));
+            let shapes = vec![
+                vec![
+                    proc_(1, 0, "python train.py", &[], &[]),
+                    proc_(10, 1, SPAWN, PORT, &[1, 2, 3]),
+                    proc_(11, 1, SPAWN, PORT, &[4]),
+                ],
+                vec![
+                    proc_(1, 0, "python launch.py", &[], &[]),
+                    proc_(10, 1, "python train.py", &r0, &[1, 2, 3]),
+                    proc_(11, 1, "python train.py", &r1, &[4]),
+                ],
+            ];
+            for ps in shapes {
+                let s = snap(ps);
+                let a = Analysis::new(&s, &[]);
+                assert_eq!(a.jobs.len(), 1, "{:?}", a.jobs);
+                assert!(!a.jobs[0].launcher_gone, "{:?}", a.jobs);
+                assert!(a.findings.is_empty(), "{:?}", a.findings);
+            }
+            let mut sup = proc_(1, 0, "/usr/bin/python3 /usr/bin/supervisord -n", &[], &[]);
+            sup.comm = "supervisord".into();
+            let s = snap(vec![
+                sup,
+                proc_(10, 1, SPAWN, PORT, &[1, 2, 3]),
+                proc_(11, 1, SPAWN, PORT, &[4]),
+            ]);
+            let a = Analysis::new(&s, &[]);
+            assert!(a.jobs.iter().all(|j| j.launcher_gone), "{:?}", a.jobs);
         }
 
         fn no_pick(_: &Host, _: &BTreeSet<u16>) -> Option<u16> {

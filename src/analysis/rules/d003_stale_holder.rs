@@ -112,8 +112,13 @@ fn orphaned_jobs(a: &Analysis, out: &mut Vec<Finding>, seen: &mut BTreeSet<(i32,
                     seen.insert((h, port));
                 }
                 format!(
-                    "; pid {} still holds rendezvous port {port} ({}), so a new job on {port} fails with EADDRINUSE",
-                    join_spaced(&holders),
+                    "; {} {} rendezvous port {port} ({}), so a new job on {port} fails with EADDRINUSE",
+                    if holders.len() == 1 { "pid" } else { "pids" },
+                    if holders.len() == 1 {
+                        format!("{} still holds", holders[0])
+                    } else {
+                        format!("{} still hold", join_spaced(&holders))
+                    },
                     if listen { "LISTEN" } else { holding[0].1 }
                 )
             }

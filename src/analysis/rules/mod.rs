@@ -243,14 +243,22 @@ mod tests {
     }
 
     fn proc_(pid: i32, ppid: i32, argv: &str, env: &[(&str, &str)]) -> Process {
+        // Python unless the command is another program (`/sbin/init`).
+        let program = argv.split(' ').next().unwrap_or("");
+        let python = !program.starts_with('/') || program.contains("python");
+        let base = program.rsplit('/').next().unwrap_or(program);
         Process {
             pid,
             ppid,
             pgid: pid,
             sid: 1,
             state: "S".into(),
-            comm: "python".into(),
-            exe: Some("/usr/bin/python3".into()),
+            comm: if python { "python".into() } else { base.into() },
+            exe: Some(if python {
+                "/usr/bin/python3".into()
+            } else {
+                program.into()
+            }),
             argv: argv.split(' ').map(str::to_string).collect(),
             env: env
                 .iter()
