@@ -846,7 +846,9 @@ fn check_cell(
     let want: BTreeSet<String> = strs(cell, "codes").into_iter().collect();
     let may: BTreeSet<String> = strs(cell, "may").into_iter().collect();
     let ports = cell_ports(job, port);
-    let job_pids = stoppable.unwrap_or_else(|| job.pids());
+    let mut ours = job.pids();
+    let job_pids = stoppable.unwrap_or_else(|| ours.clone());
+    ours.extend(&job_pids);
     // The live ranks (a killed launcher that was rank 0 is gone).
     let up: Vec<i64> = ranks
         .values()
@@ -910,10 +912,13 @@ fn check_cell(
         }
         for (doc, p) in &docs {
             for f in doc["findings"].as_array().unwrap() {
-                if !f["ports"]
+                // Every finding about the cell: on its port, or naming one of its processes
+                // (whatever port: a fix must be safe wherever it points).
+                let on_port = f["ports"]
                     .as_array()
-                    .is_some_and(|x| x.iter().any(|q| q == *p))
-                {
+                    .is_some_and(|x| x.iter().any(|q| q == *p));
+                let names_ours = pids_of(f).iter().any(|&q| ours.contains(&(q as i32)));
+                if !on_port && !names_ours {
                     continue;
                 }
                 if let Err(e) = check_shape(f) {
@@ -1061,7 +1066,77 @@ impl std::fmt::Debug for Shape {
 }
 
 /// One live job for the cells of `group` (one launcher and world shape), in situation order.
-fn drive(python: &Path, group: &[Value], failures: &Mutex<Vec<String>>) {
+/// The jobs handed from the workers to the waiters: (queued, being checked, workers left).
+struct Waits {
+    cap: usize,
+    state: Mutex<(std::collections::VecDeque<Waiting>, usize, usize)>,
+    cv: std::sync::Condvar,
+}
+
+impl Waits {
+    fn new(cap: usize, workers: usize) -> Waits {
+        Waits {
+            cap: cap.max(1),
+            state: Mutex::new((Default::default(), 0, workers)),
+            cv: std::sync::Condvar::new(),
+        }
+    }
+
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, (std::collections::VecDeque<Waiting>, usize, usize)> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queue `w` once fewer than `cap` jobs wait (a worker blocks meanwhile).
+    fn hand_off(&self, w: Waiting) {
+        let mut st = self.lock();
+        while st.0.len() + st.1 >= self.cap {
+            st = self.cv.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+        st.0.push_back(w);
+        self.cv.notify_all();
+    }
+
+    /// The next job to check; None once the queue is empty and every worker has left.
+    fn next(&self) -> Option<Waiting> {
+        let mut st = self.lock();
+        loop {
+            if let Some(w) = st.0.pop_front() {
+                st.1 += 1;
+                return Some(w);
+            }
+            if st.2 == 0 {
+                return None;
+            }
+            st = self.cv.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    fn done_one(&self) {
+        self.lock().1 -= 1;
+        self.cv.notify_all();
+    }
+}
+
+/// Counts a worker out when it ends (normally or by a panic), so the waiters can end too.
+struct WorkerLeaves<'a>(&'a Waits);
+
+impl Drop for WorkerLeaves<'_> {
+    fn drop(&mut self) {
+        self.0.lock().2 -= 1;
+        self.0.cv.notify_all();
+    }
+}
+
+/// A job under `doctor run` whose cells are checked: what is left is its record at the timeout.
+struct Waiting {
+    cell: Value,
+    job: Job,
+    stoppable: (BTreeSet<i32>, BTreeSet<i32>),
+}
+
+fn drive(python: &Path, group: &[Value], failures: &Mutex<Vec<String>>, handoff: &dyn Fn(Waiting)) {
     let launcher = group[0]["launcher"].as_str().unwrap();
     let shape = Shape::of(&group[0]);
     let port = free_low_port();
@@ -1213,13 +1288,20 @@ fn drive(python: &Path, group: &[Value], failures: &Mutex<Vec<String>>) {
                 run_timeout()
             ));
         }
-        if under_run && cell.get("run").is_some() {
-            found.extend(check_run(cell, &mut job, run_stoppable));
-        }
         failures
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .extend(found);
+        if under_run && cell.get("run").is_some() {
+            // The last cell (a_run_cell_is_the_last_of_its_job): the job now only waits for
+            // doctor run's timeout, which a waiter sees to while this worker starts the next job.
+            handoff(Waiting {
+                cell: cell.clone(),
+                job,
+                stoppable: run_stoppable,
+            });
+            return;
+        }
         if let Some(d) = dup {
             // The duplicate goes before the next situation.
             job.signal(d, libc::SIGKILL);
@@ -1279,9 +1361,37 @@ fn every_cell_on_a_real_job() {
         .unwrap_or(4);
     let next = Mutex::new(0usize);
     let failures = Mutex::new(Vec::new());
+    // Jobs that only wait for doctor run's timeout (idle; their memory counts): at most
+    // DOCTOR_MATRIX_WAITING (default 4) at once, each checked by a waiter thread.
+    let waits = Waits::new(
+        std::env::var("DOCTOR_MATRIX_WAITING")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(4),
+        workers.max(1),
+    );
     std::thread::scope(|s| {
+        for _ in 0..waits.cap {
+            s.spawn(|| {
+                while let Some(w) = waits.next() {
+                    let Waiting {
+                        cell,
+                        mut job,
+                        stoppable,
+                    } = w;
+                    let found = check_run(&cell, &mut job, stoppable);
+                    drop(job);
+                    failures
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .extend(found);
+                    waits.done_one();
+                }
+            });
+        }
         for _ in 0..workers.max(1) {
             s.spawn(|| {
+                let _leaving = WorkerLeaves(&waits);
                 loop {
                     let i = {
                         let mut n = next.lock().unwrap_or_else(|e| e.into_inner());
@@ -1290,7 +1400,7 @@ fn every_cell_on_a_real_job() {
                     };
                     let Some(g) = groups.get(i) else { break };
                     let t = Instant::now();
-                    drive(&python, g, &failures);
+                    drive(&python, g, &failures, &|w| waits.hand_off(w));
                     // Seen with --nocapture: where the matrix's time goes.
                     eprintln!(
                         "matrix: {} {:?} took {:.0} s",
