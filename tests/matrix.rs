@@ -581,13 +581,14 @@ impl Drop for Job {
 }
 
 /// How long a job under `doctor run` runs before its timeout (`DOCTOR_MATRIX_RUN_TIMEOUT`
-/// seconds, default 90): long enough for its cells to be checked first on a loaded machine.
+/// seconds, default 180): long enough for its cells to be checked first on a loaded machine (at
+/// load average 19 on 2 cores a Fabric job was not up after 90 s).
 fn run_timeout() -> Duration {
     Duration::from_secs(
         std::env::var("DOCTOR_MATRIX_RUN_TIMEOUT")
             .ok()
             .and_then(|v| v.parse().ok())
-            .unwrap_or(90),
+            .unwrap_or(180),
     )
 }
 
@@ -1400,7 +1401,22 @@ fn every_cell_on_a_real_job() {
                     };
                     let Some(g) = groups.get(i) else { break };
                     let t = Instant::now();
-                    drive(&python, g, &failures, &|w| waits.hand_off(w));
+                    // A group that panics (a job that never came up) is one failure among the
+                    // others, which are still checked and reported.
+                    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        drive(&python, g, &failures, &|w| waits.hand_off(w))
+                    }));
+                    if let Err(e) = run {
+                        let why = e
+                            .downcast_ref::<String>()
+                            .cloned()
+                            .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                            .unwrap_or_default();
+                        failures
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push(format!("{}: {why}", g[0]["launcher"]));
+                    }
                     // Seen with --nocapture: where the matrix's time goes.
                     eprintln!(
                         "matrix: {} {:?} took {:.0} s",
