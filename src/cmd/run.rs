@@ -1,6 +1,6 @@
 //! `doctor run -- CMD`: run a training command in its own process group with the terminal's
 //! foreground, pass its output through, watch its whole tree (polling, and where allowed exact
-//! bind/listen/connect tracing by seccomp user notification), kill everything of it at the end,
+//! bind/listen tracing by seccomp user notification), kill everything of it at the end,
 //! and explain a rendezvous failure. Supervision lives in `sys::supervise`, tracing in
 //! `sys::trace`, the explanation in `analysis::run_diagnosis` and `render::run`.
 
@@ -42,7 +42,7 @@ pub struct RunArgs {
     /// How often to look at the process tree, in milliseconds
     #[arg(long, value_name = "MS", default_value = "50", value_parser = clap::value_parser!(u64).range(5..=10_000))]
     interval: u64,
-    /// Do not trace bind/listen/connect system calls (poll only)
+    /// Do not trace bind/listen system calls (poll only)
     #[arg(long)]
     no_trace: bool,
     /// Explain what was seen even when the command succeeds
@@ -187,7 +187,7 @@ fn decide_tracing(args: &RunArgs) -> (bool, Vec<String>) {
     }
     if let Some(release) = trace::kernel_too_old() {
         eprintln!(
-            "doctor: tracing bind/connect needs Linux 5.6 or newer (this is {release}); falling back to polling every {} ms",
+            "doctor: tracing bind/listen needs Linux 5.6 or newer (this is {release}); falling back to polling every {} ms",
             args.interval
         );
         return (false, Vec::new());
@@ -251,7 +251,7 @@ fn watching(
         }
         (Some(b), _) if want_trace => {
             eprintln!(
-                "doctor: tracing bind/connect is not allowed here ({}); falling back to polling every {} ms",
+                "doctor: tracing bind/listen is not allowed here ({}); falling back to polling every {} ms",
                 std::io::Error::from_raw_os_error(b as i32),
                 args.interval
             );

@@ -1,5 +1,5 @@
 //! What `doctor run` saw of a command: the processes and sockets of its tree over time and the
-//! traced `bind`/`listen`/`connect` calls. Filled by `sys::supervise` and `sys::trace`, read by
+//! traced `bind`/`listen` calls. Filled by `sys::supervise` and `sys::trace`, read by
 //! `analysis::run_diagnosis`.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -27,7 +27,7 @@ pub struct SyscallEvent {
     pub port: Option<u16>,
     /// 0 on success, -1 on failure (then `errno` says why, when known). The kernel carries out
     /// every call in the process itself; doctor learns the result of `bind` and `listen`
-    /// afterwards from the socket's state (`result_from`). Absent for `connect`, and when the
+    /// afterwards from the socket's state (`result_from`). Absent when the
     /// socket was gone before it could be looked at.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub result: Option<i64>,

@@ -1,4 +1,4 @@
-//! Every operating-system access: /proc, sockets, host facts, process supervision, ptrace
+//! Every operating-system access: /proc, sockets, host facts, process supervision, seccomp-notify
 //! tracing, Python discovery. Nothing above this layer opens a file under /proc (`tests/layout.rs`
 //! keeps the OS crates here).
 

@@ -1,5 +1,5 @@
 //! The one `/proc` layer: pid listing, `stat`/`status`/`cmdline`/`environ`/`fd` reading,
-//! sysctl values. Every module that reads a process (observe, supervise, run, trace) reads it
+//! sysctl values. Every module that reads a process (sys: observe, supervise, trace, blocked, sockets; cmd: mod, ports, report) reads it
 //! through here.
 //!
 //! A whole process is read through one directory handle on `/proc/PID` (`openat`/`readlinkat`
