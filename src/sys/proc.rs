@@ -1,6 +1,6 @@
 //! The one `/proc` layer: pid listing, `stat`/`status`/`cmdline`/`environ`/`fd` reading,
-//! sysctl values. Every module that reads a process (sys: observe, supervise, trace, blocked, sockets; cmd: mod, ports, report) reads it
-//! through here.
+//! sysctl values. Every module that reads a process (sys: observe, supervise, trace, blocked,
+//! sockets; cmd: mod, ports, report) reads it through here.
 //!
 //! A whole process is read through one directory handle on `/proc/PID` (`openat`/`readlinkat`
 //! relative to it, so the kernel resolves one path component per file instead of four), with
