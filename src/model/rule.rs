@@ -671,10 +671,11 @@ rules! {
     /// left by an earlier job (run id job-old, SLURM job 4100, its launcher gone) still serves its store
     /// on the master port of node-a: node-a's agent fails with EADDRINUSE, node-b's agent connects to the
     /// leftover and waits. The merge ties node-b's wait to that holder and gives the fix on node-a, with
-    /// pids of node-a's PID namespace:
+    /// pids of node-a's PID namespace (the two reports of that run are recorded in
+    /// tests/fixtures/reports/testbed-leftover; tests/explain.rs re-runs this example on them):
     ///
     /// ```
-    /// $ doctor merge reports/   # scripts/testbed/cluster.sh OUT leftover
+    /// $ doctor merge tests/fixtures/reports/testbed-leftover/*.yaml
     /// doctor merge 2 nodes; rendezvous 10.78.0.1:29577 on master node node-a
     ///   holder: pid 4 (rank) python /work/wt/cluster/tests/helpers/cluster_train.py store 29577
     ///
@@ -689,11 +690,12 @@ rules! {
     ///   agents: torchrun pid 4 (static 10.78.0.1:29577, node rank 1, nnodes 2)
     ///   ranks: none
     ///
-    /// summary: 2 errors, 1 warnings, 0 info (nodes' own findings included)
+    /// summary: 2 errors, 1 warning, 0 info (nodes' own findings included)
     /// error[M003] port-held-by-other-job: on the master node node-a, MASTER_PORT 29577 is held by pid 4 (rank) `python /work/wt/cluster/tests/helpers/cluster_train.py store 29577`, a leftover of another job (run id job-old, SLURM job 4100, its launcher gone): this job's rank 0 (or torchrun's agent) cannot bind it (EADDRINUSE); node-b (agent pid 4 connected) waits on 10.78.0.1:29577, talking to that holder instead of this job's store; the job cannot start until the port is free
     ///   = fix: on node-a: `kill -TERM 4` (pids of node-a's PID namespace pid:[4026532444], not host pids: run it there, e.g. `srun -w node-a ...` or `kubectl exec`), then start the job again on every node; or give this job another MASTER_PORT, the same on every node (e.g. MASTER_PORT=$((20000 + SLURM_JOB_ID % 10000)))
     /// warning[M010] missing-ranks: torchrun expects 2 nodes (--nnodes) but only 1 run its agent (node-b): no agent in the report of node-a (it exited, e.g. on EADDRINUSE, or never started); the agents wait at the rendezvous until every node has joined
     ///   = fix: start torchrun on every node of the job (scheduler log: did each task start? `srun -N` and --nnodes must agree); add the reports of the nodes not merged; on a node whose agent exited, its log says why
+    /// see: `doctor explain D003`, `doctor explain M003`, `doctor explain M010` (what each code means, why, the fix, an example)
     /// ```
     ///
     /// The same with another program holding the port (`scripts/testbed/cluster.sh OUT foreign` (tests/cluster_torchrun.rs): nodes as network + PID + UTS + mount namespaces, real torchrun 2.15 with gloo ranks, `doctor report` taken inside each node, merged with `doctor merge DIR`):
