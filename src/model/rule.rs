@@ -157,22 +157,23 @@ rules! {
     /// ```
     /// $ doctor run -- ~/.cache/ddp-doctor/venv/bin/python /tmp/fabric_buggy.py --ctx spawn
     /// ...
-    /// doctor: the command exited with status 1 after 13.2s (watched by seccomp-notify)
-    /// doctor: pid 1236 (spawn-child, local 0 of 2) failed bind(:::48549) with errno 98 EADDRINUSE at 11.30s
-    /// doctor: port 48549 was held by pid 1203 (rank, local 0 of 2*), which bound it at 3.37s
-    /// doctor: path: 1203 rank -> 1236 spawn-child
+    /// doctor: the command exited with status 1 after 17.2s (watched by seccomp-notify)
+    /// doctor: pid 2096 (spawn-child, local 0 of 2) failed bind(:::47427) with errno 98 EADDRINUSE at 14.84s (its socket stayed unbound while another held the port: errno inferred)
+    /// doctor: port 47427 was held by pid 1728 (rank, local 0 of 2*), which bound it at 4.69s
+    /// doctor: path: 1728 rank -> 2096 spawn-child
     /// doctor: the line that ran again: /tmp/fabric_buggy.py:32    fabric.launch()
     /// warning[S001] module-level-launch: `fabric.launch()` starts distributed work at import time, outside `if __name__ == "__main__":` (doctor scan; the same line)
     ///  --> /tmp/fabric_buggy.py:32:1
     ///
-    /// error[D001] duplicate-init: pid 1236 (spawn-child, local 0 of 2) re-ran `fabric.launch()` at /tmp/fabric_buggy.py:32 and tried to bind the rendezvous port 48549 of rank pid 1203 (rank, local 0 of 2*); it failed with EADDRINUSE because the rank holds it
+    /// error[D001] duplicate-init: pid 2096 (spawn-child, local 0 of 2) re-ran `fabric.launch()` at /tmp/fabric_buggy.py:32 and tried to bind the rendezvous port 47427 of rank pid 1728 (rank, local 0 of 2*); it failed with EADDRINUSE because the rank holds it
     ///   = fix: move `fabric.launch()` at /tmp/fabric_buggy.py:32 into `main()` under `if __name__ == "__main__":` so spawn/forkserver children (DataLoader workers) do not run it again
-    /// error[D001] duplicate-init: pid 1237 (spawn-child, local 1 of 2) re-ran the training script's distributed launch: it carries the identity of rank pid 1221 and is connected to the rendezvous port 48549 with a socket of its own. Path: pid 1221 (rank, local 1 of 2) -> pid 1237 (spawn-child, local 1 of 2)
+    /// error[D001] duplicate-init: pid 2094 (spawn-child, local 1 of 2) re-ran the training script's distributed launch: it carries the identity of rank pid 2011 and is connected to the rendezvous port 47427 with a socket of its own. Path: pid 2011 (rank, local 1 of 2) -> pid 2094 (spawn-child, local 1 of 2)
     ///   = fix: move the distributed launch in /tmp/fabric_buggy.py (`fabric.launch()`, `init_process_group(...)`, `trainer.fit(...)`) into `main()` under `if __name__ == "__main__":` so spawn/forkserver children do not run it again; `doctor scan` points at the line
+    /// see: `doctor explain D001` (what the code means, why, the fix, an example)
     /// doctor: cleaned up 3 leftover processes:
-    ///   1221 SIGTERM /root/.cache/ddp-doctor/venv/bin/python /tmp/fabric_buggy.py --ctx spawn
-    ///   1235 SIGTERM /root/.cache/ddp-doctor/venv/bin/python -B -c from multiprocessing.resource_tracker import main;mai…
-    ///   1237 SIGTERM /root/.cache/ddp-doctor/venv/bin/python -B -c from multiprocessing.spawn import spawn_main; spawn_m…
+    ///   2011 SIGTERM /root/.cache/ddp-doctor/venv/bin/python /tmp/fabric_buggy.py --ctx spawn
+    ///   2092 SIGTERM /root/.cache/ddp-doctor/venv/bin/python -B -c from multiprocessing.resource_tracker import main;mai…
+    ///   2094 SIGTERM /root/.cache/ddp-doctor/venv/bin/python -B -c from multiprocessing.spawn import spawn_main; spawn_m…
     /// doctor: nothing of the run is left; its ports are free
     /// ```
     ///
