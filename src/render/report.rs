@@ -219,7 +219,8 @@ fn environment(doc: &Value, o: &mut String) {
         })
         .unwrap_or_default();
     o.push_str(&format!(
-        "training   {procs} processes in training jobs or with rendezvous variables; jobs: {}\n",
+        "training   {} in training jobs or with rendezvous variables; jobs: {}\n",
+        render::plural(procs, "process", "processes"),
         if jobs.is_empty() {
             "none".into()
         } else {
@@ -244,8 +245,8 @@ fn holders(ports: &Value, o: &mut String) {
     }
     let listen: Vec<&Value> = rows.iter().filter(|r| r["state"] == "LISTEN").collect();
     o.push_str(&format!(
-        "holders    {} sockets on rendezvous ports {}; listeners:\n",
-        rows.len(),
+        "holders    {} on rendezvous ports {}; listeners:\n",
+        render::plural(rows.len(), "socket", "sockets"),
         list.join(", ")
     ));
     for r in listen.iter().take(12) {
@@ -289,16 +290,21 @@ fn rank_cell(r: &Value) -> String {
 fn tail(doc: &Value, o: &mut String) {
     let u = &doc["unreadable"];
     if u["count"].as_u64().unwrap_or(0) > 0 {
+        let n = |k: &str| u[k].as_u64().unwrap_or(0) as usize;
         o.push_str(&format!(
-            "unreadable {} entries ({} permission denied) over {} processes\n",
-            u["count"], u["permission_denied"], u["processes_seen"]
+            "unreadable {} ({} permission denied) over {}\n",
+            render::plural(n("count"), "entry", "entries"),
+            n("permission_denied"),
+            render::plural(n("processes_seen"), "process", "processes")
         ));
     }
     if !doc["scan"].is_null() {
+        let files = doc["scan"]["files_scanned"].as_u64().unwrap_or(0) as usize;
+        let findings = doc["scan"]["findings"].as_array().map_or(0, Vec::len);
         o.push_str(&format!(
-            "scan       {} files, {} static findings\n",
-            doc["scan"]["files_scanned"],
-            doc["scan"]["findings"].as_array().map_or(0, Vec::len)
+            "scan       {}, {}\n",
+            render::plural(files, "file", "files"),
+            render::plural(findings, "static finding", "static findings")
         ));
     }
     if !doc["included_run"].is_null() {
