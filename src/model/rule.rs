@@ -660,12 +660,12 @@ rules! {
     /// --port N` on that node shows the holder's tree.
     ///
     /// **Example** (real run: `scripts/demo/merge-netns.sh dup`, another program listening on the port
-    /// on node-b; node-b's own report also has D002):
+    /// on node-b; node-b's own report also has D008):
     ///
     /// ```
     /// $ doctor merge report-node-a.yaml report-node-b.yaml
-    /// warning[M003] port-held-by-other-job: on node-b, port 28123 is held by pid 17315 (python) /root/.pyenv/versions/3.11.7/bin/python3 /work/wt-report/tests/helpers/multinode.py listen 28123, not a process of this job; harmless while node-a is the master, a failure as soon as this node hosts rank 0
-    ///   = fix: on node-b: end that job, or give this job another MASTER_PORT (one per job: e.g. MASTER_PORT=$((20000 + SLURM_JOB_ID % 10000)), below the ephemeral range); `doctor ports --port 28123` there shows the holder's tree
+    /// warning[M003] port-held-by-other-job: on node-b, port 28123 is held by pid 10559 (python) `/root/.pyenv/versions/3.11.7/bin/python3 /work/main/tests/helpers/multinode.py listen 28123`, a program that is no training job; harmless while node-a is the master, a failure as soon as this node hosts rank 0
+    ///   = fix: on node-b: `kill -TERM -- -10559`, or give this job another MASTER_PORT (one per job: e.g. MASTER_PORT=$((20000 + SLURM_JOB_ID % 10000)), below the ephemeral range)
     /// ```
     ///
     /// **Cluster verdict** (the master node's holder). Real run of `scripts/testbed/cluster.sh OUT leftover` (tests/cluster_torchrun.rs): nodes as network + PID + UTS + mount namespaces, real torchrun 2.15 with gloo ranks, `doctor report` taken inside each node, merged with `doctor merge DIR`. A rank 0

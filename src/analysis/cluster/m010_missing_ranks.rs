@@ -140,7 +140,8 @@ pub fn check(c: &Context) -> Vec<MergeFinding> {
             Rule::M010,
             Severity::Info,
             format!(
-                "WORLD_SIZE is {w} but the reports show {ranks_visible} ranks (Lightning's rank 0 shows only once it has started children)"
+                "WORLD_SIZE is {w} but the reports show {ranks_visible} {} (Lightning's rank 0 shows only once it has started children)",
+                if ranks_visible == 1 { "rank" } else { "ranks" }
             ),
             vec![],
             c.master_port().into_iter().collect(),
