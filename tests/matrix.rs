@@ -209,20 +209,10 @@ fn every_cell_names_a_described_launcher_and_situation() {
     }
 }
 
-/// The managed venv's interpreter; None (after SKIP) where torch is missing outside CI.
+/// The managed venv's interpreter (`common::torch_python`), with the launchers' tools next to
+/// it; None (after SKIP) where one is missing outside CI.
 fn torch_python() -> Option<PathBuf> {
-    let out = doctor()
-        .args(["repro", "--setup", "--no-setup"])
-        .output()
-        .expect("doctor runs");
-    if out.status.code() != Some(0) {
-        skip_or_fail(&format!(
-            "no Python with torch and lightning (run scripts/test.sh): {}",
-            String::from_utf8_lossy(&out.stderr)
-        ));
-        return None;
-    }
-    let py = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    let py = common::torch_python()?;
     for tool in ["accelerate", "py-spy"] {
         if !py.with_file_name(tool).is_file() {
             skip_or_fail(&format!(
@@ -408,6 +398,14 @@ impl Job {
     }
 
     /// The first `n` lines starting with `prefix`, waiting for them until `timeout`.
+    /// The `pid=` of every `prefix` line, once at least `n` are seen ([`Job::wait_lines`]).
+    fn wait_pids(&mut self, prefix: &str, n: usize, timeout: Duration) -> BTreeSet<i64> {
+        self.wait_lines(prefix, n, timeout)
+            .iter()
+            .filter_map(|l| field(l, "pid")?.parse().ok())
+            .collect()
+    }
+
     fn wait_lines(&mut self, prefix: &str, n: usize, timeout: Duration) -> Vec<String> {
         let deadline = Instant::now() + timeout;
         loop {
@@ -1513,11 +1511,7 @@ fn judged(job: &mut Job, port: u16, ports: &[u16]) -> (BTreeSet<String>, Vec<Val
 fn ranks_behind_nested_shells_and_exec_wrappers_are_one_job() {
     let port = free_low_port();
     let mut job = Job::shape("wrapped4", &[port]);
-    let up = job.wait_lines("UP ", 4, Duration::from_secs(60));
-    let ranks: BTreeSet<i64> = up
-        .iter()
-        .filter_map(|l| field(l, "pid")?.parse().ok())
-        .collect();
+    let ranks = job.wait_pids("UP ", 4, Duration::from_secs(60));
     let (codes, findings, bad) = judged(&mut job, port, &[port]);
     assert!(codes.is_empty(), "{findings:#?}");
     assert!(bad.is_empty(), "{bad:?}");
@@ -1608,11 +1602,7 @@ fn a_spawn_grandchild_that_joins_the_store_is_the_duplicate() {
 fn three_orphaned_spawn_ranks_and_a_helper_are_one_leftover_job() {
     let port = free_low_port();
     let mut job = Job::shape("spawn3", &[port]);
-    let up = job.wait_lines("UP ", 3, Duration::from_secs(60));
-    let ranks: BTreeSet<i64> = up
-        .iter()
-        .filter_map(|l| field(l, "pid")?.parse().ok())
-        .collect();
+    let ranks = job.wait_pids("UP ", 3, Duration::from_secs(60));
     let helper = job.wait_lines("HELPER ", 1, Duration::from_secs(10));
     let helper: i32 = field(&helper[0], "pid").unwrap().parse().unwrap();
     let launcher = line_pids(&job, "LAUNCHER ")[0];
@@ -1648,11 +1638,7 @@ fn three_orphaned_spawn_ranks_and_a_helper_are_one_leftover_job() {
 fn two_killed_spawn_jobs_of_one_group_stay_two_jobs() {
     let (a, b) = (free_low_port(), free_low_port());
     let mut job = Job::shape("spawn-two", &[a, b]);
-    let up: BTreeSet<i64> = job
-        .wait_lines("UP ", 4, Duration::from_secs(60))
-        .iter()
-        .filter_map(|l| field(l, "pid")?.parse().ok())
-        .collect();
+    let up = job.wait_pids("UP ", 4, Duration::from_secs(60));
     let parents: Vec<i32> = ["LAUNCHER_A ", "LAUNCHER_B "]
         .iter()
         .flat_map(|p| line_pids(&job, p))
