@@ -156,6 +156,96 @@ fn verify_fix_refuses_what_it_cannot_fix() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no import-time launch"));
 }
 
+/// A star import of a module that is nowhere: the scan still reads `torch` and `dist` as the
+/// libraries (tests/scan.rs), the fix moves the launches, and the verifier cannot verify,
+/// naming the missing module (the fixed copy fails as the original does).
+#[test]
+fn verify_fix_names_a_star_imported_module_that_is_missing() {
+    let _one = HEAVY.lock().unwrap_or_else(|e| e.into_inner());
+    if common::torch_python().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let script = dir.path().join("missing.py");
+    std::fs::write(
+        &script,
+        "from somewhere import *\n\ntorch.distributed.init_process_group(\"gloo\")\ndist.init_device_mesh(\"cpu\", (1,))\n",
+    )
+    .expect("write");
+    let script = script.to_string_lossy().into_owned();
+    let out = run_in_group(&[
+        "repro",
+        &script,
+        "--verify-fix",
+        "--ctx",
+        "spawn",
+        "--accelerator",
+        "cpu",
+        "--no-progress",
+        "--format",
+        "json",
+    ]);
+    let doc: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("no JSON ({e}): {}", String::from_utf8_lossy(&out.stderr)));
+    let summary = doc["verdict"]["summary"].as_str().unwrap_or("");
+    assert_eq!(out.status.code(), Some(1), "{doc}");
+    assert_eq!(doc["verdict"]["fix_verified"], false, "{doc}");
+    assert!(
+        summary.starts_with("cannot verify") && summary.contains("No module named 'somewhere'"),
+        "{summary}"
+    );
+    assert!(
+        doc["diff"]
+            .as_str()
+            .unwrap()
+            .contains("def _doctor_main():"),
+        "{doc}"
+    );
+}
+
+/// tests/fixtures/scan_star/guess.py star-imports an installed module that is not beside it
+/// (so the scan cannot follow it): the module must really bind `torch` and `dist` through
+/// `import *` (no `__all__`), or the fixture would not run and would test nothing.
+#[test]
+fn guess_fixture_star_imports_torch_and_dist_for_real() {
+    let Some(python) = common::torch_python() else {
+        return;
+    };
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/scan_star/guess.py");
+    let text = std::fs::read_to_string(&fixture).expect("read");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("from ") && l.ends_with(" import *"))
+        .expect("a star import");
+    let module = line.split(' ').nth(1).unwrap();
+    assert!(
+        !fixture
+            .with_file_name(format!("{}.py", module.split('.').next().unwrap()))
+            .exists(),
+        "{module} must not be beside the fixture"
+    );
+    let out = std::process::Command::new(python)
+        .arg("-c")
+        .arg(format!(
+            "import importlib, torch, torch.distributed\n\
+             ns = {{}}\n\
+             exec('from {module} import *', ns)\n\
+             m = importlib.import_module('{module}')\n\
+             assert not hasattr(m, '__all__'), 'has __all__'\n\
+             assert ns.get('torch') is torch, 'no torch'\n\
+             assert ns.get('dist') is torch.distributed, 'no dist'\n\
+             print('ok')"
+        ))
+        .output()
+        .expect("python runs");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "ok",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Fixtures that `--fix` changes but that cannot run here, why, and what the verifier must name
 /// as the reason it could not verify (a text of its summary). Every other changed fixture must
 /// be "fix verified".
@@ -177,12 +267,6 @@ const CANNOT_RUN: &[(&str, &str, &str)] = &[
         "scan/modern_syntax.py",
         "PEP 695 syntax needs Python 3.12; the managed venv has 3.11",
         "SyntaxError",
-    ),
-    (
-        "scan_star/guess.py",
-        "star-imports a module that is not there (`somewhere`), on purpose: the scan guesses what \
-         it binds",
-        "No module named 'somewhere'",
     ),
 ];
 

@@ -684,8 +684,9 @@ fn special_files_are_refused_without_blocking() {
 }
 
 /// `from utils import *` follows the sibling module (and its own star imports, relative ones
-/// too); with no sibling, a name the file never binds is read as the library it spells; a name
-/// the file binds itself is never guessed (issue 19).
+/// too); with no sibling (an installed module: guess.py; a missing one: missing.py), a name the
+/// file never binds is read as the library it spells; a name the file binds itself is never
+/// guessed (issue 19).
 #[test]
 fn star_imports_are_followed_to_siblings_or_read_as_the_library() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -705,6 +706,12 @@ fn star_imports_are_followed_to_siblings_or_read_as_the_library() {
     ] {
         copy(rel);
     }
+    // A module that is nowhere (guess.py's is installed, not beside it): the same guess.
+    std::fs::write(
+        dir.path().join("missing.py"),
+        "from somewhere import *\n\ntorch.distributed.init_process_group(\"gloo\")\ndist.init_process_group(\"gloo\")\nL.Fabric(devices=2).launch()\n",
+    )
+    .expect("write");
     let (doc, _) = scan_json(&[dir.path().to_str().unwrap()]);
     let found: BTreeSet<(String, String, u64)> = doc["findings"]
         .as_array()
@@ -725,8 +732,11 @@ fn star_imports_are_followed_to_siblings_or_read_as_the_library() {
         })
         .collect();
     let expected: BTreeSet<(String, String, u64)> = [
-        ("guess.py", 4),
-        ("guess.py", 5),
+        ("guess.py", 6),
+        ("guess.py", 7),
+        ("missing.py", 3),
+        ("missing.py", 4),
+        ("missing.py", 5),
         ("train.py", 3),
         ("train.py", 6),
     ]
