@@ -7,7 +7,9 @@
 //! One live job per launcher (and world shape) serves all its cells in turn, in the order of the
 //! file's `situations` (a situation that ends the job comes last); a few jobs run at once
 //! (`DOCTOR_MATRIX_JOBS`, default 4). Every wait is on a condition with a deadline (a line from
-//! the job, a code from doctor), never a fixed sleep. Every fix the matrix produces is checked
+//! the job, a code from doctor), never a fixed sleep: a job under `doctor run` is interrupted
+//! (SIGINT to doctor, as a Ctrl-C) as soon as its last cell is checked, and doctor's record then
+//! states the run as it stood. Every fix the matrix produces is checked
 //! safe: a kill names no group 0 or 1, not the test's own group or session, no group with a
 //! process outside the cell's job, and every holder of the port. Every process is killed (group,
 //! descendants, and every pid the job reported, orphans included) when the test ends, pass or
@@ -87,9 +89,9 @@ fn verdicts_page() -> String {
     s.push_str(
         "\n## Cells\n\n`(D007)`: a code that may show or not (information that lasts as long as a kernel timer).\n\
          `ports, tree`: what `doctor ports` and `doctor tree` give on the live situation. `doctor run`: what\n\
-         `doctor run --timeout T -- LAUNCHER ...` states in its record (at the timeout, or when the launcher fails\n\
-         first), the job being the one `ports` and `tree` were checked on (for another-job: the second job, run\n\
-         under `doctor run`); `-`: not checked (see below).\n\n\
+         `doctor run -- LAUNCHER ...` states in its record when it is interrupted (SIGINT, as a Ctrl-C) once the\n\
+         situation stands and `ports` and `tree` were checked on it, or when the launcher fails by itself first\n\
+         (for another-job: the second job, run under `doctor run`); `-`: not checked (see below).\n\n\
          | launcher | situation | ports, tree | doctor run |\n|---|---|---|---|\n",
     );
     for c in list(&m, "cells") {
@@ -165,8 +167,8 @@ fn verdicts_page_is_current() {
     );
 }
 
-/// A job under `doctor run` is judged at its timeout: its `run` cell is the last of its group,
-/// and no situation that ends the job (the launcher killed) comes in it.
+/// A job under `doctor run` is judged when the test interrupts it after its `run` cell: that cell
+/// is the last of its group, and no situation that ends the job (the launcher killed) comes in it.
 #[test]
 fn a_run_cell_is_the_last_of_its_job() {
     for g in groups() {
@@ -369,23 +371,40 @@ impl Job {
             .collect()
     }
 
-    /// Wait for `doctor run` to end (its timeout, or the command's end) and read its record.
-    fn run_record(&mut self) -> Result<Value, String> {
+    /// Wait for `doctor run` to end and read its record. `interrupt`: the cell is checked and
+    /// the job would only wait, so doctor gets SIGINT (which it passes to the command's group, as
+    /// a terminal's Ctrl-C reaches a command; doctor then states the run as it stood before it
+    /// began to end), and again after [`SECOND_INTERRUPT`] when the command still runs (a rank
+    /// blocked in C++ may not react: doctor then stops the whole tree). Otherwise the command
+    /// ends by itself (a launcher that fails); `doctor run --timeout` is only a backstop.
+    fn run_record(&mut self, interrupt: bool) -> Result<Value, String> {
         let Some(path) = self.record.clone() else {
             return Err(format!("{}: not started under doctor run", self.name));
         };
-        let deadline = Instant::now() + run_timeout() + Duration::from_secs(60);
+        let doctor = self.child.id() as i32;
+        let start = Instant::now();
+        if interrupt {
+            self.signal(doctor, libc::SIGINT);
+        }
+        let mut again = interrupt;
+        let deadline = start
+            + if interrupt {
+                SECOND_INTERRUPT * 4
+            } else {
+                run_timeout() + Duration::from_secs(60)
+            };
         let status = loop {
             if let Ok(Some(st)) = self.child.try_wait() {
                 break st;
             }
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "{}: doctor run did not end at its timeout",
-                    self.name
-                ));
+            if again && start.elapsed() > SECOND_INTERRUPT {
+                self.signal(doctor, libc::SIGINT);
+                again = false;
             }
-            std::thread::sleep(Duration::from_millis(200));
+            if Instant::now() > deadline {
+                return Err(format!("{}: doctor run did not end", self.name));
+            }
+            std::thread::sleep(Duration::from_millis(100));
         };
         let text = std::fs::read_to_string(&path)
             .map_err(|e| format!("{}: doctor run ({status}) wrote no record: {e}", self.name))?;
@@ -578,36 +597,57 @@ impl Drop for Job {
     }
 }
 
-/// How long a job under `doctor run` runs before its timeout (`DOCTOR_MATRIX_RUN_TIMEOUT`
-/// seconds, default 180): long enough for its cells to be checked first on a loaded machine (at
-/// load average 19 on 2 cores a Fabric job was not up after 90 s).
+/// `doctor run --timeout` of a job under `doctor run` (`DOCTOR_MATRIX_RUN_TIMEOUT` seconds,
+/// default 600): a backstop only, since the test interrupts a job once its cell is checked
+/// ([`Job::run_record`]); longer than every wait for a job to come up (at load average 19 on 2
+/// cores a Fabric job was not up after 90 s), so that the timeout never comes first.
 fn run_timeout() -> Duration {
     Duration::from_secs(
         std::env::var("DOCTOR_MATRIX_RUN_TIMEOUT")
             .ok()
             .and_then(|v| v.parse().ok())
-            .unwrap_or(180),
+            .unwrap_or(600),
     )
 }
 
-/// What `doctor run` stated about a cell (its record's findings, at the timeout or at the
-/// launcher's failure): exactly the cell's `run` codes (and maybe `run_may`), the texts
-/// `run_has` in the first code's message and `run_fix_has` in its fix, and every fix safe: no
-/// pid or group 0 or 1, not the test's own group or session, only pids and groups of
-/// `stoppable` (pids, groups), which are taken while the processes live.
+/// How long after its SIGINT `doctor run` may still run before it gets a second one.
+const SECOND_INTERRUPT: Duration = Duration::from_secs(10);
+
+/// What `doctor run` stated about a cell (its record's findings, once the test interrupted it
+/// after the cell was checked, or at the launcher's failure): exactly the cell's `run` codes
+/// (and maybe `run_may`), the texts `run_has` in the first code's message and `run_fix_has` in
+/// its fix, and every fix safe: no pid or group 0 or 1, not the test's own group or session,
+/// only pids and groups of `stoppable` (pids, groups), which are taken while the processes live.
+/// `interrupt`: the job would wait on (see [`Job::run_record`]); the record must say it was
+/// interrupted, never that it timed out (the judgement of the run as it stood before the
+/// interrupt, not of the moment of the timeout).
 fn check_run(
     cell: &Value,
     job: &mut Job,
     stoppable: (BTreeSet<i32>, BTreeSet<i32>),
+    interrupt: bool,
 ) -> Vec<String> {
     let name = format!("{} / {} (doctor run)", cell["launcher"], cell["situation"]);
     let want: BTreeSet<String> = strs(cell, "run").into_iter().collect();
     let may: BTreeSet<String> = strs(cell, "run_may").into_iter().collect();
-    let rec = match job.run_record() {
+    let rec = match job.run_record(interrupt) {
         Ok(r) => r,
         Err(e) => return vec![e],
     };
     let mut failures = Vec::new();
+    if rec["timed_out"] != false || rec["interrupted"] != interrupt {
+        failures.push(format!(
+            "{name}: the record says timed_out {} and interrupted {} (the test {}): summary {:#}",
+            rec["timed_out"],
+            rec["interrupted"],
+            if interrupt {
+                "interrupted it"
+            } else {
+                "waited for the command to fail by itself"
+            },
+            rec["diagnosis"]["summary"]
+        ));
+    }
     let findings: Vec<Value> = rec["diagnosis"]["findings"]
         .as_array()
         .cloned()
@@ -1065,77 +1105,7 @@ impl std::fmt::Debug for Shape {
 }
 
 /// One live job for the cells of `group` (one launcher and world shape), in situation order.
-/// The jobs handed from the workers to the waiters: (queued, being checked, workers left).
-struct Waits {
-    cap: usize,
-    state: Mutex<(std::collections::VecDeque<Waiting>, usize, usize)>,
-    cv: std::sync::Condvar,
-}
-
-impl Waits {
-    fn new(cap: usize, workers: usize) -> Waits {
-        Waits {
-            cap: cap.max(1),
-            state: Mutex::new((Default::default(), 0, workers)),
-            cv: std::sync::Condvar::new(),
-        }
-    }
-
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, (std::collections::VecDeque<Waiting>, usize, usize)> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Queue `w` once fewer than `cap` jobs wait (a worker blocks meanwhile).
-    fn hand_off(&self, w: Waiting) {
-        let mut st = self.lock();
-        while st.0.len() + st.1 >= self.cap {
-            st = self.cv.wait(st).unwrap_or_else(|e| e.into_inner());
-        }
-        st.0.push_back(w);
-        self.cv.notify_all();
-    }
-
-    /// The next job to check; None once the queue is empty and every worker has left.
-    fn next(&self) -> Option<Waiting> {
-        let mut st = self.lock();
-        loop {
-            if let Some(w) = st.0.pop_front() {
-                st.1 += 1;
-                return Some(w);
-            }
-            if st.2 == 0 {
-                return None;
-            }
-            st = self.cv.wait(st).unwrap_or_else(|e| e.into_inner());
-        }
-    }
-
-    fn done_one(&self) {
-        self.lock().1 -= 1;
-        self.cv.notify_all();
-    }
-}
-
-/// Counts a worker out when it ends (normally or by a panic), so the waiters can end too.
-struct WorkerLeaves<'a>(&'a Waits);
-
-impl Drop for WorkerLeaves<'_> {
-    fn drop(&mut self) {
-        self.0.lock().2 -= 1;
-        self.0.cv.notify_all();
-    }
-}
-
-/// A job under `doctor run` whose cells are checked: what is left is its record at the timeout.
-struct Waiting {
-    cell: Value,
-    job: Job,
-    stoppable: (BTreeSet<i32>, BTreeSet<i32>),
-}
-
-fn drive(python: &Path, group: &[Value], failures: &Mutex<Vec<String>>, handoff: &dyn Fn(Waiting)) {
+fn drive(python: &Path, group: &[Value], failures: &Mutex<Vec<String>>) {
     let launcher = group[0]["launcher"].as_str().unwrap();
     let shape = Shape::of(&group[0]);
     let port = free_low_port();
@@ -1220,7 +1190,7 @@ fn drive(python: &Path, group: &[Value], failures: &Mutex<Vec<String>>, handoff:
                 // The second launcher fails and exits: the live situation is what it leaves.
                 let stoppable = (second.pids(), second.groups());
                 record = Some(stoppable.clone());
-                found.extend(check_run(cell, &mut second, stoppable));
+                found.extend(check_run(cell, &mut second, stoppable, false));
             }
             wait_for_codes(cell, &job, port, &ranks, Duration::from_secs(240));
             let theirs = second.pids();
@@ -1233,7 +1203,7 @@ fn drive(python: &Path, group: &[Value], failures: &Mutex<Vec<String>>, handoff:
                 Some(theirs.clone()),
             ));
             if cell.get("run").is_some() && record.is_none() {
-                found.extend(check_run(cell, &mut second, (theirs, groups)));
+                found.extend(check_run(cell, &mut second, (theirs, groups), true));
             }
             failures
                 .lock()
@@ -1283,7 +1253,7 @@ fn drive(python: &Path, group: &[Value], failures: &Mutex<Vec<String>>, handoff:
             && job.child.try_wait().ok().flatten().is_some();
         if ended_early {
             found.push(format!(
-                "{name}: doctor run's timeout ({:?}) came before the cell was checked: raise DOCTOR_MATRIX_RUN_TIMEOUT",
+                "{name}: doctor run ended before the cell was checked (the command ended, or the backstop timeout of {:?} came: raise DOCTOR_MATRIX_RUN_TIMEOUT)",
                 run_timeout()
             ));
         }
@@ -1292,13 +1262,15 @@ fn drive(python: &Path, group: &[Value], failures: &Mutex<Vec<String>>, handoff:
             .unwrap_or_else(|e| e.into_inner())
             .extend(found);
         if under_run && cell.get("run").is_some() {
-            // The last cell (a_run_cell_is_the_last_of_its_job): the job now only waits for
-            // doctor run's timeout, which a waiter sees to while this worker starts the next job.
-            handoff(Waiting {
-                cell: cell.clone(),
-                job,
-                stoppable: run_stoppable,
-            });
+            // The last cell (a_run_cell_is_the_last_of_its_job): checked, the job would only wait
+            // now; doctor run is interrupted and states what stood (a failed launcher has ended
+            // by itself).
+            let interrupt = situation != "foreign-holder";
+            let found = check_run(cell, &mut job, run_stoppable, interrupt);
+            failures
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend(found);
             return;
         }
         if let Some(d) = dup {
@@ -1360,37 +1332,9 @@ fn every_cell_on_a_real_job() {
         .unwrap_or(4);
     let next = Mutex::new(0usize);
     let failures = Mutex::new(Vec::new());
-    // Jobs that only wait for doctor run's timeout (idle; their memory counts): at most
-    // DOCTOR_MATRIX_WAITING (default 4) at once, each checked by a waiter thread.
-    let waits = Waits::new(
-        std::env::var("DOCTOR_MATRIX_WAITING")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(4),
-        workers.max(1),
-    );
     std::thread::scope(|s| {
-        for _ in 0..waits.cap {
-            s.spawn(|| {
-                while let Some(w) = waits.next() {
-                    let Waiting {
-                        cell,
-                        mut job,
-                        stoppable,
-                    } = w;
-                    let found = check_run(&cell, &mut job, stoppable);
-                    drop(job);
-                    failures
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .extend(found);
-                    waits.done_one();
-                }
-            });
-        }
         for _ in 0..workers.max(1) {
             s.spawn(|| {
-                let _leaving = WorkerLeaves(&waits);
                 loop {
                     let i = {
                         let mut n = next.lock().unwrap_or_else(|e| e.into_inner());
@@ -1402,7 +1346,7 @@ fn every_cell_on_a_real_job() {
                     // A group that panics (a job that never came up) is one failure among the
                     // others, which are still checked and reported.
                     let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        drive(&python, g, &failures, &|w| waits.hand_off(w))
+                        drive(&python, g, &failures)
                     }));
                     if let Err(e) = run {
                         let why = e
