@@ -644,3 +644,22 @@ fn each_code_is_made_in_its_rule_file() {
     );
     assert!(seen.len() >= 19, "the check saw only {seen:?}");
 }
+
+/// Every syntax-tree walk goes through the one depth guard: only `scan/walk.rs` implements ruff's
+/// `Visitor` (for `Guarded`); a walk elsewhere implements `Walk`, so it cannot skip the guard.
+#[test]
+fn only_the_depth_guard_is_a_visitor() {
+    let visitor = regex::Regex::new(r"\bimpl\b[^{;]*\bVisitor\s*<[^>]*>\s+for\b").unwrap();
+    let mut found = BTreeSet::new();
+    for f in files() {
+        let text = std::fs::read_to_string(src().join(f.rel.trim_start_matches("src/"))).unwrap();
+        if visitor.is_match(&text) {
+            found.insert(f.rel);
+        }
+    }
+    assert_eq!(
+        found.into_iter().collect::<Vec<_>>(),
+        ["src/scan/walk.rs"],
+        "files implementing ruff's Visitor (a walk implements scan::walk::Walk instead)"
+    );
+}

@@ -12,6 +12,7 @@ mod reach;
 pub mod render;
 mod rules;
 mod symbols;
+mod walk;
 
 #[cfg(test)]
 mod fuzz;

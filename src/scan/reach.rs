@@ -9,7 +9,8 @@ use ruff_python_ast::visitor::{self, Visitor};
 use ruff_python_ast::{self as ast, Expr, Stmt};
 use ruff_text_size::{Ranged, TextRange, TextSize};
 
-use super::symbols::{Depth, Guard, Symbols, dotted, main_guard, text};
+use super::symbols::{Guard, Symbols, dotted, main_guard, text};
+use super::walk::{Guarded, Walk, over_body};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kind {
@@ -61,14 +62,12 @@ impl<'s, 'a> Reach<'s, 'a> {
 
     /// Everything in `body` that runs at import time.
     pub fn module_events(&self, body: &'a [Stmt]) -> Vec<Event> {
-        let mut exec = Exec {
+        let exec = Exec {
             class: None,
             reach: self,
             events: Vec::new(),
-            depth: Depth::default(),
         };
-        exec.visit_body(body);
-        exec.events
+        over_body(exec, body).events
     }
 
     fn summarise(
@@ -87,16 +86,12 @@ impl<'s, 'a> Reach<'s, 'a> {
             }
         }
         self.active.borrow_mut().push(key);
-        let events = {
-            let mut exec = Exec {
-                class,
-                reach: self,
-                events: Vec::new(),
-                depth: Depth::default(),
-            };
-            exec.visit_body(&f.body);
-            exec.events
+        let exec = Exec {
+            class,
+            reach: self,
+            events: Vec::new(),
         };
+        let events = over_body(exec, &f.body).events;
         self.active.borrow_mut().pop();
         let name = f.name.as_str().to_string();
         let first = |kind: Kind| {
@@ -126,7 +121,6 @@ struct Exec<'r, 's, 'a> {
     class: Option<&'a ast::StmtClassDef>,
     reach: &'r Reach<'s, 'a>,
     events: Vec<Event>,
-    depth: Depth,
 }
 
 impl<'a> Exec<'_, '_, 'a> {
@@ -216,7 +210,9 @@ impl<'a> Exec<'_, '_, 'a> {
             _ => None,
         })
     }
+}
 
+impl<'a> Guarded<Exec<'_, '_, 'a>> {
     /// A decorator is called with the function it decorates, then its own expression is evaluated.
     fn on_decorator(&mut self, d: &'a ast::Decorator) {
         if !matches!(d.expression, Expr::Call(_)) {
@@ -226,74 +222,64 @@ impl<'a> Exec<'_, '_, 'a> {
     }
 }
 
-impl<'a> Visitor<'a> for Exec<'_, '_, 'a> {
-    fn visit_stmt(&mut self, stmt: &'a Stmt) {
-        if self.depth.too_deep() {
-            return;
-        }
-        self.depth.enter();
+impl<'a> Walk<'a> for Exec<'_, '_, 'a> {
+    fn stmt(w: &mut Guarded<Self>, stmt: &'a Stmt) {
         match stmt {
             // A def runs its decorators and default arguments, not its body.
             Stmt::FunctionDef(f) => {
                 for d in &f.decorator_list {
-                    self.on_decorator(d);
+                    w.on_decorator(d);
                 }
                 for p in f.parameters.iter_non_variadic_params() {
                     if let Some(d) = &p.default {
-                        self.visit_expr(d);
+                        w.visit_expr(d);
                     }
                 }
             }
             // A class body runs at definition time.
             Stmt::ClassDef(c) => {
                 for d in &c.decorator_list {
-                    self.on_decorator(d);
+                    w.on_decorator(d);
                 }
                 if let Some(args) = &c.arguments {
-                    self.visit_arguments(args);
+                    w.visit_arguments(args);
                 }
-                self.visit_body(&c.body);
+                w.visit_body(&c.body);
             }
             Stmt::If(i) => match main_guard(&i.test) {
                 Some(Guard::IsMain) => {
                     for clause in &i.elif_else_clauses {
                         if let Some(t) = &clause.test {
-                            self.visit_expr(t);
+                            w.visit_expr(t);
                         }
-                        self.visit_body(&clause.body);
+                        w.visit_body(&clause.body);
                     }
                 }
-                Some(Guard::NotMain) => self.visit_body(&i.body),
-                None => visitor::walk_stmt(self, stmt),
+                Some(Guard::NotMain) => w.visit_body(&i.body),
+                None => visitor::walk_stmt(w, stmt),
             },
-            _ => visitor::walk_stmt(self, stmt),
+            _ => visitor::walk_stmt(w, stmt),
         }
-        self.depth.leave();
     }
 
-    fn visit_expr(&mut self, expr: &'a Expr) {
-        if self.depth.too_deep() {
-            return;
-        }
-        self.depth.enter();
+    fn expr(w: &mut Guarded<Self>, expr: &'a Expr) {
         match expr {
             // A lambda's body runs when it is called, its defaults now.
             Expr::Lambda(l) => {
                 if let Some(params) = &l.parameters {
                     for p in params.iter_non_variadic_params() {
                         if let Some(d) = &p.default {
-                            self.visit_expr(d);
+                            w.visit_expr(d);
                         }
                     }
                 }
             }
             Expr::Call(call) => {
-                self.on_call(call);
-                visitor::walk_expr(self, expr);
+                w.on_call(call);
+                visitor::walk_expr(w, expr);
             }
-            _ => visitor::walk_expr(self, expr),
+            _ => visitor::walk_expr(w, expr),
         }
-        self.depth.leave();
     }
 }
 
@@ -302,28 +288,18 @@ pub struct SpawnCollector<'s, 'a> {
     pub sym: &'s Symbols<'a>,
     pub default: Option<&'static str>,
     pub found: Vec<super::symbols::Evidence>,
-    pub depth: Depth,
 }
 
-impl<'a> Visitor<'a> for SpawnCollector<'_, 'a> {
-    fn visit_stmt(&mut self, stmt: &'a Stmt) {
-        if self.depth.too_deep() {
-            return;
-        }
-        self.depth.enter();
-        visitor::walk_stmt(self, stmt);
-        self.depth.leave();
-    }
-
-    fn visit_expr(&mut self, expr: &'a Expr) {
-        if self.depth.too_deep() {
-            return;
-        }
+impl<'a> Walk<'a> for SpawnCollector<'_, 'a> {
+    fn expr(w: &mut Guarded<Self>, expr: &'a Expr) {
         if let Expr::Call(call) = expr {
-            self.sym.spawn_evidence(call, self.default, &mut self.found);
+            let SpawnCollector {
+                sym,
+                default,
+                found,
+            } = &mut **w;
+            sym.spawn_evidence(call, *default, found);
         }
-        self.depth.enter();
-        visitor::walk_expr(self, expr);
-        self.depth.leave();
+        visitor::walk_expr(w, expr);
     }
 }

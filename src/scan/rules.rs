@@ -1,7 +1,6 @@
 //! From a parsed module to diagnostics S001-S003, and from a parse error to S900.
 
 use ruff_python_ast::ModModule;
-use ruff_python_ast::visitor::Visitor;
 use ruff_source_file::LineIndex;
 use ruff_text_size::{TextRange, TextSize};
 
@@ -210,14 +209,12 @@ pub fn check(
 
 /// Where the program makes spawn or forkserver children, in source order, once each.
 fn spawn_evidence(module: &ModModule, sym: &Symbols, opts: &ScanOptions) -> Vec<Evidence> {
-    let mut spawn = SpawnCollector {
+    let spawn = SpawnCollector {
         sym,
         default: spawnlike_default(opts.platform, opts.python_version),
         found: Vec::new(),
-        depth: super::symbols::Depth::default(),
     };
-    spawn.visit_body(&module.body);
-    let mut evidence = spawn.found;
+    let mut evidence = super::walk::over_body(spawn, &module.body).found;
     evidence.sort_by_key(|e| e.range.start());
     evidence.dedup_by_key(|e| e.range);
     evidence

@@ -8,6 +8,8 @@ use ruff_python_ast::visitor::{self, Visitor};
 use ruff_python_ast::{self as ast, Expr, ExprContext, Number, Stmt, UnaryOp};
 use ruff_text_size::{Ranged, TextRange};
 
+use super::walk::{Guarded, Walk, over_body};
+
 /// `torch.cuda.*` calls that do not initialise CUDA. Queries: `is_available`, `device_count`
 /// (NVML or cudaGetDeviceCount, no context), `is_initialized`, `get_arch_list`,
 /// `get_gencode_flags`, `is_current_stream_capturing`. Queued until CUDA initialises
@@ -88,25 +90,29 @@ impl<'a> Symbols<'a> {
     /// binds that name itself.
     pub fn collect_with(body: &'a [Stmt], star_imported: &HashMap<String, String>) -> Self {
         let mut sym = Symbols::default();
-        let mut imports = ImportCollector {
-            aliases: &mut sym.aliases,
-            star: &mut sym.star_modules,
-            depth: Depth::default(),
-        };
-        imports.visit_body(body);
+        over_body(
+            ImportCollector {
+                aliases: &mut sym.aliases,
+                star: &mut sym.star_modules,
+            },
+            body,
+        );
         sym.bound = bound_anywhere(body);
         for (name, q) in star_imported {
             if !sym.bound.contains(name) {
                 sym.aliases.entry(name.clone()).or_insert_with(|| q.clone());
             }
         }
-        collect_defs(body, &mut sym.functions, &mut sym.classes, Depth::default());
-        let mut assigns = AssignCollector {
-            sym: &mut sym,
-            depth: Depth::default(),
-            scope: 0,
-        };
-        assigns.visit_body(body);
+        let defs = over_body(DefCollector::default(), body);
+        sym.functions = defs.functions;
+        sym.classes = defs.classes;
+        over_body(
+            AssignCollector {
+                sym: &mut sym,
+                scope: 0,
+            },
+            body,
+        );
         sym
     }
 
@@ -617,57 +623,24 @@ pub fn text(expr: &Expr) -> String {
     s
 }
 
-/// Deep enough for any real program; deeper trees are not descended (no stack overflow).
-pub const MAX_DEPTH: usize = 400;
-
-/// The one depth guard of every syntax-tree walk in `scan/`: a walk checks `too_deep()` before
-/// descending, `enter()`s, and `leave()`s on the way out; past [`MAX_DEPTH`] it stops, whatever
-/// the input (`((((...` 100k deep), so no visitor can overflow the stack.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Depth(usize);
-
-impl Depth {
-    pub fn too_deep(self) -> bool {
-        self.0 > MAX_DEPTH
-    }
-    pub fn enter(&mut self) {
-        self.0 += 1;
-    }
-    pub fn leave(&mut self) {
-        self.0 -= 1;
-    }
-    /// How many levels deep the walk is.
-    pub fn level(self) -> usize {
-        self.0
-    }
-    /// One level further down (for a recursive function rather than a visitor).
-    pub fn next(self) -> Depth {
-        Depth(self.0 + 1)
-    }
-}
-
 struct ImportCollector<'m> {
     aliases: &'m mut HashMap<String, String>,
     star: &'m mut Vec<String>,
-    depth: Depth,
 }
 
-impl<'a> Visitor<'a> for ImportCollector<'_> {
-    fn visit_stmt(&mut self, stmt: &'a Stmt) {
-        if self.depth.too_deep() {
-            return;
-        }
+impl<'a> Walk<'a> for ImportCollector<'_> {
+    fn stmt(w: &mut Guarded<Self>, stmt: &'a Stmt) {
         match stmt {
             Stmt::Import(i) => {
                 for alias in &i.names {
                     let name = alias.name.as_str();
                     match &alias.asname {
-                        Some(local) => self
+                        Some(local) => w
                             .aliases
                             .insert(local.as_str().to_string(), name.to_string()),
                         None => {
                             let first = name.split('.').next().unwrap_or(name);
-                            self.aliases.insert(first.to_string(), first.to_string())
+                            w.aliases.insert(first.to_string(), first.to_string())
                         }
                     };
                 }
@@ -677,28 +650,23 @@ impl<'a> Visitor<'a> for ImportCollector<'_> {
                 for alias in &f.names {
                     let name = alias.name.as_str();
                     if name == "*" {
-                        self.star.push(module.to_string());
+                        w.star.push(module.to_string());
                         continue;
                     }
                     let local = alias.asname.as_ref().map_or(name, |a| a.as_str());
-                    self.aliases
+                    w.aliases
                         .insert(local.to_string(), format!("{}.{name}", module.as_str()));
                 }
             }
-            _ => {
-                self.depth.enter();
-                visitor::walk_stmt(self, stmt);
-                self.depth.leave();
-            }
+            _ => visitor::walk_stmt(w, stmt),
         }
     }
 
-    fn visit_expr(&mut self, _expr: &'a Expr) {}
+    fn expr(_w: &mut Guarded<Self>, _expr: &'a Expr) {}
 }
 
 struct AssignCollector<'m, 'a> {
     sym: &'m mut Symbols<'a>,
-    depth: Depth,
     /// Inside a function or class body (0: the module's own statements).
     scope: usize,
 }
@@ -756,98 +724,66 @@ impl AssignCollector<'_, '_> {
     }
 }
 
-impl<'a> Visitor<'a> for AssignCollector<'_, 'a> {
-    fn visit_stmt(&mut self, stmt: &'a Stmt) {
-        if self.depth.too_deep() {
-            return;
-        }
+impl<'a> Walk<'a> for AssignCollector<'_, 'a> {
+    fn stmt(w: &mut Guarded<Self>, stmt: &'a Stmt) {
         match stmt {
             Stmt::Assign(a) => {
                 for t in &a.targets {
-                    self.record(t, &a.value);
+                    w.record(t, &a.value);
                 }
             }
             Stmt::AnnAssign(a) => {
                 if let Some(v) = &a.value {
-                    self.record(&a.target, v);
+                    w.record(&a.target, v);
                 }
             }
             _ => {}
         }
         let nested = matches!(stmt, Stmt::FunctionDef(_) | Stmt::ClassDef(_));
-        self.scope += usize::from(nested);
-        self.depth.enter();
-        visitor::walk_stmt(self, stmt);
-        self.depth.leave();
-        self.scope -= usize::from(nested);
+        w.scope += usize::from(nested);
+        visitor::walk_stmt(w, stmt);
+        w.scope -= usize::from(nested);
     }
 
-    fn visit_expr(&mut self, expr: &'a Expr) {
-        if self.depth.too_deep() {
-            return;
-        }
+    fn expr(w: &mut Guarded<Self>, expr: &'a Expr) {
         if let Expr::Named(n) = expr {
-            self.record(&n.target, &n.value);
+            w.record(&n.target, &n.value);
         }
-        self.depth.enter();
-        visitor::walk_expr(self, expr);
-        self.depth.leave();
+        visitor::walk_expr(w, expr);
     }
 }
 
-/// Functions and classes a module defines when it is imported (not those under the main guard).
-fn collect_defs<'a>(
-    body: &'a [Stmt],
-    functions: &mut HashMap<&'a str, Vec<&'a ast::StmtFunctionDef>>,
-    classes: &mut HashMap<&'a str, &'a ast::StmtClassDef>,
-    depth: Depth,
-) {
-    if depth.too_deep() {
-        return;
-    }
-    for stmt in body {
+/// Functions and classes a module defines when it is imported (not those under the main guard):
+/// the statements of its blocks at any depth, not function or class bodies, nor expressions.
+#[derive(Default)]
+struct DefCollector<'a> {
+    functions: HashMap<&'a str, Vec<&'a ast::StmtFunctionDef>>,
+    classes: HashMap<&'a str, &'a ast::StmtClassDef>,
+}
+
+impl<'a> Walk<'a> for DefCollector<'a> {
+    fn stmt(w: &mut Guarded<Self>, stmt: &'a Stmt) {
         match stmt {
-            Stmt::FunctionDef(f) => functions.entry(f.name.as_str()).or_default().push(f),
+            Stmt::FunctionDef(f) => w.functions.entry(f.name.as_str()).or_default().push(f),
             Stmt::ClassDef(c) => {
-                classes.insert(c.name.as_str(), c);
+                w.classes.insert(c.name.as_str(), c);
             }
             Stmt::If(i) => {
                 let guard = main_guard(&i.test);
                 if guard != Some(Guard::IsMain) {
-                    collect_defs(&i.body, functions, classes, depth.next());
+                    w.visit_body(&i.body);
                 }
                 if guard != Some(Guard::NotMain) {
                     for clause in &i.elif_else_clauses {
-                        collect_defs(&clause.body, functions, classes, depth.next());
+                        w.visit_body(&clause.body);
                     }
                 }
             }
-            Stmt::Try(t) => {
-                collect_defs(&t.body, functions, classes, depth.next());
-                for h in &t.handlers {
-                    let ast::ExceptHandler::ExceptHandler(h) = h;
-                    collect_defs(&h.body, functions, classes, depth.next());
-                }
-                collect_defs(&t.orelse, functions, classes, depth.next());
-                collect_defs(&t.finalbody, functions, classes, depth.next());
-            }
-            Stmt::With(w) => collect_defs(&w.body, functions, classes, depth.next()),
-            Stmt::For(f) => {
-                collect_defs(&f.body, functions, classes, depth.next());
-                collect_defs(&f.orelse, functions, classes, depth.next());
-            }
-            Stmt::While(w) => {
-                collect_defs(&w.body, functions, classes, depth.next());
-                collect_defs(&w.orelse, functions, classes, depth.next());
-            }
-            Stmt::Match(m) => {
-                for case in &m.cases {
-                    collect_defs(&case.body, functions, classes, depth.next());
-                }
-            }
-            _ => {}
+            _ => visitor::walk_stmt(w, stmt),
         }
     }
+
+    fn expr(_w: &mut Guarded<Self>, _expr: &'a Expr) {}
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -897,56 +833,43 @@ pub fn names_anywhere(body: &[Stmt], loads: bool) -> HashSet<String> {
     struct Names {
         names: HashSet<String>,
         loads: bool,
-        depth: Depth,
     }
-    impl<'a> Visitor<'a> for Names {
-        fn visit_stmt(&mut self, stmt: &'a Stmt) {
-            if self.depth.too_deep() {
-                return;
-            }
-            self.depth.enter();
+    impl<'a> Walk<'a> for Names {
+        fn stmt(w: &mut Guarded<Self>, stmt: &'a Stmt) {
             match stmt {
                 Stmt::FunctionDef(f) => {
-                    self.names.insert(f.name.to_string());
+                    w.names.insert(f.name.to_string());
                 }
                 Stmt::ClassDef(c) => {
-                    self.names.insert(c.name.to_string());
+                    w.names.insert(c.name.to_string());
                 }
                 _ => {}
             }
-            visitor::walk_stmt(self, stmt);
-            self.depth.leave();
+            visitor::walk_stmt(w, stmt);
         }
-        fn visit_expr(&mut self, expr: &'a Expr) {
-            if self.depth.too_deep() {
-                return;
-            }
-            self.depth.enter();
+        fn expr(w: &mut Guarded<Self>, expr: &'a Expr) {
             if let Expr::Name(n) = expr
-                && (self.loads || n.ctx != ExprContext::Load)
+                && (w.loads || n.ctx != ExprContext::Load)
             {
-                self.names.insert(n.id.to_string());
+                w.names.insert(n.id.to_string());
             }
-            visitor::walk_expr(self, expr);
-            self.depth.leave();
+            visitor::walk_expr(w, expr);
         }
-        fn visit_alias(&mut self, alias: &'a ast::Alias) {
+        fn alias(w: &mut Guarded<Self>, alias: &'a ast::Alias) {
             let name = alias.asname.as_ref().unwrap_or(&alias.name).as_str();
             if name != "*" {
-                self.names
+                w.names
                     .insert(name.split('.').next().unwrap_or(name).to_string());
             }
         }
-        fn visit_parameter(&mut self, p: &'a ast::Parameter) {
-            self.names.insert(p.name.to_string());
-            visitor::walk_parameter(self, p);
+        fn parameter(w: &mut Guarded<Self>, p: &'a ast::Parameter) {
+            w.names.insert(p.name.to_string());
+            visitor::walk_parameter(w, p);
         }
     }
-    let mut n = Names {
+    let names = Names {
         names: HashSet::new(),
         loads,
-        depth: Depth::default(),
     };
-    n.visit_body(body);
-    n.names
+    over_body(names, body).names
 }

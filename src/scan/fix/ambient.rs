@@ -14,7 +14,7 @@ use ruff_python_ast::{Expr, ExprContext, Stmt};
 
 use super::names::Names;
 use super::uses::Effects;
-use crate::scan::symbols::Depth;
+use crate::scan::walk::{Guarded, Walk, over_body, over_expr, over_stmt};
 
 pub const ENV: &str = "<env>";
 pub const IMPORTS: &str = "<imports>";
@@ -330,17 +330,12 @@ pub fn describe(key: &str) -> String {
 /// module names whose objects it may reach (transitively). Module scope only (not inside
 /// functions, classes, lambdas or comprehensions).
 pub fn value_aliases(body: &[Stmt]) -> HashMap<String, HashSet<String>> {
-    let mut v = Aliases::default();
-    for stmt in body {
-        v.visit_stmt(stmt);
-    }
-    v.map
+    over_body(Aliases::default(), body).map
 }
 
 #[derive(Default)]
 struct Aliases {
     map: HashMap<String, HashSet<String>>,
-    depth: Depth,
 }
 
 impl Aliases {
@@ -415,47 +410,38 @@ fn target_names(t: &Expr, out: &mut Vec<String>) {
     }
 }
 
-impl<'a> Visitor<'a> for Aliases {
-    fn visit_stmt(&mut self, stmt: &'a Stmt) {
-        if self.depth.too_deep() {
-            return;
-        }
-        self.depth.enter();
+impl<'a> Walk<'a> for Aliases {
+    fn stmt(w: &mut Guarded<Self>, stmt: &'a Stmt) {
         match stmt {
             Stmt::FunctionDef(_) | Stmt::ClassDef(_) => {}
             Stmt::Assign(a) => {
                 for t in &a.targets {
-                    self.link(t, &a.value);
+                    w.link(t, &a.value);
                 }
-                visitor::walk_stmt(self, stmt);
+                visitor::walk_stmt(w, stmt);
             }
             Stmt::AnnAssign(a) => {
                 if let Some(v) = &a.value {
-                    self.link(&a.target, v);
+                    w.link(&a.target, v);
                 }
             }
             Stmt::For(f) => {
-                self.link(&f.target, &f.iter);
-                visitor::walk_stmt(self, stmt);
+                w.link(&f.target, &f.iter);
+                visitor::walk_stmt(w, stmt);
             }
-            Stmt::With(w) => {
-                for item in &w.items {
+            Stmt::With(with) => {
+                for item in &with.items {
                     if let Some(v) = &item.optional_vars {
-                        self.link(v, &item.context_expr);
+                        w.link(v, &item.context_expr);
                     }
                 }
-                visitor::walk_stmt(self, stmt);
+                visitor::walk_stmt(w, stmt);
             }
-            _ => visitor::walk_stmt(self, stmt),
+            _ => visitor::walk_stmt(w, stmt),
         }
-        self.depth.leave();
     }
 
-    fn visit_expr(&mut self, expr: &'a Expr) {
-        if self.depth.too_deep() {
-            return;
-        }
-        self.depth.enter();
+    fn expr(w: &mut Guarded<Self>, expr: &'a Expr) {
         match expr {
             Expr::Lambda(_)
             | Expr::ListComp(_)
@@ -463,12 +449,11 @@ impl<'a> Visitor<'a> for Aliases {
             | Expr::DictComp(_)
             | Expr::Generator(_) => {}
             Expr::Named(n) => {
-                self.link(&n.target, &n.value);
-                visitor::walk_expr(self, expr);
+                w.link(&n.target, &n.value);
+                visitor::walk_expr(w, expr);
             }
-            _ => visitor::walk_expr(self, expr),
+            _ => visitor::walk_expr(w, expr),
         }
-        self.depth.leave();
     }
 }
 
@@ -478,46 +463,33 @@ pub fn walruses(stmt: &Stmt) -> Vec<(String, &Expr)> {
     #[derive(Default)]
     struct W<'a> {
         out: Vec<(String, &'a Expr)>,
-        depth: Depth,
     }
-    impl<'a> Visitor<'a> for W<'a> {
-        fn visit_stmt(&mut self, stmt: &'a Stmt) {
-            if self.depth.too_deep() {
-                return;
-            }
-            self.depth.enter();
+    impl<'a> Walk<'a> for W<'a> {
+        fn stmt(w: &mut Guarded<Self>, stmt: &'a Stmt) {
             match stmt {
                 Stmt::FunctionDef(f) => {
                     for d in &f.decorator_list {
-                        self.visit_expr(&d.expression);
+                        w.visit_expr(&d.expression);
                     }
                 }
                 Stmt::ClassDef(_) => {}
-                _ => visitor::walk_stmt(self, stmt),
+                _ => visitor::walk_stmt(w, stmt),
             }
-            self.depth.leave();
         }
-        fn visit_expr(&mut self, expr: &'a Expr) {
-            if self.depth.too_deep() {
-                return;
-            }
-            self.depth.enter();
+        fn expr(w: &mut Guarded<Self>, expr: &'a Expr) {
             match expr {
                 Expr::Lambda(_) => {}
                 Expr::Named(n) => {
                     if let Expr::Name(t) = &*n.target {
-                        self.out.push((t.id.to_string(), &n.value));
+                        w.out.push((t.id.to_string(), &n.value));
                     }
-                    visitor::walk_expr(self, expr);
+                    visitor::walk_expr(w, expr);
                 }
-                _ => visitor::walk_expr(self, expr),
+                _ => visitor::walk_expr(w, expr),
             }
-            self.depth.leave();
         }
     }
-    let mut w = W::default();
-    w.visit_stmt(stmt);
-    w.out
+    over_stmt(W::default(), stmt).out
 }
 
 /// Module names an expression reads (loads), lambda bodies aside.
@@ -525,25 +497,17 @@ pub fn loads(expr: &Expr) -> HashSet<String> {
     #[derive(Default)]
     struct L {
         out: HashSet<String>,
-        depth: Depth,
     }
-    impl<'a> Visitor<'a> for L {
-        fn visit_expr(&mut self, expr: &'a Expr) {
-            if self.depth.too_deep() {
-                return;
-            }
-            self.depth.enter();
+    impl<'a> Walk<'a> for L {
+        fn expr(w: &mut Guarded<Self>, expr: &'a Expr) {
             match expr {
                 Expr::Name(n) if n.ctx == ExprContext::Load => {
-                    self.out.insert(n.id.to_string());
+                    w.out.insert(n.id.to_string());
                 }
                 Expr::Lambda(_) => {}
-                _ => visitor::walk_expr(self, expr),
+                _ => visitor::walk_expr(w, expr),
             }
-            self.depth.leave();
         }
     }
-    let mut l = L::default();
-    l.visit_expr(expr);
-    l.out
+    over_expr(L::default(), expr).out
 }

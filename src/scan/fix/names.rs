@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use ruff_python_ast::visitor::{self, Visitor};
 use ruff_python_ast::{self as ast, Expr, ExprContext, Pattern, Stmt};
 
-use crate::scan::symbols::Depth;
+use crate::scan::walk::{Guarded, Walk, over_stmt};
 
 /// The names one statement binds in the module scope and reads while it runs.
 #[derive(Default)]
@@ -34,16 +34,13 @@ pub struct Names {
     /// It imports (an import statement at any depth of its blocks).
     pub imports: bool,
     seen: HashSet<String>,
-    depth: Depth,
     class_depth: usize,
     comprehension_depth: usize,
 }
 
 impl Names {
     pub fn of(stmt: &Stmt) -> Names {
-        let mut names = Names::default();
-        names.visit_stmt(stmt);
-        names
+        over_stmt(Names::default(), stmt)
     }
 
     fn bind(&mut self, name: &str) {
@@ -72,189 +69,168 @@ impl Names {
             self.hazards.push(why);
         }
     }
+}
 
-    fn def_header(&mut self, decorators: &[ast::Decorator], params: Option<&ast::Parameters>) {
-        for d in decorators {
-            self.visit_expr(&d.expression);
-        }
-        if let Some(params) = params {
-            for p in params.iter() {
-                if let Some(a) = p.annotation() {
-                    self.visit_expr(a);
-                }
-                if let Some(d) = p.default() {
-                    self.visit_expr(d);
-                }
-            }
-        }
-    }
-
+impl Guarded<Names> {
     fn on_def(&mut self, name: &str) {
-        if self.depth.level() > 1 && self.class_depth == 0 {
+        if self.level() > 1 && self.class_depth == 0 {
             self.nested_defs.push(name.to_string());
         }
         self.bind(name);
     }
 }
 
-impl<'a> Visitor<'a> for Names {
-    fn visit_stmt(&mut self, stmt: &'a Stmt) {
-        if self.depth.too_deep() {
-            self.hazard("nested too deep to analyse".to_string());
-            return;
-        }
-        self.depth.enter();
+impl<'a> Walk<'a> for Names {
+    fn too_deep(w: &mut Guarded<Self>) {
+        w.hazard("nested too deep to analyse".to_string());
+    }
+
+    fn stmt(w: &mut Guarded<Self>, stmt: &'a Stmt) {
         match stmt {
             Stmt::FunctionDef(f) => {
-                self.def_header(&f.decorator_list, Some(&f.parameters));
+                w.visit_def_header(&f.decorator_list, Some(&f.parameters));
                 if let Some(r) = &f.returns {
-                    self.visit_expr(r);
+                    w.visit_expr(r);
                 }
-                self.on_def(f.name.as_str());
+                w.on_def(f.name.as_str());
             }
             Stmt::ClassDef(c) => {
-                self.def_header(&c.decorator_list, None);
+                w.visit_def_header(&c.decorator_list, None);
                 if let Some(args) = &c.arguments {
-                    self.visit_arguments(args);
+                    w.visit_arguments(args);
                 }
-                self.class_depth += 1;
-                self.visit_body(&c.body);
-                self.class_depth -= 1;
-                self.on_def(c.name.as_str());
+                w.class_depth += 1;
+                w.visit_body(&c.body);
+                w.class_depth -= 1;
+                w.on_def(c.name.as_str());
             }
             Stmt::Import(i) => {
-                self.imports = true;
+                w.imports = true;
                 for a in &i.names {
                     let name = a.asname.as_ref().unwrap_or(&a.name).as_str();
-                    self.bind(name.split('.').next().unwrap_or(name));
+                    w.bind(name.split('.').next().unwrap_or(name));
                 }
             }
             Stmt::ImportFrom(i) => {
-                self.imports = true;
+                w.imports = true;
                 for a in &i.names {
                     if a.name.as_str() == "*" {
-                        self.star_import = true;
+                        w.star_import = true;
                     } else {
-                        self.bind(a.asname.as_ref().unwrap_or(&a.name).as_str());
+                        w.bind(a.asname.as_ref().unwrap_or(&a.name).as_str());
                     }
                 }
             }
             Stmt::Global(_) | Stmt::Nonlocal(_) => {
-                self.hazard("a module-level `global` statement".to_string());
+                w.hazard("a module-level `global` statement".to_string());
             }
             Stmt::AugAssign(a) => {
                 // `x += 1` reads `x` before it binds it.
                 if let Expr::Name(n) = &*a.target {
-                    self.reads.insert(n.id.to_string());
+                    w.reads.insert(n.id.to_string());
                 }
-                visitor::walk_stmt(self, stmt);
+                visitor::walk_stmt(w, stmt);
             }
             Stmt::AnnAssign(a) => {
                 if let Expr::Name(n) = &*a.target {
-                    self.hazard(format!(
+                    w.hazard(format!(
                         "the annotated assignment to `{}` (an annotated name cannot be declared `global`)",
                         n.id
                     ));
                 }
-                visitor::walk_stmt(self, stmt);
+                visitor::walk_stmt(w, stmt);
             }
-            _ => visitor::walk_stmt(self, stmt),
+            _ => visitor::walk_stmt(w, stmt),
         }
-        self.depth.leave();
     }
 
-    fn visit_expr(&mut self, expr: &'a Expr) {
-        if self.depth.too_deep() {
-            return;
-        }
-        self.depth.enter();
+    fn expr(w: &mut Guarded<Self>, expr: &'a Expr) {
         match expr {
             Expr::Name(n) => match n.ctx {
                 ExprContext::Load => {
-                    self.reads.insert(n.id.to_string());
+                    w.reads.insert(n.id.to_string());
                 }
-                ExprContext::Store | ExprContext::Del if self.comprehension_depth == 0 => {
-                    self.bind(n.id.as_str());
+                ExprContext::Store | ExprContext::Del if w.comprehension_depth == 0 => {
+                    w.bind(n.id.as_str());
                 }
                 _ => {}
             },
             Expr::Named(named) => {
                 if let Expr::Name(n) = &*named.target {
                     // A walrus binds in the enclosing scope, even inside a comprehension.
-                    let saved = std::mem::take(&mut self.comprehension_depth);
-                    self.bind(n.id.as_str());
-                    self.comprehension_depth = saved;
+                    let saved = std::mem::take(&mut w.comprehension_depth);
+                    w.bind(n.id.as_str());
+                    w.comprehension_depth = saved;
                 }
-                self.visit_expr(&named.value);
+                w.visit_expr(&named.value);
             }
             // A lambda's body runs when it is called; its defaults now.
             Expr::Lambda(l) => {
                 if let Some(params) = &l.parameters {
                     for p in params.iter() {
                         if let Some(d) = p.default() {
-                            self.visit_expr(d);
+                            w.visit_expr(d);
                         }
                     }
                 }
             }
             Expr::ListComp(_) | Expr::SetComp(_) | Expr::DictComp(_) | Expr::Generator(_) => {
-                self.comprehension_depth += 1;
-                visitor::walk_expr(self, expr);
-                self.comprehension_depth -= 1;
+                w.comprehension_depth += 1;
+                visitor::walk_expr(w, expr);
+                w.comprehension_depth -= 1;
             }
             Expr::Subscript(ast::ExprSubscript { value, ctx, .. })
             | Expr::Attribute(ast::ExprAttribute { value, ctx, .. })
                 if matches!(ctx, ExprContext::Store | ExprContext::Del) =>
             {
-                self.mutate(value);
-                visitor::walk_expr(self, expr);
+                w.mutate(value);
+                visitor::walk_expr(w, expr);
             }
             Expr::Attribute(a) if a.ctx == ExprContext::Load => {
                 if let Expr::Name(n) = &*a.value {
-                    self.dotted_reads.insert(format!("{}.{}", n.id, a.attr));
+                    w.dotted_reads.insert(format!("{}.{}", n.id, a.attr));
                 }
-                visitor::walk_expr(self, expr);
+                visitor::walk_expr(w, expr);
             }
             Expr::Call(c) => {
                 if let Some(callee) = crate::scan::symbols::dotted(&c.func) {
-                    self.callees.insert(callee);
+                    w.callees.insert(callee);
                 }
                 if let Expr::Attribute(a) = &*c.func
                     && MUTATORS.contains(&a.attr.as_str())
                 {
-                    self.mutate(&a.value);
+                    w.mutate(&a.value);
                 }
                 if let Expr::Name(n) = &*c.func
                     && matches!(n.id.as_str(), "setattr" | "delattr")
                     && let Some(first) = c.arguments.args.first()
                 {
-                    self.mutate(first);
+                    w.mutate(first);
                 }
                 if let Expr::Name(n) = &*c.func
                     && matches!(n.id.as_str(), "exec" | "eval" | "locals" | "vars" | "dir")
                     && (n.id.as_str() != "dir" && n.id.as_str() != "vars" || c.arguments.is_empty())
                 {
-                    self.hazard(format!(
+                    w.hazard(format!(
                         "`{}()` (it would see the function's variables instead of the module's)",
                         n.id
                     ));
                 }
-                visitor::walk_expr(self, expr);
+                visitor::walk_expr(w, expr);
             }
-            _ => visitor::walk_expr(self, expr),
+            _ => visitor::walk_expr(w, expr),
         }
-        self.depth.leave();
     }
 
-    fn visit_except_handler(&mut self, handler: &'a ast::ExceptHandler) {
+    fn except_handler(w: &mut Guarded<Self>, handler: &'a ast::ExceptHandler) {
         let ast::ExceptHandler::ExceptHandler(h) = handler;
         if let Some(name) = &h.name {
-            self.bind(name.as_str());
+            w.bind(name.as_str());
         }
-        visitor::walk_except_handler(self, handler);
+        visitor::walk_except_handler(w, handler);
     }
 
-    fn visit_pattern(&mut self, pattern: &'a Pattern) {
+    fn pattern(w: &mut Guarded<Self>, pattern: &'a Pattern) {
         let name = match pattern {
             Pattern::MatchAs(p) => p.name.as_ref(),
             Pattern::MatchStar(p) => p.name.as_ref(),
@@ -262,9 +238,9 @@ impl<'a> Visitor<'a> for Names {
             _ => None,
         };
         if let Some(name) = name {
-            self.bind(name.as_str());
+            w.bind(name.as_str());
         }
-        visitor::walk_pattern(self, pattern);
+        visitor::walk_pattern(w, pattern);
     }
 }
 

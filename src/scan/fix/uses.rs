@@ -7,7 +7,8 @@ use std::collections::{HashMap, HashSet};
 use ruff_python_ast::visitor::{self, Visitor};
 use ruff_python_ast::{self as ast, Expr, ExprContext, Stmt};
 
-use crate::scan::symbols::{Depth, Symbols, dotted};
+use crate::scan::symbols::{Symbols, dotted};
+use crate::scan::walk::{Guarded, Walk, over_stmt};
 
 /// One function (or lambda) defined when a module-level statement runs, and the module-level
 /// names its body reads when called.
@@ -43,9 +44,7 @@ impl Effects {
 /// The functions a module-level statement defines (defs, methods of classes, lambdas, at any
 /// depth of blocks), each with its free variables (names it reads from the module).
 pub fn functions_of(stmt: &Stmt) -> Vec<FnReads> {
-    let mut v = Free::default();
-    v.visit_stmt(stmt);
-    v.found
+    over_stmt(Free::default(), stmt).found
 }
 
 #[derive(Default)]
@@ -70,7 +69,6 @@ struct Free {
     /// Dotted prefix of the classes being defined at module level (`Model.` for methods).
     class_prefix: Vec<String>,
     found: Vec<FnReads>,
-    depth: Depth,
 }
 
 impl Free {
@@ -155,23 +153,6 @@ impl Free {
         }
     }
 
-    /// Decorators, defaults and annotations run in the enclosing scope when the def runs.
-    fn header(&mut self, decorators: &[ast::Decorator], params: Option<&ast::Parameters>) {
-        for d in decorators {
-            self.visit_expr(&d.expression);
-        }
-        if let Some(params) = params {
-            for p in params.iter() {
-                if let Some(a) = p.annotation() {
-                    self.visit_expr(a);
-                }
-                if let Some(d) = p.default() {
-                    self.visit_expr(d);
-                }
-            }
-        }
-    }
-
     fn imports(&mut self) {
         if let Some(f) = self.stack.last_mut() {
             f.effects.imports = true;
@@ -187,148 +168,138 @@ impl Free {
     }
 }
 
-impl<'a> Visitor<'a> for Free {
-    fn visit_stmt(&mut self, stmt: &'a Stmt) {
-        if self.depth.too_deep() {
-            return;
-        }
-        self.depth.enter();
+impl<'a> Walk<'a> for Free {
+    fn stmt(w: &mut Guarded<Self>, stmt: &'a Stmt) {
         match stmt {
             Stmt::FunctionDef(f) => {
-                self.header(&f.decorator_list, Some(&f.parameters));
+                w.visit_def_header(&f.decorator_list, Some(&f.parameters));
                 if let Some(r) = &f.returns {
-                    self.visit_expr(r);
+                    w.visit_expr(r);
                 }
-                self.local(f.name.as_str());
-                let name = self.qualified(f.name.as_str());
-                self.push(name, Some(&f.parameters), false);
-                self.visit_body(&f.body);
-                self.pop();
+                w.local(f.name.as_str());
+                let name = w.qualified(f.name.as_str());
+                w.push(name, Some(&f.parameters), false);
+                w.visit_body(&f.body);
+                w.pop();
             }
             Stmt::ClassDef(c) => {
-                self.header(&c.decorator_list, None);
+                w.visit_def_header(&c.decorator_list, None);
                 if let Some(args) = &c.arguments {
-                    self.visit_arguments(args);
+                    w.visit_arguments(args);
                 }
-                self.local(c.name.as_str());
-                let at_module = self.stack.is_empty();
+                w.local(c.name.as_str());
+                let at_module = w.stack.is_empty();
                 if at_module {
-                    self.class_prefix.push(c.name.to_string());
+                    w.class_prefix.push(c.name.to_string());
                 }
-                self.visit_body(&c.body);
+                w.visit_body(&c.body);
                 if at_module {
-                    self.class_prefix.pop();
+                    w.class_prefix.pop();
                 }
             }
             Stmt::Global(g) => {
-                if let Some(f) = self.stack.last_mut() {
+                if let Some(f) = w.stack.last_mut() {
                     f.globals.extend(g.names.iter().map(|n| n.to_string()));
                 }
             }
             Stmt::Nonlocal(n) => {
                 for name in &n.names {
-                    self.local(name.as_str());
+                    w.local(name.as_str());
                 }
             }
             Stmt::Import(i) => {
-                self.imports();
+                w.imports();
                 for a in &i.names {
                     let name = a.asname.as_ref().unwrap_or(&a.name).as_str();
-                    self.local(name.split('.').next().unwrap_or(name));
+                    w.local(name.split('.').next().unwrap_or(name));
                 }
             }
             Stmt::ImportFrom(i) => {
-                self.imports();
+                w.imports();
                 for a in &i.names {
-                    self.local(a.asname.as_ref().unwrap_or(&a.name).as_str());
+                    w.local(a.asname.as_ref().unwrap_or(&a.name).as_str());
                 }
             }
             Stmt::AugAssign(a) => {
                 if let Expr::Name(n) = &*a.target {
-                    self.load(n.id.as_str());
+                    w.load(n.id.as_str());
                 }
-                visitor::walk_stmt(self, stmt);
+                visitor::walk_stmt(w, stmt);
             }
-            _ => visitor::walk_stmt(self, stmt),
+            _ => visitor::walk_stmt(w, stmt),
         }
-        self.depth.leave();
     }
 
-    fn visit_expr(&mut self, expr: &'a Expr) {
-        if self.depth.too_deep() {
-            return;
-        }
-        self.depth.enter();
+    fn expr(w: &mut Guarded<Self>, expr: &'a Expr) {
         match expr {
             Expr::Name(n) => match n.ctx {
-                ExprContext::Load => self.load(n.id.as_str()),
-                _ => self.store(n.id.as_str()),
+                ExprContext::Load => w.load(n.id.as_str()),
+                _ => w.store(n.id.as_str()),
             },
             Expr::Subscript(ast::ExprSubscript { value, ctx, .. })
             | Expr::Attribute(ast::ExprAttribute { value, ctx, .. })
                 if matches!(ctx, ExprContext::Store | ExprContext::Del) =>
             {
-                self.mutate(value);
-                visitor::walk_expr(self, expr);
+                w.mutate(value);
+                visitor::walk_expr(w, expr);
             }
             Expr::Attribute(a) => {
-                if let (Expr::Name(n), Some(f)) = (&*a.value, self.stack.last_mut()) {
+                if let (Expr::Name(n), Some(f)) = (&*a.value, w.stack.last_mut()) {
                     f.effects
                         .dotted_reads
                         .insert(format!("{}.{}", n.id, a.attr));
                 }
-                visitor::walk_expr(self, expr);
+                visitor::walk_expr(w, expr);
             }
-            Expr::Call(c) if !self.stack.is_empty() => {
-                if let (Some(callee), Some(f)) = (dotted(&c.func), self.stack.last_mut()) {
+            Expr::Call(c) if !w.stack.is_empty() => {
+                if let (Some(callee), Some(f)) = (dotted(&c.func), w.stack.last_mut()) {
                     f.effects.callees.insert(callee);
                 }
                 if let Expr::Attribute(a) = &*c.func
                     && super::names::MUTATORS.contains(&a.attr.as_str())
                 {
-                    self.mutate(&a.value);
+                    w.mutate(&a.value);
                 }
                 if let Expr::Name(n) = &*c.func
                     && matches!(n.id.as_str(), "setattr" | "delattr")
                     && let Some(first) = c.arguments.args.first()
                 {
-                    self.mutate(first);
+                    w.mutate(first);
                 }
-                visitor::walk_expr(self, expr);
+                visitor::walk_expr(w, expr);
             }
             Expr::Lambda(l) => {
                 if let Some(params) = &l.parameters {
                     for p in params.iter() {
                         if let Some(d) = p.default() {
-                            self.visit_expr(d);
+                            w.visit_expr(d);
                         }
                     }
                 }
-                self.push("<lambda>".to_string(), l.parameters.as_deref(), false);
-                self.visit_expr(&l.body);
-                self.pop();
+                w.push("<lambda>".to_string(), l.parameters.as_deref(), false);
+                w.visit_expr(&l.body);
+                w.pop();
             }
             Expr::ListComp(_) | Expr::SetComp(_) | Expr::DictComp(_) | Expr::Generator(_)
-                if !self.stack.is_empty() =>
+                if !w.stack.is_empty() =>
             {
-                self.push(String::new(), None, true);
-                visitor::walk_expr(self, expr);
-                self.pop();
+                w.push(String::new(), None, true);
+                visitor::walk_expr(w, expr);
+                w.pop();
             }
-            _ => visitor::walk_expr(self, expr),
+            _ => visitor::walk_expr(w, expr),
         }
-        self.depth.leave();
     }
 
-    fn visit_except_handler(&mut self, handler: &'a ast::ExceptHandler) {
+    fn except_handler(w: &mut Guarded<Self>, handler: &'a ast::ExceptHandler) {
         let ast::ExceptHandler::ExceptHandler(h) = handler;
         if let Some(name) = &h.name {
-            self.local(name.as_str());
+            w.local(name.as_str());
         }
-        visitor::walk_except_handler(self, handler);
+        visitor::walk_except_handler(w, handler);
     }
 
-    fn visit_pattern(&mut self, pattern: &'a ast::Pattern) {
+    fn pattern(w: &mut Guarded<Self>, pattern: &'a ast::Pattern) {
         let name = match pattern {
             ast::Pattern::MatchAs(p) => p.name.as_ref(),
             ast::Pattern::MatchStar(p) => p.name.as_ref(),
@@ -336,9 +307,9 @@ impl<'a> Visitor<'a> for Free {
             _ => None,
         };
         if let Some(name) = name {
-            self.local(name.as_str());
+            w.local(name.as_str());
         }
-        visitor::walk_pattern(self, pattern);
+        visitor::walk_pattern(w, pattern);
     }
 }
 
@@ -398,50 +369,43 @@ pub fn touches_dist(sym: &Symbols, stmt: &Stmt, bodies: bool) -> bool {
         sym: &'s Symbols<'a>,
         bodies: bool,
         hit: bool,
-        depth: Depth,
     }
-    impl<'a> Visitor<'a> for Touch<'_, 'a> {
-        fn visit_stmt(&mut self, stmt: &'a Stmt) {
-            if self.hit || self.depth.too_deep() {
+    impl<'a> Walk<'a> for Touch<'_, 'a> {
+        fn stmt(w: &mut Guarded<Self>, stmt: &'a Stmt) {
+            if w.hit {
                 return;
             }
-            self.depth.enter();
             match stmt {
-                Stmt::FunctionDef(f) if !self.bodies => {
+                Stmt::FunctionDef(f) if !w.bodies => {
                     for d in &f.decorator_list {
-                        self.visit_expr(&d.expression);
+                        w.visit_expr(&d.expression);
                     }
                     for p in f.parameters.iter() {
                         if let Some(d) = p.default() {
-                            self.visit_expr(d);
+                            w.visit_expr(d);
                         }
                     }
                 }
-                _ => visitor::walk_stmt(self, stmt),
+                _ => visitor::walk_stmt(w, stmt),
             }
-            self.depth.leave();
         }
-        fn visit_expr(&mut self, expr: &'a Expr) {
-            if self.hit || self.depth.too_deep() {
+        fn expr(w: &mut Guarded<Self>, expr: &'a Expr) {
+            if w.hit {
                 return;
             }
-            self.depth.enter();
             match expr {
-                Expr::Lambda(_) if !self.bodies => {}
-                Expr::Call(c) if dist_call(self.sym, c) => self.hit = true,
-                _ => visitor::walk_expr(self, expr),
+                Expr::Lambda(_) if !w.bodies => {}
+                Expr::Call(c) if dist_call(w.sym, c) => w.hit = true,
+                _ => visitor::walk_expr(w, expr),
             }
-            self.depth.leave();
         }
     }
-    let mut t = Touch {
+    let touch = Touch {
         sym,
         bodies,
         hit: false,
-        depth: Depth::default(),
     };
-    t.visit_stmt(stmt);
-    t.hit
+    over_stmt(touch, stmt).hit
 }
 
 /// Whether evaluating `expr` (lambda bodies aside) makes a distributed-stack call.
