@@ -522,6 +522,17 @@ fn parent_of_all() -> Vec<(i32, i32)> {
     out
 }
 
+/// Whether the kill command of `fix` stops `pid`: it names the pid or its process group.
+fn fix_stops(fix: &str, pid: i32) -> bool {
+    kill_targets(fix).iter().any(|&(group, n)| {
+        if group {
+            stat_field(pid, 2) == Some(n)
+        } else {
+            n == pid
+        }
+    })
+}
+
 /// Field `n` after the command name of /proc/PID/stat (0: state, 1: ppid, 2: pgrp, 3: session).
 fn stat_field(pid: i32, n: usize) -> Option<i32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -534,16 +545,6 @@ fn started_at(pid: i32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let (_, rest) = stat.rsplit_once(')')?;
     rest.split_whitespace().nth(19)?.parse().ok()
-}
-
-fn alive(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rsplit_once(')')
-                .map(|(_, r)| r.trim_start().starts_with('Z'))
-        })
-        .is_some_and(|zombie| !zombie)
 }
 
 /// `pid` when it is a Python process, else its first Python descendant (the rank a shell
@@ -1225,12 +1226,8 @@ fn drive(python: &Path, group: &[Value], failures: &Mutex<Vec<String>>) {
             let launcher: i32 = field(&line[0], "pid").and_then(|p| p.parse().ok()).unwrap();
             job.remember_tree();
             job.signal(launcher, libc::SIGKILL);
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while alive(launcher) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(100));
-            }
             assert!(
-                !alive(launcher),
+                wait_gone(launcher, Duration::from_secs(30)),
                 "{name}: launcher {launcher} survived SIGKILL"
             );
             wait_for_codes(cell, &job, port, &ranks, Duration::from_secs(120));
@@ -1276,10 +1273,7 @@ fn drive(python: &Path, group: &[Value], failures: &Mutex<Vec<String>>) {
         if let Some(d) = dup {
             // The duplicate goes before the next situation.
             job.signal(d, libc::SIGKILL);
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while alive(d) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(100));
-            }
+            wait_gone(d, Duration::from_secs(30));
         }
     }
 }
@@ -1427,6 +1421,17 @@ fn line_pids(job: &Job, prefix: &str) -> Vec<i32> {
 
 /// Every finding on `ports` in `ports --port` and `tree --port`: the codes, and each fix safe
 /// for `job` (the processes a fix may name).
+/// SIGKILL the job's `launcher`, wait until it is gone, and judge `port`: D003 alone, with a safe
+/// fix. Its findings.
+fn d003_once_killed(job: &mut Job, launcher: i32, port: u16) -> Vec<Value> {
+    job.signal(launcher, libc::SIGKILL);
+    wait_gone(launcher, Duration::from_secs(20));
+    let (codes, findings, bad) = judged(job, port, &[port]);
+    assert_eq!(codes, BTreeSet::from(["D003".to_string()]), "{findings:#?}");
+    assert!(bad.is_empty(), "{bad:?}");
+    findings
+}
+
 fn judged(job: &mut Job, port: u16, ports: &[u16]) -> (BTreeSet<String>, Vec<Value>, Vec<String>) {
     let mut codes = BTreeSet::new();
     let mut findings = Vec::new();
@@ -1493,23 +1498,10 @@ fn a_forked_helper_sharing_the_store_is_stopped_with_the_orphaned_ranks() {
     let helper = line_pids(&job, "HELPER ")[0];
     let launcher = line_pids(&job, "LAUNCHER ")[0];
     job.remember_tree();
-    job.signal(launcher, libc::SIGKILL);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while alive(launcher) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let (codes, findings, bad) = judged(&mut job, port, &[port]);
-    assert_eq!(codes, BTreeSet::from(["D003".to_string()]), "{findings:#?}");
-    assert!(bad.is_empty(), "{bad:?}");
+    let findings = d003_once_killed(&mut job, launcher, port);
     for f in &findings {
         let fix = f["fix"]["message"].as_str().unwrap();
-        let named = kill_targets(fix).iter().any(|&(g, n)| {
-            if g {
-                stat_field(helper, 2) == Some(n)
-            } else {
-                n == helper
-            }
-        });
+        let named = fix_stops(fix, helper);
         assert!(
             named,
             "the helper {helper} holding the socket is not stopped: {fix}"
@@ -1550,14 +1542,7 @@ fn three_orphaned_spawn_ranks_and_a_helper_are_one_leftover_job() {
     let helper = job.wait_lines("HELPER ", 1, Duration::from_secs(10));
     let helper: i32 = field(&helper[0], "pid").unwrap().parse().unwrap();
     let launcher = line_pids(&job, "LAUNCHER ")[0];
-    job.signal(launcher, libc::SIGKILL);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while alive(launcher) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let (codes, findings, bad) = judged(&mut job, port, &[port]);
-    assert_eq!(codes, BTreeSet::from(["D003".to_string()]), "{findings:#?}");
-    assert!(bad.is_empty(), "{bad:?}");
+    let findings = d003_once_killed(&mut job, launcher, port);
     for f in &findings {
         let cited: BTreeSet<i64> = pids_of(f).into_iter().collect();
         assert!(
@@ -1565,13 +1550,7 @@ fn three_orphaned_spawn_ranks_and_a_helper_are_one_leftover_job() {
             "ranks {ranks:?} not all named: {f:#}"
         );
         let fix = f["fix"]["message"].as_str().unwrap();
-        let named = kill_targets(fix).iter().any(|&(g, n)| {
-            if g {
-                stat_field(helper, 2) == Some(n)
-            } else {
-                n == helper
-            }
-        });
+        let named = fix_stops(fix, helper);
         assert!(named, "the helper {helper} is not stopped: {fix}");
     }
 }
@@ -1592,10 +1571,9 @@ fn two_killed_spawn_jobs_of_one_group_stay_two_jobs() {
     for &p in &parents {
         job.signal(p, libc::SIGKILL);
     }
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while parents.iter().any(|&p| alive(p)) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(Duration::from_secs(20), || {
+        !parents.iter().any(|&p| alive(p))
+    });
     for port in [a, b] {
         let (codes, findings, bad) = judged(&mut job, port, &[port]);
         assert_eq!(

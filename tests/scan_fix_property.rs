@@ -109,6 +109,14 @@ fn generate(seed: u64) -> String {
                 rng.pick_owned(bound).clone()
             }
         };
+        // The next planned name still unbound, else any planned name (bound again).
+        let next_planned = |unbound: &mut Vec<String>, planned: &[String], rng: &mut Rng| {
+            if unbound.is_empty() {
+                rng.pick_owned(planned).clone()
+            } else {
+                unbound.remove(0)
+            }
+        };
         let fn_reads = |rng: &mut Rng| -> Vec<String> {
             let k = 1 + rng.below(2);
             let mut r: Vec<String> = (0..k).map(|_| rng.pick_owned(&planned).clone()).collect();
@@ -121,11 +129,7 @@ fn generate(seed: u64) -> String {
             0 | 1 => {
                 // Bind a planned name: a constant, derived from a bound name, or from the
                 // process group (then it depends on the launch).
-                let g = if unbound_planned.is_empty() {
-                    rng.pick_owned(&planned).clone()
-                } else {
-                    unbound_planned.remove(0)
-                };
+                let g = next_planned(&mut unbound_planned, &planned, &mut rng);
                 let value = match rng.below(4) {
                     0 => format!("{}", rng.below(100)),
                     1 => format!("{} + 1", any_read(&mut rng, &bound)),
@@ -229,11 +233,7 @@ fn generate(seed: u64) -> String {
             }
             15 => {
                 // A function that binds a planned name (`global`), called after the launch.
-                let g = if unbound_planned.is_empty() {
-                    rng.pick_owned(&planned).clone()
-                } else {
-                    unbound_planned.remove(0)
-                };
+                let g = next_planned(&mut unbound_planned, &planned, &mut rng);
                 let f = fresh("setter");
                 out.push_str(&format!(
                     "\n\ndef {f}():\n    global {g}\n    {g} = {}\n\n\n{f}()\n",
@@ -263,11 +263,7 @@ fn generate(seed: u64) -> String {
             18 if rng.below(3) == 0 => {
                 // The environment changes after the launch and a planned name is read from it:
                 // refused when a function reads that name (it would run before the change).
-                let g = if unbound_planned.is_empty() {
-                    rng.pick_owned(&planned).clone()
-                } else {
-                    unbound_planned.remove(0)
-                };
+                let g = next_planned(&mut unbound_planned, &planned, &mut rng);
                 let e = fresh("GEN_ENV");
                 out.push_str(&format!(
                     "os.environ[\"{e}\"] = \"{}\"\n{g} = int(os.environ[\"{e}\"])\n",

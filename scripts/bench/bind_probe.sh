@@ -14,11 +14,8 @@
 # Knobs: RUNS=200. Needs strace.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-DOCTOR=${1:-}
-if [[ -z "$DOCTOR" ]]; then
-    cargo build --release --quiet --bin doctor
-    DOCTOR=$PWD/target/release/doctor
-fi
+. scripts/bench/lib.sh
+DOCTOR=${1:-$(release_doctor)}
 RUNS=${RUNS:-200}
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/doctor-bindprobe.XXXXXX")

@@ -10,12 +10,8 @@
 # Knobs: SIZES="10000 100000", RUNS=5.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-DOCTOR=${1:-}
-if [[ -z "$DOCTOR" ]]; then
-    cargo build --release --quiet --bin doctor
-    DOCTOR="$(cargo metadata --format-version 1 --no-deps |
-        python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release/doctor"
-fi
+. scripts/bench/lib.sh
+DOCTOR=${1:-$(release_doctor)}
 SIZES=${SIZES:-"10000 100000"}
 RUNS=${RUNS:-5}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/doctor-chains.XXXXXX")

@@ -103,10 +103,8 @@ if [[ -n "${DOCTOR:-}" ]]; then
     echo "== build: skipped, DOCTOR=$DOCTOR given"
 else
     echo "== build"
-    cargo build --release --quiet --bin doctor
-    TARGET_DIR=$(cargo metadata --format-version 1 --no-deps |
-        python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-    DOCTOR="$TARGET_DIR/release/doctor"
+    . scripts/bench/lib.sh
+    DOCTOR=$(release_doctor)
 fi
 [[ -x "$DOCTOR" ]] || { echo "error: $DOCTOR not built" >&2; exit 2; }
 echo "doctor: $DOCTOR"

@@ -12,12 +12,8 @@
 # Knobs: RUNS=5.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-DOCTOR=${1:-}
-if [[ -z "$DOCTOR" ]]; then
-    cargo build --release --quiet --bin doctor
-    DOCTOR="$(cargo metadata --format-version 1 --no-deps |
-        python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release/doctor"
-fi
+. scripts/bench/lib.sh
+DOCTOR=${1:-$(release_doctor)}
 RUNS=${RUNS:-5}
 echo "doctor: $DOCTOR"
 echo "cores: $(nproc); load average: $(cut -d' ' -f1-3 /proc/loadavg)"
