@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::traceback::{self, RankResult};
 pub use crate::model::repro::Outcome;
+use crate::model::repro::Reimport;
 use crate::model::run::{CaseRun, Waited};
 
 /// The judgement of one case.
@@ -19,6 +20,8 @@ pub struct Judged {
     pub frame: Option<String>,
     /// The first meaningful error line (any failure).
     pub error: Option<String>,
+    /// What the re-import probe of `--verify-fix` said, when it ran.
+    pub reimport: Option<Reimport>,
 }
 
 /// Judge a case that was given `port`: `expected_ranks` ranks must print a DOCTOR_RESULT line
@@ -70,11 +73,71 @@ pub fn judge(run: &CaseRun, port: u16, expected_ranks: usize, timeout: Duration)
         .and_then(|_| traceback::relaunch_frame(text))
         .map(|f| f.location());
     Judged {
+        reimport: reimport(text),
         outcome,
         eaddrinuse_port: bind.as_ref().map(|b| b.port.unwrap_or(port)),
         ranks,
         digest,
         frame,
         error,
+    }
+}
+
+/// The re-import probe's verdict, from the lines the `--verify-fix` shim prints: a launch that ran
+/// again in the child (said even when the child's import then failed), a clean re-import, or a
+/// child that failed before any launch ran.
+pub fn reimport(text: &str) -> Option<Reimport> {
+    let lines = || text.lines().map(str::trim);
+    if lines().any(|l| {
+        l.starts_with("error: the launch on line ")
+            && l.ends_with("child that re-imported the script")
+    }) {
+        Some(Reimport::Relaunched)
+    } else if lines().any(|l| {
+        l.starts_with("error: a ")
+            && (l.contains(" child that re-imported the script ")
+                || l.contains(" child that re-imports the script could not start"))
+    }) {
+        Some(Reimport::Failed)
+    } else if lines().any(|l| {
+        l.starts_with("doctor: a ")
+            && l.ends_with(" child re-imported the script; no launch ran again")
+    }) {
+        Some(Reimport::Clean)
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shim's own lines (src/cmd/repro/verify_fix.rs), in the order it prints them.
+    #[test]
+    fn the_probe_lines_read_back() {
+        assert_eq!(reimport("a\nb\n"), None);
+        assert_eq!(
+            reimport("doctor: a spawn child re-imported the script; no launch ran again\n"),
+            Some(Reimport::Clean)
+        );
+        let relaunch = "Traceback (most recent call last):\nAssertionError: x\n\
+            doctor: the script ended with AssertionError; re-importing it in a spawn child all the same\n\
+            error: the launch on line 3 ran again in a spawn child that re-imported the script\n\
+            torch.distributed.DistNetworkError: ... EADDRINUSE\n\
+            error: a spawn child that re-imported the script failed (exit code 1)\n";
+        assert_eq!(reimport(relaunch), Some(Reimport::Relaunched));
+        assert_eq!(
+            reimport(
+                "error: a forkserver child that re-imported the script hung (killed after 60 s)\n"
+            ),
+            Some(Reimport::Failed)
+        );
+        assert_eq!(
+            reimport(
+                "error: a spawn child that re-imports the script could not start: OSError: x\n"
+            ),
+            Some(Reimport::Failed)
+        );
     }
 }

@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 
 use super::outcome::Judged;
-use crate::model::repro::{CaseResult, CaseSpec, Ctx, Outcome, Variant, Verdict};
+use crate::model::repro::{CaseResult, CaseSpec, Ctx, Outcome, Reimport, Variant, Verdict};
 use crate::model::run::CaseRun;
 use crate::model::text::shorten;
 
@@ -26,6 +26,7 @@ pub fn failed_to_start(case: &CaseSpec, error: String) -> CaseResult {
         eaddrinuse_port: None,
         frame: None,
         error: Some(error),
+        reimport: None,
         killed: Vec::new(),
         leftovers: Vec::new(),
         command: Vec::new(),
@@ -59,6 +60,7 @@ pub fn case_result(
         eaddrinuse_port: judged.eaddrinuse_port,
         frame: judged.frame,
         error: judged.error,
+        reimport: judged.reimport,
         killed: run.killed,
         leftovers: run.leftovers,
         command,
@@ -291,6 +293,34 @@ pub fn join_and(items: &[&str]) -> String {
     }
 }
 
+/// A script that fails of its own after its launch (no GPU, a placeholder argument): every
+/// fixed case that failed stopped at the original's error in the same context, and where the
+/// re-import probe ran, the original's launch ran again in the child and the fixed copy's did
+/// not (at least once; never the other way). Then the fix removed the re-launch and changed
+/// nothing else that ran: the shared error, else None.
+fn stops_alike(original: &[&CaseResult], fixed: &[&CaseResult]) -> Option<String> {
+    let twin = |f: &CaseResult| original.iter().copied().find(|o| o.ctx == f.ctx);
+    let mut shown = None;
+    let mut proved = false;
+    for f in fixed {
+        if f.outcome == Outcome::Ok {
+            continue;
+        }
+        let o = twin(f)?;
+        if f.outcome != Outcome::Error || f.error.is_none() || o.error != f.error {
+            return None;
+        }
+        match (o.reimport, f.reimport) {
+            (Some(Reimport::Relaunched), Some(Reimport::Clean)) => proved = true,
+            // No child re-imports under fork: both stopped at the same error, nothing more.
+            (None, None) if f.ctx == Ctx::Fork && o.outcome == Outcome::Error => {}
+            _ => return None,
+        }
+        shown.get_or_insert_with(|| f.error.clone().unwrap_or_default());
+    }
+    proved.then_some(shown).flatten()
+}
+
 /// Verified: the fixed copy passes in every context (same weights where it reports them),
 /// the original fails in at least one, and nothing was left behind.
 pub fn verify_verdict(name: &str, cases: &[CaseResult]) -> Verdict {
@@ -307,7 +337,9 @@ pub fn verify_verdict(name: &str, cases: &[CaseResult]) -> Verdict {
     let same_weights = digests.len() == 1;
     let mismatches = mismatches(cases);
     let clean = cases.iter().all(|c| c.leftovers.is_empty());
-    let fix_verified = fixed_ok && same_weights && !fails.is_empty() && clean;
+    let stops_alike = stops_alike(&original, &fixed);
+    let fix_verified =
+        ((fixed_ok && same_weights) || stops_alike.is_some()) && !fails.is_empty() && clean;
     // Every context of the original counts (no outcome is a race here): list what passed.
     let before = if fails.is_empty() {
         format!("the original {name} passes under {}", ctx_list(&original))
@@ -323,7 +355,19 @@ pub fn verify_verdict(name: &str, cases: &[CaseResult]) -> Verdict {
         }
         s
     };
-    let after = if fixed_ok {
+    let after = if let (false, Some(error)) = (fixed_ok, &stops_alike) {
+        format!(
+            "the fixed copy's re-import runs no launch (under {}), and both copies then stop at \
+             the same error of the script's own, which the fix does not touch: {error}",
+            ctx_list(
+                &fixed
+                    .iter()
+                    .copied()
+                    .filter(|c| c.reimport == Some(Reimport::Clean))
+                    .collect::<Vec<_>>()
+            )
+        )
+    } else if fixed_ok {
         let weights = match (fixed.len() > 1, digests.iter().next()) {
             (true, Some(Some(_))) if same_weights => ", with identical weights",
             (true, _) if !same_weights => ", but the weights differ between contexts",
@@ -414,6 +458,7 @@ mod tests {
             eaddrinuse_port: None,
             frame: None,
             error: None,
+            reimport: None,
             killed: vec![],
             leftovers: vec![],
             command: vec![],
@@ -477,6 +522,111 @@ mod tests {
             "{}",
             v.summary
         );
+    }
+
+    /// A script that fails of its own after its launch: verified only when, in the same
+    /// context, both copies stop at the same error and the probe saw the original's launch run
+    /// again in the re-importing child and the fixed copy's not.
+    #[test]
+    fn a_script_failing_after_its_launch_is_verified_by_the_probe_alone() {
+        use Outcome::*;
+        use Reimport::*;
+        let assertion = "AssertionError: deepspeed.initialize requires a model";
+        let case = |variant, ctx, outcome, error: &str, reimport| {
+            let mut c = result("ds.py", variant, ctx, outcome, outcome, None);
+            c.error = Some(error.into());
+            c.reimport = reimport;
+            c
+        };
+        let original = case(
+            Variant::Original,
+            Ctx::Spawn,
+            Eaddrinuse,
+            assertion,
+            Some(Relaunched),
+        );
+        let fixed = case(Variant::Fixed, Ctx::Spawn, Error, assertion, Some(Clean));
+        let v = verify_verdict("ds.py", &[original.clone(), fixed.clone()]);
+        assert!(v.fix_verified, "{}", v.summary);
+        assert!(
+            v.summary.starts_with("fix verified")
+                && v.summary.contains("re-import runs no launch (under spawn)")
+                && v.summary.contains(assertion),
+            "{}",
+            v.summary
+        );
+        // Under fork as well (no probe there): the same error in both copies does not spoil it.
+        let v = verify_verdict(
+            "ds.py",
+            &[
+                original.clone(),
+                fixed.clone(),
+                case(Variant::Original, Ctx::Fork, Error, assertion, None),
+                case(Variant::Fixed, Ctx::Fork, Error, assertion, None),
+            ],
+        );
+        assert!(v.fix_verified, "{}", v.summary);
+        // Each neighbour that is not proof: never "fix verified".
+        let not = |cases: &[CaseResult]| {
+            let v = verify_verdict("ds.py", cases);
+            assert!(!v.fix_verified, "{}", v.summary);
+            v.summary
+        };
+        // The fixed copy's child launched too.
+        not(&[
+            original.clone(),
+            case(
+                Variant::Fixed,
+                Ctx::Spawn,
+                Error,
+                assertion,
+                Some(Relaunched),
+            ),
+        ]);
+        // The fixed copy stops at another error: the fix broke something.
+        let s = not(&[
+            original.clone(),
+            case(
+                Variant::Fixed,
+                Ctx::Spawn,
+                Error,
+                "NameError: name 'w' is not defined",
+                Some(Clean),
+            ),
+        ]);
+        assert!(s.starts_with("fix NOT verified"), "{s}");
+        // The original's child failed before any launch (the script fails before it): no proof.
+        let s = not(&[
+            case(
+                Variant::Original,
+                Ctx::Spawn,
+                Error,
+                assertion,
+                Some(Failed),
+            ),
+            case(Variant::Fixed, Ctx::Spawn, Error, assertion, Some(Failed)),
+        ]);
+        assert!(s.starts_with("cannot verify"), "{s}");
+        // The original's re-import ran no launch either.
+        not(&[
+            case(Variant::Original, Ctx::Spawn, Error, assertion, Some(Clean)),
+            fixed.clone(),
+        ]);
+        // No probe at all (fork only): the same failure, nothing proved.
+        let s = not(&[
+            case(Variant::Original, Ctx::Fork, Error, assertion, None),
+            case(Variant::Fixed, Ctx::Fork, Error, assertion, None),
+        ]);
+        assert!(s.starts_with("cannot verify"), "{s}");
+        // A leftover spoils it as it spoils every verdict.
+        let mut left = fixed.clone();
+        left.leftovers = vec!["pid 5 (S) python".into()];
+        not(&[original.clone(), left]);
+        // A fixed case that hangs is no shared error.
+        not(&[
+            original,
+            case(Variant::Fixed, Ctx::Spawn, Hang, assertion, Some(Clean)),
+        ]);
     }
 
     fn matrix(fixed_digests: [&str; 3]) -> Vec<CaseResult> {

@@ -75,6 +75,19 @@ impl Outcome {
     }
 }
 
+/// What the re-import probe of `repro --verify-fix` saw (spawn and forkserver cases only): a
+/// child of the case's context that re-imported the script as `__mp_main__`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Reimport {
+    /// A launch line of the script ran again in that child.
+    Relaunched,
+    /// The child re-imported the script, ran no launch line and exited cleanly.
+    Clean,
+    /// The child failed, hung or could not start before any launch line ran.
+    Failed,
+}
+
 /// One rank's `DOCTOR_RESULT {...}` line.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct RankResult {
@@ -199,6 +212,9 @@ pub struct CaseResult {
     pub frame: Option<String>,
     /// The first meaningful error line (any failure).
     pub error: Option<String>,
+    /// `--verify-fix` under spawn and forkserver: what the child that re-imported the script did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reimport: Option<Reimport>,
     /// Processes that were still running when the case ended and had to be killed.
     pub killed: Vec<Killed>,
     /// Processes or ports still alive after the kill; must be empty.

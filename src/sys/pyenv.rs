@@ -378,7 +378,8 @@ fn pins() -> Vec<String> {
 }
 
 /// A managed venv made before a pinned tool joined the pins (py-spy, for what a hung rank is
-/// blocked in; accelerate, whose `accelerate launch` the launcher matrix runs) gets it now;
+/// blocked in; accelerate, whose `accelerate launch` the launcher matrix runs; deepspeed and
+/// ninja, for `--verify-fix` of deepspeed scripts) gets it now;
 /// torch and lightning are never reinstalled here. A tool is there when its command is in the
 /// venv's `bin/`. Best effort: a failure is said on stderr and the venv stays usable.
 fn complete_tools(venv: &Path, quiet: bool) {
@@ -405,7 +406,7 @@ fn complete_tools(venv: &Path, quiet: bool) {
         .is_ok_and(|s| s.success());
     if !ok {
         say(format!(
-            "doctor: could not install {}; the environment stays usable (without py-spy a hung rank is shown without its Python stack, without jsonargparse a LightningCLI script fails)",
+            "doctor: could not install {}; the environment stays usable (without py-spy a hung rank is shown without its Python stack, without jsonargparse a LightningCLI script fails, without deepspeed a script that imports it cannot be verified)",
             missing.join(" ")
         ));
     }
@@ -458,6 +459,117 @@ fn installed_dists(venv: &Path) -> std::collections::HashSet<String> {
         }
     }
     out
+}
+
+/// The C++ op deepspeed builds on first use on a CPU machine: `init_distributed()` loads its
+/// shared-memory collective op (`deepspeed/comm/torch.py`, `build_shm_op`) whenever the CPU
+/// accelerator is active, whatever the world size; with no prebuilt copy it JIT-compiles it
+/// with ninja and a C++ compiler (minutes on 2 cores).
+pub const DEEPSPEED_CPU_OP: &str = "deepspeed_shm_comm";
+
+/// Where the managed venv keeps the C++ ops torch builds for it (`TORCH_EXTENSIONS_DIR`): inside
+/// the venv, so removing the venv removes them.
+pub fn extensions_dir(venv: &Path) -> PathBuf {
+    venv.join("torch_extensions")
+}
+
+/// What a case started with `env`'s interpreter needs in its environment to run as it would in
+/// that environment activated: the interpreter's folder first on PATH (torch looks `ninja` up on
+/// PATH each time deepspeed loads a JIT-built op, even one built before) and, for the managed
+/// venv, the folder of the ops `--setup` built.
+pub fn case_env(env: &PythonEnv) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    if let Some(dir) = env.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        let mut paths = vec![dir.to_path_buf()];
+        if let Some(old) = std::env::var_os("PATH") {
+            paths.extend(std::env::split_paths(&old));
+        }
+        if let Ok(joined) = std::env::join_paths(paths) {
+            out.push(("PATH".into(), joined.to_string_lossy().into_owned()));
+        }
+    }
+    if env.source == "managed" {
+        out.push((
+            "TORCH_EXTENSIONS_DIR".into(),
+            extensions_dir(Path::new(&env.prefix))
+                .to_string_lossy()
+                .into_owned(),
+        ));
+    }
+    out
+}
+
+/// What became of deepspeed's CPU op in the managed venv.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpState {
+    /// Not the managed venv, or it has no deepspeed: nothing to build.
+    NotNeeded,
+    /// Built before (its shared library is there).
+    Ready,
+    /// Built now.
+    Built,
+    /// The build failed (said on stderr); deepspeed will try again on first use.
+    Failed,
+}
+
+/// The shared library of [`DEEPSPEED_CPU_OP`] once built into the managed venv `venv`.
+pub fn deepspeed_op_library(venv: &Path) -> PathBuf {
+    extensions_dir(venv)
+        .join(DEEPSPEED_CPU_OP)
+        .join(format!("{DEEPSPEED_CPU_OP}.so"))
+}
+
+/// Build deepspeed's CPU op once into the managed venv (`doctor repro --setup`, and before a
+/// `--verify-fix` of a script that imports deepspeed), with deepspeed's own builder, so that no
+/// case spends its timeout on the compile. Only for the managed venv that has deepspeed; a venv
+/// of one's own keeps deepspeed's behaviour (a compile into torch's cache on first use).
+/// Best effort: a failure is said on stderr and the venv stays usable.
+pub fn prepare_deepspeed_op(env: &PythonEnv, quiet: bool) -> OpState {
+    let venv = Path::new(&env.prefix);
+    if env.source != "managed" || !venv.join("bin").join("deepspeed").exists() {
+        return OpState::NotNeeded;
+    }
+    let library = deepspeed_op_library(venv);
+    if library.exists() {
+        return OpState::Ready;
+    }
+    let say = |line: String| {
+        if !quiet {
+            eprintln!("{line}");
+        }
+    };
+    say(format!(
+        "doctor: building deepspeed's CPU op {DEEPSPEED_CPU_OP} once into {} (a C++ compile with ninja; minutes on 2 cores)",
+        extensions_dir(venv).display()
+    ));
+    let started = std::time::Instant::now();
+    let mut cmd = Command::new(&env.path);
+    cmd.args([
+        "-c",
+        "from deepspeed.accelerator import get_accelerator\n\
+         get_accelerator().create_op_builder('ShareMemCommBuilder').load()\n",
+    ])
+    // The CPU accelerator is the one that needs the op (on a GPU machine deepspeed would pick CUDA).
+    .env("DS_ACCELERATOR", "cpu")
+    .envs(case_env(env))
+    .stdin(Stdio::null())
+    .stdout(if quiet { Stdio::null() } else { stderr_stdio() });
+    if quiet {
+        cmd.stderr(Stdio::null());
+    }
+    let ok = cmd.status().is_ok_and(|s| s.success()) && library.exists();
+    if ok {
+        say(format!(
+            "doctor: built {DEEPSPEED_CPU_OP} in {:.0} s",
+            started.elapsed().as_secs_f64()
+        ));
+        OpState::Built
+    } else {
+        eprintln!(
+            "doctor: could not build deepspeed's CPU op {DEEPSPEED_CPU_OP} (it needs a C++ compiler: `apt-get install g++`); the environment stays usable, and deepspeed will try again when a script first calls init_distributed()"
+        );
+        OpState::Failed
+    }
 }
 
 fn stderr_stdio() -> Stdio {
@@ -571,6 +683,9 @@ mod tests {
             missing.iter().any(|p| p.starts_with("jsonargparse[")),
             "{missing:?}"
         );
+        for tool in ["deepspeed==", "ninja=="] {
+            assert!(missing.iter().any(|p| p.starts_with(tool)), "{missing:?}");
+        }
         std::fs::write(dir.join("bin").join("accelerate"), "").unwrap();
         // A library without a command is there when its dist-info is.
         let site = dir.join("lib/python3.11/site-packages/jsonargparse-4.53.0.dist-info");
@@ -579,6 +694,42 @@ mod tests {
         assert!(!missing.iter().any(|p| p.starts_with("accelerate")));
         assert!(!missing.iter().any(|p| p.starts_with("jsonargparse")));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A case of the managed venv finds the venv's `bin/` (ninja) first on PATH and the ops
+    /// `--setup` built; another interpreter gets its own folder first and no extensions folder.
+    #[test]
+    fn cases_run_as_in_the_activated_environment() {
+        let env = |path: &str, prefix: &str, source: &str| PythonEnv {
+            path: PathBuf::from(path),
+            executable: path.into(),
+            python_version: "3.11.7".into(),
+            prefix: prefix.into(),
+            torch: Some("2.15.0".into()),
+            lightning: Some("2.6.6".into()),
+            numpy: None,
+            source: source.into(),
+        };
+        let vars = case_env(&env("/c/venv/bin/python", "/c/venv", "managed"));
+        let get = |vars: &[(String, String)], k: &str| {
+            vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+        };
+        let path = get(&vars, "PATH").unwrap();
+        assert!(
+            path.starts_with("/c/venv/bin:") || path == "/c/venv/bin",
+            "{path}"
+        );
+        assert_eq!(
+            get(&vars, "TORCH_EXTENSIONS_DIR").as_deref(),
+            Some("/c/venv/torch_extensions")
+        );
+        assert_eq!(
+            deepspeed_op_library(Path::new("/c/venv")),
+            Path::new("/c/venv/torch_extensions/deepspeed_shm_comm/deepspeed_shm_comm.so")
+        );
+        let vars = case_env(&env("/opt/py/bin/python3", "/opt/py", "PATH"));
+        assert!(get(&vars, "PATH").unwrap().starts_with("/opt/py/bin"));
+        assert_eq!(get(&vars, "TORCH_EXTENSIONS_DIR"), None);
     }
 
     #[test]

@@ -22,10 +22,13 @@ use crate::sys::{pyenv, supervise};
 /// starts one child of the case's context, which re-imports the script as `__mp_main__` the way
 /// every DataLoader worker or spawned rank does. That child records, by line tracing, which
 /// lines of the script ran during that import; if a launch line (`DOCTOR_PROBE_LAUNCH_LINES`)
-/// ran, it says so on stderr and the case fails. A script that ended with an exception is not
-/// probed (its failure is the outcome). A child that crashes or hangs while importing
-/// fails the case too. So a script that starts no child of its own still shows whether its
-/// launch runs again on re-import (the original) or not (the fixed copy).
+/// ran, it says so on stderr (even when the import then fails) and the case fails; when none ran
+/// and the child exits cleanly, the first process says so too (`no launch ran again`). A child
+/// that crashes or hangs while importing fails the case. A script that ended with an exception
+/// is probed all the same (after its launch it may fail for a reason of its own: no GPU, a
+/// placeholder argument); its exception stays the case's error. So a script that starts no
+/// child of its own still shows whether its launch runs again on re-import (the original) or
+/// not (the fixed copy).
 const SHIM: &str = r#"import os as _os
 import sys as _sys
 
@@ -63,20 +66,44 @@ def _tracer(frame, event, arg):
     return _local
 
 
+_reported = []
+
+
+def _doctor_relaunch_line(lines):
+    hit = sorted(set(int(n) for n in lines.split(",") if n) & _ran)
+    return hit[0] if hit else None
+
+
+def _doctor_say_relaunch(line, ctx):
+    _reported.append(line)
+    print(
+        "error: the launch on line %d ran again in a %s child that re-imported the script"
+        % (line, ctx),
+        file=_sys.stderr,
+        flush=True,
+    )
+
+
+def _doctor_child_excepthook(kind, value, tb, _hook=_sys.excepthook):
+    # The probe child's import of the script failed (an EADDRINUSE of the launch it re-ran, or an
+    # error of the script's own): say first whether a launch line ran before it.
+    lines = _os.environ.get("DOCTOR_PROBE_CHILD_LINES", "")
+    line = _doctor_relaunch_line(lines)
+    if line is not None and not _reported:
+        _doctor_say_relaunch(line, _ctx)
+    _hook(kind, value, tb)
+
+
 if _os.environ.get("DOCTOR_PROBE_TRACE") == "1" and _lines is None:
     _sys.settrace(_tracer)
+    _sys.excepthook = _doctor_child_excepthook
 
 
 def _doctor_probe_report(lines, ctx):
     _sys.settrace(None)
-    hit = sorted(set(int(n) for n in lines.split(",") if n) & _ran)
-    if hit:
-        print(
-            "error: the launch on line %d ran again in a %s child that re-imported the script"
-            % (hit[0], ctx),
-            file=_sys.stderr,
-            flush=True,
-        )
+    line = _doctor_relaunch_line(lines)
+    if line is not None:
+        _doctor_say_relaunch(line, ctx)
         _sys.exit(3)
 
 
@@ -90,12 +117,20 @@ def _doctor_excepthook(kind, value, tb, _hook=_sys.excepthook):
 
 def _doctor_probe():
     if _failed:
-        # The script itself failed: that is the case's outcome; probing would only blur it.
-        return
+        # The script failed of its own (its exception is above; it stays the case's error). Its
+        # launch may have run before: a child that re-imports the script still shows whether it
+        # runs again there.
+        print(
+            "doctor: the script ended with %s; re-importing it in a %s child all the same"
+            % (_failed[0].__name__, _ctx),
+            file=_sys.stderr,
+            flush=True,
+        )
     import multiprocessing as mp
 
     ctx = mp.get_context(_ctx)
     _os.environ["DOCTOR_PROBE_TRACE"] = "1"
+    _os.environ["DOCTOR_PROBE_CHILD_LINES"] = _lines
     if _ctx == "forkserver":
         # A forkserver started before imported the script untraced: start a fresh one.
         from multiprocessing import forkserver as _fs
@@ -135,6 +170,11 @@ def _doctor_probe():
             flush=True,
         )
         _os._exit(3)
+    print(
+        "doctor: a %s child re-imported the script; no launch ran again" % _ctx,
+        file=_sys.stderr,
+        flush=True,
+    )
 
 
 if _lines is not None and _ctx in ("spawn", "forkserver"):
@@ -151,11 +191,22 @@ pub fn main(args: &ReproArgs, python: Option<&Path>) -> anyhow::Result<i32> {
     let need = needs(&fix.before);
     let env = pyenv::find_python_for(python, setup_mode(args.no_setup), need)?;
     render::note(&format!("doctor: using {} [{}]", env.summary(), env.source));
+    let deepspeed = imports(&fix.before, "deepspeed");
+    if deepspeed && !args.no_setup {
+        // Its first init_distributed() on CPU compiles a C++ op: once, here, not in a case's timeout.
+        pyenv::prepare_deepspeed_op(&env, render::settings().quiet);
+    }
+    let mut extra_env = pyenv::case_env(&env);
+    if deepspeed {
+        // deepspeed's launcher gives every rank LOCAL_RANK; without it init_distributed() takes
+        // the script for an MPI job (mpi_discovery) instead of reading the env:// variables.
+        extra_env.push(("LOCAL_RANK".into(), "0".into()));
+    }
     let ctxs = contexts(&args.ctx);
     let (accel, jobs) = plan_resources(args, ctxs.len() * 2)?;
     supervise::init()?;
     let workdir = CaseDir::new()?;
-    let cases = write_cases(&script, &fix, &lines, &ctxs, workdir.path())?;
+    let cases = write_cases(&script, &fix, &lines, &ctxs, &extra_env, workdir.path())?;
     render::note(&format!(
         "doctor: verifying the fix of {} ({} case(s), {} at a time, timeout {}s each)",
         render::escape_control(&script.display().to_string()),
@@ -304,15 +355,19 @@ fn joined(lines: &[usize]) -> String {
         .join(",")
 }
 
+/// Whether a line of `source` imports the top-level `module` (`import m`, `import m.x`,
+/// `from m import ...`, `from m.x import ...`).
+fn imports(source: &str, module: &str) -> bool {
+    source.lines().any(|l| {
+        let l = l.trim_start();
+        (l.starts_with("import ") || l.starts_with("from "))
+            && l.split([' ', ',', '.']).nth(1) == Some(module)
+    })
+}
+
 /// What the script imports decides which interpreter the search looks for.
 fn needs(source: &str) -> pyenv::Need {
-    let imports = |module: &str| {
-        source.lines().any(|l| {
-            let l = l.trim_start();
-            (l.starts_with("import ") || l.starts_with("from "))
-                && l.split([' ', ',', '.']).nth(1) == Some(module)
-        })
-    };
+    let imports = |module: &str| imports(source, module);
     if ["lightning", "pytorch_lightning", "lightning_fabric"]
         .iter()
         .any(|m| imports(m))
@@ -339,6 +394,7 @@ fn write_cases(
     fix: &FileFix,
     lines: &LaunchLines,
     ctxs: &[Ctx],
+    extra_env: &[(String, String)],
     dir: &Path,
 ) -> anyhow::Result<Vec<CaseSpec>> {
     use anyhow::Context;
@@ -381,22 +437,26 @@ fn write_cases(
                         Outcome::Error,
                     ],
                 },
-                env: vec![
-                    ("DOCTOR_FORCE_START_METHOD".into(), ctx.as_str().into()),
-                    ("PYTHONPATH".into(), path.to_string_lossy().into_owned()),
-                    // The env:// rendezvous of a world of one, for scripts that a launcher
-                    // normally starts (MASTER_ADDR and MASTER_PORT come with every case).
-                    // No LOCAL_RANK: with it, Lightning would wait for ranks it did not start.
-                    ("RANK".into(), "0".into()),
-                    ("WORLD_SIZE".into(), "1".into()),
-                    (
-                        "DOCTOR_PROBE_LAUNCH_LINES".into(),
-                        joined(match variant {
-                            Variant::Fixed => &lines.fixed,
-                            _ => &lines.original,
-                        }),
-                    ),
-                ],
+                env: extra_env
+                    .iter()
+                    .cloned()
+                    .chain([
+                        ("DOCTOR_FORCE_START_METHOD".into(), ctx.as_str().into()),
+                        ("PYTHONPATH".into(), path.to_string_lossy().into_owned()),
+                        // The env:// rendezvous of a world of one, for scripts that a launcher
+                        // normally starts (MASTER_ADDR and MASTER_PORT come with every case).
+                        // No LOCAL_RANK: with it, Lightning would wait for ranks it did not start.
+                        ("RANK".into(), "0".into()),
+                        ("WORLD_SIZE".into(), "1".into()),
+                        (
+                            "DOCTOR_PROBE_LAUNCH_LINES".into(),
+                            joined(match variant {
+                                Variant::Fixed => &lines.fixed,
+                                _ => &lines.original,
+                            }),
+                        ),
+                    ])
+                    .collect(),
                 bundled: false,
             });
         }
