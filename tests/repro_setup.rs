@@ -1,14 +1,16 @@
 //! `doctor repro --setup` creating the managed environment with the package index out of reach:
 //! a real `python -m venv` and a real pip that fails at once. Without `-q` doctor says its two
 //! phases; with `-q` it says neither and pip prints only its errors. Either way the failure ends
-//! in an `error:` and a `hint:`, exit 2.
+//! in an `error:` and a `hint:`, exit 2. And a managed venv made before the latest pins (it has
+//! torch and lightning, not deepspeed or ninja): `--setup` adds exactly what it lacks, and stays
+//! usable when it cannot.
 
 mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::skip_or_fail;
+use common::{skip_or_fail, torch_python};
 
 /// The real interpreter behind `python3` on PATH, when it lacks torch (so that doctor has to make
 /// its own environment).
@@ -84,4 +86,75 @@ fn setup_says_its_phases_and_quiet_setup_says_none() {
     // pip under -q: its error, no progress and no "Looking in indexes" chatter.
     assert!(!err.contains("Looking in indexes"), "{err}");
     assert!(err.contains("ERROR"), "{err}");
+}
+
+/// A managed venv that has torch and lightning (a real venv whose `.pth` file adds the real
+/// managed venv's site-packages) but none of the tools pinned since: `--setup` tries to add each
+/// one, deepspeed and ninja among them, with pip (the index is out of reach here), says it could
+/// not, builds no deepspeed op without deepspeed, and still names the interpreter (exit 0).
+#[test]
+fn setup_completes_a_venv_made_before_the_latest_pins() {
+    let Some(torch) = torch_python() else {
+        return;
+    };
+    let Some(python) = base_python() else {
+        skip_or_fail("python3 on PATH has torch: doctor would not look at its own environment");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    std::os::unix::fs::symlink(&python, bin.join("python3")).unwrap();
+    let venv = dir.path().join("cache/venv");
+    // The same Python as the real managed venv, so that its compiled packages load.
+    let made = Command::new(&torch)
+        .args(["-m", "venv"])
+        .arg(&venv)
+        .status()
+        .expect("venv");
+    assert!(made.success());
+    let site = |py: &Path| {
+        let out = Command::new(py)
+            .args([
+                "-c",
+                "import sysconfig; print(sysconfig.get_paths()['purelib'])",
+            ])
+            .output()
+            .expect("python runs");
+        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+    };
+    std::fs::write(
+        site(&venv.join("bin/python")).join("doctor-test-managed.pth"),
+        format!("{}\n", site(&torch).display()),
+    )
+    .unwrap();
+
+    let out = setup(false, &dir.path().join("cache"), &bin);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let adding = err
+        .lines()
+        .find(|l| l.starts_with("doctor: adding "))
+        .unwrap_or_else(|| panic!("no `adding` line: {err}"));
+    let pins: Vec<&str> = include_str!("../repro/requirements.txt")
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter(|l| !l.starts_with("torch==") && !l.starts_with("lightning=="))
+        .collect();
+    assert!(
+        pins.iter().any(|p| p.starts_with("deepspeed==")),
+        "{pins:?}"
+    );
+    assert!(pins.iter().any(|p| p.starts_with("ninja==")), "{pins:?}");
+    for pin in &pins {
+        assert!(adding.contains(pin), "{pin} not added: {adding}");
+    }
+    assert!(err.contains("doctor: could not install "), "{err}");
+    assert!(!err.contains("building deepspeed's CPU op"), "{err}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        venv.join("bin/python").display().to_string()
+    );
+    assert!(err.contains("[managed]"), "{err}");
 }
