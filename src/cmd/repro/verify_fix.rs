@@ -355,13 +355,19 @@ fn joined(lines: &[usize]) -> String {
         .join(",")
 }
 
-/// Whether a line of `source` imports the top-level `module` (`import m`, `import m.x`,
-/// `from m import ...`, `from m.x import ...`).
+/// Whether a line of `source` imports the top-level `module` (`import m`, `import m.x as y`,
+/// `import a, m`, `from m import ...`, `from m.x import ...`).
 fn imports(source: &str, module: &str) -> bool {
+    let top = |name: &str| name.trim().split(['.', ' ']).next() == Some(module);
     source.lines().any(|l| {
         let l = l.trim_start();
-        (l.starts_with("import ") || l.starts_with("from "))
-            && l.split([' ', ',', '.']).nth(1) == Some(module)
+        if let Some(names) = l.strip_prefix("import ") {
+            names.split(',').any(top)
+        } else if let Some(from) = l.strip_prefix("from ") {
+            top(from)
+        } else {
+            false
+        }
     })
 }
 
@@ -462,4 +468,33 @@ fn write_cases(
         }
     }
     Ok(cases)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::imports;
+
+    #[test]
+    fn imports_are_read_in_each_spelling() {
+        for yes in [
+            "import deepspeed",
+            "  import deepspeed.comm as dist",
+            "import torch, deepspeed",
+            "import torch,deepspeed",
+            "from deepspeed import zero",
+            "from deepspeed.ops import adam",
+            "import torch as t, deepspeed as ds",
+        ] {
+            assert!(imports(yes, "deepspeed"), "{yes}");
+        }
+        for no in [
+            "import deepspeedx",
+            "from torch import deepspeed",
+            "# import deepspeed",
+            "x = 'import deepspeed'",
+            "import torch",
+        ] {
+            assert!(!imports(no, "deepspeed"), "{no}");
+        }
+    }
 }
