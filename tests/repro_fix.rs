@@ -256,13 +256,11 @@ fn guess_fixture_star_imports_torch_and_dist_for_real() {
 /// and without the fix; the re-import probe shows the original's launch running again in the
 /// spawn child and the fixed copy's not, which verifies the fix (deepspeed, and its CPU op built
 /// by `repro --setup`, are in the managed venv).
-const CANNOT_RUN: &[(&str, &str, &str)] = &[
-    (
-        "scan/modern_syntax.py",
-        "PEP 695 syntax needs Python 3.12; the managed venv has 3.11",
-        "SyntaxError",
-    ),
-];
+const CANNOT_RUN: &[(&str, &str, &str)] = &[(
+    "scan/modern_syntax.py",
+    "PEP 695 syntax needs Python 3.12; the managed venv has 3.11",
+    "SyntaxError",
+)];
 
 /// Arguments a fixture needs to run (`sys.argv[1]`).
 const ARGS: &[(&str, &[&str])] = &[("scan/num_workers_macos_nonliteral.py", &["0"])];
