@@ -341,8 +341,17 @@ pub fn verify_verdict(name: &str, cases: &[CaseResult]) -> Verdict {
     let fix_verified =
         ((fixed_ok && same_weights) || stops_alike.is_some()) && !fails.is_empty() && clean;
     // Every context of the original counts (no outcome is a race here): list what passed.
+    // Stopped alike: only the contexts whose child ran the launch again show the launch failing
+    // (elsewhere the original stopped at the script's own error, as the fixed copy did).
+    let relaunched: Vec<&CaseResult> = original
+        .iter()
+        .copied()
+        .filter(|c| c.reimport == Some(Reimport::Relaunched) && c.outcome != Outcome::Ok)
+        .collect();
     let before = if fails.is_empty() {
         format!("the original {name} passes under {}", ctx_list(&original))
+    } else if stops_alike.is_some() && !fixed_ok {
+        buggy_text(name, &relaunched, &relaunched)
     } else {
         let passed: Vec<&CaseResult> = original
             .iter()
@@ -356,16 +365,20 @@ pub fn verify_verdict(name: &str, cases: &[CaseResult]) -> Verdict {
         s
     };
     let after = if let (false, Some(error)) = (fixed_ok, &stops_alike) {
-        format!(
-            "the fixed copy's re-import runs no launch (under {}), and both copies then stop at \
-             the same error of the script's own, which the fix does not touch: {error}",
+        let of = |keep: &dyn Fn(&CaseResult) -> bool| {
             ctx_list(
                 &fixed
                     .iter()
                     .copied()
-                    .filter(|c| c.reimport == Some(Reimport::Clean))
-                    .collect::<Vec<_>>()
+                    .filter(|c| keep(c))
+                    .collect::<Vec<_>>(),
             )
+        };
+        format!(
+            "the fixed copy's re-import runs no launch (under {}), and both copies then stop at \
+             the same error of the script's own (under {}), which the fix does not touch: {error}",
+            of(&|c| c.reimport == Some(Reimport::Clean)),
+            of(&|c| c.outcome != Outcome::Ok),
         )
     } else if fixed_ok {
         let weights = match (fixed.len() > 1, digests.iter().next()) {
@@ -566,6 +579,14 @@ mod tests {
             ],
         );
         assert!(v.fix_verified, "{}", v.summary);
+        // Under fork the original did not fail of its launch: only spawn is named as its failure.
+        assert!(
+            v.summary.contains("fails under spawn with EADDRINUSE")
+                && v.summary
+                    .contains("stop at the same error of the script's own (under spawn and fork)"),
+            "{}",
+            v.summary
+        );
         // Each neighbour that is not proof: never "fix verified".
         let not = |cases: &[CaseResult]| {
             let v = verify_verdict("ds.py", cases);
