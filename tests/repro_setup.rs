@@ -88,24 +88,20 @@ fn setup_says_its_phases_and_quiet_setup_says_none() {
     assert!(err.contains("ERROR"), "{err}");
 }
 
-/// A managed venv that has torch and lightning (a real venv whose `.pth` file adds the real
-/// managed venv's site-packages) but none of the tools pinned since: `--setup` tries to add each
-/// one, deepspeed and ninja among them, with pip (the index is out of reach here), says it could
-/// not, builds no deepspeed op without deepspeed, and still names the interpreter (exit 0).
-#[test]
-fn setup_completes_a_venv_made_before_the_latest_pins() {
-    let Some(torch) = torch_python() else {
-        return;
-    };
+/// A managed venv in `dir/cache/venv` that has torch and lightning (a real venv, made by the
+/// real managed venv's Python, whose `.pth` file adds that venv's site-packages) and nothing of
+/// its own; `dir/bin` holds only `python3` (without torch). The `bin` folder and the real
+/// managed venv's interpreter; None after `skip_or_fail`.
+fn venv_before_the_pins(dir: &Path) -> Option<(PathBuf, PathBuf)> {
+    let torch = torch_python()?;
     let Some(python) = base_python() else {
         skip_or_fail("python3 on PATH has torch: doctor would not look at its own environment");
-        return;
+        return None;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let bin = dir.path().join("bin");
+    let bin = dir.join("bin");
     std::fs::create_dir(&bin).unwrap();
     std::os::unix::fs::symlink(&python, bin.join("python3")).unwrap();
-    let venv = dir.path().join("cache/venv");
+    let venv = dir.join("cache/venv");
     // The same Python as the real managed venv, so that its compiled packages load.
     let made = Command::new(&torch)
         .args(["-m", "venv"])
@@ -128,7 +124,74 @@ fn setup_completes_a_venv_made_before_the_latest_pins() {
         format!("{}\n", site(&torch).display()),
     )
     .unwrap();
+    Some((bin, torch))
+}
 
+/// A venv made before deepspeed was pinned, but whose deepspeed is there (its command linked from
+/// the real managed venv, its package through the `.pth`), without the op built and without
+/// ninja: `--setup --no-setup` only looks (no build, as every test's `torch_python()` asks it);
+/// `--setup` runs deepspeed's builder, which fails for want of ninja on PATH, says so, and the
+/// environment stays usable (exit 0, the interpreter named).
+#[test]
+fn setup_builds_deepspeeds_op_only_when_allowed_and_says_when_it_cannot() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((bin, torch)) = venv_before_the_pins(dir.path()) else {
+        return;
+    };
+    let real = torch.parent().unwrap().join("deepspeed");
+    assert!(
+        real.exists(),
+        "the managed venv lacks deepspeed: run doctor repro --setup"
+    );
+    let venv = dir.path().join("cache/venv");
+    std::os::unix::fs::symlink(&real, venv.join("bin/deepspeed")).unwrap();
+    let library = venv.join("torch_extensions/deepspeed_shm_comm/deepspeed_shm_comm.so");
+
+    let looked = Command::new(env!("CARGO_BIN_EXE_doctor"))
+        .args(["repro", "--setup", "--no-setup"])
+        .env("DOCTOR_CACHE_DIR", dir.path().join("cache"))
+        .env("PATH", &bin)
+        .env_remove("DOCTOR_PYTHON")
+        .env_remove("VIRTUAL_ENV")
+        .env_remove("CONDA_PREFIX")
+        .output()
+        .expect("doctor runs");
+    let err = String::from_utf8_lossy(&looked.stderr);
+    assert_eq!(looked.status.code(), Some(0), "{err}");
+    assert!(
+        !err.contains("deepspeed"),
+        "--no-setup touched something: {err}"
+    );
+
+    let out = setup(false, &dir.path().join("cache"), &bin);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("doctor: building deepspeed's CPU op deepspeed_shm_comm once into"),
+        "{err}"
+    );
+    assert!(
+        err.contains("ninja") && err.contains("doctor: could not build deepspeed's CPU op"),
+        "{err}"
+    );
+    assert!(!library.exists());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        venv.join("bin/python").display().to_string()
+    );
+}
+
+/// A managed venv that has torch and lightning but none of the tools pinned since: `--setup`
+/// tries to add each one, deepspeed and ninja among them, with pip (the index is out of reach
+/// here), says it could not, builds no deepspeed op without deepspeed, and still names the
+/// interpreter (exit 0).
+#[test]
+fn setup_completes_a_venv_made_before_the_latest_pins() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((bin, _)) = venv_before_the_pins(dir.path()) else {
+        return;
+    };
+    let venv = dir.path().join("cache/venv");
     let out = setup(false, &dir.path().join("cache"), &bin);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{err}");

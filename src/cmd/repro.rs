@@ -161,8 +161,11 @@ pub fn main(args: ReproArgs) -> anyhow::Result<i32> {
     let selection = select(&args)?;
     let env = python_env(&args, python.as_deref(), &selection)?;
     if args.setup {
-        // deepspeed's CPU op, compiled once here rather than in the first case that needs it.
-        pyenv::prepare_deepspeed_op(&env, render::settings().quiet);
+        // deepspeed's CPU op, compiled once here rather than in the first case that needs it
+        // (`--no-setup` only looks).
+        if !args.no_setup {
+            pyenv::prepare_deepspeed_op(&env, render::settings().quiet);
+        }
         eprintln!("doctor: using {} [{}]", env.summary(), env.source);
         render::print(&format!("{}\n", env.path.display()));
         return Ok(0);
