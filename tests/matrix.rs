@@ -1002,8 +1002,9 @@ fn check_cell(
                 }
             }
         }
-        // Every rank is in one job, whatever the situation.
-        if !up.is_empty() {
+        // Every rank is in one job, whatever the situation (where the command has anything to go
+        // on: a port asked about, or a cell whose whole machine's codes are not `unasked`).
+        if !up.is_empty() && (with_port || cell.get("unasked").is_none()) {
             let (doc, _) = &docs[0];
             let holding: Vec<&Value> = doc["jobs"]
                 .as_array()
@@ -1135,6 +1136,8 @@ fn drive(python: &Path, group: &[Value], failures: &Mutex<Vec<String>>) {
     for cell in group {
         let situation = cell["situation"].as_str().unwrap();
         match situation {
+            // The ranks are known from the launcher-killed cell before it.
+            "lone-survivor" => {}
             "healthy" | "dup-init" | "launcher-killed" => {
                 for l in job.wait_lines("UP ", started, Duration::from_secs(300)) {
                     if let (Some(r), Some(p)) = (field(&l, "rank"), field(&l, "pid")) {
@@ -1229,6 +1232,22 @@ fn drive(python: &Path, group: &[Value], failures: &Mutex<Vec<String>>) {
             assert!(
                 wait_gone(launcher, Duration::from_secs(30)),
                 "{name}: launcher {launcher} survived SIGKILL"
+            );
+            wait_for_codes(cell, &job, port, &ranks, Duration::from_secs(120));
+        }
+        if situation == "lone-survivor" {
+            // One of the orphaned ranks exits too: the other is left alone.
+            let who = cell["exits"]
+                .as_str()
+                .expect("a lone-survivor cell names the rank that exits");
+            let gone = ranks
+                .remove(who)
+                .unwrap_or_else(|| panic!("{name}: no {who} among {ranks:?}"))
+                as i32;
+            job.signal(gone, libc::SIGKILL);
+            assert!(
+                wait_gone(gone, Duration::from_secs(30)),
+                "{name}: {who} {gone} survived SIGKILL"
             );
             wait_for_codes(cell, &job, port, &ranks, Duration::from_secs(120));
         }

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::model::finding::Finding;
 pub use crate::model::identity::Identity;
-use crate::model::snapshot::{Process, Snapshot, Socket};
+use crate::model::snapshot::{Process, Proto, Snapshot, Socket};
 
 /// The default rendezvous ports: torchrun/accelerate/DeepSpeed static rendezvous, and the old
 /// `torchrun --standalone` c10d port.
@@ -447,6 +447,7 @@ impl<'a> Analysis<'a> {
                 })
                 .filter(no_rank)
                 .collect();
+            let mut placed: HashSet<i32> = HashSet::new();
             if adopted.len() >= 2 {
                 for group in self.orphan_siblings(&adopted) {
                     let mut left = group;
@@ -457,10 +458,22 @@ impl<'a> Analysis<'a> {
                             break;
                         }
                         self.make_ranks(&ranks, port);
+                        placed.extend(&ranks);
                         self.orphan_groups.push(ranks);
                         left = rest;
                     }
                 }
+            }
+            // A rank left alone: its launcher and its sibling ranks are gone.
+            for &c in adopted.iter().filter(|c| !placed.contains(c)) {
+                if let Some(port) = self.lone_rendezvous(c) {
+                    self.make_ranks(&[c], port);
+                    if self.roles[&c] == Role::Rank {
+                        self.orphan_groups.push(vec![c]);
+                    }
+                }
+            }
+            if adopted.len() >= 2 {
                 continue;
             }
             if spawned.len() < 2 {
@@ -530,6 +543,58 @@ impl<'a> Analysis<'a> {
         }
         groups.retain(|g| g.len() >= 2);
         groups
+    }
+
+    /// The rendezvous port of a spawn or fork child that its dead parent left alone (no sibling of
+    /// one rendezvous adopted with it: the other ranks have exited too), when what it holds says
+    /// it is a rank there:
+    /// - a connection that the other end closed (CLOSE_WAIT) to a port it names itself (its
+    ///   MASTER_PORT), asked about, a default one, or one another process here names as its
+    ///   MASTER_PORT: a rank whose store is gone, waiting on it (a spawn or a fork child); a
+    ///   connection closed on some other port says nothing;
+    /// - a spawn child (the `spawn_main` command line: started by a Python parent that is gone)
+    ///   that hosts a store, listening on a port with its own client connected to it, as torch's
+    ///   rank 0 does; or that is connected to the port its MASTER_PORT names.
+    ///
+    /// A fork child that hosts the store is not told from a healthy single process started in
+    /// the background (`nohup python train.py &`, world size 1): both are a Python process under
+    /// init listening on a port with its own client, the same program, no rank in their
+    /// environment. It stays a holder of no job (D008 on an asked port): a known gap.
+    fn lone_rendezvous(&self, c: i32) -> Option<u16> {
+        let spawn = self.roles.get(&c) == Some(&Role::SpawnChild);
+        let own = self.identity.get(&c).and_then(|i| i.master_port);
+        let known = |port: u16| {
+            own == Some(port)
+                || self.asked_ports.contains(&port)
+                || DEFAULT_PORTS.contains(&port)
+                || self
+                    .identity
+                    .values()
+                    .any(|i| !i.inferred && i.master_port == Some(port))
+        };
+        let tcp: Vec<&Socket> = self
+            .sockets_of(c)
+            .into_iter()
+            .filter(|s| s.proto == Proto::Tcp)
+            .collect();
+        let client_of = |port: u16| {
+            tcp.iter()
+                .any(|s| s.state == "ESTABLISHED" && s.remote_port == port)
+        };
+        if let Some(s) = tcp
+            .iter()
+            .find(|s| s.state == "CLOSE_WAIT" && known(s.remote_port))
+        {
+            return Some(s.remote_port);
+        }
+        if !spawn {
+            return None;
+        }
+        tcp.iter()
+            .filter(|s| s.state == "LISTEN")
+            .map(|s| s.local_port)
+            .find(|&port| client_of(port))
+            .or_else(|| own.filter(|&port| client_of(port)))
     }
 
     /// Whether `pid` takes part in a rendezvous on `port`: its MASTER_PORT, or a socket on it.
@@ -1222,6 +1287,177 @@ mod tests {
                     d003[0].message
                 );
             }
+        }
+
+        /// The parent of `mp.spawn` / `ddp_spawn` / `ddp_notebook` ranks was killed and one rank
+        /// exited too: the one left, alone under init, is the dead launcher's rank (D003) when
+        /// what it holds says so (issue 20): a spawn child hosting a store (a listener with its
+        /// own client), a spawn child connected to its MASTER_PORT, a spawn or fork child whose
+        /// connection to a known rendezvous port was closed by the other end. Not a fork child
+        /// hosting a store (a healthy `nohup python train.py &` of world size 1 looks the same),
+        /// a connection closed on a port nothing names, an orphaned worker holding nothing.
+        #[test]
+        fn a_rank_left_alone_by_its_dead_parent_is_a_leftover_job() {
+            use crate::model::finding::Rule;
+            let fork = "python train.py --devices 2";
+            let store = vec![
+                sock("LISTEN", 29500, 0, 1),
+                sock("ESTABLISHED", 29500, 40001, 2),
+                sock("ESTABLISHED", 40001, 29500, 3),
+            ];
+            let closed = |port: u16| vec![sock("CLOSE_WAIT", 40001, port, 3)];
+            let client = vec![sock("ESTABLISHED", 40001, 29500, 3)];
+            let other = vec![sock("LISTEN", 8080, 0, 3)];
+            let held = "pid 110 still holds rendezvous port 29500";
+            let gone = "it holds no socket on rendezvous port";
+            // (what, argv, env, sockets, asked, the port D003 names and its text, or None)
+            type Case<'a> = (
+                &'a str,
+                &'a str,
+                &'a [(&'a str, &'a str)],
+                Vec<Socket>,
+                Vec<u16>,
+                Option<(u16, &'a str)>,
+            );
+            let cases: Vec<Case> = vec![
+                (
+                    "spawn store, env port",
+                    SPAWN,
+                    PORT,
+                    store.clone(),
+                    vec![],
+                    Some((29500, held)),
+                ),
+                (
+                    "spawn store, no env",
+                    SPAWN,
+                    &[],
+                    store.clone(),
+                    vec![],
+                    Some((29500, held)),
+                ),
+                (
+                    "spawn, store gone",
+                    SPAWN,
+                    PORT,
+                    closed(29500),
+                    vec![],
+                    Some((29500, gone)),
+                ),
+                (
+                    "spawn, client",
+                    SPAWN,
+                    PORT,
+                    client.clone(),
+                    vec![],
+                    Some((29500, "alone")),
+                ),
+                (
+                    "fork, gone, default",
+                    fork,
+                    &[],
+                    closed(29500),
+                    vec![],
+                    Some((29500, gone)),
+                ),
+                (
+                    "fork, gone, asked",
+                    fork,
+                    &[],
+                    closed(31234),
+                    vec![31234],
+                    Some((31234, gone)),
+                ),
+                (
+                    "fork, gone, unnamed",
+                    fork,
+                    &[],
+                    closed(31234),
+                    vec![],
+                    None,
+                ),
+                (
+                    "spawn, gone, unnamed",
+                    SPAWN,
+                    &[],
+                    closed(31234),
+                    vec![],
+                    None,
+                ),
+                ("fork store (nohup)", fork, &[], store.clone(), vec![], None),
+                (
+                    "fork store, env port",
+                    fork,
+                    PORT,
+                    store.clone(),
+                    vec![],
+                    None,
+                ),
+                (
+                    "fork client (no env)",
+                    fork,
+                    &[],
+                    client.clone(),
+                    vec![],
+                    None,
+                ),
+                ("spawn holding nothing", SPAWN, PORT, vec![], vec![], None),
+                ("spawn, other listener", SPAWN, PORT, other, vec![], None),
+            ];
+            for (name, argv, env, sockets, asked, want) in cases {
+                let mut left = proc_(110, 1, argv, env, &[1, 2, 3]);
+                left.pgid = 100;
+                let mut s = snap(vec![proc_(1, 0, "/sbin/init", &[], &[]), left]);
+                s.sockets = sockets;
+                let a = Analysis::new(&s, &asked);
+                let d003: Vec<_> = a.findings.iter().filter(|f| f.code == Rule::D003).collect();
+                match want {
+                    Some((port, text)) => {
+                        assert_eq!(a.role(110), Role::Rank, "{name}");
+                        assert_eq!(a.jobs.len(), 1, "{name}: {:?}", a.jobs);
+                        assert!(a.jobs[0].launcher_gone, "{name}: {:?}", a.jobs);
+                        assert_eq!(d003.len(), 1, "{name}: {:?}", a.findings);
+                        assert_eq!(
+                            (&d003[0].pids, &d003[0].ports),
+                            (&vec![110], &vec![port]),
+                            "{name}"
+                        );
+                        let m = &d003[0].message;
+                        assert!(
+                            m.contains("lost its launcher")
+                                && m.contains("it is alone")
+                                && m.contains(text),
+                            "{name}: {m}"
+                        );
+                        assert!(
+                            d003[0].fix.contains("kill -TERM -- -100"),
+                            "{name}: {}",
+                            d003[0].fix
+                        );
+                    }
+                    None => {
+                        assert_ne!(a.role(110), Role::Rank, "{name}");
+                        assert!(d003.is_empty(), "{name}: {:?}", a.findings);
+                        assert!(
+                            a.jobs.iter().all(|j| !j.launcher_gone),
+                            "{name}: {:?}",
+                            a.jobs
+                        );
+                    }
+                }
+            }
+            // Two ranks left of two dead parents (other process groups): two jobs, each alone.
+            let mut l0 = proc_(110, 1, SPAWN, PORT, &[1, 2, 3]);
+            let mut l1 = proc_(120, 1, SPAWN, &[("MASTER_PORT", "29501")], &[4]);
+            l0.pgid = 100;
+            l1.pgid = 101;
+            let mut s = snap(vec![proc_(1, 0, "/sbin/init", &[], &[]), l0, l1]);
+            s.sockets = store.clone();
+            s.sockets.push(sock("CLOSE_WAIT", 40002, 29501, 4));
+            let a = Analysis::new(&s, &[]);
+            let d003: Vec<_> = a.findings.iter().filter(|f| f.code == Rule::D003).collect();
+            assert_eq!(d003.len(), 2, "{:?}", a.findings);
+            assert_eq!(a.jobs.len(), 2, "{:?}", a.jobs);
         }
 
         /// `docker run IMAGE python train.py`: the launcher is the container's PID 1. Its spawn

@@ -277,7 +277,16 @@ rules! {
     ///
     /// **How doctor sees it.** The holder carries a rank identity given by a launcher (`LOCAL_RANK`/
     /// `RANK` in its own environ) while its parent is PID 1, a subreaper (systemd, tini, ...) or gone;
-    /// or its state is `Z`/`D`, or its parent is a zombie.
+    /// or its state is `Z`/`D`, or its parent is a zombie. The spawn and fork children of a killed
+    /// `mp.spawn`, `ddp_spawn` or `ddp_notebook` parent carry no rank in their environ: they are its
+    /// ranks when two or more of one process group share a rendezvous, and one left alone (its
+    /// siblings exited too) when what it holds says so: a spawn child hosting a store (a listener
+    /// with its own client connected) or connected to its `MASTER_PORT`, or a spawn or fork child
+    /// whose connection to a rendezvous port (its own `MASTER_PORT`, one asked with `--port`, a
+    /// default one, one another process names) was closed by the other end (`CLOSE_WAIT`: its store
+    /// is gone). Not seen (a known gap): a fork child left alone that hosts the store, which looks
+    /// like a healthy single process started in the background (`nohup python train.py &`); on an
+    /// asked port it is D008, whose fix also stops it.
     ///
     /// **Fix.** Stop the leftover process group: `kill -TERM -- -PGID` (doctor prints the group);
     /// for D-state processes look at `/proc/PID/stack` (often a hung NFS mount or GPU driver) and use

@@ -78,6 +78,14 @@ fn orphaned_jobs(a: &Analysis, out: &mut Vec<Finding>, seen: &mut BTreeSet<(i32,
             continue;
         }
         let adopter = a.process(job.root).map_or(1, |r| r.ppid);
+        // The ranks of a dead spawn/fork launcher (`Analysis::orphan_groups`), one left alone.
+        let group = a.orphan_groups.iter().find(|g| g.contains(&job.root));
+        let lone = group.is_some_and(|g| g.len() == 1);
+        let agent_store = ranks.iter().any(|&r| {
+            a.process(r)
+                .and_then(|p| p.env("TORCHELASTIC_USE_AGENT_STORE"))
+                .is_some_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
+        });
         let holding: Vec<(i32, &str)> = job
             .rendezvous
             .master_port
@@ -122,14 +130,43 @@ fn orphaned_jobs(a: &Analysis, out: &mut Vec<Finding>, seen: &mut BTreeSet<(i32,
                     if listen { "LISTEN" } else { holding[0].1 }
                 )
             }
-            Some(port) => format!(
-                "; none of them holds rendezvous port {port} any more (the store died with the launcher): they wait on \
-                 a store that is gone until their timeout"
-            ),
+            Some(port) => {
+                let one = ranks.len() == 1;
+                let subject = if one {
+                    format!("it holds no socket on rendezvous port {port} any more")
+                } else {
+                    format!("none of them holds rendezvous port {port} any more")
+                };
+                let (they, wait, their) = if one {
+                    ("it", "waits", "its")
+                } else {
+                    ("they", "wait", "their")
+                };
+                // torchrun's workers use the agent's store (TORCHELASTIC_USE_AGENT_STORE): it
+                // died with the agent. Other stores were a rank's (rank 0 of mp.spawn, of a plain
+                // launcher; Lightning's rank 0, which is also the launcher).
+                if agent_store {
+                    format!(
+                        "; {subject} (the store died with the launcher): {they} {wait} on a store that is gone until \
+                         {their} timeout"
+                    )
+                } else {
+                    format!(
+                        "; {subject}: the store {they} joined is gone (a connection to it was closed by the other \
+                         end, or none is left), and {they} {wait} until {their} timeout"
+                    )
+                }
+            }
             None => String::new(),
         };
+        // A spawn or fork child alone: its parent is gone and no rank of its rendezvous is with it.
+        let alone = if lone {
+            "; it is alone: no other child of its dead parent shares its rendezvous (the other ranks have exited)"
+        } else {
+            ""
+        };
         let message = format!(
-            "{} lost its launcher (killed or crashed): its ranks were re-parented to pid {adopter} and live on: {who}{port_text}",
+            "{} lost its launcher (killed or crashed): its ranks were re-parented to pid {adopter} and live on: {who}{alone}{port_text}",
             job.id
         );
         let mut pids = ranks.clone();
