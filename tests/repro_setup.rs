@@ -220,4 +220,206 @@ fn setup_completes_a_venv_made_before_the_latest_pins() {
         venv.join("bin/python").display().to_string()
     );
     assert!(err.contains("[managed]"), "{err}");
+/// The newest real interpreter of pyenv's for Python `major.minor` (the image has 3.12.1 and
+/// 3.13.0), None if there is none.
+fn pyenv_python(major: u32, minor: u32) -> Option<PathBuf> {
+    let root = std::env::var_os("PYENV_ROOT")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".pyenv")))?;
+    let prefix = format!("{major}.{minor}.");
+    let mut found: Vec<PathBuf> = std::fs::read_dir(root.join("versions"))
+        .ok()?
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .map(|e| e.path().join("bin/python3"))
+        .filter(|p| p.is_file())
+        .collect();
+    found.sort();
+    found.pop()
+}
+
+/// A machine as a user has it: `python3` on PATH is 3.11 without torch, pyenv (a PYENV_ROOT of
+/// the test's own, holding the real 3.12 interpreter as `versions/3.12.1`), doctor's cache empty,
+/// the package index out of reach.
+struct Machine {
+    dir: tempfile::TempDir,
+    python311: PathBuf,
+    python312: PathBuf,
+}
+
+impl Machine {
+    fn new() -> Option<Machine> {
+        let Some(python311) = base_python() else {
+            skip_or_fail("python3 on PATH has torch: doctor would not create its environment");
+            return None;
+        };
+        let Some(python312) = pyenv_python(3, 12) else {
+            skip_or_fail("pyenv's Python 3.12 (PYENV_ROOT/versions/3.12.*) is needed");
+            return None;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("bin")).unwrap();
+        std::os::unix::fs::symlink(&python311, dir.path().join("bin/python3")).unwrap();
+        let v = dir.path().join("pyenv/versions/3.12.1/bin");
+        std::fs::create_dir_all(&v).unwrap();
+        std::os::unix::fs::symlink(&python312, v.join("python3")).unwrap();
+        Some(Machine {
+            dir,
+            python311,
+            python312,
+        })
+    }
+
+    fn cache(&self) -> PathBuf {
+        self.dir.path().join("cache")
+    }
+
+    fn doctor(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_doctor"))
+            .args(args)
+            .env("NO_COLOR", "1")
+            .env("DOCTOR_CACHE_DIR", self.cache())
+            .env("PATH", self.dir.path().join("bin"))
+            .env("PYENV_ROOT", self.dir.path().join("pyenv"))
+            .env_remove("DOCTOR_PYTHON")
+            .env_remove("VIRTUAL_ENV")
+            .env_remove("CONDA_PREFIX")
+            .env("PIP_INDEX_URL", "http://127.0.0.1:9/simple")
+            .env("PIP_RETRIES", "0")
+            .env("PIP_TIMEOUT", "2")
+            .env("PIP_CONFIG_FILE", "/dev/null")
+            .env("PIP_NO_INPUT", "1")
+            .env_remove("PIP_FIND_LINKS")
+            .env_remove("PIP_EXTRA_INDEX_URL")
+            .output()
+            .expect("doctor runs")
+    }
+}
+
+fn modern_syntax() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/scan/modern_syntax.py")
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// A script with PEP 695 syntax on a machine whose python3 is 3.11: doctor says up front which
+/// Python it needs and why, and makes a managed venv of that version (`venv-3.12`) from pyenv's
+/// 3.12, which the shim on PATH would not have given (here pip cannot reach the index, so the
+/// venv is made and the install fails with `error:` and `hint:`).
+#[test]
+fn a_script_that_needs_a_newer_python_gets_a_venv_of_that_version() {
+    let Some(m) = Machine::new() else { return };
+    let out = m.doctor(&["repro", &modern_syntax(), "--verify-fix", "--ctx", "spawn"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    let needs = err
+        .find(
+            "doctor: modern_syntax.py needs Python 3.12 or newer (`type` alias statement, line 5)",
+        )
+        .unwrap_or_else(|| panic!("{err}"));
+    let creating = err
+        .find(&format!(
+            "doctor: [1/2] creating the virtual environment {}",
+            m.cache().join("venv-3.12").display()
+        ))
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!(needs < creating, "{err}");
+    assert!(err.contains("error: installing torch=="), "{err}");
+    assert!(err.contains("hint: "), "{err}");
+    let made = Command::new(m.cache().join("venv-3.12/bin/python"))
+        .args(["-c", "import sys; print('%d.%d' % sys.version_info[:2])"])
+        .output()
+        .expect("the venv's python runs");
+    assert_eq!(String::from_utf8_lossy(&made.stdout).trim(), "3.12");
+    assert!(!m.cache().join("venv").exists(), "the 3.11 venv was made");
+}
+
+/// With `--no-setup` nothing is made: the error names the Python that would be the base, as a
+/// ready `--python-base` command. With `--python` of a 3.11 interpreter: refused up front, the
+/// version and the reason named. With no Python 3.12 anywhere: what to install.
+#[test]
+fn a_script_that_needs_a_newer_python_is_refused_with_what_to_do() {
+    let Some(m) = Machine::new() else { return };
+    let out = m.doctor(&["repro", &modern_syntax(), "--verify-fix", "--no-setup"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("error: no Python 3.12 or newer with torch and lightning found")
+            && err.contains("is Python 3.11"),
+        "{err}"
+    );
+    let base = m.dir.path().join("pyenv/versions/3.12.1/bin/python3");
+    assert!(
+        err.contains(&format!(
+            "hint: run `doctor repro --setup --python-base {}` once",
+            base.display()
+        )),
+        "{err}"
+    );
+    assert!(
+        !m.cache().exists(),
+        "--no-setup made {}",
+        m.cache().display()
+    );
+
+    let old = m.python311.to_string_lossy().into_owned();
+    let out = m.doctor(&["repro", &modern_syntax(), "--verify-fix", "--python", &old]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!("error: --python {old} is Python 3.11."))
+            && err.contains(", but modern_syntax.py needs Python 3.12 or newer"),
+        "{err}"
+    );
+    assert!(err.contains("hint: "), "{err}");
+    // A plain run of one's own script asks the same.
+    let out = m.doctor(&["repro", &modern_syntax(), "--python", &old]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needs Python 3.12 or newer"));
+
+    std::fs::remove_dir_all(m.dir.path().join("pyenv/versions/3.12.1")).unwrap();
+    let out = m.doctor(&["repro", &modern_syntax(), "--verify-fix"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("and no Python 3.12 or newer was found") && err.contains("pyenv install 3.12"),
+        "{err}"
+    );
+    assert!(!m.cache().exists(), "{err}");
+}
+
+/// `--setup --python-base PATH` makes the managed venv of that interpreter's version, named for
+/// it; a base too old for the script is refused up front.
+#[test]
+fn setup_with_a_python_base_makes_the_venv_of_its_version() {
+    let Some(m) = Machine::new() else { return };
+    let base = m.python312.to_string_lossy().into_owned();
+    let out = m.doctor(&["repro", "--setup", "--python-base", &base]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!(
+            "doctor: [1/2] creating the virtual environment {}",
+            m.cache().join("venv-3.12").display()
+        )),
+        "{err}"
+    );
+    assert!(err.contains("error: installing torch=="), "{err}");
+
+    let old = m.python311.to_string_lossy().into_owned();
+    let out = m.doctor(&[
+        "repro",
+        &modern_syntax(),
+        "--verify-fix",
+        "--python-base",
+        &old,
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("error: --python-base ")
+            && err.contains("but modern_syntax.py needs Python 3.12"),
+        "{err}"
+    );
 }

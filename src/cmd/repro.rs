@@ -103,6 +103,12 @@ pub struct ReproArgs {
     #[arg(long)]
     pub no_setup: bool,
 
+    /// The Python a managed venv is made from, and its version (`--setup --python-base
+    /// /usr/bin/python3.12` makes `venv-3.12` in doctor's cache); without it, a script that needs a
+    /// newer Python than python3 gets one made from python3.N on PATH or pyenv's versions
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["python", "list", "show"])]
+    pub python_base: Option<PathBuf>,
+
     /// Fix your script with `doctor scan --fix` (a copy; your file is not touched), run the
     /// original and the fixed copy under each context, and say whether the fix is verified.
     /// `{ctx}` in ARGS is replaced by the context of each run
@@ -154,12 +160,21 @@ pub fn main(args: ReproArgs) -> anyhow::Result<i32> {
         })?),
         None => None,
     };
+    let base = match &args.python_base {
+        Some(p) => Some(pyenv::resolve(p).ok_or_else(|| {
+            user_error(
+                format!("--python-base {}: no such file", p.display()),
+                "give the path of a Python interpreter, e.g. --python-base /usr/bin/python3.12",
+            )
+        })?),
+        None => None,
+    };
     if args.verify_fix {
-        return verify_fix::main(&args, python.as_deref());
+        return verify_fix::main(&args, python.as_deref(), base.as_deref());
     }
     // Resolve names before the (possibly slow) environment check, so typos fail fast.
     let selection = select(&args)?;
-    let env = python_env(&args, python.as_deref(), &selection)?;
+    let env = python_env(&args, python.as_deref(), base.as_deref(), &selection)?;
     if args.setup {
         // deepspeed's CPU op, compiled once here rather than in the first case that needs it
         // (`--no-setup` only looks).
@@ -246,10 +261,86 @@ fn check_numbers(args: &ReproArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The Python version the run needs: the newest that a script of one's own needs for its syntax
+/// (said on stderr up front), else exactly the version of `--python-base`, else any.
+pub(crate) fn wanted_python(
+    scripts: &[&Path],
+    base: Option<&Path>,
+) -> anyhow::Result<Option<pyenv::Want>> {
+    let mut want: Option<pyenv::Want> = None;
+    for script in scripts {
+        let Some(needed) = crate::scan::version::needed_python_of(script) else {
+            continue;
+        };
+        if want.as_ref().is_some_and(|w| w.version >= needed.version) {
+            continue;
+        }
+        let name = script.file_name().map_or_else(
+            || script.display().to_string(),
+            |f| f.to_string_lossy().into_owned(),
+        );
+        want = Some(pyenv::Want {
+            version: needed.version,
+            exact: false,
+            why: format!(
+                "{} needs {}",
+                render::escape_control(&name),
+                needed.describe()
+            ),
+        });
+    }
+    if let Some(w) = &want {
+        render::note(&format!("doctor: {}", w.why));
+    }
+    let Some(base) = base else {
+        return Ok(want);
+    };
+    let env = pyenv::probe(base).map_err(|e| {
+        user_error(
+            format!("--python-base {}: {e:#}", base.display()),
+            "give the path of a Python interpreter, e.g. --python-base /usr/bin/python3.12",
+        )
+    })?;
+    if let Some(w) = want {
+        if !w.accepts(&env.python_version) {
+            return Err(user_error(
+                format!(
+                    "--python-base {} is Python {}, but {}",
+                    base.display(),
+                    env.python_version,
+                    w.why
+                ),
+                format!("give --python-base of a {}, or leave it out", w.text()),
+            ));
+        }
+        return Ok(Some(w));
+    }
+    let version = pyenv::major_minor(&env.python_version).ok_or_else(|| {
+        user_error(
+            format!(
+                "--python-base {}: cannot read its version ({})",
+                base.display(),
+                env.python_version
+            ),
+            "give the path of a CPython interpreter",
+        )
+    })?;
+    Ok(Some(pyenv::Want {
+        version,
+        exact: true,
+        why: format!(
+            "--python-base {} is Python {}",
+            base.display(),
+            env.python_version
+        ),
+    }))
+}
+
 /// The interpreter the cases need (torch, lightning, or anything for scripts of one's own).
 fn python_env(
     args: &ReproArgs,
     python: Option<&Path>,
+    base: Option<&Path>,
     selection: &[CaseSpec],
 ) -> anyhow::Result<pyenv::PythonEnv> {
     let need = if args.setup {
@@ -264,7 +355,15 @@ fn python_env(
     } else {
         pyenv::Need::TorchAndLightning
     };
-    let env = pyenv::find_python_for(python, setup_mode(args.no_setup), need)?;
+    let mut scripts: Vec<&Path> = Vec::new();
+    for s in selection.iter().filter(|s| s.variant == Variant::Custom) {
+        if !scripts.contains(&s.script.as_path()) {
+            scripts.push(&s.script);
+        }
+    }
+    let want = wanted_python(&scripts, base)?;
+    let env =
+        pyenv::find_python_with(python, setup_mode(args.no_setup), need, want.as_ref(), base)?;
     if !args.setup
         && selection
             .iter()

@@ -13,6 +13,7 @@ pub mod render;
 mod rules;
 mod symbols;
 mod walk;
+pub mod version;
 
 #[cfg(test)]
 mod fuzz;

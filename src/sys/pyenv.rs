@@ -246,7 +246,13 @@ pub fn find_python(explicit: Option<&Path>, setup: Setup) -> anyhow::Result<Pyth
 }
 
 /// The interpreter named by `--python` or `DOCTOR_PYTHON`: it must have what `need` asks for.
-fn named_python(path: &Path, source: &str, need: Need) -> anyhow::Result<PythonEnv> {
+/// A version `want` does not accept is returned as it is, for the caller to refuse.
+fn named_python(
+    path: &Path,
+    source: &str,
+    need: Need,
+    want: Option<&Want>,
+) -> anyhow::Result<PythonEnv> {
     let mut env = probe(path).map_err(|e| {
         user_error(
             format!("{source} {}: {e:#}", path.display()),
@@ -254,6 +260,9 @@ fn named_python(path: &Path, source: &str, need: Need) -> anyhow::Result<PythonE
         )
     })?;
     env.source = source.to_string();
+    if want.is_some_and(|w| !w.accepts(&env.python_version)) {
+        return Ok(env);
+    }
     let enough = match need {
         Need::TorchAndLightning => env.has_all(),
         Need::Torch => env.torch.is_some(),
@@ -278,20 +287,95 @@ pub fn find_python_for(
     setup: Setup,
     need: Need,
 ) -> anyhow::Result<PythonEnv> {
+    find_python_with(explicit, setup, need, None, None)
+}
+
+/// The Python version an interpreter must have: at least `version` (a script's syntax), or
+/// exactly that minor version (`--python-base`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Want {
+    pub version: (u32, u32),
+    pub exact: bool,
+    /// Why, for messages: "modern_syntax.py needs Python 3.12 or newer (... line 5)".
+    pub why: String,
+}
+
+impl Want {
+    /// Whether an interpreter of `python_version` (`3.12.1`) will do.
+    pub fn accepts(&self, python_version: &str) -> bool {
+        match major_minor(python_version) {
+            Some(v) if self.exact => v == self.version,
+            Some(v) => v >= self.version,
+            None => false,
+        }
+    }
+
+    /// "Python 3.12 or newer" / "Python 3.12".
+    pub fn text(&self) -> String {
+        let (major, minor) = self.version;
+        if self.exact {
+            format!("Python {major}.{minor}")
+        } else {
+            format!("Python {major}.{minor} or newer")
+        }
+    }
+}
+
+/// [`find_python_for`] for an interpreter of the version `want` asks for (else any), creating
+/// the managed venv of that version (`<cache>/venv-3.12`) from `base` (`--python-base`) or from a
+/// Python of that version it finds (`python3.N` on PATH, pyenv's versions) when none has torch
+/// and lightning and `setup` allows it.
+pub fn find_python_with(
+    explicit: Option<&Path>,
+    setup: Setup,
+    need: Need,
+    want: Option<&Want>,
+    base: Option<&Path>,
+) -> anyhow::Result<PythonEnv> {
     let named = explicit.map(|p| (p.to_path_buf(), "--python")).or_else(|| {
         std::env::var_os("DOCTOR_PYTHON")
             .filter(|v| !v.is_empty())
             .map(|v| (PathBuf::from(v), "DOCTOR_PYTHON"))
     });
     if let Some((path, source)) = named {
-        return named_python(&path, source, need);
+        let env = named_python(&path, source, need, want)?;
+        if let Some(w) = want
+            && !w.accepts(&env.python_version)
+        {
+            return Err(user_error(
+                format!(
+                    "{source} {} is Python {}, but {}",
+                    path.display(),
+                    env.python_version,
+                    w.why
+                ),
+                format!(
+                    "give --python of a {} environment with torch, or leave out {source}: doctor then finds one (python3.N on PATH, pyenv) or makes one (`doctor repro --setup --python-base PATH`)",
+                    w.text()
+                ),
+            ));
+        }
+        return Ok(env);
     }
 
-    let mut base: Option<PathBuf> = None;
+    let fits = |env: &PythonEnv| want.is_none_or(|w| w.accepts(&env.python_version));
+    let mut found_base: Option<PathBuf> = None;
     let mut seen: Vec<String> = Vec::new();
-    for (path, source) in search_candidates() {
+    let mut candidates = search_candidates();
+    if let Some(w) = want {
+        candidates.extend(versioned_on_path(w));
+    }
+    for (path, source) in candidates {
         if let Ok(mut env) = probe(&path) {
             env.source = source.to_string();
+            if !fits(&env) {
+                seen.push(format!(
+                    "{} ({source}) is Python {}",
+                    path.display(),
+                    env.python_version
+                ));
+                continue;
+            }
             if env.has_all() {
                 return check_torch(env);
             }
@@ -300,44 +384,110 @@ pub fn find_python_for(
                 path.display(),
                 missing(&env)
             ));
-            if base.is_none() && source == "PATH" {
-                base = Some(path);
+            if found_base.is_none() && source == "PATH" {
+                found_base = Some(path);
             }
         }
     }
 
-    let venv = managed_venv().ok_or_else(|| {
+    let cache = cache_dir().ok_or_else(|| {
         user_error(
             "cannot tell where the user cache directory is (HOME is not set)",
             "set DOCTOR_CACHE_DIR, or point --python at an interpreter that has torch and lightning",
         )
     })?;
-    let py = venv_python(&venv);
-    if py.exists()
-        && let Ok(mut env) = probe(&py)
-    {
-        env.source = "managed".to_string();
-        if env.has_all() {
-            if let Setup::Allowed { quiet } = setup {
-                complete_tools(&venv, quiet);
+    for venv in managed_venvs(&cache) {
+        let py = venv_python(&venv);
+        if py.exists()
+            && let Ok(mut env) = probe(&py)
+        {
+            env.source = "managed".to_string();
+            if fits(&env) && env.has_all() {
+                if let Setup::Allowed { quiet } = setup {
+                    complete_tools(&venv, quiet);
+                }
+                return check_torch(env);
             }
-            return check_torch(env);
         }
     }
-    let Some(base) = base else {
-        return Err(user_error(
-            "no Python interpreter found (looked at --python, DOCTOR_PYTHON, VIRTUAL_ENV, CONDA_PREFIX and python3 on PATH)",
-            "install Python 3.9 or newer (e.g. `apt-get install python3 python3-venv`), or give one with --python PATH",
-        ));
+
+    // The interpreter a new managed venv is made from.
+    let base = match base {
+        Some(b) => Some(b.to_path_buf()),
+        None if want.is_some() => found_base.or_else(|| want.and_then(pyenv_version)),
+        None => found_base,
     };
+    let Some(base) = base else {
+        return Err(match want {
+            Some(w) => user_error(
+                format!(
+                    "{}, and no {} was found ({})",
+                    w.why,
+                    w.text(),
+                    if seen.is_empty() {
+                        "looked at VIRTUAL_ENV, CONDA_PREFIX, python3 and python3.N on PATH, pyenv's versions".to_string()
+                    } else {
+                        seen.join("; ")
+                    }
+                ),
+                format!(
+                    "install a {} (e.g. `pyenv install {}.{}`, or your distribution's python{}.{}), then `doctor repro --setup --python-base PATH`; or give --python PATH of such an environment with torch",
+                    w.text(),
+                    w.version.0,
+                    w.version.1,
+                    w.version.0,
+                    w.version.1
+                ),
+            ),
+            None => user_error(
+                "no Python interpreter found (looked at --python, DOCTOR_PYTHON, VIRTUAL_ENV, CONDA_PREFIX and python3 on PATH)",
+                "install Python 3.9 or newer (e.g. `apt-get install python3 python3-venv`), or give one with --python PATH",
+            ),
+        });
+    };
+    let base_env = probe(&base).map_err(|e| {
+        user_error(
+            format!("--python-base {}: {e:#}", base.display()),
+            "give the path of a Python interpreter, e.g. --python-base /usr/bin/python3.12",
+        )
+    })?;
+    if let Some(w) = want
+        && !w.accepts(&base_env.python_version)
+    {
+        return Err(user_error(
+            format!(
+                "--python-base {} is Python {}, but {}",
+                base.display(),
+                base_env.python_version,
+                w.why
+            ),
+            format!("give --python-base of a {}", w.text()),
+        ));
+    }
+    let venv = match want {
+        None => cache.join("venv"),
+        Some(_) => {
+            let (major, minor) = major_minor(&base_env.python_version).unwrap_or((3, 0));
+            cache.join(format!("venv-{major}.{minor}"))
+        }
+    };
+    let py = venv_python(&venv);
     let Setup::Allowed { quiet } = setup else {
         return Err(user_error(
             format!(
-                "no interpreter with torch and lightning found ({}), and --no-setup forbids creating {}",
+                "no {} with torch and lightning found ({}), and --no-setup forbids creating {}",
+                want.map_or("interpreter".to_string(), Want::text),
                 seen.join("; "),
                 venv.display()
             ),
-            "run `doctor repro --setup` once (downloads about 5 GB), or give --python PATH of an environment that has torch and lightning",
+            format!(
+                "run `doctor repro --setup{}` once (downloads about 5 GB), or give --python PATH of an environment that has torch and lightning",
+                if want.is_some() {
+                    format!(" --python-base {}", base.display())
+                } else {
+                    String::new()
+                }
+            ),
         ));
     };
     create_venv(&base, &venv, quiet)?;
@@ -357,6 +507,59 @@ pub fn find_python_for(
         ));
     }
     check_torch(env)
+}
+
+/// `python3.N` on PATH for every N the version asks for (up to 3.20).
+fn versioned_on_path(want: &Want) -> Vec<(PathBuf, &'static str)> {
+    let (major, minor) = want.version;
+    let last = if want.exact { minor } else { 20 };
+    (minor..=last)
+        .filter_map(|n| on_path(&format!("python{major}.{n}")))
+        .map(|p| (p, "PATH"))
+        .collect()
+}
+
+/// The managed venvs in `cache`: `venv` (made from python3 on PATH) first, then `venv-3.N`
+/// (one per Python version) in version order.
+fn managed_venvs(cache: &Path) -> Vec<PathBuf> {
+    let mut versioned: Vec<((u32, u32), PathBuf)> = std::fs::read_dir(cache)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let v = major_minor(name.strip_prefix("venv-")?)?;
+            Some((v, e.path()))
+        })
+        .collect();
+    versioned.sort();
+    std::iter::once(cache.join("venv"))
+        .chain(versioned.into_iter().map(|(_, p)| p))
+        .collect()
+}
+
+/// The oldest interpreter of pyenv's (`$PYENV_ROOT/versions/X.Y.Z`, else `~/.pyenv`) that
+/// `want` accepts: pyenv's shims on PATH answer only for the selected version.
+fn pyenv_version(want: &Want) -> Option<PathBuf> {
+    let root = std::env::var_os("PYENV_ROOT")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".pyenv")))?;
+    let mut found: Vec<(Vec<u32>, PathBuf)> = std::fs::read_dir(root.join("versions"))
+        .ok()?
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let parts: Vec<u32> = name
+                .split('.')
+                .map(|p| p.parse().ok())
+                .collect::<Option<_>>()?;
+            let py = e.path().join("bin").join("python3");
+            (parts.len() >= 2 && want.accepts(&name) && py.is_file()).then_some((parts, py))
+        })
+        .collect();
+    found.sort();
+    found.into_iter().next().map(|(_, p)| p)
 }
 
 fn missing(env: &PythonEnv) -> String {

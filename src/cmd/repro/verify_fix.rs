@@ -5,7 +5,9 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{ReproArgs, contexts, plan_resources, python_info, run_cases, setup_mode};
+use super::{
+    ReproArgs, contexts, plan_resources, python_info, run_cases, setup_mode, wanted_python,
+};
 use crate::analysis::repro::verify_verdict;
 use crate::error::user_error;
 use crate::model::repro::{CaseSpec, Ctx, Launcher, Outcome, Variant, VerifyDocument};
@@ -184,12 +186,14 @@ if _lines is not None and _ctx in ("spawn", "forkserver"):
     _atexit.register(_doctor_probe)
 "#;
 
-pub fn main(args: &ReproArgs, python: Option<&Path>) -> anyhow::Result<i32> {
+pub fn main(args: &ReproArgs, python: Option<&Path>, base: Option<&Path>) -> anyhow::Result<i32> {
     let script = the_script(args)?;
     let (fix, launch_lines) = fixed_copy(&script)?;
     let lines = LaunchLines::of(&fix, &launch_lines)?;
     let need = needs(&fix.before);
-    let env = pyenv::find_python_for(python, setup_mode(args.no_setup), need)?;
+    let want = wanted_python(&[script.as_path()], base)?;
+    let env =
+        pyenv::find_python_with(python, setup_mode(args.no_setup), need, want.as_ref(), base)?;
     render::note(&format!("doctor: using {} [{}]", env.summary(), env.source));
     let deepspeed = imports(&fix.before, "deepspeed");
     if deepspeed && !args.no_setup {
