@@ -220,6 +220,8 @@ fn setup_completes_a_venv_made_before_the_latest_pins() {
         venv.join("bin/python").display().to_string()
     );
     assert!(err.contains("[managed]"), "{err}");
+}
+
 /// The newest real interpreter of pyenv's for Python `major.minor` (the image has 3.12.1 and
 /// 3.13.0), None if there is none.
 fn pyenv_python(major: u32, minor: u32) -> Option<PathBuf> {

@@ -12,8 +12,8 @@ mod reach;
 pub mod render;
 mod rules;
 mod symbols;
-mod walk;
 pub mod version;
+mod walk;
 
 #[cfg(test)]
 mod fuzz;
