@@ -195,15 +195,12 @@ pub fn main(args: &ReproArgs, python: Option<&Path>, base: Option<&Path>) -> any
     let env =
         pyenv::find_python_with(python, setup_mode(args.no_setup), need, want.as_ref(), base)?;
     render::note(&format!("doctor: using {} [{}]", env.summary(), env.source));
-    let deepspeed = imports(&fix.before, "deepspeed");
-    if deepspeed && !args.no_setup {
+    if imports(&fix.before, "deepspeed") && !args.no_setup {
         // Its first init_distributed() on CPU compiles a C++ op: once, here, not in a case's timeout.
         pyenv::prepare_deepspeed_op(&env, render::settings().quiet);
     }
     let mut extra_env = pyenv::case_env(&env);
-    if deepspeed {
-        // deepspeed's launcher gives every rank LOCAL_RANK; without it init_distributed() takes
-        // the script for an MPI job (mpi_discovery) instead of reading the env:// variables.
+    if needs_local_rank(&fix.before) {
         extra_env.push(("LOCAL_RANK".into(), "0".into()));
     }
     let ctxs = contexts(&args.ctx);
@@ -375,6 +372,14 @@ fn imports(source: &str, module: &str) -> bool {
     })
 }
 
+/// deepspeed's launcher gives every rank `LOCAL_RANK`; without it `deepspeed.init_distributed()`
+/// takes the script for an MPI job (`mpi_discovery`, mpi4py) instead of reading `env://`. Not for
+/// a Lightning script (its DeepSpeed strategy): Lightning sets `LOCAL_RANK` for the ranks it
+/// starts, and with one set from outside it would wait for ranks it did not start.
+fn needs_local_rank(source: &str) -> bool {
+    imports(source, "deepspeed") && needs(source) != pyenv::Need::TorchAndLightning
+}
+
 /// What the script imports decides which interpreter the search looks for.
 fn needs(source: &str) -> pyenv::Need {
     let imports = |module: &str| imports(source, module);
@@ -476,7 +481,24 @@ fn write_cases(
 
 #[cfg(test)]
 mod tests {
-    use super::imports;
+    use super::{imports, needs_local_rank};
+
+    #[test]
+    fn local_rank_for_deepspeed_scripts_that_lightning_does_not_launch() {
+        assert!(needs_local_rank(
+            "import deepspeed\ndeepspeed.init_distributed()\n"
+        ));
+        assert!(needs_local_rank(
+            "import torch\nfrom deepspeed import zero\n"
+        ));
+        assert!(!needs_local_rank("import torch\n"));
+        assert!(!needs_local_rank(
+            "import deepspeed\nimport lightning as L\nL.Trainer(strategy='deepspeed')\n"
+        ));
+        assert!(!needs_local_rank(
+            "import deepspeed\nfrom pytorch_lightning import Trainer\n"
+        ));
+    }
 
     #[test]
     fn imports_are_read_in_each_spelling() {
