@@ -691,7 +691,7 @@ pub fn case_env(env: &PythonEnv) -> Vec<(String, String)> {
             out.push(("PATH".into(), joined.to_string_lossy().into_owned()));
         }
     }
-    if env.source == "managed" {
+    if is_managed(env) {
         out.push((
             "TORCH_EXTENSIONS_DIR".into(),
             extensions_dir(Path::new(&env.prefix))
@@ -700,6 +700,16 @@ pub fn case_env(env: &PythonEnv) -> Vec<(String, String)> {
         ));
     }
     out
+}
+
+/// Whether `env` is doctor's managed venv, found by the search or named (`--python`,
+/// `DOCTOR_PYTHON`) by its path.
+fn is_managed(env: &PythonEnv) -> bool {
+    let same = |a: &Path, b: &Path| match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    };
+    env.source == "managed" || managed_venv().is_some_and(|m| same(&m, Path::new(&env.prefix)))
 }
 
 /// What became of deepspeed's CPU op in the managed venv.
@@ -729,7 +739,7 @@ pub fn deepspeed_op_library(venv: &Path) -> PathBuf {
 /// Best effort: a failure is said on stderr and the venv stays usable.
 pub fn prepare_deepspeed_op(env: &PythonEnv, quiet: bool) -> OpState {
     let venv = Path::new(&env.prefix);
-    if env.source != "managed" || !venv.join("bin").join("deepspeed").exists() {
+    if !is_managed(env) || !venv.join("bin").join("deepspeed").exists() {
         return OpState::NotNeeded;
     }
     let library = deepspeed_op_library(venv);
