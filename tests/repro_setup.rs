@@ -317,7 +317,7 @@ fn a_script_that_needs_a_newer_python_gets_a_venv_of_that_version() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     let needs = err
         .find(
-            "doctor: modern_syntax.py needs Python 3.12 or newer (`type` alias statement, line 5)",
+            "doctor: modern_syntax.py needs Python 3.12 or newer (line 5: cannot use `type` alias statement before 3.12)",
         )
         .unwrap_or_else(|| panic!("{err}"));
     let creating = err

@@ -164,7 +164,7 @@ pub fn main(args: ReproArgs) -> anyhow::Result<i32> {
         Some(p) => Some(pyenv::resolve(p).ok_or_else(|| {
             user_error(
                 format!("--python-base {}: no such file", p.display()),
-                "give the path of a Python interpreter, e.g. --python-base /usr/bin/python3.12",
+                pyenv::BASE_HINT,
             )
         })?),
         None => None,
@@ -298,7 +298,7 @@ pub(crate) fn wanted_python(
     let env = pyenv::probe(base).map_err(|e| {
         user_error(
             format!("--python-base {}: {e:#}", base.display()),
-            "give the path of a Python interpreter, e.g. --python-base /usr/bin/python3.12",
+            pyenv::BASE_HINT,
         )
     })?;
     if let Some(w) = want {

@@ -26,17 +26,16 @@ impl NeededPython {
         format!("{}.{}", self.version.0, self.version.1)
     }
 
-    /// "Python 3.12 or newer (`type` alias statement, line 5)".
+    /// "Python 3.12 or newer (line 5: cannot use `type` alias statement before 3.12)".
     pub fn describe(&self) -> String {
-        let what = self
-            .what
-            .strip_prefix("Cannot use ")
-            .unwrap_or(&self.what)
-            .to_string();
+        let mut what = self.what.clone();
+        if let Some(first) = what.get(..1) {
+            what.replace_range(..1, &first.to_ascii_lowercase());
+        }
         format!(
-            "Python {} or newer ({what}, line {})",
-            self.version_text(),
-            self.line
+            "Python {v} or newer (line {}: {what} before {v})",
+            self.line,
+            v = self.version_text(),
         )
     }
 }
@@ -132,7 +131,7 @@ mod tests {
         assert_eq!(n.line, 3);
         assert_eq!(
             n.describe(),
-            "Python 3.12 or newer (`type` alias statement, line 3)"
+            "Python 3.12 or newer (line 3: cannot use `type` alias statement before 3.12)"
         );
     }
 }

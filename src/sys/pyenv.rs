@@ -18,6 +18,10 @@ use crate::error::user_error;
 /// The pins used for the managed environment (one place).
 pub const REQUIREMENTS: &str = include_str!("../../repro/requirements.txt");
 
+/// The hint for a `--python-base` that is no interpreter (a pyenv shim answers only for the
+/// version pyenv has selected).
+pub const BASE_HINT: &str = "give the path of a Python interpreter, e.g. --python-base /usr/bin/python3.12 (pyenv's: $(pyenv root)/versions/3.12.1/bin/python3)";
+
 /// The oldest torch the bundled reproductions run on.
 pub const MIN_TORCH: (u32, u32) = (2, 0);
 
@@ -100,7 +104,7 @@ pub fn probe(python: &Path) -> anyhow::Result<PythonEnv> {
         anyhow::bail!(
             "{} failed: {}",
             python.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
+            one_line(&String::from_utf8_lossy(&out.stderr))
         );
     }
     let text = String::from_utf8_lossy(&out.stdout);
@@ -109,6 +113,18 @@ pub fn probe(python: &Path) -> anyhow::Result<PythonEnv> {
         .with_context(|| format!("{} did not answer the probe: {line}", python.display()))?;
     env.path = python.to_path_buf();
     Ok(env)
+}
+
+/// What a failed interpreter said, as one line: a traceback's last line (the exception), else the
+/// first line (`pyenv: python3.12: command not found` of a pyenv shim for another version).
+fn one_line(stderr: &str) -> String {
+    let mut lines = stderr.lines().map(str::trim).filter(|l| !l.is_empty());
+    let line = if stderr.contains("Traceback (most recent call last)") {
+        lines.next_back()
+    } else {
+        lines.next()
+    };
+    line.unwrap_or("no message").to_string()
 }
 
 /// `(major, minor)` of a version string such as `2.15.0+cpu`.
@@ -448,7 +464,7 @@ pub fn find_python_with(
     let base_env = probe(&base).map_err(|e| {
         user_error(
             format!("--python-base {}: {e:#}", base.display()),
-            "give the path of a Python interpreter, e.g. --python-base /usr/bin/python3.12",
+            BASE_HINT,
         )
     })?;
     if let Some(w) = want
@@ -943,6 +959,15 @@ mod tests {
         let vars = case_env(&env("/opt/py/bin/python3", "/opt/py", "PATH"));
         assert!(get(&vars, "PATH").unwrap().starts_with("/opt/py/bin"));
         assert_eq!(get(&vars, "TORCH_EXTENSIONS_DIR"), None);
+    }
+
+    #[test]
+    fn a_failed_interpreter_is_said_in_one_line() {
+        let shim = "pyenv: python3.12: command not found\n\nThe `python3.12' command exists in these Python versions:\n  3.12.1\n\nNote: See 'pyenv help global'\n";
+        assert_eq!(one_line(shim), "pyenv: python3.12: command not found");
+        let tb = "Traceback (most recent call last):\n  File \"<string>\", line 1, in <module>\nImportError: bad sitecustomize\n";
+        assert_eq!(one_line(tb), "ImportError: bad sitecustomize");
+        assert_eq!(one_line("\n \n"), "no message");
     }
 
     #[test]
