@@ -177,8 +177,10 @@ pub fn main(args: ReproArgs) -> anyhow::Result<i32> {
     let env = python_env(&args, python.as_deref(), base.as_deref(), &selection)?;
     if args.setup {
         // deepspeed's CPU op, compiled once here rather than in the first case that needs it
-        // (`--no-setup` only looks).
-        if !args.no_setup {
+        // (`--no-setup` only looks). Not for a venv of another Python (`--python-base`), made
+        // for scripts that need newer syntax: a `--verify-fix` of a deepspeed script there
+        // builds it before its cases.
+        if !args.no_setup && base.is_none() {
             pyenv::prepare_deepspeed_op(&env, render::settings().quiet);
         }
         eprintln!("doctor: using {} [{}]", env.summary(), env.source);
