@@ -95,6 +95,8 @@ pub struct Analysis<'a> {
     pub roles: HashMap<i32, Role>,
     pub identity: HashMap<i32, Identity>,
     pub children: HashMap<i32, Vec<i32>>,
+    /// Process group -> its members (one lookup per group instead of a pass over every process).
+    group_members: HashMap<i32, Vec<i32>>,
     pub jobs: Vec<Job>,
     pub job_of: HashMap<i32, usize>,
     /// The ranks of spawn/fork jobs whose launcher died, one list per dead launcher (children
@@ -163,6 +165,10 @@ impl<'a> Analysis<'a> {
                 children.entry(p.ppid).or_default().push(p.pid);
             }
         }
+        let mut group_members: HashMap<i32, Vec<i32>> = HashMap::new();
+        for p in &snap.processes {
+            group_members.entry(p.pgid).or_default().push(p.pid);
+        }
         let mut holders: HashMap<u64, Vec<i32>> = HashMap::new();
         for p in &snap.processes {
             for &inode in &p.socket_inodes {
@@ -180,6 +186,7 @@ impl<'a> Analysis<'a> {
             roles: HashMap::new(),
             identity: HashMap::new(),
             children,
+            group_members,
             jobs: Vec::new(),
             job_of: HashMap::new(),
             orphan_groups: Vec::new(),
@@ -224,6 +231,15 @@ impl<'a> Analysis<'a> {
 
     pub fn children(&self, pid: i32) -> &[i32] {
         self.children.get(&pid).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// The processes of process group `pgid`.
+    pub fn group_members(&self, pgid: i32) -> impl Iterator<Item = &'a Process> + '_ {
+        self.group_members
+            .get(&pgid)
+            .into_iter()
+            .flatten()
+            .filter_map(|&pid| self.process(pid))
     }
 
     /// Ancestors of `pid`, nearest first (not including `pid`), each once, at most

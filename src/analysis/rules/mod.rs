@@ -119,9 +119,9 @@ pub(super) fn kill_hint(a: &Analysis, targets: &[i32]) -> String {
         g > 1
             && g != host.observer_pgid
             && g != host.observer_sid
-            && a.snap.processes.iter().filter(|q| q.pgid == g).all(|q| {
+            && a.group_members(g).all(|q| {
                 q.pid != host.observer_pid
-                    && (holders.contains(&q.pid)
+                    && (holders.binary_search(&q.pid).is_ok()
                         || a.job_of.get(&q.pid).is_none_or(|j| theirs.contains(j)))
             })
     };
@@ -152,11 +152,10 @@ pub(super) fn kill_hint(a: &Analysis, targets: &[i32]) -> String {
     let mut pids = holders.clone();
     for &h in &holders {
         pids.extend(
-            a.snap
-                .processes
+            a.children(h)
                 .iter()
-                .filter(|c| c.ppid == h && c.pid > 1 && c.pid != host.observer_pid)
-                .map(|c| c.pid),
+                .copied()
+                .filter(|&c| c > 1 && c != host.observer_pid),
         );
     }
     pids.sort_unstable();
