@@ -111,6 +111,7 @@ fn verify_fix_on_fabric_buggy_says_fix_verified() {
     let doc: Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("no JSON ({e}): {}", String::from_utf8_lossy(&out.stderr)));
     assert_eq!(out.status.code(), Some(0), "{doc}");
+    common::schema::assert_valid("repro-verify", &doc);
     assert_eq!(doc["verdict"]["fix_verified"], true, "{doc}");
     assert!(
         doc["verdict"]["summary"]
@@ -386,6 +387,11 @@ fn verify_fix_on_every_fixture_that_fix_changes() {
     for (rel, code, doc) in results.into_inner().unwrap() {
         let summary = doc["verdict"]["summary"].as_str().unwrap_or("").to_string();
         let verified = doc["verdict"]["fix_verified"] == true;
+        for e in common::schema::errors("repro-verify", &doc) {
+            bad.push(format!(
+                "{rel}: the document does not match its schema: {e}"
+            ));
+        }
         for c in doc["cases"].as_array().into_iter().flatten() {
             if c["leftovers"].as_array().is_some_and(|l| !l.is_empty()) {
                 bad.push(format!("{rel}: left behind: {c}"));

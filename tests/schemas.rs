@@ -6,59 +6,9 @@ mod common;
 
 use std::path::Path;
 
+use common::schema::{assert_valid, errors};
 use common::*;
 use serde_json::Value;
-
-fn schema(name: &str) -> Value {
-    let path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("docs/schema/{name}.schema.json"));
-    serde_json::from_str(&std::fs::read_to_string(&path).unwrap())
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-const SCHEMAS: &[&str] = &[
-    "envelope",
-    "finding",
-    "ports-free",
-    "explain",
-    "explain-list",
-    "repro",
-    "repro-list",
-    "repro-verify",
-    "ports",
-    "ports-check",
-    "ports-failed",
-    "tree",
-    "snapshot",
-    "scan",
-    "run",
-    "report",
-    "merge",
-];
-
-/// Errors of `doc` against `docs/schema/NAME.schema.json` (the other schemas resolvable by $id).
-fn errors(name: &str, doc: &Value) -> Vec<String> {
-    let mut registry = jsonschema::Registry::new();
-    for s in SCHEMAS {
-        let v = schema(s);
-        let id = v["$id"].as_str().unwrap().to_string();
-        registry = registry.add(id, v).expect("schema registers");
-    }
-    let registry = registry.prepare().expect("registry prepares");
-    let validator = jsonschema::options()
-        .with_registry(&registry)
-        .build(&schema(name))
-        .unwrap_or_else(|e| panic!("{name} schema compiles: {e}"));
-    validator
-        .iter_errors(doc)
-        .map(|e| format!("{} at {}", e, e.instance_path()))
-        .collect()
-}
-
-fn assert_valid(name: &str, doc: &Value) {
-    let errs = errors(name, doc);
-    assert!(errs.is_empty(), "{name}: {errs:#?}");
-}
 
 /// `doctor run -o RECORD -- sh -c SCRIPT`, which must exit with `code`; the record it wrote
 /// (JSON or YAML, by RECORD's extension).
@@ -366,7 +316,8 @@ fn every_command_in_every_format_matches_its_schema() {
         assert_valid("repro", &doc);
     }
     kinds_seen.insert("repro".into());
-    // Every kind of document has a case here (the verify-fix document needs torch: repro_fix.rs).
+    // Every kind of document has a case here (the verify-fix document needs torch: repro_fix.rs
+    // validates each one it gets).
     for kind in ddp_doctor::model::envelope::Kind::ALL {
         let name = kind.schema_name();
         assert!(

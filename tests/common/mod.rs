@@ -5,6 +5,7 @@
 
 mod needs;
 pub mod procs;
+pub mod schema;
 #[allow(unused_imports)]
 pub use needs::{need, need_root, need_tool, skip_or_fail, under_ci};
 #[allow(unused_imports)]
