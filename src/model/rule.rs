@@ -1581,6 +1581,14 @@ rules! {
     /// may precede it: "from __future__ imports must occur at the beginning of the file"), and an unknown
     /// future feature ("future feature X is not defined"; `braces`: "not a chance").
     ///
+    /// Also reported, beside what the rest of the file gives: code nested more than 400 levels deep
+    /// (`scan::walk::MAX_DEPTH`; a 1,000-term `+` chain, `.a()` or `[0]` chains, `not not ...`),
+    /// which Python compiles but doctor's analysis does not descend into, so a launch down there
+    /// would be missed: "not fully checked: the code here is nested more than 400 levels deep",
+    /// at the deepest line that was checked. The file is never reported clean, and `--fix` refuses
+    /// to rewrite it ("not fixed PATH: line N is nested more than 400 levels deep and was not
+    /// checked"). Split the expression (assign parts of it to variables).
+    ///
     /// Files that cannot be decoded are not S900: they are listed in `files_skipped` (JSON) and as
     /// `warning: skipped PATH: reason` on stderr, without changing the exit code. Decoding follows
     /// PEP 263: UTF-8 by default (a UTF-8 BOM is accepted), or the coding declaration on line 1 or 2
@@ -1594,8 +1602,8 @@ rules! {
     ///
     /// ## Why
     ///
-    /// A file that does not parse cannot be checked; reporting it keeps a broken file from hiding a
-    /// launch.
+    /// A file that does not parse, or not all of which was analysed, cannot be called clean;
+    /// reporting it keeps a broken or very deep file from hiding a launch.
     ///
     /// ## Fix
     ///
@@ -1629,7 +1637,7 @@ rules! {
     /// $ echo $?
     /// 1
     /// ```
-    S900, "parse-error", Error, "The file could not be parsed";
+    S900, "parse-error", Error, "The file could not be parsed or fully checked";
 
 }
 

@@ -89,7 +89,9 @@ pub const S003: StaticRule = StaticRule {
 
 pub const S900: StaticRule = StaticRule {
     code: Rule::S900,
-    full: "The Python file has a syntax error; it was not analysed. Other files are still scanned.",
+    full: "The Python file has a syntax error; it was not analysed. Or part of it is nested more than 400 \
+           levels deep and was not analysed, so a launch there would be missed. Other files are still \
+           scanned.",
 };
 
 pub const RULES: [&StaticRule; 4] = [&S001, &S002, &S003, &S900];

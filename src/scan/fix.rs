@@ -141,6 +141,17 @@ fn fix_here(source: &str, path: Option<&std::path::Path>) -> Fix {
         return Fix::Unchanged;
     };
     let body = &parsed.syntax().body;
+    // Part of the file was not checked (S900): a rewrite of the rest could leave a launch behind.
+    if let Some(at) = super::walk::cut_at(body) {
+        let line = LineIndex::from_source_text(source)
+            .line_column(at.start(), source)
+            .line
+            .get();
+        return Fix::Refused(format!(
+            "line {line} is nested more than {} levels deep and was not checked; doctor does not rewrite a file it could not fully check",
+            super::walk::MAX_DEPTH
+        ));
+    }
     let imported = path
         .map(|p| super::star_imported(p, body))
         .unwrap_or_default();

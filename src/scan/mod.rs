@@ -128,7 +128,9 @@ fn scan_source_here(path: &str, source: &str, opts: &ScanOptions) -> Vec<Diagnos
             Some(d) => vec![d],
             None => {
                 let imported = star_imported(Path::new(path), &parsed.syntax().body);
-                rules::check(parsed.syntax(), source, path, opts, &imported)
+                let mut found = rules::check(parsed.syntax(), source, path, opts, &imported);
+                found.extend(rules::too_deep(parsed.syntax(), source, path));
+                found
             }
         },
         Err(error) => vec![rules::parse_error(path, source, &error)],

@@ -180,6 +180,25 @@ pub fn rejected_nesting(
     None
 }
 
+/// S900 for a module nested deeper than the walks of `scan/` descend ([`super::walk::MAX_DEPTH`]):
+/// what lies below was not checked, so the file must not pass as clean (a launch at the bottom
+/// of a 1,000-term `+` chain compiles in Python and would otherwise be missed).
+pub fn too_deep(module: &ModModule, source: &str, path: &str) -> Option<Diagnostic> {
+    let at = super::walk::cut_at(&module.body)?;
+    let limit = super::walk::MAX_DEPTH;
+    Some(Locator::new(source).diagnostic(
+        &S900,
+        path,
+        TextRange::empty(at.start()),
+        format!(
+            "not fully checked: the code here is nested more than {limit} levels deep, and doctor did not look below that depth (a launch there would be missed)"
+        ),
+        format!(
+            "split the expression (assign parts of it to variables) so that it nests fewer than {limit} levels; the rest of the file was checked"
+        ),
+    ))
+}
+
 /// S001-S003 for a parsed module.
 pub fn check(
     module: &ModModule,

@@ -145,6 +145,49 @@ pub fn over_expr<'a, W: Walk<'a>>(walk: W, expr: &'a Expr) -> W {
     g.into_inner()
 }
 
+/// Where the first walk of `body` that descends into everything would stop at [`MAX_DEPTH`]: the
+/// deepest node it reaches above a subtree it does not descend into. Every walk in `scan/` starts at
+/// the module or below it and descends at most as far, so `None` means that no walk of this
+/// module is cut, and `Some` means that some part of it may not have been checked.
+pub fn cut_at(body: &[Stmt]) -> Option<ruff_text_size::TextRange> {
+    over_body(Cut::default(), body).cut
+}
+
+/// The walk of [`cut_at`]: the last node entered, and where the guard first stopped it.
+#[derive(Default)]
+struct Cut {
+    last: ruff_text_size::TextRange,
+    cut: Option<ruff_text_size::TextRange>,
+}
+
+impl<'a> Walk<'a> for Cut {
+    fn stmt(w: &mut Guarded<Self>, stmt: &'a Stmt) {
+        if w.cut.is_none() {
+            w.last = ruff_text_size::Ranged::range(stmt);
+            visitor::walk_stmt(w, stmt);
+        }
+    }
+    fn expr(w: &mut Guarded<Self>, expr: &'a Expr) {
+        if w.cut.is_none() {
+            w.last = ruff_text_size::Ranged::range(expr);
+            visitor::walk_expr(w, expr);
+        }
+    }
+    fn pattern(w: &mut Guarded<Self>, pattern: &'a ast::Pattern) {
+        if w.cut.is_none() {
+            w.last = ruff_text_size::Ranged::range(pattern);
+            visitor::walk_pattern(w, pattern);
+        }
+    }
+    /// The node entered last is the parent of the one not descended into: no node deeper than
+    /// it can have been entered since.
+    fn too_deep(w: &mut Guarded<Self>) {
+        if w.cut.is_none() {
+            w.cut = Some(w.last);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
