@@ -1585,7 +1585,7 @@ rules! {
     /// (`scan::walk::MAX_DEPTH`; a 1,000-term `+` chain, `.a()` or `[0]` chains, `not not ...`),
     /// which Python compiles but doctor's analysis does not descend into, so a launch down there
     /// would be missed: "not fully checked: the code here is nested more than 400 levels deep",
-    /// at the deepest line that was checked. The file is never reported clean, and `--fix` refuses
+    /// at the start of the deepest expression that was checked. The file is never reported clean, and `--fix` refuses
     /// to rewrite it ("not fixed PATH: line N is nested more than 400 levels deep and was not
     /// checked"). Split the expression (assign parts of it to variables).
     ///
