@@ -485,3 +485,142 @@ fn failed_pid_without_a_port_is_about_that_process_only() {
         .collect();
     assert_eq!(d001.len(), 1, "{doc:#}");
 }
+
+/// A network namespace of its own (`ip netns add`), deleted on drop, pass or fail.
+struct Netns(String);
+
+impl Netns {
+    fn create(tag: &str) -> Result<Netns, String> {
+        let name = format!("ddl{}{tag}", std::process::id());
+        let ip = |args: &[&str]| -> Result<(), String> {
+            let out = std::process::Command::new("ip")
+                .args(args)
+                .output()
+                .map_err(|e| format!("ip: {e}"))?;
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+            }
+        };
+        ip(&["netns", "add", &name])?;
+        let ns = Netns(name);
+        ip(&["-n", &ns.0, "link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.0])
+            .output();
+    }
+}
+
+/// Two jobs with the same ranks on the same port number, one in this network namespace, one in
+/// another (a container, `ip netns exec`): each namespace has its own ports, so there is no
+/// conflict. `ports` and `tree` in either namespace judge their own job only (was D002 "held by
+/// another job", with a fix moving a healthy job to another port), and a snapshot taken here
+/// and read back says the same.
+#[test]
+fn a_job_in_another_network_namespace_is_not_another_job_on_the_port() {
+    let ns = match Netns::create("x") {
+        Ok(ns) => ns,
+        Err(why) => {
+            skip_or_fail(&format!("cannot create a network namespace: {why}"));
+            return;
+        }
+    };
+    let port = free_low_port();
+    let start = |netns: Option<&str>, rank: u32| {
+        let mut cmd = std::process::Command::new(if netns.is_some() { "ip" } else { "env" });
+        if let Some(n) = netns {
+            cmd.args(["netns", "exec", n, "env"]);
+        }
+        cmd.arg("MASTER_ADDR=127.0.0.1")
+            .arg(format!("MASTER_PORT={port}"))
+            .arg(format!("RANK={rank}"))
+            .arg(format!("LOCAL_RANK={rank}"))
+            .arg("WORLD_SIZE=2")
+            .arg(python())
+            .arg(helper("multinode.py"))
+            .arg("rank")
+            .arg(port.to_string());
+        Situation::start_cmd(&mut cmd)
+    };
+    let here = [start(None, 0), start(None, 1)];
+    let there = [start(Some(&ns.0), 0), start(Some(&ns.0), 1)];
+    let ours: Vec<i64> = here.iter().map(|s| s.pid("me") as i64).collect();
+    let theirs: Vec<i64> = there.iter().map(|s| s.pid("me") as i64).collect();
+    let p = port.to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let snap = dir.path().join("snap.json");
+    let out = doctor()
+        .args(["snapshot", "-o"])
+        .arg(&snap)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let snap = snap.display().to_string();
+    // (netns to run doctor in, its job's ranks, the other namespace's)
+    let views: [(Option<&str>, &[i64], &[i64]); 2] =
+        [(None, &ours, &theirs), (Some(&ns.0), &theirs, &ours)];
+    for (netns, mine, others) in views {
+        let mut runs: Vec<Vec<&str>> = vec![
+            vec!["ports", "--port", &p, "--format", "json"],
+            vec!["tree", "--port", &p, "--format", "json"],
+            vec!["ports", "--format", "json"],
+        ];
+        if netns.is_none() {
+            runs.push(vec![
+                "ports", "--from", &snap, "--port", &p, "--format", "json",
+            ]);
+        }
+        for args in runs {
+            let mut cmd = match netns {
+                Some(n) => {
+                    let mut c = std::process::Command::new("ip");
+                    c.args(["netns", "exec", n, env!("CARGO_BIN_EXE_doctor")]);
+                    c
+                }
+                None => doctor(),
+            };
+            let out = cmd.args(&args).env("NO_COLOR", "1").output().unwrap();
+            let doc: serde_json::Value = serde_json::from_slice(&out.stdout)
+                .unwrap_or_else(|e| panic!("{args:?} in {netns:?}: {e}: {out:?}"));
+            let about: Vec<&serde_json::Value> = doc["findings"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|f| {
+                    f["ports"].as_array().unwrap().iter().any(|x| x == port)
+                        || pids_of(f)
+                            .iter()
+                            .any(|q| mine.contains(q) || others.contains(q))
+                })
+                .collect();
+            assert!(about.is_empty(), "{args:?} in {netns:?}: {about:#?}");
+            let jobs: Vec<&serde_json::Value> = doc["jobs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|j| {
+                    j["pids"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|x| mine.iter().chain(others.iter()).any(|q| x == q))
+                })
+                .collect();
+            assert_eq!(jobs.len(), 1, "{args:?} in {netns:?}: one job: {jobs:#?}");
+            let pids = jobs[0]["pids"].as_array().unwrap();
+            assert!(
+                mine.iter().all(|q| pids.iter().any(|x| x == q))
+                    && !others.iter().any(|q| pids.iter().any(|x| x == q)),
+                "{args:?} in {netns:?}: the job is this namespace's ranks {mine:?}: {pids:?}"
+            );
+        }
+    }
+    drop((here, there));
+}

@@ -643,3 +643,98 @@ fn the_same_report_twice_is_bad_input() {
         assert!(!err.contains("panicked"), "{err}");
     }
 }
+
+/// A job restarted on one node (same host, same port, the second run started after the first
+/// died) and reported before and after: two reports of one node, not two nodes. Its ranks show in
+/// both reports with no run id, with another run id, or with the same one (torchrun restarted
+/// with the same --rdzv-id): no M004 (duplicate ranks across nodes), no M001 (a loopback
+/// MASTER_ADDR with ranks on several nodes); M009 says the reports come from one node, and the
+/// job's ranks are counted once. The same ranks on another node are M004 still (the control).
+#[test]
+fn a_job_restarted_on_one_node_is_no_duplicate_across_nodes() {
+    let have_ip = Command::new("ip").arg("-V").output().is_ok();
+    let have_unshare = Command::new("unshare").arg("--version").output().is_ok();
+    let nodes = if !have_ip || !have_unshare {
+        Err("`ip` (iproute2) or `unshare` (util-linux) is not installed".to_string())
+    } else {
+        Nodes::create('r')
+    };
+    let nodes = match nodes {
+        Ok(n) => n,
+        Err(why) => {
+            skip_or_fail(&format!(
+                "restarted job: cannot create network namespaces ({why})"
+            ));
+            return;
+        }
+    };
+    let [a, b] = nodes.ns.clone();
+    let port = free_low_port();
+    let job = |rank: u32, run: Option<&str>| -> Vec<(&str, String)> {
+        let mut v = vec![
+            ("MASTER_ADDR", "127.0.0.1".to_string()),
+            ("MASTER_PORT", port.to_string()),
+            ("RANK", rank.to_string()),
+            ("LOCAL_RANK", rank.to_string()),
+            ("WORLD_SIZE", "2".to_string()),
+        ];
+        if let Some(r) = run {
+            v.push(("TORCHELASTIC_RUN_ID", r.to_string()));
+        }
+        v
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // One run of the job on `ns`, reported while it runs, then killed (its group): the next run
+    // binds the same port again.
+    let run_on = |ns: &str, host: &str, run: Option<&str>, file: &Path| {
+        let r0 = start_in(ns, &job(0, run), "rank", port);
+        let r1 = start_in(ns, &job(1, run), "rank", port);
+        report_in(ns, host, file, &[]);
+        drop((r1, r0));
+    };
+    let runs = [
+        (None, None),
+        (Some("run-1"), Some("run-2")),
+        (Some("run-1"), Some("run-1")),
+    ];
+    let mut first = None;
+    for (i, (before, after)) in runs.into_iter().enumerate() {
+        let fa = dir.path().join(format!("before-{i}.json"));
+        let fb = dir.path().join(format!("after-{i}.json"));
+        run_on(&a, "node-a", before, &fa);
+        run_on(&a, "node-a", after, &fb);
+        let (doc, code) = merge_json(&[&fa, &fb], &[]);
+        let got = codes(&doc);
+        let case = format!("runs {before:?} then {after:?}");
+        assert!(
+            !got.iter().any(|c| c == "M004" || c == "M001"),
+            "{case}: {got:?}: {doc:#}"
+        );
+        assert!(got.iter().any(|c| c == "M009"), "{case}: {got:?}");
+        assert_eq!(code, 1, "{case}: M009 is a warning");
+        assert_eq!(
+            doc["rendezvous"]["ranks_visible"], 2,
+            "{case}: each rank once: {doc:#}"
+        );
+        first.get_or_insert(fa);
+    }
+    // The control: the same ranks on another node are duplicates across nodes.
+    let fc = dir.path().join("other-node.json");
+    run_on(&b, "node-b", None, &fc);
+    let (doc, _) = merge_json(&[first.as_deref().unwrap(), &fc], &[]);
+    let m004: Vec<&serde_json::Value> = doc["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["code"] == "M004")
+        .collect();
+    assert_eq!(m004.len(), 2, "RANK 0 and RANK 1 on two nodes: {doc:#}");
+    assert!(
+        m004[0]["message"]
+            .as_str()
+            .unwrap()
+            .ends_with("on 2 nodes: node-a, node-b"),
+        "{:#}",
+        m004[0]
+    );
+}

@@ -181,7 +181,13 @@ pub fn parse_minutes(s: &str) -> Result<f64, String> {
 pub fn load_or_observe(from: &Option<PathBuf>) -> anyhow::Result<Snapshot> {
     let mut snap = match from {
         Some(path) => Snapshot::load(path)?,
-        None => observe::snapshot(),
+        None => {
+            // A process of another network namespace (a container, `ip netns exec`) holds no
+            // port of this one: its job on the same port number is no conflict (was D002).
+            let mut snap = observe::snapshot();
+            observe::same_netns_only(&mut snap);
+            snap
+        }
     };
     if !crate::render::settings().show_secrets {
         crate::render::redact::redact_snapshot(&mut snap);

@@ -27,6 +27,8 @@ pub fn snapshot(args: SnapshotArgs) -> anyhow::Result<i32> {
         (None, None) => DocFormat::Yaml,
     };
     let mut snap = observe::snapshot();
+    // As every command judges it: the processes of this network namespace (`load_or_observe`).
+    observe::same_netns_only(&mut snap);
     if !render::settings().show_secrets {
         render::redact::redact_snapshot(&mut snap);
     }

@@ -719,7 +719,10 @@ rules! {
     /// # M004 duplicate-rank-across-nodes (error)
     ///
     /// **What.** Two nodes run a rank with the same global `RANK`, or (when ranks carry no `RANK`,
-    /// as Lightning's) the same `NODE_RANK` and `LOCAL_RANK`, for the same rendezvous.
+    /// as Lightning's) the same `NODE_RANK` and `LOCAL_RANK`, for the same rendezvous. Nodes are
+    /// machines: two reports of one machine (same host name and addresses, M009), such as a job
+    /// reported before and after a restart on the same port, show its ranks twice on one node, not
+    /// on two; ranks of different run ids are of different jobs.
     ///
     /// **Why.** Usually every node got `NODE_RANK=0` (or the same `--node-rank`), or several SLURM tasks
     /// per node each act as a launcher. The store sees two "rank 0"s: one of them fails to bind on its
@@ -897,8 +900,10 @@ rules! {
     /// **What.** Two merged reports come from the same node (same host name, same addresses).
     ///
     /// **Why.** Usually several tasks per node each wrote a report (`srun` without
-    /// `--ntasks-per-node=1`), or an old and a new report of one node were both passed. Ranks then
-    /// count twice and show up as duplicates. The same report passed twice (one file named twice,
+    /// `--ntasks-per-node=1`), or an old and a new report of one node were both passed (a job
+    /// restarted between them). The merge counts such reports as one node: their ranks are not
+    /// duplicates across nodes (M004), a loopback `MASTER_ADDR` is not "ranks on several nodes"
+    /// (M001), and each rank counts once. The same report passed twice (one file named twice,
     /// a copy of it, or its YAML and JSON forms) is not this finding but bad input: `error:` and
     /// `hint:`, exit 2.
     ///

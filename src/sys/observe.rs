@@ -83,6 +83,57 @@ pub fn parse_port_list(text: &str) -> Vec<[u16; 2]> {
         .collect()
 }
 
+/// Keep only the processes of this network namespace: sockets are per namespace, so a process
+/// of another namespace (another container, another simulated node) cannot hold or collide with
+/// a port seen here. Their ancestors stay, stripped of environment and sockets, so the process
+/// tree (and whether a launcher is gone) reads the same. Processes whose namespace may not be
+/// read are kept; processes gone since the snapshot are left out. Returns how many were left out.
+pub fn same_netns_only(snap: &mut Snapshot) -> usize {
+    use std::collections::{BTreeSet, HashMap};
+    let Ok(mine) = proc::net_ns(None) else {
+        return 0;
+    };
+    use rayon::prelude::*;
+    let other: BTreeSet<i32> = snap
+        .processes
+        .par_iter()
+        .filter(|p| match proc::net_ns(Some(p.pid)) {
+            Ok(ns) => ns != mine,
+            // Gone since the snapshot: its namespace is unknown; short-lived processes of other
+            // namespaces must not leak in, and a gone process holds nothing now. A zombie's
+            // namespace links cannot be read either, but it is still there (kept: it holds
+            // nothing, and its parent reaps it or not).
+            Err(e) => e.kind() != std::io::ErrorKind::PermissionDenied && !p.is_zombie(),
+        })
+        .map(|p| p.pid)
+        .collect();
+    if other.is_empty() {
+        return 0;
+    }
+    let parent: HashMap<i32, i32> = snap.processes.iter().map(|p| (p.pid, p.ppid)).collect();
+    let mut ancestors: BTreeSet<i32> = BTreeSet::new();
+    for p in snap.processes.iter().filter(|p| !other.contains(&p.pid)) {
+        let mut cur = p.ppid;
+        let mut hops = 0;
+        while cur > 0 && hops < 256 && other.contains(&cur) && ancestors.insert(cur) {
+            cur = parent.get(&cur).copied().unwrap_or(0);
+            hops += 1;
+        }
+    }
+    let before = snap.processes.len();
+    snap.processes
+        .retain(|p| !other.contains(&p.pid) || ancestors.contains(&p.pid));
+    for p in snap
+        .processes
+        .iter_mut()
+        .filter(|p| ancestors.contains(&p.pid))
+    {
+        p.env.clear();
+        p.socket_inodes.clear();
+    }
+    before - snap.processes.len()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,10 +15,13 @@ pub fn check(c: &Context) -> Vec<MergeFinding> {
             .filter(|n| !n.ranks.is_empty())
             .map(|n| n.name.clone())
             .collect();
-        if with_ranks.len() <= 1 {
+        // Machines, not reports: two reports of one machine (a restarted job) are one node.
+        let nodes_with_ranks = c
+            .machines_of((0..nodes.len()).filter(|&i| !nodes[i].ranks.is_empty()))
+            .len();
+        if nodes_with_ranks <= 1 {
             return Vec::new();
         }
-        let nodes_with_ranks = with_ranks.len();
         return vec![finding(
             Rule::M001,
             Severity::Error,

@@ -7,21 +7,26 @@ use super::{Context, MergeFinding, finding};
 use crate::model::finding::{Rule, Severity};
 
 /// Ranks are keyed by their run id too: two jobs on one rendezvous address and port (a leftover
-/// of an earlier run and the new one) are separate jobs, not a duplicate rank.
-type ByRank = BTreeMap<(Option<String>, i64), BTreeSet<String>>;
-type ByLocal = BTreeMap<(Option<String>, i64, i64), BTreeSet<String>>;
+/// of an earlier run and the new one) are separate jobs, not a duplicate rank. The nodes are
+/// machines (`Context::machine`, each named by its first report): two reports of one machine (a
+/// job restarted between them) show its ranks twice, on one node; M009 says the reports repeat.
+type ByRank = BTreeMap<(Option<String>, i64), BTreeMap<usize, String>>;
+type ByLocal = BTreeMap<(Option<String>, i64, i64), BTreeMap<usize, String>>;
 
 /// The nodes of each global rank and of each (NODE_RANK, LOCAL_RANK) of the job.
 fn ranks_per_node(c: &Context) -> (ByRank, ByLocal) {
     let mut by_rank = ByRank::new();
     let mut by_local = ByLocal::new();
-    for n in c.nodes {
+    for (i, n) in c.nodes.iter().enumerate() {
+        let machine = c.machine[i];
+        let name = || c.nodes[machine].name.clone();
         for r in n.ranks.iter().filter(|r| c.in_job(r)) {
             if let Some(g) = r.identity.rank {
                 by_rank
                     .entry((r.identity.run_id.clone(), g))
                     .or_default()
-                    .insert(n.name.clone());
+                    .entry(machine)
+                    .or_insert_with(name);
             }
             // NODE_RANK + LOCAL_RANK: always for ranks without RANK (Lightning), and for the
             // others when they state their node rank.
@@ -35,7 +40,8 @@ fn ranks_per_node(c: &Context) -> (ByRank, ByLocal) {
                         l,
                     ))
                     .or_default()
-                    .insert(n.name.clone());
+                    .entry(machine)
+                    .or_insert_with(name);
             }
         }
     }
@@ -84,8 +90,8 @@ pub fn check(c: &Context) -> Vec<MergeFinding> {
         out.push(finding(
             Rule::M004,
             Severity::Error,
-            format!("RANK {g} runs on {} nodes: {}", names.len(), names.iter().cloned().collect::<Vec<_>>().join(", ")),
-            names.iter().cloned().collect(),
+            format!("RANK {g} runs on {} nodes: {}", names.len(), names.values().cloned().collect::<Vec<_>>().join(", ")),
+            names.values().cloned().collect(),
             c.master_port().into_iter().collect(),
             "give each node its own NODE_RANK (torchrun --node-rank=$SLURM_NODEID, or --rdzv-backend=c10d, which assigns \
              them) so global ranks do not repeat; with SLURM use one launcher per node (--ntasks-per-node=1)"
@@ -99,9 +105,9 @@ pub fn check(c: &Context) -> Vec<MergeFinding> {
             format!(
                 "NODE_RANK {node_rank} LOCAL_RANK {l} runs on {} nodes: {}",
                 names.len(),
-                names.iter().cloned().collect::<Vec<_>>().join(", ")
+                names.values().cloned().collect::<Vec<_>>().join(", ")
             ),
-            names.iter().cloned().collect(),
+            names.values().cloned().collect(),
             c.master_port().into_iter().collect(),
             "set NODE_RANK differently on every node (0 on the master node, 1.. on the others), e.g. \
              NODE_RANK=$SLURM_NODEID; Lightning reads NODE_RANK, torchrun takes --node-rank"

@@ -2,22 +2,13 @@
 
 use std::collections::BTreeMap;
 
-use super::{Context, MergeFinding, finding, is_loopback};
+use super::{Context, MergeFinding, finding, machine_key};
 use crate::model::finding::{Rule, Severity};
 
 pub fn check(c: &Context) -> Vec<MergeFinding> {
     let mut seen: BTreeMap<(String, Vec<String>), Vec<String>> = BTreeMap::new();
     for n in c.nodes {
-        let mut addrs: Vec<String> = n
-            .addresses
-            .iter()
-            .filter(|a| !is_loopback(a))
-            .cloned()
-            .collect();
-        addrs.sort();
-        seen.entry((n.hostname.clone(), addrs))
-            .or_default()
-            .push(n.name.clone());
+        seen.entry(machine_key(n)).or_default().push(n.name.clone());
     }
     seen.iter()
         .filter(|(_, names)| names.len() > 1)

@@ -96,15 +96,20 @@ pub struct Context<'a> {
     pub shell_slurm: BTreeSet<String>,
     /// The run ids of the job's torchrun agents (their --rdzv-id, `none` by default).
     pub agent_runs: BTreeSet<String>,
+    /// Per node (same order as `nodes`), the index of the first report of its machine
+    /// ([`machine_key`]): two reports of one machine (a job restarted between them, or one
+    /// report taken twice) are one node, however many reports show it.
+    pub machine: Vec<usize>,
 }
 
 impl<'a> Context<'a> {
     pub fn new(nodes: &'a [Node], max_spread_minutes: f64) -> Context<'a> {
         let (pairs, node_pairs) = rendezvous_pairs(nodes);
         let master = job_rendezvous(&pairs);
+        let machine = machines(nodes);
         let master_node = master
             .as_ref()
-            .and_then(|(addr, _)| master_node(nodes, addr));
+            .and_then(|(addr, _)| master_node(nodes, &machine, addr));
         let mut c = Context {
             nodes,
             max_spread_minutes,
@@ -128,6 +133,7 @@ impl<'a> Context<'a> {
                 .iter()
                 .filter_map(|n| n.shell.get("SLURM_JOB_ID").cloned())
                 .collect(),
+            machine,
         };
         c.job_ids();
         c.ranks_of_job();
@@ -221,8 +227,52 @@ impl<'a> Context<'a> {
             .iter()
             .flat_map(|n| self.job_ranks(n).filter_map(|r| r.identity.world_size))
             .max();
-        self.ranks_visible = self.nodes.iter().map(|n| self.job_ranks(n).count()).sum();
+        // Each rank once per machine: a machine reported twice (a job restarted between the
+        // reports) shows its ranks twice.
+        let mut seen: BTreeSet<(usize, String)> = BTreeSet::new();
+        for (i, n) in self.nodes.iter().enumerate() {
+            for r in self.job_ranks(n) {
+                let who = match r.identity.rank_key() {
+                    Some((node, rank)) => format!("{node}/{rank}"),
+                    None => format!("pid {}", r.pid),
+                };
+                seen.insert((self.machine[i], who));
+            }
+        }
+        self.ranks_visible = seen.len();
     }
+
+    /// The machines (first report of each, `machine`) among `nodes` (indices), each once, in
+    /// order.
+    pub fn machines_of(&self, nodes: impl IntoIterator<Item = usize>) -> Vec<usize> {
+        let mut out: Vec<usize> = nodes.into_iter().map(|i| self.machine[i]).collect();
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+}
+
+/// What tells a machine: its host name and its addresses other than loopback (a report taken
+/// inside a container or namespace has its own).
+pub fn machine_key(n: &Node) -> (String, Vec<String>) {
+    let mut addrs: Vec<String> = n
+        .addresses
+        .iter()
+        .filter(|a| !is_loopback(a))
+        .cloned()
+        .collect();
+    addrs.sort();
+    (n.hostname.clone(), addrs)
+}
+
+/// Per node, the index of the first node of its machine.
+fn machines(nodes: &[Node]) -> Vec<usize> {
+    let mut first: BTreeMap<(String, Vec<String>), usize> = BTreeMap::new();
+    nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| *first.entry(machine_key(n)).or_insert(i))
+        .collect()
 }
 
 type Pairs = BTreeMap<(String, u16), (BTreeSet<String>, usize)>;
@@ -292,14 +342,19 @@ fn names_node(addr: &str, n: &Node) -> bool {
         || n.addresses.iter().any(|a| a == addr)
 }
 
-/// The node MASTER_ADDR names; for a loopback address, the only node with ranks (none when
+/// The node MASTER_ADDR names; for a loopback address, the only machine with ranks (none when
 /// several have ranks: M001).
-fn master_node(nodes: &[Node], addr: &str) -> Option<usize> {
+fn master_node(nodes: &[Node], machine: &[usize], addr: &str) -> Option<usize> {
     if !is_loopback(addr) {
         return nodes.iter().position(|n| names_node(addr, n));
     }
-    let nodes_with_ranks = nodes.iter().filter(|n| !n.ranks.is_empty()).count();
-    if nodes_with_ranks > 1 {
+    let mut with_ranks: Vec<usize> = (0..nodes.len())
+        .filter(|&i| !nodes[i].ranks.is_empty())
+        .map(|i| machine[i])
+        .collect();
+    with_ranks.sort_unstable();
+    with_ranks.dedup();
+    if with_ranks.len() > 1 {
         None
     } else if nodes.len() == 1 {
         Some(0)
