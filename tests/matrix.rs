@@ -1608,3 +1608,46 @@ fn two_killed_spawn_jobs_of_one_group_stay_two_jobs() {
         }
     }
 }
+
+/// `doctor ports`/`tree` on a live spawn job (an mp.spawn-like parent, 3 spawn ranks, no RANK or
+/// WORLD_SIZE in their environment): D009 cannot count its ranks against a world size, and the
+/// table output says so on stderr (a note naming the job, its ranks and how to see the world
+/// size) instead of staying silent; `-q` leaves it out; ranks with WORLD_SIZE get no such note.
+#[test]
+fn a_spawn_job_without_world_size_is_said_to_be_unjudged() {
+    let port = free_low_port();
+    let p = port.to_string();
+    let mut job = Job::shape("spawn3", &[port]);
+    let ranks = job.wait_pids("UP ", 3, Duration::from_secs(60));
+    let note = |args: &[&str]| -> String {
+        let out = run(args);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    for cmd in ["ports", "tree"] {
+        let said = note(&[cmd, "--port", &p]);
+        let line = said
+            .lines()
+            .find(|l| l.contains("carry no WORLD_SIZE"))
+            .unwrap_or_else(|| panic!("{cmd}: no note: {said}"));
+        assert!(
+            line.contains(&format!("on port {port}"))
+                && line.contains("not judged")
+                && ranks.iter().all(|r| line.contains(&r.to_string())),
+            "{cmd}: {line}"
+        );
+        assert!(
+            !note(&["-q", cmd, "--port", &p]).contains("WORLD_SIZE"),
+            "{cmd} -q"
+        );
+    }
+    let (doc, _) = json(&["ports", "--port", &p, "--format", "json"]);
+    assert!(findings(&doc, "D009", port).is_empty(), "{doc:#}");
+    drop(job);
+    // Ranks that carry WORLD_SIZE are judged: no note.
+    let port = free_low_port();
+    let mut job = Job::shape("wrapped4", &[port]);
+    job.wait_pids("UP ", 4, Duration::from_secs(60));
+    let said = note(&["ports", "--port", &port.to_string()]);
+    assert!(!said.contains("WORLD_SIZE"), "{said}");
+}

@@ -44,6 +44,49 @@ impl Analysis<'_> {
             .collect()
     }
 
+    /// What D009 cannot judge, as notes for people: jobs whose store is here and whose ranks carry
+    /// no world size (the spawn and fork ranks of `mp.spawn`, `ddp_spawn`, `ddp_notebook`: torch
+    /// hands `world_size` to the function it starts, not to the environment, and nothing else of
+    /// the process says it), so whether their rendezvous completed is not known. One note per
+    /// such job on one of `ports` (every port when empty).
+    pub fn unjudged_rendezvous(&self, ports: &[u16]) -> Vec<String> {
+        let mut out = Vec::new();
+        for job in &self.jobs {
+            let Some(port) = job.rendezvous.master_port else {
+                continue;
+            };
+            if job.launcher_gone || !(ports.is_empty() || ports.contains(&port)) {
+                continue;
+            }
+            let ranks: Vec<i32> = job
+                .pids
+                .iter()
+                .copied()
+                .filter(|&p| self.role(p) == Role::Rank)
+                .filter(|&p| self.process(p).is_some_and(|q| !q.is_zombie()))
+                .collect();
+            let world = job.pids.iter().find_map(|&p| self.identity(p)?.world_size);
+            let store_here = job
+                .pids
+                .iter()
+                .any(|&p| self.process(p).is_some_and(|q| self.listens_on(q, port)));
+            if ranks.is_empty() || world.is_some() || !store_here {
+                continue;
+            }
+            let list: Vec<String> = ranks.iter().take(8).map(i32::to_string).collect();
+            out.push(format!(
+                "note: {} on port {port}: its ranks (pids {}) carry no WORLD_SIZE in their environment (spawn or \
+                 fork children: torch passes world_size to the function it starts), so whether its rendezvous \
+                 completed is not judged (no D009 either way); `py-spy dump --locals --pid {}` shows the world_size \
+                 init_process_group was given",
+                job.id,
+                list.join(", "),
+                ranks[0]
+            ));
+        }
+        out
+    }
+
     /// Pids worth asking what they are blocked in: the ranks of jobs that may hang.
     pub fn hang_suspects(&self) -> Vec<i32> {
         self.hangs()

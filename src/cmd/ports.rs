@@ -96,7 +96,15 @@ fn show(args: &PortsArgs, a: &Analysis) -> anyhow::Result<i32> {
         findings.retain(|f| f.ports.is_empty() || f.ports.iter().any(|p| args.port.contains(p)));
         scope = args.port.clone();
     }
-    let text = match args.out.format(args.format, Format::Table) {
+    let format = args.out.format(args.format, Format::Table);
+    if format == Format::Table {
+        // What the findings cannot say (D009 without a world size), said rather than left out.
+        let asked = if args.all { &[][..] } else { &args.port[..] };
+        for n in a.unjudged_rendezvous(asked) {
+            render::note(&render::escape_control(&n));
+        }
+    }
+    let text = match format {
         Format::Table => {
             let users: BTreeMap<u32, String> = rows
                 .iter()

@@ -116,7 +116,14 @@ fn draw_trees(args: &TreeArgs, a: &Analysis) -> anyhow::Result<i32> {
     } else {
         a.findings.clone()
     };
-    let text = match args.out.format(args.format, Format::Table) {
+    let format = args.out.format(args.format, Format::Table);
+    if format == Format::Table && args.pid.is_none() {
+        // What the findings cannot say (D009 without a world size), said rather than left out.
+        for n in a.unjudged_rendezvous(&args.port.into_iter().collect::<Vec<_>>()) {
+            render::note(&render::escape_control(&n));
+        }
+    }
+    let text = match format {
         Format::Table => tree_text(a, &trees, &roots, &findings, args.out.color()),
         f => render::document(
             &TreeDoc {

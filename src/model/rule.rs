@@ -519,6 +519,18 @@ rules! {
     /// address, that it is not this host's and that nothing answers there (the fix: a `MASTER_ADDR` of
     /// this host). A host name is not judged (doctor does not resolve names).
     ///
+    /// **Not judged: ranks without a world size.** The spawn and fork ranks of `mp.spawn`, Lightning
+    /// `ddp_spawn` and `ddp_notebook`/`ddp_fork` carry no `RANK` or `WORLD_SIZE` in their environment:
+    /// torch hands `world_size` and the rank to the function it starts (pickled through a pipe), and
+    /// Lightning sets `LOCAL_RANK` in `os.environ` inside the child, after exec; the number of
+    /// siblings is the local world size only on one node. So D009 does not count these ranks, and
+    /// says nothing either way; `doctor ports` and `doctor tree` (table output) say so on stderr
+    /// instead of staying silent: `note: job-N on port P: its ranks (pids ...) carry no WORLD_SIZE
+    /// ... not judged (no D009 either way); py-spy dump --locals --pid PID shows the world_size
+    /// init_process_group was given` (`-q` leaves it out; the JSON/YAML documents show it as a job
+    /// without `world_size`). Real test: `tests/matrix.rs`
+    /// `a_spawn_job_without_world_size_is_said_to_be_unjudged`.
+    ///
     /// Under `doctor run --timeout N` the machine is observed at the moment the timeout stops the
     /// command, and the findings `doctor ports` would give then about the run's processes are stated:
     /// a rendezvous not complete by the timeout is D009 (the 15 s wait does not apply: the timeout is
