@@ -384,6 +384,9 @@ impl Job {
         let doctor = self.child.id() as i32;
         let start = Instant::now();
         if interrupt {
+            // doctor judges the run as it last stood still for a second (`doctor run`'s
+            // SETTLED_SECS): the situation, checked just now, must have stood that long.
+            self.wait_still(STILL);
             self.signal(doctor, libc::SIGINT);
         }
         let mut again = interrupt;
@@ -410,6 +413,58 @@ impl Job {
             .map_err(|e| format!("{}: doctor run ({status}) wrote no record: {e}", self.name))?;
         let _ = std::fs::remove_file(&path);
         serde_json::from_str(&text).map_err(|e| format!("{}: record is no JSON: {e}", self.name))
+    }
+
+    /// Wait until the job's processes (pid, kernel state as `doctor run` classes it) and their
+    /// listening and established TCP sockets have not changed for `still` (at most a minute).
+    fn wait_still(&mut self, still: Duration) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut last = None;
+        let mut since = Instant::now();
+        while Instant::now() < deadline {
+            let look = self.look();
+            if last.as_ref() != Some(&look) {
+                last = Some(look);
+                since = Instant::now();
+            } else if since.elapsed() >= still {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// What `doctor run` compares from poll to poll: each live process of the job with its state
+    /// (running, sleeping and idle alike) and the inodes of its LISTEN and ESTABLISHED sockets.
+    fn look(&mut self) -> Vec<(i32, String, Vec<u64>)> {
+        let held = tcp_inodes(&["01", "0A"]);
+        let mut out = Vec::new();
+        for pid in self.pids() {
+            let Some(state) = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| Some(s.rsplit_once(')')?.1.split_whitespace().next()?.to_string()))
+            else {
+                continue;
+            };
+            let state = match state.as_str() {
+                "R" | "S" | "I" => "S".to_string(),
+                _ => state,
+            };
+            let mut inodes: Vec<u64> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter_map(|e| {
+                    let l = std::fs::read_link(e.path()).ok()?;
+                    let l = l.to_str()?;
+                    l.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
+                })
+                .filter(|i| held.contains(i))
+                .collect();
+            inodes.sort_unstable();
+            inodes.dedup();
+            out.push((pid, state, inodes));
+        }
+        out
     }
 
     fn seen(&self) -> Vec<String> {
@@ -609,6 +664,29 @@ fn run_timeout() -> Duration {
             .and_then(|v| v.parse().ok())
             .unwrap_or(600),
     )
+}
+
+/// How long a job under `doctor run` stands still before the test interrupts it: more than the
+/// second `doctor run` needs to take a moment as the one the run stood at.
+const STILL: Duration = Duration::from_millis(2500);
+
+/// Inodes of the TCP sockets (IPv4 and IPv6) of this network namespace in one of `states`
+/// (`/proc/net/tcp`'s hex state: 01 ESTABLISHED, 0A LISTEN).
+fn tcp_inodes(states: &[&str]) -> BTreeSet<u64> {
+    let mut out = BTreeSet::new();
+    for f in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        for l in std::fs::read_to_string(f)
+            .unwrap_or_default()
+            .lines()
+            .skip(1)
+        {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            if cols.len() > 9 && states.contains(&cols[3]) {
+                out.extend(cols[9].parse::<u64>().ok());
+            }
+        }
+    }
+    out
 }
 
 /// How long after its SIGINT `doctor run` may still run before it gets a second one.
