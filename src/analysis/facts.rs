@@ -437,6 +437,10 @@ impl<'a> Analysis<'a> {
     /// rendezvous are the ranks of one job that lost its launcher ([`Analysis::orphan_groups`]).
     fn spawn_launchers(&mut self, order: &[i32]) {
         for &pid in order {
+            if self.roles[&pid] == Role::Forkserver {
+                self.forkserver_launcher(pid);
+                continue;
+            }
             if !matches!(self.roles[&pid], Role::Python | Role::Other)
                 || self.identity.get(&pid).is_some_and(Identity::has_rank)
             {
@@ -501,6 +505,42 @@ impl<'a> Analysis<'a> {
             self.roles.insert(pid, Role::Launcher);
             self.make_ranks(&spawned, port);
         }
+    }
+
+    /// `mp.start_processes(..., start_method="forkserver")`: the script starts a forkserver, which
+    /// forks the ranks. Two or more forkserver children that share a rendezvous, under a live
+    /// forkserver whose parent is a Python process that is no rank (not a rank's DataLoader
+    /// workers re-running the launch: D001's) and not an adopter: the ranks of one job, the
+    /// script its launcher. (A forkserver whose script was killed is not handled: a known gap.)
+    fn forkserver_launcher(&mut self, server: i32) {
+        let Some(script) = self.process(server).and_then(|p| self.parent(p)) else {
+            return;
+        };
+        if !matches!(self.roles[&script.pid], Role::Python | Role::Other)
+            || !is_python(script)
+            || self.is_adopter(script)
+            || self
+                .identity
+                .get(&script.pid)
+                .is_some_and(Identity::has_rank)
+        {
+            return;
+        }
+        let kids: Vec<i32> = self
+            .children(server)
+            .iter()
+            .copied()
+            .filter(|c| self.roles[c] == Role::ForkserverChild)
+            .filter(|c| !self.identity.get(c).is_some_and(Identity::has_rank))
+            .collect();
+        if kids.len() < 2 {
+            return;
+        }
+        let Some(port) = self.shared_rendezvous(&kids) else {
+            return;
+        };
+        self.roles.insert(script.pid, Role::Launcher);
+        self.make_ranks(&kids, port);
     }
 
     /// `kids` become ranks on `port` (those whose own MASTER_PORT is another stay what they are).
@@ -1474,6 +1514,51 @@ mod tests {
             let d003: Vec<_> = a.findings.iter().filter(|f| f.code == Rule::D003).collect();
             assert_eq!(d003.len(), 2, "{:?}", a.findings);
             assert_eq!(a.jobs.len(), 2, "{:?}", a.jobs);
+        }
+
+        /// `mp.start_processes(..., start_method="forkserver")`: script -> forkserver -> 2 ranks
+        /// sharing the store: one job of the script, no finding (was two D002 and each rank in two
+        /// jobs). A rank's forkserver DataLoader workers joining the store stay D001's.
+        #[test]
+        fn forkserver_ranks_of_a_live_script_are_one_job() {
+            // The forkserver's command line: `python -c "from multiprocessing.forkserver ..."`.
+            let fs = |pid: i32, ppid: i32, env: &[(&str, &str)], inodes: &[u64]| {
+                let mut p = proc_(pid, ppid, "python", env, inodes);
+                p.argv = vec![
+                    "python".into(),
+                    "-c".into(),
+                    "from multiprocessing.forkserver import main; main(8, 9, ['__main__'])".into(),
+                ];
+                p
+            };
+            let mut script = proc_(100, 1, "python train.py", &[], &[]);
+            script.pgid = 100;
+            let s = snap(vec![
+                proc_(1, 0, "/sbin/init", &[], &[]),
+                script,
+                fs(105, 100, PORT, &[]),
+                fs(110, 105, PORT, &[1, 2, 3]),
+                fs(111, 105, PORT, &[4]),
+            ]);
+            let a = Analysis::new(&s, &[]);
+            assert_eq!(a.role(100), Role::Launcher);
+            assert_eq!((a.role(110), a.role(111)), (Role::Rank, Role::Rank));
+            assert_eq!(a.jobs.len(), 1, "{:?}", a.jobs);
+            assert_eq!(a.jobs[0].pids, vec![100, 105, 110, 111]);
+            assert!(a.findings.is_empty(), "{:?}", a.findings);
+            // The same forkserver under a rank (its DataLoader workers re-running the launch).
+            let rank0 = proc_(100, 1, "python train.py", &rank("0"), &[1, 2, 3]);
+            let r0 = rank("0");
+            let s = snap(vec![
+                proc_(1, 0, "/sbin/init", &[], &[]),
+                rank0,
+                fs(105, 100, &r0, &[]),
+                fs(110, 105, &r0, &[4]),
+                fs(111, 105, &r0, &[]),
+            ]);
+            let a = Analysis::new(&s, &[]);
+            assert_eq!(a.role(100), Role::Rank);
+            assert_ne!(a.role(110), Role::Rank);
         }
 
         /// `docker run IMAGE python train.py`: the launcher is the container's PID 1. Its spawn

@@ -33,6 +33,8 @@ Launchers:
   mp-spawn           torch.multiprocessing.spawn; MASTER_ADDR/MASTER_PORT set in os.environ of the
                      parent before it spawns (its children carry them)
   mp-spawn-inner     the PyTorch tutorial shape: each spawned function sets MASTER_* itself
+  mp-forkserver      torch.multiprocessing.start_processes(start_method="forkserver"): the ranks
+                     are children of the forkserver the script started
   ddp-spawn          Lightning Trainer(strategy="ddp_spawn")
   ddp-notebook       Lightning Trainer(strategy="ddp_notebook") (fork children)
   shell-env          srun/job-script shape: RANK=r ... bash -c "python rank; true" per rank
@@ -218,7 +220,7 @@ def torchrun_cmd(launcher, port):
 def main():
     launcher, port = sys.argv[1], int(sys.argv[2])
     extra = [int(x) for x in sys.argv[3:]]
-    if launcher in ("mp-spawn", "mp-spawn-inner", "ddp-spawn", "ddp-notebook"):
+    if launcher in ("mp-spawn", "mp-spawn-inner", "mp-forkserver", "ddp-spawn", "ddp-notebook"):
         # Started as a job script starts it (`python train.py &` in a non-interactive shell:
         # SIGINT ignored, inherited by the children). torch's spawn and fork children ask for
         # SIGINT on their parent's death (PR_SET_PDEATHSIG) and die of it otherwise, unless they
@@ -238,6 +240,13 @@ def main():
             os.environ["MASTER_ADDR"] = "127.0.0.1"
             os.environ["MASTER_PORT"] = str(port)
         mp.spawn(spawned, args=(2, port, inner), nprocs=2)
+    elif launcher == "mp-forkserver":
+        import torch.multiprocessing as mp
+
+        say(f"LAUNCHER pid={os.getpid()}")
+        os.environ["MASTER_ADDR"] = "127.0.0.1"
+        os.environ["MASTER_PORT"] = str(port)
+        mp.start_processes(spawned, args=(2, port, False), nprocs=2, start_method="forkserver")
     elif launcher == "ddp-spawn":
         say(f"LAUNCHER pid={os.getpid()}")
         trainer("ddp_spawn", port)
