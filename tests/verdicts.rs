@@ -5,6 +5,7 @@
 mod common;
 
 use std::process::Command;
+use std::time::Duration;
 
 use common::*;
 
@@ -50,8 +51,14 @@ fn assert_free(port: u16) {
         port < ephemeral_low(),
         "{port} is not below the ephemeral range"
     );
+    // Free means a bind succeeds; another test's doctor (run in parallel) may be proving the same
+    // port free with a bind of its own for a few microseconds, and another test may be asserting
+    // it at this moment: a port is taken only when no bind succeeds for a second.
     assert!(
-        std::net::TcpListener::bind(("0.0.0.0", port)).is_ok(),
+        wait_until(Duration::from_secs(1), || std::net::TcpListener::bind((
+            "0.0.0.0", port
+        ))
+        .is_ok()),
         "suggested port {port} is taken"
     );
 }
