@@ -53,7 +53,7 @@ echo "files scanned: doctor $D_FILES, ruff $R_FILES"
 # Findings by code: the prefilter (files naming none of scan::NEEDLES are not parsed) must not
 # change them; compare with a run of an older build (DOCTOR_BASELINE=/path/to/doctor).
 counts() { $1 scan --exit-zero --format json --python-version 3.11 --platform linux ${DIRS[*]} 2>/dev/null \
-    | "$VENV/bin/python" -c 'import json,sys,collections; d=json.load(sys.stdin)["diagnostics"]; print(dict(sorted(collections.Counter(x["code"] for x in d).items())))'; }
+    | "$VENV/bin/python" -c 'import json,sys,collections; j=json.load(sys.stdin); d=j.get("findings", j.get("diagnostics", [])); print(dict(sorted(collections.Counter(x["code"] for x in d).items())))'; }
 echo "findings: doctor $(counts "$DOCTOR")"
 if [[ -n "${DOCTOR_BASELINE:-}" ]]; then
     echo "findings: baseline $(counts "$DOCTOR_BASELINE")"
@@ -76,6 +76,10 @@ else
     run() { for _ in $(seq "$RUNS"); do s=$(date +%s.%N); eval "$1" >/dev/null 2>&1; e=$(date +%s.%N); echo "$e - $s" | bc -l; done | median; }
     eval "$DOCTOR_CMD" >/dev/null 2>&1; eval "$RUFF_CMD" >/dev/null 2>&1   # warm the page cache
     D=$(run "$DOCTOR_CMD"); R=$(run "$RUFF_CMD")
+    if [[ -n "${DOCTOR_BASELINE:-}" ]]; then
+        B=$(run "${DOCTOR_CMD/#$DOCTOR/$DOCTOR_BASELINE}")
+        echo "median baseline doctor scan: $B s (current/baseline $(echo "$D / $B" | bc -l | cut -c1-5)x)"
+    fi
 fi
 python3 - "$D" "$R" "$LINES" <<'PY'
 import sys
