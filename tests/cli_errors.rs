@@ -23,6 +23,37 @@ fn bad_ports() {
     fails_with(&["tree", "--port", "70000"], "not a usable port");
 }
 
+/// A path with control characters or bytes that are not UTF-8, given to an option that names a
+/// file: the error line says it escaped (no raw ESC reaches the terminal), exit 2.
+#[test]
+fn control_characters_in_paths_are_escaped_in_errors() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let script = dir.path().join("t.py");
+    std::fs::write(
+        &script,
+        "import torch.distributed as d\nd.init_process_group('gloo')\n",
+    )
+    .expect("write");
+    let script = script.to_string_lossy().into_owned();
+    let odd = std::ffi::OsStr::from_bytes(b"/nonexistent/a\x1b[31mb\x07\xff");
+    for option in ["--python-base", "--python"] {
+        let out = doctor()
+            .args(["repro", &script, "--verify-fix", "--no-setup", option])
+            .arg(odd)
+            .output()
+            .expect("doctor");
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(2), "{option}: {err}");
+        assert!(err.contains("error:") && err.contains("hint:"), "{err}");
+        assert!(err.contains("a\\x1b[31mb\\x07"), "{option}: {err:?}");
+        assert!(
+            !err.chars().any(|c| c.is_control() && c != '\n'),
+            "{option}: {err:?}"
+        );
+    }
+}
+
 #[test]
 fn unknown_pid() {
     let err = fails_with(

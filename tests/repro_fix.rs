@@ -204,6 +204,58 @@ fn verify_fix_names_a_star_imported_module_that_is_missing() {
     );
 }
 
+/// A script that reads a file beside itself (`os.path.dirname(__file__)`) after its launch: the
+/// copies find it as the script does in place (fix verified); one that reads a file that is not
+/// there stops at the same FileNotFoundError in both copies, though each names its own folder:
+/// fix verified too (stopped alike, the original's launch ran again in the child). Before: both
+/// were "fix NOT verified" (the copies' folders held no config, and the two errors differed).
+#[test]
+fn verify_fix_of_a_script_reading_files_beside_it() {
+    let _one = HEAVY.lock().unwrap_or_else(|e| e.into_inner());
+    if common::torch_python().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("config.yaml"), "lr: 1\n").expect("write");
+    for (file, data) in [("cfg.py", "config.yaml"), ("nodata.py", "data.csv")] {
+        let script = dir.path().join(file);
+        std::fs::write(
+            &script,
+            format!(
+                "import os\nimport torch.distributed as dist\n\ndist.init_process_group(\"gloo\")\n\
+                 here = os.path.dirname(os.path.abspath(__file__))\n\
+                 with open(os.path.join(here, \"{data}\")) as f:\n    print(f.read())\n\n\
+                 if __name__ == \"__main__\":\n    print(\"train\")\n"
+            ),
+        )
+        .expect("write");
+        let script = script.to_string_lossy().into_owned();
+        let out = run_in_group(&[
+            "repro",
+            &script,
+            "--verify-fix",
+            "--ctx",
+            "spawn",
+            "--accelerator",
+            "cpu",
+            "--no-progress",
+            "--format",
+            "json",
+        ]);
+        let doc: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("no JSON ({e}): {}", String::from_utf8_lossy(&out.stderr)));
+        let summary = doc["verdict"]["summary"].as_str().unwrap_or("");
+        assert_eq!(doc["verdict"]["fix_verified"], true, "{file}: {doc}");
+        assert_eq!(out.status.code(), Some(0), "{file}: {summary}");
+        if file == "nodata.py" {
+            assert!(
+                summary.contains("stop at the same error") && summary.contains("data.csv"),
+                "{summary}"
+            );
+        }
+    }
+}
+
 /// tests/fixtures/scan_star/guess.py star-imports an installed module that is not beside it
 /// (so the scan cannot follow it): the module must really bind `torch` and `dist` through
 /// `import *` (no `__all__`), or the fixture would not run and would test nothing.

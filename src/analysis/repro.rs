@@ -293,6 +293,44 @@ pub fn join_and(items: &[&str]) -> String {
     }
 }
 
+/// The same error of the script's own in both copies: the texts alike but for what differs
+/// between the two runs by construction: the copy's folder (`.../original/` or `.../fixed/`,
+/// in a FileNotFoundError of a file beside the script, say) and each case's own rendezvous port.
+fn same_error(o: &CaseResult, f: &CaseResult) -> bool {
+    let norm = |c: &CaseResult| {
+        c.error.as_deref().map(|e| {
+            let e = e
+                .replace("/original/", "/<copy>/")
+                .replace("/fixed/", "/<copy>/");
+            mask_number(&e, c.port)
+        })
+    };
+    norm(o) == norm(f)
+}
+
+/// `text` with each whole number equal to `n` replaced by `<port>`.
+fn mask_number(text: &str, n: u16) -> String {
+    let n = n.to_string();
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(|c: char| c.is_ascii_digit()) {
+        let len = rest[at..]
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len() - at);
+        let (head, number) = (&rest[..at], &rest[at..at + len]);
+        let joined = head.ends_with(|c: char| c.is_alphanumeric() || c == '_');
+        out.push_str(head);
+        out.push_str(if number == n && !joined {
+            "<port>"
+        } else {
+            number
+        });
+        rest = &rest[at + len..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// A script that fails of its own after its launch (no GPU, a placeholder argument): every
 /// fixed case that failed stopped at the original's error in the same context, and where the
 /// re-import probe ran, the original's launch ran again in the child and the fixed copy's did
@@ -307,7 +345,7 @@ fn stops_alike(original: &[&CaseResult], fixed: &[&CaseResult]) -> Option<String
             continue;
         }
         let o = twin(f)?;
-        if f.outcome != Outcome::Error || f.error.is_none() || o.error != f.error {
+        if f.outcome != Outcome::Error || f.error.is_none() || !same_error(o, f) {
             return None;
         }
         match (o.reimport, f.reimport) {
@@ -406,7 +444,7 @@ pub fn verify_verdict(name: &str, cases: &[CaseResult]) -> Verdict {
         && fixed_failures.iter().all(|f| {
             original
                 .iter()
-                .any(|o| o.ctx == f.ctx && o.outcome == f.outcome && o.error == f.error)
+                .any(|o| o.ctx == f.ctx && o.outcome == f.outcome && same_error(o, f))
         });
     let reimports = cases
         .iter()
@@ -648,6 +686,86 @@ mod tests {
             original,
             case(Variant::Fixed, Ctx::Spawn, Hang, assertion, Some(Clean)),
         ]);
+    }
+
+    /// Both copies stop at the same error of the script's own, whose text names the copy's own
+    /// folder or the case's own port: the same error (fix verified), and "cannot verify" where
+    /// no launch ran; any other difference is another error (never verified).
+    #[test]
+    fn errors_differing_only_in_the_copy_folder_or_port_are_the_same() {
+        use Outcome::*;
+        use Reimport::*;
+        let case = |variant, outcome, port, error: &str, reimport| {
+            let mut c = result("cfg.py", variant, Ctx::Spawn, outcome, outcome, None);
+            c.port = port;
+            c.error = Some(error.into());
+            c.reimport = reimport;
+            c
+        };
+        let missing = |folder: &str| {
+            format!(
+                "FileNotFoundError: [Errno 2] No such file or directory: '/tmp/.tmpAb/{folder}/data.csv'"
+            )
+        };
+        let refused = |port: u16| format!("ConnectionRefusedError: 127.0.0.1:{port} (port {port})");
+        let o = case(
+            Variant::Original,
+            Eaddrinuse,
+            31057,
+            &missing("original"),
+            Some(Relaunched),
+        );
+        let f = case(Variant::Fixed, Error, 31058, &missing("fixed"), Some(Clean));
+        let v = verify_verdict("cfg.py", &[o, f]);
+        assert!(v.fix_verified, "{}", v.summary);
+        let o = case(
+            Variant::Original,
+            Error,
+            31057,
+            &refused(31057),
+            Some(Relaunched),
+        );
+        let f = case(Variant::Fixed, Error, 31058, &refused(31058), Some(Clean));
+        assert!(verify_verdict("cfg.py", &[o, f]).fix_verified);
+        // No launch proved: "cannot verify", not "fix NOT verified".
+        let o = case(
+            Variant::Original,
+            Error,
+            31057,
+            &missing("original"),
+            Some(Failed),
+        );
+        let f = case(
+            Variant::Fixed,
+            Error,
+            31058,
+            &missing("fixed"),
+            Some(Failed),
+        );
+        let v = verify_verdict("cfg.py", &[o, f]);
+        assert!(v.summary.starts_with("cannot verify"), "{}", v.summary);
+        // Another number (not the case's port), another file, another folder name: other errors.
+        for (a, b) in [
+            (refused(31057).replace("31057)", "31059)"), refused(31058)),
+            (
+                missing("original"),
+                missing("fixed").replace("data", "labels"),
+            ),
+            (missing("original"), missing("other")),
+            (
+                "ValueError: 12 != 31057".into(),
+                "ValueError: 13 != 31058".into(),
+            ),
+        ] {
+            let o = case(Variant::Original, Error, 31057, &a, Some(Relaunched));
+            let f = case(Variant::Fixed, Error, 31058, &b, Some(Clean));
+            let v = verify_verdict("cfg.py", &[o, f]);
+            assert!(!v.fix_verified, "{a} / {b}: {}", v.summary);
+        }
+        assert_eq!(
+            mask_number("a 310 3105 31057 x31057 31057", 3105),
+            "a 310 <port> 31057 x31057 31057"
+        );
     }
 
     fn matrix(fixed_digests: [&str; 3]) -> Vec<CaseResult> {

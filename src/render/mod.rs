@@ -298,13 +298,15 @@ fn permission_text(snap: &Snapshot, verbose: u8) -> Option<String> {
 pub fn print_error(err: &anyhow::Error) {
     let color = stderr_color();
     let label = paint("error:", Paint::Red, color);
-    eprintln!("{label} {err:#}");
+    // Every error and hint escaped here, once: a path given on the command line (`--python-base
+    // $'/tmp/a\e[31mb'`), a file name or an interpreter's own message may hold control characters.
+    eprintln!("{label} {}", escape_control(&format!("{err:#}")));
     let hint = err
         .downcast_ref::<crate::error::UserError>()
         .and_then(|u| u.hint.as_deref())
         .unwrap_or("see `doctor --help` and the command's `--help`");
     let label = paint("hint:", Paint::Blue, color);
-    eprintln!("{label} {hint}");
+    eprintln!("{label} {}", escape_control(hint));
 }
 
 #[cfg(test)]

@@ -429,6 +429,7 @@ fn write_cases(
     for (variant, folder) in [(Variant::Original, "original"), (Variant::Fixed, "fixed")] {
         let copy = dir.join(folder).join(&name);
         std::fs::create_dir_all(dir.join(folder))?;
+        mirror_folder(&home, &dir.join(folder), &name);
         match variant {
             Variant::Fixed => fix.write_to(&copy)?,
             _ => {
@@ -477,6 +478,24 @@ fn write_cases(
         }
     }
     Ok(cases)
+}
+
+/// The copy's folder shows what the script's folder holds (a link to each entry but the script
+/// itself), so a script that reads a file beside it (`os.path.dirname(__file__)`: a config, a
+/// dataset) finds it as it does in place; without them both copies stopped at a
+/// FileNotFoundError that naming its own folder (original/ or fixed/) made two errors, and a
+/// working fix was "fix NOT verified". An entry that cannot be linked is left out.
+fn mirror_folder(home: &Path, folder: &Path, script: &str) {
+    let Ok(entries) = std::fs::read_dir(home) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let entry = e.file_name();
+        if entry == std::ffi::OsStr::new(script) {
+            continue;
+        }
+        let _ = std::os::unix::fs::symlink(e.path(), folder.join(&entry));
+    }
 }
 
 #[cfg(test)]
