@@ -51,6 +51,15 @@ const SNIPPETS: &[&str] = &[
     "print(f'{1=}')\n",
     "@(lambda f: f)\ndef g():\n    pass\n",
     "with (open('a') as a, open('b') as b):\n    pass\n",
+    // One parenthesized item with `as` (numpy's testing utils have one): 3.8 rejects it, and the
+    // parser did not date it; its neighbours: parentheses that are the expression's or the target's.
+    "with (open('a') as a):\n    pass\n",
+    "with (open('a')\n      as a):\n    pass\n",
+    "async def f():\n    async with (open('a') as a):\n        pass\n",
+    "with (open('a')) as a:\n    pass\n",
+    "with open('a') as (a):\n    pass\n",
+    "with (open('a')) as (a), (open('b')):\n    pass\n",
+    "with ((open('a'))) as a:\n    pass\n",
     "d = {}\nd[x := 1] = 2\n",
     "s = {x := 1, 2}\n",
     "s = {y := x for x in [1]}\n",

@@ -76,7 +76,50 @@ pub fn needed_python(source: &str) -> Option<NeededPython> {
             line: lines.line_index(e.range().start()).get(),
         });
     }
+    if let Some(line) = parenthesized_with_item(&parsed, &lines)
+        && best.as_ref().is_none_or(|b| b.version < (3, 9))
+    {
+        best = Some(NeededPython {
+            version: (3, 9),
+            what: "Cannot use parentheses within a `with` statement".to_string(),
+            line,
+        });
+    }
     best
+}
+
+/// The line of the first `with (EXPR as NAME):`, one item in parentheses with `as` inside them:
+/// CPython 3.8 rejects it, 3.9 accepts it, and the parser dates only several items (or a trailing
+/// comma) to 3.9. From the tokens: an `as` directly inside the bracket that opens right after
+/// `with` (`with (x) as y` and `with x as (y)` have theirs outside).
+fn parenthesized_with_item(
+    parsed: &ruff_python_parser::Parsed<ruff_python_ast::Mod>,
+    lines: &LineIndex,
+) -> Option<usize> {
+    use ruff_python_ast::token::TokenKind as K;
+    let tokens: Vec<_> = parsed
+        .tokens()
+        .iter()
+        .filter(|t| !t.kind().is_trivia())
+        .collect();
+    for (i, with) in tokens.iter().enumerate() {
+        if with.kind() != K::With || tokens.get(i + 1).map(|t| t.kind()) != Some(K::Lpar) {
+            continue;
+        }
+        let mut depth = 0usize;
+        for t in &tokens[i + 1..] {
+            match t.kind() {
+                K::Lpar | K::Lsqb | K::Lbrace => depth += 1,
+                K::Rpar | K::Rsqb | K::Rbrace => depth = depth.saturating_sub(1),
+                K::As if depth == 1 => return Some(lines.line_index(with.start()).get()),
+                _ => {}
+            }
+            if depth == 0 {
+                break;
+            }
+        }
+    }
+    None
 }
 
 /// [`needed_python`] of the file at `path` (read as `doctor scan` reads it); None when it cannot
@@ -106,6 +149,9 @@ mod tests {
                 "with (open('a') as a, open('b') as b):\n    pass\n",
                 Some((3, 9)),
             ),
+            ("with (open('a') as a):\n    pass\n", Some((3, 9))),
+            ("with (open('a')) as a:\n    pass\n", None),
+            ("with open('a') as (a):\n    pass\n", None),
             ("match x:\n    case 1:\n        pass\n", Some((3, 10))),
             ("s = {x := 1, 2}\n", Some((3, 9))),
             ("d[x := 1] = 2\n", Some((3, 10))),
