@@ -54,6 +54,49 @@ fn control_characters_in_paths_are_escaped_in_errors() {
     }
 }
 
+/// `--python-base` that is a directory, or a program that is no Python: one short error line.
+#[test]
+fn python_base_that_is_no_interpreter() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let script = dir.path().join("t.py");
+    std::fs::write(
+        &script,
+        "type V = int\nimport torch.distributed as d\nd.init_process_group('gloo')\n",
+    )
+    .expect("write");
+    let script = script.to_string_lossy().into_owned();
+    let folder = dir.path().to_string_lossy().into_owned();
+    let err = fails_with(
+        &[
+            "repro",
+            &script,
+            "--verify-fix",
+            "--no-setup",
+            "--python-base",
+            &folder,
+        ],
+        "is a directory",
+    );
+    assert!(err.contains("hint:"), "{err}");
+    let err = fails_with(
+        &[
+            "repro",
+            &script,
+            "--verify-fix",
+            "--no-setup",
+            "--python-base",
+            "/bin/ls",
+        ],
+        "--python-base /bin/ls",
+    );
+    let line = err.lines().find(|l| l.starts_with("error:")).unwrap_or("");
+    assert!(
+        line.chars().count() < 400,
+        "{} chars: {line}",
+        line.chars().count()
+    );
+}
+
 #[test]
 fn unknown_pid() {
     let err = fails_with(

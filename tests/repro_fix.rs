@@ -256,6 +256,59 @@ fn verify_fix_of_a_script_reading_files_beside_it() {
     }
 }
 
+/// A script with a launch the scan cannot read (`getattr(dist, "init_" + ...)`, as a helper of a
+/// package would be) beside the one it moves: the fixed copy's spawn child still initialises
+/// torch.distributed on import. Not verified (was "fix verified": the probe looked only at the
+/// flagged lines).
+#[test]
+fn verify_fix_sees_a_launch_the_scan_did_not_flag() {
+    let _one = HEAVY.lock().unwrap_or_else(|e| e.into_inner());
+    if common::torch_python().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let script = dir.path().join("hidden.py");
+    std::fs::write(
+        &script,
+        "import torch.distributed as dist\n\n\
+         _init = getattr(dist, \"init_\" + \"process_group\")\n\
+         _init(\"gloo\", store=dist.HashStore(), rank=0, world_size=1)\n\
+         try:\n    dist.init_process_group(\"gloo\")\nexcept ValueError:\n    pass\n\n\
+         if __name__ == \"__main__\":\n    print(\"train\")\n",
+    )
+    .expect("write");
+    let script = script.to_string_lossy().into_owned();
+    let out = run_in_group(&[
+        "repro",
+        &script,
+        "--verify-fix",
+        "--ctx",
+        "spawn",
+        "--accelerator",
+        "cpu",
+        "--no-progress",
+        "--format",
+        "json",
+    ]);
+    let doc: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("no JSON ({e}): {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(doc["verdict"]["fix_verified"], false, "{doc}");
+    assert_eq!(out.status.code(), Some(1), "{doc}");
+    let fixed = doc["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["variant"] == "fixed")
+        .expect("a fixed case");
+    assert_eq!(fixed["reimport"], "relaunched", "{fixed}");
+    assert!(
+        fixed["log_tail"]
+            .to_string()
+            .contains("torch.distributed is initialised after the import"),
+        "{fixed}"
+    );
+}
+
 /// tests/fixtures/scan_star/guess.py star-imports an installed module that is not beside it
 /// (so the scan cannot follow it): the module must really bind `torch` and `dist` through
 /// `import *` (no `__all__`), or the fixture would not run and would test nothing.

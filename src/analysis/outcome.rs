@@ -89,8 +89,7 @@ pub fn judge(run: &CaseRun, port: u16, expected_ranks: usize, timeout: Duration)
 pub fn reimport(text: &str) -> Option<Reimport> {
     let lines = || text.lines().map(str::trim);
     if lines().any(|l| {
-        l.starts_with("error: the launch on line ")
-            && l.ends_with("child that re-imported the script")
+        l.starts_with("error: the launch ") && l.contains(" child that re-imported the script")
     }) {
         Some(Reimport::Relaunched)
     } else if lines().any(|l| {
@@ -127,6 +126,13 @@ mod tests {
             torch.distributed.DistNetworkError: ... EADDRINUSE\n\
             error: a spawn child that re-imported the script failed (exit code 1)\n";
         assert_eq!(reimport(relaunch), Some(Reimport::Relaunched));
+        assert_eq!(
+            reimport(
+                "error: the launch ran again in a spawn child that re-imported the script: \
+                 torch.distributed is initialised after the import, by a line doctor did not flag\n"
+            ),
+            Some(Reimport::Relaunched)
+        );
         assert_eq!(
             reimport(
                 "error: a forkserver child that re-imported the script hung (killed after 60 s)\n"

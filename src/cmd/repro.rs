@@ -154,7 +154,15 @@ pub fn main(args: ReproArgs) -> anyhow::Result<i32> {
     let python = match &args.python {
         Some(p) => Some(pyenv::resolve(p).ok_or_else(|| {
             user_error(
-                format!("--python {}: no such file", p.display()),
+                format!(
+                    "--python {}: {}",
+                    p.display(),
+                    if p.is_dir() {
+                        "is a directory"
+                    } else {
+                        "no such file"
+                    }
+                ),
                 "give the path of a Python interpreter, e.g. --python .venv/bin/python",
             )
         })?),
@@ -163,7 +171,15 @@ pub fn main(args: ReproArgs) -> anyhow::Result<i32> {
     let base = match &args.python_base {
         Some(p) => Some(pyenv::resolve(p).ok_or_else(|| {
             user_error(
-                format!("--python-base {}: no such file", p.display()),
+                format!(
+                    "--python-base {}: {}",
+                    p.display(),
+                    if p.is_dir() {
+                        "is a directory"
+                    } else {
+                        "no such file"
+                    }
+                ),
                 pyenv::BASE_HINT,
             )
         })?),

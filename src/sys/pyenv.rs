@@ -109,8 +109,13 @@ pub fn probe(python: &Path) -> anyhow::Result<PythonEnv> {
     }
     let text = String::from_utf8_lossy(&out.stdout);
     let line = text.lines().last().unwrap_or_default();
-    let mut env: PythonEnv = serde_json::from_str(line)
-        .with_context(|| format!("{} did not answer the probe: {line}", python.display()))?;
+    let mut env: PythonEnv = serde_json::from_str(line).with_context(|| {
+        format!(
+            "{} did not answer the probe: {}",
+            python.display(),
+            one_line(line)
+        )
+    })?;
     env.path = python.to_path_buf();
     Ok(env)
 }
@@ -124,7 +129,12 @@ fn one_line(stderr: &str) -> String {
     } else {
         lines.next()
     };
-    line.unwrap_or("no message").to_string()
+    let line = line.unwrap_or("no message");
+    // A program that is no Python may echo the whole probe script back (`ls` names it as a file).
+    match line.char_indices().nth(200) {
+        Some((at, _)) => format!("{}…", &line[..at]),
+        None => line.to_string(),
+    }
 }
 
 /// `(major, minor)` of a version string such as `2.15.0+cpu`.

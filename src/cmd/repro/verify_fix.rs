@@ -107,6 +107,22 @@ def _doctor_probe_report(lines, ctx):
     if line is not None:
         _doctor_say_relaunch(line, ctx)
         _sys.exit(3)
+    # A launch on no line the scan flagged (a helper of a package, a name it cannot read) that
+    # still ran during the import: the default process group is there in a fresh child.
+    dist = _sys.modules.get("torch.distributed")
+    try:
+        initialised = dist is not None and dist.is_available() and dist.is_initialized()
+    except Exception:
+        initialised = False
+    if initialised:
+        print(
+            "error: the launch ran again in a %s child that re-imported the script: "
+            "torch.distributed is initialised after the import, by a line doctor did not flag"
+            % ctx,
+            file=_sys.stderr,
+            flush=True,
+        )
+        _sys.exit(3)
 
 
 _failed = []
