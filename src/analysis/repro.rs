@@ -3,6 +3,9 @@
 //! of one's own, and `--verify-fix`'s original against its fixed copy). Pure functions of data.
 
 use std::collections::BTreeSet;
+use std::sync::LazyLock;
+
+use regex::Regex;
 
 use super::outcome::Judged;
 use crate::model::repro::{CaseResult, CaseSpec, Ctx, Outcome, Reimport, Variant, Verdict};
@@ -295,13 +298,22 @@ pub fn join_and(items: &[&str]) -> String {
 
 /// The same error of the script's own in both copies: the texts alike but for what differs
 /// between the two runs by construction: the copy's folder (`.../original/` or `.../fixed/`,
-/// in a FileNotFoundError of a file beside the script, say) and each case's own rendezvous port.
+/// in a FileNotFoundError of a file beside the script, say), each case's own rendezvous port,
+/// process ids (`DataLoader worker (pid(s) 4711) exited unexpectedly`) and object addresses
+/// (`Can't pickle <function <lambda> at 0x7f3a...>`).
 fn same_error(o: &CaseResult, f: &CaseResult) -> bool {
+    static PID: LazyLock<Regex> = LazyLock::new(|| {
+        Regex::new(r"(?i)\b(pid(?:\(s\))?\s*[=:]?\s*)\d+(?:\s*,\s*\d+)*").expect("regex")
+    });
+    static ADDRESS: LazyLock<Regex> =
+        LazyLock::new(|| Regex::new(r"\b0x[0-9a-fA-F]{6,}\b").expect("regex"));
     let norm = |c: &CaseResult| {
         c.error.as_deref().map(|e| {
             let e = e
                 .replace("/original/", "/<copy>/")
                 .replace("/fixed/", "/<copy>/");
+            let e = PID.replace_all(&e, "${1}<pid>");
+            let e = ADDRESS.replace_all(&e, "0x<address>");
             mask_number(&e, c.port)
         })
     };
@@ -727,6 +739,21 @@ mod tests {
         );
         let f = case(Variant::Fixed, Error, 31058, &refused(31058), Some(Clean));
         assert!(verify_verdict("cfg.py", &[o, f]).fix_verified);
+        for (a, b) in [
+            (
+                "RuntimeError: DataLoader worker (pid(s) 4711, 4712) exited unexpectedly",
+                "RuntimeError: DataLoader worker (pid(s) 5003, 5004) exited unexpectedly",
+            ),
+            (
+                "AttributeError: Can't pickle local object <function <lambda> at 0x7f3a2c1e5b80>",
+                "AttributeError: Can't pickle local object <function <lambda> at 0x7f91d04a1e40>",
+            ),
+        ] {
+            let o = case(Variant::Original, Error, 31057, a, Some(Relaunched));
+            let f = case(Variant::Fixed, Error, 31058, b, Some(Clean));
+            let v = verify_verdict("cfg.py", &[o, f]);
+            assert!(v.fix_verified, "{a} / {b}: {}", v.summary);
+        }
         // No launch proved: "cannot verify", not "fix NOT verified".
         let o = case(
             Variant::Original,
@@ -755,6 +782,11 @@ mod tests {
             (
                 "ValueError: 12 != 31057".into(),
                 "ValueError: 13 != 31058".into(),
+            ),
+            ("KeyError: 'pid 12'".into(), "KeyError: 'uid 12'".into()),
+            (
+                "ValueError: 0x7f3a2c1e5b80".into(),
+                "TypeError: 0x7f3a2c1e5b80".into(),
             ),
         ] {
             let o = case(Variant::Original, Error, 31057, &a, Some(Relaunched));
