@@ -256,6 +256,58 @@ fn verify_fix_of_a_script_reading_files_beside_it() {
     }
 }
 
+/// The copies' folders show the script's folder but not its `__pycache__`: a script that imports
+/// itself by name (`import selfimp`, as code pickled for spawn children does) beside a
+/// hash-checked `.pyc` of the original would load the original's launch into the fixed copy.
+#[test]
+fn verify_fix_does_not_lend_the_original_bytecode_to_the_fixed_copy() {
+    let _one = HEAVY.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(python) = common::torch_python() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let script = dir.path().join("selfimp.py");
+    std::fs::write(
+        &script,
+        "import torch.distributed as dist\n\ndist.init_process_group(\"gloo\")\n\n\
+         if __name__ == \"__main__\":\n    import selfimp\n",
+    )
+    .expect("write");
+    let compiled = std::process::Command::new(&python)
+        .current_dir(dir.path())
+        .args([
+            "-c",
+            "import py_compile as p; p.compile('selfimp.py', doraise=True, \
+             invalidation_mode=p.PycInvalidationMode.UNCHECKED_HASH)",
+        ])
+        .status()
+        .expect("python");
+    assert!(compiled.success());
+    let script = script.to_string_lossy().into_owned();
+    let out = run_in_group(&[
+        "repro",
+        &script,
+        "--verify-fix",
+        "--ctx",
+        "spawn",
+        "--accelerator",
+        "cpu",
+        "--no-progress",
+        "--format",
+        "json",
+    ]);
+    let doc: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("no JSON ({e}): {}", String::from_utf8_lossy(&out.stderr)));
+    let fixed = doc["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["variant"] == "fixed")
+        .expect("a fixed case");
+    assert_eq!(fixed["outcome"], "ok", "{fixed}");
+    assert_eq!(doc["verdict"]["fix_verified"], true, "{doc}");
+}
+
 /// A script with a launch the scan cannot read (`getattr(dist, "init_" + ...)`, as a helper of a
 /// package would be) beside the one it moves: the fixed copy's spawn child still initialises
 /// torch.distributed on import. Not verified (was "fix verified": the probe looked only at the

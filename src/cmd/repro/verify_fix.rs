@@ -507,7 +507,9 @@ fn mirror_folder(home: &Path, folder: &Path, script: &str) {
     };
     for e in entries.flatten() {
         let entry = e.file_name();
-        if entry == std::ffi::OsStr::new(script) {
+        // Not the script, and not its bytecode cache: a hash-checked `.pyc` of the original
+        // would be loaded for the fixed copy's `import NAME` of itself.
+        if entry == std::ffi::OsStr::new(script) || entry == "__pycache__" {
             continue;
         }
         let _ = std::os::unix::fs::symlink(e.path(), folder.join(&entry));
