@@ -388,8 +388,19 @@ pub fn verify_verdict(name: &str, cases: &[CaseResult]) -> Verdict {
     let mismatches = mismatches(cases);
     let clean = cases.iter().all(|c| c.leftovers.is_empty());
     let stops_alike = stops_alike(&original, &fixed);
-    let fix_verified =
-        ((fixed_ok && same_weights) || stops_alike.is_some()) && !fails.is_empty() && clean;
+    // The original's failure must be its launch running again: a child re-ran it (the probe),
+    // or a re-importing context failed as that does (EADDRINUSE, a duplicate rank's hang). An
+    // original that failed otherwise (under fork, where no child re-imports; a flaky script)
+    // proves nothing about the fix.
+    let relaunch_seen = fails.iter().any(|c| {
+        c.reimport == Some(Reimport::Relaunched)
+            || (matches!(c.ctx, Ctx::Spawn | Ctx::Forkserver)
+                && matches!(c.outcome, Outcome::Eaddrinuse | Outcome::Hang))
+    });
+    let fix_verified = ((fixed_ok && same_weights) || stops_alike.is_some())
+        && !fails.is_empty()
+        && relaunch_seen
+        && clean;
     // Every context of the original counts (no outcome is a race here): list what passed.
     // Stopped alike: only the contexts whose child ran the launch again show the launch failing
     // (elsewhere the original stopped at the script's own error, as the fixed copy did).
@@ -468,6 +479,14 @@ pub fn verify_verdict(name: &str, cases: &[CaseResult]) -> Verdict {
         format!(
             "cannot verify: {name} fails the same way with and without the fix (under {}: {}); \
              it does not run this far here (a GPU, a dataset, a package or a launcher it needs?)",
+            f.ctx.as_str(),
+            f.error.as_deref().unwrap_or(f.outcome.as_str())
+        )
+    } else if !fails.is_empty() && !relaunch_seen && fixed_ok && clean {
+        let f = fails[0];
+        format!(
+            "cannot verify: the original failed where no child ran its launch again (under {}: \
+             {}), which the fix does not explain (run it again; add --ctx spawn or forkserver)",
             f.ctx.as_str(),
             f.error.as_deref().unwrap_or(f.outcome.as_str())
         )
@@ -798,6 +817,68 @@ mod tests {
             mask_number("a 310 3105 31057 x31057 31057", 3105),
             "a 310 <port> 31057 x31057 31057"
         );
+    }
+
+    /// An original that fails only where no child re-ran its launch (under fork, or an error
+    /// with a clean re-import: a flaky script) and a fixed copy that passes: nothing about the
+    /// fix is proved, "cannot verify"; with the relaunch seen anywhere, verified.
+    #[test]
+    fn an_original_failing_without_a_relaunch_proves_nothing() {
+        use Outcome::*;
+        let case = |variant, ctx, outcome, reimport| {
+            let mut c = result("flaky.py", variant, ctx, outcome, outcome, None);
+            if outcome != Ok {
+                c.error = Some("OSError: [Errno 16] Device or resource busy".into());
+            }
+            c.reimport = reimport;
+            c
+        };
+        for original in [
+            vec![case(Variant::Original, Ctx::Fork, Error, None)],
+            vec![case(
+                Variant::Original,
+                Ctx::Spawn,
+                Error,
+                Some(Reimport::Clean),
+            )],
+            vec![
+                case(Variant::Original, Ctx::Spawn, Error, Some(Reimport::Failed)),
+                case(Variant::Original, Ctx::Fork, Error, None),
+            ],
+        ] {
+            let mut cases = original.clone();
+            for o in &original {
+                cases.push(case(
+                    Variant::Fixed,
+                    o.ctx,
+                    Ok,
+                    o.reimport.map(|_| Reimport::Clean),
+                ));
+            }
+            let v = verify_verdict("flaky.py", &cases);
+            assert!(!v.fix_verified, "{}", v.summary);
+            assert!(
+                v.summary
+                    .starts_with("cannot verify: the original failed where no child"),
+                "{}",
+                v.summary
+            );
+        }
+        // The relaunch seen in one context (or EADDRINUSE there) verifies it.
+        for o in [
+            case(
+                Variant::Original,
+                Ctx::Spawn,
+                Error,
+                Some(Reimport::Relaunched),
+            ),
+            case(Variant::Original, Ctx::Forkserver, Eaddrinuse, None),
+            case(Variant::Original, Ctx::Spawn, Hang, None),
+        ] {
+            let f = case(Variant::Fixed, o.ctx, Ok, Some(Reimport::Clean));
+            let v = verify_verdict("flaky.py", &[o, f]);
+            assert!(v.fix_verified, "{}", v.summary);
+        }
     }
 
     fn matrix(fixed_digests: [&str; 3]) -> Vec<CaseResult> {
