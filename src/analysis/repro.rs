@@ -411,6 +411,8 @@ pub fn verify_verdict(name: &str, cases: &[CaseResult]) -> Verdict {
         .collect();
     let before = if fails.is_empty() {
         format!("the original {name} passes under {}", ctx_list(&original))
+    } else if !relaunch_seen {
+        format!("the original {name} fails under {}", ctx_list(&fails))
     } else if stops_alike.is_some() && !fixed_ok {
         buggy_text(name, &relaunched, &relaunched)
     } else {
@@ -859,7 +861,9 @@ mod tests {
             assert!(!v.fix_verified, "{}", v.summary);
             assert!(
                 v.summary
-                    .starts_with("cannot verify: the original failed where no child"),
+                    .starts_with("cannot verify: the original failed where no child")
+                    && v.summary.contains("the original flaky.py fails under")
+                    && !v.summary.contains("module-level launch"),
                 "{}",
                 v.summary
             );
