@@ -25,6 +25,34 @@ fn buggy() -> String {
         .into_owned()
 }
 
+/// `doctor repro SCRIPT --verify-fix --ctx spawn --accelerator cpu` plus `extra` (its own flags,
+/// then `--` and the script's arguments, if any), in its own process group: the exit code and
+/// the JSON document, which must match docs/schema/repro-verify.schema.json.
+fn verify_spawn(script: &str, extra: &[&str]) -> (Option<i32>, Value) {
+    let mut args = vec![
+        "repro",
+        script,
+        "--verify-fix",
+        "--ctx",
+        "spawn",
+        "--accelerator",
+        "cpu",
+        "--no-progress",
+        "--format",
+        "json",
+    ];
+    args.extend(extra);
+    let out = run_in_group(&args);
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{script}: no JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    common::schema::assert_valid("repro-verify", &doc);
+    (out.status.code(), doc)
+}
+
 fn digests(doc: &Value) -> Vec<(String, String, String, Option<String>)> {
     doc["cases"]
         .as_array()
@@ -174,22 +202,9 @@ fn verify_fix_names_a_star_imported_module_that_is_missing() {
     )
     .expect("write");
     let script = script.to_string_lossy().into_owned();
-    let out = run_in_group(&[
-        "repro",
-        &script,
-        "--verify-fix",
-        "--ctx",
-        "spawn",
-        "--accelerator",
-        "cpu",
-        "--no-progress",
-        "--format",
-        "json",
-    ]);
-    let doc: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("no JSON ({e}): {}", String::from_utf8_lossy(&out.stderr)));
+    let (code, doc) = verify_spawn(&script, &[]);
     let summary = doc["verdict"]["summary"].as_str().unwrap_or("");
-    assert_eq!(out.status.code(), Some(1), "{doc}");
+    assert_eq!(code, Some(1), "{doc}");
     assert_eq!(doc["verdict"]["fix_verified"], false, "{doc}");
     assert!(
         summary.starts_with("cannot verify") && summary.contains("No module named 'somewhere'"),
@@ -230,23 +245,10 @@ fn verify_fix_of_a_script_reading_files_beside_it() {
         )
         .expect("write");
         let script = script.to_string_lossy().into_owned();
-        let out = run_in_group(&[
-            "repro",
-            &script,
-            "--verify-fix",
-            "--ctx",
-            "spawn",
-            "--accelerator",
-            "cpu",
-            "--no-progress",
-            "--format",
-            "json",
-        ]);
-        let doc: Value = serde_json::from_slice(&out.stdout)
-            .unwrap_or_else(|e| panic!("no JSON ({e}): {}", String::from_utf8_lossy(&out.stderr)));
+        let (code, doc) = verify_spawn(&script, &[]);
         let summary = doc["verdict"]["summary"].as_str().unwrap_or("");
         assert_eq!(doc["verdict"]["fix_verified"], true, "{file}: {doc}");
-        assert_eq!(out.status.code(), Some(0), "{file}: {summary}");
+        assert_eq!(code, Some(0), "{file}: {summary}");
         if file == "nodata.py" {
             assert!(
                 summary.contains("stop at the same error") && summary.contains("data.csv"),
@@ -284,20 +286,7 @@ fn verify_fix_does_not_lend_the_original_bytecode_to_the_fixed_copy() {
         .expect("python");
     assert!(compiled.success());
     let script = script.to_string_lossy().into_owned();
-    let out = run_in_group(&[
-        "repro",
-        &script,
-        "--verify-fix",
-        "--ctx",
-        "spawn",
-        "--accelerator",
-        "cpu",
-        "--no-progress",
-        "--format",
-        "json",
-    ]);
-    let doc: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("no JSON ({e}): {}", String::from_utf8_lossy(&out.stderr)));
+    let (_, doc) = verify_spawn(&script, &[]);
     let fixed = doc["cases"]
         .as_array()
         .unwrap()
@@ -330,22 +319,9 @@ fn verify_fix_sees_a_launch_the_scan_did_not_flag() {
     )
     .expect("write");
     let script = script.to_string_lossy().into_owned();
-    let out = run_in_group(&[
-        "repro",
-        &script,
-        "--verify-fix",
-        "--ctx",
-        "spawn",
-        "--accelerator",
-        "cpu",
-        "--no-progress",
-        "--format",
-        "json",
-    ]);
-    let doc: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("no JSON ({e}): {}", String::from_utf8_lossy(&out.stderr)));
+    let (code, doc) = verify_spawn(&script, &[]);
     assert_eq!(doc["verdict"]["fix_verified"], false, "{doc}");
-    assert_eq!(out.status.code(), Some(1), "{doc}");
+    assert_eq!(code, Some(1), "{doc}");
     let fixed = doc["cases"]
         .as_array()
         .unwrap()
@@ -503,39 +479,18 @@ fn verify_fix_on_every_fixture_that_fix_changes() {
                     let path = root.join(&rel);
                     let before = std::fs::read(&path).expect("read");
                     let path_text = path.to_string_lossy().into_owned();
-                    let mut args = vec![
-                        "repro",
-                        &path_text,
-                        "--verify-fix",
-                        "--ctx",
-                        "spawn",
-                        "--accelerator",
-                        "cpu",
-                        "--jobs",
-                        "1",
-                        "--timeout",
-                        "240",
-                        "--no-progress",
-                        "--format",
-                        "json",
-                    ];
-                    if let Some((_, extra)) = ARGS.iter().find(|(n, _)| *n == rel) {
-                        args.push("--");
-                        args.extend(extra.iter());
+                    let mut extra = vec!["--jobs", "1", "--timeout", "240"];
+                    if let Some((_, args)) = ARGS.iter().find(|(n, _)| *n == rel) {
+                        extra.push("--");
+                        extra.extend(args.iter());
                     }
-                    let out = run_in_group(&args);
+                    let (code, doc) = verify_spawn(&path_text, &extra);
                     assert_eq!(
                         std::fs::read(&path).expect("read"),
                         before,
                         "{rel}: the file was touched"
                     );
-                    let doc: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-                        panic!(
-                            "{rel}: no JSON ({e}): {}",
-                            String::from_utf8_lossy(&out.stderr)
-                        )
-                    });
-                    results.lock().unwrap().push((rel, out.status.code(), doc));
+                    results.lock().unwrap().push((rel, code, doc));
                 }
             });
         }
@@ -544,11 +499,6 @@ fn verify_fix_on_every_fixture_that_fix_changes() {
     for (rel, code, doc) in results.into_inner().unwrap() {
         let summary = doc["verdict"]["summary"].as_str().unwrap_or("").to_string();
         let verified = doc["verdict"]["fix_verified"] == true;
-        for e in common::schema::errors("repro-verify", &doc) {
-            bad.push(format!(
-                "{rel}: the document does not match its schema: {e}"
-            ));
-        }
         for c in doc["cases"].as_array().into_iter().flatten() {
             if c["leftovers"].as_array().is_some_and(|l| !l.is_empty()) {
                 bad.push(format!("{rel}: left behind: {c}"));
