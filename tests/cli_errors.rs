@@ -28,14 +28,10 @@ fn bad_ports() {
 #[test]
 fn control_characters_in_paths_are_escaped_in_errors() {
     use std::os::unix::ffi::OsStrExt;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let script = dir.path().join("t.py");
-    std::fs::write(
-        &script,
+    let (_dir, script) = common::temp_script(
+        "t.py",
         "import torch.distributed as d\nd.init_process_group('gloo')\n",
-    )
-    .expect("write");
-    let script = script.to_string_lossy().into_owned();
+    );
     let odd = std::ffi::OsStr::from_bytes(b"/nonexistent/a\x1b[31mb\x07\xff");
     for option in ["--python-base", "--python"] {
         let out = doctor()
@@ -57,14 +53,10 @@ fn control_characters_in_paths_are_escaped_in_errors() {
 /// `--python-base` that is a directory, or a program that is no Python: one short error line.
 #[test]
 fn python_base_that_is_no_interpreter() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let script = dir.path().join("t.py");
-    std::fs::write(
-        &script,
+    let (dir, script) = common::temp_script(
+        "t.py",
         "type V = int\nimport torch.distributed as d\nd.init_process_group('gloo')\n",
-    )
-    .expect("write");
-    let script = script.to_string_lossy().into_owned();
+    );
     let folder = dir.path().to_string_lossy().into_owned();
     let err = fails_with(
         &[

@@ -81,34 +81,16 @@ const SNIPPETS: &[&str] = &[
     "if (n := 1):\n    try:\n        pass\n    except* OSError:\n        pass\n",
 ];
 
-/// Every fixture source (`tests/fixtures/scan*`, sub-folders too).
+/// Every fixture source (`tests/fixtures/scan*`, sub-folders too) that is UTF-8.
 fn fixtures() -> Vec<(String, String)> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-    let mut out = Vec::new();
-    let mut stack: Vec<PathBuf> = ["scan", "scan_fix", "scan_star"]
-        .iter()
-        .map(|d| root.join(d))
-        .collect();
-    while let Some(dir) = stack.pop() {
-        for e in std::fs::read_dir(&dir).expect("fixtures") {
-            let p = e.expect("entry").path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "py")
-                && let Ok(text) = std::fs::read_to_string(&p)
-            {
-                out.push((
-                    p.strip_prefix(&root)
-                        .unwrap()
-                        .to_string_lossy()
-                        .into_owned(),
-                    text,
-                ));
-            }
-        }
-    }
-    out.sort();
-    out
+    common::scan_fixtures()
+        .into_iter()
+        .filter_map(|rel| {
+            let text = std::fs::read_to_string(root.join(&rel)).ok()?;
+            Some((rel, text))
+        })
+        .collect()
 }
 
 /// Which of `sources` `python` compiles (`compile(text, name, "exec")`), in order.

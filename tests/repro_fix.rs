@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 
 use serde_json::Value;
@@ -194,14 +194,10 @@ fn verify_fix_names_a_star_imported_module_that_is_missing() {
     if common::torch_python().is_none() {
         return;
     }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let script = dir.path().join("missing.py");
-    std::fs::write(
-        &script,
+    let (_dir, script) = common::temp_script(
+        "missing.py",
         "from somewhere import *\n\ntorch.distributed.init_process_group(\"gloo\")\ndist.init_device_mesh(\"cpu\", (1,))\n",
-    )
-    .expect("write");
-    let script = script.to_string_lossy().into_owned();
+    );
     let (code, doc) = verify_spawn(&script, &[]);
     let summary = doc["verdict"]["summary"].as_str().unwrap_or("");
     assert_eq!(code, Some(1), "{doc}");
@@ -267,14 +263,11 @@ fn verify_fix_does_not_lend_the_original_bytecode_to_the_fixed_copy() {
     let Some(python) = common::torch_python() else {
         return;
     };
-    let dir = tempfile::tempdir().expect("tempdir");
-    let script = dir.path().join("selfimp.py");
-    std::fs::write(
-        &script,
+    let (dir, script) = common::temp_script(
+        "selfimp.py",
         "import torch.distributed as dist\n\ndist.init_process_group(\"gloo\")\n\n\
          if __name__ == \"__main__\":\n    import selfimp\n",
-    )
-    .expect("write");
+    );
     let compiled = std::process::Command::new(&python)
         .current_dir(dir.path())
         .args([
@@ -285,7 +278,6 @@ fn verify_fix_does_not_lend_the_original_bytecode_to_the_fixed_copy() {
         .status()
         .expect("python");
     assert!(compiled.success());
-    let script = script.to_string_lossy().into_owned();
     let (_, doc) = verify_spawn(&script, &[]);
     let fixed = doc["cases"]
         .as_array()
@@ -307,18 +299,14 @@ fn verify_fix_sees_a_launch_the_scan_did_not_flag() {
     if common::torch_python().is_none() {
         return;
     }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let script = dir.path().join("hidden.py");
-    std::fs::write(
-        &script,
+    let (_dir, script) = common::temp_script(
+        "hidden.py",
         "import torch.distributed as dist\n\n\
          _init = getattr(dist, \"init_\" + \"process_group\")\n\
          _init(\"gloo\", store=dist.HashStore(), rank=0, world_size=1)\n\
          try:\n    dist.init_process_group(\"gloo\")\nexcept ValueError:\n    pass\n\n\
          if __name__ == \"__main__\":\n    print(\"train\")\n",
-    )
-    .expect("write");
-    let script = script.to_string_lossy().into_owned();
+    );
     let (code, doc) = verify_spawn(&script, &[]);
     assert_eq!(doc["verdict"]["fix_verified"], false, "{doc}");
     assert_eq!(code, Some(1), "{doc}");
@@ -396,33 +384,6 @@ const CANNOT_RUN: &[(&str, &str, &str)] = &[];
 /// Arguments a fixture needs to run (`sys.argv[1]`).
 const ARGS: &[(&str, &[&str])] = &[("scan/num_workers_macos_nonliteral.py", &["0"])];
 
-/// Every fixture file (`tests/fixtures/scan*`, sub-folders too), as `FOLDER/PATH`.
-fn all_fixtures() -> Vec<String> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-    let mut out = Vec::new();
-    let mut stack: Vec<PathBuf> = ["scan", "scan_fix", "scan_star"]
-        .iter()
-        .map(|d| root.join(d))
-        .collect();
-    while let Some(dir) = stack.pop() {
-        for e in std::fs::read_dir(&dir).expect("fixtures") {
-            let p = e.expect("entry").path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "py") {
-                out.push(
-                    p.strip_prefix(&root)
-                        .unwrap()
-                        .to_string_lossy()
-                        .into_owned(),
-                );
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
 /// `doctor scan --fix` on a copy of the fixture's folder (its sibling modules with it): whether
 /// the fixture changes.
 fn fix_changes(rel: &str) -> bool {
@@ -452,7 +413,7 @@ fn fix_changes(rel: &str) -> bool {
 fn verify_fix_on_every_fixture_that_fix_changes() {
     let _one = HEAVY.lock().unwrap_or_else(|e| e.into_inner());
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-    let changed: Vec<String> = all_fixtures()
+    let changed: Vec<String> = common::scan_fixtures()
         .into_iter()
         .filter(|f| fix_changes(f))
         .collect();

@@ -302,3 +302,40 @@ pub fn torch_python() -> Option<PathBuf> {
     );
     Some(python)
 }
+
+/// Every Python file of the scan fixtures (`tests/fixtures/scan*`, sub-folders too), as
+/// `FOLDER/PATH` below tests/fixtures, sorted.
+pub fn scan_fixtures() -> Vec<String> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let mut out = Vec::new();
+    let mut stack: Vec<PathBuf> = ["scan", "scan_fix", "scan_star"]
+        .iter()
+        .map(|d| root.join(d))
+        .collect();
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).expect("fixtures") {
+            let p = e.expect("entry").path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "py") {
+                out.push(
+                    p.strip_prefix(&root)
+                        .unwrap()
+                        .to_string_lossy()
+                        .into_owned(),
+                );
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// `text` written to `NAME` in a new temporary folder: the folder (removed when dropped) and the
+/// file's path.
+pub fn temp_script(name: &str, text: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let script = dir.path().join(name);
+    std::fs::write(&script, text).expect("write");
+    (dir, script.to_string_lossy().into_owned())
+}
