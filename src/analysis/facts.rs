@@ -560,14 +560,19 @@ impl<'a> Analysis<'a> {
     }
 
     /// Whether `kid` was adopted by `parent` rather than started by it: `parent` is init, a
-    /// subreaper, the observer, or (for a spawn child, which its Python parent exec'd as its own
-    /// interpreter; a fork child is a copy of its parent) a program other than the child's.
+    /// subreaper, the observer, or (for a spawn child only, which its Python parent exec'd as its
+    /// own interpreter) a program other than the child's. Any other Python process under a live
+    /// program that is not Python was started by it (a shell, `timeout`, `uv run`, an `srun`
+    /// step): a healthy process, never a leftover rank.
     fn adopted(&self, parent: &Process, kid: &Process) -> bool {
         if parent.pid == self.snap.host.observer_pid && parent.pid > 1 {
             return Some(kid.pid) != self.observer_command();
         }
         if self.is_adopter(parent) {
             return true;
+        }
+        if self.roles.get(&kid.pid) != Some(&Role::SpawnChild) {
+            return false;
         }
         match (&parent.exe, &kid.exe) {
             (Some(a), Some(b)) => a != b && !is_python(parent),
