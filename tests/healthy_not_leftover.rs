@@ -108,13 +108,15 @@ fn copies_of_one_program_under_a_live_shell_with_master_port_are_no_leftover_job
 fn a_keep_alive_client_of_a_closed_connection_under_a_live_parent_is_no_leftover_rank() {
     let port = free_low_port();
     let py = python();
-    // One client straight under the shell, one under `timeout` (a live parent that is no shell),
-    // two more as copies of one program (a pool of workers).
+    // One client straight under the shell, one under `timeout` (a live parent that is no shell;
+    // `--foreground` keeps it in the test's process group, which the test kills at its end:
+    // plain `timeout` makes a group of its own and outlived the test), two more as copies of one
+    // program (a pool of workers).
     let sit = shell(
         &format!(
             "{py} -c '{SERVER}' {port} 4 & \
              {py} -c '{CLIENT}' {port} shell & \
-             timeout 600 {py} -c '{CLIENT}' {port} timeout & \
+             timeout --foreground 600 {py} -c '{CLIENT}' {port} timeout & \
              {py} -c '{CLIENT}' {port} twin & \
              {py} -c '{CLIENT}' {port} twin2 &"
         ),
