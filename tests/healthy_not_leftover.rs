@@ -128,3 +128,41 @@ fn a_keep_alive_client_of_a_closed_connection_under_a_live_parent_is_no_leftover
         .collect();
     assert_no_leftover("keep-alive clients", port, &pids);
 }
+
+/// The shell exited (`export MASTER_PORT=...; nohup python eval.py &` twice, then logout): two
+/// copies of one program under init in one process group, MASTER_PORT in their environ and no
+/// socket on it. Nothing says they were the ranks of a launcher: no D003.
+#[test]
+fn copies_of_one_program_left_by_an_exited_shell_are_no_leftover_job() {
+    let port = free_low_port();
+    let py = python();
+    let sit = shell(
+        &format!(
+            "export MASTER_PORT={port}; nohup {py} -c '{SLEEPER}' >/dev/null 2>&1 & \
+             nohup {py} -c '{SLEEPER}' >/dev/null 2>&1 & disown -a;"
+        ),
+        2,
+    );
+    let pids: Vec<i32> = sit.pids.values().copied().collect();
+    // The shell ends after READY; wait until both are re-parented.
+    let ppid = |pid: i32| -> Option<i32> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        stat.rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    let shell_pid = sit.child.id() as i32;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while pids.iter().any(|&p| ppid(p) == Some(shell_pid)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the shell did not exit"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(pids.iter().all(|&p| ppid(p).is_some()), "both live on");
+    assert_no_leftover("nohup twins", port, &pids);
+}

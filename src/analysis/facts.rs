@@ -470,10 +470,20 @@ impl<'a> Analysis<'a> {
             let mut placed: HashSet<i32> = HashSet::new();
             if adopted.len() >= 2 {
                 for group in self.orphan_siblings(&adopted) {
+                    // A MASTER_PORT in a spawn child's environ is its dead parent's os.environ
+                    // at start (mp.spawn's rendezvous); in an adopted fork child or plain Python
+                    // process it is only what a shell exported (`export MASTER_PORT=...; nohup
+                    // python eval.py &` twice): no rendezvous without a socket on it.
+                    let spawn = self.roles[&group[0]] == Role::SpawnChild;
                     let mut left = group;
-                    while let Some(port) = self.shared_rendezvous(&left) {
-                        let (ranks, rest): (Vec<i32>, Vec<i32>) =
-                            left.iter().partition(|&&c| self.rendezvous_on(c, port));
+                    while let Some(port) = self.shared_rendezvous_of(&left, spawn) {
+                        let (ranks, rest): (Vec<i32>, Vec<i32>) = left.iter().partition(|&&c| {
+                            if spawn {
+                                self.rendezvous_on(c, port)
+                            } else {
+                                self.uses_port(c, port)
+                            }
+                        });
                         if ranks.len() < 2 {
                             break;
                         }
@@ -667,8 +677,13 @@ impl<'a> Analysis<'a> {
     /// The port two or more of `kids` rendezvous on: a MASTER_PORT they share, else a port one of
     /// them listens on and another one is connected to.
     fn shared_rendezvous(&self, kids: &[i32]) -> Option<u16> {
+        self.shared_rendezvous_of(kids, true)
+    }
+
+    /// [`Analysis::shared_rendezvous`], a shared MASTER_PORT counting only when `by_env`.
+    fn shared_rendezvous_of(&self, kids: &[i32], by_env_too: bool) -> Option<u16> {
         let mut by_env: BTreeMap<u16, usize> = BTreeMap::new();
-        for c in kids {
+        for c in kids.iter().filter(|_| by_env_too) {
             if let Some(port) = self.identity.get(c).and_then(|i| i.master_port) {
                 *by_env.entry(port).or_default() += 1;
             }
@@ -1704,12 +1719,19 @@ mod tests {
                 assert!(a.findings.is_empty(), "{argv}: {:?}", a.findings);
             }
             // Orphaned spawn workers that share no rendezvous; two same-program daemons of
-            // different process groups, one a client of the other: no job.
+            // different process groups, one a client of the other; two copies of one program
+            // left by a shell that exported MASTER_PORT (`nohup python eval.py &` twice, one
+            // process group), without a socket on it: no job.
             let mut d0 = proc_(110, 1, fork, &[], &[1, 2, 3]);
             let mut d1 = proc_(111, 1, fork, &[], &[4]);
             d0.pgid = 110;
             d1.pgid = 111;
+            let mut n0 = proc_(110, 1, fork, PORT, &[]);
+            let mut n1 = proc_(111, 1, fork, PORT, &[]);
+            n0.pgid = 100;
+            n1.pgid = 100;
             for s in [
+                snap(vec![proc_(1, 0, "/sbin/init", &[], &[]), n0, n1]),
                 snap(vec![
                     proc_(1, 0, "/sbin/init", &[], &[]),
                     proc_(110, 1, SPAWN, &[], &[]),

@@ -284,7 +284,11 @@ rules! {
     /// with its own client connected) or connected to its `MASTER_PORT`, or a spawn or fork child
     /// whose connection to a rendezvous port (its own `MASTER_PORT`, one asked with `--port`, a
     /// default one, one another process names) was closed by the other end (`CLOSE_WAIT`: its store
-    /// is gone). Not seen (a known gap): a fork child left alone that hosts the store, which looks
+    /// is gone). Adopted means re-parented to init, a subreaper or `doctor run` (for a spawn child also:
+    /// under a live program that is not Python); a Python process under a live shell, `timeout`,
+    /// `uv run` or `srun` step was started by it and is never a leftover. Adopted fork children (or
+    /// plain Python processes) sharing only a `MASTER_PORT` in their environ (a shell's `export`) share
+    /// no rendezvous: they need a socket on it. Not seen (a known gap): a fork child left alone that hosts the store, which looks
     /// like a healthy single process started in the background (`nohup python train.py &`); on an
     /// asked port it is D008, whose fix also stops it.
     ///
