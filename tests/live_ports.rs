@@ -624,3 +624,71 @@ fn a_job_in_another_network_namespace_is_not_another_job_on_the_port() {
     }
     drop((here, there));
 }
+
+/// A process of another network namespace can hold a socket of this one: it bound here, then
+/// moved (`unshare -n`, `ip netns exec` after the bind, systemd socket activation of a service
+/// with `PrivateNetwork=yes`, a socket passed into a container). It is the port's holder here
+/// and must be shown as such (the netns filter of 7c7c49b left the holder out: pid `-`).
+#[test]
+fn a_holder_in_another_network_namespace_of_a_socket_here_is_shown() {
+    let ok = std::process::Command::new("unshare")
+        .args(["-n", "true"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        skip_or_fail("cannot create a network namespace (unshare -n)");
+        return;
+    }
+    let port = free_low_port();
+    let holder = r#"
+import os, sys, time
+print(f"PIDS me={os.getpid()}", flush=True)
+print("READY", flush=True)
+time.sleep(600)
+"#;
+    let binder = format!(
+        r#"
+import os, socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", {port})); s.listen(); s.set_inheritable(True)
+os.execvp("unshare", ["unshare", "-n", sys.executable, "-c", sys.argv[1]])
+"#
+    );
+    let sit = Situation::start_cmd(
+        std::process::Command::new(python())
+            .args(["-c", &binder])
+            .arg(holder),
+    );
+    let me = sit.pid("me");
+    assert_ne!(
+        std::fs::read_link(format!("/proc/{me}/ns/net")).ok(),
+        std::fs::read_link("/proc/self/ns/net").ok(),
+        "the holder lives in another network namespace"
+    );
+    let p = port.to_string();
+    let (doc, _) = json(&["ports", "--port", &p, "--format", "json"]);
+    let pids: Vec<&serde_json::Value> = doc["holders"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|h| h["port"] == port)
+        .map(|h| &h["pid"])
+        .collect();
+    assert!(
+        !pids.is_empty() && pids.iter().all(|p| **p == me),
+        "ports: the holder of port {port} is pid {me}: {pids:?}"
+    );
+    fn has(n: &serde_json::Value, pid: i32) -> bool {
+        n["pid"] == pid
+            || n["children"]
+                .as_array()
+                .is_some_and(|c| c.iter().any(|k| has(k, pid)))
+    }
+    let (doc, _) = json(&["tree", "--port", &p, "--format", "json"]);
+    assert!(
+        doc["trees"]
+            .as_array()
+            .is_some_and(|t| t.iter().any(|n| has(n, me))),
+        "tree: the holder of port {port}, pid {me}, is drawn: {doc:#}"
+    );
+}

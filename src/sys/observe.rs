@@ -85,7 +85,8 @@ pub fn parse_port_list(text: &str) -> Vec<[u16; 2]> {
 
 /// Keep only the processes of this network namespace: sockets are per namespace, so a process
 /// of another namespace (another container, another simulated node) cannot hold or collide with
-/// a port seen here. Their ancestors stay, stripped of environment and sockets, so the process
+/// a port seen here, unless it holds a socket of this namespace (see below). Their ancestors
+/// stay, stripped of environment and sockets, so the process
 /// tree (and whether a launcher is gone) reads the same. Processes whose namespace may not be
 /// read are kept; processes gone since the snapshot are left out. Returns how many were left out.
 pub fn same_netns_only(snap: &mut Snapshot) -> usize {
@@ -94,9 +95,14 @@ pub fn same_netns_only(snap: &mut Snapshot) -> usize {
         return 0;
     };
     use rayon::prelude::*;
+    // A socket of this namespace's tables held by a process of another one (it bound here and
+    // moved: `unshare -n`, socket activation of a service with `PrivateNetwork=yes`, a socket
+    // passed into a container) is held here: that process stays.
+    let here: BTreeSet<u64> = snap.sockets.iter().map(|s| s.inode).collect();
     let other: BTreeSet<i32> = snap
         .processes
         .par_iter()
+        .filter(|p| !p.socket_inodes.iter().any(|i| here.contains(i)))
         .filter(|p| match proc::net_ns(Some(p.pid)) {
             Ok(ns) => ns != mine,
             // Gone since the snapshot: its namespace is unknown; short-lived processes of other
