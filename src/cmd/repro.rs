@@ -151,40 +151,16 @@ pub fn main(args: ReproArgs) -> anyhow::Result<i32> {
         return show(name);
     }
     check_numbers(&args)?;
-    let python = match &args.python {
-        Some(p) => Some(pyenv::resolve(p).ok_or_else(|| {
-            user_error(
-                format!(
-                    "--python {}: {}",
-                    p.display(),
-                    if p.is_dir() {
-                        "is a directory"
-                    } else {
-                        "no such file"
-                    }
-                ),
-                "give the path of a Python interpreter, e.g. --python .venv/bin/python",
-            )
-        })?),
-        None => None,
-    };
-    let base = match &args.python_base {
-        Some(p) => Some(pyenv::resolve(p).ok_or_else(|| {
-            user_error(
-                format!(
-                    "--python-base {}: {}",
-                    p.display(),
-                    if p.is_dir() {
-                        "is a directory"
-                    } else {
-                        "no such file"
-                    }
-                ),
-                pyenv::BASE_HINT,
-            )
-        })?),
-        None => None,
-    };
+    let python = interpreter(
+        "--python",
+        args.python.as_deref(),
+        "give the path of a Python interpreter, e.g. --python .venv/bin/python",
+    )?;
+    let base = interpreter(
+        "--python-base",
+        args.python_base.as_deref(),
+        pyenv::BASE_HINT,
+    )?;
     if args.verify_fix {
         return verify_fix::main(&args, python.as_deref(), base.as_deref());
     }
@@ -249,6 +225,23 @@ fn setup_mode(no_setup: bool) -> pyenv::Setup {
             quiet: render::settings().quiet,
         }
     }
+}
+
+/// The interpreter `flag` names, resolved (a path, or a name on PATH); a usage error that says
+/// whether it is a directory or missing.
+fn interpreter(flag: &str, path: Option<&Path>, hint: &str) -> anyhow::Result<Option<PathBuf>> {
+    let Some(p) = path else {
+        return Ok(None);
+    };
+    let resolved = pyenv::resolve(p).ok_or_else(|| {
+        let why = if p.is_dir() {
+            "is a directory"
+        } else {
+            "no such file"
+        };
+        user_error(format!("{flag} {}: {why}", p.display()), hint)
+    })?;
+    Ok(Some(resolved))
 }
 
 fn check_numbers(args: &ReproArgs) -> anyhow::Result<()> {
